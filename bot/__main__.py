@@ -1,0 +1,273 @@
+"""Command line: `readersviews run | check | migrate | sync-commands | outbox | export`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import discord
+
+from bot import __version__
+from bot.clock import SystemClock
+from bot.config import Config, ConfigError, Secrets, load
+from bot.logs import setup_logging
+from bot.store import Store, StoreError, latest_version
+from bot.store.database import Database
+
+log = logging.getLogger("readersviews")
+
+
+class CliError(Exception):
+    """One line for the operator; exit code 1."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="readersviews",
+        description="A Discord bot for a publication's readers' discussion, letters and statement sign-ons.",
+        epilog="Secrets come from the environment: DISCORD_TOKEN, READERSVIEWS_WP_APP_PASSWORD, "
+        "READERSVIEWS_WEBHOOK_SECRET. The config file is --config, else $READERSVIEWS_CONFIG, "
+        "else config/config.yaml if present, else built-in defaults.",
+    )
+    parser.add_argument("--version", action="version", version=f"readersviews {__version__}")
+    parser.add_argument("--config", metavar="PATH", help="YAML config file (see config/example.yaml)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    sub.add_parser("run", help="start the bot (default)", description="Start the bot; SIGTERM/SIGINT stop it cleanly.")
+    sub.add_parser("check", help="validate config, token, database and site; exit 1 on problems")
+    sub.add_parser("migrate", help="apply database migrations and exit")
+    sync = sub.add_parser("sync-commands", help="force a sync of the slash commands with Discord")
+    sync.add_argument("--guild", type=int, metavar="ID", help="sync to one server only (instant, for testing)")
+
+    outbox = sub.add_parser("outbox", help="inspect and repair deliveries to the site")
+    outbox_sub = outbox.add_subparsers(dest="outbox_command", metavar="ACTION", required=True)
+    listing = outbox_sub.add_parser("list", help="list outbox items (default: not yet delivered)")
+    listing.add_argument("--all", action="store_true", help="include delivered items")
+    retry = outbox_sub.add_parser("retry", help="deliver a dead or waiting item again now")
+    retry.add_argument("id", type=int)
+    drop = outbox_sub.add_parser("drop", help="give up on an item (it will not be delivered)")
+    drop.add_argument("id", type=int)
+
+    export = sub.add_parser("export", help="export data")
+    export_sub = export.add_subparsers(dest="export_command", metavar="WHAT", required=True)
+    statement = export_sub.add_parser("statement", help="a statement's signatures as CSV or JSON")
+    statement.add_argument("slug")
+    statement.add_argument("--format", choices=("csv", "json"), default="csv")
+    statement.add_argument("--guild", type=int, metavar="ID", help="the server, when several have this slug")
+    statement.add_argument("--output", "-o", metavar="FILE", help="write here instead of standard output")
+    statement.add_argument("--bom", action="store_true", help="start CSV with a UTF-8 BOM (for Excel)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command = args.command or "run"
+    try:
+        config = load(args.config)
+        secrets = Secrets.from_env()
+        setup_logging(config.logging.level, _secret_values(secrets))
+        if command == "run":
+            return asyncio.run(cmd_run(config, secrets))
+        if command == "check":
+            return asyncio.run(cmd_check(config, secrets))
+        if command == "migrate":
+            return asyncio.run(cmd_migrate(config))
+        if command == "sync-commands":
+            return asyncio.run(cmd_sync(config, secrets, args.guild))
+        if command == "outbox":
+            return asyncio.run(cmd_outbox(config, args))
+        if command == "export":
+            return asyncio.run(cmd_export(config, args))
+    except (ConfigError, StoreError, CliError) as exc:
+        print(f"readersviews: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    raise AssertionError(f"unhandled command {command}")
+
+
+def _secret_values(secrets: Secrets) -> list[str]:
+    return [
+        s.get_secret_value() for s in (secrets.discord_token, secrets.wordpress_password, secrets.webhook_secret) if s
+    ]
+
+
+def _token(secrets: Secrets) -> str:
+    if secrets.discord_token is None:
+        raise CliError(
+            "DISCORD_TOKEN is not set: create a bot at https://discord.com/developers/applications, "
+            "copy its token and run `DISCORD_TOKEN=... readersviews run`"
+        )
+    return secrets.discord_token.get_secret_value()
+
+
+async def cmd_run(config: Config, secrets: Secrets) -> int:
+    from bot.app import Runtime
+
+    token = _token(secrets)
+    runtime = await Runtime.create(config, secrets)
+    try:
+        await runtime.run_until_signalled(token)
+    except discord.LoginFailure:
+        raise CliError(
+            "Discord rejected DISCORD_TOKEN (401): copy the bot token again from the developer portal"
+        ) from None
+    except discord.PrivilegedIntentsRequired:
+        raise CliError(
+            "Discord refused the Message Content intent: enable it under Bot > Privileged Gateway Intents "
+            "in the developer portal, or set discord.message_content_intent: false"
+        ) from None
+    return 0
+
+
+async def cmd_check(config: Config, secrets: Secrets) -> int:
+    """Report every check, then exit 1 if any failed."""
+    results: list[tuple[bool, str]] = [(True, "config: valid")]
+    results.append(
+        (True, "DISCORD_TOKEN: set")
+        if secrets.discord_token
+        else (False, "DISCORD_TOKEN: not set (export DISCORD_TOKEN=... before `readersviews run`)")
+    )
+    path = config.database.path
+    if not path.exists():
+        parent = next((p for p in (path.parent, *path.parent.parents) if p.exists()), Path("."))
+        if os.access(parent, os.W_OK):
+            results.append((True, f"database: {path} will be created at start (schema v{latest_version()})"))
+        else:
+            results.append((False, f"database: cannot create {path}: {parent} is not writable"))
+        results.extend(await _check_site(config, secrets))
+        return _report(results)
+    try:
+        db = await Database.open(path, migrate=False)
+    except StoreError as exc:
+        results.append((False, f"database: {exc}"))
+    else:
+        try:
+            version, latest = await db.schema_version(), latest_version()
+            pending = latest - version
+            if pending:
+                results.append(
+                    (True, f"database: {db.path} at schema v{version}; {pending} migration(s) to apply at start")
+                )
+            else:
+                results.append((True, f"database: {db.path} at schema v{version} (up to date)"))
+        finally:
+            await db.close()
+    results.extend(await _check_site(config, secrets))
+    return _report(results)
+
+
+def _report(results: list[tuple[bool, str]]) -> int:
+    for ok, line in results:
+        print(f"{'ok  ' if ok else 'FAIL'} {line}")
+    failed = sum(1 for ok, _ in results if not ok)
+    print(f"{len(results) - failed} ok, {failed} failed")
+    return 1 if failed else 0
+
+
+async def _check_site(config: Config, secrets: Secrets) -> list[tuple[bool, str]]:
+    if config.site.kind == "none":
+        return [(True, "site: none (nothing is mirrored)")]
+    try:
+        import httpx
+
+        from bot.site import make_adapter
+        from bot.site.base import SiteError
+    except ImportError:  # pragma: no cover - the site package ships with the bot
+        return [(False, "site: adapters unavailable")]
+    async with httpx.AsyncClient() as client:
+        try:
+            adapter = make_adapter(config.site, secrets, client)
+        except (ValueError, ConfigError) as exc:
+            return [(False, f"site: {exc}")]
+        try:
+            detail = await adapter.check()
+        except SiteError as exc:
+            return [(False, f"site ({config.site.kind}): {exc}")]
+        finally:
+            await adapter.aclose()
+    return [(True, f"site ({config.site.kind}): {detail}")]
+
+
+async def cmd_migrate(config: Config) -> int:
+    db = await Database.open(config.database.path, migrate=False)
+    try:
+        applied = await db.migrate()
+        version = await db.schema_version()
+    finally:
+        await db.close()
+    print(f"applied {', '.join(applied)}" if applied else "nothing to apply")
+    print(f"database {config.database.path} is at schema v{version}")
+    return 0
+
+
+async def cmd_sync(config: Config, secrets: Secrets, guild_id: int | None) -> int:
+    from bot.app import Runtime
+
+    token = _token(secrets)
+    runtime = await Runtime.create(config, secrets, force_sync=True, sync_guild_id=guild_id)
+    try:
+        await runtime.bot.login(token)  # login runs setup_hook, which syncs
+    except discord.LoginFailure:
+        raise CliError("Discord rejected DISCORD_TOKEN (401)") from None
+    finally:
+        await runtime.aclose()
+    where = f"server {guild_id}" if guild_id else "all servers (global commands may take a minute to appear)"
+    print(f"synced {len(runtime.bot.command_payload())} commands to {where}")
+    return 0
+
+
+async def cmd_outbox(config: Config, args: argparse.Namespace) -> int:
+    from bot.store.outbox import OutboxRepo
+
+    store = await Store.open(config.database.path, SystemClock())
+    try:
+        repo = OutboxRepo(store.db, store.clock)
+        if args.outbox_command == "list":
+            states = None if args.all else ("pending", "inflight", "dead")
+            rows = await repo.list(states)
+            if not rows:
+                print("outbox is empty" if args.all else "nothing waiting: every item was delivered")
+            for row in rows:
+                error = f"  last error: {row.last_error}" if row.last_error else ""
+                print(f"#{row.id} {row.state:<8} {row.kind:<18} {row.entity:<16} attempts {row.attempts}{error}")
+        elif args.outbox_command == "retry":
+            if not await repo.retry(args.id):
+                raise CliError(f"no outbox item #{args.id} to retry (see `readersviews outbox list`)")
+            print(f"#{args.id} will be delivered by the running bot shortly")
+        elif args.outbox_command == "drop":
+            if not await repo.drop(args.id):
+                raise CliError(f"no undelivered outbox item #{args.id} (see `readersviews outbox list`)")
+            print(f"#{args.id} dropped; it will not be delivered")
+    finally:
+        await store.close()
+    return 0
+
+
+async def cmd_export(config: Config, args: argparse.Namespace) -> int:
+    from bot.statements import export_statement
+
+    store = await Store.open(config.database.path, SystemClock())
+    try:
+        data = await export_statement(
+            store, args.slug, fmt=args.format, guild_id=args.guild, include_discord_ids=True, bom=args.bom
+        )
+    except LookupError as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        await store.close()
+    if args.output:
+        await asyncio.to_thread(Path(args.output).write_bytes, data)
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.buffer.write(data)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,240 @@
+"""The Bot subclass and the runtime that owns its resources (store, HTTP client, signals)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import discord
+import httpx
+import yarl
+from discord.ext import commands
+
+from bot import __version__
+from bot.clock import Clock, SystemClock
+from bot.config import Config, Secrets
+from bot.errors import on_app_command_error
+from bot.store import Store
+
+log = logging.getLogger(__name__)
+
+COMMAND_HASH_KEY = "command_hash"
+DISCORD_API_BASE = "https://discord.com/api/v10"
+DISCORD_GATEWAY = yarl.URL("wss://gateway.discord.gg/")
+
+
+def apply_endpoints(config: Config) -> None:
+    """Point discord.py at a REST proxy / gateway override (or back at Discord).
+
+    discord.py keeps these as class attributes, so they are process-wide by its design.
+    """
+    api = str(config.discord.api_base_url).rstrip("/") if config.discord.api_base_url else DISCORD_API_BASE
+    discord.http.Route.BASE = api
+    gateway = yarl.URL(config.discord.gateway_url) if config.discord.gateway_url else DISCORD_GATEWAY
+    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = gateway
+
+
+def build_intents(config: Config) -> discord.Intents:
+    intents = discord.Intents.none()
+    intents.guilds = True
+    intents.guild_messages = True
+    intents.dm_messages = True
+    intents.message_content = config.discord.message_content_intent
+    intents.members = config.discord.members_intent
+    return intents
+
+
+def user_agent(config: Config) -> str:
+    contact = f"; +{config.feeds.contact_url}" if config.feeds.contact_url else ""
+    return f"readersviews/{__version__} (Discord bot{contact})"
+
+
+@dataclass
+class Health:
+    """Recent problems, for /readersviews status."""
+
+    last_errors: list[tuple[str, str]] = field(default_factory=list)
+
+    def note(self, when: str, text: str) -> None:
+        self.last_errors.append((when, text))
+        del self.last_errors[:-10]
+
+
+class ReadersViewsBot(commands.Bot):
+    def __init__(
+        self,
+        *,
+        config: Config,
+        secrets: Secrets,
+        store: Store,
+        http_client: httpx.AsyncClient,
+        clock: Clock,
+        force_sync: bool = False,
+        sync_guild_id: int | None = None,
+    ) -> None:
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=build_intents(config),
+            allowed_mentions=discord.AllowedMentions.none(),
+            guild_ready_timeout=config.discord.guild_ready_timeout,
+            help_command=None,
+        )
+        self.config = config
+        self.secrets = secrets
+        self.store = store
+        self.http_client = http_client
+        self.clock = clock
+        self.started_at = clock.now()
+        self.health = Health()
+        self.force_sync = force_sync
+        self.sync_guild_id = sync_guild_id
+        self.synced: bool = False
+        self.tree.on_error = on_app_command_error
+        # Services that cogs share (the outbox worker, site adapter) are attached in setup_hook.
+        self.services: dict[str, Any] = {}
+        self._shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
+
+    async def setup_hook(self) -> None:
+        for name in self.config.cogs:
+            await self.load_extension(name)
+            log.debug("loaded %s", name)
+        await self.sync_commands_if_changed()
+
+    def on_shutdown(self, hook: Callable[[], Awaitable[None]]) -> None:
+        self._shutdown_hooks.append(hook)
+
+    def command_payload(self) -> list[dict[str, Any]]:
+        commands_ = [cmd.to_dict(self.tree) for cmd in self.tree.get_commands()]
+        return sorted(commands_, key=lambda c: (c.get("type", 1), c["name"]))
+
+    def command_hash(self) -> str:
+        blob = json.dumps(self.command_payload(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    async def sync_commands_if_changed(self) -> bool:
+        """Sync global commands only when the set differs from the last sync (rate limits are tight)."""
+        digest = self.command_hash()
+        if self.sync_guild_id is not None:
+            guild = discord.Object(id=self.sync_guild_id)
+            self.tree.copy_global_to(guild=guild)
+            await self.tree.sync(guild=guild)
+            log.info("synced %d commands to guild %s", len(self.command_payload()), self.sync_guild_id)
+            self.synced = True
+            return True
+        key = f"{COMMAND_HASH_KEY}:{self.application_id}"
+        if not self.force_sync and await self.store.meta.get(key) == digest:
+            log.info("application commands unchanged; not syncing")
+            return False
+        synced = await self.tree.sync()
+        await self.store.meta.set(key, digest)
+        log.info("synced %d application commands", len(synced))
+        self.synced = True
+        return True
+
+    async def alert(self, guild_id: int | None, text: str) -> bool:
+        """Tell a server's admins about a problem in the alert channel; False if there is none."""
+        self.health.note(self.clock.now().isoformat(timespec="seconds"), text)
+        if guild_id is None:
+            log.warning("alert: %s", text)
+            return False
+        channel_id = await self.store.settings.get(guild_id, "alert_channel_id")
+        channel = self.get_channel(channel_id) if channel_id else None
+        if not isinstance(channel, discord.abc.Messageable):
+            log.warning("alert for guild %s (no alert channel set): %s", guild_id, text)
+            return False
+        try:
+            await channel.send(f"⚠️ {text}"[:2000], allowed_mentions=discord.AllowedMentions.none())
+        except discord.HTTPException as exc:
+            log.warning("could not post alert to channel %s: %s; alert was: %s", channel_id, exc, text)
+            return False
+        return True
+
+    async def close(self) -> None:
+        for hook in reversed(self._shutdown_hooks):
+            try:
+                await hook()
+            except Exception:
+                log.exception("shutdown hook failed")
+        self._shutdown_hooks.clear()
+        await super().close()
+
+
+class Runtime:
+    """Owns everything the bot needs and closes it in the right order."""
+
+    def __init__(
+        self, config: Config, secrets: Secrets, store: Store, http_client: httpx.AsyncClient, bot: ReadersViewsBot
+    ):
+        self.config = config
+        self.secrets = secrets
+        self.store = store
+        self.http_client = http_client
+        self.bot = bot
+
+    @classmethod
+    async def create(
+        cls,
+        config: Config,
+        secrets: Secrets,
+        *,
+        clock: Clock | None = None,
+        force_sync: bool = False,
+        sync_guild_id: int | None = None,
+    ) -> Runtime:
+        clock = clock or SystemClock()
+        apply_endpoints(config)
+        seeds = {gid: seed.model_dump() for gid, seed in config.guilds.items()}
+        store = await Store.open(config.database.path, clock, seeds=seeds)
+        http_client = httpx.AsyncClient(
+            headers={"User-Agent": user_agent(config)},
+            timeout=httpx.Timeout(config.feeds.timeout_seconds),
+            follow_redirects=False,
+        )
+        bot = ReadersViewsBot(
+            config=config,
+            secrets=secrets,
+            store=store,
+            http_client=http_client,
+            clock=clock,
+            force_sync=force_sync,
+            sync_guild_id=sync_guild_id,
+        )
+        return cls(config, secrets, store, http_client, bot)
+
+    async def start(self, token: str) -> None:
+        """Log in and run until the bot is closed."""
+        try:
+            await self.bot.start(token)
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        if not self.bot.is_closed():
+            await self.bot.close()
+        await self.http_client.aclose()
+        await self.store.close()
+
+    async def run_until_signalled(self, token: str) -> None:
+        """`readersviews run`: SIGTERM/SIGINT close the bot cleanly (writes finish, then DB closes)."""
+        loop = asyncio.get_running_loop()
+        stop_requested = asyncio.Event()
+        closing: set[asyncio.Task[None]] = set()
+
+        def request_stop(signame: str) -> None:
+            if not stop_requested.is_set():
+                log.info("received %s; shutting down", signame)
+                stop_requested.set()
+                closing.add(loop.create_task(self.bot.close()))
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, request_stop, sig.name)
+        await self.start(token)
+        log.info("stopped cleanly")

@@ -1,0 +1,87 @@
+"""Reusable permission checks for app commands and components.
+
+Admin checks also set `default_permissions`, so Discord hides the command from members who could
+never use it. Editor and organizer roles are per-server settings, so those are checked at run time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import discord
+from discord import app_commands
+
+from bot.errors import NotPermitted, SetupRequired
+from bot.store.settings import setup_option
+
+if TYPE_CHECKING:
+    from bot.app import ReadersViewsBot
+
+T = TypeVar("T")
+
+
+def is_admin_member(member: discord.Member | discord.User) -> bool:
+    return isinstance(member, discord.Member) and (
+        member.guild_permissions.manage_guild or member.guild_permissions.administrator
+    )
+
+
+async def has_role_setting(interaction: discord.Interaction, key: str, what: str) -> bool:
+    """True if the member has the role stored under `key` (admins always pass)."""
+    member = interaction.user
+    if interaction.guild is None or not isinstance(member, discord.Member):
+        raise app_commands.NoPrivateMessage()
+    if is_admin_member(member):
+        return True
+    bot: ReadersViewsBot = interaction.client  # type: ignore[assignment]
+    role_id = await bot.store.settings.get(interaction.guild.id, key)
+    if role_id is None:
+        raise SetupRequired(
+            f"Only {what}s can do this, and no {what} role is set yet: an admin can set one with "
+            f"`/readersviews setup {setup_option(key)}:`."
+        )
+    if any(role.id == role_id for role in member.roles):
+        return True
+    raise NotPermitted(f"Only members with the {what} role (<@&{role_id}>) can do this.")
+
+
+async def ensure_editor(interaction: discord.Interaction) -> bool:
+    return await has_role_setting(interaction, "editor_role_id", "editor")
+
+
+async def ensure_organizer(interaction: discord.Interaction) -> bool:
+    return await has_role_setting(interaction, "organizer_role_id", "organizer")
+
+
+async def ensure_admin(interaction: discord.Interaction) -> bool:
+    if interaction.guild is None:
+        raise app_commands.NoPrivateMessage()
+    if is_admin_member(interaction.user):
+        return True
+    raise NotPermitted("Only server admins (Manage Server permission) can do this.")
+
+
+def admin_only() -> Callable[[T], T]:
+    """Command check: Manage Server; also hides the command from others by default."""
+
+    def decorator(func: Any) -> Any:
+        func = app_commands.default_permissions(manage_guild=True)(func)
+        func = app_commands.guild_only()(func)
+        return app_commands.check(ensure_admin)(func)
+
+    return decorator
+
+
+def editor_only() -> Callable[[T], T]:
+    def decorator(func: Any) -> Any:
+        return app_commands.check(ensure_editor)(app_commands.guild_only()(func))
+
+    return decorator
+
+
+def organizer_only() -> Callable[[T], T]:
+    def decorator(func: Any) -> Any:
+        return app_commands.check(ensure_organizer)(app_commands.guild_only()(func))
+
+    return decorator

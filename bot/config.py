@@ -1,0 +1,222 @@
+"""Typed configuration: YAML for settings, the environment for secrets.
+
+A bad value fails start-up with one line naming the field (see `ConfigError`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, SecretStr, ValidationError, field_validator
+
+DEFAULT_CONFIG_PATH = Path("config/config.yaml")
+CONFIG_ENV = "READERSVIEWS_CONFIG"
+DEFAULT_COGS = ("cogs.admin",)
+
+
+class ConfigError(Exception):
+    """A configuration problem, phrased as one line for the operator."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DiscordSettings(_Model):
+    api_base_url: HttpUrl | None = None
+    """Where REST calls go, e.g. a REST proxy: http://proxy:8080/api/v10 (default: Discord)."""
+    gateway_url: str | None = None
+    """Gateway websocket URL override (ws:// or wss://)."""
+    guild_ready_timeout: float = Field(default=2.0, ge=0.0, le=60.0)
+    message_content_intent: bool = True
+    members_intent: bool = False
+
+    @field_validator("gateway_url")
+    @classmethod
+    def _ws_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("ws://", "wss://")):
+            raise ValueError("must start with ws:// or wss://")
+        return value
+
+
+class DatabaseSettings(_Model):
+    path: Path = Path("data/readersviews.sqlite3")
+
+
+class LoggingSettings(_Model):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+
+class WordPressSettings(_Model):
+    url: HttpUrl | None = None
+    """The site's root, e.g. https://paper.example (the REST API lives under /wp-json)."""
+    username: str | None = None
+    post_status: Literal["pending", "draft", "publish"] = "pending"
+    category_ids: tuple[int, ...] = ()
+    tag_ids: tuple[int, ...] = ()
+    statement_type: Literal["posts", "pages"] = "pages"
+    timeout: float = Field(default=20.0, gt=0, le=300)
+
+
+class WebhookSettings(_Model):
+    url: HttpUrl | None = None
+    timeout: float = Field(default=20.0, gt=0, le=300)
+
+
+class SiteSettings(_Model):
+    kind: Literal["none", "wordpress", "webhook"] = "none"
+    disclaimer: str = (
+        "Opinions expressed in these contributions are the writers' own and don't necessarily "
+        "reflect those of the publication."
+    )
+    wordpress: WordPressSettings = WordPressSettings()
+    webhook: WebhookSettings = WebhookSettings()
+    statement_update_minutes: int = Field(default=10, ge=1, le=1440)
+
+
+class FeedSettings(_Model):
+    default_interval_minutes: int = Field(default=15, ge=1, le=1440)
+    max_age_days: float = Field(default=3.0, gt=0)
+    max_bytes: int = Field(default=5_000_000, ge=10_000)
+    timeout_seconds: float = Field(default=20.0, gt=0, le=300)
+    max_redirects: int = Field(default=5, ge=0, le=20)
+    per_poll_cap: int = Field(default=5, ge=1, le=100)
+    alert_after_failures: int = Field(default=3, ge=1, le=100)
+    contact_url: str | None = None
+    """Put in the User-Agent so site owners can reach the operator."""
+
+
+class LetterSettings(_Model):
+    min_chars: int = Field(default=80, ge=0)
+    max_chars: int = Field(default=4000, ge=100, le=4000)
+    max_links: int = Field(default=3, ge=0)
+    new_account_days: int = Field(default=7, ge=0)
+    submissions_per_day: int = Field(default=5, ge=1)
+    retention_days: int = Field(default=90, ge=1)
+    blocked_words: tuple[str, ...] = ()
+    record_channel_ids: tuple[int, ...] = ()
+
+
+class GuildSeed(_Model):
+    """Per-server settings an operator may seed from the file; `/readersviews setup` overrides."""
+
+    alert_channel_id: int | None = None
+    review_channel_id: int | None = None
+    editor_role_id: int | None = None
+    organizer_role_id: int | None = None
+
+
+class Config(_Model):
+    discord: DiscordSettings = DiscordSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    logging: LoggingSettings = LoggingSettings()
+    site: SiteSettings = SiteSettings()
+    feeds: FeedSettings = FeedSettings()
+    letters: LetterSettings = LetterSettings()
+    cogs: tuple[str, ...] = DEFAULT_COGS
+    guilds: dict[int, GuildSeed] = {}
+
+
+class Secrets(_Model):
+    """Secrets come only from the environment, never from the YAML."""
+
+    discord_token: SecretStr | None = None
+    wordpress_password: SecretStr | None = None
+    webhook_secret: SecretStr | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Secrets:
+        env = os.environ if env is None else env
+
+        def get(name: str) -> SecretStr | None:
+            value = env.get(name, "").strip()
+            return SecretStr(value) if value else None
+
+        return cls(
+            discord_token=get("DISCORD_TOKEN"),
+            wordpress_password=get("READERSVIEWS_WP_APP_PASSWORD"),
+            webhook_secret=get("READERSVIEWS_WEBHOOK_SECRET"),
+        )
+
+
+def resolve_config_path(
+    cli_path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None
+) -> tuple[Path, bool]:
+    """Return (path, explicit): an explicit path must exist; the default may be absent."""
+    env = os.environ if env is None else env
+    if cli_path:
+        return Path(cli_path), True
+    if env.get(CONFIG_ENV):
+        return Path(env[CONFIG_ENV]), True
+    return DEFAULT_CONFIG_PATH, False
+
+
+def load_config(path: Path, *, required: bool) -> Config:
+    """Read and validate the YAML file; raise ConfigError with one readable line."""
+    if not path.exists():
+        if required:
+            raise ConfigError(f"config file {path} does not exist")
+        return Config()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"config file {path} is not valid YAML{where}: {problem}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must be a mapping of sections, got {type(raw).__name__}")
+    return parse_config(raw, source=str(path))
+
+
+def parse_config(raw: Mapping[str, Any], *, source: str = "config") -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {_describe(exc, raw)}") from None
+
+
+def _describe(exc: ValidationError, raw: Mapping[str, Any]) -> str:
+    """The first error as `field.path: what was wrong`, with a did-you-mean for unknown keys."""
+    error = exc.errors()[0]
+    location = [str(part) for part in error["loc"]]
+    field = ".".join(location) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        model: type[BaseModel] = Config
+        for part in location[:-1]:
+            annotation = model.model_fields.get(part)
+            inner = getattr(annotation, "annotation", None) if annotation else None
+            if isinstance(inner, type) and issubclass(inner, BaseModel):
+                model = inner
+            else:
+                break
+        close = difflib.get_close_matches(location[-1], list(model.model_fields), n=1, cutoff=0.5)
+        hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(model.model_fields)}"
+        return f"unknown option '{field}'{hint}"
+    message = error["msg"]
+    value = error.get("input")
+    shown = "" if isinstance(value, (dict, list)) else f" (got {value!r})"
+    return f"{field}: {message}{shown}"
+
+
+def load(cli_path: str | os.PathLike[str] | None = None) -> Config:
+    path, explicit = resolve_config_path(cli_path)
+    return load_config(path, required=explicit)

@@ -1,0 +1,145 @@
+"""What every site adapter offers, the item it publishes, and the two kinds of failure.
+
+An adapter turns a `SiteItem` into something on the site (a WordPress post, a webhook event).
+The outbox worker decides *when* to call it and what to do when it fails; the adapter only
+reports *how* it failed:
+
+- `TransientSiteError`: try again later (5xx, timeouts, connection errors, 429 with Retry-After).
+- `PermanentSiteError`: retrying will not help until a person fixes something; the message is one
+  sentence that says what to fix.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+ItemKind = Literal["letter", "digest", "statement"]
+PostStatus = Literal["pending", "draft", "publish"]
+Action = Literal["create", "update", "retract"]
+
+_SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+
+
+class SiteError(Exception):
+    """A failure talking to the site, phrased for the operator."""
+
+
+class TransientSiteError(SiteError):
+    """Worth retrying later; `retry_after` (seconds) when the site said how long to wait."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, outcome_unknown: bool = True) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        # False only when the site certainly did not apply the request (e.g. 429, connect refused).
+        self.outcome_unknown = outcome_unknown
+
+
+class PermanentSiteError(SiteError):
+    """Retrying will not help until someone fixes what the message says."""
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteRef:
+    """Where an item lives on the site; both None when nothing leaves the bot (site.kind none)."""
+
+    remote_id: str | None
+    url: str | None = None
+
+
+class SiteItem(BaseModel):
+    """One thing to publish on the site, already rendered to safe HTML.
+
+    `idempotency_key` and `occurred_at` are the outbox envelope: the worker fills them in from the
+    outbox row before calling the adapter, so every retry carries the same values.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: ItemKind
+    entity: str = Field(min_length=3, max_length=100)
+    """Stable key of the thing in the bot, e.g. "letter:42"."""
+    slug: str = Field(default="", max_length=190)
+    """ASCII slug, deterministic per entity (lookup after an unknown outcome relies on it)."""
+    title: str = ""
+    html: str = ""
+    status: PostStatus | None = None
+    """Overrides the configured post status (digests are always drafts)."""
+    metadata: dict[str, Any] = {}
+    """Structured data the webhook sends as-is (byline, article, signatories, ...)."""
+    idempotency_key: str = ""
+    occurred_at: str | None = None
+
+    @field_validator("slug")
+    @classmethod
+    def _ascii_slug(cls, value: str) -> str:
+        if value and not _SLUG.match(value):
+            raise ValueError("slug must be lowercase ASCII letters, digits and single hyphens")
+        return value
+
+
+@runtime_checkable
+class SiteAdapter(Protocol):
+    """The site, as the outbox worker sees it."""
+
+    name: str
+
+    async def create(self, item: SiteItem) -> RemoteRef:
+        """Publish a new item; the idempotency key is `item.idempotency_key`."""
+        ...
+
+    async def update(self, remote_id: str | None, item: SiteItem) -> RemoteRef:
+        """Replace title and body of an item created earlier."""
+        ...
+
+    async def retract(self, remote_id: str | None, item: SiteItem) -> None:
+        """Take an item down (WordPress: move to trash). Already gone counts as done."""
+        ...
+
+    async def lookup(self, item: SiteItem) -> RemoteRef | None:
+        """Find an item whose create had an unknown outcome, or None if it is not on the site.
+
+        Adapters whose receiver dedupes by idempotency key (the webhook) return None: re-sending
+        the create with the same key is safe there.
+        """
+        ...
+
+    async def check(self) -> str:
+        """Verify settings and credentials; a one-line description, or PermanentSiteError."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, (when - now).total_seconds())
+
+
+def short(text: str, limit: int = 200) -> str:
+    """One line of at most `limit` characters, for error messages."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

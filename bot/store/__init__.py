@@ -1,0 +1,37 @@
+"""The store: one SQLite database behind small repositories, one per aggregate.
+
+The repositories speak plain SQL with `?` parameters; a PostgreSQL store would implement the same
+methods. `Store.open` applies migrations, so a fresh file is ready to use.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bot.clock import Clock
+from bot.store.audit import AuditRepo
+from bot.store.contributions import ContributionsRepo
+from bot.store.database import Database, StoreError, latest_version
+from bot.store.settings import GuildSettingsRepo, MetaRepo
+
+__all__ = ["Store", "StoreError", "latest_version"]
+
+
+class Store:
+    def __init__(self, db: Database, clock: Clock, seeds: dict[int, dict[str, Any]] | None = None) -> None:
+        self.db = db
+        self.clock = clock
+        self.settings = GuildSettingsRepo(db, clock, seeds)
+        self.meta = MetaRepo(db)
+        self.audit = AuditRepo(db, clock)
+        self.contributions = ContributionsRepo(db, clock)
+
+    @classmethod
+    async def open(
+        cls, path: Path | str, clock: Clock, *, seeds: dict[int, dict[str, Any]] | None = None, migrate: bool = True
+    ) -> Store:
+        return cls(await Database.open(path, migrate=migrate), clock, seeds)
+
+    async def close(self) -> None:
+        await self.db.close()

@@ -1,0 +1,117 @@
+"""/readersviews status | setup | settings: the operator's and admins' first stop."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.checks import admin_only
+from bot.status import collect_status, format_report
+from bot.store.settings import SETTINGS, setup_option
+
+if TYPE_CHECKING:
+    from bot.app import ReadersViewsBot
+
+
+def describe_value(kind: str, value: Any) -> str:
+    if value is None:
+        return "not set"
+    if kind == "channel":
+        return f"<#{value}>"
+    if kind == "role":
+        return f"<@&{value}>"
+    return str(value)
+
+
+class Admin(commands.Cog):
+    group = app_commands.Group(
+        name="readersviews",
+        description="Set up and inspect readersviews in this server",
+        guild_only=True,
+        default_permissions=discord.Permissions(manage_guild=True),
+    )
+
+    def __init__(self, bot: ReadersViewsBot) -> None:
+        self.bot = bot
+
+    @group.command(name="status", description="Version, uptime, database and backlog: the operator's first stop")
+    @admin_only()
+    async def status(self, interaction: discord.Interaction) -> None:
+        """Show the bot's health."""
+        report = await collect_status(
+            self.bot.store,
+            started_at=self.bot.started_at,
+            now=self.bot.clock.now(),
+            latency=self.bot.latency,
+            recent=self.bot.health.last_errors,
+        )
+        await interaction.response.send_message(format_report(report), ephemeral=True)
+
+    @group.command(name="setup", description="Choose the channels and roles readersviews uses here")
+    @app_commands.describe(
+        alert_channel="Where I report problems (feeds failing, site down)",
+        review_channel="Where editors review submitted letters",
+        editor_role="Members who review and publish letters",
+        organizer_role="Members who create and moderate statements",
+    )
+    @admin_only()
+    async def setup(
+        self,
+        interaction: discord.Interaction,
+        alert_channel: discord.TextChannel | None = None,
+        review_channel: discord.TextChannel | None = None,
+        editor_role: discord.Role | None = None,
+        organizer_role: discord.Role | None = None,
+    ) -> None:
+        """Store per-server settings chosen in Discord."""
+        assert interaction.guild is not None
+        chosen: dict[str, Any] = {}
+        for key, value in (
+            ("alert_channel_id", alert_channel),
+            ("review_channel_id", review_channel),
+            ("editor_role_id", editor_role),
+            ("organizer_role_id", organizer_role),
+        ):
+            if value is not None:
+                chosen[key] = value.id
+        if not chosen:
+            await interaction.response.send_message(
+                "Nothing to change: pick at least one option, e.g. `/readersviews setup alert_channel:#mod-log`. "
+                "`/readersviews settings` shows the current choices.",
+                ephemeral=True,
+            )
+            return
+        problems = []
+        me = interaction.guild.me
+        for channel in (alert_channel, review_channel):
+            if channel is not None and me is not None:
+                perms = channel.permissions_for(me)
+                if not (perms.view_channel and perms.send_messages and perms.embed_links):
+                    problems.append(f"I can't post in {channel.mention} yet (need View, Send Messages, Embed Links).")
+        await self.bot.store.settings.set_many(interaction.guild.id, chosen, actor_id=interaction.user.id)
+        changed = "\n".join(
+            f"- {SETTINGS[key].label}: {describe_value(SETTINGS[key].kind, value)}" for key, value in chosen.items()
+        )
+        text = f"Saved:\n{changed}"
+        if problems:
+            text += "\n\nHeads-up:\n" + "\n".join(f"- {p}" for p in problems)
+        await interaction.response.send_message(text, ephemeral=True)
+
+    @group.command(name="settings", description="Show this server's readersviews settings")
+    @admin_only()
+    async def settings(self, interaction: discord.Interaction) -> None:
+        """List every per-server setting with how to change it."""
+        assert interaction.guild is not None
+        values = await self.bot.store.settings.get_all(interaction.guild.id)
+        lines = ["**readersviews settings**"]
+        for key, spec in SETTINGS.items():
+            value = describe_value(spec.kind, values.get(key))
+            lines.append(f"- {spec.label}: {value} — {spec.help} (`/readersviews setup {setup_option(key)}:`)")
+        await interaction.response.send_message("\n".join(lines), ephemeral=True)
+
+
+async def setup(bot: ReadersViewsBot) -> None:
+    await bot.add_cog(Admin(bot))
