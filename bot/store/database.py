@@ -56,14 +56,15 @@ class Database:
     @classmethod
     async def open(cls, path: Path | str, *, migrate: bool = True) -> Database:
         """Open (creating if needed) and bring the schema up to date."""
+        uri = str(path).startswith("file:")  # e.g. file:/srv/rv.sqlite3?mode=ro
         path = Path(path)
-        if str(path) != ":memory:":
+        if str(path) != ":memory:" and not uri:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise StoreError(f"cannot create database folder {path.parent}: {exc.strerror}") from None
         try:
-            conn = await aiosqlite.connect(path, isolation_level=None)
+            conn = await aiosqlite.connect(str(path), isolation_level=None, uri=uri)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open database {path}: {exc}") from None
         conn.row_factory = aiosqlite.Row
@@ -92,7 +93,11 @@ class Database:
             await self.conn.execute("PRAGMA foreign_keys = ON")
             # A read-only file opens fine; find out now rather than at the first write.
             await self.conn.execute("BEGIN IMMEDIATE")
-            await self.conn.execute("ROLLBACK")
+            try:
+                version = await self._scalar("PRAGMA user_version")
+                await self.conn.execute(f"PRAGMA user_version = {int(version)}")
+            finally:
+                await self.conn.execute("ROLLBACK")
         except sqlite3.OperationalError as exc:
             if "readonly" in str(exc) or "read-only" in str(exc):
                 raise StoreError(f"database {self.path} is read-only: check the file's permissions") from None

@@ -1,0 +1,94 @@
+"""Configuration: defaults, validation and one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.config import Config, ConfigError, Secrets, load_config, parse_config, resolve_config_path
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_missing_default_file_gives_builtin_defaults(tmp_path: Path) -> None:
+    """Without a file the bot still starts with documented defaults."""
+    config = load_config(tmp_path / "absent.yaml", required=False)
+    assert config == Config()
+    assert config.site.kind == "none"
+    assert str(config.database.path).endswith(".sqlite3")
+
+
+def test_explicit_missing_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "absent.yaml", required=True)
+
+
+def test_unknown_key_names_the_nearest_valid_one(tmp_path: Path) -> None:
+    path = write(tmp_path, "feeds:\n  max_age_dais: 2\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, required=True)
+    message = str(caught.value)
+    assert "feeds.max_age_dais" in message and "did you mean 'max_age_days'" in message
+    assert "\n" not in message
+
+
+def test_unknown_top_level_section_lists_valid_ones() -> None:
+    with pytest.raises(ConfigError, match="unknown option 'feed'; did you mean 'feeds'"):
+        parse_config({"feed": {}})
+
+
+def test_wrong_type_names_field_and_value(tmp_path: Path) -> None:
+    path = write(tmp_path, "feeds:\n  per_poll_cap: lots\n")
+    with pytest.raises(ConfigError, match=r"feeds\.per_poll_cap: .*'lots'"):
+        load_config(path, required=True)
+
+
+def test_unreadable_yaml_reports_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "site:\n  kind: [wordpress\n")
+    with pytest.raises(ConfigError, match="not valid YAML at line"):
+        load_config(path, required=True)
+
+
+def test_yaml_that_is_not_a_mapping(tmp_path: Path) -> None:
+    path = write(tmp_path, "- a\n- b\n")
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        load_config(path, required=True)
+
+
+def test_gateway_url_must_be_websocket() -> None:
+    with pytest.raises(ConfigError, match="discord.gateway_url"):
+        parse_config({"discord": {"gateway_url": "http://localhost:1/"}})
+
+
+def test_config_is_frozen() -> None:
+    config = parse_config({"logging": {"level": "debug"}})
+    assert config.logging.level == "DEBUG"
+    with pytest.raises(Exception, match="frozen"):
+        config.logging.level = "INFO"  # type: ignore[misc]
+
+
+def test_example_config_is_valid() -> None:
+    """The committed example documents real options: it must load as is."""
+    example = Path(__file__).resolve().parent.parent / "config" / "example.yaml"
+    config = load_config(example, required=True)
+    assert config.site.kind == "none"
+
+
+def test_secrets_only_from_environment() -> None:
+    secrets = Secrets.from_env({"DISCORD_TOKEN": " abc.def ", "READERSVIEWS_WP_APP_PASSWORD": ""})
+    assert secrets.discord_token is not None and secrets.discord_token.get_secret_value() == "abc.def"
+    assert secrets.wordpress_password is None
+    assert "abc.def" not in repr(secrets)
+    with pytest.raises(ConfigError, match="unknown option 'discord.token'"):
+        parse_config({"discord": {"token": "abc"}})
+
+
+def test_config_path_resolution(tmp_path: Path) -> None:
+    assert resolve_config_path("x.yaml", {}) == (Path("x.yaml"), True)
+    assert resolve_config_path(None, {"READERSVIEWS_CONFIG": "y.yaml"}) == (Path("y.yaml"), True)
+    assert resolve_config_path(None, {})[1] is False

@@ -1,0 +1,157 @@
+"""The store: migrations, WAL, transactions, and clear errors for unusable files."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from bot.clock import SystemClock
+from bot.store import Store, StoreError, latest_version
+from bot.store.contributions import NewContribution
+from bot.store.database import Database, migration_files
+
+EXPECTED_TABLES = {
+    "feeds",
+    "articles",
+    "contributions",
+    "statements",
+    "signatures",
+    "outbox",
+    "audit_log",
+    "guild_settings",
+    "meta",
+}
+
+
+async def test_migrates_from_empty(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "db.sqlite3", SystemClock())
+    try:
+        assert await store.db.schema_version() == latest_version()
+        assert EXPECTED_TABLES <= set(await store.db.table_counts())
+        assert (await store.db.scalar("PRAGMA journal_mode")).lower() == "wal"
+        assert await store.db.scalar("PRAGMA foreign_keys") == 1
+    finally:
+        await store.close()
+
+
+async def test_migrates_from_every_earlier_version(tmp_path: Path) -> None:
+    """A database left at any earlier schema version upgrades to the latest."""
+    migrations = migration_files()
+    for stop in range(len(migrations)):
+        path = tmp_path / f"v{stop}.sqlite3"
+        conn = sqlite3.connect(path)
+        for version, _name, sql in migrations[:stop]:
+            conn.executescript(sql)
+            conn.execute(f"PRAGMA user_version = {version}")
+        conn.commit()
+        conn.close()
+        db = await Database.open(path)
+        assert await db.schema_version() == latest_version()
+        await db.close()
+
+
+async def test_reopening_applies_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    (await Database.open(path)).conn  # noqa: B018
+    db = await Database.open(path)
+    assert await db.migrate() == []
+    await db.close()
+
+
+async def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "future.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {latest_version() + 5}")
+    conn.close()
+    with pytest.raises(StoreError, match="newer than this readersviews understands"):
+        await Database.open(path)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
+async def test_read_only_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "ro.sqlite3"
+    (await Database.open(path)).conn  # noqa: B018
+    path.chmod(0o444)
+    with pytest.raises(StoreError, match="read-only"):
+        await Database.open(path)
+
+
+async def test_database_opened_read_only_is_refused(tmp_path: Path) -> None:
+    """A file that cannot be written (here: opened read-only) fails at start, not at the first write."""
+    path = tmp_path / "ro.sqlite3"
+    await (await Database.open(path)).close()
+    with pytest.raises(StoreError, match="read-only"):
+        await Database.open(f"file:{path}?mode=ro")
+
+
+async def test_garbage_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "junk.sqlite3"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError, match="not a readersviews SQLite database"):
+        await Database.open(path)
+
+
+async def test_transaction_rolls_back_as_a_unit(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "db.sqlite3", SystemClock())
+    try:
+        with pytest.raises(RuntimeError):
+            async with store.db.transaction() as conn:
+                await conn.execute("INSERT INTO meta (key, value) VALUES ('a', '1')")
+                raise RuntimeError("boom")
+        assert await store.meta.get("a") is None
+    finally:
+        await store.close()
+
+
+async def test_concurrent_write_does_not_join_open_transaction(tmp_path: Path) -> None:
+    """A write from another coroutine waits for the open unit of work instead of sharing its fate."""
+    store = await Store.open(tmp_path / "db.sqlite3", SystemClock())
+    try:
+        entered = asyncio.Event()
+
+        async def failing_unit() -> None:
+            async with store.db.transaction() as conn:
+                await conn.execute("INSERT INTO meta (key, value) VALUES ('doomed', '1')")
+                entered.set()
+                await asyncio.sleep(0)
+                raise RuntimeError("boom")
+
+        task = asyncio.create_task(failing_unit())
+        await entered.wait()
+        await store.meta.set("survivor", "1")
+        with pytest.raises(RuntimeError):
+            await task
+        assert await store.meta.get("survivor") == "1"
+        assert await store.meta.get("doomed") is None
+    finally:
+        await store.close()
+
+
+async def test_contribution_record_is_idempotent(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "db.sqlite3", SystemClock())
+    try:
+        item = NewContribution(1, 99, 2, 3, "Ada", "hello", datetime.now(UTC))
+        first = await store.contributions.record(item)
+        assert first > 0
+        assert await store.contributions.record(item) == 0
+        assert (await store.db.table_counts())["contributions"] == 1
+    finally:
+        await store.close()
+
+
+async def test_settings_seed_and_override(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "db.sqlite3", SystemClock(), seeds={5: {"alert_channel_id": 10}})
+    try:
+        assert await store.settings.get(5, "alert_channel_id") == 10
+        await store.settings.set_many(5, {"alert_channel_id": 11, "editor_role_id": 7}, actor_id=1)
+        assert await store.settings.get_all(5) == {"alert_channel_id": 11, "editor_role_id": 7}
+        assert len(await store.audit.for_entity("guild:5")) == 1
+        with pytest.raises(KeyError):
+            await store.settings.set_many(5, {"nonsense": 1}, actor_id=1)
+    finally:
+        await store.close()
