@@ -49,7 +49,10 @@ CREATE TABLE articles (
     summary          TEXT    NOT NULL DEFAULT '',
     published_at     TEXT,
     content_hash     TEXT    NOT NULL,
-    -- seen: recorded, not to be posted (baseline/too old/cap); pending: to post; posted; failed
+    categories       TEXT    NOT NULL DEFAULT '[]',   -- JSON list, for forum tag routing
+    needs_edit       INTEGER NOT NULL DEFAULT 0,      -- title/summary changed since posting
+    -- seen: recorded, never to be posted (baseline, too old); pending: to post;
+    -- posting: a post was attempted (check before trying again); posted; failed
     status           TEXT    NOT NULL DEFAULT 'pending',
     status_reason    TEXT,
     thread_id        INTEGER,

@@ -1,0 +1,613 @@
+"""Text conversions at the two trust boundaries.
+
+* Feed HTML -> Discord markdown (`html_to_discord`, `article_title`, `article_post_body`): feed text
+  is untrusted, so markdown is escaped and mentions are neutralised in what we post.
+* Members' Discord markdown -> safe HTML for the site (`discord_to_html`): everything is escaped
+  first, converted, then sanitised again with nh3 so a conversion bug cannot emit script.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from html.parser import HTMLParser
+
+import nh3
+
+ZWSP = "\u200b"
+ELLIPSIS = "…"
+THREAD_TITLE_LIMIT = 100
+MESSAGE_LIMIT = 2000
+_MIN_SUMMARY = 20  # below this a summary stub is noise; post the link alone
+
+_WHITESPACE = re.compile(r"\s+")
+# C0 controls (except tab/newline) never belong in text; \x00-\x03 are also our placeholders.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_MARKDOWN_SPECIAL = re.compile(r"([\\*_~`|\[\]])")
+# Quotes, headings, subtext and lists only take effect at the start of a line.
+_LINE_START_MARKUP = re.compile(r"^(\s*)(>|#{1,3}\s|-#\s|-\s|\+\s)", re.M)
+_LINE_START_NUMBER = re.compile(r"^(\s*\d+)([.)]\s)", re.M)
+_BARE_URL = re.compile(r"https?://[^\s<>\[\]]+")
+_MENTION_EVERYONE = re.compile(r"@(everyone|here)")
+# <@1>, <@!1>, <@&1>, <#1>, <:emoji:1>, <a:emoji:1>, </cmd:1>, <t:1>, <id:customize>
+_MENTION_ANGLE = re.compile(r"<(?=[@#:/]|a:|t:|id:)")
+
+
+# --- feed HTML -> Discord markdown ----------------------------------------------------------
+
+
+def escape_discord_text(text: str) -> str:
+    """Escape Discord markdown in plain text and neutralise mentions, so it renders literally."""
+    pieces: list[str] = []
+    position = 0
+    # URLs stay as they are: an escaped "_" inside one breaks Discord's link detection.
+    for match in _BARE_URL.finditer(text):
+        pieces.append(_MARKDOWN_SPECIAL.sub(r"\\\1", text[position : match.start()]))
+        pieces.append(match.group())
+        position = match.end()
+    pieces.append(_MARKDOWN_SPECIAL.sub(r"\\\1", text[position:]))
+    text = "".join(pieces)
+    text = _LINE_START_MARKUP.sub(lambda m: m.group(1) + "\\" + m.group(2), text)
+    text = _LINE_START_NUMBER.sub(lambda m: m.group(1) + "\\" + m.group(2), text)
+    return neutralise_mentions(text)
+
+
+def neutralise_mentions(text: str) -> str:
+    """Break @everyone/@here and <@id>/<#id>/<:emoji:id> syntax with a zero-width space."""
+    text = _MENTION_EVERYONE.sub("@" + ZWSP + r"\1", text)
+    return _MENTION_ANGLE.sub("<" + ZWSP, text)
+
+
+_SKIP_CONTENT = frozenset(
+    {
+        "script",
+        "style",
+        "iframe",
+        "noscript",
+        "template",
+        "object",
+        "embed",
+        "svg",
+        "math",
+        "head",
+        "title",
+        "select",
+        "textarea",
+        "button",
+        "form",
+        "video",
+        "audio",
+        "canvas",
+    }
+)
+_BLOCK = frozenset(
+    {
+        "p",
+        "div",
+        "section",
+        "article",
+        "header",
+        "footer",
+        "aside",
+        "main",
+        "nav",
+        "figure",
+        "figcaption",
+        "table",
+        "tr",
+        "dl",
+        "dt",
+        "dd",
+        "address",
+        "details",
+        "summary",
+        "center",
+        "hr",
+    }
+)
+_INLINE_MARKERS = {
+    "b": "**",
+    "strong": "**",
+    "i": "*",
+    "em": "*",
+    "cite": "*",
+    "u": "__",
+    "ins": "__",
+    "s": "~~",
+    "del": "~~",
+    "strike": "~~",
+}
+_HEADINGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
+_VOID = frozenset({"br", "img", "hr", "input", "meta", "link", "wbr", "source", "track", "area", "col", "param"})
+_INDENT = "\x01"  # survives line stripping; becomes two spaces at the end
+_PRE_OPEN, _PRE_CLOSE = "\x02", "\x03"
+
+
+class _DiscordMarkdownWriter(HTMLParser):
+    """Stream HTML into Discord markdown; inline spans are captured so they can be re-wrapped."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.out: list[str] = []
+        self.pre_blocks: list[str] = []
+        self._spans: list[tuple[str, int, dict[str, str | None]]] = []
+        self._skip: list[str] = []
+        self._lists: list[list[int]] = []  # per open list: [ordered?, next number]
+        self._pre_depth = 0
+        self._code_depth = 0
+
+    # HTMLParser callbacks
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if self._skip:
+            if tag == self._skip[-1] and tag not in _VOID:
+                self._skip.append(tag)
+            return
+        if tag in _SKIP_CONTENT:
+            self._skip.append(tag)
+            return
+        if self._pre_depth:
+            if tag == "br":
+                self.out.append("\n")
+            if tag == "pre":
+                self._pre_depth += 1
+            return
+        if tag == "br":
+            self.out.append("\n")
+        elif tag in _BLOCK:
+            self.out.append("\n\n")
+        elif tag in {"td", "th"}:
+            self.out.append(" ")
+        elif tag in _HEADINGS or tag == "blockquote":
+            self.out.append("\n\n")
+            self._spans.append((tag, len(self.out), {}))
+        elif tag in {"ul", "ol"}:
+            self.out.append("" if self._lists else "\n\n")
+            self._lists.append([tag == "ol", 1])
+        elif tag == "li":
+            depth = max(len(self._lists) - 1, 0)
+            bullet = "- "
+            if self._lists and self._lists[-1][0]:
+                bullet = f"{self._lists[-1][1]}. "
+                self._lists[-1][1] += 1
+            self.out.append("\n" + _INDENT * depth + bullet)
+        elif tag == "pre":
+            self._pre_depth = 1
+            self._spans.append((tag, len(self.out), {}))
+        elif tag in _INLINE_MARKERS or tag == "a":
+            self._spans.append((tag, len(self.out), dict(attrs)))
+        elif tag == "code":
+            self._code_depth += 1
+            self._spans.append((tag, len(self.out), {}))
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.handle_starttag(tag, attrs)
+        if tag not in _VOID:
+            self.handle_endtag(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if self._skip:
+            if tag == self._skip[-1]:
+                self._skip.pop()
+            return
+        if self._pre_depth and tag != "pre":
+            return
+        if tag == "pre":
+            self._pre_depth = max(self._pre_depth - 1, 0)
+            if self._pre_depth:
+                return
+        if tag in _BLOCK:
+            self.out.append("\n\n")
+        elif tag in {"ul", "ol"}:
+            if self._lists:
+                self._lists.pop()
+            self.out.append("\n\n" if not self._lists else "\n")
+        elif tag == "code":
+            self._code_depth = max(self._code_depth - 1, 0)
+        if not any(span[0] == tag for span in self._spans):
+            return
+        # Close spans left open inside this one (browsers do the same with misnested tags).
+        while self._spans:
+            open_tag, start, attrs = self._spans.pop()
+            inner = "".join(self.out[start:])
+            del self.out[start:]
+            self.out.append(self._wrap(open_tag, inner, attrs))
+            if open_tag == tag:
+                break
+
+    def handle_data(self, data: str) -> None:
+        if self._skip:
+            return
+        data = _CONTROL.sub("", data)
+        if self._pre_depth:
+            self.out.append(data)
+        elif self._code_depth:
+            self.out.append(_WHITESPACE.sub(" ", data))
+        else:
+            self.out.append(escape_discord_text(_WHITESPACE.sub(" ", data)))
+
+    def close(self) -> None:
+        super().close()
+        while self._spans:
+            self.handle_endtag(self._spans[-1][0])
+
+    # wrapping finished spans
+
+    def _wrap(self, tag: str, inner: str, attrs: dict[str, str | None]) -> str:
+        if tag == "pre":
+            code = inner.strip("\n").replace("```", "``" + ZWSP + "`")
+            self.pre_blocks.append(neutralise_mentions(code))
+            return f"\n\n{_PRE_OPEN}{len(self.pre_blocks) - 1}{_PRE_CLOSE}\n\n"
+        if tag == "code":
+            return _keep_outer_space(inner, lambda text: _inline_code(neutralise_mentions(text)))
+        if tag in _HEADINGS:
+            text = _WHITESPACE.sub(" ", inner).strip()
+            return f"\n\n**{text}**\n\n" if text else ""
+        if tag == "blockquote":
+            lines = [line.strip() for line in _squeeze_lines(inner).split("\n")]
+            quoted = "\n".join(f"> {line}" if line else ">" for line in lines)
+            return f"\n\n{quoted}\n\n" if inner.strip() else ""
+        if tag == "a":
+            return _keep_outer_space(inner, lambda text: _masked_link(text, attrs.get("href")))
+        marker = _INLINE_MARKERS[tag]
+        return _keep_outer_space(inner, lambda text: f"{marker}{text}{marker}")
+
+
+def _keep_outer_space(inner: str, wrap: Callable[[str], str]) -> str:
+    """Wrap the non-space core of `inner`: Discord ignores "** bold **"."""
+    core = inner.strip()
+    if not core:
+        return inner
+    lead = inner[: len(inner) - len(inner.lstrip())]
+    trail = inner[len(inner.rstrip()) :]
+    return lead + wrap(core) + trail
+
+
+def _inline_code(text: str) -> str:
+    if "`" not in text:
+        return f"`{text}`"
+    return f"`` {text.replace('``', '`' + ZWSP + '`')} ``"
+
+
+def _masked_link(text: str, href: str | None) -> str:
+    url = (href or "").strip()
+    if not url.lower().startswith(("http://", "https://")):
+        return text
+    url = url.replace(" ", "%20").replace(")", "%29").replace("<", "%3C").replace(">", "%3E")
+    if "\n" in text:
+        text = _WHITESPACE.sub(" ", text)
+    if text.lower().startswith(("http://", "https://")):
+        # A URL as the label: show the real target rather than a possibly different one.
+        return f"<{url}>"
+    # <url> inside the mask keeps Discord from embedding every link in the summary.
+    return f"[{text}](<{url}>)"
+
+
+def _squeeze_lines(text: str) -> str:
+    lines = [line.strip(" \t") for line in text.split("\n")]
+    squeezed = re.sub(r"\n{3,}", "\n\n", "\n".join(lines))
+    return squeezed.strip("\n")
+
+
+def html_to_discord(html_text: str, *, max_len: int) -> str:
+    """Feed HTML -> Discord markdown (escaped, mention-safe), cut on a word boundary to `max_len`."""
+    writer = _DiscordMarkdownWriter()
+    writer.feed(html_text)
+    writer.close()
+    # Spaces collapse like a browser would; indentation and <pre> are placeholders until now.
+    text = re.sub(r" {2,}", " ", _squeeze_lines("".join(writer.out))).replace(_INDENT, "  ")
+
+    def restore_pre(match: re.Match[str]) -> str:
+        return "```\n" + writer.pre_blocks[int(match.group(1))] + "\n```"
+
+    text = re.sub(f"{_PRE_OPEN}(\\d+){_PRE_CLOSE}", restore_pre, text)
+    # Again on the whole text: the HTML parser may split "<@1>" across two text nodes.
+    return _truncate_markdown(neutralise_mentions(text), max_len)
+
+
+def _truncate_markdown(text: str, limit: int) -> str:
+    """Truncate, then close a code fence the cut left open (so the rest does not render as code)."""
+    cut = truncate_words(text, limit)
+    if cut == text or cut.count("```") % 2 == 0:
+        return cut
+    closing = "\n```"
+    return truncate_words(text, limit - len(closing)) + closing
+
+
+def truncate_words(text: str, limit: int, ellipsis: str = ELLIPSIS) -> str:
+    """Cut `text` to at most `limit` characters (ellipsis included), preferring a word boundary."""
+    if len(text) <= limit:
+        return text
+    room = limit - len(ellipsis)
+    if room <= 0:
+        return ellipsis[:limit]
+    cut = text[:room]
+    if not text[room].isspace():
+        boundary = max(cut.rfind(" "), cut.rfind("\n"), cut.rfind("\t"))
+        # A single very long word is hard-cut rather than reduced to almost nothing.
+        if boundary > 0 and boundary >= room // 2:
+            cut = cut[:boundary]
+    cut = cut.rstrip(" \t\n,;:-–—")
+    # A trailing backslash would escape the ellipsis.
+    while cut.endswith("\\"):
+        cut = cut[:-1]
+    return cut + ellipsis
+
+
+def article_title(title: str) -> str:
+    """A thread/forum post name: one line, ≤100 characters, never empty, mentions broken."""
+    text = _WHITESPACE.sub(" ", _CONTROL.sub("", title)).strip()
+    if not text:
+        return "Untitled article"
+    return truncate_words(neutralise_mentions(text), THREAD_TITLE_LIMIT)
+
+
+def article_post_body(summary_markdown: str, link: str, limit: int = MESSAGE_LIMIT) -> str:
+    """Summary, blank line, link: the summary is shortened so the link always fits intact.
+
+    Raises ValueError if the link alone cannot fit (such a link is unusable anyway).
+    """
+    link = link.strip()
+    if len(link) > limit:
+        raise ValueError(f"article link is {len(link)} characters, over the {limit}-character limit")
+    summary = summary_markdown.strip()
+    if not link:
+        return _truncate_markdown(summary, limit)
+    room = limit - len(link) - 2
+    if not summary or room < _MIN_SUMMARY:
+        return link
+    return f"{_truncate_markdown(summary, room)}\n\n{link}"
+
+
+# --- Discord markdown -> safe site HTML -----------------------------------------------------
+
+ALLOWED_TAGS = frozenset({"p", "br", "strong", "em", "u", "s", "code", "pre", "blockquote", "a", "ul", "ol", "li"})
+LINK_REL = "nofollow ugc"
+
+_FENCE = re.compile(r"```(?:([A-Za-z0-9_+.#-]{1,20})\n)?\n?(.*?)```", re.S)
+_TOKEN = re.compile(
+    r"""
+      (?P<escape>\\(?P<escaped>[\\*_~`|>#\-\[\]()<:@]))
+    | (?P<code>(?P<ticks>``?)(?P<code_text>.+?)(?P=ticks))
+    | \[(?P<link_text>[^\[\]\n]+)\]\(\s*<?(?P<link_url>[^\s()<>]+)>?\s*\)
+    | <(?P<angle_url>https?://[^\s<>]+)>
+    | (?P<url>https?://[^\s<>]+)
+    | <@!?(?P<user>\d{1,20})>
+    | <@&(?P<role>\d{1,20})>
+    | <\#(?P<channel>\d{1,20})>
+    | <a?:(?P<emoji>\w{1,32}):\d{1,20}>
+    | </(?P<command>[\w -]{1,100}):\d{1,20}>
+    | <t:(?P<timestamp>-?\d{1,13})(?::[tTdDfFsSR])?>
+    """,
+    re.X,
+)
+_PLACEHOLDER = re.compile("\x00(\\d+)\x00")
+_EMPHASIS: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"\*\*\*(?=\S)(.+?)(?<=\S)\*\*\*", re.S), r"<strong><em>\1</em></strong>"),
+    (re.compile(r"\*\*(?=\S)(.+?)(?<=\S)\*\*", re.S), r"<strong>\1</strong>"),
+    (re.compile(r"__(?=\S)(.+?)(?<=\S)__", re.S), r"<u>\1</u>"),
+    (re.compile(r"\*(?=\S)(.+?)(?<=\S)\*", re.S), r"<em>\1</em>"),
+    (re.compile(r"(?<![A-Za-z0-9_])_(?=\S)(.+?)(?<=\S)_(?![A-Za-z0-9_])", re.S), r"<em>\1</em>"),
+    (re.compile(r"~~(?=\S)(.+?)(?<=\S)~~", re.S), r"<s>\1</s>"),
+    (re.compile(r"\|\|(.+?)\|\|", re.S), r"\1"),  # spoilers: the site shows the text
+]
+_TRAILING_URL_PUNCTUATION = ".,:;!?'\""
+_LIST_ITEM = re.compile(r"^\s*(?:[-*]|(?P<number>\d{1,9})[.)])\s+(?P<text>.*)$")
+_HEADING = re.compile(r"^(#{1,3})\s+(?P<text>.*)$")
+_SUBTEXT = re.compile(r"^-#\s+(?P<text>.*)$")
+
+
+class _InlineRenderer:
+    def __init__(
+        self,
+        display_names: Mapping[int, str],
+        role_names: Mapping[int, str],
+        channel_names: Mapping[int, str],
+    ) -> None:
+        self.display_names = display_names
+        self.role_names = role_names
+        self.channel_names = channel_names
+        self.stash: list[str] = []
+
+    def store(self, fragment: str) -> str:
+        self.stash.append(fragment)
+        return f"\x00{len(self.stash) - 1}\x00"
+
+    def render(self, text: str, *, links: bool = True) -> str:
+        tokenised = _TOKEN.sub(lambda match: self._token(match, links=links), text)
+        escaped = html.escape(tokenised, quote=False)
+        for pattern, replacement in _EMPHASIS:
+            escaped = pattern.sub(replacement, escaped)
+        return self.restore(escaped)
+
+    def restore(self, text: str) -> str:
+        # Placeholders may nest (link text holding a mention), so resolve until none remain.
+        for _ in range(4):
+            if "\x00" not in text:
+                break
+            text = _PLACEHOLDER.sub(lambda m: self.stash[int(m.group(1))], text)
+        return text
+
+    def _token(self, match: re.Match[str], *, links: bool) -> str:
+        kind = match.lastgroup
+        groups = match.groupdict()
+        if groups["escape"] is not None:
+            return self.store(html.escape(groups["escaped"]))
+        if groups["code"] is not None:
+            return self.store(f"<code>{html.escape(groups['code_text'].strip())}</code>")
+        if groups["link_text"] is not None:
+            label = self.render(groups["link_text"], links=False)
+            if not links:
+                return self.store(label)
+            return self.store(_anchor(groups["link_url"], label) or label)
+        if groups["angle_url"] is not None or groups["url"] is not None:
+            url = groups["angle_url"] or groups["url"]
+            url, trailing = _split_trailing_punctuation(url)
+            if not links:
+                return self.store(html.escape(url)) + html.escape(trailing)
+            return self.store(_anchor(url, html.escape(url)) or html.escape(url)) + trailing
+        if groups["user"] is not None:
+            return self.store(html.escape(self.display_names.get(int(groups["user"]), "a member")))
+        if groups["role"] is not None:
+            name = self.role_names.get(int(groups["role"]))
+            return self.store(html.escape(f"@{name}") if name else "")
+        if groups["channel"] is not None:
+            name = self.channel_names.get(int(groups["channel"]))
+            return self.store(html.escape(f"#{name}") if name else "")
+        if groups["emoji"] is not None:
+            return ""
+        if groups["command"] is not None:
+            return self.store(html.escape(f"/{groups['command']}"))
+        if groups["timestamp"] is not None:
+            return self.store(_format_timestamp(int(groups["timestamp"])))
+        raise AssertionError(f"unhandled token {kind}")  # pragma: no cover
+
+
+def _anchor(url: str, label_html: str) -> str | None:
+    if not re.match(r"https?://[^\s/]", url, re.I):
+        return None
+    return f'<a href="{html.escape(url, quote=True)}">{label_html}</a>'
+
+
+def _split_trailing_punctuation(url: str) -> tuple[str, str]:
+    trailing = ""
+    while url and (url[-1] in _TRAILING_URL_PUNCTUATION or (url[-1] == ")" and url.count("(") < url.count(")"))):
+        trailing = url[-1] + trailing
+        url = url[:-1]
+    return url, trailing
+
+
+def _format_timestamp(seconds: int) -> str:
+    try:
+        moment = datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, OSError, ValueError):
+        return ""
+    return f"{moment.day} {moment:%B %Y, %H:%M} UTC"
+
+
+def discord_to_html(
+    markdown: str,
+    *,
+    display_names: Mapping[int, str] | None = None,
+    channel_names: Mapping[int, str] | None = None,
+    role_names: Mapping[int, str] | None = None,
+) -> str:
+    """A member's Discord message -> HTML safe to publish (only ALLOWED_TAGS; http(s) links with rel)."""
+    renderer = _InlineRenderer(display_names or {}, role_names or {}, channel_names or {})
+    text = _CONTROL.sub("", markdown.replace("\r\n", "\n").replace("\r", "\n"))
+
+    def stash_fence(match: re.Match[str]) -> str:
+        code = match.group(2).strip("\n")
+        block = renderer.store(f"<pre><code>{html.escape(code)}</code></pre>")
+        return f"\n{block}\n"
+
+    text = _FENCE.sub(stash_fence, text)
+    lines = text.split("\n")
+    # ">>> " quotes everything after it.
+    for index, line in enumerate(lines):
+        if line.startswith(">>> ") or line == ">>>":
+            rest = [line[4:], *lines[index + 1 :]]
+            lines = lines[:index] + ["> " + item for item in rest]
+            break
+    body = _render_blocks(lines, renderer, allow_quotes=True)
+    return sanitise_html(renderer.restore(body))
+
+
+def _render_blocks(lines: list[str], renderer: _InlineRenderer, *, allow_quotes: bool) -> str:
+    parts: list[str] = []
+    paragraph: list[str] = []
+    items: list[str] = []
+    list_ordered = False
+    quote: list[str] = []
+
+    def flush_paragraph() -> None:
+        if paragraph:
+            parts.append("<p>" + "<br>".join(renderer.render(line) for line in paragraph) + "</p>")
+            paragraph.clear()
+
+    def flush_list() -> None:
+        if items:
+            tag = "ol" if list_ordered else "ul"
+            parts.append(f"<{tag}>" + "".join(f"<li>{item}</li>" for item in items) + f"</{tag}>")
+            items.clear()
+
+    def flush_quote() -> None:
+        if quote:
+            parts.append("<blockquote>" + _render_blocks(quote, renderer, allow_quotes=False) + "</blockquote>")
+            quote.clear()
+
+    for line in lines:
+        stripped = line.strip()
+        if allow_quotes and (line.startswith("> ") or line == ">"):
+            flush_paragraph()
+            flush_list()
+            quote.append(line[2:])
+            continue
+        flush_quote()
+        if not stripped:
+            flush_paragraph()
+            flush_list()
+            continue
+        if _PLACEHOLDER.fullmatch(stripped):
+            flush_paragraph()
+            flush_list()
+            parts.append(stripped)
+            continue
+        heading = _HEADING.match(stripped)
+        if heading:
+            flush_paragraph()
+            flush_list()
+            parts.append(f"<p><strong>{renderer.render(heading.group('text'))}</strong></p>")
+            continue
+        subtext = _SUBTEXT.match(stripped)
+        if subtext:
+            flush_paragraph()
+            flush_list()
+            parts.append(f"<p>{renderer.render(subtext.group('text'))}</p>")
+            continue
+        item = _LIST_ITEM.match(line)
+        if item:
+            flush_paragraph()
+            ordered = item.group("number") is not None
+            if items and ordered != list_ordered:
+                flush_list()
+            list_ordered = ordered
+            items.append(renderer.render(item.group("text")))
+            continue
+        flush_list()
+        paragraph.append(stripped)
+    flush_paragraph()
+    flush_list()
+    flush_quote()
+    return "".join(parts)
+
+
+def sanitise_html(fragment: str) -> str:
+    """The last line of defence: only ALLOWED_TAGS, only a[href] with http(s), rel="nofollow ugc"."""
+    return nh3.clean(
+        fragment,
+        tags=set(ALLOWED_TAGS),
+        clean_content_tags={"script", "style"},
+        attributes={"a": {"href"}},
+        link_rel=LINK_REL,
+        url_schemes={"http", "https"},
+    )
+
+
+def plain_text(
+    markdown: str,
+    *,
+    display_names: Mapping[int, str] | None = None,
+    channel_names: Mapping[int, str] | None = None,
+    role_names: Mapping[int, str] | None = None,
+) -> str:
+    """A member's message as plain text (mentions resolved, markup removed) for screening and audit."""
+    fragment = discord_to_html(
+        markdown, display_names=display_names, channel_names=channel_names, role_names=role_names
+    )
+    fragment = re.sub(r"<br>|</li>", "\n", fragment)
+    fragment = re.sub(r"</p>|</pre>|</blockquote>|</ul>|</ol>", "\n\n", fragment)
+    text = html.unescape(nh3.clean(fragment, tags=set()))
+    return _squeeze_lines(text)
