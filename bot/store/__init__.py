@@ -13,6 +13,7 @@ from bot.clock import Clock
 from bot.store.audit import AuditRepo
 from bot.store.contributions import ContributionsRepo
 from bot.store.database import Database, StoreError, latest_version
+from bot.store.feeds import ArticlesRepo, FeedsRepo
 from bot.store.settings import GuildSettingsRepo, MetaRepo
 
 __all__ = ["Store", "StoreError", "latest_version"]
@@ -26,6 +27,8 @@ class Store:
         self.meta = MetaRepo(db)
         self.audit = AuditRepo(db, clock)
         self.contributions = ContributionsRepo(db, clock)
+        self.feeds = FeedsRepo(db, clock)
+        self.articles = ArticlesRepo(db, clock)
 
     @classmethod
     async def open(

@@ -1,0 +1,317 @@
+"""Articles: poll feeds, decide what is new, and plan the Discord post. No Discord calls here."""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
+
+import httpx
+
+from bot.clock import Clock
+from bot.config import FeedSettings
+from bot.feeds import Article, FeedParseError, ParsedFeed, fetch_feed, parse_feed_async
+from bot.render import article_post_body, article_title, html_to_discord, truncate_words
+from bot.store import Store
+from bot.store.feeds import ArticleRow, FeedRow
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF = timedelta(hours=6)
+EMBED_SUMMARY_LIMIT = 1000
+SUMMARY_STORE_LIMIT = 20_000
+
+
+class FeedProblem(Exception):
+    """A feed URL can't be used (bad URL, unreachable, not a feed): the message is for the admin."""
+
+
+def validate_feed_url(url: str) -> str:
+    url = url.strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise FeedProblem(f"Feed URLs must start with http:// or https:// (got `{url[:100]}`).")
+    if not parts.hostname:
+        raise FeedProblem(f"`{url[:100]}` has no host name.")
+    return url
+
+
+def parse_tag_map(text: str | None) -> dict[str, str]:
+    """`Politics=News, Sport=Sports` -> {"politics": "News", "sport": "Sports"}; bare names map to themselves."""
+    mapping: dict[str, str] = {}
+    for part in (text or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        category, _, tag = part.partition("=")
+        category, tag = category.strip(), (tag.strip() or category.strip())
+        if not category:
+            raise FeedProblem(f"Can't read the tag mapping `{part}`: write `Category=Tag`, separated by commas.")
+        mapping[category.casefold()] = tag
+    return mapping
+
+
+def choose_tags(categories: list[str], tag_map: dict[str, str], available: dict[str, int]) -> list[int]:
+    """Forum tag ids for an article: mapped categories first, then categories named like a tag (max 5)."""
+    by_name = {name.casefold(): tag_id for name, tag_id in available.items()}
+    chosen: list[int] = []
+    for category in categories:
+        key = category.strip().casefold()
+        target = tag_map.get(key, category if key in by_name else None)
+        tag_id = by_name.get(target.casefold()) if target else None
+        if tag_id is not None and tag_id not in chosen:
+            chosen.append(tag_id)
+    return chosen[:5]
+
+
+@dataclass(frozen=True)
+class PostPlan:
+    title: str
+    content: str
+    embed_description: str
+    link: str
+
+
+def plan_post(article: ArticleRow) -> PostPlan:
+    """Title ≤ 100 chars on a word; body under 2,000 chars with the link always intact; no pings."""
+    summary_md = html_to_discord(article.summary, max_len=4000)
+    link = article.link if urlsplit(article.link).scheme in ("http", "https") else ""
+    return PostPlan(
+        title=article_title(article.title),
+        content=article_post_body(summary_md, link),
+        embed_description=truncate_words(summary_md, EMBED_SUMMARY_LIMIT) if summary_md else "",
+        link=link,
+    )
+
+
+@dataclass
+class PollReport:
+    feed_id: int
+    status: str  # ok | not_modified | error
+    new: int = 0
+    queued: int = 0
+    too_old: int = 0
+    changed: int = 0
+    error: str | None = None
+    problems: list[str] = field(default_factory=list)
+    alert: str | None = None  # a sentence for the alert channel, at most once per streak
+    recovered: str | None = None
+
+
+class ArticleService:
+    def __init__(self, store: Store, http_client: httpx.AsyncClient, clock: Clock, settings: FeedSettings) -> None:
+        self.store = store
+        self.http = http_client
+        self.clock = clock
+        self.settings = settings
+
+    async def fetch_parsed(self, url: str) -> ParsedFeed:
+        """Fetch and parse now, for /feed add and /feed preview; raise FeedProblem with the reason."""
+        result = await fetch_feed(
+            self.http,
+            url,
+            max_bytes=self.settings.max_bytes,
+            timeout=self.settings.timeout_seconds,
+            max_redirects=self.settings.max_redirects,
+        )
+        if not result.ok or result.body is None:
+            raise FeedProblem(f"Couldn't fetch {url}: {result.error or 'no body'}.")
+        try:
+            return await parse_feed_async(result.body, url=url, content_type=result.content_type)
+        except FeedParseError as exc:
+            raise FeedProblem(f"{url} is not a usable feed: {exc}") from None
+
+    async def add_feed(
+        self,
+        *,
+        guild_id: int,
+        url: str,
+        channel_id: int,
+        channel_kind: str,
+        tag_map: dict[str, str],
+        interval_minutes: int | None,
+        backfill: int,
+        actor_id: int | None,
+    ) -> tuple[int, ParsedFeed, int]:
+        """Save a feed; its current items are recorded as seen, except the newest `backfill`."""
+        url = validate_feed_url(url)
+        if await self.store.feeds.find(guild_id, url, channel_id):
+            raise FeedProblem("That feed already posts into that channel (see `/feed list`).")
+        parsed = await self.fetch_parsed(url)
+        interval = (interval_minutes or self.settings.default_interval_minutes) * 60
+        feed_id = await self.store.feeds.add(
+            guild_id=guild_id,
+            url=url,
+            channel_id=channel_id,
+            channel_kind=channel_kind,
+            tag_map=tag_map,
+            poll_interval=interval,
+            created_by=actor_id,
+        )
+        newest_first = sorted(parsed.articles, key=_recency, reverse=True)
+        to_post = {a.guid for a in newest_first[: max(0, backfill)]}
+        items = [
+            _item(a, "pending" if a.guid in to_post else "seen", None if a.guid in to_post else "baseline")
+            for a in parsed.articles
+        ]
+        await self.store.articles.insert_many(feed_id, items)
+        now = self.clock.now()
+        await self.store.feeds.record_poll(
+            feed_id,
+            status="ok",
+            next_poll_at=now + timedelta(seconds=interval),
+            title=parsed.title or None,
+            item_count=len(parsed.articles),
+        )
+        return feed_id, parsed, len(to_post)
+
+    def backoff(self, feed: FeedRow, failures: int) -> timedelta:
+        """Exponential back-off per failing feed, with jitter, capped at 6 hours."""
+        base = timedelta(seconds=feed.poll_interval) * (2 ** min(failures - 1, 10))
+        jitter = random.uniform(0.9, 1.1)
+        return min(base * jitter, MAX_BACKOFF)
+
+    async def poll(self, feed: FeedRow) -> PollReport:
+        """One poll: conditional GET, parse in a thread, record new and changed articles."""
+        now = self.clock.now()
+        result = await fetch_feed(
+            self.http,
+            feed.url,
+            etag=feed.etag,
+            last_modified=feed.last_modified,
+            max_bytes=self.settings.max_bytes,
+            timeout=self.settings.timeout_seconds,
+            max_redirects=self.settings.max_redirects,
+        )
+        next_ok = now + timedelta(seconds=feed.poll_interval)
+        if result.status == "not_modified":
+            report = PollReport(feed.id, "not_modified")
+            await self._record_success(feed, report, next_ok, etag=result.etag, last_modified=result.last_modified)
+            return report
+        error = result.error
+        parsed: ParsedFeed | None = None
+        if result.ok and result.body is not None:
+            try:
+                parsed = await parse_feed_async(result.body, url=feed.url, content_type=result.content_type)
+            except FeedParseError as exc:
+                error = f"not a usable feed: {exc}"
+        if parsed is None:
+            return await self._record_failure(feed, error or "no body", now)
+        report = PollReport(feed.id, "ok", problems=list(parsed.problems))
+        await self._record_articles(feed, parsed.articles, report, now)
+        await self._record_success(
+            feed,
+            report,
+            next_ok,
+            etag=result.etag,
+            last_modified=result.last_modified,
+            title=parsed.title or None,
+            items=len(parsed.articles),
+        )
+        return report
+
+    async def _record_articles(self, feed: FeedRow, articles: list[Article], report: PollReport, now: datetime) -> None:
+        known = await self.store.articles.known(feed.id)
+        oldest_allowed = now - timedelta(days=self.settings.max_age_days)
+        new_items = []
+        for article in articles:
+            seen = known.get(article.guid)
+            if seen is None:
+                published = article.published or article.updated
+                if published is not None and published < oldest_allowed:
+                    new_items.append(_item(article, "seen", f"older than {self.settings.max_age_days:g} days"))
+                    report.too_old += 1
+                else:
+                    new_items.append(_item(article, "pending", None))
+                    report.queued += 1
+                report.new += 1
+            elif seen[1] != article.content_hash:
+                article_id, _, _status = seen
+                await self.store.articles.mark_changed(
+                    article_id,
+                    title=article.title,
+                    summary=_summary(article),
+                    content_hash=article.content_hash,
+                )
+                report.changed += 1
+        if new_items:
+            await self.store.articles.insert_many(feed.id, new_items)
+
+    async def _record_success(
+        self,
+        feed: FeedRow,
+        report: PollReport,
+        next_poll_at: datetime,
+        *,
+        etag: str | None,
+        last_modified: str | None,
+        title: str | None = None,
+        items: int | None = None,
+    ) -> None:
+        if feed.alerted:
+            report.recovered = f"Feed {feed.url} is working again after {feed.consecutive_errors} failed poll(s)."
+        await self.store.feeds.record_poll(
+            feed.id,
+            status=report.status,
+            next_poll_at=next_poll_at,
+            etag=etag,
+            last_modified=last_modified,
+            title=title,
+            item_count=items,
+            alerted=False if feed.alerted else None,
+        )
+
+    async def _record_failure(self, feed: FeedRow, error: str, now: datetime) -> PollReport:
+        failures = feed.consecutive_errors + 1
+        report = PollReport(feed.id, "error", error=error)
+        should_alert = failures >= self.settings.alert_after_failures and not feed.alerted
+        if should_alert:
+            report.alert = (
+                f"Feed {feed.url} has failed {failures} times in a row: {error}. "
+                "I'll keep retrying with back-off; `/feed diagnose` shows details."
+            )
+        await self.store.feeds.record_poll(
+            feed.id,
+            status="error",
+            next_poll_at=now + self.backoff(feed, failures),
+            error=error,
+            alerted=True if should_alert else None,
+        )
+        log.info("feed %s (%s) failed (%d in a row): %s", feed.id, feed.url, failures, error)
+        return report
+
+
+def _recency(article: Article) -> datetime:
+    return article.published or article.updated or datetime.min.replace(tzinfo=UTC)
+
+
+def _summary(article: Article) -> str:
+    return (article.summary_html or article.content_html or "")[:SUMMARY_STORE_LIMIT]
+
+
+def _item(article: Article, status: str, reason: str | None) -> dict[str, object]:
+    return {
+        "guid": article.guid,
+        "title": article.title,
+        "link": article.link,
+        "summary": _summary(article),
+        "published": article.published or article.updated,
+        "content_hash": article.content_hash,
+        "status": status,
+        "reason": reason,
+        "categories": article.categories,
+    }
+
+
+__all__ = [
+    "ArticleService",
+    "FeedProblem",
+    "PollReport",
+    "PostPlan",
+    "choose_tags",
+    "parse_tag_map",
+    "plan_post",
+    "validate_feed_url",
+]

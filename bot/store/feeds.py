@@ -1,0 +1,339 @@
+"""Feeds and the articles seen in them (dedupe by guid per feed, surviving restarts)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import aiosqlite
+
+from bot.clock import Clock, from_db, to_db
+from bot.store.database import Database
+
+
+@dataclass(frozen=True)
+class FeedRow:
+    id: int
+    guild_id: int
+    url: str
+    channel_id: int
+    channel_kind: str
+    tag_map: dict[str, str]
+    poll_interval: int
+    etag: str | None
+    last_modified: str | None
+    last_poll_at: datetime | None
+    last_ok_at: datetime | None
+    last_status: str | None
+    next_poll_at: datetime | None
+    consecutive_errors: int
+    last_error: str | None
+    alerted: bool
+    enabled: bool
+    disabled_reason: str | None
+    title: str | None
+    item_count: int
+
+    @classmethod
+    def from_row(cls, row: aiosqlite.Row) -> FeedRow:
+        return cls(
+            id=row["id"],
+            guild_id=row["guild_id"],
+            url=row["url"],
+            channel_id=row["channel_id"],
+            channel_kind=row["channel_kind"],
+            tag_map=json.loads(row["tag_map"]),
+            poll_interval=row["poll_interval"],
+            etag=row["etag"],
+            last_modified=row["last_modified"],
+            last_poll_at=from_db(row["last_poll_at"]),
+            last_ok_at=from_db(row["last_ok_at"]),
+            last_status=row["last_status"],
+            next_poll_at=from_db(row["next_poll_at"]),
+            consecutive_errors=row["consecutive_errors"],
+            last_error=row["last_error"],
+            alerted=bool(row["alerted"]),
+            enabled=bool(row["enabled"]),
+            disabled_reason=row["disabled_reason"],
+            title=row["title"],
+            item_count=row["item_count"],
+        )
+
+
+@dataclass(frozen=True)
+class ArticleRow:
+    id: int
+    feed_id: int
+    guid: str
+    title: str
+    link: str
+    summary: str
+    published_at: datetime | None
+    content_hash: str
+    status: str
+    status_reason: str | None
+    thread_id: int | None
+    message_id: int | None
+    channel_id: int | None
+    categories: list[str]
+    needs_edit: bool
+
+    @classmethod
+    def from_row(cls, row: aiosqlite.Row) -> ArticleRow:
+        return cls(
+            id=row["id"],
+            feed_id=row["feed_id"],
+            guid=row["guid"],
+            title=row["title"],
+            link=row["link"],
+            summary=row["summary"],
+            published_at=from_db(row["published_at"]),
+            content_hash=row["content_hash"],
+            status=row["status"],
+            status_reason=row["status_reason"],
+            thread_id=row["thread_id"],
+            message_id=row["message_id"],
+            channel_id=row["channel_id"],
+            categories=json.loads(row["categories"] or "[]"),
+            needs_edit=bool(row["needs_edit"]),
+        )
+
+
+class FeedsRepo:
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self._db = db
+        self._clock = clock
+
+    async def add(
+        self,
+        *,
+        guild_id: int,
+        url: str,
+        channel_id: int,
+        channel_kind: str,
+        tag_map: dict[str, str],
+        poll_interval: int,
+        created_by: int | None,
+    ) -> int:
+        now = to_db(self._clock.now())
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                "INSERT INTO feeds (guild_id, url, channel_id, channel_kind, tag_map, poll_interval, next_poll_at,"
+                " created_at, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (guild_id, url, channel_id, channel_kind, json.dumps(tag_map), poll_interval, now, now, created_by),
+            )
+            feed_id = int(cursor.lastrowid or 0)
+            await _audit(conn, guild_id, created_by, "feed.add", feed_id, {"url": url, "channel_id": channel_id}, now)
+        return feed_id
+
+    async def get(self, feed_id: int) -> FeedRow | None:
+        row = await self._db.fetchone("SELECT * FROM feeds WHERE id = ?", (feed_id,))
+        return FeedRow.from_row(row) if row else None
+
+    async def find(self, guild_id: int, url: str, channel_id: int) -> FeedRow | None:
+        row = await self._db.fetchone(
+            "SELECT * FROM feeds WHERE guild_id = ? AND url = ? AND channel_id = ?", (guild_id, url, channel_id)
+        )
+        return FeedRow.from_row(row) if row else None
+
+    async def list(self, guild_id: int) -> list[FeedRow]:
+        rows = await self._db.fetchall("SELECT * FROM feeds WHERE guild_id = ? ORDER BY id", (guild_id,))
+        return [FeedRow.from_row(r) for r in rows]
+
+    async def due(self, now: datetime) -> list[FeedRow]:
+        rows = await self._db.fetchall(
+            "SELECT * FROM feeds WHERE enabled = 1 AND (next_poll_at IS NULL OR next_poll_at <= ?)"
+            " ORDER BY next_poll_at",
+            (to_db(now),),
+        )
+        return [FeedRow.from_row(r) for r in rows]
+
+    async def next_due_at(self) -> datetime | None:
+        value = await self._db.scalar("SELECT min(next_poll_at) FROM feeds WHERE enabled = 1")
+        return from_db(value)
+
+    async def remove(self, feed_id: int, *, actor_id: int | None) -> None:
+        now = to_db(self._clock.now())
+        async with self._db.transaction() as conn:
+            row = await (await conn.execute("SELECT guild_id, url FROM feeds WHERE id = ?", (feed_id,))).fetchone()
+            await conn.execute("DELETE FROM feeds WHERE id = ?", (feed_id,))
+            if row:
+                await _audit(conn, row["guild_id"], actor_id, "feed.remove", feed_id, {"url": row["url"]}, now)
+
+    async def set_enabled(self, feed_id: int, enabled: bool, *, reason: str | None, actor_id: int | None) -> None:
+        now = to_db(self._clock.now())
+        async with self._db.transaction() as conn:
+            await conn.execute(
+                "UPDATE feeds SET enabled = ?, disabled_reason = ?, next_poll_at = ?,"
+                " consecutive_errors = CASE WHEN ? THEN 0 ELSE consecutive_errors END WHERE id = ?",
+                (int(enabled), None if enabled else reason, now, int(enabled), feed_id),
+            )
+            row = await (await conn.execute("SELECT guild_id FROM feeds WHERE id = ?", (feed_id,))).fetchone()
+            action = "feed.resume" if enabled else "feed.pause"
+            await _audit(conn, row["guild_id"] if row else None, actor_id, action, feed_id, {"reason": reason}, now)
+
+    async def record_poll(
+        self,
+        feed_id: int,
+        *,
+        status: str,
+        next_poll_at: datetime,
+        etag: str | None = None,
+        last_modified: str | None = None,
+        error: str | None = None,
+        title: str | None = None,
+        item_count: int | None = None,
+        alerted: bool | None = None,
+    ) -> None:
+        """Store the outcome of one poll: success resets the error streak, failure extends it."""
+        now = to_db(self._clock.now())
+        if error is None:
+            await self._db.write(
+                "UPDATE feeds SET last_poll_at = ?, last_ok_at = ?, last_status = ?, next_poll_at = ?,"
+                " etag = COALESCE(?, etag), last_modified = COALESCE(?, last_modified), consecutive_errors = 0,"
+                " last_error = NULL, title = COALESCE(?, title), item_count = COALESCE(?, item_count),"
+                " alerted = COALESCE(?, alerted) WHERE id = ?",
+                (now, now, status, to_db(next_poll_at), etag, last_modified, title, item_count, alerted, feed_id),
+            )
+        else:
+            await self._db.write(
+                "UPDATE feeds SET last_poll_at = ?, last_status = ?, next_poll_at = ?,"
+                " consecutive_errors = consecutive_errors + 1, last_error = ?, alerted = COALESCE(?, alerted)"
+                " WHERE id = ?",
+                (now, status, to_db(next_poll_at), error, alerted, feed_id),
+            )
+
+
+class ArticlesRepo:
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self._db = db
+        self._clock = clock
+
+    async def known(self, feed_id: int) -> dict[str, tuple[int, str, str]]:
+        """guid -> (article id, content hash, status) for everything seen in a feed."""
+        rows = await self._db.fetchall(
+            "SELECT id, guid, content_hash, status FROM articles WHERE feed_id = ?", (feed_id,)
+        )
+        return {r["guid"]: (r["id"], r["content_hash"], r["status"]) for r in rows}
+
+    async def insert_many(self, feed_id: int, items: list[dict[str, Any]]) -> None:
+        """Insert newly seen articles; an already-known guid is left alone (dedupe survives races)."""
+        now = to_db(self._clock.now())
+        await self._db.write_many(
+            "INSERT INTO articles (feed_id, guid, title, link, summary, published_at, content_hash, status,"
+            " status_reason, categories, first_seen_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (feed_id, guid) DO NOTHING",
+            [
+                (
+                    feed_id,
+                    item["guid"],
+                    item["title"],
+                    item["link"],
+                    item["summary"],
+                    to_db(item["published"]),
+                    item["content_hash"],
+                    item["status"],
+                    item.get("reason"),
+                    json.dumps(item.get("categories", [])),
+                    now,
+                )
+                for item in items
+            ],
+        )
+
+    async def mark_changed(self, article_id: int, *, title: str, summary: str, content_hash: str) -> None:
+        """A posted article's title or summary changed on the site: edit the post later."""
+        await self._db.write(
+            "UPDATE articles SET title = ?, summary = ?, content_hash = ?,"
+            " needs_edit = CASE WHEN status = 'posted' THEN 1 ELSE 0 END WHERE id = ?",
+            (title, summary, content_hash, article_id),
+        )
+
+    async def pending(self, feed_id: int, limit: int) -> list[ArticleRow]:
+        rows = await self._db.fetchall(
+            "SELECT * FROM articles WHERE feed_id = ? AND status IN ('pending', 'posting')"
+            " ORDER BY published_at IS NULL, published_at, id LIMIT ?",
+            (feed_id, limit),
+        )
+        return [ArticleRow.from_row(r) for r in rows]
+
+    async def pending_count(self, feed_id: int) -> int:
+        return int(
+            await self._db.scalar(
+                "SELECT count(*) FROM articles WHERE feed_id = ? AND status IN ('pending', 'posting')", (feed_id,)
+            )
+        )
+
+    async def needing_edit(self, feed_id: int) -> list[ArticleRow]:
+        rows = await self._db.fetchall("SELECT * FROM articles WHERE feed_id = ? AND needs_edit = 1", (feed_id,))
+        return [ArticleRow.from_row(r) for r in rows]
+
+    async def mark_posting(self, article_id: int) -> None:
+        """Written before the Discord call: after a crash, 'posting' means 'check before posting again'."""
+        await self._db.write(
+            "UPDATE articles SET status = 'posting' WHERE id = ? AND status = 'pending'", (article_id,)
+        )
+
+    async def mark_posted(self, article_id: int, *, channel_id: int, thread_id: int | None, message_id: int) -> None:
+        await self._db.write(
+            "UPDATE articles SET status = 'posted', status_reason = NULL, channel_id = ?, thread_id = ?,"
+            " message_id = ?, posted_at = ? WHERE id = ?",
+            (channel_id, thread_id, message_id, to_db(self._clock.now()), article_id),
+        )
+
+    async def mark_edited(self, article_id: int) -> None:
+        await self._db.write(
+            "UPDATE articles SET needs_edit = 0, updated_at = ? WHERE id = ?", (to_db(self._clock.now()), article_id)
+        )
+
+    async def mark_failed(self, article_id: int, reason: str) -> None:
+        await self._db.write(
+            "UPDATE articles SET status = 'failed', status_reason = ?, needs_edit = 0 WHERE id = ?",
+            (reason, article_id),
+        )
+
+    async def reset_failed(self, feed_id: int) -> int:
+        """After a feed is resumed, articles that failed because the channel was unusable get another go."""
+        return await self._db.write(
+            "UPDATE articles SET status = 'pending', status_reason = NULL WHERE feed_id = ? AND status = 'failed'",
+            (feed_id,),
+        )
+
+    async def find(self, feed_id: int, key: str) -> ArticleRow | None:
+        """By guid or link (for `/feed diagnose`)."""
+        row = await self._db.fetchone(
+            "SELECT * FROM articles WHERE feed_id = ? AND (guid = ? OR link = ?) ORDER BY id DESC LIMIT 1",
+            (feed_id, key, key),
+        )
+        return ArticleRow.from_row(row) if row else None
+
+    async def by_thread(self, thread_id: int) -> ArticleRow | None:
+        row = await self._db.fetchone("SELECT * FROM articles WHERE thread_id = ?", (thread_id,))
+        return ArticleRow.from_row(row) if row else None
+
+    async def get(self, article_id: int) -> ArticleRow | None:
+        row = await self._db.fetchone("SELECT * FROM articles WHERE id = ?", (article_id,))
+        return ArticleRow.from_row(row) if row else None
+
+    async def counts(self, feed_id: int) -> dict[str, int]:
+        rows = await self._db.fetchall(
+            "SELECT status, count(*) AS n FROM articles WHERE feed_id = ? GROUP BY status", (feed_id,)
+        )
+        return {r["status"]: int(r["n"]) for r in rows}
+
+
+async def _audit(
+    conn: aiosqlite.Connection,
+    guild_id: int | None,
+    actor_id: int | None,
+    action: str,
+    feed_id: int,
+    detail: dict[str, Any],
+    now: str | None,
+) -> None:
+    await conn.execute(
+        "INSERT INTO audit_log (guild_id, actor_id, action, entity, detail, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+        (guild_id, actor_id, action, f"feed:{feed_id}", json.dumps(detail), now),
+    )

@@ -1,0 +1,459 @@
+"""/feed commands and the poller that posts new articles into forum or text channels."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands, tasks
+
+from bot.articles import ArticleService, FeedProblem, choose_tags, parse_tag_map, plan_post, validate_feed_url
+from bot.checks import admin_only
+from bot.errors import UserFacingError
+from bot.render import truncate_words
+from bot.store.feeds import ArticleRow, FeedRow
+
+if TYPE_CHECKING:
+    from bot.app import ReadersViewsBot
+
+log = logging.getLogger(__name__)
+
+FORUM_NEEDS = ("view_channel", "send_messages", "send_messages_in_threads", "manage_threads")
+TEXT_NEEDS = ("view_channel", "send_messages", "embed_links", "create_public_threads", "send_messages_in_threads")
+MAX_POLL_SLEEP = 60.0
+
+
+def missing_permissions(channel: discord.abc.GuildChannel, me: discord.Member) -> list[str]:
+    perms = channel.permissions_for(me)
+    needed = FORUM_NEEDS if isinstance(channel, discord.ForumChannel) else TEXT_NEEDS
+    return [name.replace("_", " ").title() for name in needed if not getattr(perms, name)]
+
+
+def describe_article_status(article: ArticleRow) -> str:
+    if article.status == "posted":
+        where = f"<#{article.thread_id}>" if article.thread_id else f"<#{article.channel_id}>"
+        return f"posted in {where}"
+    if article.status == "seen":
+        reason = article.status_reason or "not posted"
+        if reason == "baseline":
+            return "not posted: it was already in the feed when the feed was added (use `backfill` to post those)"
+        return f"not posted: {reason}"
+    if article.status == "pending":
+        return "waiting to be posted (the per-poll cap spreads a backlog over later polls)"
+    if article.status == "posting":
+        return "a post was attempted and is being checked"
+    return f"failed: {article.status_reason or 'unknown error'}"
+
+
+class Articles(commands.Cog):
+    feed = app_commands.Group(
+        name="feed",
+        description="Post the site's articles into discussion channels",
+        guild_only=True,
+        default_permissions=discord.Permissions(manage_guild=True),
+    )
+
+    def __init__(self, bot: ReadersViewsBot) -> None:
+        self.bot = bot
+        self.service = ArticleService(bot.store, bot.http_client, bot.clock, bot.config.feeds)
+        self._wake = asyncio.Event()
+        self._cycle_lock = asyncio.Lock()
+
+    async def cog_load(self) -> None:
+        self.poller.start()
+
+    async def cog_unload(self) -> None:
+        self.poller.cancel()
+
+    # -- the poller ---------------------------------------------------------------------------
+
+    @tasks.loop(count=None)
+    async def poller(self) -> None:
+        await self.run_cycle()
+        next_due = await self.bot.store.feeds.next_due_at()
+        delay = MAX_POLL_SLEEP
+        if next_due is not None:
+            delay = min(MAX_POLL_SLEEP, max(1.0, (next_due - self.bot.clock.now()).total_seconds()))
+        self._wake.clear()
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout=delay)
+        except TimeoutError:
+            pass
+
+    @poller.before_loop
+    async def _before_poller(self) -> None:
+        await self.bot.wait_until_ready()
+
+    @poller.error
+    async def _poller_error(self, error: BaseException) -> None:  # type: ignore[override]
+        log.error("feed poller crashed; restarting it", exc_info=error)
+        self.bot.health.note(self.bot.clock.now().isoformat(timespec="seconds"), f"feed poller crashed: {error}")
+        await asyncio.sleep(5)
+        self.poller.restart()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run_cycle(self) -> int:
+        """Poll every due feed, then post what is pending (capped per feed). Returns posts made."""
+        async with self._cycle_lock:
+            posted = 0
+            for feed in await self.bot.store.feeds.due(self.bot.clock.now()):
+                report = await self.service.poll(feed)
+                if report.alert:
+                    await self.bot.alert(feed.guild_id, report.alert)
+                if report.recovered:
+                    await self.bot.alert(feed.guild_id, report.recovered)
+                posted += await self.publish(feed)
+            return posted
+
+    async def publish(self, feed: FeedRow) -> int:
+        """Post up to the per-poll cap of a feed's pending articles, and apply pending edits."""
+        channel = await self._resolve_channel(feed)
+        if channel is None:
+            return 0
+        posted = 0
+        for article in await self.bot.store.articles.pending(feed.id, self.bot.config.feeds.per_poll_cap):
+            ok = await self._post_one(feed, channel, article)
+            if ok is None:  # the channel became unusable; the feed is paused
+                return posted
+            posted += int(ok)
+        for article in await self.bot.store.articles.needing_edit(feed.id):
+            await self._edit_one(feed, channel, article)
+        return posted
+
+    async def _resolve_channel(self, feed: FeedRow) -> discord.TextChannel | discord.ForumChannel | None:
+        channel = self.bot.get_channel(feed.channel_id)
+        if channel is None:
+            try:
+                channel = await self.bot.fetch_channel(feed.channel_id)
+            except (discord.NotFound, discord.Forbidden) as exc:
+                await self._disable(feed, f"its channel is gone or hidden from me ({exc.text or exc.status})")
+                return None
+            except discord.HTTPException as exc:
+                log.warning("feed %s: cannot fetch channel %s: %s", feed.id, feed.channel_id, exc)
+                return None
+        if not isinstance(channel, (discord.TextChannel, discord.ForumChannel)):
+            await self._disable(feed, "its channel is no longer a text or forum channel")
+            return None
+        return channel
+
+    async def _disable(self, feed: FeedRow, reason: str) -> None:
+        """A gone target stops retrying and alerts once."""
+        await self.bot.store.feeds.set_enabled(feed.id, False, reason=reason, actor_id=None)
+        await self.bot.alert(
+            feed.guild_id,
+            f"Feed {feed.url} is paused: {reason}. Fix the channel or permissions, then `/feed resume`.",
+        )
+
+    async def _post_one(
+        self, feed: FeedRow, channel: discord.TextChannel | discord.ForumChannel, article: ArticleRow
+    ) -> bool | None:
+        """True if posted, False if this article failed, None if the channel is unusable."""
+        if article.status == "posting" and await self._reconcile(channel, article):
+            return True
+        plan = plan_post(article)
+        await self.bot.store.articles.mark_posting(article.id)
+        none = discord.AllowedMentions.none()
+        try:
+            if isinstance(channel, discord.ForumChannel):
+                available = {tag.name: tag.id for tag in channel.available_tags}
+                tag_ids = set(choose_tags(article.categories, feed.tag_map, available))
+                tags = [tag for tag in channel.available_tags if tag.id in tag_ids]
+                created = await channel.create_thread(
+                    name=plan.title, content=plan.content, applied_tags=tags, allowed_mentions=none
+                )
+                await self.bot.store.articles.mark_posted(
+                    article.id, channel_id=channel.id, thread_id=created.thread.id, message_id=created.message.id
+                )
+            else:
+                embed = discord.Embed(title=plan.title, url=plan.link or None, description=plan.embed_description)
+                if article.published_at:
+                    embed.timestamp = article.published_at
+                message = await channel.send(embed=embed, allowed_mentions=none)
+                await self.bot.store.articles.mark_posted(
+                    article.id, channel_id=channel.id, thread_id=None, message_id=message.id
+                )
+                thread = await message.create_thread(name=plan.title)
+                await self.bot.store.articles.mark_posted(
+                    article.id, channel_id=channel.id, thread_id=thread.id, message_id=message.id
+                )
+        except (discord.Forbidden, discord.NotFound) as exc:
+            await self.bot.store.articles.mark_failed(article.id, f"Discord refused: {exc.text or exc.status}")
+            await self._disable(feed, f"I can no longer post in <#{channel.id}> ({exc.text or exc.status})")
+            return None
+        except discord.HTTPException as exc:
+            log.warning("feed %s: article %s rejected by Discord: %s", feed.id, article.id, exc)
+            await self.bot.store.articles.mark_failed(article.id, f"Discord rejected the post: {exc.text or exc}")
+            return False
+        return True
+
+    async def _reconcile(self, channel: discord.TextChannel | discord.ForumChannel, article: ArticleRow) -> bool:
+        """After a crash mid-post, look for the post before making it again (at most once)."""
+        me = channel.guild.me
+        plan = plan_post(article)
+        try:
+            if isinstance(channel, discord.ForumChannel):
+                for thread in channel.threads:
+                    if thread.owner_id == me.id and thread.name == plan.title:
+                        await self.bot.store.articles.mark_posted(
+                            article.id, channel_id=channel.id, thread_id=thread.id, message_id=thread.id
+                        )
+                        return True
+            else:
+                async for message in channel.history(limit=50):
+                    if message.author.id == me.id and message.embeds and message.embeds[0].url == (plan.link or None):
+                        thread_id = message.thread.id if message.thread else None
+                        await self.bot.store.articles.mark_posted(
+                            article.id, channel_id=channel.id, thread_id=thread_id, message_id=message.id
+                        )
+                        return True
+        except discord.HTTPException as exc:
+            log.warning("could not check channel %s for an interrupted post: %s", channel.id, exc)
+        return False
+
+    async def _edit_one(
+        self, feed: FeedRow, channel: discord.TextChannel | discord.ForumChannel, article: ArticleRow
+    ) -> None:
+        plan = plan_post(article)
+        try:
+            if isinstance(channel, discord.ForumChannel) and article.thread_id:
+                thread = channel.get_thread(article.thread_id) or await self.bot.fetch_channel(article.thread_id)
+                if isinstance(thread, discord.Thread):
+                    if thread.name != plan.title:
+                        await thread.edit(name=plan.title)
+                    await thread.get_partial_message(article.message_id or thread.id).edit(
+                        content=plan.content, allowed_mentions=discord.AllowedMentions.none()
+                    )
+            elif article.message_id:
+                embed = discord.Embed(title=plan.title, url=plan.link or None, description=plan.embed_description)
+                if article.published_at:
+                    embed.timestamp = article.published_at
+                await channel.get_partial_message(article.message_id).edit(embed=embed)
+                if article.thread_id:
+                    thread = channel.guild.get_thread(article.thread_id)
+                    if thread is not None and thread.name != plan.title:
+                        await thread.edit(name=plan.title)
+        except (discord.NotFound, discord.Forbidden) as exc:
+            log.info("article %s: its post is gone or locked (%s); not editing", article.id, exc)
+        except discord.HTTPException as exc:
+            log.warning("article %s: edit failed: %s", article.id, exc)
+            return
+        await self.bot.store.articles.mark_edited(article.id)
+
+    # -- commands -----------------------------------------------------------------------------
+
+    async def feed_autocomplete(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[int]]:
+        if interaction.guild is None:
+            return []
+        choices = []
+        for feed in await self.bot.store.feeds.list(interaction.guild.id):
+            label = f"#{feed.id} {feed.title or feed.url}"
+            if current.lower() in label.lower() or current.lower() in feed.url.lower():
+                choices.append(app_commands.Choice(name=truncate_words(label, 100), value=feed.id))
+        return choices[:25]
+
+    async def _feed_in_guild(self, interaction: discord.Interaction, feed_id: int) -> FeedRow:
+        feed = await self.bot.store.feeds.get(feed_id)
+        if feed is None or interaction.guild is None or feed.guild_id != interaction.guild.id:
+            raise UserFacingError(f"There is no feed #{feed_id} in this server: `/feed list` shows them.")
+        return feed
+
+    @feed.command(name="add", description="Post a feed's new articles into a forum or text channel")
+    @app_commands.describe(
+        url="The feed's address (RSS or Atom), http:// or https://",
+        channel="A forum channel (one post per article) or a text channel (message + thread)",
+        tags="Forum tag routing: Category=Tag, separated by commas (categories named like a tag match it)",
+        interval="Minutes between polls (default from the config)",
+        backfill="Also post this many of the newest existing articles now (default 0: only new ones)",
+    )
+    @admin_only()
+    async def add(
+        self,
+        interaction: discord.Interaction,
+        url: str,
+        channel: discord.ForumChannel | discord.TextChannel,
+        tags: str | None = None,
+        interval: app_commands.Range[int, 1, 1440] | None = None,
+        backfill: app_commands.Range[int, 0, 50] = 0,
+    ) -> None:
+        """Validate the URL and the channel's permissions, then save the feed."""
+        assert interaction.guild is not None
+        try:
+            url = validate_feed_url(url)
+            tag_map = parse_tag_map(tags)
+        except FeedProblem as exc:
+            raise UserFacingError(str(exc)) from None
+        me = interaction.guild.me
+        missing = missing_permissions(channel, me)
+        if missing:
+            raise UserFacingError(f"I can't post in {channel.mention}: I need {', '.join(missing)} there first.")
+        if isinstance(channel, discord.ForumChannel) and tag_map:
+            names = {t.name.casefold() for t in channel.available_tags}
+            unknown = sorted({tag for tag in tag_map.values() if tag.casefold() not in names})
+            if unknown:
+                raise UserFacingError(
+                    f"{channel.mention} has no tag named {', '.join(unknown)}; its tags are: "
+                    f"{', '.join(t.name for t in channel.available_tags) or 'none'}."
+                )
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        try:
+            feed_id, parsed, queued = await self.service.add_feed(
+                guild_id=interaction.guild.id,
+                url=url,
+                channel_id=channel.id,
+                channel_kind="forum" if isinstance(channel, discord.ForumChannel) else "text",
+                tag_map=tag_map,
+                interval_minutes=interval,
+                backfill=backfill,
+                actor_id=interaction.user.id,
+            )
+        except FeedProblem as exc:
+            raise UserFacingError(str(exc)) from None
+        name = discord.utils.escape_markdown(parsed.title or url)
+        text = (
+            f"Feed #{feed_id} **{name}** added: {len(parsed.articles)} current article(s) recorded"
+            f"{f', the newest {queued} will be posted now' if queued else ' (none posted; new ones will be)'}"
+            f" in {channel.mention}."
+        )
+        if parsed.problems:
+            text += f"\nNote: {len(parsed.problems)} problem(s) in the feed, e.g. {parsed.problems[0]}"
+        await interaction.followup.send(text, ephemeral=True)
+        if queued:
+            self.wake()
+
+    @feed.command(name="remove", description="Stop posting a feed (posts already made stay)")
+    @app_commands.autocomplete(feed=feed_autocomplete)
+    @admin_only()
+    async def remove(self, interaction: discord.Interaction, feed: int) -> None:
+        row = await self._feed_in_guild(interaction, feed)
+        await self.bot.store.feeds.remove(row.id, actor_id=interaction.user.id)
+        await interaction.response.send_message(f"Feed #{row.id} ({row.url}) removed.", ephemeral=True)
+
+    @feed.command(name="list", description="Every feed with its health: last poll, status, items, errors")
+    @admin_only()
+    async def list_(self, interaction: discord.Interaction) -> None:
+        assert interaction.guild is not None
+        feeds = await self.bot.store.feeds.list(interaction.guild.id)
+        if not feeds:
+            await interaction.response.send_message("No feeds yet: add one with `/feed add`.", ephemeral=True)
+            return
+        lines = []
+        for feed in feeds:
+            counts = await self.bot.store.articles.counts(feed.id)
+            state = "paused" if not feed.enabled else ("failing" if feed.consecutive_errors else "ok")
+            polled = discord.utils.format_dt(feed.last_poll_at, "R") if feed.last_poll_at else "never"
+            line = (
+                f"**#{feed.id}** {state} · <#{feed.channel_id}> · {feed.url}\n"
+                f"  last poll {polled}, {feed.item_count} item(s) in feed, posted {counts.get('posted', 0)}, "
+                f"waiting {counts.get('pending', 0) + counts.get('posting', 0)}, failed {counts.get('failed', 0)}"
+            )
+            if feed.last_error:
+                line += f"\n  last error ({feed.consecutive_errors} in a row): {feed.last_error}"
+            if feed.disabled_reason:
+                line += f"\n  paused: {feed.disabled_reason}"
+            lines.append(line)
+        text = "\n".join(lines)
+        await interaction.response.send_message(truncate_words(text, 2000), ephemeral=True)
+
+    @feed.command(name="pause", description="Stop polling a feed until resumed")
+    @app_commands.autocomplete(feed=feed_autocomplete)
+    @admin_only()
+    async def pause(self, interaction: discord.Interaction, feed: int) -> None:
+        row = await self._feed_in_guild(interaction, feed)
+        await self.bot.store.feeds.set_enabled(row.id, False, reason="paused by an admin", actor_id=interaction.user.id)
+        await interaction.response.send_message(f"Feed #{row.id} paused.", ephemeral=True)
+
+    @feed.command(name="resume", description="Poll a paused feed again (and retry articles that failed)")
+    @app_commands.autocomplete(feed=feed_autocomplete)
+    @admin_only()
+    async def resume(self, interaction: discord.Interaction, feed: int) -> None:
+        row = await self._feed_in_guild(interaction, feed)
+        await self.bot.store.feeds.set_enabled(row.id, True, reason=None, actor_id=interaction.user.id)
+        retried = await self.bot.store.articles.reset_failed(row.id)
+        extra = f"; {retried} failed article(s) will be retried" if retried else ""
+        await interaction.response.send_message(f"Feed #{row.id} resumed{extra}.", ephemeral=True)
+        self.wake()
+
+    @feed.command(name="preview", description="Show the next posts exactly as they would look (only to you)")
+    @admin_only()
+    async def preview(self, interaction: discord.Interaction, url: str) -> None:
+        try:
+            url = validate_feed_url(url)
+        except FeedProblem as exc:
+            raise UserFacingError(str(exc)) from None
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        try:
+            parsed = await self.service.fetch_parsed(url)
+        except FeedProblem as exc:
+            raise UserFacingError(str(exc)) from None
+        if not parsed.articles:
+            await interaction.followup.send(f"{url} is a feed, but it has no items right now.", ephemeral=True)
+            return
+        embeds = []
+        for article in parsed.articles[:3]:
+            row = ArticleRow(
+                id=0,
+                feed_id=0,
+                guid=article.guid,
+                title=article.title,
+                link=article.link,
+                summary=article.summary_html or article.content_html or "",
+                published_at=article.published,
+                content_hash="",
+                status="pending",
+                status_reason=None,
+                thread_id=None,
+                message_id=None,
+                channel_id=None,
+                categories=article.categories,
+                needs_edit=False,
+            )
+            plan = plan_post(row)
+            embed = discord.Embed(title=plan.title, description=plan.content)
+            if article.categories:
+                embed.set_footer(text=truncate_words("Categories: " + ", ".join(article.categories), 200))
+            embeds.append(embed)
+        heading = f"The next posts from **{discord.utils.escape_markdown(parsed.title or url)}** would look like this:"
+        await interaction.followup.send(heading, embeds=embeds, ephemeral=True)
+
+    @feed.command(name="diagnose", description="Why wasn't it posted? A feed's last fetch, and one article's fate")
+    @app_commands.describe(feed="The feed", article_url="The article's link (or guid) to explain")
+    @app_commands.autocomplete(feed=feed_autocomplete)
+    @admin_only()
+    async def diagnose(self, interaction: discord.Interaction, feed: int, article_url: str | None = None) -> None:
+        row = await self._feed_in_guild(interaction, feed)
+        counts = await self.bot.store.articles.counts(row.id)
+        lines = [f"**Feed #{row.id}** {row.url} → <#{row.channel_id}> ({row.channel_kind})"]
+        lines.append(f"- enabled: {'yes' if row.enabled else 'no — ' + (row.disabled_reason or 'paused')}")
+        if row.last_poll_at:
+            lines.append(f"- last poll: {discord.utils.format_dt(row.last_poll_at, 'R')}, result {row.last_status}")
+        if row.last_ok_at:
+            lines.append(f"- last success: {discord.utils.format_dt(row.last_ok_at, 'R')}")
+        if row.last_error:
+            lines.append(f"- last error ({row.consecutive_errors} in a row): {row.last_error}")
+        if row.next_poll_at and row.enabled:
+            lines.append(f"- next poll: {discord.utils.format_dt(row.next_poll_at, 'R')}")
+        lines.append(
+            "- articles: "
+            + (", ".join(f"{status} {n}" for status, n in sorted(counts.items())) or "none seen yet")
+            + f"; conditional GET: {'ETag' if row.etag else ''}{' Last-Modified' if row.last_modified else ''}"
+            + ("" if row.etag or row.last_modified else "not offered by the site")
+        )
+        if article_url:
+            article = await self.bot.store.articles.find(row.id, article_url.strip())
+            if article is None:
+                lines.append(
+                    f"- `{article_url[:200]}` was never seen in this feed: the last successful fetch listed "
+                    f"{row.item_count} item(s). Check that the feed (not just the site) contains it."
+                )
+            else:
+                lines.append(f"- “{truncate_words(article.title, 120)}”: {describe_article_status(article)}")
+        await interaction.response.send_message(truncate_words("\n".join(lines), 2000), ephemeral=True)
+
+
+async def setup(bot: ReadersViewsBot) -> None:
+    await bot.add_cog(Articles(bot))

@@ -1,0 +1,194 @@
+"""Shared fixtures: a loopback fake Discord with a newspaper's server, and the real bot booted against it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.app import Runtime, apply_endpoints
+from bot.config import Config, Secrets, parse_config
+from tests.fakediscord import FakeDiscord, Guild, perms
+from tests.fakediscord.world import Channel, Member, Role
+
+ALL_COGS = ("cogs.admin", "cogs.articles")
+
+
+@dataclass
+class World:
+    """A weekly paper's server: staff roles, an alert and a review channel, an articles forum."""
+
+    fake: FakeDiscord
+    guild: Guild
+    admin: Member
+    editor: Member
+    organizer: Member
+    reader: Member
+    editor_role: Role
+    organizer_role: Role
+    alerts: Channel
+    review: Channel
+    forum: Channel
+    discussion: Channel
+    locked: Channel
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeDiscord]:
+    server = FakeDiscord(heartbeat_interval_ms=500)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+        apply_endpoints(Config())  # point discord.py back at Discord for the next test
+    assert not server.errors, f"the fake Discord crashed handling requests: {server.errors}"
+
+
+@pytest.fixture
+def world(fake: FakeDiscord) -> World:
+    guild = fake.add_guild("The Weekly")
+    editor_role = guild.add_role("Editor")
+    organizer_role = guild.add_role("Organizer")
+    admin_role = guild.add_role("Admins", permissions=perms.MANAGE_GUILD)
+    bot_only = [
+        {"id": str(guild.id), "type": 0, "allow": "0", "deny": str(perms.SEND_MESSAGES)},
+    ]
+    return World(
+        fake=fake,
+        guild=guild,
+        admin=guild.add_member("ada-admin", roles=[admin_role]),
+        editor=guild.add_member("ed-editor", roles=[editor_role]),
+        organizer=guild.add_member("olu-organizer", roles=[organizer_role]),
+        reader=guild.add_member("rita-reader"),
+        editor_role=editor_role,
+        organizer_role=organizer_role,
+        alerts=guild.add_text_channel("alerts"),
+        review=guild.add_text_channel("letters-review"),
+        forum=guild.add_forum_channel("articles", tags=["News", "Opinion", "Sport"]),
+        discussion=guild.add_text_channel("discussion"),
+        locked=guild.add_text_channel(
+            "announcements",
+            overwrites=[*bot_only, {"id": str(fake.bot.id), "type": 1, "allow": "0", "deny": str(perms.SEND_MESSAGES)}],
+        ),
+    )
+
+
+def make_config(fake: FakeDiscord, tmp_path: Path, **sections: Any) -> Config:
+    raw: dict[str, Any] = {
+        "discord": {"api_base_url": fake.api_base, "gateway_url": fake.gateway_url, "guild_ready_timeout": 0.1},
+        "database": {"path": str(tmp_path / "readersviews.sqlite3")},
+        "cogs": list(ALL_COGS),
+    }
+    for name, values in sections.items():
+        raw[name] = {**raw.get(name, {}), **values} if isinstance(values, dict) else values
+    return parse_config(raw)
+
+
+class Booted:
+    """A running bot (its runtime) plus helpers to restart it on the same database."""
+
+    def __init__(self, runtime: Runtime, task: asyncio.Task[None]) -> None:
+        self.runtime = runtime
+        self.task = task
+
+    @property
+    def bot(self) -> Any:
+        return self.runtime.bot
+
+    def cog(self, name: str) -> Any:
+        return self.runtime.bot.get_cog(name)
+
+    async def stop(self) -> None:
+        await self.runtime.bot.close()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(self.task, timeout=10)
+
+
+async def boot(fake: FakeDiscord, config: Config, *, clock: Any = None) -> Booted:
+    """Start the bot the way `readersviews run` does, pointed at the fake; return once it is ready."""
+    runtime = await Runtime.create(config, Secrets(discord_token=None), clock=clock)
+    task = asyncio.create_task(runtime.start(fake.token))
+    ready = asyncio.create_task(runtime.bot.wait_until_ready())
+    done, _ = await asyncio.wait({task, ready}, timeout=15, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        ready.cancel()
+        task.result()  # raises the start-up error
+    if ready not in done:
+        raise TimeoutError("bot did not become ready against the fake Discord")
+    await fake.roundtrip()
+    return Booted(runtime, task)
+
+
+@pytest.fixture
+async def booter(fake: FakeDiscord, tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    """`await booter(**config_sections)` boots a bot; every bot is stopped at the end of the test."""
+    started: list[Booted] = []
+
+    async def start(clock: Any = None, **sections: Any) -> Booted:
+        booted = await boot(fake, make_config(fake, tmp_path, **sections), clock=clock)
+        started.append(booted)
+        return booted
+
+    yield start
+    for booted in started:
+        if not booted.task.done():
+            await booted.stop()
+
+
+@pytest.fixture
+async def running(world: World, booter: Callable[..., Any]) -> Booted:
+    """The bot, running against the paper's server, with its alert and review channels set up."""
+    booted: Booted = await booter()
+    await booted.bot.store.settings.set_many(
+        world.guild.id,
+        {
+            "alert_channel_id": world.alerts.id,
+            "review_channel_id": world.review.id,
+            "editor_role_id": world.editor_role.id,
+            "organizer_role_id": world.organizer_role.id,
+        },
+        actor_id=None,
+    )
+    return booted
+
+
+def wordpress_settings() -> dict[str, str] | None:
+    """Settings of a real WordPress started by scripts/wordpress-local.sh, if one is running."""
+    env = {k: os.environ.get(f"READERSVIEWS_TEST_WP_{k.upper()}", "") for k in ("url", "user", "password")}
+    if all(env.values()):
+        return env
+    env_file = Path(os.environ.get("WP_LOCAL_DIR", "/tmp/readersviews-wp")) / "env"
+    if env_file.exists():
+        values: dict[str, str] = {}
+        for line in env_file.read_text().splitlines():
+            key, _, value = line.partition("=")
+            values[key.strip()] = value.strip().strip("'").replace("'\\''", "'")
+        if values.get("WP_URL") and values.get("WP_APP_PASSWORD"):
+            return {
+                "url": values["WP_URL"],
+                "user": values.get("WP_USER", "admin"),
+                "password": values["WP_APP_PASSWORD"],
+            }
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip `wordpress` tests without a real WordPress, unless CI demands one (then they fail)."""
+    if os.environ.get("READERSVIEWS_REQUIRE_WORDPRESS"):
+        return
+    skip = pytest.mark.skip(
+        reason="real WordPress not running: start it with `bash scripts/wordpress-local.sh up` (see README)"
+    )
+    settings = None
+    for item in items:
+        if "wordpress" in item.keywords:
+            settings = settings if settings is not None else (wordpress_settings() or {})
+            if not settings:
+                item.add_marker(skip)
