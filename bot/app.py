@@ -21,7 +21,11 @@ from bot import __version__
 from bot.clock import Clock, SystemClock
 from bot.config import Config, Secrets
 from bot.errors import on_app_command_error
+from bot.outbox import DeliveredHook, OutboxWorker
+from bot.site import SiteAdapter, make_adapter
+from bot.site.base import RemoteRef
 from bot.store import Store
+from bot.store.outbox import OutboxRow
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +80,7 @@ class ReadersViewsBot(commands.Bot):
         store: Store,
         http_client: httpx.AsyncClient,
         clock: Clock,
+        site: SiteAdapter | None = None,
         force_sync: bool = False,
         sync_guild_id: int | None = None,
     ) -> None:
@@ -97,15 +102,37 @@ class ReadersViewsBot(commands.Bot):
         self.sync_guild_id = sync_guild_id
         self.synced: bool = False
         self.tree.on_error = on_app_command_error
-        # Services that cogs share (the outbox worker, site adapter) are attached in setup_hook.
-        self.services: dict[str, Any] = {}
         self._shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
+        # Everything sent to the site goes through the outbox; cogs listen for deliveries.
+        self.site = site or make_adapter(config.site, secrets, http_client, clock=clock)
+        self.delivery_listeners: list[DeliveredHook] = []
+        self.outbox = OutboxWorker(
+            store.outbox, self.site, clock, alert=self._outbox_alert, on_delivered=self._on_delivered
+        )
 
     async def setup_hook(self) -> None:
         for name in self.config.cogs:
             await self.load_extension(name)
             log.debug("loaded %s", name)
         await self.sync_commands_if_changed()
+        if not self.sync_guild_id and not self.force_sync:
+            self.outbox.start()
+            self.on_shutdown(self.outbox.stop)
+
+    async def _outbox_alert(self, text: str) -> None:
+        """Site problems concern every server this bot publishes for."""
+        sent = False
+        for guild in self.guilds:
+            sent = await self.alert(guild.id, text) or sent
+        if not sent:
+            log.warning("site alert (no alert channel set anywhere): %s", text)
+
+    async def _on_delivered(self, row: OutboxRow, ref: RemoteRef) -> None:
+        for listener in list(self.delivery_listeners):
+            try:
+                await listener(row, ref)
+            except Exception:
+                log.exception("delivery listener failed for outbox #%s", row.id)
 
     def on_shutdown(self, hook: Callable[[], Awaitable[None]]) -> None:
         self._shutdown_hooks.append(hook)
@@ -197,15 +224,20 @@ class Runtime:
             timeout=httpx.Timeout(config.feeds.timeout_seconds),
             follow_redirects=False,
         )
-        bot = ReadersViewsBot(
-            config=config,
-            secrets=secrets,
-            store=store,
-            http_client=http_client,
-            clock=clock,
-            force_sync=force_sync,
-            sync_guild_id=sync_guild_id,
-        )
+        try:
+            bot = ReadersViewsBot(
+                config=config,
+                secrets=secrets,
+                store=store,
+                http_client=http_client,
+                clock=clock,
+                force_sync=force_sync,
+                sync_guild_id=sync_guild_id,
+            )
+        except BaseException:
+            await http_client.aclose()
+            await store.close()
+            raise
         return cls(config, secrets, store, http_client, bot)
 
     async def start(self, token: str) -> None:

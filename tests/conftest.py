@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -17,7 +18,11 @@ from bot.config import Config, Secrets, parse_config
 from tests.fakediscord import FakeDiscord, Guild, perms
 from tests.fakediscord.world import Channel, Member, Role
 
-ALL_COGS = ("cogs.admin", "cogs.articles")
+ALL_COGS = tuple(
+    name
+    for name in ("cogs.admin", "cogs.articles", "cogs.readers_views", "cogs.editorial", "cogs.statements")
+    if importlib.util.find_spec(name) is not None
+)
 
 
 @dataclass
