@@ -12,7 +12,7 @@ import httpx
 
 from bot.clock import Clock
 from bot.config import FeedSettings
-from bot.feeds import Article, FeedParseError, ParsedFeed, fetch_feed, parse_feed_async
+from bot.feeds import Article, FeedFetchResult, FeedParseError, ParsedFeed, fetch_feed, parse_feed_async
 from bot.render import article_post_body, article_title, html_to_discord, truncate_words
 from bot.store import Store
 from bot.store.feeds import ArticleRow, FeedRow
@@ -109,6 +109,9 @@ class ArticleService:
 
     async def fetch_parsed(self, url: str) -> ParsedFeed:
         """Fetch and parse now, for /feed add and /feed preview; raise FeedProblem with the reason."""
+        return (await self._fetch_and_parse(url))[0]
+
+    async def _fetch_and_parse(self, url: str) -> tuple[ParsedFeed, FeedFetchResult]:
         result = await fetch_feed(
             self.http,
             url,
@@ -119,7 +122,7 @@ class ArticleService:
         if not result.ok or result.body is None:
             raise FeedProblem(f"Couldn't fetch {url}: {result.error or 'no body'}.")
         try:
-            return await parse_feed_async(result.body, url=url, content_type=result.content_type)
+            return await parse_feed_async(result.body, url=url, content_type=result.content_type), result
         except FeedParseError as exc:
             raise FeedProblem(f"{url} is not a usable feed: {exc}") from None
 
@@ -139,7 +142,7 @@ class ArticleService:
         url = validate_feed_url(url)
         if await self.store.feeds.find(guild_id, url, channel_id):
             raise FeedProblem("That feed already posts into that channel (see `/feed list`).")
-        parsed = await self.fetch_parsed(url)
+        parsed, fetched = await self._fetch_and_parse(url)
         interval = (interval_minutes or self.settings.default_interval_minutes) * 60
         feed_id = await self.store.feeds.add(
             guild_id=guild_id,
@@ -162,6 +165,8 @@ class ArticleService:
             feed_id,
             status="ok",
             next_poll_at=now + timedelta(seconds=interval),
+            etag=fetched.etag,
+            last_modified=fetched.last_modified,
             title=parsed.title or None,
             item_count=len(parsed.articles),
         )

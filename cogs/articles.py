@@ -100,13 +100,14 @@ class Articles(commands.Cog):
     async def run_cycle(self) -> int:
         """Poll every due feed, then post what is pending (capped per feed). Returns posts made."""
         async with self._cycle_lock:
-            posted = 0
             for feed in await self.bot.store.feeds.due(self.bot.clock.now()):
                 report = await self.service.poll(feed)
                 if report.alert:
                     await self.bot.alert(feed.guild_id, report.alert)
                 if report.recovered:
                     await self.bot.alert(feed.guild_id, report.recovered)
+            posted = 0
+            for feed in await self.bot.store.feeds.with_work():
                 posted += await self.publish(feed)
             return posted
 

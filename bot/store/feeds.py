@@ -150,6 +150,14 @@ class FeedsRepo:
         )
         return [FeedRow.from_row(r) for r in rows]
 
+    async def with_work(self) -> list[FeedRow]:
+        """Enabled feeds with articles waiting to be posted or edited."""
+        rows = await self._db.fetchall(
+            "SELECT * FROM feeds WHERE enabled = 1 AND id IN (SELECT feed_id FROM articles"
+            " WHERE status IN ('pending', 'posting') OR needs_edit = 1) ORDER BY id"
+        )
+        return [FeedRow.from_row(r) for r in rows]
+
     async def next_due_at(self) -> datetime | None:
         value = await self._db.scalar("SELECT min(next_poll_at) FROM feeds WHERE enabled = 1")
         return from_db(value)

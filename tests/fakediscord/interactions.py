@@ -31,7 +31,17 @@ ALLOWED_CALLBACKS: dict[int, set[int]] = {
 
 # option types
 SUB_COMMAND, SUB_COMMAND_GROUP, STRING, INTEGER, BOOLEAN, USER, CHANNEL, ROLE, MENTIONABLE, NUMBER, ATTACHMENT = (
-    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11,
+    1,
+    2,
+    3,
+    4,
+    5,
+    6,
+    7,
+    8,
+    9,
+    10,
+    11,
 )
 
 

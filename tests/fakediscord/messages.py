@@ -99,7 +99,7 @@ def validate_components(components: list[dict[str, Any]], flags: int, errs: dict
     for i, row in enumerate(components):
         if row.get("type") != 1:
             errs.setdefault("components", {})[str(i)] = E.field_error(
-                "UNION_TYPE_CHOICES", "Value of field \"type\" must be one of (1,)."
+                "UNION_TYPE_CHOICES", 'Value of field "type" must be one of (1,).'
             )
             continue
         children = row.get("components") or []
@@ -157,10 +157,14 @@ def validate_message(body: dict[str, Any], uploads: list[Upload], *, edit: bool 
         if not (content or embeds or uploads or body.get("sticker_ids") or body.get("poll") or has_v2):
             raise E.empty_message()
         if content and int(body.get("flags") or 0) & IS_COMPONENTS_V2:
-            raise E.invalid_form({"content": E.field_error(
-                "MESSAGE_CANNOT_USE_LEGACY_FIELDS_WITH_COMPONENTS_V2",
-                "The 'content' field cannot be used when using MessageFlags.IS_COMPONENTS_V2",
-            )})
+            raise E.invalid_form(
+                {
+                    "content": E.field_error(
+                        "MESSAGE_CANNOT_USE_LEGACY_FIELDS_WITH_COMPONENTS_V2",
+                        "The 'content' field cannot be used when using MessageFlags.IS_COMPONENTS_V2",
+                    )
+                }
+            )
 
 
 def normalise_embeds(embeds: list[dict[str, Any]] | None) -> list[dict[str, Any]]:

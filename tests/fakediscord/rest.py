@@ -94,9 +94,7 @@ def route(method: str, template: str, *, auth: bool = True, global_limit: bool =
 def json_response(body: Any, status: int, headers: dict[str, str]) -> web.Response:
     if status == 204 or body is None:
         return web.Response(status=204 if status < 300 else status, headers=headers)
-    return web.Response(
-        body=json.dumps(body).encode(), status=status, headers={**headers, **JSON_HEADERS}
-    )
+    return web.Response(body=json.dumps(body).encode(), status=status, headers={**headers, **JSON_HEADERS})
 
 
 class Api:
@@ -115,7 +113,8 @@ class Api:
         path = "/" + request.match_info["tail"]
         method = request.method
         headers_of_interest = {
-            k: v for k, v in request.headers.items()
+            k: v
+            for k, v in request.headers.items()
             if k.lower() in ("authorization", "x-audit-log-reason", "content-type", "user-agent")
         }
         record = RequestRecord(method, path, f"{method} ?", dict(request.query), None, [], headers_of_interest)
@@ -156,11 +155,13 @@ class Api:
             verdict.scope = "global" if rule.is_global else "user"
         if verdict.limited:
             fake.count_429 += 1
-            headers.update({
-                "Retry-After": str(max(1, int(verdict.retry_after + 0.999))),
-                "X-RateLimit-Scope": verdict.scope,
-                "Via": "1.1 google",
-            })
+            headers.update(
+                {
+                    "Retry-After": str(max(1, int(verdict.retry_after + 0.999))),
+                    "X-RateLimit-Scope": verdict.scope,
+                    "Via": "1.1 google",
+                }
+            )
             if verdict.is_global:
                 headers["X-RateLimit-Global"] = "true"
             record.status = 429
@@ -293,15 +294,26 @@ class Api:
         target_ch = self.fake.channels.get(int(ref.get("channel_id") or ch.id))
         if target_ch is None or rid not in target_ch.messages:
             if ref.get("fail_if_not_exists", True):
-                raise E.invalid_form({"message_reference": E.field_error(
-                    "MESSAGE_REFERENCE_UNKNOWN_MESSAGE", "Unknown message")})
+                raise E.invalid_form(
+                    {"message_reference": E.field_error("MESSAGE_REFERENCE_UNKNOWN_MESSAGE", "Unknown message")}
+                )
             body.pop("message_reference")
 
     # ------------------------------------------------------------------ users / gateway / app
     @route("GET", "/users/@me")
     async def get_me(self, ctx: Ctx) -> Reply:
-        return Reply({**self.fake.bot.payload(), "verified": True, "mfa_enabled": False, "email": None,
-                      "locale": "en-US", "flags": 0, "bio": "", "premium_type": 0})
+        return Reply(
+            {
+                **self.fake.bot.payload(),
+                "verified": True,
+                "mfa_enabled": False,
+                "email": None,
+                "locale": "en-US",
+                "flags": 0,
+                "bio": "",
+                "premium_type": 0,
+            }
+        )
 
     @route("GET", "/users/{user_id}")
     async def get_user(self, ctx: Ctx) -> Reply:
@@ -316,12 +328,18 @@ class Api:
 
     @route("GET", "/gateway/bot")
     async def get_gateway_bot(self, ctx: Ctx) -> Reply:
-        return Reply({
-            "url": self.fake.gateway_url,
-            "shards": 1,
-            "session_start_limit": {"total": 1000, "remaining": 1000 - self.fake.identify_count,
-                                    "reset_after": 86_400_000, "max_concurrency": 1},
-        })
+        return Reply(
+            {
+                "url": self.fake.gateway_url,
+                "shards": 1,
+                "session_start_limit": {
+                    "total": 1000,
+                    "remaining": 1000 - self.fake.identify_count,
+                    "reset_after": 86_400_000,
+                    "max_concurrency": 1,
+                },
+            }
+        )
 
     def _application(self) -> dict[str, Any]:
         fake = self.fake
@@ -433,7 +451,8 @@ class Api:
                 errs["name"] = E.bad_length(1, 32)
             if cmd.get("description"):
                 errs["description"] = E.field_error(
-                    "APPLICATION_COMMAND_CONTEXT_MENU_DESCRIPTION", "Context menu commands cannot have description")
+                    "APPLICATION_COMMAND_CONTEXT_MENU_DESCRIPTION", "Context menu commands cannot have description"
+                )
         opt_errs = self._validate_options(cmd.get("options") or [])
         if opt_errs:
             errs["options"] = opt_errs
@@ -451,8 +470,9 @@ class Api:
             if not re.fullmatch(r"[-_'\w]{1,32}", name) or name != name.lower():
                 e["name"] = E.field_error("APPLICATION_COMMAND_INVALID_NAME", "Command name is invalid")
             if name in names:
-                e["name"] = E.field_error("APPLICATION_COMMAND_OPTIONS_NAME_ALREADY_EXISTS",
-                                          "Command option names must be unique")
+                e["name"] = E.field_error(
+                    "APPLICATION_COMMAND_OPTIONS_NAME_ALREADY_EXISTS", "Command option names must be unique"
+                )
             names.add(name)
             desc = o.get("description") or ""
             if not 1 <= len(desc) <= 100:
@@ -466,8 +486,10 @@ class Api:
             else:
                 if o.get("required"):
                     if seen_optional:
-                        e["required"] = E.field_error("APPLICATION_COMMAND_OPTIONS_REQUIRED_INVALID",
-                                                      "Required options must be placed before non-required options")
+                        e["required"] = E.field_error(
+                            "APPLICATION_COMMAND_OPTIONS_REQUIRED_INVALID",
+                            "Required options must be placed before non-required options",
+                        )
                 else:
                     seen_optional = True
             if e:
@@ -499,8 +521,7 @@ class Api:
         if key is not None:
             out["guild_id"] = str(key)
         if old is not None:
-            same = {k: v for k, v in old.items() if k != "version"} == {
-                k: v for k, v in out.items() if k != "version"}
+            same = {k: v for k, v in old.items() if k != "version"} == {k: v for k, v in out.items() if k != "version"}
             if same:
                 out["version"] = old["version"]
         return out
@@ -519,8 +540,9 @@ class Api:
             e = self._validate_command(cmd)
             k = (int(cmd.get("type", 1)), cmd.get("name") or "")
             if k in seen:
-                e["name"] = E.field_error("APPLICATION_COMMANDS_DUPLICATE_NAME",
-                                          f"Application command names must be unique: {k[1]}")
+                e["name"] = E.field_error(
+                    "APPLICATION_COMMANDS_DUPLICATE_NAME", f"Application command names must be unique: {k[1]}"
+                )
             seen.add(k)
             if e:
                 errs[str(i)] = e
@@ -560,9 +582,23 @@ class Api:
     async def get_guild(self, ctx: Ctx) -> Reply:
         g = self.guild_or_404(ctx.p("guild_id"))
         d = g.payload(include_members=False)
-        for k in ("members", "channels", "threads", "presences", "voice_states", "joined_at", "large",
-                  "member_count", "lazy", "unavailable", "stage_instances", "guild_scheduled_events",
-                  "embedded_activities", "activity_instances", "soundboard_sounds"):
+        for k in (
+            "members",
+            "channels",
+            "threads",
+            "presences",
+            "voice_states",
+            "joined_at",
+            "large",
+            "member_count",
+            "lazy",
+            "unavailable",
+            "stage_instances",
+            "guild_scheduled_events",
+            "embedded_activities",
+            "activity_instances",
+            "soundboard_sounds",
+        ):
             d.pop(k, None)
         if ctx.query.get("with_counts") in ("true", "1"):
             d["approximate_member_count"] = len(g.members)
@@ -631,10 +667,12 @@ class Api:
         g = self.guild_or_404(ctx.p("guild_id"))
         threads = [t for t in g.threads() if not t.archived]
         me = self.fake.bot.id
-        return Reply({
-            "threads": [t.payload() for t in threads],
-            "members": [t.payload(with_member_for=me)["member"] for t in threads if me in t.thread_members],
-        })
+        return Reply(
+            {
+                "threads": [t.payload() for t in threads],
+                "members": [t.payload(with_member_for=me)["member"] for t in threads if me in t.thread_members],
+            }
+        )
 
     # ------------------------------------------------------------------ channels
     @route("GET", "/channels/{channel_id}")
@@ -684,8 +722,9 @@ class Api:
                     raise E.invalid_form({"applied_tags": E.max_length(5)})
                 bad = [t for t in tags if t not in valid]
                 if bad:
-                    raise E.invalid_form({"applied_tags": E.field_error(
-                        "CHANNEL_TAG_INVALID", "Tag does not exist on this channel")})
+                    raise E.invalid_form(
+                        {"applied_tags": E.field_error("CHANNEL_TAG_INVALID", "Tag does not exist on this channel")}
+                    )
                 ch.applied_tags = tags
             if "flags" in body and body["flags"] is not None:
                 ch.flags = int(body["flags"])
@@ -701,15 +740,16 @@ class Api:
                 raise E.missing_permissions()
             ch.permission_overwrites = list(body["permission_overwrites"])
         if "available_tags" in body and ch.is_forum:
-            tags = []
-            for t in body["available_tags"]:
-                t = dict(t)
-                t.setdefault("id", str(self.fake.ids.next()))
-                t.setdefault("moderated", False)
-                t.setdefault("emoji_id", None)
-                t.setdefault("emoji_name", None)
-                tags.append(t)
-            ch.available_tags = tags
+            new_tags: list[dict[str, Any]] = []
+            for raw in body["available_tags"]:
+                tag = dict(raw)
+                if tag.get("id") is None:
+                    tag["id"] = str(self.fake.ids.next())
+                tag.setdefault("moderated", False)
+                tag.setdefault("emoji_id", None)
+                tag.setdefault("emoji_name", None)
+                new_tags.append(tag)
+            ch.available_tags = new_tags
         self.fake._emit("CHANNEL_UPDATE", ch.payload(), P.GUILDS)
         return Reply(ch.payload())
 
@@ -824,8 +864,17 @@ class Api:
                     r["me"] = True
                 break
         else:
-            reactions.append({"emoji": {"id": None, "name": emoji}, "count": 1, "me": True, "me_burst": False,
-                              "burst_colors": [], "count_details": {"burst": 0, "normal": 1}, "burst_count": 0})
+            reactions.append(
+                {
+                    "emoji": {"id": None, "name": emoji},
+                    "count": 1,
+                    "me": True,
+                    "me_burst": False,
+                    "burst_colors": [],
+                    "count_details": {"burst": 0, "normal": 1},
+                    "burst_count": 0,
+                }
+            )
         return Reply(None, 204)
 
     @route("POST", "/channels/{channel_id}/typing")
@@ -860,7 +909,11 @@ class Api:
         if msg.get("thread") or self.fake.channels.get(int(msg["id"])):
             raise E.ApiError(400, 160004, "A thread has already been created for this message")
         thread = self.fake.new_thread(
-            ch, self.fake.bot, name, thread_id=int(msg["id"]), ttype=10 if ch.type == GUILD_ANNOUNCEMENT else 11,
+            ch,
+            self.fake.bot,
+            name,
+            thread_id=int(msg["id"]),
+            ttype=10 if ch.type == GUILD_ANNOUNCEMENT else 11,
             auto_archive_duration=int(body.get("auto_archive_duration") or 4320),
             rate_limit_per_user=int(body.get("rate_limit_per_user") or 0),
         )
@@ -895,8 +948,9 @@ class Api:
             if len(tags) > 5:
                 raise E.invalid_form({"applied_tags": E.max_length(5)})
             if any(t not in valid for t in tags):
-                raise E.invalid_form({"applied_tags": E.field_error(
-                    "CHANNEL_TAG_INVALID", "Tag does not exist on this channel")})
+                raise E.invalid_form(
+                    {"applied_tags": E.field_error("CHANNEL_TAG_INVALID", "Tag does not exist on this channel")}
+                )
             me = self.bot_member(ch)
             assert me is not None
             if any(valid[t].get("moderated") for t in tags) and not me.permissions_in(ch) & P.MANAGE_THREADS:
@@ -904,7 +958,11 @@ class Api:
             if ch.flags & 16 and not tags:
                 raise E.ApiError(400, 40067, "A tag is required to create a forum post in this channel")
             thread = fake.new_thread(
-                ch, fake.bot, name, thread_id=None, applied_tags=tags,
+                ch,
+                fake.bot,
+                name,
+                thread_id=None,
+                applied_tags=tags,
                 auto_archive_duration=int(body.get("auto_archive_duration") or 4320),
                 rate_limit_per_user=int(body.get("rate_limit_per_user") or 0),
             )
@@ -920,14 +978,21 @@ class Api:
         name = self._thread_name(body)
         self.require(ch, P.CREATE_PRIVATE_THREADS if ttype == PRIVATE_THREAD else P.CREATE_PUBLIC_THREADS)
         thread = fake.new_thread(
-            ch, fake.bot, name, thread_id=None, ttype=ttype,
+            ch,
+            fake.bot,
+            name,
+            thread_id=None,
+            ttype=ttype,
             auto_archive_duration=int(body.get("auto_archive_duration") or 4320),
             rate_limit_per_user=int(body.get("rate_limit_per_user") or 0),
         )
         await self._announce_thread(thread)
         if ttype == PUBLIC_THREAD:
             sysmsg = fake.build_message(
-                ch, fake.bot, {"content": name}, mtype=M.THREAD_CREATED,
+                ch,
+                fake.bot,
+                {"content": name},
+                mtype=M.THREAD_CREATED,
                 extra={"message_reference": {"type": 0, "channel_id": str(thread.id), "guild_id": str(ch.guild_id)}},
             )
             await fake.post_message(ch, sysmsg)
@@ -940,8 +1005,9 @@ class Api:
         uid = int(body.get("recipient_id") or 0)
         user = self.fake.users.get(uid)
         if user is None:
-            raise E.invalid_form({"recipient_id": E.field_error("NUMBER_TYPE_COERCE",
-                                                                f"Value \"{uid}\" is not snowflake.")})
+            raise E.invalid_form(
+                {"recipient_id": E.field_error("NUMBER_TYPE_COERCE", f'Value "{uid}" is not snowflake.')}
+            )
         return Reply(self.fake.dm_channel(user).payload())
 
     # ------------------------------------------------------------------ interactions
@@ -969,11 +1035,21 @@ class Api:
             raise E.already_acknowledged()
         ctype = int(body.get("type", 0))
         if ctype not in I.ALLOWED_CALLBACKS.get(ix.type, set()):
-            raise E.invalid_form({"type": E.field_error(
-                "INTERACTION_RESPONSE_TYPE_INVALID", "Interaction response type is invalid for this interaction")})
+            raise E.invalid_form(
+                {
+                    "type": E.field_error(
+                        "INTERACTION_RESPONSE_TYPE_INVALID", "Interaction response type is invalid for this interaction"
+                    )
+                }
+            )
         if ctype in (I.DEFERRED_UPDATE_MESSAGE, I.UPDATE_MESSAGE) and ix.message is None:
-            raise E.invalid_form({"type": E.field_error(
-                "INTERACTION_RESPONSE_TYPE_INVALID", "Interaction response type is invalid for this interaction")})
+            raise E.invalid_form(
+                {
+                    "type": E.field_error(
+                        "INTERACTION_RESPONSE_TYPE_INVALID", "Interaction response type is invalid for this interaction"
+                    )
+                }
+            )
         data = dict(body.get("data") or {})
         message: dict[str, Any] | None = None
         if ctype == I.CHANNEL_MESSAGE:
@@ -1011,11 +1087,13 @@ class Api:
         ix._touch()
         interaction: dict[str, Any] = {"id": str(ix.id), "type": ix.type}
         if message is not None:
-            interaction.update({
-                "response_message_id": message["id"],
-                "response_message_loading": bool(int(message.get("flags", 0)) & M.LOADING),
-                "response_message_ephemeral": bool(int(message.get("flags", 0)) & M.EPHEMERAL),
-            })
+            interaction.update(
+                {
+                    "response_message_id": message["id"],
+                    "response_message_loading": bool(int(message.get("flags", 0)) & M.LOADING),
+                    "response_message_ephemeral": bool(int(message.get("flags", 0)) & M.EPHEMERAL),
+                }
+            )
         out: dict[str, Any] = {"interaction": interaction}
         if message is not None:
             out["resource"] = {"type": ctype, "message": copy.deepcopy(message)}
@@ -1036,15 +1114,17 @@ class Api:
         if not 1 <= len(comps) <= 5:
             errs["components"] = E.bad_length(1, 5)
         for i, c in enumerate(comps):
-            inner = c.get("components", []) if c.get("type") == 1 else [c.get("component")] if c.get("type") == 18 \
-                else []
+            inner = (
+                c.get("components", []) if c.get("type") == 1 else [c.get("component")] if c.get("type") == 18 else []
+            )
             if c.get("type") == 18 and not 1 <= len(c.get("label") or "") <= 45:
                 errs.setdefault("components", {}).setdefault(str(i), {})["label"] = E.bad_length(1, 45)
             for x in inner:
                 if x and x.get("type") == 4:
                     if x.get("type") == 4 and int(x.get("max_length") or 4000) > 4000:
-                        errs.setdefault("components", {}).setdefault(str(i), {})["max_length"] = \
-                            E.field_error("NUMBER_TYPE_MAX", "int value should be less than or equal to 4000.")
+                        errs.setdefault("components", {}).setdefault(str(i), {})["max_length"] = E.field_error(
+                            "NUMBER_TYPE_MAX", "int value should be less than or equal to 4000."
+                        )
                     if x.get("value") and len(x["value"]) > 4000:
                         errs.setdefault("components", {}).setdefault(str(i), {})["value"] = E.max_length(4000)
         if errs:
@@ -1057,7 +1137,11 @@ class Api:
         body = dict(data)
         body["flags"] = flags
         msg = fake.build_message(
-            ix.channel, fake.bot, body, uploads=uploads, mtype=I.response_message_type(ix),
+            ix.channel,
+            fake.bot,
+            body,
+            uploads=uploads,
+            mtype=I.response_message_type(ix),
             extra={
                 "webhook_id": str(fake.application_id),
                 "application_id": str(fake.application_id),
@@ -1072,8 +1156,9 @@ class Api:
         fake = self.fake
         fake.store_message(ch, msg)
         if not int(msg.get("flags", 0)) & M.EPHEMERAL:
-            fake._emit("MESSAGE_CREATE", fake.gateway_message(ch, msg),
-                       P.GUILD_MESSAGES if ch.guild else P.DIRECT_MESSAGES)
+            fake._emit(
+                "MESSAGE_CREATE", fake.gateway_message(ch, msg), P.GUILD_MESSAGES if ch.guild else P.DIRECT_MESSAGES
+            )
 
     # ------------------------------------------------------------------ webhooks (follow-ups)
     def _webhook_ix(self, ctx: Ctx) -> I.FakeInteraction:
@@ -1122,9 +1207,16 @@ class Api:
             flags = int(body.get("flags") or 0) & (M.EPHEMERAL | M.SUPPRESS_EMBEDS | M.IS_COMPONENTS_V2)
             body["flags"] = flags
             msg = fake.build_message(
-                ix.channel, fake.bot, body, uploads=ctx.uploads, mtype=M.DEFAULT,
-                extra={"webhook_id": str(fake.application_id), "application_id": str(fake.application_id),
-                       "interaction_metadata": I.interaction_metadata(ix)},
+                ix.channel,
+                fake.bot,
+                body,
+                uploads=ctx.uploads,
+                mtype=M.DEFAULT,
+                extra={
+                    "webhook_id": str(fake.application_id),
+                    "application_id": str(fake.application_id),
+                    "interaction_metadata": I.interaction_metadata(ix),
+                },
             )
             if ix.channel.is_thread and ix.channel.archived:
                 ix.channel.archived = False

@@ -137,9 +137,9 @@ class FakeDiscord:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, 0)
         await site.start()
-        server = site._server
+        server: Any = site._server
         assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = server.sockets[0].getsockname()[1]
         self._queue = asyncio.Queue()
         self._pump = asyncio.create_task(self._pump_events(), name="fakediscord-pump")
 
@@ -203,8 +203,13 @@ class FakeDiscord:
         self.guilds[guild.id] = guild
         guild.add_member(owner.username, user=owner)
         bot_role = Role(
-            id=self.ids.next(), guild=guild, name=self.bot.username, permissions=bot_permissions,
-            position=1, managed=True, bot_id=self.bot.id,
+            id=self.ids.next(),
+            guild=guild,
+            name=self.bot.username,
+            permissions=bot_permissions,
+            position=1,
+            managed=True,
+            bot_id=self.bot.id,
         )
         guild.roles[bot_role.id] = bot_role
         guild.bot_role = bot_role  # type: ignore[attr-defined]
@@ -258,11 +263,26 @@ class FakeDiscord:
     ) -> None:
         """Answer the next ``times`` matching requests with an error (``re.search`` on the path
         under /api/v10, e.g. ``r"/channels/\\d+/messages$"``). Status 429 sends a rate-limit answer."""
-        default = {400: "Bad Request", 401: "401: Unauthorized", 403: "Missing Permissions",
-                   404: "404: Not Found", 429: "You are being rate limited.", 500: "500: Internal Server Error"}
+        default = {
+            400: "Bad Request",
+            401: "401: Unauthorized",
+            403: "Missing Permissions",
+            404: "404: Not Found",
+            429: "You are being rate limited.",
+            500: "500: Internal Server Error",
+        }
         self._fail_rules.append(
-            FailRule(method.upper(), re.compile(path_regex), status, code,
-                     message or default.get(status, "Error"), times, retry_after, is_global, errors)
+            FailRule(
+                method.upper(),
+                re.compile(path_regex),
+                status,
+                code,
+                message or default.get(status, "Error"),
+                times,
+                retry_after,
+                is_global,
+                errors,
+            )
         )
 
     def _take_fail_rule(self, method: str, path: str) -> FailRule | None:
@@ -351,7 +371,12 @@ class FakeDiscord:
 
     # ------------------------------------------------------------------ messages
     def store_attachment(
-        self, channel_id: int, attachment_id: int, filename: str, data: bytes, content_type: str,
+        self,
+        channel_id: int,
+        attachment_id: int,
+        filename: str,
+        data: bytes,
+        content_type: str,
         description: str | None = None,
     ) -> dict[str, Any]:
         self.attachments[attachment_id] = data
@@ -425,7 +450,7 @@ class FakeDiscord:
         attachments = []
         meta_atts = {str(a.get("id")): a for a in body.get("attachments") or []}
         for up in uploads:
-            idx = up.field[len("files["):-1] if up.field.startswith("files[") else up.field
+            idx = up.field[len("files[") : -1] if up.field.startswith("files[") else up.field
             desc = (meta_atts.get(idx) or {}).get("description")
             aid = self.ids.next()
             attachments.append(self.store_attachment(channel.id, aid, up.filename, up.data, up.content_type, desc))
@@ -526,7 +551,9 @@ class FakeDiscord:
             guild = channel.guild
             mentionable = {r.id for r in guild.roles.values() if r.mentionable} if guild else set()
             users, roles, _everyone = M.filter_mentions(
-                msg["content"], body.get("allowed_mentions"), can_mention_everyone=False,
+                msg["content"],
+                body.get("allowed_mentions"),
+                can_mention_everyone=False,
                 mentionable_roles=mentionable,
             )
             msg["mentions"] = [self.users[u].payload() for u in users if u in self.users]
@@ -572,8 +599,9 @@ class FakeDiscord:
             body["message_reference"] = {"message_id": str(rid), "channel_id": str(channel.id)}
         if not mentions_users:
             body["allowed_mentions"] = {"parse": []}
-        uploads = [M.Upload(f"files[{i}]", name, "application/octet-stream", data) for i, (name, data) in
-                   enumerate(files)]
+        uploads = [
+            M.Upload(f"files[{i}]", name, "application/octet-stream", data) for i, (name, data) in enumerate(files)
+        ]
         msg = self.build_message(channel, user, body, uploads=uploads)
         await self.post_message(channel, msg)
         await self.flush()
@@ -608,24 +636,34 @@ class FakeDiscord:
             assert channel.guild is not None
             await self.dispatch(
                 "THREAD_DELETE",
-                {"id": str(channel.id), "guild_id": str(channel.guild.id), "parent_id": str(channel.parent_id),
-                 "type": channel.type},
+                {
+                    "id": str(channel.id),
+                    "guild_id": str(channel.guild.id),
+                    "parent_id": str(channel.parent_id),
+                    "type": channel.type,
+                },
                 intent=P.GUILDS,
             )
         else:
             await self.dispatch("CHANNEL_DELETE", channel.payload(), intent=P.GUILDS)
 
     async def user_thread(
-        self, channel: Channel, author: User | Member, name: str, content: str = "",
+        self,
+        channel: Channel,
+        author: User | Member,
+        name: str,
+        content: str = "",
         applied_tags: Iterable[str] = (),
     ) -> tuple[Channel, dict[str, Any] | None]:
         """A user opens a thread (forum post with ``content`` and tag names, or a text-channel thread)."""
         user = author.user if isinstance(author, Member) else author
         assert channel.guild is not None
-        thread = self.new_thread(channel, user, name, thread_id=None,
-                                 applied_tags=[channel.tag_id(t) for t in applied_tags])
-        await self.dispatch("THREAD_CREATE", {**thread.payload(with_member_for=user.id), "newly_created": True},
-                            intent=P.GUILDS)
+        thread = self.new_thread(
+            channel, user, name, thread_id=None, applied_tags=[channel.tag_id(t) for t in applied_tags]
+        )
+        await self.dispatch(
+            "THREAD_CREATE", {**thread.payload(with_member_for=user.id), "newly_created": True}, intent=P.GUILDS
+        )
         starter = None
         if channel.is_forum:
             starter = self.build_message(thread, user, {"content": content}, message_id=thread.id)
@@ -634,8 +672,16 @@ class FakeDiscord:
         return thread, starter
 
     def new_thread(
-        self, parent: Channel, owner: User, name: str, *, thread_id: int | None, ttype: int = PUBLIC_THREAD,
-        applied_tags: list[int] | None = None, auto_archive_duration: int = 4320, rate_limit_per_user: int = 0,
+        self,
+        parent: Channel,
+        owner: User,
+        name: str,
+        *,
+        thread_id: int | None,
+        ttype: int = PUBLIC_THREAD,
+        applied_tags: list[int] | None = None,
+        auto_archive_duration: int = 4320,
+        rate_limit_per_user: int = 0,
     ) -> Channel:
         assert parent.guild is not None
         ts = iso()
@@ -745,13 +791,20 @@ class FakeDiscord:
         if r.resolved:
             data["resolved"] = r.resolved
         payload = I.base_payload(self, I.APPLICATION_COMMAND, guild, u, channel, data, locale=locale)
-        ix = I.FakeInteraction(self, payload, guild=guild, user=u, channel=channel,
-                               command_name=name, command_type=1)
+        ix = I.FakeInteraction(self, payload, guild=guild, user=u, channel=channel, command_name=name, command_type=1)
         return await self._deliver(ix)
 
     async def autocomplete(
-        self, guild: Guild | None, user: User | Member, name: str, focused: str, value: str, /, *,
-        in_channel: Channel | None = None, **kwargs: Any,
+        self,
+        guild: Guild | None,
+        user: User | Member,
+        name: str,
+        focused: str,
+        value: str,
+        /,
+        *,
+        in_channel: Channel | None = None,
+        **kwargs: Any,
     ) -> I.FakeInteraction:
         u = self._resolve_member(guild, user)
         channel = self._default_channel(guild, u, in_channel)
@@ -769,13 +822,19 @@ class FakeDiscord:
         r = I._Resolver(self, guild, channel, u)
         cursor.extend(I.build_options(schema, {**kwargs, focused: value}, r, focused=focused))
         data: dict[str, Any] = {"id": cmd["id"], "name": cmd["name"], "type": 1, "options": top}
+        if cmd.get("guild_id"):
+            data["guild_id"] = cmd["guild_id"]
         payload = I.base_payload(self, I.AUTOCOMPLETE, guild, u, channel, data)
-        ix = I.FakeInteraction(self, payload, guild=guild, user=u, channel=channel, command_name=name,
-                               command_type=1)
+        ix = I.FakeInteraction(self, payload, guild=guild, user=u, channel=channel, command_name=name, command_type=1)
         return await self._deliver(ix)
 
     async def context_menu(
-        self, guild: Guild | None, user: User | Member, name: str, target: Mapping[str, Any] | User | Member, /,
+        self,
+        guild: Guild | None,
+        user: User | Member,
+        name: str,
+        target: Mapping[str, Any] | User | Member,
+        /,
     ) -> I.FakeInteraction:
         """A message command (target = a stored message dict) or a user command (target = user/member)."""
         u = self._resolve_member(guild, user)
@@ -784,26 +843,37 @@ class FakeDiscord:
             channel = self._default_channel(guild, u, None)
             r = I._Resolver(self, guild, channel, u)
             tid = r.user(target)
-            data: dict[str, Any] = {"id": cmd["id"], "name": name, "type": 2, "target_id": tid,
-                                    "resolved": r.resolved}
+            data: dict[str, Any] = {"id": cmd["id"], "name": name, "type": 2, "target_id": tid, "resolved": r.resolved}
             ctype = 2
         else:
             cmd = self.find_command(guild, name, 3)
             msg = self.all_messages.get(int(target["id"])) or dict(target)
             channel = self.channels[int(msg["channel_id"])]
-            data = {"id": cmd["id"], "name": name, "type": 3, "target_id": msg["id"],
-                    "resolved": {"messages": {msg["id"]: self.visible(copy.deepcopy(msg))}}}
+            data = {
+                "id": cmd["id"],
+                "name": name,
+                "type": 3,
+                "target_id": msg["id"],
+                "resolved": {"messages": {msg["id"]: self.visible(copy.deepcopy(msg))}},
+            }
             ctype = 3
         if cmd.get("guild_id"):
             data["guild_id"] = cmd["guild_id"]
         payload = I.base_payload(self, I.APPLICATION_COMMAND, guild, u, channel, data)
-        ix = I.FakeInteraction(self, payload, guild=guild, user=u, channel=channel, command_name=name,
-                               command_type=ctype)
+        ix = I.FakeInteraction(
+            self, payload, guild=guild, user=u, channel=channel, command_name=name, command_type=ctype
+        )
         return await self._deliver(ix)
 
     async def click(
-        self, guild: Guild | None, user: User | Member, message: Mapping[str, Any], custom_id: str, /,
-        *, values: list[str] | None = None,
+        self,
+        guild: Guild | None,
+        user: User | Member,
+        message: Mapping[str, Any],
+        custom_id: str,
+        /,
+        *,
+        values: list[str] | None = None,
     ) -> I.FakeInteraction:
         """Click a button (or choose ``values`` in a select menu) on a stored message."""
         u = self._resolve_member(guild, user)
@@ -836,8 +906,13 @@ class FakeDiscord:
         return await self._deliver(ix)
 
     async def select(
-        self, guild: Guild | None, user: User | Member, message: Mapping[str, Any], custom_id: str,
-        values: list[str], /,
+        self,
+        guild: Guild | None,
+        user: User | Member,
+        message: Mapping[str, Any],
+        custom_id: str,
+        values: list[str],
+        /,
     ) -> I.FakeInteraction:
         return await self.click(guild, user, message, custom_id, values=values)
 

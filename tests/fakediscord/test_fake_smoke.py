@@ -33,7 +33,7 @@ class SignButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"stat
 
     @classmethod
     async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Button[Any], match: re.Match[str], /
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
     ) -> SignButton:
         return cls(int(match["sid"]))
 
@@ -74,6 +74,7 @@ class SmokeBot(commands.Bot):
         self.letters: list[int] = []
         self.originals: list[int] = []
         self.late_errors: list[int] = []
+        self.picked: list[list[str]] = []
 
     async def setup_hook(self) -> None:
         self.add_dynamic_items(SignButton)
@@ -106,7 +107,7 @@ class SmokeBot(commands.Bot):
             async def up(inter: discord.Interaction) -> None:
                 await inter.response.edit_message(content="votes: 1", view=None)
 
-            button.callback = up  # type: ignore[method-assign]
+            button.callback = up  # type: ignore[method-assign,assignment]
             view.add_item(button)
             await interaction.response.send_message("votes: 0", view=view)
             original = await interaction.original_response()
@@ -126,6 +127,30 @@ class SmokeBot(commands.Bot):
             await interaction.followup.send(note, file=discord.File(io.BytesIO(b"hello"), filename="a.txt"))
             await interaction.followup.send("second", file=discord.File(io.BytesIO(b"world"), filename="b.txt"))
 
+        async def tag_choices(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+            return [app_commands.Choice(name=t, value=t) for t in ("news", "opinion") if t.startswith(current)]
+
+        @app_commands.command(name="pick", description="Choose a tag and a role")
+        @app_commands.autocomplete(tag=tag_choices)
+        async def pick(interaction: discord.Interaction, tag: str, role: discord.Role | None = None) -> None:
+            view = discord.ui.View(timeout=None)
+            select: discord.ui.Select[Any] = discord.ui.Select(
+                custom_id="pick:tags", options=[discord.SelectOption(label=t) for t in ("a", "b", "c")], max_values=2
+            )
+
+            async def chosen(inter: discord.Interaction) -> None:
+                self.picked.append(list(select.values))
+                await inter.response.defer()
+                await inter.edit_original_response(content=f"picked {','.join(select.values)}")
+
+            select.callback = chosen  # type: ignore[method-assign,assignment]
+            view.add_item(select)
+            await interaction.response.send_message(f"{tag} {role.name if role else '-'}", view=view)
+
+        @app_commands.context_menu(name="Profile")
+        async def profile(interaction: discord.Interaction, member: discord.Member) -> None:
+            await interaction.response.send_message(f"{member.name} joined", ephemeral=True)
+
         @app_commands.context_menu(name="Submit as letter")
         async def submit_letter(interaction: discord.Interaction, message: discord.Message) -> None:
             self.letters.append(message.id)
@@ -137,6 +162,8 @@ class SmokeBot(commands.Bot):
         self.tree.add_command(vote, guild=self.guild_obj)
         self.tree.add_command(slow, guild=self.guild_obj)
         self.tree.add_command(upload, guild=self.guild_obj)
+        self.tree.add_command(pick, guild=self.guild_obj)
+        self.tree.add_command(profile, guild=self.guild_obj)
         await self.tree.sync(guild=self.guild_obj)
 
     async def on_message(self, message: discord.Message) -> None:
@@ -204,7 +231,7 @@ async def test_ready_fast_and_synced(fake: FakeDiscord) -> None:
         assert fake.identify_count == 1
         assert len(fake.command_syncs) == 1
         names = sorted(c["name"] for c in fake.commands_for(world.guild))
-        assert names == ["Submit as letter", "readersviews", "slow", "statement", "upload", "vote"]
+        assert names == ["Profile", "Submit as letter", "pick", "readersviews", "slow", "statement", "upload", "vote"]
         g = bot.get_guild(world.guild.id)
         assert g is not None and g.me is not None
         # without the members intent the guild lists only the bot
@@ -466,3 +493,22 @@ async def test_abrupt_drop_and_reconnect_op(running: tuple[FakeDiscord, World, S
     await fake.settle()
     assert fake.resume_count == 2 and fake.identify_count == 1
     assert bot.seen_messages[-1].content.endswith("still there?")
+
+
+async def test_autocomplete_select_and_user_command(running: tuple[FakeDiscord, World, SmokeBot]) -> None:
+    fake, w, bot = running
+    ac = await fake.autocomplete(w.guild, w.alice, "pick", "tag", "op")
+    await ac.wait_response()
+    assert ac.choices == [{"name": "opinion", "value": "opinion"}]
+
+    ix = await fake.slash(w.guild, w.alice, "pick", tag="news", role=w.editor_role)
+    await ix.wait_response()
+    assert ix.original is not None and ix.original["content"] == "news Editor"
+    sel = await fake.select(w.guild, w.bob, ix.original, "pick:tags", ["a", "c"])
+    assert (await sel.wait_response())["type"] == 6
+    await sel.wait_edit()
+    assert bot.picked == [["a", "c"]]
+    assert fake.find_message(ix.original["id"])["content"] == "picked a,c"  # type: ignore[index]
+
+    prof = await fake.context_menu(w.guild, w.alice, "Profile", w.bob)
+    assert (await prof.wait_response())["data"]["content"] == "bob joined"

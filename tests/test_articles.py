@@ -1,0 +1,403 @@
+"""Articles: feeds polled from a loopback site and posted into the fake Discord, once."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from typing import Any
+from xml.sax.saxutils import escape
+
+import pytest
+
+from tests.clock import FakeClock
+from tests.conftest import Booted, World
+from tests.fakediscord import EPHEMERAL
+from tests.feedserver import FeedServer
+
+
+def rss(items: list[dict[str, Any]], title: str = "The Weekly") -> bytes:
+    """A small RSS 2.0 document; each item may have guid, title, link, description, date, categories."""
+    parts = [f'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>{escape(title)}</title>']
+    parts.append("<link>https://paper.example/</link><description>news</description>")
+    for item in items:
+        parts.append("<item>")
+        if "guid" in item:
+            parts.append(f'<guid isPermaLink="false">{escape(item["guid"])}</guid>')
+        parts.append(f"<title>{escape(item.get('title', 'Untitled'))}</title>")
+        if "link" in item:
+            parts.append(f"<link>{escape(item['link'])}</link>")
+        parts.append(f"<description>{escape(item.get('description', 'A summary.'))}</description>")
+        parts.append(f"<pubDate>{format_datetime(item.get('date', datetime.now(UTC)))}</pubDate>")
+        for category in item.get("categories", []):
+            parts.append(f"<category>{escape(category)}</category>")
+        parts.append("</item>")
+    parts.append("</channel></rss>")
+    return "".join(parts).encode()
+
+
+def story(n: int, **extra: Any) -> dict[str, Any]:
+    return {"guid": f"story-{n}", "title": f"Story number {n}", "link": f"https://paper.example/{n}", **extra}
+
+
+@pytest.fixture
+async def site() -> AsyncIterator[FeedServer]:
+    server = FeedServer()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def bot(world: World, booter: Any, clock: FakeClock) -> Booted:
+    booted: Booted = await booter(clock=clock)
+    await booted.bot.store.settings.set_many(world.guild.id, {"alert_channel_id": world.alerts.id}, actor_id=None)
+    return booted
+
+
+async def add_feed(world: World, url: str, channel: Any, **options: Any) -> dict[str, Any]:
+    ix = await world.fake.slash(world.guild, world.admin, "feed add", url=url, channel=channel, **options)
+    await ix.wait_response()
+    return await ix.wait_followup()
+
+
+async def poll(bot: Booted, clock: FakeClock, world: World, minutes: float = 16) -> None:
+    clock.advance(minutes=minutes)
+    await bot.cog("Articles").run_cycle()
+    await world.fake.roundtrip()
+
+
+def forum_posts(world: World) -> list[Any]:
+    return world.fake.threads_in(world.forum)
+
+
+def alerts(world: World) -> list[str]:
+    return [m["content"] for m in world.fake.messages_in(world.alerts)]
+
+
+async def test_first_run_records_baseline_and_posts_only_new(bot: Booted, world: World, site: FeedServer, clock):
+    """Adding a feed posts nothing old; a new item is posted once; polling again posts nothing."""
+    site.set_feed("/feed", rss([story(1), story(2)]))
+    reply = await add_feed(world, site.url("/feed"), world.forum)
+    assert "2 current article(s) recorded" in reply["content"]
+    await poll(bot, clock, world)
+    assert forum_posts(world) == []
+
+    site.set_feed("/feed", rss([story(3), story(1), story(2)]))
+    await poll(bot, clock, world)
+    posts = forum_posts(world)
+    assert [p.name for p in posts] == ["Story number 3"]
+    await poll(bot, clock, world)
+    assert len(forum_posts(world)) == 1
+
+
+async def test_backfill_posts_newest(bot: Booted, world: World, site: FeedServer, clock: FakeClock) -> None:
+    now = datetime.now(UTC)
+    items = [story(n, date=now - timedelta(hours=n)) for n in range(1, 6)]
+    site.set_feed("/feed", rss(items))
+    await add_feed(world, site.url("/feed"), world.forum, backfill=2)
+    await bot.cog("Articles").run_cycle()
+    await world.fake.roundtrip()
+    assert sorted(p.name for p in forum_posts(world)) == ["Story number 1", "Story number 2"]
+
+
+async def test_restart_does_not_repost(world: World, booter: Any, site: FeedServer, clock: FakeClock) -> None:
+    """Dedupe lives in the database: a restarted bot posts nothing it posted before."""
+    first: Booted = await booter(clock=clock)
+    site.set_feed("/feed", rss([story(1)]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    site.set_feed("/feed", rss([story(2), story(1)]))
+    await poll(first, clock, world)
+    assert len(forum_posts(world)) == 1
+    await first.stop()
+
+    second: Booted = await booter(clock=clock)
+    await poll(second, clock, world)
+    await poll(second, clock, world)
+    assert len(forum_posts(world)) == 1
+
+
+async def test_interrupted_post_is_not_repeated(bot: Booted, world: World, site: FeedServer, clock) -> None:
+    """A crash after Discord created the post but before it was recorded: the next cycle finds it."""
+    site.set_feed("/feed", rss([story(1)]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    site.set_feed("/feed", rss([story(2), story(1)]))
+    store = bot.bot.store
+    real_mark_posted = store.articles.mark_posted
+
+    async def crash(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("killed mid-cycle")
+
+    store.articles.mark_posted = crash
+    with pytest.raises(RuntimeError):
+        await poll(bot, clock, world)
+    store.articles.mark_posted = real_mark_posted
+    assert len(forum_posts(world)) == 1
+    await poll(bot, clock, world)
+    assert len(forum_posts(world)) == 1
+    row = await store.db.fetchone("SELECT status, thread_id FROM articles WHERE guid = 'story-2'")
+    assert row["status"] == "posted" and row["thread_id"] == forum_posts(world)[0].id
+
+
+async def test_conditional_get_304(bot: Booted, world: World, site: FeedServer, clock: FakeClock) -> None:
+    site.set_feed("/feed", rss([story(1)]), etag='"v1"')
+    await add_feed(world, site.url("/feed"), world.forum)
+    await poll(bot, clock, world)
+    last = site.requests_for("/feed")[-1]
+    assert last.header("If-None-Match") == '"v1"'
+    feed = (await bot.bot.store.feeds.list(world.guild.id))[0]
+    assert feed.last_status == "not_modified"
+
+
+async def test_old_items_are_not_posted(bot: Booted, world: World, site: FeedServer, clock: FakeClock) -> None:
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    old = story(1, date=datetime.now(UTC) - timedelta(days=10))
+    site.set_feed("/feed", rss([old, story(2)]))
+    await poll(bot, clock, world)
+    assert [p.name for p in forum_posts(world)] == ["Story number 2"]
+    ix = await world.fake.slash(
+        world.guild, world.admin, "feed diagnose", feed=1, article_url="https://paper.example/1"
+    )
+    text = (await ix.wait_response())["data"]["content"]
+    assert "older than 3 days" in text
+
+
+async def test_per_poll_cap_spreads_backlog(world: World, booter: Any, site: FeedServer, clock: FakeClock) -> None:
+    booted: Booted = await booter(clock=clock, feeds={"per_poll_cap": 2})
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    site.set_feed("/feed", rss([story(n) for n in range(1, 6)]))
+    await poll(booted, clock, world)
+    assert len(forum_posts(world)) == 2
+    await poll(booted, clock, world, minutes=1)
+    assert len(forum_posts(world)) == 4
+    await poll(booted, clock, world, minutes=1)
+    assert len(forum_posts(world)) == 5
+
+
+async def test_forum_tags_from_categories(bot: Booted, world: World, site: FeedServer, clock: FakeClock) -> None:
+    site.set_feed("/feed", rss([]))
+    reply = await add_feed(world, site.url("/feed"), world.forum, tags="Politics=News, Football=Sport")
+    assert "added" in reply["content"]
+    site.set_feed("/feed", rss([story(1, categories=["Politics", "Football", "Opinion", "Unknown"])]))
+    await poll(bot, clock, world)
+    post = forum_posts(world)[0]
+    names = {
+        world.forum.available_tags[i]["name"]
+        for i, t in enumerate(world.forum.available_tags)
+        if int(t["id"]) in {int(x) for x in post.applied_tags}
+    }
+    assert names == {"News", "Sport", "Opinion"}
+
+
+async def test_unknown_tag_in_mapping_is_refused(bot: Booted, world: World, site: FeedServer) -> None:
+    site.set_feed("/feed", rss([]))
+    ix = await world.fake.slash(
+        world.guild, world.admin, "feed add", url=site.url("/feed"), channel=world.forum, tags="Politics=Nope"
+    )
+    text = (await ix.wait_response())["data"]["content"]
+    assert "no tag named Nope" in text
+    assert await bot.bot.store.feeds.list(world.guild.id) == []
+
+
+async def test_text_channel_gets_embed_and_thread(bot: Booted, world: World, site: FeedServer, clock) -> None:
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.discussion)
+    site.set_feed("/feed", rss([story(1, description="<p>Council <b>votes</b> today.</p>")]))
+    await poll(bot, clock, world)
+    messages = world.fake.messages_in(world.discussion)
+    posted = [m for m in messages if m.get("embeds")]
+    assert len(posted) == 1
+    embed = posted[0]["embeds"][0]
+    assert embed["title"] == "Story number 1" and embed["url"] == "https://paper.example/1"
+    assert "**votes**" in embed["description"]
+    threads = world.fake.threads_in(world.discussion)
+    assert [t.name for t in threads] == ["Story number 1"]
+    row = await bot.bot.store.articles.by_thread(threads[0].id)
+    assert row is not None and row.message_id == int(posted[0]["id"])
+
+
+async def test_changed_article_edits_the_post(bot: Booted, world: World, site: FeedServer, clock) -> None:
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    site.set_feed("/feed", rss([story(1, description="First version.")]))
+    await poll(bot, clock, world)
+    site.set_feed("/feed", rss([story(1, title="Story number 1, corrected", description="Second version.")]))
+    await poll(bot, clock, world)
+    posts = forum_posts(world)
+    assert len(posts) == 1
+    assert posts[0].name == "Story number 1, corrected"
+    starter = world.fake.find_message(posts[0].id)
+    assert starter is not None and "Second version." in starter["content"]
+
+
+@pytest.mark.parametrize(
+    ("setup", "expected"),
+    [
+        (lambda s: s.set_feed("/feed", b"<?xml version='1.0'?><rss version='2.0'><channel><title>x</ti"), "malformed"),
+        (
+            lambda s: s.set_feed("/feed", b"<!doctype html><html><body>Hi</body></html>", content_type="text/html"),
+            "not a feed",
+        ),
+        (lambda s: s.set_status("/feed", 503), "HTTP 503"),
+        (lambda s: s.set_redirect("/feed", "/feed"), "redirect"),
+    ],
+)
+async def test_broken_feeds_alert_once_and_recover(
+    bot: Booted, world: World, site: FeedServer, clock: FakeClock, setup: Any, expected: str
+) -> None:
+    """N consecutive failures give one alert (no flood), and recovery gives one more."""
+    site.set_feed("/feed", rss([story(1)]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    setup(site)
+    for _ in range(6):
+        await poll(bot, clock, world, minutes=60 * 7)
+    feed = (await bot.bot.store.feeds.list(world.guild.id))[0]
+    assert feed.consecutive_errors == 6 and expected in (feed.last_error or "")
+    failing = [a for a in alerts(world) if "failed" in a]
+    assert len(failing) == 1 and expected in failing[0]
+    site.set_feed("/feed", rss([story(1)]))
+    await poll(bot, clock, world, minutes=60 * 7)
+    assert len([a for a in alerts(world) if "working again" in a]) == 1
+    assert forum_posts(world) == []
+
+
+async def test_bozo_feed_that_still_has_items_is_used(bot: Booted, world: World, site: FeedServer, clock) -> None:
+    """Real feeds are often not well-formed XML; items that can be read are still posted."""
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    broken = rss([story(1)]).replace(b"</channel></rss>", b"<item><title>half an item & more")
+    site.set_feed("/feed", broken)
+    await poll(bot, clock, world)
+    assert "Story number 1" in [p.name for p in forum_posts(world)]
+
+
+async def test_adding_a_broken_feed_is_refused(bot: Booted, world: World, site: FeedServer) -> None:
+    site.set_feed("/page", b"<!doctype html><html><body>Hi</body></html>", content_type="text/html")
+    ix = await world.fake.slash(world.guild, world.admin, "feed add", url=site.url("/page"), channel=world.forum)
+    await ix.wait_response()
+    text = (await ix.wait_followup())["content"]
+    assert "not" in text and "feed" in text
+    ix = await world.fake.slash(world.guild, world.admin, "feed add", url="ftp://x/feed", channel=world.forum)
+    assert "http:// or https://" in (await ix.wait_response())["data"]["content"]
+    assert await bot.bot.store.feeds.list(world.guild.id) == []
+
+
+async def test_huge_and_slow_responses_are_cut_off(world: World, booter: Any, site: FeedServer, clock) -> None:
+    booted: Booted = await booter(clock=clock, feeds={"timeout_seconds": 0.5})
+    site.set_feed("/feed", rss([story(1)]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    site.set_stream("/feed", 50_000_000)
+    await poll(booted, clock, world)
+    feed = (await booted.bot.store.feeds.list(world.guild.id))[0]
+    assert "larger than 5 MB" in (feed.last_error or "")
+    site.set_slow("/feed", 5.0)
+    await poll(booted, clock, world, minutes=60)
+    feed = (await booted.bot.store.feeds.list(world.guild.id))[0]
+    assert "timed out" in (feed.last_error or "")
+
+
+async def test_items_without_guid_dedupe_by_link(bot: Booted, world: World, site: FeedServer, clock) -> None:
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    item = {"title": "No guid here", "link": "https://paper.example/no-guid"}
+    site.set_feed("/feed", rss([item]))
+    await poll(bot, clock, world)
+    await poll(bot, clock, world)
+    assert [p.name for p in forum_posts(world)] == ["No guid here"]
+
+
+async def test_hostile_titles_and_summaries(bot: Booted, world: World, site: FeedServer, clock) -> None:
+    """`@everyone`, `<script>` and 300-character titles: no ping, no script, title cut on a word."""
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    long_title = "@everyone " + " ".join(["word"] * 70)
+    hostile = story(1, title=long_title, description="<script>alert(1)</script><p>Hi <@&123> @here</p>")
+    site.set_feed("/feed", rss([hostile]))
+    await poll(bot, clock, world)
+    post = forum_posts(world)[0]
+    assert len(post.name) <= 100 and post.name.endswith("…")
+    assert "@everyone" not in post.name
+    starter = world.fake.find_message(post.id)
+    assert starter is not None
+    assert "<script>" not in starter["content"] and "alert(1)" not in starter["content"]
+    assert "@here" not in starter["content"] and "<@&123>" not in starter["content"]
+    assert "https://paper.example/1" in starter["content"]
+    meta = world.fake.message_meta[int(starter["id"])]
+    assert meta["allowed_mentions"].get("parse") == []
+
+
+async def test_discord_429_is_honoured(bot: Booted, world: World, site: FeedServer, clock: FakeClock) -> None:
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    world.fake.fail_next("POST", r"/channels/\d+/threads", 429, retry_after=0.2)
+    site.set_feed("/feed", rss([story(1)]))
+    await poll(bot, clock, world)
+    assert world.fake.count_429 == 1
+    assert len(forum_posts(world)) == 1
+
+
+async def test_forbidden_channel_alerts_once_and_pauses(bot: Booted, world: World, site: FeedServer, clock) -> None:
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    world.fake.fail_next("POST", r"/channels/\d+/threads", 403, code=50013, message="Missing Permissions", times=10)
+    site.set_feed("/feed", rss([story(1), story(2)]))
+    await poll(bot, clock, world)
+    await poll(bot, clock, world)
+    assert len([a for a in alerts(world) if "paused" in a]) == 1
+    feed = (await bot.bot.store.feeds.list(world.guild.id))[0]
+    assert not feed.enabled and "Missing Permissions" in (feed.disabled_reason or "")
+    assert forum_posts(world) == []
+
+
+async def test_channel_without_permissions_is_refused_at_add(bot: Booted, world: World, site: FeedServer) -> None:
+    site.set_feed("/feed", rss([]))
+    ix = await world.fake.slash(world.guild, world.admin, "feed add", url=site.url("/feed"), channel=world.locked)
+    response = await ix.wait_response()
+    assert response["data"]["flags"] & EPHEMERAL
+    assert "I need" in response["data"]["content"] and "Send Messages" in response["data"]["content"]
+
+
+async def test_list_pause_resume_remove(bot: Booted, world: World, site: FeedServer, clock: FakeClock) -> None:
+    site.set_feed("/feed", rss([story(1)]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    ix = await world.fake.slash(world.guild, world.admin, "feed list")
+    text = (await ix.wait_response())["data"]["content"]
+    assert "#1" in text and "ok" in text and "1 item(s) in feed" in text
+    ix = await world.fake.slash(world.guild, world.admin, "feed pause", feed=1)
+    assert "paused" in (await ix.wait_response())["data"]["content"]
+    site.set_feed("/feed", rss([story(2), story(1)]))
+    await poll(bot, clock, world)
+    assert forum_posts(world) == []
+    ix = await world.fake.slash(world.guild, world.admin, "feed resume", feed=1)
+    assert "resumed" in (await ix.wait_response())["data"]["content"]
+    await poll(bot, clock, world)
+    assert len(forum_posts(world)) == 1
+    ix = await world.fake.slash(world.guild, world.admin, "feed remove", feed=1)
+    assert "removed" in (await ix.wait_response())["data"]["content"]
+    ix = await world.fake.slash(world.guild, world.admin, "feed pause", feed=1)
+    assert "no feed #1" in (await ix.wait_response())["data"]["content"]
+
+
+async def test_preview_shows_posts_privately(bot: Booted, world: World, site: FeedServer) -> None:
+    site.set_feed("/feed", rss([story(1, description="<p>Hello <i>readers</i></p>")]))
+    ix = await world.fake.slash(world.guild, world.admin, "feed preview", url=site.url("/feed"))
+    await ix.wait_response()
+    followup = await ix.wait_followup()
+    assert followup["flags"] & EPHEMERAL
+    assert followup["embeds"][0]["title"] == "Story number 1"
+    assert "*readers*" in followup["embeds"][0]["description"]
+    assert forum_posts(world) == []
+
+
+async def test_non_admin_cannot_add_feeds(bot: Booted, world: World, site: FeedServer) -> None:
+    ix = await world.fake.slash(world.guild, world.reader, "feed add", url=site.url("/feed"), channel=world.forum)
+    assert "Only server admins" in (await ix.wait_response())["data"]["content"]
