@@ -54,6 +54,7 @@ async def fake() -> AsyncIterator[FakeDiscord]:
         await server.stop()
         apply_endpoints(Config())  # point discord.py back at Discord for the next test
     assert not server.errors, f"the fake Discord crashed handling requests: {server.errors}"
+    assert not server.unhandled, f"the bot called routes the fake does not know: {server.unhandled}"
 
 
 @pytest.fixture
