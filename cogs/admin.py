@@ -100,6 +100,36 @@ class Admin(commands.Cog):
             text += "\n\nHeads-up:\n" + "\n".join(f"- {p}" for p in problems)
         await interaction.response.send_message(text, ephemeral=True)
 
+    @group.command(name="outbox", description="Deliveries to the site: backlog, dead letters, retry")
+    @app_commands.describe(retry="Deliver this dead or waiting item again now (its number, from this list)")
+    @admin_only()
+    async def outbox(self, interaction: discord.Interaction, retry: int | None = None) -> None:
+        """Show what is waiting for the site and what failed for good (and retry one)."""
+        repo = self.bot.store.outbox
+        lines = []
+        if retry is not None:
+            if await repo.retry(retry):
+                self.bot.outbox.notify()
+                lines.append(f"#{retry} will be delivered again now.")
+            else:
+                lines.append(f"There is no waiting or dead item #{retry}.")
+        backlog = await repo.backlog()
+        lines.append(
+            f"**Site: {self.bot.config.site.kind}** · waiting {backlog.get('pending', 0)}, "
+            f"sending {backlog.get('inflight', 0)}, delivered {backlog.get('done', 0)}, dead {backlog.get('dead', 0)}"
+        )
+        dead = await repo.list(("dead",), limit=10)
+        for row in dead:
+            lines.append(f"- #{row.id} {row.kind} {row.entity}: {row.last_error or 'unknown error'}"[:300])
+        if dead:
+            lines.append("Fix the cause (see each error), then `/readersviews outbox retry:<number>`.")
+        waiting = await repo.list(("pending",), limit=5)
+        for row in waiting:
+            when = discord.utils.format_dt(row.next_attempt_at, "R")
+            error = f" — last error: {row.last_error}" if row.last_error else ""
+            lines.append(f"- #{row.id} {row.kind} {row.entity}: next try {when}{error}"[:300])
+        await interaction.response.send_message("\n".join(lines)[:2000], ephemeral=True)
+
     @group.command(name="settings", description="Show this server's readersviews settings")
     @admin_only()
     async def settings(self, interaction: discord.Interaction) -> None:

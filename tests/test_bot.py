@@ -155,3 +155,19 @@ async def test_sigterm_shuts_down_cleanly(world: World, tmp_path: Path) -> None:
 async def test_fake_discord_is_not_discord(fake: FakeDiscord) -> None:
     """Guard: the tests must never talk to the real Discord."""
     assert fake.api_base.startswith("http://127.0.0.1:")
+
+
+async def test_outbox_command_shows_dead_letters_and_retries(running: Booted, world: World) -> None:
+    """Admins see the backlog and dead letters with their errors, and can retry one."""
+    store = running.bot.store
+    async with store.db.transaction() as conn:
+        row_id = await store.outbox.enqueue(
+            conn, kind="letter.create", entity="letter:1", payload={}, idempotency_key="letter:1:create:1"
+        )
+    await store.outbox.mark_dead(row_id, "WordPress refused the credentials (401)")
+    ix = await world.fake.slash(world.guild, world.admin, "readersviews outbox")
+    text = (await ix.wait_response())["data"]["content"]
+    assert "dead 1" in text and f"#{row_id}" in text and "401" in text
+    ix = await world.fake.slash(world.guild, world.admin, "readersviews outbox", retry=row_id)
+    text = (await ix.wait_response())["data"]["content"]
+    assert "will be delivered again" in text
