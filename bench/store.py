@@ -14,11 +14,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import aiosqlite  # noqa: E402
+import aiosqlite
 
-from bot.clock import SystemClock  # noqa: E402
-from bot.store import Store  # noqa: E402
-from bot.store.contributions import NewContribution  # noqa: E402
+from bot.clock import SystemClock
+from bot.store import Store
+from bot.store.contributions import NewContribution
 
 ROWS = 3000
 ROUNDS = 3

@@ -38,7 +38,7 @@ def test_unknown_key_names_the_nearest_valid_one(tmp_path: Path) -> None:
 
 
 def test_unknown_top_level_section_lists_valid_ones() -> None:
-    with pytest.raises(ConfigError, match="unknown option 'feed'; did you mean 'feeds'"):
+    with pytest.raises(ConfigError, match=r"unknown option .feed.; did you mean .feeds."):
         parse_config({"feed": {}})
 
 
@@ -61,7 +61,7 @@ def test_yaml_that_is_not_a_mapping(tmp_path: Path) -> None:
 
 
 def test_gateway_url_must_be_websocket() -> None:
-    with pytest.raises(ConfigError, match="discord.gateway_url"):
+    with pytest.raises(ConfigError, match=r"discord\.gateway_url"):
         parse_config({"discord": {"gateway_url": "http://localhost:1/"}})
 
 
@@ -84,7 +84,7 @@ def test_secrets_only_from_environment() -> None:
     assert secrets.discord_token is not None and secrets.discord_token.get_secret_value() == "abc.def"
     assert secrets.wordpress_password is None
     assert "abc.def" not in repr(secrets)
-    with pytest.raises(ConfigError, match="unknown option 'discord.token'"):
+    with pytest.raises(ConfigError, match=r"unknown option .discord\.token."):
         parse_config({"discord": {"token": "abc"}})
 
 

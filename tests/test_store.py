@@ -32,7 +32,7 @@ async def test_migrates_from_empty(tmp_path: Path) -> None:
     store = await Store.open(tmp_path / "db.sqlite3", SystemClock())
     try:
         assert await store.db.schema_version() == latest_version()
-        assert EXPECTED_TABLES <= set(await store.db.table_counts())
+        assert set(await store.db.table_counts()) >= EXPECTED_TABLES
         assert (await store.db.scalar("PRAGMA journal_mode")).lower() == "wal"
         assert await store.db.scalar("PRAGMA foreign_keys") == 1
     finally:
