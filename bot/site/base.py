@@ -11,12 +11,14 @@ reports *how* it failed:
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
+import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 ItemKind = Literal["letter", "digest", "statement"]
@@ -143,3 +145,37 @@ def short(text: str, limit: int = 200) -> str:
     """One line of at most `limit` characters, for error messages."""
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+async def send(
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    *,
+    seconds: float,
+    what: str,
+    **kwargs: Any,
+) -> httpx.Response:
+    """One HTTP request with a hard deadline; transport failures become TransientSiteError.
+
+    httpx timeouts are per phase (connect, read, ...), so a server that trickles bytes could hold
+    a request for ever; the outer deadline makes a hanging site cost at most ~2x `seconds`.
+    """
+    try:
+        async with asyncio.timeout(seconds * 2):
+            return await client.request(method, url, timeout=seconds, **kwargs)
+    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+        raise TransientSiteError(
+            f"cannot connect to {what} at {url} ({type(exc).__name__}: {short(str(exc), 120) or 'no detail'})",
+            outcome_unknown=False,
+        ) from None
+    except httpx.PoolTimeout:
+        raise TransientSiteError(
+            f"no free HTTP connection for {what} within {seconds:g}s", outcome_unknown=False
+        ) from None
+    except (httpx.TimeoutException, TimeoutError):
+        raise TransientSiteError(f"{what} did not answer within {seconds:g}s ({method} {url})") from None
+    except httpx.TransportError as exc:
+        raise TransientSiteError(
+            f"connection to {what} failed mid-request ({type(exc).__name__}: {short(str(exc), 120) or 'no detail'})"
+        ) from None

@@ -1,0 +1,270 @@
+"""Turn letters, digests and statements into `SiteItem`s: safe HTML, ASCII slugs, webhook metadata.
+
+Pure functions; everything a member or organizer wrote is escaped (member markdown goes through
+`render.discord_to_html`), and the whole fragment passes nh3 once more at the end.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import unicodedata
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+import nh3
+
+from bot.site.base import SiteItem
+
+SLUG_WORDS_MAX = 60
+TITLE_MAX = 200
+
+_ALLOWED_TAGS = {"p", "br", "strong", "em", "u", "s", "code", "pre", "blockquote", "a", "ul", "ol", "li", "h2", "h3"}
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class Letter:
+    """An approved reader's letter, as the site should show it."""
+
+    id: int
+    text: str
+    """The member's Discord markdown."""
+    byline: str
+    location: str | None = None
+    title: str | None = None
+    article_title: str | None = None
+    article_link: str | None = None
+    in_reply_to_title: str | None = None
+    in_reply_to_url: str | None = None
+    display_names: Mapping[int, str] = field(default_factory=dict)
+    channel_names: Mapping[int, str] = field(default_factory=dict)
+    submitted_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Digest:
+    """Several letters in one post (always a draft for an editor to finish)."""
+
+    key: str | int
+    title: str
+    letters: Sequence[Letter]
+    intro: str | None = None
+
+
+@dataclass(frozen=True)
+class Signatory:
+    name: str
+    role: str | None = None
+    organization: str | None = None
+    city: str | None = None
+    country: str | None = None
+    kind: Literal["individual", "organization"] = "individual"
+
+
+@dataclass(frozen=True)
+class Statement:
+    id: int
+    title: str
+    body: str
+    """Organizer's Discord markdown."""
+    signatories: Sequence[Signatory] = ()
+    """Public signatories only, in the order to show them."""
+    slug: str | None = None
+    closes_at: datetime | None = None
+
+
+def slugify(text: str, max_len: int = SLUG_WORDS_MAX) -> str:
+    """ASCII, lowercase, hyphen-separated; accents folded ("Café" -> "cafe"); may be empty."""
+    folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii").lower()
+    slug = re.sub(r"[^a-z0-9]+", "-", folded).strip("-")
+    if len(slug) > max_len:
+        slug = slug[:max_len].rsplit("-", 1)[0] if "-" in slug[:max_len] else slug[:max_len]
+    return slug.strip("-")
+
+
+def clean_line(text: str | None, limit: int = TITLE_MAX) -> str:
+    """One line of plain text: controls removed, whitespace collapsed, at most `limit` chars."""
+    line = " ".join(_CONTROL.sub("", text or "").split())
+    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
+
+
+def letter_title(letter: Letter) -> str:
+    if letter.title and clean_line(letter.title):
+        return clean_line(letter.title)
+    if letter.article_title and clean_line(letter.article_title):
+        return clean_line(f"Re: {clean_line(letter.article_title)}")
+    return clean_line(f"Letter from {clean_line(letter.byline) or 'a reader'}")
+
+
+def letter_slug(letter_id: int, title: str) -> str:
+    words = slugify(title)
+    return f"readers-view-{letter_id}-{words}" if words else f"readers-view-{letter_id}"
+
+
+def compose_letter(letter: Letter, *, disclaimer: str | None) -> SiteItem:
+    title = letter_title(letter)
+    parts = [_context(letter), _letter_body(letter), _byline(letter), _disclaimer(disclaimer)]
+    return SiteItem(
+        kind="letter",
+        entity=f"letter:{letter.id}",
+        slug=letter_slug(letter.id, title),
+        title=title,
+        html=_finish("".join(parts)),
+        metadata=_letter_metadata(letter),
+    )
+
+
+def compose_digest(digest: Digest, *, disclaimer: str | None) -> SiteItem:
+    title = clean_line(digest.title) or "Readers' views"
+    parts = []
+    if digest.intro:
+        parts.append(_markdown(digest.intro))
+    for letter in digest.letters:
+        parts.append(f"<h2>{_e(letter_title(letter))}</h2>")
+        parts += [_context(letter), _letter_body(letter), _byline(letter)]
+    parts.append(_disclaimer(disclaimer))
+    key = str(digest.key)
+    words = slugify(f"{key} {title}")
+    return SiteItem(
+        kind="digest",
+        entity=f"digest:{key}",
+        slug=f"readers-views-digest-{words}" if words else "readers-views-digest",
+        title=title,
+        html=_finish("".join(parts)),
+        status="draft",
+        metadata={"letters": [_letter_metadata(letter) | {"title": letter_title(letter)} for letter in digest.letters]},
+    )
+
+
+def compose_statement(statement: Statement, *, disclaimer: str | None = None) -> SiteItem:
+    title = clean_line(statement.title) or f"Statement {statement.id}"
+    words = slugify(statement.slug or title)
+    parts = [_markdown(statement.body), _signatories_html(statement.signatories), _disclaimer(disclaimer)]
+    return SiteItem(
+        kind="statement",
+        entity=f"statement:{statement.id}",
+        slug=f"statement-{statement.id}-{words}" if words else f"statement-{statement.id}",
+        title=title,
+        html=_finish("".join(parts)),
+        metadata={
+            "signatory_count": len(statement.signatories),
+            "signatories": [_signatory_metadata(s) for s in statement.signatories],
+            "closes_at": statement.closes_at.isoformat() if statement.closes_at else None,
+        },
+    )
+
+
+# -- pieces ---------------------------------------------------------------------------------------
+
+
+def _e(text: str | None) -> str:
+    return html.escape(clean_line(text, 10_000), quote=True)
+
+
+def _link(url: str | None, label: str) -> str:
+    """An anchor for http(s) URLs; anything else (javascript:, data:) is shown as text only."""
+    label_html = _e(label)
+    if url and re.match(r"^https?://[^\s\"'<>]+$", url.strip(), re.I):
+        return f'<a href="{html.escape(url.strip(), quote=True)}">{label_html}</a>'
+    return label_html
+
+
+def _markdown(
+    text: str, display_names: Mapping[int, str] | None = None, channel_names: Mapping[int, str] | None = None
+) -> str:
+    from bot.render import discord_to_html
+
+    return discord_to_html(text, display_names=display_names or {}, channel_names=channel_names or {})
+
+
+def _letter_body(letter: Letter) -> str:
+    return _markdown(letter.text, letter.display_names, letter.channel_names)
+
+
+def _context(letter: Letter) -> str:
+    lines = []
+    if letter.article_title or letter.article_link:
+        label = clean_line(letter.article_title) or (letter.article_link or "")
+        lines.append(f'<p class="readersviews-context">In response to: {_link(letter.article_link, label)}</p>')
+    if letter.in_reply_to_title or letter.in_reply_to_url:
+        label = clean_line(letter.in_reply_to_title) or "an earlier letter"
+        lines.append(f'<p class="readersviews-context">Replying to: {_link(letter.in_reply_to_url, label)}</p>')
+    return "".join(lines)
+
+
+def _byline(letter: Letter) -> str:
+    who = _e(letter.byline) or "A reader"
+    where = f", {_e(letter.location)}" if clean_line(letter.location) else ""
+    return f'<p class="readersviews-byline">— {who}{where}</p>'
+
+
+def _disclaimer(text: str | None) -> str:
+    if not text or not clean_line(text):
+        return ""
+    return f'<p class="readersviews-disclaimer"><em>{_e(text)}</em></p>'
+
+
+def _signatory_line(s: Signatory) -> str:
+    details = [clean_line(part) for part in (s.role, s.organization) if clean_line(part)]
+    place = [clean_line(part) for part in (s.city, s.country) if clean_line(part)]
+    line = f"<strong>{_e(s.name)}</strong>"
+    if details:
+        line += ", " + ", ".join(_e(part) for part in details)
+    if place:
+        line += " (" + ", ".join(_e(part) for part in place) + ")"
+    return f"<li>{line}</li>"
+
+
+def _signatories_html(signatories: Sequence[Signatory]) -> str:
+    if not signatories:
+        return ""
+    organizations = [s for s in signatories if s.kind == "organization"]
+    individuals = [s for s in signatories if s.kind != "organization"]
+    parts = [f'<h2 class="readersviews-signatories">Signatories ({len(signatories)})</h2>']
+    for heading, group in (("Organizations", organizations), ("Individuals", individuals)):
+        if not group:
+            continue
+        if organizations and individuals:
+            parts.append(f"<h3>{heading}</h3>")
+        parts.append('<ul class="readersviews-signatories">' + "".join(_signatory_line(s) for s in group) + "</ul>")
+    return "".join(parts)
+
+
+def _letter_metadata(letter: Letter) -> dict[str, Any]:
+    return {
+        "byline": clean_line(letter.byline),
+        "location": clean_line(letter.location) or None,
+        "article": {"title": clean_line(letter.article_title), "link": letter.article_link}
+        if letter.article_title or letter.article_link
+        else None,
+        "in_reply_to": {"title": clean_line(letter.in_reply_to_title), "url": letter.in_reply_to_url}
+        if letter.in_reply_to_title or letter.in_reply_to_url
+        else None,
+        "submitted_at": letter.submitted_at.isoformat() if letter.submitted_at else None,
+    }
+
+
+def _signatory_metadata(s: Signatory) -> dict[str, Any]:
+    return {
+        "name": clean_line(s.name),
+        "role": clean_line(s.role) or None,
+        "organization": clean_line(s.organization) or None,
+        "city": clean_line(s.city) or None,
+        "country": clean_line(s.country) or None,
+        "kind": s.kind,
+    }
+
+
+def _finish(fragment: str) -> str:
+    """Last line of defence over the whole fragment (render already sanitised the members' parts)."""
+    return nh3.clean(
+        fragment,
+        tags=_ALLOWED_TAGS,
+        clean_content_tags={"script", "style"},
+        attributes={"a": {"href"}, "p": {"class"}, "ul": {"class"}, "h2": {"class"}},
+        link_rel="nofollow ugc",
+        url_schemes={"http", "https"},
+    )

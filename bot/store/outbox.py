@@ -1,0 +1,353 @@
+"""The outbox: everything to send to the site, written in the same transaction as the change.
+
+Rows move pending -> inflight -> done, or back to pending with a later `next_attempt_at`, or to
+dead (a person must act: `retry` or `drop`). Delivery is strictly ordered per entity: a row is
+claimable only when every older row of its entity is done, so an update never overtakes its
+create. A dead row therefore holds back the rows behind it until it is retried or dropped.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import aiosqlite
+
+from bot.clock import Clock, from_db, to_db
+from bot.site.base import RemoteRef, SiteItem
+from bot.store.database import Database
+
+STATES = ("pending", "inflight", "done", "dead")
+ACTIONS = ("create", "update", "retract")
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    id: int
+    kind: str
+    entity: str
+    payload: dict[str, Any]
+    idempotency_key: str
+    state: str
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None
+    remote_id: str | None
+    remote_url: str | None
+    created_at: datetime
+    updated_at: datetime
+    outcome_unknown: bool
+    alerted_at: datetime | None
+    site_remote: RemoteRef | None = None
+    """Where the entity lived on the site when the row was claimed (filled by `claim_due` only)."""
+
+    @property
+    def action(self) -> str:
+        """create | update | retract (the part of `kind` after the last dot)."""
+        return self.kind.rsplit(".", 1)[-1]
+
+    @classmethod
+    def from_row(cls, row: aiosqlite.Row, *, with_remote: bool = False) -> OutboxRow:
+        return cls(
+            id=row["id"],
+            kind=row["kind"],
+            entity=row["entity"],
+            payload=json.loads(row["payload"]),
+            idempotency_key=row["idempotency_key"],
+            state=row["state"],
+            attempts=row["attempts"],
+            next_attempt_at=_dt(row["next_attempt_at"]),
+            last_error=row["last_error"],
+            remote_id=row["remote_id"],
+            remote_url=row["remote_url"],
+            created_at=_dt(row["created_at"]),
+            updated_at=_dt(row["updated_at"]),
+            outcome_unknown=bool(row["outcome_unknown"]),
+            alerted_at=from_db(row["alerted_at"]),
+            site_remote=RemoteRef(row["r_remote_id"], row["r_remote_url"])
+            if with_remote and row["r_entity"] is not None
+            else None,
+        )
+
+
+def _dt(text: str) -> datetime:
+    moment = from_db(text)
+    assert moment is not None
+    return moment
+
+
+def site_key(entity: str, action: str, revision: str | int) -> str:
+    """The idempotency key convention: one key per intended delivery, e.g. "letter:42:update:3"."""
+    return f"{entity}:{action}:{revision}"
+
+
+class OutboxRepo:
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self._db = db
+        self._clock = clock
+
+    # Reads run execute + fetch in ONE hop to aiosqlite's thread. Database.fetchall takes two hops,
+    # and a write of another coroutine landing between them (same connection) modifies the table
+    # under a half-stepped SELECT, which SQLite leaves undefined: counts came back with state NULL.
+    async def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> builtins.list[aiosqlite.Row]:
+        return list(await self._db.conn.execute_fetchall(sql, params))
+
+    async def _fetchone(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None:
+        rows = await self._fetchall(sql, params)
+        return rows[0] if rows else None
+
+    async def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        row = await self._fetchone(sql, params)
+        return None if row is None else row[0]
+
+    # -- writing, inside the caller's transaction ------------------------------------------------
+
+    async def enqueue(
+        self,
+        conn: aiosqlite.Connection,
+        *,
+        kind: str,
+        entity: str,
+        payload: dict[str, Any],
+        idempotency_key: str,
+        delay: timedelta | None = None,
+    ) -> int:
+        """Queue one delivery inside an open transaction (`async with db.transaction() as conn`).
+
+        Returns the row id; enqueuing a key that is already queued (or done) changes nothing and
+        returns the existing row's id.
+        """
+        now = self._clock.now()
+        stamp = to_db(now)
+        due = to_db(now + delay) if delay else stamp
+        cursor = await conn.execute(
+            "INSERT OR IGNORE INTO outbox (kind, entity, payload, idempotency_key, state, attempts,"
+            " next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?)",
+            (kind, entity, json.dumps(payload, separators=(",", ":")), idempotency_key, due, stamp, stamp),
+        )
+        inserted = cursor.rowcount
+        row_id = cursor.lastrowid
+        await cursor.close()
+        if inserted:
+            return int(row_id or 0)
+        async with conn.execute("SELECT id FROM outbox WHERE idempotency_key = ?", (idempotency_key,)) as cur:
+            found = await cur.fetchone()
+        return int(found[0]) if found else 0
+
+    async def enqueue_item(
+        self, conn: aiosqlite.Connection, action: str, item: SiteItem, *, revision: str | int
+    ) -> int:
+        """Queue a composed item: kind "<item.kind>.<action>", key "<entity>:<action>:<revision>".
+
+        `revision` tells deliveries of the same entity apart (e.g. the row's version counter): the
+        same revision enqueued twice (a double click) is one delivery.
+        """
+        if action not in ACTIONS:
+            raise ValueError(f"action must be one of {ACTIONS}, not {action!r}")
+        return await self.enqueue(
+            conn,
+            kind=f"{item.kind}.{action}",
+            entity=item.entity,
+            payload=item.model_dump(mode="json", exclude={"idempotency_key", "occurred_at"}),
+            idempotency_key=site_key(item.entity, action, revision),
+        )
+
+    # -- the worker's side ----------------------------------------------------------------------
+
+    async def claim_due(self, limit: int = 50) -> list[OutboxRow]:
+        """Mark up to `limit` due rows inflight and return them (oldest due first).
+
+        Only the oldest not-done row of each entity is eligible, so per-entity order holds.
+        """
+        now = to_db(self._clock.now())
+        async with self._db.transaction() as conn:
+            async with conn.execute(
+                "SELECT o.id FROM outbox o WHERE o.state = 'pending' AND o.next_attempt_at <= ?"
+                " AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.entity = o.entity AND p.id < o.id"
+                " AND p.state != 'done') ORDER BY o.next_attempt_at, o.id LIMIT ?",
+                (now, limit),
+            ) as cursor:
+                ids = [row[0] for row in await cursor.fetchall()]
+            if not ids:
+                return []
+            marks = ",".join("?" * len(ids))
+            await conn.execute(
+                f"UPDATE outbox SET state = 'inflight', attempts = attempts + 1, updated_at = ? WHERE id IN ({marks})",
+                (now, *ids),
+            )
+            async with conn.execute(
+                "SELECT o.*, r.entity AS r_entity, r.remote_id AS r_remote_id, r.remote_url AS r_remote_url"
+                f" FROM outbox o LEFT JOIN remote_objects r ON r.entity = o.entity WHERE o.id IN ({marks})",
+                ids,
+            ) as cursor:
+                rows = {row["id"]: OutboxRow.from_row(row, with_remote=True) for row in await cursor.fetchall()}
+        return [rows[i] for i in ids]
+
+    async def next_due_at(self) -> datetime | None:
+        """When the earliest claimable row becomes due (None: nothing pending that could run)."""
+        value = await self._scalar(
+            "SELECT min(o.next_attempt_at) FROM outbox o WHERE o.state = 'pending'"
+            " AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.entity = o.entity AND p.id < o.id"
+            " AND p.state != 'done')"
+        )
+        return from_db(value)
+
+    async def mark_done(self, row_id: int, remote_id: str | None, url: str | None) -> None:
+        """Delivered. Remember where the entity lives (a retract forgets it)."""
+        now = to_db(self._clock.now())
+        async with self._db.transaction() as conn:
+            async with conn.execute("SELECT kind, entity FROM outbox WHERE id = ?", (row_id,)) as cursor:
+                found = await cursor.fetchone()
+            await conn.execute(
+                "UPDATE outbox SET state = 'done', remote_id = ?, remote_url = ?, last_error = NULL,"
+                " outcome_unknown = 0, updated_at = ? WHERE id = ?",
+                (remote_id, url, now, row_id),
+            )
+            if found is None:
+                return
+            kind, entity = found
+            if kind.endswith(".retract"):
+                await conn.execute("DELETE FROM remote_objects WHERE entity = ?", (entity,))
+            else:
+                await conn.execute(
+                    "INSERT INTO remote_objects (entity, remote_id, remote_url, updated_at) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (entity) DO UPDATE SET remote_id = coalesce(excluded.remote_id, remote_id),"
+                    " remote_url = coalesce(excluded.remote_url, remote_url), updated_at = excluded.updated_at",
+                    (entity, remote_id, url, now),
+                )
+
+    async def mark_delivered(self, deliveries: Sequence[tuple[OutboxRow, RemoteRef]]) -> None:
+        """`mark_done` for many rows in one transaction (the worker's group commit)."""
+        if not deliveries:
+            return
+        now = to_db(self._clock.now())
+        async with self._db.transaction() as conn:
+            await conn.executemany(
+                "UPDATE outbox SET state = 'done', remote_id = ?, remote_url = ?, last_error = NULL,"
+                " outcome_unknown = 0, updated_at = ? WHERE id = ?",
+                [(ref.remote_id, ref.url, now, row.id) for row, ref in deliveries],
+            )
+            gone = [(row.entity,) for row, _ in deliveries if row.action == "retract"]
+            if gone:
+                await conn.executemany("DELETE FROM remote_objects WHERE entity = ?", gone)
+            live = [(row.entity, ref.remote_id, ref.url, now) for row, ref in deliveries if row.action != "retract"]
+            if live:
+                await conn.executemany(
+                    "INSERT INTO remote_objects (entity, remote_id, remote_url, updated_at) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (entity) DO UPDATE SET remote_id = coalesce(excluded.remote_id, remote_id),"
+                    " remote_url = coalesce(excluded.remote_url, remote_url), updated_at = excluded.updated_at",
+                    live,
+                )
+
+    async def release(self, row_ids: Sequence[int]) -> None:
+        """Claimed rows that were never sent go back to pending as they were (the worker stopped)."""
+        if not row_ids:
+            return
+        marks = ",".join("?" * len(row_ids))
+        await self._db.write(
+            f"UPDATE outbox SET state = 'pending', attempts = max(0, attempts - 1) WHERE state = 'inflight'"
+            f" AND id IN ({marks})",
+            tuple(row_ids),
+        )
+
+    async def mark_retry(
+        self, row_id: int, error: str, next_attempt_at: datetime, *, outcome_unknown: bool = False
+    ) -> None:
+        """Back to pending until `next_attempt_at`; `outcome_unknown` sticks until the row is done."""
+        await self._db.write(
+            "UPDATE outbox SET state = 'pending', last_error = ?, next_attempt_at = ?,"
+            " outcome_unknown = max(outcome_unknown, ?), updated_at = ? WHERE id = ?",
+            (error, to_db(next_attempt_at), int(outcome_unknown), to_db(self._clock.now()), row_id),
+        )
+
+    async def mark_dead(self, row_id: int, error: str) -> None:
+        """Give up until a person acts; the alert is owed until `mark_alerted`."""
+        await self._db.write(
+            "UPDATE outbox SET state = 'dead', last_error = ?, alerted_at = NULL, updated_at = ? WHERE id = ?",
+            (error, to_db(self._clock.now()), row_id),
+        )
+
+    async def mark_alerted(self, row_id: int) -> None:
+        await self._db.write("UPDATE outbox SET alerted_at = ? WHERE id = ?", (to_db(self._clock.now()), row_id))
+
+    async def unalerted_dead(self) -> list[OutboxRow]:
+        rows = await self._fetchall("SELECT * FROM outbox WHERE state = 'dead' AND alerted_at IS NULL ORDER BY id")
+        return [OutboxRow.from_row(row) for row in rows]
+
+    async def recover(self) -> int:
+        """At start-up: rows left inflight by a dead process go back to pending, outcome unknown.
+
+        Call it before the worker starts and while no other process delivers from this database.
+        """
+        now = to_db(self._clock.now())
+        return await self._db.write(
+            "UPDATE outbox SET state = 'pending', outcome_unknown = 1, next_attempt_at = ?,"
+            " last_error = coalesce(last_error, 'interrupted: outcome unknown'), updated_at = ?"
+            " WHERE state = 'inflight'",
+            (now, now),
+        )
+
+    # -- reading and operator actions -----------------------------------------------------------
+
+    async def get(self, row_id: int) -> OutboxRow | None:
+        row = await self._fetchone("SELECT * FROM outbox WHERE id = ?", (row_id,))
+        return OutboxRow.from_row(row) if row else None
+
+    async def list(
+        self, states: Iterable[str] = ("pending", "inflight", "dead"), *, limit: int = 100
+    ) -> list[OutboxRow]:
+        wanted = [state for state in states if state in STATES]
+        if not wanted:
+            return []
+        marks = ",".join("?" * len(wanted))
+        rows = await self._fetchall(
+            f"SELECT * FROM outbox WHERE state IN ({marks}) ORDER BY id LIMIT ?", (*wanted, limit)
+        )
+        return [OutboxRow.from_row(row) for row in rows]
+
+    async def for_entity(self, entity: str) -> builtins.list[OutboxRow]:
+        rows = await self._fetchall("SELECT * FROM outbox WHERE entity = ? ORDER BY id", (entity,))
+        return [OutboxRow.from_row(row) for row in rows]
+
+    async def retry(self, row_id: int) -> bool:
+        """A dead (or waiting) row is due now, with a fresh back-off. False if there is no such row."""
+        now = to_db(self._clock.now())
+        changed = await self._db.write(
+            "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?, alerted_at = NULL,"
+            " updated_at = ? WHERE id = ? AND state IN ('dead', 'pending')",
+            (now, now, row_id),
+        )
+        return changed > 0
+
+    async def retry_dead(self) -> int:
+        """Every dead row due now (after fixing credentials, say). Returns how many."""
+        now = to_db(self._clock.now())
+        return await self._db.write(
+            "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?, alerted_at = NULL,"
+            " updated_at = ? WHERE state = 'dead'",
+            (now, now),
+        )
+
+    async def drop(self, row_id: int) -> bool:
+        """Forget a pending or dead row (it will never be sent). False if there is no such row."""
+        changed = await self._db.write("DELETE FROM outbox WHERE id = ? AND state IN ('dead', 'pending')", (row_id,))
+        return changed > 0
+
+    async def backlog(self) -> dict[str, int]:
+        counts = dict.fromkeys(STATES, 0)
+        for row in await self._fetchall("SELECT state, count(*) FROM outbox GROUP BY state"):
+            counts[row[0]] = int(row[1])
+        return counts
+
+    async def remote_for(self, entity: str) -> RemoteRef | None:
+        """Where the entity lives on the site; None if it was never created (or was retracted)."""
+        row = await self._fetchone("SELECT remote_id, remote_url FROM remote_objects WHERE entity = ?", (entity,))
+        return RemoteRef(row[0], row[1]) if row else None
+
+    async def purge_done(self, before: datetime) -> int:
+        """Delete delivered rows last touched before `before` (remote_objects is kept)."""
+        return await self._db.write("DELETE FROM outbox WHERE state = 'done' AND updated_at < ?", (to_db(before),))

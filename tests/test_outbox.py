@@ -1,0 +1,485 @@
+"""The outbox and its worker against the loopback fake site: retries, unknown outcomes, crashes."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bot.config import WebhookSettings, WordPressSettings
+from bot.outbox import OutboxWorker
+from bot.site.base import RemoteRef, SiteAdapter, SiteItem
+from bot.site.compose import Letter, compose_letter
+from bot.site.none import NoSiteAdapter
+from bot.site.webhook import WebhookAdapter
+from bot.site.wordpress import WordPressAdapter
+from bot.store.database import Database
+from bot.store.outbox import OutboxRepo, OutboxRow
+from tests.sitefake import WEBHOOK_SECRET, WP_PASSWORD, WP_USER, FakeClock, FakeSite
+
+DISCLAIMER = "Views are the writers' own."
+
+
+@pytest.fixture
+async def site() -> AsyncIterator[FakeSite]:
+    fake = FakeSite()
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    database = await Database.open(tmp_path / "db.sqlite3")
+    yield database
+    await database.close()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient() as client:
+        yield client
+
+
+def wordpress(
+    site: FakeSite, http: httpx.AsyncClient, clock: FakeClock, *, password: str = WP_PASSWORD, timeout: float = 5.0
+) -> WordPressAdapter:
+    settings = WordPressSettings(url=site.wp_url, username=WP_USER, timeout=timeout, category_ids=(3,))
+    return WordPressAdapter(settings, password, http, clock=clock)
+
+
+class Harness:
+    def __init__(self, db: Database, clock: FakeClock, adapter: SiteAdapter) -> None:
+        self.db = db
+        self.clock = clock
+        self.repo = OutboxRepo(db, clock)
+        self.alerts: list[str] = []
+        self.delivered: list[tuple[OutboxRow, RemoteRef]] = []
+        self.worker = self.new_worker(adapter)
+
+    def new_worker(self, adapter: SiteAdapter) -> OutboxWorker:
+        async def alert(text: str) -> None:
+            self.alerts.append(text)
+
+        async def on_delivered(row: OutboxRow, ref: RemoteRef) -> None:
+            self.delivered.append((row, ref))
+
+        return OutboxWorker(
+            self.repo, adapter, self.clock, alert=alert, on_delivered=on_delivered, rng=random.Random(1)
+        )
+
+    async def enqueue(self, action: str, item: SiteItem, revision: int | str = 1) -> int:
+        async with self.db.transaction() as conn:
+            return await self.repo.enqueue_item(conn, action, item, revision=revision)
+
+    async def row(self, row_id: int) -> OutboxRow:
+        row = await self.repo.get(row_id)
+        assert row is not None
+        return row
+
+    async def drain(self, rounds: int = 30) -> None:
+        """Run the worker, moving the fake clock past each back-off, until nothing is waiting."""
+        for _ in range(rounds):
+            await self.worker.run_once()
+            due = await self.repo.next_due_at()
+            if due is None:
+                return
+            self.clock.advance(max(0.0, (due - self.clock.now()).total_seconds()) + 0.001)
+        raise AssertionError("outbox did not drain")
+
+
+def letter(n: int, text: str = "A thoughtful reply.", title: str | None = None) -> SiteItem:
+    return compose_letter(
+        Letter(id=n, text=text, byline="Ann Reader", title=title or f"Letter {n}"), disclaimer=DISCLAIMER
+    )
+
+
+def posts_requests(site: FakeSite, method: str = "POST") -> list[str]:
+    return [path for m, path in site.requests if m == method and "/wp/v2/posts" in path]
+
+
+async def test_5xx_streak_then_success_creates_one_post(db: Database, clock: FakeClock, site: FakeSite, http):
+    """Three 503s and a 500 are retried with growing delays; the item ends up on the site once."""
+    h = Harness(db, clock, wordpress(site, http, clock))
+    item = letter(1)
+    row_id = await h.enqueue("create", item)
+    site.fail_next(3, 503)
+    site.fail_next(1, 500)
+
+    assert await h.worker.run_once() == 0
+    first = await h.row(row_id)
+    assert first.state == "pending" and first.attempts == 1
+    assert "503" in (first.last_error or "")
+    assert first.next_attempt_at > clock.now()
+
+    await h.drain()
+    done = await h.row(row_id)
+    assert done.state == "done" and done.attempts == 5
+    assert site.copies(item.slug) == 1
+    post = site.post_by_id(done.remote_id or "")
+    assert post["title"] == "Letter 1" and post["status"] == "pending" and post["categories"] == [3]
+    assert h.alerts == []
+
+
+async def test_backoff_grows_with_jitter_and_is_capped(db: Database, clock: FakeClock):
+    """Back-off doubles from 2 s, keeps at least half of it (jitter), and never exceeds an hour."""
+    worker = Harness(db, clock, NoSiteAdapter()).worker
+    for attempts in range(1, 30):
+        ceiling = min(3600.0, 2.0 * 2 ** (attempts - 1))
+        delay = worker.backoff(attempts)
+        assert ceiling / 2 <= delay <= ceiling
+    assert worker.backoff(3, retry_after=120) == 120
+
+
+async def test_429_honours_retry_after(db: Database, clock: FakeClock, site: FakeSite, http):
+    """A 429 schedules the next attempt exactly Retry-After seconds later, not earlier."""
+    h = Harness(db, clock, wordpress(site, http, clock))
+    row_id = await h.enqueue("create", letter(2))
+    site.fail_next(1, 429, {"Retry-After": "120"})
+
+    await h.worker.run_once()
+    row = await h.row(row_id)
+    assert row.state == "pending"
+    assert row.next_attempt_at == clock.now() + timedelta(seconds=120)
+    assert not row.outcome_unknown  # a 429 certainly did not create anything
+
+    clock.advance(119)
+    assert await h.worker.run_once() == 0
+    clock.advance(1)
+    assert await h.worker.run_once() == 1
+    assert site.copies(letter(2).slug) == 1
+
+
+async def test_reset_after_apply_still_one_post(db: Database, clock: FakeClock, site: FakeSite, http):
+    """The site creates the post but the answer is lost: the retry finds it by slug instead of duplicating."""
+    h = Harness(db, clock, wordpress(site, http, clock))
+    item = letter(3)
+    row_id = await h.enqueue("create", item)
+    site.reset_after_apply(path="/wp/v2/posts", method="POST")
+
+    await h.worker.run_once()
+    row = await h.row(row_id)
+    assert row.state == "pending" and row.outcome_unknown
+    assert site.copies(item.slug) == 1  # it is there already
+
+    await h.drain()
+    row = await h.row(row_id)
+    assert row.state == "done"
+    assert site.copies(item.slug) == 1
+    assert len(posts_requests(site)) == 1  # no second create was sent
+    assert row.remote_id == str(site.live_posts()[0]["id"])
+
+
+async def test_hanging_site_times_out_without_blocking_the_loop(db: Database, clock: FakeClock, site: FakeSite, http):
+    """A site that never answers costs a timeout (transient) while other coroutines keep running."""
+    h = Harness(db, clock, wordpress(site, http, clock, timeout=0.3))
+    item = letter(4)
+    row_id = await h.enqueue("create", item)
+    site.hang_next(1, seconds=60)
+
+    delivering = asyncio.create_task(h.worker.run_once())
+    await asyncio.wait_for(site.wait_for_requests(1), timeout=10)  # it is sitting on the hanging site
+    # Meanwhile the rest of the bot (here: a DB read and a busy coroutine) carries on.
+    progressed = 0
+    for _ in range(20):
+        await asyncio.sleep(0)
+        progressed += 1
+    backlog = await h.repo.backlog()
+    assert not delivering.done()
+    assert progressed == 20 and backlog["inflight"] == 1
+
+    assert await delivering == 0
+    row = await h.row(row_id)
+    assert row.state == "pending" and row.outcome_unknown
+    assert "did not answer within 0.3s" in (row.last_error or "")
+
+    await h.drain()
+    assert (await h.row(row_id)).state == "done"
+    assert site.copies(item.slug) == 1
+
+
+async def test_wrong_password_dead_letter_with_exactly_one_alert(
+    db: Database, clock: FakeClock, site: FakeSite, http, tmp_path: Path
+):
+    """A 401 parks the item at once and alerts once, saying what to fix and how to resume."""
+    h = Harness(db, clock, wordpress(site, http, clock, password="wrong"))
+    row_id = await h.enqueue("create", letter(5))
+
+    await h.worker.run_once()
+    row = await h.row(row_id)
+    assert row.state == "dead" and row.attempts == 1
+    assert len(h.alerts) == 1
+    alert = h.alerts[0]
+    assert "READERSVIEWS_WP_APP_PASSWORD" in alert and "site.wordpress.username" in alert
+    assert f"readersviews outbox retry {row_id}" in alert
+
+    clock.advance(7200)
+    await h.worker.run_once()
+    # A restarted worker does not announce it again either.
+    restarted = h.new_worker(wordpress(site, http, clock, password="wrong"))
+    await restarted.run_once()
+    assert len(h.alerts) == 1
+    assert len(posts_requests(site)) == 1
+
+    # Fixed password + retry: delivered.
+    fixed = h.new_worker(wordpress(site, http, clock))
+    assert await h.repo.retry(row_id)
+    assert await fixed.run_once() == 1
+    assert (await h.row(row_id)).state == "done"
+    assert len(h.alerts) == 1
+
+
+async def test_alert_owed_after_crash_is_sent_once(db: Database, clock: FakeClock):
+    """A row marked dead whose alert was not sent (crash in between) is announced at the next pass."""
+    h = Harness(db, clock, NoSiteAdapter())
+    row_id = await h.enqueue("create", letter(6))
+    await h.repo.claim_due()
+    await h.repo.mark_dead(row_id, "WordPress refused the credentials (401): check things")
+    await h.worker.run_once()
+    await h.worker.run_once()
+    assert len(h.alerts) == 1 and "check things" in h.alerts[0]
+
+
+async def test_updates_go_to_the_remote_id_of_the_create(db: Database, clock: FakeClock, site: FakeSite, http):
+    """Create then two edits: one post, holding the last edit; every row knows the same remote id."""
+    h = Harness(db, clock, wordpress(site, http, clock))
+    ids = [
+        await h.enqueue("create", letter(7, "first")),
+        await h.enqueue("update", letter(7, "second"), revision=2),
+        await h.enqueue("update", letter(7, "third"), revision=3),
+    ]
+    assert await h.worker.run_once() == 3
+
+    rows = [await h.row(i) for i in ids]
+    assert {row.state for row in rows} == {"done"}
+    assert len({row.remote_id for row in rows}) == 1
+    assert site.copies(letter(7).slug) == 1
+    post = site.post_by_id(rows[0].remote_id or "")
+    assert "third" in post["content"]
+    assert await h.repo.remote_for("letter:7") == RemoteRef(rows[0].remote_id, rows[0].remote_url)
+    assert [ref.remote_id for _, ref in h.delivered] == [rows[0].remote_id] * 3
+
+
+async def test_retract_moves_the_post_to_trash(db: Database, clock: FakeClock, site: FakeSite, http):
+    """Retracting trashes the post it created; a 410 (already trashed) on a retry counts as done."""
+    h = Harness(db, clock, wordpress(site, http, clock))
+    await h.enqueue("create", letter(8))
+    await h.worker.run_once()
+    remote = await h.repo.remote_for("letter:8")
+    assert remote is not None and remote.remote_id
+
+    site.reset_after_apply(method="DELETE")  # trashed, but the answer is lost: the retry gets 410
+    retract_id = await h.enqueue("retract", letter(8))
+    await h.drain()
+    assert (await h.row(retract_id)).state == "done"
+    assert site.post_by_id(remote.remote_id)["status"] == "trash"
+    assert site.live_posts() == []
+    assert await h.repo.remote_for("letter:8") is None
+
+
+async def test_retract_of_never_created_does_not_call_the_site(db: Database, clock: FakeClock, site: FakeSite, http):
+    """Rejecting something that never reached the site is done locally."""
+    h = Harness(db, clock, wordpress(site, http, clock))
+    row_id = await h.enqueue("retract", letter(9))
+    assert await h.worker.run_once() == 1
+    assert (await h.row(row_id)).state == "done"
+    assert site.requests == []
+
+
+async def test_order_is_strict_per_entity_and_entities_interleave(db: Database, clock: FakeClock, site: FakeSite, http):
+    """An update waits for its create, while another letter goes ahead."""
+    h = Harness(db, clock, wordpress(site, http, clock))
+    create_a = await h.enqueue("create", letter(10, "a1"))
+    update_a = await h.enqueue("update", letter(10, "a2"), revision=2)
+    create_b = await h.enqueue("create", letter(11, "b1"))
+    site.fail_next(1, 503)  # the first request (letter 10's create) fails
+
+    await h.worker.run_once()
+    assert (await h.row(create_b)).state == "done"
+    assert (await h.row(create_a)).state == "pending"
+    assert (await h.row(update_a)).state == "pending" and (await h.row(update_a)).attempts == 0
+
+    await h.drain()
+    assert (await h.row(update_a)).state == "done"
+    remote = await h.repo.remote_for("letter:10")
+    assert remote is not None
+    writes = [path for method, path in site.requests if method == "POST"]
+    assert writes.index(f"/wp-json/wp/v2/posts/{remote.remote_id}") > writes.index("/wp-json/wp/v2/posts")
+    assert "a2" in site.post_by_id(remote.remote_id or "")["content"]
+
+
+async def test_dead_row_holds_back_later_rows_of_its_entity_until_dropped(db: Database, clock: FakeClock):
+    """A parked create keeps its updates waiting; dropping it lets them through (update-as-create)."""
+    h = Harness(db, clock, NoSiteAdapter())
+    create = await h.enqueue("create", letter(12))
+    update = await h.enqueue("update", letter(12, "edited"), revision=2)
+    await h.repo.claim_due()
+    await h.repo.mark_dead(create, "broken")
+    assert await h.worker.run_once() == 0
+    assert (await h.row(update)).state == "pending"
+    assert await h.repo.drop(create)
+    assert await h.worker.run_once() == 1
+    assert (await h.row(update)).state == "done"
+
+
+async def test_recover_after_crash_looks_up_before_creating(tmp_path: Path, clock: FakeClock, site: FakeSite, http):
+    """The process dies after the site created the post: at restart the row is found, not re-created."""
+    path = tmp_path / "crash.sqlite3"
+    db = await Database.open(path)
+    h = Harness(db, clock, wordpress(site, http, clock))
+    item = letter(13)
+    row_id = await h.enqueue("create", item)
+    [claimed] = await h.repo.claim_due()
+    adapter = wordpress(site, http, clock)
+    await adapter.create(item.model_copy(update={"idempotency_key": claimed.idempotency_key}))
+    await db.close()  # "kill -9": the row stays inflight
+
+    db = await Database.open(path)
+    h = Harness(db, clock, wordpress(site, http, clock))
+    assert (await h.row(row_id)).state == "inflight"
+    assert await h.repo.recover() == 1
+    recovered = await h.row(row_id)
+    assert recovered.state == "pending" and recovered.outcome_unknown
+    site.requests.clear()
+
+    assert await h.worker.run_once() == 1
+    assert site.requests[0][0] == "GET" and f"slug={item.slug}" in site.requests[0][1]
+    assert posts_requests(site) == []
+    assert site.copies(item.slug) == 1
+    assert (await h.row(row_id)).remote_id == str(site.live_posts()[0]["id"])
+    await db.close()
+
+
+async def test_recover_when_the_crash_came_before_sending_creates_once(
+    tmp_path: Path, clock: FakeClock, site: FakeSite, http
+):
+    """Died after claiming but before sending: the lookup finds nothing, so it is created once."""
+    path = tmp_path / "crash.sqlite3"
+    db = await Database.open(path)
+    h = Harness(db, clock, wordpress(site, http, clock))
+    row_id = await h.enqueue("create", letter(14))
+    await h.repo.claim_due()
+    await db.close()
+
+    db = await Database.open(path)
+    h = Harness(db, clock, wordpress(site, http, clock))
+    h.worker.start(recover=True)
+    try:
+        for _ in range(500):
+            if (await h.row(row_id)).state == "done":
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await h.worker.stop()
+    assert (await h.row(row_id)).state == "done"
+    assert site.copies(letter(14).slug) == 1
+    await db.close()
+
+
+async def test_enqueue_commits_with_the_callers_transaction(db: Database, clock: FakeClock):
+    """The outbox row shares the fate of the state change; the same key twice is one row."""
+    repo = OutboxRepo(db, clock)
+    with pytest.raises(RuntimeError):
+        async with db.transaction() as conn:
+            await repo.enqueue_item(conn, "create", letter(15), revision=1)
+            raise RuntimeError("the approval failed")
+    assert await repo.backlog() == {"pending": 0, "inflight": 0, "done": 0, "dead": 0}
+
+    async with db.transaction() as conn:
+        first = await repo.enqueue_item(conn, "create", letter(15), revision=1)
+        again = await repo.enqueue_item(conn, "create", letter(15), revision=1)
+    assert first == again
+    assert (await repo.backlog())["pending"] == 1
+
+
+async def test_background_loop_delivers_when_notified(db: Database, clock: FakeClock, site: FakeSite, http):
+    """start() + notify(): an enqueued item is delivered without waiting for the poll interval."""
+    h = Harness(db, clock, wordpress(site, http, clock))
+    h.worker.idle_poll = 3600
+    h.worker.start()
+    try:
+        await asyncio.sleep(0)
+        row_id = await h.enqueue("create", letter(16))
+        h.worker.notify()
+        for _ in range(500):
+            if h.delivered:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await h.worker.stop()
+    assert not h.worker.running
+    assert (await h.row(row_id)).state == "done"
+
+
+async def test_none_adapter_completes_locally(db: Database, clock: FakeClock):
+    """With site.kind none everything is done at once, with no remote id."""
+    h = Harness(db, clock, NoSiteAdapter())
+    await h.enqueue("create", letter(17))
+    await h.enqueue("update", letter(17, "edit"), revision=2)
+    await h.enqueue("retract", letter(17), revision=3)
+    assert await h.worker.run_once() == 3
+    assert await h.repo.backlog() == {"pending": 0, "inflight": 0, "done": 3, "dead": 0}
+
+
+async def test_webhook_retry_after_lost_answer_is_deduped_by_the_receiver(
+    db: Database, clock: FakeClock, site: FakeSite, http
+):
+    """Webhook: the same Idempotency-Key is re-sent after an unknown outcome; the receiver keeps one."""
+    adapter = WebhookAdapter(WebhookSettings(url=site.webhook_url, timeout=5), WEBHOOK_SECRET, http)
+    h = Harness(db, clock, adapter)
+    create = await h.enqueue("create", letter(18))
+    await h.enqueue("update", letter(18, "edited"), revision=2)
+    site.reset_after_apply(path="/webhook")
+
+    await h.drain()
+    assert await h.repo.backlog() == {"pending": 0, "inflight": 0, "done": 2, "dead": 0}
+    assert site.stats()["webhook_created_entities"] == 1
+    assert site.stats()["webhook_duplicate_creates"] == 0
+    key = (await h.row(create)).idempotency_key
+    assert site.webhook_deliveries[key] == 2
+    assert [e["event"] for e in site.webhook_events] == ["letter.create", "letter.update"]
+    assert site.webhook_events[1]["data"]["remote_id"] == (await h.row(create)).remote_id
+
+
+async def test_list_retry_drop_for_the_cli(db: Database, clock: FakeClock):
+    """What `readersviews outbox list|retry|drop` use."""
+    repo = OutboxRepo(db, clock)
+    async with db.transaction() as conn:
+        a = await repo.enqueue_item(conn, "create", letter(19), revision=1)
+        b = await repo.enqueue_item(conn, "create", letter(20), revision=1)
+    await repo.claim_due()
+    await repo.mark_dead(a, "broken")
+    await repo.mark_retry(b, "later", clock.now() + timedelta(hours=1))
+    assert [row.id for row in await repo.list(["dead"])] == [a]
+    assert {row.id for row in await repo.list()} == {a, b}
+    assert await repo.retry(a)
+    assert (await repo.get(a)).state == "pending"  # type: ignore[union-attr]
+    assert await repo.drop(b)
+    assert await repo.get(b) is None
+    assert not await repo.drop(9999)
+
+
+async def test_backlog_reads_stay_consistent_while_the_worker_writes(db: Database, clock: FakeClock):
+    """Counting the backlog (the status command) while the worker commits never sees a torn result."""
+    h = Harness(db, clock, NoSiteAdapter())
+    h.worker.batch = 20
+    async with db.transaction() as conn:
+        for n in range(1, 601):
+            await h.repo.enqueue_item(conn, "create", letter(n), revision=1)
+    running = asyncio.create_task(h.worker.run_once())
+    seen = []
+    while not running.done():
+        seen.append(await h.repo.backlog())
+    assert await running == 600
+    assert seen and all(set(counts) == {"pending", "inflight", "done", "dead"} for counts in seen)
+    assert all(sum(counts.values()) == 600 for counts in seen)
