@@ -38,6 +38,7 @@ from bot.store.outbox import OutboxRepo  # noqa: E402
 
 ITEMS = 2000
 KILLS = 3
+ROUNDS = 2
 FAIL_RATIO = 0.3
 USER, PASSWORD = "editor", "abcd EFGH 1234 ijkl MNOP 5678"  # tests/sitefake.py defaults
 # Back-off for the bench: the shape of production's (doubling, jitter), scaled to seconds.
@@ -118,19 +119,28 @@ async def drain(db_path: Path, url: str, client: httpx.AsyncClient) -> tuple[flo
 
 
 async def part_one(url: str, tmp: Path) -> None:
+    """Alternate raw and worker runs and compare the best of each (the machine is shared)."""
+    raw_times, worker_times, enqueue_times = [], [], []
     async with httpx.AsyncClient() as client:
-        await control(client, url, "reset", {})
-        raw_elapsed = await raw_posts(url, client)
-        await control(client, url, "reset", {})
-        enqueue_elapsed = await enqueue_all(tmp / "one.sqlite3")
-        worker_elapsed, delivered = await drain(tmp / "one.sqlite3", url, client)
+        for round_ in range(ROUNDS):
+            await control(client, url, "reset", {})
+            raw_times.append(await raw_posts(url, client))
+            await control(client, url, "reset", {})
+            db_path = tmp / f"one-{round_}.sqlite3"
+            enqueue_times.append(await enqueue_all(db_path))
+            elapsed, delivered = await drain(db_path, url, client)
+            if delivered != ITEMS:
+                print(f"!! worker delivered {delivered} of {ITEMS}")
+            worker_times.append(elapsed)
         stats = await control(client, url, "stats")
-    raw_rate, worker_rate = ITEMS / raw_elapsed, delivered / worker_elapsed
-    print(f"raw httpx sequential POSTs : {ITEMS} in {raw_elapsed:6.2f} s = {raw_rate:7.0f} items/s")
-    print(f"enqueue (one transaction)  : {ITEMS} in {enqueue_elapsed:6.2f} s = {ITEMS / enqueue_elapsed:7.0f} items/s")
-    print(f"outbox worker drain        : {delivered} in {worker_elapsed:6.2f} s = {worker_rate:7.0f} items/s")
+    raw_rate, worker_rate = ITEMS / min(raw_times), ITEMS / min(worker_times)
+    raw_runs = ", ".join(f"{t:.2f}" for t in raw_times)
+    worker_runs = ", ".join(f"{t:.2f}" for t in worker_times)
+    print(f"raw httpx sequential POSTs : {ITEMS} items, runs {raw_runs} s; best {raw_rate:5.0f}/s")
+    print(f"outbox worker drain        : {ITEMS} items, runs {worker_runs} s; best {worker_rate:5.0f}/s")
+    print(f"enqueue (one transaction)  : {ITEMS / min(enqueue_times):5.0f} items/s")
     print(f"ratio worker/raw           : {worker_rate / raw_rate:.2f}  (target >= 0.60)")
-    print(f"server: unique posts {stats['unique_posts']}, duplicates {stats['duplicate_posts']}")
+    print(f"server (last run): unique posts {stats['unique_posts']}, duplicates {stats['duplicate_posts']}")
 
 
 async def backlog_left(db_path: Path) -> int:

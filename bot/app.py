@@ -117,6 +117,7 @@ class ReadersViewsBot(commands.Bot):
         await self.sync_commands_if_changed()
         if not self.sync_guild_id and not self.force_sync:
             self.outbox.start()
+            self.on_shutdown(self.site.aclose)  # hooks run last-registered first: worker, then adapter
             self.on_shutdown(self.outbox.stop)
 
     async def _outbox_alert(self, text: str) -> None:
