@@ -1,0 +1,637 @@
+"""Readers' views: the rules for recording replies, submitting, nominating, reviewing and publishing letters.
+
+No Discord here: cogs translate interactions into these calls and render the results. Review
+decisions are compare-and-set on the row's `version`, and every change that must reach the site
+enqueues its outbox row in the same transaction as the state change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from bot.clock import Clock
+from bot.config import LetterSettings
+from bot.render import plain_text
+from bot.site.compose import Digest, Letter, clean_line, compose_digest, compose_letter
+from bot.store.contributions import (
+    LIVE_STATES,
+    Contribution,
+    ContributionsRepo,
+    NewContribution,
+    contribution_row,
+)
+
+if TYPE_CHECKING:
+    from bot.store import Store
+
+log = logging.getLogger(__name__)
+
+BYLINE_MAX = 80
+LOCATION_MAX = 80
+_URL = re.compile(r"https?://\S+", re.I)
+
+STATE_LABELS = {
+    "recorded": "recorded (not submitted)",
+    "nominated": "nominated, waiting for the writer's consent",
+    "submitted": "waiting for review",
+    "approved": "approved, being published",
+    "rejected": "not selected",
+    "published": "published",
+    "retracted": "retracted by an editor",
+    "withdrawn": "withdrawn by the writer",
+    "declined": "nomination declined by the writer",
+}
+
+
+class LetterError(Exception):
+    """An expected refusal, phrased for the member or editor who asked."""
+
+
+class Conflict(LetterError):
+    """Someone else changed the letter first; `current` is what it is now."""
+
+    def __init__(self, message: str, current: Contribution) -> None:
+        super().__init__(message)
+        self.current = current
+
+
+@dataclass(frozen=True)
+class DigestDraft:
+    key: str
+    title: str
+    letters: list[Contribution]
+    outbox_id: int
+
+
+def describe_actor(contribution: Contribution) -> str:
+    """Who made the last decision, as text editors read (mention syntax renders but never pings in embeds)."""
+    return f"<@{contribution.reviewer_id}>" if contribution.reviewer_id else "someone"
+
+
+def conflict_text(current: Contribution) -> str:
+    state = current.state
+    who = describe_actor(current)
+    if state in ("approved", "published", "rejected", "retracted"):
+        return f"Too late: {who} already marked letter #{current.id} as {STATE_LABELS[state]}."
+    if state == "withdrawn":
+        return f"Letter #{current.id} was withdrawn by its writer."
+    return f"Letter #{current.id} changed while you were looking (now {STATE_LABELS.get(state, state)}); try again."
+
+
+class Recorder:
+    """Group commit for recorded replies: rows are queued and written together every few ms or N rows.
+
+    aiosqlite pays a thread hop per statement, so one transaction per message tops out at a few
+    thousand per second; a batch of hundreds costs about the same as one row.
+    """
+
+    def __init__(self, repo: ContributionsRepo, *, max_rows: int = 500, max_delay: float = 0.005) -> None:
+        self._repo = repo
+        self.max_rows = max_rows
+        self.max_delay = max_delay
+        self._pending: list[tuple[object, ...]] = []
+        self._wake = asyncio.Event()
+        self._full = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.written = 0
+        self.failed = 0
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._stopping = False
+            self._task = asyncio.create_task(self._run(), name="letters-recorder")
+
+    async def stop(self) -> None:
+        """Write what is queued, then stop."""
+        self._stopping = True
+        self._wake.set()
+        task, self._task = self._task, None
+        if task is not None:
+            await task
+        await self.flush()
+
+    def add(self, contribution: NewContribution) -> None:
+        c = contribution
+        self.add_row(
+            contribution_row(
+                c.guild_id,
+                c.message_id,
+                c.channel_id,
+                c.article_id,
+                c.reply_to_message_id,
+                c.author_id,
+                c.author_name,
+                c.content,
+                c.created_at,
+            )
+        )
+
+    def add_row(self, row: tuple[object, ...]) -> None:
+        """Queue a row made by `contribution_row` (the listener's hot path)."""
+        self._pending.append(row)
+        self._wake.set()
+        if len(self._pending) >= self.max_rows:
+            self._full.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    async def flush(self) -> None:
+        """Write everything queued so far (and wait for a batch already being written)."""
+        async with self._lock:
+            while self._pending:
+                batch, self._pending = self._pending[: self.max_rows * 4], self._pending[self.max_rows * 4 :]
+                try:
+                    await self._repo.record_rows(batch)
+                    self.written += len(batch)
+                except Exception:
+                    self.failed += len(batch)
+                    log.exception("could not record %d replies", len(batch))
+            self._full.clear()
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self._pending:
+                continue
+            # Gather more rows for a moment, unless the batch is already full.
+            if len(self._pending) < self.max_rows:
+                try:
+                    await asyncio.wait_for(self._full.wait(), timeout=self.max_delay)
+                except TimeoutError:
+                    pass
+            await self.flush()
+
+
+class LetterService:
+    def __init__(self, store: Store, clock: Clock, settings: LetterSettings, *, disclaimer: str | None) -> None:
+        self.store = store
+        self.repo: ContributionsRepo = store.contributions
+        self.clock = clock
+        self.settings = settings
+        self.disclaimer = disclaimer
+
+    # -- recording ------------------------------------------------------------------------------
+
+    async def ensure_recorded(self, new: NewContribution) -> Contribution:
+        """The row for a Discord message, recording it now if the listener has not (yet)."""
+        assert new.message_id is not None
+        found = await self.repo.by_message(new.message_id)
+        if found is not None:
+            return found
+        await self.repo.record(new)
+        found = await self.repo.by_message(new.message_id)
+        assert found is not None
+        return found
+
+    async def on_message_edit(self, message_id: int, content: str) -> Contribution | None:
+        """Apply a member's edit; returns the letter if editors must be told (it was approved/published)."""
+        current = await self.repo.by_message(message_id)
+        if current is None or current.content == content:
+            return None
+        if current.state in LIVE_STATES:
+            await self.repo.add_flag(current.id, "edited on Discord after approval (the site keeps the approved text)")
+            return await self.repo.get(current.id)
+        await self.repo.apply_edit(message_id, content, self.clock.now())
+        if current.state == "submitted":
+            await self.repo.add_flag(current.id, "edited by the writer after submission")
+            return await self.repo.get(current.id)
+        return None
+
+    async def on_message_delete(self, message_ids: Iterable[int]) -> list[Contribution]:
+        """Mark deleted; returns letters editors must hear about (in review, approved or published)."""
+        ids = list(message_ids)
+        await self.repo.mark_deleted(ids, self.clock.now())
+        notable = []
+        for message_id in ids:
+            current = await self.repo.by_message(message_id)
+            if current is not None and current.state in ("submitted", *LIVE_STATES):
+                note = (
+                    "deleted on Discord after approval"
+                    if current.state in LIVE_STATES
+                    else "deleted on Discord by the writer"
+                )
+                await self.repo.add_flag(current.id, note)
+                notable.append(await self.repo.get(current.id) or current)
+        return notable
+
+    # -- screening ------------------------------------------------------------------------------
+
+    def screen_text(self, text: str) -> list[str]:
+        """Flags for editors from the text alone (never a reason to publish or reject by itself)."""
+        flags = []
+        plain = plain_text(text)
+        length = len(plain)
+        if length < self.settings.min_chars:
+            flags.append(f"short: {length} characters (at least {self.settings.min_chars} expected)")
+        if length > self.settings.max_chars:
+            flags.append(f"long: {length} characters (at most {self.settings.max_chars} expected)")
+        links = len(_URL.findall(text))
+        if links > self.settings.max_links:
+            flags.append(f"many links: {links}")
+        lowered = plain.casefold()
+        hits = [
+            word
+            for word in self.settings.blocked_words
+            if word.strip() and re.search(rf"(?<!\w){re.escape(word.strip().casefold())}(?!\w)", lowered)
+        ]
+        if hits:
+            flags.append("contains listed word(s): " + ", ".join(sorted(set(hits))))
+        return flags
+
+    async def screen(self, letter: Contribution, author_created_at: datetime | None) -> list[str]:
+        flags = self.screen_text(letter.content)
+        earlier = await self.repo.same_text(letter.guild_id, letter.content, letter.id)
+        if earlier is not None:
+            flags.append(f"repeated text: same as letter #{earlier}")
+        if author_created_at is not None:
+            age = self.clock.now() - author_created_at
+            if age < timedelta(days=self.settings.new_account_days):
+                flags.append(f"new account: created {max(0, age.days)} day(s) ago")
+        return flags
+
+    async def check_rate(self, guild_id: int, author_id: int) -> None:
+        """Refuse a member who has reached the daily number of submissions."""
+        limit = self.settings.submissions_per_day
+        since = self.clock.now() - timedelta(days=1)
+        sent = await self.repo.submissions_since(guild_id, author_id, since)
+        if sent >= limit:
+            raise LetterError(
+                f"You've sent {sent} letters in the last 24 hours, and this server accepts {limit} a day. "
+                "Please try again tomorrow; your reply stays here in the meantime."
+            )
+
+    # -- submitting and nominating --------------------------------------------------------------
+
+    def check_can_submit(self, letter: Contribution, user_id: int) -> None:
+        if letter.author_id != user_id:
+            raise LetterError("You can only submit your own messages as letters.")
+        if letter.deleted_at is not None:
+            raise LetterError("That message was deleted.")
+        if letter.state in ("submitted", "approved", "published"):
+            raise LetterError(f"Letter #{letter.id} is already {STATE_LABELS[letter.state]}: see `/letter mine`.")
+        if letter.state in ("rejected", "retracted"):
+            raise LetterError(f"Letter #{letter.id} was {STATE_LABELS[letter.state]}; it can't be submitted again.")
+
+    async def submit(
+        self,
+        letter_id: int,
+        *,
+        user_id: int,
+        byline: str,
+        location: str | None,
+        consent: bool,
+        author_created_at: datetime | None,
+        rate_limited: bool = True,
+    ) -> Contribution:
+        """The writer agrees to publication under `byline`: the letter goes to the review queue."""
+        if not consent:
+            raise LetterError("Nothing was submitted: we publish only with your explicit agreement (type yes).")
+        byline = clean_line(byline, BYLINE_MAX)
+        if not byline:
+            raise LetterError("Please give the name to print under your letter.")
+        location = clean_line(location, LOCATION_MAX) or None
+        letter = await self.repo.get(letter_id)
+        if letter is None:
+            raise LetterError("That letter no longer exists.")
+        self.check_can_submit(letter, user_id)
+        if rate_limited:
+            await self.check_rate(letter.guild_id, user_id)
+        if len(letter.content) > 4000:
+            raise LetterError("Letters can be at most 4,000 characters.")
+        flags = await self.screen(letter, author_created_at)
+        now = self.clock.now()
+        async with self.store.db.transaction() as conn:
+            ok = await self.repo.update_if_version(
+                conn,
+                letter.id,
+                letter.version,
+                {
+                    "state": "submitted",
+                    "consent": "granted",
+                    "byline": byline,
+                    "location": location,
+                    "flags": flags,
+                    "submitted_at": now,
+                    "review_note": None,
+                },
+            )
+            if not ok:
+                current = await self.repo.get_in(conn, letter.id)
+                assert current is not None
+                raise Conflict("Your letter changed while you were submitting it; please try again.", current)
+            await self.store.audit.record(
+                "letter.submit", guild_id=letter.guild_id, actor_id=user_id, entity=letter.entity, conn=conn
+            )
+        submitted = await self.repo.get(letter.id)
+        assert submitted is not None
+        return submitted
+
+    async def write_letter(
+        self,
+        *,
+        guild_id: int,
+        channel_id: int,
+        author_id: int,
+        author_name: str,
+        article_id: int | None,
+        text: str,
+        byline: str,
+        location: str | None,
+        consent: bool,
+        author_created_at: datetime | None,
+    ) -> Contribution:
+        """`/letter submit`: a letter written for the page, not a recorded reply."""
+        if not consent:
+            raise LetterError("Nothing was submitted: we publish only with your explicit agreement (type yes).")
+        text = text.strip()
+        if not text:
+            raise LetterError("Your letter is empty.")
+        if len(text) > 4000:
+            raise LetterError("Letters can be at most 4,000 characters.")
+        await self.check_rate(guild_id, author_id)
+        letter_id = await self.repo.insert_letter(
+            NewContribution(
+                guild_id=guild_id,
+                message_id=None,
+                channel_id=channel_id,
+                author_id=author_id,
+                author_name=author_name,
+                content=text,
+                created_at=self.clock.now(),
+                article_id=article_id,
+            )
+        )
+        return await self.submit(
+            letter_id,
+            user_id=author_id,
+            byline=byline,
+            location=location,
+            consent=consent,
+            author_created_at=author_created_at,
+            rate_limited=False,
+        )
+
+    async def nominate(self, letter: Contribution, editor_id: int) -> Contribution:
+        """An editor would like to publish a reply: ask its writer (state nominated)."""
+        if letter.consent == "declined" or letter.state == "declined":
+            raise LetterError(
+                f"{letter.author_name} declined when asked about this reply; we don't ask the same person twice."
+            )
+        if letter.deleted_at is not None:
+            raise LetterError("That message was deleted.")
+        if letter.state == "nominated":
+            raise LetterError(f"{letter.author_name} has already been asked; waiting for their answer.")
+        if letter.state != "recorded":
+            raise LetterError(f"Letter #{letter.id} is already {STATE_LABELS.get(letter.state, letter.state)}.")
+        async with self.store.db.transaction() as conn:
+            ok = await self.repo.update_if_version(
+                conn, letter.id, letter.version, {"state": "nominated", "reviewer_id": editor_id}
+            )
+            if not ok:
+                current = await self.repo.get_in(conn, letter.id)
+                assert current is not None
+                raise Conflict(conflict_text(current), current)
+            await self.store.audit.record(
+                "letter.nominate", guild_id=letter.guild_id, actor_id=editor_id, entity=letter.entity, conn=conn
+            )
+        nominated = await self.repo.get(letter.id)
+        assert nominated is not None
+        return nominated
+
+    async def consent_target(self, letter_id: int, user_id: int) -> Contribution:
+        """The nominated letter the writer is answering about (refuses anyone else)."""
+        letter = await self.repo.get(letter_id)
+        if letter is None:
+            raise LetterError("That reply no longer exists.")
+        if letter.author_id != user_id:
+            raise LetterError("Only the writer of this reply can answer this request.")
+        if letter.state != "nominated":
+            raise LetterError(f"Already answered: this reply is {STATE_LABELS.get(letter.state, letter.state)}.")
+        return letter
+
+    async def decline(self, letter_id: int, user_id: int) -> Contribution:
+        letter = await self.consent_target(letter_id, user_id)
+        async with self.store.db.transaction() as conn:
+            ok = await self.repo.update_if_version(
+                conn, letter.id, letter.version, {"state": "declined", "consent": "declined"}
+            )
+            if not ok:
+                raise LetterError("This request changed while you answered; please try again.")
+            await self.store.audit.record(
+                "letter.decline", guild_id=letter.guild_id, actor_id=user_id, entity=letter.entity, conn=conn
+            )
+        declined = await self.repo.get(letter.id)
+        assert declined is not None
+        return declined
+
+    # -- review ---------------------------------------------------------------------------------
+
+    async def _load(self, letter_id: int) -> Contribution:
+        letter = await self.repo.get(letter_id)
+        if letter is None:
+            raise LetterError(f"Letter #{letter_id} no longer exists (its writer may have deleted it).")
+        return letter
+
+    async def approve(
+        self, letter_id: int, editor_id: int, *, display_names: Mapping[int, str] | None = None
+    ) -> Contribution:
+        """Approve and enqueue publication, in one transaction; a concurrent decision raises Conflict."""
+        letter = await self._load(letter_id)
+        if letter.state != "submitted":
+            raise Conflict(conflict_text(letter), letter)
+        now = self.clock.now()
+        approved = replace(letter, state="approved", reviewer_id=editor_id, decided_at=now, version=letter.version + 1)
+        item = compose_letter(await self.site_letter(approved, display_names), disclaimer=self.disclaimer)
+        await self._decide(
+            letter,
+            editor_id,
+            {"state": "approved", "reviewer_id": editor_id, "decided_at": now},
+            action="letter.approve",
+            outbox=("create", item),
+        )
+        return await self._load(letter_id)
+
+    async def edit(
+        self,
+        letter_id: int,
+        editor_id: int,
+        version: int,
+        text: str,
+        *,
+        display_names: Mapping[int, str] | None = None,
+    ) -> Contribution:
+        """Light editing: the writer's original is kept; a letter already on the site is updated there."""
+        letter = await self._load(letter_id)
+        text = text.strip()
+        if not text:
+            raise LetterError("A letter can't be empty; reject it instead.")
+        if len(text) > 4000:
+            raise LetterError("Letters can be at most 4,000 characters.")
+        if letter.version != version:
+            raise Conflict(conflict_text(letter), letter)
+        if letter.state not in ("submitted", *LIVE_STATES):
+            raise Conflict(conflict_text(letter), letter)
+        fields: dict[str, Any] = {"content": text}
+        if letter.original_content is None:
+            fields["original_content"] = letter.content
+        outbox = None
+        if letter.state in LIVE_STATES:
+            edited = replace(letter, content=text, version=letter.version + 1)
+            item = compose_letter(await self.site_letter(edited, display_names), disclaimer=self.disclaimer)
+            outbox = ("update", item)
+        await self._decide(letter, editor_id, fields, action="letter.edit", outbox=outbox)
+        return await self._load(letter_id)
+
+    async def reject(self, letter_id: int, editor_id: int, version: int | None, reason: str | None) -> Contribution:
+        letter = await self._load(letter_id)
+        if letter.state != "submitted" or (version is not None and letter.version != version):
+            raise Conflict(conflict_text(letter), letter)
+        reason = (reason or "").strip()[:1000] or None
+        fields = {"state": "rejected", "reviewer_id": editor_id, "decided_at": self.clock.now(), "review_note": reason}
+        await self._decide(letter, editor_id, fields, action="letter.reject")
+        return await self._load(letter_id)
+
+    async def withdraw(self, letter_id: int, actor_id: int, *, by_editor: bool) -> Contribution:
+        """The writer withdraws (or an editor retracts) a letter; a site copy is retracted via the outbox."""
+        letter = await self._load(letter_id)
+        if not by_editor and letter.author_id != actor_id:
+            raise LetterError("You can only withdraw your own letters.")
+        allowed = ("approved", "published") if by_editor else ("submitted", "nominated", "approved", "published")
+        if letter.state not in allowed:
+            if by_editor:
+                raise Conflict(conflict_text(letter), letter)
+            raise LetterError(
+                f"Letter #{letter.id} is {STATE_LABELS.get(letter.state, letter.state)}: nothing to withdraw."
+            )
+        state = "retracted" if by_editor else "withdrawn"
+        fields: dict[str, Any] = {"state": state, "decided_at": self.clock.now()}
+        if by_editor:
+            fields["reviewer_id"] = actor_id
+        outbox = None
+        if letter.state in LIVE_STATES:
+            item = compose_letter(await self.site_letter(letter), disclaimer=self.disclaimer)
+            outbox = ("retract", item)
+        await self._decide(
+            letter,
+            actor_id,
+            fields,
+            action="letter.retract" if by_editor else "letter.withdraw",
+            outbox=outbox,
+        )
+        return await self._load(letter_id)
+
+    async def _decide(
+        self,
+        letter: Contribution,
+        actor_id: int,
+        fields: dict[str, Any],
+        *,
+        action: str,
+        outbox: tuple[str, Any] | None = None,
+    ) -> None:
+        async with self.store.db.transaction() as conn:
+            ok = await self.repo.update_if_version(conn, letter.id, letter.version, fields)
+            if not ok:
+                current = await self.repo.get_in(conn, letter.id)
+                if current is None:
+                    raise LetterError(f"Letter #{letter.id} no longer exists.")
+                raise Conflict(conflict_text(current), current)
+            if outbox is not None:
+                verb, item = outbox
+                await self.store.outbox.enqueue_item(conn, verb, item, revision=letter.version + 1)
+            await self.store.audit.record(
+                action,
+                guild_id=letter.guild_id,
+                actor_id=actor_id,
+                entity=letter.entity,
+                detail={"from": letter.state, "version": letter.version + 1},
+                conn=conn,
+            )
+
+    # -- the site -------------------------------------------------------------------------------
+
+    async def site_letter(self, letter: Contribution, display_names: Mapping[int, str] | None = None) -> Letter:
+        """The letter as the site shows it: byline, the article it answers and the letter it replies to."""
+        article = await self.repo.article(letter.article_id) if letter.article_id else None
+        reply_title = reply_url = None
+        if letter.reply_to_message_id:
+            parent = await self.repo.by_message(letter.reply_to_message_id)
+            if parent is not None and parent.state in LIVE_STATES:
+                reply_title = f"Letter from {parent.byline or 'a reader'}"
+                reply_url = parent.remote_url
+        return Letter(
+            id=letter.id,
+            text=letter.content,
+            byline=letter.byline or letter.author_name,
+            location=letter.location,
+            article_title=article.title if article else None,
+            article_link=article.link if article else None,
+            in_reply_to_title=reply_title,
+            in_reply_to_url=reply_url,
+            display_names=dict(display_names or {}),
+            submitted_at=letter.submitted_at,
+        )
+
+    async def mark_published(self, letter_id: int, remote_id: str | None, url: str | None) -> tuple[Contribution, bool]:
+        """The site has the letter: remember where; True if this is its first publication."""
+        letter = await self._load(letter_id)
+        await self.repo.set_remote(letter_id, remote_id, url)
+        first = False
+        if letter.state == "approved":
+            first = bool(
+                await self.store.db.write(
+                    "UPDATE contributions SET state = 'published' WHERE id = ? AND state = 'approved'", (letter_id,)
+                )
+            )
+        return await self._load(letter_id), first
+
+    async def digest(self, guild_id: int, since: datetime, until: datetime, actor_id: int) -> DigestDraft:
+        """Draft one "Readers' Views" post from the letters approved in [since, until)."""
+        letters = await self.repo.for_digest(guild_id, since, until)
+        if not letters:
+            raise LetterError(f"No letters were approved between {since:%d %b %Y} and {until:%d %b %Y}.")
+        key = f"{guild_id}-{since:%Y%m%d}-{until:%Y%m%d}"
+        title = f"Readers' Views, {since:%d %B %Y} to {until:%d %B %Y}"
+        site_letters = [await self.site_letter(letter) for letter in letters]
+        item = compose_digest(Digest(key=key, title=title, letters=site_letters), disclaimer=self.disclaimer)
+        revision = hashlib.sha256(",".join(f"{c.id}.{c.version}" for c in letters).encode()).hexdigest()[:16]
+        async with self.store.db.transaction() as conn:
+            outbox_id = await self.store.outbox.enqueue_item(conn, "create", item, revision=revision)
+            await self.store.audit.record(
+                "digest.create",
+                guild_id=guild_id,
+                actor_id=actor_id,
+                entity=item.entity,
+                detail={"letters": [c.id for c in letters]},
+                conn=conn,
+            )
+        return DigestDraft(key=key, title=title, letters=letters, outbox_id=outbox_id)
+
+    # -- privacy --------------------------------------------------------------------------------
+
+    async def mine(self, guild_id: int, user_id: int) -> tuple[list[Contribution], dict[str, int]]:
+        return await self.repo.by_author(guild_id, user_id), await self.repo.count_by_author(guild_id, user_id)
+
+    async def forget(self, guild_id: int, user_id: int) -> list[Contribution]:
+        deleted = await self.repo.forget(guild_id, user_id)
+        if deleted:
+            await self.store.audit.record(
+                "letters.forget", guild_id=guild_id, actor_id=user_id, detail={"deleted": len(deleted)}
+            )
+        return deleted
+
+    async def purge_expired(self) -> int:
+        before = self.clock.now() - timedelta(days=self.settings.retention_days)
+        return await self.repo.purge_recorded(before)

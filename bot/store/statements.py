@@ -1,0 +1,481 @@
+"""Statements and their signatures: plain SQL over `statements`, `signatures`, `statement_blocks`.
+
+Signatures are written in batches (`sign_batch`): one transaction checks every request against the
+statement's state and blocks, then upserts all of them with one `executemany`. The partial unique
+index `signatures_live` (one live signature per user per statement) is the conflict target, so two
+submits from the same account at once end as one row whatever the interleaving.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+import aiosqlite
+
+from bot.clock import Clock, from_db, to_db
+from bot.store.database import Database
+
+SignKind = Literal["individual", "organization"]
+SignStatus = Literal["created", "updated", "closed", "blocked", "no_organizations", "missing"]
+
+
+@dataclass(frozen=True)
+class StatementRow:
+    id: int
+    guild_id: int
+    slug: str
+    title: str
+    body: str
+    organizer_id: int
+    channel_id: int | None
+    message_id: int | None
+    closes_at: datetime | None
+    status: str
+    allow_organizations: bool
+    public_by_default: bool
+    created_at: datetime
+    updated_at: datetime
+    closed_at: datetime | None
+    message_dirty: bool
+    site_dirty: bool
+    site_revision: int
+    site_synced_at: datetime | None
+    close_announced: bool
+
+    @property
+    def entity(self) -> str:
+        return f"statement:{self.id}"
+
+    def accepting(self, now: datetime) -> bool:
+        """Open, and its deadline (if any) not yet reached."""
+        return self.status == "open" and (self.closes_at is None or self.closes_at > now)
+
+    @classmethod
+    def from_row(cls, row: aiosqlite.Row) -> StatementRow:
+        return cls(
+            id=row["id"],
+            guild_id=row["guild_id"],
+            slug=row["slug"],
+            title=row["title"],
+            body=row["body"],
+            organizer_id=row["organizer_id"],
+            channel_id=row["channel_id"],
+            message_id=row["message_id"],
+            closes_at=from_db(row["closes_at"]),
+            status=row["status"],
+            allow_organizations=bool(row["allow_organizations"]),
+            public_by_default=bool(row["public_by_default"]),
+            created_at=_dt(row["created_at"]),
+            updated_at=_dt(row["updated_at"]),
+            closed_at=from_db(row["closed_at"]),
+            message_dirty=bool(row["message_dirty"]),
+            site_dirty=bool(row["site_dirty"]),
+            site_revision=int(row["site_revision"]),
+            site_synced_at=from_db(row["site_synced_at"]),
+            close_announced=bool(row["close_announced"]),
+        )
+
+
+@dataclass(frozen=True)
+class SignatureRow:
+    id: int
+    statement_id: int
+    user_id: int
+    kind: SignKind
+    name: str
+    organization: str | None
+    role: str | None
+    city: str | None
+    country: str | None
+    public: bool
+    created_at: datetime
+    updated_at: datetime
+    withdrawn_at: datetime | None
+    hidden_at: datetime | None
+    hidden_by: int | None
+    flags: tuple[str, ...] = ()
+
+    @classmethod
+    def from_row(cls, row: aiosqlite.Row) -> SignatureRow:
+        return cls(
+            id=row["id"],
+            statement_id=row["statement_id"],
+            user_id=row["user_id"],
+            kind=row["kind"],
+            name=row["name"],
+            organization=row["organization"],
+            role=row["role"],
+            city=row["city"],
+            country=row["country"],
+            public=bool(row["public"]),
+            created_at=_dt(row["created_at"]),
+            updated_at=_dt(row["updated_at"]),
+            withdrawn_at=from_db(row["withdrawn_at"]),
+            hidden_at=from_db(row["hidden_at"]),
+            hidden_by=row["hidden_by"],
+            flags=tuple(json.loads(row["flags"] or "[]")),
+        )
+
+
+@dataclass(frozen=True)
+class SignatureInput:
+    """A validated sign-on, ready to store."""
+
+    statement_id: int
+    user_id: int
+    kind: SignKind
+    name: str
+    organization: str | None = None
+    role: str | None = None
+    city: str | None = None
+    country: str | None = None
+    public: bool = True
+    flags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SignOutcome:
+    status: SignStatus
+    statement: StatementRow | None = None
+    recorded: SignatureInput | None = None
+    became_dirty: bool = False
+    """This write made the statement's site copy stale (it was up to date before)."""
+
+
+@dataclass
+class Counts:
+    signed: int = 0
+    """Live signatures not hidden by a moderator."""
+    public: int = 0
+    hidden: int = 0
+    latest: list[SignatureRow] = field(default_factory=list)
+
+
+def _dt(text: str) -> datetime:
+    moment = from_db(text)
+    assert moment is not None
+    return moment
+
+
+_UPSERT = (
+    "INSERT INTO signatures (statement_id, user_id, kind, name, organization, role, city, country, public,"
+    " created_at, updated_at, flags) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (statement_id, user_id) WHERE withdrawn_at IS NULL DO UPDATE SET"
+    " kind = excluded.kind, name = excluded.name, organization = excluded.organization,"
+    " role = excluded.role, city = excluded.city, country = excluded.country, public = excluded.public,"
+    " updated_at = excluded.updated_at, flags = excluded.flags"
+)
+
+
+class StatementsRepo:
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self.db = db
+        self._clock = clock
+
+    # -- statements -----------------------------------------------------------------------------
+
+    async def insert_draft(
+        self,
+        conn: aiosqlite.Connection,
+        *,
+        guild_id: int,
+        slug: str,
+        title: str,
+        body: str,
+        organizer_id: int,
+        channel_id: int | None,
+        closes_at: datetime | None,
+        allow_organizations: bool,
+        public_by_default: bool,
+    ) -> int:
+        now = to_db(self._clock.now())
+        cursor = await conn.execute(
+            "INSERT INTO statements (guild_id, slug, title, body, organizer_id, channel_id, closes_at, status,"
+            " allow_organizations, public_by_default, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, 'draft', ?, ?, ?, ?)",
+            (
+                guild_id,
+                slug,
+                title,
+                body,
+                organizer_id,
+                channel_id,
+                to_db(closes_at),
+                int(allow_organizations),
+                int(public_by_default),
+                now,
+                now,
+            ),
+        )
+        return int(cursor.lastrowid or 0)
+
+    async def slugs_like(self, conn: aiosqlite.Connection, guild_id: int, base: str) -> set[str]:
+        async with conn.execute(
+            "SELECT slug FROM statements WHERE guild_id = ? AND (slug = ? OR slug LIKE ?)",
+            (guild_id, base, f"{base}-%"),
+        ) as cursor:
+            return {row[0] for row in await cursor.fetchall()}
+
+    async def get(self, statement_id: int, conn: aiosqlite.Connection | None = None) -> StatementRow | None:
+        sql, params = "SELECT * FROM statements WHERE id = ?", (statement_id,)
+        if conn is not None:
+            async with conn.execute(sql, params) as cursor:
+                row = await cursor.fetchone()
+        else:
+            row = await self.db.fetchone(sql, params)
+        return StatementRow.from_row(row) if row else None
+
+    async def by_slug(self, guild_id: int, slug: str) -> StatementRow | None:
+        row = await self.db.fetchone("SELECT * FROM statements WHERE guild_id = ? AND slug = ?", (guild_id, slug))
+        return StatementRow.from_row(row) if row else None
+
+    async def all_with_slug(self, slug: str) -> list[StatementRow]:
+        rows = await self.db.fetchall("SELECT * FROM statements WHERE slug = ? ORDER BY id", (slug,))
+        return [StatementRow.from_row(row) for row in rows]
+
+    async def search(self, guild_id: int, text: str, *, limit: int = 25) -> list[StatementRow]:
+        """Statements of a server whose slug or title contains `text`, newest first."""
+        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        rows = await self.db.fetchall(
+            "SELECT * FROM statements WHERE guild_id = ? AND status != 'draft'"
+            " AND (slug LIKE ? ESCAPE '\\' OR title LIKE ? ESCAPE '\\') ORDER BY id DESC LIMIT ?",
+            (guild_id, pattern, pattern, limit),
+        )
+        return [StatementRow.from_row(row) for row in rows]
+
+    async def update_fields(self, conn: aiosqlite.Connection, statement_id: int, **values: Any) -> None:
+        allowed = {
+            "title", "body", "message_id", "channel_id", "closes_at", "status", "closed_at", "message_dirty",
+            "site_dirty", "site_revision", "site_synced_at", "close_announced",
+        }  # fmt: skip
+        unknown = set(values) - allowed
+        if unknown:
+            raise KeyError(f"not a statement field: {', '.join(sorted(unknown))}")
+        values = {k: to_db(v) if isinstance(v, datetime) else v for k, v in values.items()}
+        values["updated_at"] = to_db(self._clock.now())
+        assignments = ", ".join(f"{key} = ?" for key in values)
+        await conn.execute(f"UPDATE statements SET {assignments} WHERE id = ?", (*values.values(), statement_id))
+
+    async def delete_draft(self, statement_id: int) -> None:
+        await self.db.write("DELETE FROM statements WHERE id = ? AND status = 'draft'", (statement_id,))
+
+    async def due_to_close(self, now: datetime) -> list[StatementRow]:
+        rows = await self.db.fetchall(
+            "SELECT * FROM statements WHERE status = 'open' AND closes_at IS NOT NULL AND closes_at <= ? ORDER BY id",
+            (to_db(now),),
+        )
+        return [StatementRow.from_row(row) for row in rows]
+
+    async def next_close_at(self) -> datetime | None:
+        return from_db(
+            await self.db.scalar(
+                "SELECT min(closes_at) FROM statements WHERE status = 'open' AND closes_at IS NOT NULL"
+            )
+        )
+
+    async def site_dirty(self) -> list[StatementRow]:
+        rows = await self.db.fetchall("SELECT * FROM statements WHERE site_dirty = 1 AND status != 'draft'")
+        return [StatementRow.from_row(row) for row in rows]
+
+    async def closed_unannounced(self) -> list[StatementRow]:
+        rows = await self.db.fetchall("SELECT * FROM statements WHERE status = 'closed' AND close_announced = 0")
+        return [StatementRow.from_row(row) for row in rows]
+
+    async def message_dirty(self) -> list[StatementRow]:
+        rows = await self.db.fetchall(
+            "SELECT * FROM statements WHERE message_dirty = 1 AND message_id IS NOT NULL AND status != 'draft'"
+        )
+        return [StatementRow.from_row(row) for row in rows]
+
+    async def clear_message_dirty(self, statement_id: int) -> None:
+        await self.db.write("UPDATE statements SET message_dirty = 0 WHERE id = ?", (statement_id,))
+
+    async def mark_announced(self, statement_id: int) -> None:
+        await self.db.write("UPDATE statements SET close_announced = 1 WHERE id = ?", (statement_id,))
+
+    # -- signatures -----------------------------------------------------------------------------
+
+    async def sign_batch(self, requests: Sequence[SignatureInput]) -> list[SignOutcome]:
+        """Check and store many sign-ons in one transaction; one outcome per request, in order."""
+        now = self._clock.now()
+        stamp = to_db(now)
+        statement_ids = sorted({r.statement_id for r in requests})
+        user_ids = sorted({r.user_id for r in requests})
+        outcomes: list[SignOutcome] = []
+        async with self.db.transaction() as conn:
+            statements = await _statements_by_id(conn, statement_ids)
+            blocked = await _pairs(
+                conn, "SELECT statement_id, user_id FROM statement_blocks", statement_ids, user_ids, live_only=False
+            )
+            live = await _pairs(conn, "SELECT statement_id, user_id FROM signatures", statement_ids, user_ids)
+            rows: list[tuple[Any, ...]] = []
+            touched: set[int] = set()
+            for request in requests:
+                statement = statements.get(request.statement_id)
+                key = (request.statement_id, request.user_id)
+                if statement is None or statement.status == "draft":
+                    outcomes.append(SignOutcome("missing", statement))
+                elif not statement.accepting(now):
+                    outcomes.append(SignOutcome("closed", statement))
+                elif key in blocked:
+                    outcomes.append(SignOutcome("blocked", statement))
+                elif request.kind == "organization" and not statement.allow_organizations:
+                    outcomes.append(SignOutcome("no_organizations", statement))
+                else:
+                    status: SignStatus = "updated" if key in live else "created"
+                    live.add(key)
+                    became_dirty = not statement.site_dirty and statement.id not in touched
+                    touched.add(statement.id)
+                    outcomes.append(SignOutcome(status, statement, request, became_dirty))
+                    rows.append(
+                        (
+                            request.statement_id,
+                            request.user_id,
+                            request.kind,
+                            request.name,
+                            request.organization,
+                            request.role,
+                            request.city,
+                            request.country,
+                            int(request.public),
+                            stamp,
+                            stamp,
+                            json.dumps(list(request.flags)),
+                        )
+                    )
+            if rows:
+                await conn.executemany(_UPSERT, rows)
+                marks = ",".join("?" * len(touched))
+                await conn.execute(
+                    f"UPDATE statements SET message_dirty = 1, site_dirty = 1 WHERE id IN ({marks})", sorted(touched)
+                )
+        return outcomes
+
+    async def live_signature(self, statement_id: int, user_id: int) -> SignatureRow | None:
+        row = await self.db.fetchone(
+            "SELECT * FROM signatures WHERE statement_id = ? AND user_id = ? AND withdrawn_at IS NULL",
+            (statement_id, user_id),
+        )
+        return SignatureRow.from_row(row) if row else None
+
+    async def withdraw(self, conn: aiosqlite.Connection, statement_id: int, user_id: int) -> SignatureRow | None:
+        async with conn.execute(
+            "UPDATE signatures SET withdrawn_at = ?, updated_at = ? WHERE statement_id = ? AND user_id = ?"
+            " AND withdrawn_at IS NULL RETURNING *",
+            (to_db(self._clock.now()), to_db(self._clock.now()), statement_id, user_id),
+        ) as cursor:
+            row = await cursor.fetchone()
+        return SignatureRow.from_row(row) if row else None
+
+    async def set_hidden(
+        self, conn: aiosqlite.Connection, signature_id: int, hidden_by: int | None, hidden: bool
+    ) -> SignatureRow | None:
+        async with conn.execute(
+            "UPDATE signatures SET hidden_at = ?, hidden_by = ? WHERE id = ? RETURNING *",
+            (to_db(self._clock.now()) if hidden else None, hidden_by if hidden else None, signature_id),
+        ) as cursor:
+            row = await cursor.fetchone()
+        return SignatureRow.from_row(row) if row else None
+
+    async def hide_live_of_user(
+        self, conn: aiosqlite.Connection, statement_id: int, user_id: int, hidden_by: int
+    ) -> int:
+        cursor = await conn.execute(
+            "UPDATE signatures SET hidden_at = coalesce(hidden_at, ?), hidden_by = coalesce(hidden_by, ?)"
+            " WHERE statement_id = ? AND user_id = ? AND withdrawn_at IS NULL",
+            (to_db(self._clock.now()), hidden_by, statement_id, user_id),
+        )
+        return cursor.rowcount
+
+    async def set_blocked(
+        self, conn: aiosqlite.Connection, statement_id: int, user_id: int, blocked_by: int, blocked: bool
+    ) -> bool:
+        """Block or unblock; False when nothing changed."""
+        if blocked:
+            cursor = await conn.execute(
+                "INSERT OR IGNORE INTO statement_blocks (statement_id, user_id, blocked_by, created_at)"
+                " VALUES (?, ?, ?, ?)",
+                (statement_id, user_id, blocked_by, to_db(self._clock.now())),
+            )
+        else:
+            cursor = await conn.execute(
+                "DELETE FROM statement_blocks WHERE statement_id = ? AND user_id = ?", (statement_id, user_id)
+            )
+        return cursor.rowcount > 0
+
+    async def is_blocked(self, statement_id: int, user_id: int) -> bool:
+        return bool(
+            await self.db.scalar(
+                "SELECT 1 FROM statement_blocks WHERE statement_id = ? AND user_id = ?", (statement_id, user_id)
+            )
+        )
+
+    async def signature(self, signature_id: int) -> SignatureRow | None:
+        row = await self.db.fetchone("SELECT * FROM signatures WHERE id = ?", (signature_id,))
+        return SignatureRow.from_row(row) if row else None
+
+    async def counts(self, statement_id: int, *, latest: int = 0) -> Counts:
+        row = await self.db.fetchone(
+            "SELECT count(*) FILTER (WHERE hidden_at IS NULL),"
+            " count(*) FILTER (WHERE hidden_at IS NULL AND public = 1),"
+            " count(*) FILTER (WHERE hidden_at IS NOT NULL)"
+            " FROM signatures WHERE statement_id = ? AND withdrawn_at IS NULL",
+            (statement_id,),
+        )
+        counts = Counts(*(int(v or 0) for v in row)) if row else Counts()
+        if latest:
+            rows = await self.db.fetchall(
+                "SELECT * FROM signatures WHERE statement_id = ? AND withdrawn_at IS NULL AND hidden_at IS NULL"
+                " AND public = 1 ORDER BY created_at DESC, id DESC LIMIT ?",
+                (statement_id, latest),
+            )
+            counts.latest = [SignatureRow.from_row(r) for r in rows]
+        return counts
+
+    async def live_signatures(
+        self, statement_id: int, *, public_only: bool = False, conn: aiosqlite.Connection | None = None
+    ) -> list[SignatureRow]:
+        """Live signatures in signing order; `public_only`: listed publicly and not hidden."""
+        sql = "SELECT * FROM signatures WHERE statement_id = ? AND withdrawn_at IS NULL"
+        if public_only:
+            sql += " AND hidden_at IS NULL AND public = 1"
+        sql += " ORDER BY created_at, id"
+        if conn is not None:
+            async with conn.execute(sql, (statement_id,)) as cursor:
+                rows = list(await cursor.fetchall())
+        else:
+            rows = await self.db.fetchall(sql, (statement_id,))
+        return [SignatureRow.from_row(row) for row in rows]
+
+
+async def _statements_by_id(conn: aiosqlite.Connection, ids: Sequence[int]) -> dict[int, StatementRow]:
+    marks = ",".join("?" * len(ids))
+    async with conn.execute(f"SELECT * FROM statements WHERE id IN ({marks})", ids) as cursor:
+        return {row["id"]: StatementRow.from_row(row) for row in await cursor.fetchall()}
+
+
+async def _pairs(
+    conn: aiosqlite.Connection,
+    select: str,
+    statement_ids: Sequence[int],
+    user_ids: Sequence[int],
+    *,
+    live_only: bool = True,
+) -> set[tuple[int, int]]:
+    found: set[tuple[int, int]] = set()
+    # SQLite allows 32766 parameters; stay far below it.
+    for start in range(0, len(user_ids), 900):
+        chunk = user_ids[start : start + 900]
+        sql = (
+            f"{select} WHERE statement_id IN ({','.join('?' * len(statement_ids))})"
+            f" AND user_id IN ({','.join('?' * len(chunk))})"
+        )
+        if live_only:
+            sql += " AND withdrawn_at IS NULL"
+        async with conn.execute(sql, (*statement_ids, *chunk)) as cursor:
+            found.update((int(row[0]), int(row[1])) for row in await cursor.fetchall())
+    return found

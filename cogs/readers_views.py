@@ -1,0 +1,386 @@
+"""Members' side of readers' views: replies in article threads are recorded; members submit letters.
+
+Recording is the hot path (every message in every article thread): the thread -> article lookup is
+cached and rows are written by a group-commit `Recorder`, never one transaction per message.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands, tasks
+
+from bot.errors import send_ephemeral
+from bot.letters import STATE_LABELS, LetterError, LetterService, Recorder
+from bot.render import escape_discord_text, truncate_words
+from bot.store.contributions import contribution_row
+from cogs.editorial import (
+    NO_MENTIONS,
+    BylineModal,
+    LettersModal,
+    ReviewQueue,
+    consent_given,
+    contribution_from_message,
+    editorial,
+    jump_url,
+    letter_errors,
+    locate,
+    report_error,
+)
+
+if TYPE_CHECKING:
+    from bot.app import ReadersViewsBot
+
+log = logging.getLogger(__name__)
+
+NEGATIVE_TTL = 60.0  # seconds a "not an article thread" answer is trusted
+PURGE_EVERY_HOURS = 6.0
+
+
+class WriteLetterModal(LettersModal):
+    """`/letter submit`: the letter, the byline and explicit consent in one form."""
+
+    def __init__(self, article_id: int | None, display_name: str) -> None:
+        super().__init__(title="Write a letter to the editor", custom_id=f"letters:write:{article_id or 0}")
+        self.article_id = article_id
+        self.text: discord.ui.TextInput[Any] = discord.ui.TextInput(
+            label="Your letter", custom_id="text", style=discord.TextStyle.paragraph, max_length=4000
+        )
+        self.byline: discord.ui.TextInput[Any] = discord.ui.TextInput(
+            label="Name to print under your letter", custom_id="byline", default=display_name[:80], max_length=80
+        )
+        self.location: discord.ui.TextInput[Any] = discord.ui.TextInput(
+            label="Location (optional), e.g. Leeds", custom_id="location", required=False, max_length=80
+        )
+        self.consent: discord.ui.TextInput[Any] = discord.ui.TextInput(
+            label="Type yes to agree to publication",
+            custom_id="consent",
+            placeholder="yes: publish my letter with this name and the site's disclaimer",
+            max_length=20,
+        )
+        for item in (self.text, self.byline, self.location, self.consent):
+            self.add_item(item)
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        assert interaction.guild is not None and interaction.channel is not None
+        cog = editorial(interaction)
+        article = await cog.bot.store.contributions.article(self.article_id) if self.article_id else None
+        channel_id = article.thread_id if article is not None and article.thread_id else interaction.channel.id
+        letter = await cog.service.write_letter(
+            guild_id=interaction.guild.id,
+            channel_id=channel_id,
+            author_id=interaction.user.id,
+            author_name=interaction.user.display_name,
+            article_id=self.article_id,
+            text=self.text.value,
+            byline=self.byline.value,
+            location=self.location.value,
+            consent=consent_given(self.consent.value),
+            author_created_at=interaction.user.created_at,
+        )
+        await cog.confirm_submitted(interaction, letter)
+
+
+class ForgetView(discord.ui.View):
+    """Ephemeral confirmation for `/letter forget` (only the member who asked can press it)."""
+
+    def __init__(self, cog: ReadersViews, user_id: int) -> None:
+        super().__init__(timeout=300)
+        self.cog = cog
+        self.user_id = user_id
+
+    @discord.ui.button(
+        label="Delete my unpublished records", style=discord.ButtonStyle.danger, custom_id="letters:forget"
+    )
+    async def confirm(self, interaction: discord.Interaction, button: discord.ui.Button[Any]) -> None:
+        if interaction.user.id != self.user_id or interaction.guild is None:
+            await send_ephemeral(interaction, "This button is for the member who asked.")
+            return
+        deleted = await self.cog.service.forget(interaction.guild.id, interaction.user.id)
+        await interaction.response.edit_message(
+            content=f"Done: {len(deleted)} record(s) deleted. Published letters stay; withdraw them with "
+            "`/letter withdraw`.",
+            view=None,
+        )
+        for letter in deleted:
+            if letter.review_message_id and letter.state in ("submitted", "nominated"):
+                await self.cog.queue_note_deleted(letter.review_channel_id, letter.review_message_id, letter.id)
+        self.stop()
+
+    @discord.ui.button(label="Cancel", style=discord.ButtonStyle.secondary)
+    async def cancel(self, interaction: discord.Interaction, button: discord.ui.Button[Any]) -> None:
+        await interaction.response.edit_message(content="Nothing was deleted.", view=None)
+        self.stop()
+
+    async def on_error(  # type: ignore[override]
+        self, interaction: discord.Interaction, error: Exception, item: discord.ui.Item[Any], /
+    ) -> None:
+        await report_error(interaction, error)
+
+
+class ReadersViews(commands.Cog):
+    letter = app_commands.Group(name="letter", description="Letters to the editor", guild_only=True)
+
+    def __init__(self, bot: ReadersViewsBot) -> None:
+        self.bot = bot
+        self.service = LetterService(bot.store, bot.clock, bot.config.letters, disclaimer=bot.config.site.disclaimer)
+        self.queue = ReviewQueue(bot)
+        self.recorder = Recorder(bot.store.contributions)
+        self.record_channels = frozenset(bot.config.letters.record_channel_ids)
+        # thread id -> (article id or None, monotonic time of a negative answer)
+        self._articles: dict[int, int] = {}
+        self._not_articles: dict[int, float] = {}
+        self.submit_menu = app_commands.ContextMenu(name="Submit as letter", callback=self.submit_message)
+
+    async def cog_load(self) -> None:
+        self.recorder.start()
+        self.bot.tree.add_command(self.submit_menu)
+        self.purge.start()
+
+    async def cog_unload(self) -> None:
+        self.purge.cancel()
+        self.bot.tree.remove_command(self.submit_menu.name, type=self.submit_menu.type)
+        await self.recorder.stop()
+
+    # -- recording ------------------------------------------------------------------------------------
+
+    async def _article_for(self, channel_id: int) -> int | None:
+        """The article a thread discusses; None if not an article thread; cached (negative answers briefly)."""
+        found = self._articles.get(channel_id)
+        if found is not None:
+            return found
+        checked = self._not_articles.get(channel_id)
+        if checked is not None and time.monotonic() - checked < NEGATIVE_TTL:
+            return None
+        article_id = await self.bot.store.contributions.article_for_thread(channel_id)
+        if article_id is None:
+            self._not_articles[channel_id] = time.monotonic()
+        else:
+            self._articles[channel_id] = article_id
+            self._not_articles.pop(channel_id, None)
+        return article_id
+
+    @commands.Cog.listener()
+    async def on_message(self, message: discord.Message) -> None:
+        if message.guild is None or message.author.bot or message.webhook_id is not None:
+            return
+        if message.type not in (discord.MessageType.default, discord.MessageType.reply):
+            return
+        channel = message.channel
+        article_id = await self._article_for(channel.id)
+        if article_id is None:
+            parent_id = getattr(channel, "parent_id", None)
+            if channel.id not in self.record_channels and (parent_id is None or parent_id not in self.record_channels):
+                return
+        reference = message.reference
+        self.recorder.add_row(
+            contribution_row(
+                message.guild.id,
+                message.id,
+                channel.id,
+                article_id,
+                reference.message_id if reference is not None else None,
+                message.author.id,
+                message.author.display_name,
+                message.content,
+                message.created_at,
+            )
+        )
+
+    @commands.Cog.listener()
+    async def on_raw_message_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
+        content = payload.data.get("content")
+        if payload.guild_id is None or content is None:
+            return
+        if self.recorder.pending:
+            await self.recorder.flush()  # an edit must not overtake the recording of its message
+        letter = await self.service.on_message_edit(payload.message_id, content)
+        if letter is not None:
+            await self.queue.refresh(letter)
+            if letter.state in ("approved", "published"):
+                await self.queue.note(
+                    letter,
+                    f"✏️ The writer edited the Discord message of letter #{letter.id} after it was approved. "
+                    "The site keeps the approved text; use Edit on the card to change it.",
+                )
+
+    @commands.Cog.listener()
+    async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
+        if payload.guild_id is not None:
+            await self._deleted([payload.message_id])
+
+    @commands.Cog.listener()
+    async def on_raw_bulk_message_delete(self, payload: discord.RawBulkMessageDeleteEvent) -> None:
+        if payload.guild_id is not None:
+            await self._deleted(list(payload.message_ids))
+
+    async def _deleted(self, message_ids: list[int]) -> None:
+        if self.recorder.pending:
+            await self.recorder.flush()
+        for letter in await self.service.on_message_delete(message_ids):
+            await self.queue.refresh(letter)
+            if letter.state in ("approved", "published"):
+                await self.queue.note(
+                    letter,
+                    f"🗑️ The writer deleted the Discord message of letter #{letter.id} after it was approved. "
+                    "Consider whether to Retract it from the site.",
+                )
+
+    async def queue_note_deleted(self, channel_id: int | None, message_id: int, letter_id: int) -> None:
+        channel = self.bot.get_channel(channel_id) if channel_id else None
+        if not isinstance(channel, discord.abc.Messageable):
+            return
+        try:
+            await channel.get_partial_message(message_id).edit(  # type: ignore[attr-defined]
+                content=f"Letter #{letter_id} was withdrawn and deleted by its writer.", embed=None, view=None
+            )
+        except discord.HTTPException as exc:
+            log.info("could not update the queue message of forgotten letter #%s: %s", letter_id, exc)
+
+    @tasks.loop(hours=PURGE_EVERY_HOURS)
+    async def purge(self) -> None:
+        """Recorded replies nobody submitted expire after `letters.retention_days`."""
+        removed = await self.service.purge_expired()
+        if removed:
+            log.info("purged %d expired recorded replies", removed)
+
+    @purge.error
+    async def _purge_error(self, error: BaseException) -> None:  # type: ignore[override]
+        log.error("letters purge failed; it runs again at the next interval", exc_info=error)
+
+    # -- submitting -------------------------------------------------------------------------------------
+
+    @app_commands.guild_only()
+    @letter_errors
+    async def submit_message(self, interaction: discord.Interaction, message: discord.Message) -> None:
+        """Send one of your own replies to the editors as a letter."""
+        if message.author.id != interaction.user.id:
+            raise LetterError(
+                "You can only submit your own messages as letters. To suggest someone else's "
+                "reply, ask an editor to nominate it."
+            )
+        recordable, article_id = await locate(self.bot, message.channel)
+        if not recordable:
+            raise LetterError(
+                "Only replies in an article's discussion thread can be submitted. To write a letter about an "
+                "article, use `/letter submit`."
+            )
+        if not message.content.strip():
+            raise LetterError("That message has no text to publish.")
+        letter = await self.service.ensure_recorded(contribution_from_message(message, article_id))
+        self.service.check_can_submit(letter, interaction.user.id)
+        assert interaction.guild is not None
+        await self.service.check_rate(interaction.guild.id, interaction.user.id)
+        await interaction.response.send_modal(BylineModal(letter.id, interaction.user.display_name, nominated=False))
+
+    @letter.command(name="submit", description="Write a letter to the editor about an article")
+    @app_commands.describe(article="The article your letter is about (start typing its title)")
+    @letter_errors
+    async def submit(self, interaction: discord.Interaction, article: int | None = None) -> None:
+        """Open the letter form (text, byline, consent)."""
+        assert interaction.guild is not None
+        if article is not None:
+            found = await self.bot.store.contributions.article(article)
+            recent = await self.bot.store.contributions.recent_articles(interaction.guild.id, limit=500)
+            if found is None or all(a.id != article for a in recent):
+                raise LetterError("I don't know that article: pick one from the list as you type.")
+        await self.service.check_rate(interaction.guild.id, interaction.user.id)
+        await interaction.response.send_modal(WriteLetterModal(article, interaction.user.display_name))
+
+    @submit.autocomplete("article")
+    async def article_autocomplete(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[int]]:
+        if interaction.guild is None:
+            return []
+        articles = await self.bot.store.contributions.recent_articles(interaction.guild.id, current, limit=25)
+        return [app_commands.Choice(name=truncate_words(a.title, 100) or f"#{a.id}", value=a.id) for a in articles]
+
+    @letter.command(name="withdraw", description="Withdraw one of your letters (also from the site)")
+    @app_commands.describe(letter="Your letter (start typing)")
+    @letter_errors
+    async def withdraw(self, interaction: discord.Interaction, letter: int) -> None:
+        """Withdraw a letter you submitted; a published copy is taken down."""
+        was = await self.bot.store.contributions.get(letter)
+        current = await self.service.withdraw(letter, interaction.user.id, by_editor=False)
+        live = was is not None and was.state in ("approved", "published")
+        if live:
+            self.bot.outbox.notify()
+        text = f"Letter #{current.id} is withdrawn."
+        if live:
+            text += " Its copy on the site will be taken down."
+        await send_ephemeral(interaction, text)
+        await self.queue.refresh(current)
+
+    @withdraw.autocomplete("letter")
+    async def my_letters_autocomplete(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[int]]:
+        if interaction.guild is None:
+            return []
+        mine = await self.bot.store.contributions.by_author(interaction.guild.id, interaction.user.id, limit=100)
+        choices = []
+        for letter in mine:
+            if letter.state not in ("submitted", "nominated", "approved", "published"):
+                continue
+            name = f"#{letter.id} ({letter.state}) {truncate_words(' '.join(letter.content.split()), 60)}"
+            if current.strip().lower() in name.lower():
+                choices.append(app_commands.Choice(name=name[:100], value=letter.id))
+        return choices[:25]
+
+    # -- privacy -----------------------------------------------------------------------------------------
+
+    @letter.command(name="mine", description="What I have recorded from you, and the state of your letters")
+    @letter_errors
+    async def mine(self, interaction: discord.Interaction) -> None:
+        """List your recorded replies and letters with their states."""
+        assert interaction.guild is not None
+        letters, counts = await self.service.mine(interaction.guild.id, interaction.user.id)
+        if not letters:
+            await send_ephemeral(interaction, "I have no replies or letters from you in this server.")
+            return
+        total = sum(counts.values())
+        summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+        lines = [f"**Your contributions here** ({total}: {summary})"]
+        for letter in letters:
+            where = (
+                jump_url(letter.guild_id, letter.channel_id, letter.message_id)
+                if letter.message_id
+                else "/letter submit"
+            )
+            text = escape_discord_text(truncate_words(" ".join(letter.content.split()), 80))
+            line = f"- #{letter.id} · {STATE_LABELS.get(letter.state, letter.state)} · {where}\n  {text}"
+            if letter.remote_url and letter.state == "published":
+                line += f"\n  on the site: {letter.remote_url}"
+            lines.append(line)
+        lines.append(
+            f"Recorded replies that are never submitted are deleted after {self.bot.config.letters.retention_days} "
+            "days. `/letter forget` deletes your unpublished records now."
+        )
+        await send_ephemeral(interaction, truncate_words("\n".join(lines), 2000))
+
+    @letter.command(name="forget", description="Delete everything unpublished I hold about you (asks first)")
+    @letter_errors
+    async def forget(self, interaction: discord.Interaction) -> None:
+        """Delete your recorded replies and unpublished letters, after confirming."""
+        assert interaction.guild is not None
+        counts = await self.bot.store.contributions.count_by_author(interaction.guild.id, interaction.user.id)
+        doomed = sum(n for state, n in counts.items() if state not in ("approved", "published"))
+        if not doomed:
+            await send_ephemeral(interaction, "I hold no unpublished records from you here.")
+            return
+        await interaction.response.send_message(
+            f"Delete {doomed} unpublished record(s) (recorded replies and letters not yet published)? "
+            "Letters in the editors' queue are withdrawn. This can't be undone.",
+            view=ForgetView(self, interaction.user.id),
+            ephemeral=True,
+            allowed_mentions=NO_MENTIONS,
+        )
+
+
+async def setup(bot: ReadersViewsBot) -> None:
+    await bot.add_cog(ReadersViews(bot))

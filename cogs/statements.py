@@ -1,0 +1,770 @@
+"""/statement commands, the statement message's buttons and forms, the deadline timer.
+
+A thin adapter over `bot.statements.StatementService`: buttons are `DynamicItem`s whose custom_id
+carries the statement id, and every click reads the statement from the DB. Forms (modals) are
+answered from `on_interaction` by their custom_id, not from a stored `Modal` object, so a form
+opened before a restart can still be submitted after it, and concurrent forms never share state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import io
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+import discord
+from discord import app_commands
+from discord.ext import commands, tasks
+
+from bot.checks import ensure_organizer, organizer_only
+from bot.errors import send_ephemeral
+from bot.render import escape_discord_text
+from bot.statements import (
+    BODY_MAX,
+    NAME_MAX,
+    ORGANIZATION_MAX,
+    ROLE_MAX,
+    Debouncer,
+    SignRequest,
+    Snapshot,
+    StatementError,
+    StatementService,
+    parse_deadline,
+    split_place,
+)
+from bot.store.statements import Counts, SignatureRow, SignKind, StatementRow, StatementsRepo
+
+if TYPE_CHECKING:
+    from bot.app import ReadersViewsBot
+
+log = logging.getLogger(__name__)
+
+MAX_TIMER_SLEEP = 30.0
+EDIT_INTERVAL = 5.0
+LATEST_SHOWN = 10
+NONE = discord.AllowedMentions.none()
+CREATE_FORM = re.compile(r"^statements:createform:(\d+):(\d+):([01]):([01])$")
+SIGN_FORM = re.compile(r"^statements:signform:(\d+):(individual|organization)$")
+EDIT_FORM = re.compile(r"^statements:editform:(\d+)$")
+
+
+# -- rendering ------------------------------------------------------------------------------------
+
+
+def _e(text: str | None) -> str:
+    return escape_discord_text(text or "")
+
+
+def signer_line(s: SignatureRow) -> str:
+    """One signer, escaped (names are untrusted: no markdown, no mentions)."""
+    if s.kind == "organization":
+        line = f"**{_e(s.organization)}**, signed by {_e(s.name)}"
+        if s.role:
+            line += f" ({_e(s.role)})"
+    else:
+        details = ", ".join(_e(part) for part in (s.role, s.organization) if part)
+        line = _e(s.name) + (f", {details}" if details else "")
+    if s.city or s.country:
+        line += " — " + ", ".join(_e(part) for part in (s.city, s.country) if part)
+    return line
+
+
+def _timestamp(moment: datetime) -> str:
+    ts = int(moment.timestamp())
+    return f"<t:{ts}:f> (<t:{ts}:R>)"
+
+
+def statement_embed(snapshot: Snapshot, now: datetime) -> discord.Embed:
+    statement, counts = snapshot.statement, snapshot.counts
+    accepting = statement.accepting(now)
+    embed = discord.Embed(
+        title=statement.title[:256],
+        description=statement.body[:4096],
+        colour=discord.Colour.green() if accepting else discord.Colour.dark_grey(),
+    )
+    total = f"**{counts.signed}**"
+    if counts.signed != counts.public:
+        total += f" ({counts.public} listed publicly)"
+    embed.add_field(name="Final count" if not accepting else "Signatures", value=total, inline=True)
+    if statement.status == "closed" or not accepting:
+        when = statement.closed_at or statement.closes_at
+        embed.add_field(name="Closed", value=_timestamp(when) if when else "yes", inline=True)
+    elif statement.closes_at:
+        embed.add_field(name="Closes", value=_timestamp(statement.closes_at), inline=True)
+    if counts.latest:
+        lines: list[str] = []
+        size = 0
+        for signer in counts.latest:
+            line = "• " + signer_line(signer)
+            if size + len(line) + 1 > 1000:
+                break
+            lines.append(line)
+            size += len(line) + 1
+        embed.add_field(name="Latest signers", value="\n".join(lines), inline=False)
+    footer = "Sign with the buttons below; your answer is private until you choose to be listed."
+    if not accepting:
+        footer = "This statement is closed and no longer takes signatures."
+    embed.set_footer(text=f"{footer} · {statement.slug}")
+    return embed
+
+
+def statement_view(statement: StatementRow, now: datetime) -> discord.ui.View:
+    closed = not statement.accepting(now)
+    view = discord.ui.View(timeout=None)
+    view.add_item(StatementButton(statement.id, "sign", disabled=closed))
+    if statement.allow_organizations:
+        view.add_item(StatementButton(statement.id, "sign_org", disabled=closed))
+    view.add_item(StatementButton(statement.id, "withdraw", disabled=closed))
+    view.add_item(StatementButton(statement.id, "who"))
+    return view
+
+
+def describe_signature(s: SignatureRow | Any, statement: StatementRow) -> str:
+    parts = [f"Name: {_e(s.name)}"]
+    if s.kind == "organization" or s.organization:
+        parts.append(f"Organization: {_e(s.organization)}")
+    if s.role:
+        parts.append(f"Role: {_e(s.role)}")
+    place = ", ".join(_e(p) for p in (s.city, s.country) if p)
+    if place:
+        parts.append(f"Place: {place}")
+    parts.append("Listed publicly: " + ("yes" if s.public else "no (counted, but your name is not shown)"))
+    return "\n".join(parts)
+
+
+_LABELS: dict[str, tuple[str, discord.ButtonStyle]] = {
+    "sign": ("Sign", discord.ButtonStyle.success),
+    "sign_org": ("Sign for an organization", discord.ButtonStyle.primary),
+    "withdraw": ("Withdraw", discord.ButtonStyle.secondary),
+    "who": ("Who signed", discord.ButtonStyle.secondary),
+}
+
+
+class StatementButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]],
+    template=r"statements:(?P<action>sign|sign_org|withdraw|who):(?P<sid>\d+)",
+):
+    """A persistent button: all it knows is its action and the statement id."""
+
+    def __init__(self, statement_id: int, action: str, *, disabled: bool = False) -> None:
+        label, style = _LABELS[action]
+        super().__init__(
+            discord.ui.Button(
+                label=label, style=style, custom_id=f"statements:{action}:{statement_id}", disabled=disabled
+            )
+        )
+        self.statement_id = statement_id
+        self.action = action
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> StatementButton:
+        return cls(int(match["sid"]), match["action"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        cog = interaction.client.get_cog("Statements")  # type: ignore[attr-defined]
+        if not isinstance(cog, Statements):
+            await send_ephemeral(interaction, "Statements are not available right now; try again shortly.")
+            return
+        await cog.on_button(interaction, self.statement_id, self.action)
+
+
+def modal_values(components: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """{custom_id: value (text input) or list of values (select)} from a modal submission."""
+    found: dict[str, Any] = {}
+    for component in components:
+        if component.get("type") == 1:
+            found.update(modal_values(component.get("components", [])))
+        elif component.get("type") == 18:
+            found.update(modal_values([component["component"]]))
+        elif component.get("custom_id"):
+            found[component["custom_id"]] = component.get("values", component.get("value"))
+    return found
+
+
+def _text_input(custom_id: str, *, max_length: int, required: bool = False, **kwargs: Any) -> discord.ui.TextInput[Any]:
+    return discord.ui.TextInput(custom_id=custom_id, max_length=max_length, required=required, **kwargs)
+
+
+def _stateless(modal: discord.ui.Modal) -> discord.ui.Modal:
+    """Keep the modal out of discord.py's store: its submission is handled in `on_interaction`."""
+    modal.stop()
+    return modal
+
+
+def sign_form(statement: StatementRow, kind: SignKind, current: SignatureRow | None) -> discord.ui.Modal:
+    title = "Sign for an organization" if kind == "organization" else "Sign the statement"
+    modal = discord.ui.Modal(title=title, custom_id=f"statements:signform:{statement.id}:{kind}", timeout=None)
+    place = ", ".join(p for p in ((current.city, current.country) if current else ()) if p) or None
+    if kind == "organization":
+        modal.add_item(
+            discord.ui.Label(
+                text="Organization",
+                component=_text_input(
+                    "organization", max_length=ORGANIZATION_MAX, required=True, default=current and current.organization
+                ),
+            )
+        )
+    modal.add_item(
+        discord.ui.Label(
+            text="Your name" if kind == "individual" else "Your name (signing for the organization)",
+            description=f"As it should appear, at most {NAME_MAX} characters.",
+            component=_text_input("name", max_length=NAME_MAX, required=True, default=current and current.name),
+        )
+    )
+    modal.add_item(
+        discord.ui.Label(
+            text="Role or title",
+            component=_text_input("role", max_length=ROLE_MAX, default=current and current.role),
+        )
+    )
+    if kind == "individual":
+        modal.add_item(
+            discord.ui.Label(
+                text="Organization (optional affiliation)",
+                component=_text_input(
+                    "organization", max_length=ORGANIZATION_MAX, default=current and current.organization
+                ),
+            )
+        )
+    modal.add_item(
+        discord.ui.Label(
+            text="City, country",
+            description="e.g. Leeds, UK",
+            component=_text_input("place", max_length=150, default=place),
+        )
+    )
+    public = current.public if current else statement.public_by_default
+    modal.add_item(
+        discord.ui.Label(
+            text="List my name publicly?",
+            component=discord.ui.Select(
+                custom_id="public",
+                options=[
+                    discord.SelectOption(label="Yes, list my name", value="yes", default=public),
+                    discord.SelectOption(label="No, count me but don't show my name", value="no", default=not public),
+                ],
+            ),
+        )
+    )
+    return _stateless(modal)
+
+
+def statement_form(custom_id: str, title: str, current: StatementRow | None = None) -> discord.ui.Modal:
+    modal = discord.ui.Modal(title=title, custom_id=custom_id, timeout=None)
+    modal.add_item(
+        discord.ui.Label(
+            text="Title",
+            component=_text_input("title", max_length=200, required=True, default=current and current.title),
+        )
+    )
+    modal.add_item(
+        discord.ui.Label(
+            text="Text of the statement",
+            description="Markdown works. Signers sign onto exactly this text.",
+            component=_text_input(
+                "body",
+                max_length=BODY_MAX,
+                required=True,
+                style=discord.TextStyle.paragraph,
+                default=current and current.body,
+            ),
+        )
+    )
+    if current is None:
+        modal.add_item(
+            discord.ui.Label(
+                text="Short name (slug), optional",
+                description="ASCII letters, digits and hyphens; made from the title if empty.",
+                component=_text_input("slug", max_length=60),
+            )
+        )
+    return _stateless(modal)
+
+
+# -- the cog --------------------------------------------------------------------------------------
+
+
+class Statements(commands.Cog):
+    statement = app_commands.Group(name="statement", description="Statements members sign onto", guild_only=True)
+
+    def __init__(self, bot: ReadersViewsBot) -> None:
+        self.bot = bot
+        self.repo = StatementsRepo(bot.store.db, bot.clock)
+        self.service = StatementService(
+            bot.store,
+            self.repo,
+            bot.clock,
+            site_update_minutes=bot.config.site.statement_update_minutes,
+            on_enqueued=bot.outbox.notify,
+            on_changed=self._changed,
+            on_schedule=self.wake_timer,
+        )
+        self.refresher = Debouncer(self._refresh_message, EDIT_INTERVAL)
+        self.timer_cap = MAX_TIMER_SLEEP
+        self._wake = asyncio.Event()
+
+    async def cog_load(self) -> None:
+        self.bot.add_dynamic_items(StatementButton)
+        self.timer.start()
+
+    async def cog_unload(self) -> None:
+        self.timer.cancel()
+        await self.service.aclose()
+        await self.refresher.aclose()
+        self.bot.remove_dynamic_items(StatementButton)
+
+    def _changed(self, statement_id: int) -> None:
+        self.refresher.mark(statement_id)
+
+    def wake_timer(self) -> None:
+        self._wake.set()
+
+    # -- the timer: deadlines, site updates, owed announcements ---------------------------------
+
+    @tasks.loop(count=None)
+    async def timer(self) -> None:
+        self._wake.clear()
+        await self.run_timer_once()
+        next_at = await self.service.next_timer_at()
+        delay = self.timer_cap
+        if next_at is not None:
+            delay = min(self.timer_cap, max(0.0, (next_at - self.bot.clock.now()).total_seconds()))
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout=max(delay, 0.01))
+        except TimeoutError:
+            pass
+
+    @timer.before_loop
+    async def _before_timer(self) -> None:
+        await self.bot.wait_until_ready()
+        for statement in await self.repo.message_dirty():
+            self.refresher.mark(statement.id)
+
+    @timer.error
+    async def _timer_error(self, error: BaseException) -> None:  # type: ignore[override]
+        log.error("statement timer crashed; restarting it", exc_info=error)
+        await asyncio.sleep(5)
+        self.timer.restart()
+
+    async def run_timer_once(self) -> None:
+        """Close what is due, post owed final counts, enqueue owed site updates."""
+        await self.service.close_due()
+        for statement in await self.repo.closed_unannounced():
+            await self._announce_close(statement)
+        await self.service.flush_site_updates()
+
+    async def _announce_close(self, statement: StatementRow) -> None:
+        self.refresher.mark(statement.id)
+        if statement.channel_id is not None:
+            counts = await self.repo.counts(statement.id)
+            channel = self.bot.get_partial_messageable(statement.channel_id)
+            reference = (
+                discord.MessageReference(message_id=statement.message_id, channel_id=statement.channel_id,
+                                         fail_if_not_exists=False)
+                if statement.message_id
+                else None
+            )  # fmt: skip
+            try:
+                await channel.send(
+                    f"**{_e(statement.title)}** is closed. Final count: **{counts.signed}** "
+                    f"signature{'s' if counts.signed != 1 else ''}. Thank you to everyone who signed.",
+                    reference=reference,  # type: ignore[arg-type]
+                    mention_author=False,
+                    allowed_mentions=NONE,
+                )
+            except discord.HTTPException as exc:
+                log.warning("could not post the final count of statement %s: %s", statement.id, exc)
+                await self.bot.alert(
+                    statement.guild_id, f"I couldn't post the final count of statement `{statement.slug}`: {exc}"
+                )
+        await self.repo.mark_announced(statement.id)
+
+    # -- the statement message ------------------------------------------------------------------
+
+    async def _refresh_message(self, statement_id: int) -> None:
+        statement = await self.repo.get(statement_id)
+        if statement is None or statement.message_id is None or statement.channel_id is None:
+            return
+        snapshot = await self.service.snapshot(statement_id, latest=LATEST_SHOWN)
+        now = self.bot.clock.now()
+        message = self.bot.get_partial_messageable(statement.channel_id).get_partial_message(statement.message_id)
+        try:
+            await message.edit(
+                embed=statement_embed(snapshot, now), view=statement_view(statement, now), allowed_mentions=NONE
+            )
+        except discord.NotFound:
+            log.warning("statement %s: its message %s is gone", statement_id, statement.message_id)
+        if not self._is_marked(statement_id):
+            await self.repo.clear_message_dirty(statement_id)
+
+    def _is_marked(self, statement_id: int) -> bool:
+        return self.refresher.is_marked(statement_id)
+
+    # -- buttons and forms ----------------------------------------------------------------------
+
+    async def on_button(self, interaction: discord.Interaction, statement_id: int, action: str) -> None:
+        try:
+            if action in ("sign", "sign_org"):
+                kind: SignKind = "organization" if action == "sign_org" else "individual"
+                statement = await self.service.check_can_sign(statement_id, interaction.user.id, kind)
+                current = await self.service.my_signature(statement_id, interaction.user.id)
+                if current is not None and current.kind != kind:
+                    current = None
+                await interaction.response.send_modal(sign_form(statement, kind, current))
+            elif action == "withdraw":
+                withdrawn = await self.service.withdraw(statement_id, interaction.user.id)
+                if withdrawn is None:
+                    await send_ephemeral(
+                        interaction, "You haven't signed this statement, so there is nothing to withdraw."
+                    )
+                else:
+                    await send_ephemeral(
+                        interaction,
+                        f"Your signature as {_e(withdrawn.name)} was withdrawn. You can sign again while it is open.",
+                    )
+            elif action == "who":
+                await self._who_signed(interaction, statement_id)
+        except StatementError as exc:
+            await self._answer_safely(interaction, str(exc))
+        except discord.HTTPException as exc:
+            log.warning("statement button %s:%s: could not answer user %s: %s", action, statement_id,
+                        interaction.user.id, exc)  # fmt: skip
+        except Exception:
+            log.exception("statement button %s:%s failed for user %s", action, statement_id, interaction.user.id)
+            await self._answer_safely(
+                interaction, "Something went wrong on our side; it has been logged for the operator."
+            )
+
+    async def _who_signed(self, interaction: discord.Interaction, statement_id: int) -> None:
+        statement = await self.service.get(statement_id)
+        signers = await self.service.public_signers(statement_id)
+        counts = await self.repo.counts(statement_id)
+        head = f"**{_e(statement.title)}**: {counts.signed} signature{'s' if counts.signed != 1 else ''}"
+        if counts.signed != counts.public:
+            head += f", {counts.public} listed publicly"
+        lines = [head]
+        size = len(head)
+        for index, signer in enumerate(signers):
+            line = "• " + signer_line(signer)
+            if size + len(line) + 1 > 1900:
+                lines.append(f"…and {len(signers) - index} more.")
+                break
+            lines.append(line)
+            size += len(line) + 1
+        if not signers:
+            lines.append("Nobody is listed publicly yet.")
+        await send_ephemeral(interaction, "\n".join(lines))
+
+    @commands.Cog.listener()
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        if interaction.type is not discord.InteractionType.modal_submit or not interaction.data:
+            return
+        custom_id = str(interaction.data.get("custom_id", ""))
+        if not custom_id.startswith("statements:"):
+            return
+        values = modal_values(interaction.data.get("components", []))  # type: ignore[arg-type]
+        try:
+            if match := SIGN_FORM.match(custom_id):
+                await self._submit_signature(interaction, int(match[1]), match[2], values)  # type: ignore[arg-type]
+            elif match := CREATE_FORM.match(custom_id):
+                await self._submit_create(interaction, match, values)
+            elif match := EDIT_FORM.match(custom_id):
+                await self._submit_edit(interaction, int(match[1]), values)
+        except (StatementError, app_commands.CheckFailure) as exc:
+            await self._answer_safely(interaction, str(exc) or "You can't do that here.")
+        except discord.HTTPException as exc:
+            # Typically 10062: answered too late. What was recorded stays recorded.
+            log.warning("statement form %s: could not answer user %s: %s", custom_id, interaction.user.id, exc)
+        except Exception:
+            log.exception("statement form %s failed for user %s", custom_id, interaction.user.id)
+            await self._answer_safely(
+                interaction, "Something went wrong on our side; it has been logged for the operator."
+            )
+
+    async def _answer_safely(self, interaction: discord.Interaction, text: str) -> None:
+        try:
+            await send_ephemeral(interaction, text)
+        except discord.HTTPException as exc:
+            log.warning("could not answer user %s (interaction expired?): %s", interaction.user.id, exc)
+
+    async def _submit_signature(
+        self, interaction: discord.Interaction, statement_id: int, kind: SignKind, values: dict[str, Any]
+    ) -> None:
+        city, country = split_place(values.get("place"))
+        public_choice = values.get("public") or []
+        request = SignRequest(
+            statement_id=statement_id,
+            user_id=interaction.user.id,
+            kind=kind,
+            name=values.get("name"),
+            role=values.get("role"),
+            organization=values.get("organization"),
+            city=city,
+            country=country,
+            public=(public_choice[0] if public_choice else "yes") == "yes",
+            account_created_at=interaction.user.created_at,
+        )
+        outcome = await self.service.sign(request)
+        assert outcome.recorded is not None and outcome.statement is not None
+        verb = "Signed" if outcome.status == "created" else "Updated your signature on"
+        await send_ephemeral(
+            interaction,
+            f"{verb} **{_e(outcome.statement.title)}**. Recorded:\n"
+            f"{describe_signature(outcome.recorded, outcome.statement)}\n"
+            "Sign again to change it, or use Withdraw to remove it.",
+        )
+
+    async def _submit_create(
+        self, interaction: discord.Interaction, match: re.Match[str], values: dict[str, Any]
+    ) -> None:
+        await ensure_organizer(interaction)
+        assert interaction.guild is not None
+        channel_id, deadline_ts = int(match[1]), int(match[2])
+        closes_at = datetime.fromtimestamp(deadline_ts, UTC) if deadline_ts else None
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        draft = await self.service.create_draft(
+            guild_id=interaction.guild.id,
+            organizer_id=interaction.user.id,
+            title=values.get("title") or "",
+            body=values.get("body") or "",
+            channel_id=channel_id,
+            closes_at=closes_at,
+            allow_organizations=match[3] == "1",
+            public_by_default=match[4] == "1",
+            slug=(values.get("slug") or "").strip() or None,
+        )
+        now = self.bot.clock.now()
+        shown = dataclasses.replace(draft, status="open")  # what it will be once published
+        channel = self.bot.get_partial_messageable(channel_id)
+        try:
+            message = await channel.send(
+                embed=statement_embed(Snapshot(shown, Counts()), now),
+                view=statement_view(shown, now),
+                allowed_mentions=NONE,
+            )
+        except discord.HTTPException as exc:
+            await self.service.discard_draft(draft.id)
+            raise StatementError(f"I couldn't post the statement in <#{channel_id}>: {exc.text or exc}.") from None
+        statement = await self.service.publish(
+            draft.id, channel_id=channel_id, message_id=message.id, actor_id=interaction.user.id
+        )
+        deadline = f", closing {_timestamp(statement.closes_at)}" if statement.closes_at else ""
+        await send_ephemeral(
+            interaction,
+            f"Published **{_e(statement.title)}** (`{statement.slug}`) in <#{channel_id}>{deadline}: "
+            f"{message.jump_url}",
+        )
+
+    async def _submit_edit(self, interaction: discord.Interaction, statement_id: int, values: dict[str, Any]) -> None:
+        await ensure_organizer(interaction)
+        statement = await self.service.edit(
+            statement_id, actor_id=interaction.user.id, title=values.get("title"), body=values.get("body") or ""
+        )
+        await send_ephemeral(interaction, f"Updated the text of **{_e(statement.title)}**.")
+        if statement.channel_id is not None:
+            reference = (
+                discord.MessageReference(message_id=statement.message_id, channel_id=statement.channel_id,
+                                         fail_if_not_exists=False)
+                if statement.message_id
+                else None
+            )  # fmt: skip
+            try:
+                await self.bot.get_partial_messageable(statement.channel_id).send(
+                    f"📝 The text of **{_e(statement.title)}** was edited by an organizer "
+                    f"({self.bot.clock.now():%Y-%m-%d %H:%M} UTC).",
+                    reference=reference,  # type: ignore[arg-type]
+                    mention_author=False,
+                    allowed_mentions=NONE,
+                    silent=True,
+                )
+            except discord.HTTPException as exc:
+                log.warning("could not post the edit note of statement %s: %s", statement_id, exc)
+
+    # -- commands -------------------------------------------------------------------------------
+
+    async def _statement_choices(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        if interaction.guild is None:
+            return []
+        found = await self.repo.search(interaction.guild.id, current, limit=25)
+        return [app_commands.Choice(name=f"{s.title[:80]} ({s.status})"[:100], value=s.slug) for s in found]
+
+    async def _find(self, interaction: discord.Interaction, slug: str) -> StatementRow:
+        assert interaction.guild is not None
+        return await self.service.find(interaction.guild.id, slug)
+
+    @statement.command(name="create", description="Publish a statement members can sign onto")
+    @app_commands.describe(
+        channel="Where to post it (default: here)",
+        deadline="When it closes, UTC: 2026-12-31 or 2026-12-31 18:00 (optional)",
+        organizations="Whether organizations may sign (default yes)",
+        public_by_default="Whether signers are listed publicly unless they say no (default yes)",
+    )
+    @organizer_only()
+    async def create(
+        self,
+        interaction: discord.Interaction,
+        channel: discord.TextChannel | None = None,
+        deadline: str | None = None,
+        organizations: bool = True,
+        public_by_default: bool = True,
+    ) -> None:
+        """Open the form for a new statement (title and text)."""
+        target = channel or interaction.channel
+        if target is None or not isinstance(target, (discord.TextChannel, discord.Thread)):
+            raise StatementError("Pick a text channel for the statement with the `channel:` option.")
+        closes_at = parse_deadline(deadline, self.bot.clock.now())
+        guild = interaction.guild
+        me = guild.me if guild else None
+        if me is not None and hasattr(target, "permissions_for"):
+            perms = target.permissions_for(me)
+            if not (perms.view_channel and perms.send_messages and perms.embed_links):
+                raise StatementError(f"I can't post in {target.mention} (I need View, Send Messages and Embed Links).")
+        custom_id = (
+            f"statements:createform:{target.id}:{int(closes_at.timestamp()) if closes_at else 0}"
+            f":{int(organizations)}:{int(public_by_default)}"
+        )
+        await interaction.response.send_modal(statement_form(custom_id, "New statement"))
+
+    @statement.command(name="edit", description="Change a statement's text (signers are told in the channel)")
+    @app_commands.describe(statement="The statement (type to search)")
+    @app_commands.autocomplete(statement=_statement_choices)
+    @organizer_only()
+    async def edit(self, interaction: discord.Interaction, statement: str) -> None:
+        """Open the form with the statement's current title and text."""
+        found = await self._find(interaction, statement)
+        await interaction.response.send_modal(
+            statement_form(f"statements:editform:{found.id}", "Edit statement", found)
+        )
+
+    @statement.command(name="close", description="Stop taking signatures now")
+    @app_commands.describe(statement="The statement (type to search)")
+    @app_commands.autocomplete(statement=_statement_choices)
+    @organizer_only()
+    async def close(self, interaction: discord.Interaction, statement: str) -> None:
+        """Close a statement; the final count is posted in its channel."""
+        found = await self._find(interaction, statement)
+        closed = await self.service.close(found.id, actor_id=interaction.user.id)
+        if closed is None:
+            raise StatementError(f"**{_e(found.title)}** is already closed.")
+        await send_ephemeral(interaction, f"Closed **{_e(found.title)}**.")
+        self.wake_timer()
+
+    @statement.command(name="reopen", description="Take signatures again")
+    @app_commands.describe(statement="The statement (type to search)", deadline="New deadline, UTC (optional)")
+    @app_commands.autocomplete(statement=_statement_choices)
+    @organizer_only()
+    async def reopen(self, interaction: discord.Interaction, statement: str, deadline: str | None = None) -> None:
+        """Reopen a closed statement, optionally with a new deadline."""
+        found = await self._find(interaction, statement)
+        closes_at = parse_deadline(deadline, self.bot.clock.now())
+        reopened, dropped = await self.service.reopen(found.id, actor_id=interaction.user.id, closes_at=closes_at)
+        text = f"Reopened **{_e(reopened.title)}**"
+        if reopened.closes_at:
+            text += f"; it closes {_timestamp(reopened.closes_at)}"
+        if dropped:
+            text += " (its old deadline had passed, so it now has none: set one with `deadline:`)"
+        await send_ephemeral(interaction, text + ".")
+
+    @statement.command(name="signatures", description="Organizers' list of signatures with ids and spam flags")
+    @app_commands.describe(statement="The statement (type to search)")
+    @app_commands.autocomplete(statement=_statement_choices)
+    @organizer_only()
+    async def signatures(self, interaction: discord.Interaction, statement: str) -> None:
+        """List live signatures (newest first) with ids, visibility and flags."""
+        found = await self._find(interaction, statement)
+        rows = list(reversed(await self.service.signatures_for_organizers(found.id)))
+        lines = [f"**{_e(found.title)}**: {len(rows)} live signature(s), newest first. Flags are for organizers only."]
+        size = len(lines[0])
+        for index, s in enumerate(rows):
+            marks = []
+            if s.hidden_at:
+                marks.append("hidden")
+            if not s.public:
+                marks.append("private")
+            marks += list(s.flags)
+            line = f"`#{s.id}` <@{s.user_id}> {signer_line(s)}" + (f" — ⚑ {', '.join(marks)}" if marks else "")
+            if size + len(line) + 1 > 1850:
+                lines.append(f"…and {len(rows) - index} more: use `/statement export` for the full list.")
+                break
+            lines.append(line)
+            size += len(line) + 1
+        await send_ephemeral(interaction, "\n".join(lines))
+
+    @statement.command(name="hide", description="Hide a signature from the public list (or show it again)")
+    @app_commands.describe(
+        statement="The statement (type to search)",
+        signature_id="The #number from /statement signatures",
+        hidden="False shows it again",
+    )
+    @app_commands.autocomplete(statement=_statement_choices)
+    @organizer_only()
+    async def hide(
+        self, interaction: discord.Interaction, statement: str, signature_id: int, hidden: bool = True
+    ) -> None:
+        """Hide or unhide one signature; recorded in the audit log."""
+        found = await self._find(interaction, statement)
+        signature = await self.service.hide(found.id, signature_id, actor_id=interaction.user.id, hidden=hidden)
+        verb = "Hid" if hidden else "Unhid"
+        await send_ephemeral(interaction, f"{verb} signature #{signature.id} ({_e(signature.name)}).")
+
+    @statement.command(name="block", description="Stop an account from signing a statement (or allow it again)")
+    @app_commands.describe(statement="The statement (type to search)", user="The account", blocked="False unblocks")
+    @app_commands.autocomplete(statement=_statement_choices)
+    @organizer_only()
+    async def block(
+        self, interaction: discord.Interaction, statement: str, user: discord.User, blocked: bool = True
+    ) -> None:
+        """Block or unblock an account; its live signature is hidden; recorded in the audit log."""
+        found = await self._find(interaction, statement)
+        changed, hidden = await self.service.block(found.id, user.id, actor_id=interaction.user.id, blocked=blocked)
+        if blocked:
+            text = f"Blocked {user.mention} from signing **{_e(found.title)}**"
+            text += " and hid their signature." if hidden else "."
+            if not changed:
+                text = f"{user.mention} was already blocked from **{_e(found.title)}**."
+        else:
+            text = (
+                f"{user.mention} may sign **{_e(found.title)}** again."
+                if changed
+                else f"{user.mention} wasn't blocked."
+            )
+        await send_ephemeral(interaction, text)
+
+    @statement.command(name="export", description="Download the signatures as CSV or JSON (organizers)")
+    @app_commands.describe(
+        statement="The statement (type to search)", format="csv or json", bom="Start CSV with a BOM (for Excel)"
+    )
+    @app_commands.autocomplete(statement=_statement_choices)
+    @organizer_only()
+    async def export(
+        self,
+        interaction: discord.Interaction,
+        statement: str,
+        format: Literal["csv", "json"] = "csv",
+        bom: bool = True,
+    ) -> None:
+        """Send the organizers' export as an ephemeral file."""
+        found = await self._find(interaction, statement)
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        data = await self.service.export(
+            found, fmt=format, include_discord_ids=True, bom=bom and format == "csv", actor_id=interaction.user.id
+        )
+        await interaction.followup.send(
+            f"Signatures of **{_e(found.title)}** ({format.upper()}, with Discord ids and flags: keep it private).",
+            file=discord.File(io.BytesIO(data), filename=f"{found.slug}-signatures.{format}"),
+            ephemeral=True,
+            allowed_mentions=NONE,
+        )
+
+
+async def setup(bot: ReadersViewsBot) -> None:
+    await bot.add_cog(Statements(bot))

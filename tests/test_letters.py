@@ -1,0 +1,668 @@
+"""Readers' views end to end: the real bot against the loopback fake Discord (and a fake site)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from bot.clock import to_db
+from bot.config import WebhookSettings
+from bot.site.webhook import WebhookAdapter
+from bot.store.contributions import Contribution
+from tests.conftest import Booted, World
+from tests.fakediscord import EPHEMERAL
+from tests.fakediscord.world import Channel, Member
+from tests.sitefake import WEBHOOK_SECRET, FakeSite
+
+LONG_ENOUGH = "I read this article with great interest, and I think the council has it exactly backwards here. "
+
+
+async def until(predicate: Callable[[], Any], timeout: float = 5.0) -> Any:  # noqa: ASYNC109
+    """Wait for something the bot does in the background (delivery, queue posting); no timing asserted."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError("condition not met")
+        await asyncio.sleep(0.01)
+
+
+@dataclass
+class Paper:
+    """The running bot, the paper's server and one article with its discussion thread."""
+
+    booted: Booted
+    world: World
+    thread: Channel
+    article_id: int
+    site: FakeSite | None = None
+
+    @property
+    def bot(self) -> Any:
+        return self.booted.bot
+
+    @property
+    def fake(self) -> Any:
+        return self.world.fake
+
+    async def post(self, author: Member, content: str, reference: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A member replies in the article thread; returns once the reply is recorded."""
+        message = await self.fake.message_create(self.thread, author, content, reference=reference)
+        await self.fake.settle()
+        await self.booted.cog("ReadersViews").recorder.flush()
+        return message
+
+    async def letter(self, message: dict[str, Any]) -> Contribution:
+        found = await self.bot.store.contributions.by_message(int(message["id"]))
+        assert found is not None
+        return found
+
+    async def get(self, letter_id: int) -> Contribution:
+        found = await self.bot.store.contributions.get(letter_id)
+        assert found is not None
+        return found
+
+    def queue_messages(self) -> list[dict[str, Any]]:
+        return [m for m in self.fake.messages_in(self.world.review) if m.get("embeds")]
+
+    async def card(self, letter_id: int) -> dict[str, Any]:
+        """The review channel's card for a letter (as stored by the fake, i.e. after edits)."""
+
+        def find() -> dict[str, Any] | None:
+            for message in self.queue_messages():
+                if message["embeds"][0]["title"].startswith(f"Letter #{letter_id} "):
+                    return message
+            return None
+
+        return await until(find)
+
+    async def submit(self, author: Member, message: dict[str, Any], byline: str = "Rita R.") -> Contribution:
+        """Submit a reply through the context menu and the byline modal."""
+        ix = await self.fake.context_menu(self.world.guild, author, "Submit as letter", message)
+        assert (await ix.wait_response())["type"] == 9, ix.response
+        done = await self.fake.submit_modal(
+            self.world.guild, author, None, {"byline": byline, "location": "Leeds", "consent": "yes"}
+        )
+        answer = await done.wait_response()
+        assert "is with the editors" in answer["data"]["content"], answer
+        letter = await self.letter(message)
+        await self.card(letter.id)
+        return letter
+
+    async def click(self, user: Member, letter_id: int, action: str) -> Any:
+        card = await self.card(letter_id)
+        ix = await self.fake.click(self.world.guild, user, card, f"letters:{action}:{letter_id}")
+        await ix.wait_response()
+        return ix
+
+
+async def make_article(
+    booted: Booted, world: World, title: str = "Council backs new cycle lanes"
+) -> tuple[Channel, int]:
+    """A posted article whose forum post (made by the bot, as the articles cog does) is the discussion thread."""
+    forum = booted.bot.get_channel(world.forum.id)
+    created = await forum.create_thread(name=title, content="The article")
+    thread = world.fake.channel(created.thread.id)
+    assert thread is not None
+    db = booted.bot.store.db
+    now = to_db(datetime.now(UTC))
+    feed_id = await db.scalar("SELECT id FROM feeds WHERE guild_id = ?", (world.guild.id,))
+    if feed_id is None:
+        feed_id = await db.write(
+            "INSERT INTO feeds (guild_id, url, channel_id, channel_kind, created_at) VALUES (?, ?, ?, 'forum', ?)",
+            (world.guild.id, "https://paper.example/feed", world.forum.id, now),
+        )
+    article_id = await db.write(
+        "INSERT INTO articles (feed_id, guid, title, link, content_hash, status, thread_id, channel_id,"
+        " first_seen_at, posted_at) VALUES (?, ?, ?, ?, 'x', 'posted', ?, ?, ?, ?)",
+        (
+            feed_id,
+            f"guid-{thread.id}",
+            title,
+            f"https://paper.example/{thread.id}",
+            thread.id,
+            world.forum.id,
+            now,
+            now,
+        ),
+    )
+    await world.fake.settle()
+    return thread, article_id
+
+
+@pytest.fixture
+async def site() -> AsyncIterator[FakeSite]:
+    fake_site = FakeSite()
+    await fake_site.start()
+    yield fake_site
+    await fake_site.stop()
+
+
+def use_site(booted: Booted, site: FakeSite) -> None:
+    """Publish to the loopback webhook receiver (it answers with the letter's URL)."""
+    booted.bot.outbox.adapter = WebhookAdapter(
+        WebhookSettings.model_validate({"url": site.webhook_url}), WEBHOOK_SECRET
+    )
+
+
+@pytest.fixture
+async def paper(running: Booted, world: World, site: FakeSite) -> Paper:
+    use_site(running, site)
+    thread, article_id = await make_article(running, world)
+    return Paper(running, world, thread, article_id, site)
+
+
+# -- recording --------------------------------------------------------------------------------------
+
+
+async def test_replies_in_article_threads_are_recorded(paper: Paper) -> None:
+    """Members' replies in an article thread are recorded with author, article and reply-to; bots are not."""
+    first = await paper.post(paper.world.reader, "First thoughts")
+    second = await paper.post(paper.world.editor, "A reply to Rita", reference=first)
+    other = await paper.fake.message_create(paper.world.discussion, paper.world.reader, "off topic")
+    await paper.bot.get_channel(paper.thread.id).send("bot message")
+    await paper.fake.settle()
+    await paper.booted.cog("ReadersViews").recorder.flush()
+
+    one = await paper.letter(first)
+    assert (one.author_id, one.article_id, one.state, one.content) == (
+        paper.world.reader.id,
+        paper.article_id,
+        "recorded",
+        "First thoughts",
+    )
+    two = await paper.letter(second)
+    assert two.reply_to_message_id == int(first["id"]) and two.author_name == "ed-editor"
+    assert await paper.bot.store.contributions.by_message(int(other["id"])) is None
+    count = await paper.bot.store.db.scalar("SELECT count(*) FROM contributions")
+    assert count == 2
+
+
+async def test_record_channels_from_config(world: World, booter: Any) -> None:
+    """Channels listed in letters.record_channel_ids are recorded too."""
+    booted: Booted = await booter(letters={"record_channel_ids": [world.discussion.id]})
+    message = await world.fake.message_create(world.discussion, world.reader, "In the general channel")
+    await world.fake.settle()
+    await booted.cog("ReadersViews").recorder.flush()
+    row = await booted.bot.store.contributions.by_message(int(message["id"]))
+    assert row is not None and row.article_id is None
+
+
+async def test_edit_and_delete_update_the_record(paper: Paper) -> None:
+    """Editing a recorded reply updates it; deleting marks it deleted."""
+    message = await paper.post(paper.world.reader, "Draft")
+    await paper.fake.message_update(message, "Draft, improved")
+    await paper.fake.settle()
+    assert (await paper.letter(message)).content == "Draft, improved"
+    await paper.fake.message_delete(message)
+    await paper.fake.settle()
+    assert (await paper.letter(message)).deleted_at is not None
+
+
+# -- submitting and reviewing ---------------------------------------------------------------------------
+
+
+async def test_submit_approve_publish(paper: Paper) -> None:
+    """Submit via context menu → queue card → Approve → site → link posted in the thread, writer told."""
+    message = await paper.post(paper.world.reader, LONG_ENOUGH + "@everyone <b>bold</b> **really**")
+    letter = await paper.submit(paper.world.reader, message)
+    assert (letter.state, letter.consent, letter.byline, letter.location) == (
+        "submitted",
+        "granted",
+        "Rita R.",
+        "Leeds",
+    )
+
+    card = await paper.card(letter.id)
+    embed = card["embeds"][0]
+    assert "@\u200beveryone" in embed["description"]
+    fields = {f["name"]: f["value"] for f in embed["fields"]}
+    assert "Council backs new cycle lanes" in fields["Article"] and "Rita R., Leeds" in fields["Byline"]
+    assert "new account" in fields["Screening"]
+    meta = paper.fake.message_meta[int(card["id"])]
+    assert meta["allowed_mentions"].get("parse") == []
+    assert {c["custom_id"] for row in card["components"] for c in row["components"]} == {
+        f"letters:approve:{letter.id}",
+        f"letters:edit:{letter.id}",
+        f"letters:reject:{letter.id}",
+    }
+
+    ix = await paper.click(paper.world.editor, letter.id, "approve")
+    assert ix.response_type == 7  # the click is answered by updating the card itself
+
+    published = await until(lambda: _state_is(paper, letter.id, "published"))
+    assert published.remote_url and published.remote_url.startswith(paper.site.base_url)  # type: ignore[union-attr]
+    [event] = site_events(paper, f"letter:{letter.id}")
+    html = event["data"]["html"]
+    assert "<b>" not in html and "&lt;b&gt;" in html and "<strong>really</strong>" in html
+    assert "Rita R." in html and "Opinions expressed" in html and "Council backs new cycle lanes" in html
+
+    announced = await until(
+        lambda: [m for m in paper.fake.messages_in(paper.thread) if "was published" in m["content"]]
+    )
+    assert published.remote_url in announced[0]["content"]
+    assert paper.fake.message_meta[int(announced[0]["id"])]["allowed_mentions"].get("parse") == []
+    card = await until(lambda: _card_has(paper, letter.id, published.remote_url))
+    fields = {f["name"]: f["value"] for f in card["embeds"][0]["fields"]}
+    assert "approved by" in fields["Decision"] and f"<@{paper.world.editor.id}>" in fields["Decision"]
+    dm = paper.fake.dm_channel(paper.world.reader.user)
+    await until(lambda: any("was published" in m["content"] for m in paper.fake.messages_in(dm)))
+
+
+def site_events(paper: Paper, entity: str) -> list[dict[str, Any]]:
+    assert paper.site is not None
+    return [e for e in paper.site.webhook_events if e["entity"] == entity]
+
+
+async def _state_is(paper: Paper, letter_id: int, state: str) -> Contribution | None:
+    letter = await paper.get(letter_id)
+    return letter if letter.state == state else None
+
+
+def _card_has(paper: Paper, letter_id: int, text: str) -> dict[str, Any] | None:
+    for message in paper.queue_messages():
+        embed = message["embeds"][0]
+        if embed["title"].startswith(f"Letter #{letter_id} ") and text in str(embed):
+            return message
+    return None
+
+
+async def test_cannot_submit_someone_elses_message(paper: Paper) -> None:
+    """Submitting another member's reply is refused clearly."""
+    message = await paper.post(paper.world.editor, LONG_ENOUGH)
+    ix = await paper.fake.context_menu(paper.world.guild, paper.world.reader, "Submit as letter", message)
+    answer = await ix.wait_response()
+    assert answer["data"]["flags"] & EPHEMERAL
+    assert "only submit your own messages" in answer["data"]["content"]
+    assert (await paper.letter(message)).state == "recorded"
+
+
+async def test_reject_with_reason_tells_the_writer(paper: Paper) -> None:
+    """Reject opens a reason modal; the writer gets the reason by DM; nothing reaches the site."""
+    letter = await paper.submit(paper.world.reader, await paper.post(paper.world.reader, LONG_ENOUGH))
+    ix = await paper.click(paper.world.editor, letter.id, "reject")
+    assert ix.response_type == 9
+    done = await paper.fake.submit_modal(paper.world.guild, paper.world.editor, None, {"reason": "Too close to libel"})
+    assert (await done.wait_response())["type"] == 7
+    rejected = await paper.get(letter.id)
+    assert (rejected.state, rejected.review_note, rejected.reviewer_id) == (
+        "rejected",
+        "Too close to libel",
+        paper.world.editor.id,
+    )
+    dm = paper.fake.dm_channel(paper.world.reader.user)
+    await until(lambda: any("Too close to libel" in m["content"] for m in paper.fake.messages_in(dm)))
+    card = await paper.card(letter.id)
+    assert card["components"] == [] and "not selected" in card["embeds"][0]["title"]
+    assert not site_events(paper, f"letter:{letter.id}")
+
+
+async def test_reject_when_dms_are_closed_is_noted(paper: Paper) -> None:
+    """A writer with closed DMs can't be told; the editor hears so."""
+    letter = await paper.submit(paper.world.reader, await paper.post(paper.world.reader, LONG_ENOUGH))
+    paper.fake.dm_closed.add(paper.world.reader.id)
+    await paper.click(paper.world.editor, letter.id, "reject")
+    done = await paper.fake.submit_modal(paper.world.guild, paper.world.editor, None, {"reason": ""})
+    await done.wait_followup()
+    assert "DMs are closed" in done.followups[0]["content"]
+    assert (await paper.get(letter.id)).state == "rejected"
+
+
+async def test_edit_keeps_original_and_updates_published_copy(paper: Paper) -> None:
+    """Edit shows the current text; the original is kept; a published letter is updated on the site."""
+    original = LONG_ENOUGH + "Typo teh end."
+    letter = await paper.submit(paper.world.reader, await paper.post(paper.world.reader, original))
+    ix = await paper.click(paper.world.editor, letter.id, "edit")
+    modal = ix.response["data"]
+    assert original in str(modal)
+    done = await paper.fake.submit_modal(
+        paper.world.guild, paper.world.editor, None, {"text": LONG_ENOUGH + "The end."}
+    )
+    assert (await done.wait_response())["type"] == 7
+    edited = await paper.get(letter.id)
+    assert (edited.content, edited.original_content, edited.state) == (LONG_ENOUGH + "The end.", original, "submitted")
+
+    await paper.click(paper.world.editor, letter.id, "approve")
+    await until(lambda: _state_is(paper, letter.id, "published"))
+    await paper.click(paper.world.editor, letter.id, "edit")
+    done = await paper.fake.submit_modal(paper.world.guild, paper.world.editor, None, {"text": LONG_ENOUGH + "Fin."})
+    await done.wait_response()
+    await until(lambda: len(site_events(paper, f"letter:{letter.id}")) == 2)
+    create, update = site_events(paper, f"letter:{letter.id}")
+    assert create["event"] == "letter.create" and "The end." in create["data"]["html"]
+    assert update["event"] == "letter.update" and "Fin." in update["data"]["html"]
+    assert (await paper.get(letter.id)).original_content == original
+
+
+async def test_concurrent_approvals_exactly_one_wins(paper: Paper) -> None:
+    """Two editors click Approve at once: one publication, and the other is told who approved it."""
+    second_editor = paper.world.guild.add_member("eve-editor", roles=[paper.world.editor_role])
+    await paper.fake.settle()
+    letter = await paper.submit(paper.world.reader, await paper.post(paper.world.reader, LONG_ENOUGH))
+    card = await paper.card(letter.id)
+    clicks = await asyncio.gather(
+        paper.fake.click(paper.world.guild, paper.world.editor, card, f"letters:approve:{letter.id}"),
+        paper.fake.click(paper.world.guild, second_editor, card, f"letters:approve:{letter.id}"),
+    )
+    answers = [await ix.wait_response() for ix in clicks]
+    assert sorted(a["type"] for a in answers) == [4, 7]
+    loser = next(a for a in answers if a["type"] == 4)
+    winner = next(ix for ix in clicks if ix.response_type == 7)
+    assert loser["data"]["flags"] & EPHEMERAL
+    assert f"<@{winner.user.id}> already marked letter #{letter.id} as approved" in loser["data"]["content"]
+    await until(lambda: _state_is(paper, letter.id, "published"))
+    assert len(site_events(paper, f"letter:{letter.id}")) == 1
+    approvals = await paper.bot.store.db.scalar("SELECT count(*) FROM audit_log WHERE action = 'letter.approve'")
+    assert approvals == 1
+
+
+async def test_buttons_survive_a_restart(world: World, booter: Any, site: FakeSite) -> None:
+    """Stop the bot between submission and approval: the card's buttons still work on the next boot."""
+    first: Booted = await booter()
+    await first.bot.store.settings.set_many(
+        world.guild.id,
+        {"review_channel_id": world.review.id, "editor_role_id": world.editor_role.id},
+        actor_id=None,
+    )
+    thread, article_id = await make_article(first, world)
+    paper = Paper(first, world, thread, article_id, site)
+    letter = await paper.submit(world.reader, await paper.post(world.reader, LONG_ENOUGH))
+    card = await paper.card(letter.id)
+    await first.stop()
+
+    second: Booted = await booter()
+    use_site(second, site)
+    ix = await world.fake.click(world.guild, world.editor, card, f"letters:approve:{letter.id}")
+    assert (await ix.wait_response())["type"] == 7
+    paper.booted = second
+    published = await until(lambda: _state_is(paper, letter.id, "published"))
+    assert published.reviewer_id == world.editor.id
+
+
+async def test_non_editor_is_refused_on_editor_actions(paper: Paper) -> None:
+    """A reader pressing Approve, nominating or drafting a digest gets a clear refusal."""
+    letter = await paper.submit(paper.world.reader, await paper.post(paper.world.reader, LONG_ENOUGH))
+    ix = await paper.click(paper.world.reader, letter.id, "approve")
+    assert ix.response["data"]["flags"] & EPHEMERAL
+    assert "Only members with the editor role" in ix.response["data"]["content"]
+    assert (await paper.get(letter.id)).state == "submitted"
+
+    other = await paper.post(paper.world.editor, LONG_ENOUGH)
+    ix = await paper.fake.context_menu(paper.world.guild, paper.world.reader, "Nominate as reader's view", other)
+    assert "Only members with the editor role" in (await ix.wait_response())["data"]["content"]
+    ix = await paper.fake.slash(paper.world.guild, paper.world.reader, "views digest", since="2020-01-01")
+    assert "Only members with the editor role" in (await ix.wait_response())["data"]["content"]
+
+
+# -- nomination ---------------------------------------------------------------------------------------
+
+
+async def nominate(paper: Paper, message: dict[str, Any]) -> dict[str, Any]:
+    """An editor nominates a reply; returns the consent request posted in the thread."""
+    ix = await paper.fake.context_menu(paper.world.guild, paper.world.editor, "Nominate as reader's view", message)
+    await ix.wait_followup()
+    assert "asked" in ix.followups[0]["content"], ix.followups
+    asks = [m for m in paper.fake.messages_in(paper.thread) if m.get("components")]
+    return asks[-1]
+
+
+async def test_nomination_accepted(paper: Paper) -> None:
+    """The nomination pings only the writer; someone else can't answer; Agree → byline → queue."""
+    message = await paper.post(paper.world.reader, LONG_ENOUGH)
+    ask = await nominate(paper, message)
+    meta = paper.fake.message_meta[int(ask["id"])]
+    assert [u["id"] for u in ask["mentions"]] == [str(paper.world.reader.id)]
+    assert [str(u) for u in meta["allowed_mentions"]["users"]] == [str(paper.world.reader.id)]
+    letter = await paper.letter(message)
+    assert (letter.state, letter.consent) == ("nominated", "pending")
+
+    intruder = await paper.fake.click(paper.world.guild, paper.world.editor, ask, f"letters:consent:{letter.id}:agree")
+    answer = await intruder.wait_response()
+    assert answer["data"]["flags"] & EPHEMERAL and "Only the writer" in answer["data"]["content"]
+
+    ix = await paper.fake.click(paper.world.guild, paper.world.reader, ask, f"letters:consent:{letter.id}:agree")
+    assert (await ix.wait_response())["type"] == 9
+    done = await paper.fake.submit_modal(
+        paper.world.guild, paper.world.reader, None, {"byline": "R. Reader", "consent": "YES"}
+    )
+    assert "is with the editors" in (await done.wait_response())["data"]["content"]
+    submitted = await paper.get(letter.id)
+    assert (submitted.state, submitted.consent, submitted.byline) == ("submitted", "granted", "R. Reader")
+    await paper.card(letter.id)
+    await until(lambda: "agreed" in (paper.fake.find_message(ask["id"]) or {}).get("content", ""))
+
+
+async def test_nomination_declined_is_respected(paper: Paper) -> None:
+    """Decline is recorded; nominating again tells the editor they declined; nothing is queued."""
+    message = await paper.post(paper.world.reader, LONG_ENOUGH)
+    ask = await nominate(paper, message)
+    letter = await paper.letter(message)
+    ix = await paper.fake.click(paper.world.guild, paper.world.reader, ask, f"letters:consent:{letter.id}:decline")
+    assert (await ix.wait_response())["type"] == 7
+    declined = await paper.get(letter.id)
+    assert (declined.state, declined.consent) == ("declined", "declined")
+    assert paper.fake.find_message(ask["id"])["components"] == []  # type: ignore[index]
+
+    again = await paper.fake.context_menu(paper.world.guild, paper.world.editor, "Nominate as reader's view", message)
+    await again.wait_followup()
+    assert "declined" in again.followups[0]["content"]
+    assert not paper.queue_messages()
+
+
+async def test_consent_without_yes_submits_nothing(paper: Paper) -> None:
+    """Without an explicit yes, nothing is submitted."""
+    message = await paper.post(paper.world.reader, LONG_ENOUGH)
+    ix = await paper.fake.context_menu(paper.world.guild, paper.world.reader, "Submit as letter", message)
+    await ix.wait_response()
+    done = await paper.fake.submit_modal(paper.world.guild, paper.world.reader, None, {"byline": "R", "consent": "no"})
+    assert "explicit agreement" in (await done.wait_response())["data"]["content"]
+    assert (await paper.letter(message)).state == "recorded"
+
+
+# -- after publication, withdrawal, digest -----------------------------------------------------------------
+
+
+async def test_reply_to_a_published_letter_links_it(paper: Paper) -> None:
+    """A letter answering a published letter links it on the site."""
+    first = await paper.post(paper.world.reader, LONG_ENOUGH)
+    one = await paper.submit(paper.world.reader, first)
+    await paper.click(paper.world.editor, one.id, "approve")
+    published = await until(lambda: _state_is(paper, one.id, "published"))
+    answer = await paper.post(paper.world.organizer, "I disagree with Rita. " + LONG_ENOUGH, reference=first)
+    two = await paper.submit(paper.world.organizer, answer, byline="Olu O.")
+    card = await paper.card(two.id)
+    assert f"letter #{one.id}" in str(card["embeds"][0])
+    await paper.click(paper.world.editor, two.id, "approve")
+    await until(lambda: _state_is(paper, two.id, "published"))
+    [event] = site_events(paper, f"letter:{two.id}")
+    assert event["data"]["metadata"]["in_reply_to"]["url"] == published.remote_url
+    assert published.remote_url in event["data"]["html"]
+
+
+async def test_withdrawal_retracts_the_site_copy(paper: Paper) -> None:
+    """`/letter withdraw` on a published letter retracts it on the site and updates the card."""
+    letter = await paper.submit(paper.world.reader, await paper.post(paper.world.reader, LONG_ENOUGH))
+    await paper.click(paper.world.editor, letter.id, "approve")
+    await until(lambda: _state_is(paper, letter.id, "published"))
+
+    ac = await paper.fake.autocomplete(paper.world.guild, paper.world.reader, "letter withdraw", "letter", "")
+    await ac.wait_response()
+    assert [c["value"] for c in ac.choices] == [letter.id]
+    ix = await paper.fake.slash(paper.world.guild, paper.world.reader, "letter withdraw", letter=letter.id)
+    assert "taken down" in (await ix.wait_response())["data"]["content"]
+    await until(lambda: any(e["event"] == "letter.retract" for e in site_events(paper, f"letter:{letter.id}")))
+    assert (await paper.get(letter.id)).state == "withdrawn"
+    await until(lambda: _card_has(paper, letter.id, "withdrawn by the writer"))
+
+
+async def test_editor_retract_button(paper: Paper) -> None:
+    """An editor can retract a published letter from its card."""
+    letter = await paper.submit(paper.world.reader, await paper.post(paper.world.reader, LONG_ENOUGH))
+    await paper.click(paper.world.editor, letter.id, "approve")
+    await until(lambda: _state_is(paper, letter.id, "published"))
+    await until(lambda: _card_has(paper, letter.id, "published"))
+    ix = await paper.click(paper.world.editor, letter.id, "retract")
+    assert ix.response_type == 7
+    await until(lambda: any(e["event"] == "letter.retract" for e in site_events(paper, f"letter:{letter.id}")))
+    assert (await paper.get(letter.id)).state == "retracted"
+
+
+async def test_deleting_an_approved_letter_alerts_editors(paper: Paper) -> None:
+    """A writer deleting (or editing) an approved letter's message is flagged to editors."""
+    message = await paper.post(paper.world.reader, LONG_ENOUGH)
+    letter = await paper.submit(paper.world.reader, message)
+    await paper.click(paper.world.editor, letter.id, "approve")
+    await until(lambda: _state_is(paper, letter.id, "published"))
+    await paper.fake.message_update(message, "changed my mind")
+    await paper.fake.settle()
+    await until(
+        lambda: [m for m in paper.fake.messages_in(paper.world.review) if "edited the Discord message" in m["content"]]
+    )
+    assert (await paper.get(letter.id)).content == LONG_ENOUGH  # the approved text stays
+    await paper.fake.message_delete(message)
+    await paper.fake.settle()
+    await until(
+        lambda: [m for m in paper.fake.messages_in(paper.world.review) if "deleted the Discord message" in m["content"]]
+    )
+    flags = (await paper.get(letter.id)).flags
+    assert any("deleted on Discord after approval" in f for f in flags)
+    await until(lambda: _card_has(paper, letter.id, "Deleted on Discord"))
+
+
+async def test_digest_gathers_the_period(paper: Paper) -> None:
+    """`/views digest` drafts one post with each letter under its byline and the disclaimer."""
+    ids = []
+    for name, member in (("Rita R.", paper.world.reader), ("Olu O.", paper.world.organizer)):
+        letter = await paper.submit(member, await paper.post(member, f"{name} writes. " + LONG_ENOUGH), byline=name)
+        await paper.click(paper.world.editor, letter.id, "approve")
+        ids.append(letter.id)
+    since = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%d")
+    ix = await paper.fake.slash(paper.world.guild, paper.world.editor, "views digest", since=since)
+    text = (await ix.wait_response())["data"]["content"]
+    assert "2 letter(s)" in text and "Rita R." in text and "Olu O." in text
+    events = await until(lambda: [e for e in paper.site.webhook_events if e["event"] == "digest.create"])  # type: ignore[union-attr]
+    data = events[0]["data"]
+    assert data["status"] == "draft" and data["html"].count("readersviews-byline") == 2
+    assert "Rita R." in data["html"] and "Olu O." in data["html"] and "Opinions expressed" in data["html"]
+    ix = await paper.fake.slash(
+        paper.world.guild, paper.world.editor, "views digest", since="2001-01-01", until="2001-02-01"
+    )
+    assert "No letters were approved" in (await ix.wait_response())["data"]["content"]
+
+
+# -- /letter submit, screening, limits, privacy --------------------------------------------------------------
+
+
+async def test_letter_submit_command(paper: Paper) -> None:
+    """`/letter submit` offers recent articles, and its form queues a letter about the chosen one."""
+    ac = await paper.fake.autocomplete(paper.world.guild, paper.world.reader, "letter submit", "article", "cycle")
+    await ac.wait_response()
+    assert ac.choices == [{"name": "Council backs new cycle lanes", "value": paper.article_id}]
+    ix = await paper.fake.slash(paper.world.guild, paper.world.reader, "letter submit", article=paper.article_id)
+    assert (await ix.wait_response())["type"] == 9
+    text = "x" * 3980 + " <@&1> @here"
+    done = await paper.fake.submit_modal(
+        paper.world.guild, paper.world.reader, None, {"text": text, "byline": "Rita", "consent": "yes"}
+    )
+    assert "is with the editors" in (await done.wait_response())["data"]["content"]
+    letter_id = await paper.bot.store.db.scalar("SELECT max(id) FROM contributions")
+    letter = await paper.get(letter_id)
+    assert (letter.message_id, letter.article_id, letter.state, letter.content) == (
+        None,
+        paper.article_id,
+        "submitted",
+        text,
+    )
+    card = await paper.card(letter.id)
+    assert "@​here" in card["embeds"][0]["description"] and "<​@&1>" in card["embeds"][0]["description"]
+
+
+async def test_screening_flags(world: World, booter: Any) -> None:
+    """Short, linky, listed-word and repeated letters are flagged for editors (and still queued)."""
+    booted: Booted = await booter(letters={"blocked_words": ["scoundrel"], "max_links": 1, "min_chars": 100})
+    await booted.bot.store.settings.set_many(
+        world.guild.id, {"review_channel_id": world.review.id, "editor_role_id": world.editor_role.id}, actor_id=None
+    )
+    thread, article_id = await make_article(booted, world)
+    paper = Paper(booted, world, thread, article_id)
+    text = "The mayor is a scoundrel: https://a.example https://b.example"
+    first = await paper.submit(world.reader, await paper.post(world.reader, text))
+    flags = " | ".join(first.flags)
+    assert "short" in flags and "many links: 2" in flags and "scoundrel" in flags and "new account" in flags
+    second = await paper.submit(world.organizer, await paper.post(world.organizer, text), byline="Olu")
+    assert f"repeated text: same as letter #{first.id}" in second.flags
+    assert second.state == "submitted"
+
+
+async def test_rate_limit(world: World, booter: Any) -> None:
+    """A member over letters.submissions_per_day gets a clear message."""
+    booted: Booted = await booter(letters={"submissions_per_day": 1})
+    await booted.bot.store.settings.set_many(world.guild.id, {"review_channel_id": world.review.id}, actor_id=None)
+    thread, article_id = await make_article(booted, world)
+    paper = Paper(booted, world, thread, article_id)
+    await paper.submit(world.reader, await paper.post(world.reader, LONG_ENOUGH))
+    second = await paper.post(world.reader, "Another one. " + LONG_ENOUGH)
+    ix = await world.fake.context_menu(world.guild, world.reader, "Submit as letter", second)
+    answer = await ix.wait_response()
+    assert answer["type"] == 4 and "this server accepts 1 a day" in answer["data"]["content"]
+
+
+async def test_no_review_channel_says_how_to_set_one(world: World, booter: Any) -> None:
+    """Without a review channel the writer is told which setup command the admins need."""
+    booted: Booted = await booter()
+    thread, article_id = await make_article(booted, world)
+    paper = Paper(booted, world, thread, article_id)
+    message = await paper.post(world.reader, LONG_ENOUGH)
+    ix = await world.fake.context_menu(world.guild, world.reader, "Submit as letter", message)
+    await ix.wait_response()
+    done = await world.fake.submit_modal(world.guild, world.reader, None, {"byline": "Rita", "consent": "yes"})
+    assert "/readersviews setup review_channel:" in (await done.wait_response())["data"]["content"]
+    assert (await paper.letter(message)).state == "submitted"
+
+
+async def test_mine_and_forget(paper: Paper) -> None:
+    """`/letter mine` lists my records; `/letter forget` asks first, then deletes what isn't published."""
+    recorded = await paper.post(paper.world.reader, "Just chatting")
+    submitted = await paper.submit(paper.world.reader, await paper.post(paper.world.reader, LONG_ENOUGH))
+    published = await paper.submit(paper.world.reader, await paper.post(paper.world.reader, "Yes. " + LONG_ENOUGH))
+    await paper.click(paper.world.editor, published.id, "approve")
+    await until(lambda: _state_is(paper, published.id, "published"))
+
+    ix = await paper.fake.slash(paper.world.guild, paper.world.reader, "letter mine")
+    text = (await ix.wait_response())["data"]["content"]
+    assert "Just chatting" in text and "waiting for review" in text and "published" in text
+
+    ix = await paper.fake.slash(paper.world.guild, paper.world.reader, "letter forget")
+    response = await ix.wait_response()
+    assert "Delete 2 unpublished record(s)" in response["data"]["content"]
+    assert await paper.bot.store.contributions.by_message(int(recorded["id"])) is not None  # not before confirming
+    original = await ix.wait_original()
+    button = original["components"][0]["components"][0]["custom_id"]
+    confirm = await paper.fake.click(paper.world.guild, paper.world.reader, original, button)
+    assert "2 record(s) deleted" in (await confirm.wait_response())["data"]["content"]
+    assert await paper.bot.store.contributions.by_message(int(recorded["id"])) is None
+    assert await paper.bot.store.contributions.get(submitted.id) is None
+    assert (await paper.get(published.id)).state == "published"
+    await until(
+        lambda: any("deleted by its writer" in m["content"] for m in paper.fake.messages_in(paper.world.review))
+    )
+
+
+async def test_recorded_replies_expire(paper: Paper) -> None:
+    """The purge deletes recorded replies older than retention_days, never submitted letters."""
+    old = await paper.post(paper.world.reader, "Old chatter")
+    kept = await paper.submit(paper.world.reader, await paper.post(paper.world.reader, LONG_ENOUGH))
+    long_ago = to_db(datetime.now(UTC) - timedelta(days=91))
+    await paper.bot.store.db.write("UPDATE contributions SET created_at = ?", (long_ago,))
+    await paper.booted.cog("ReadersViews").purge()
+    assert await paper.bot.store.contributions.by_message(int(old["id"])) is None
+    assert (await paper.get(kept.id)).state == "submitted"

@@ -1,0 +1,364 @@
+"""Statement sign-ons through the fake Discord and the real bot: create, sign, moderate, close, export."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from bot.statements import export_statement
+from tests.clock import FakeClock
+from tests.conftest import Booted, World
+from tests.fakediscord import FakeDiscord
+from tests.fakediscord.world import Member
+
+START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+async def eventually(predicate: Callable[[], Any], timeout: float = 5.0) -> Any:  # noqa: ASYNC109
+    """Wait (polling the fake's records) until `predicate()` is truthy; no timing is asserted."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise TimeoutError("condition not met")
+        await asyncio.sleep(0.01)
+
+
+def cog(booted: Booted) -> Any:
+    statements = booted.cog("Statements")
+    statements.refresher.interval = 0.05  # tests need not wait 5 s between message edits
+    return statements
+
+
+async def answer(ix: Any) -> str:
+    response = await ix.wait_response()
+    if response["type"] == 5:
+        message = await ix.wait_original()
+        return str(message["content"])
+    return str(response["data"].get("content", ""))
+
+
+async def create_statement(
+    world: World,
+    booted: Booted,
+    *,
+    title: str = "Save the library",
+    body: str = "We, the undersigned, ask the council to keep the library open.",
+    slug: str = "",
+    **options: Any,
+) -> dict[str, Any]:
+    """Run /statement create and its form; return the posted statement message."""
+    cog(booted)
+    fake = world.fake
+    ix = await fake.slash(world.guild, world.organizer, "statement create", channel=world.discussion, **options)
+    response = await ix.wait_response()
+    assert response["type"] == 9, response
+    submit = await fake.submit_modal(world.guild, world.organizer, None, {"title": title, "body": body, "slug": slug})
+    text = await answer(submit)
+    assert "Published" in text, text
+    return fake.messages_in(world.discussion)[-1]
+
+
+async def sign(
+    world: World, message: dict[str, Any], member: Member, values: dict[str, Any], *, action: str = "sign"
+) -> str:
+    fake = world.fake
+    statement_id = message["components"][0]["components"][0]["custom_id"].rsplit(":", 1)[1]
+    click = await fake.click(world.guild, member, message, f"statements:{action}:{statement_id}")
+    response = await click.wait_response()
+    if response["type"] != 9:
+        return str(response["data"]["content"])
+    submit = await fake.submit_modal(world.guild, member, None, values)
+    return await answer(submit)
+
+
+def sid(message: dict[str, Any]) -> int:
+    return int(message["components"][0]["components"][0]["custom_id"].rsplit(":", 1)[1])
+
+
+def current(fake: FakeDiscord, message: dict[str, Any]) -> dict[str, Any]:
+    found = fake.find_message(message["id"])
+    assert found is not None
+    return found
+
+
+def field(message: dict[str, Any], name: str) -> str:
+    for f in message["embeds"][0].get("fields", []):
+        if f["name"] == name:
+            return str(f["value"])
+    return ""
+
+
+async def test_create_sign_resign_withdraw(running: Booted, world: World) -> None:
+    """An organizer publishes; a reader signs, re-signs (update), withdraws; each step is answered privately."""
+    fake = world.fake
+    message = await create_statement(world, running, deadline="2099-12-31 18:00")
+    buttons = [c["custom_id"] for c in message["components"][0]["components"]]
+    assert buttons == [f"statements:{a}:{sid(message)}" for a in ("sign", "sign_org", "withdraw", "who")]
+    assert message["embeds"][0]["title"] == "Save the library"
+
+    text = await sign(world, message, world.reader, {"name": "Rita Reader", "role": "Teacher", "place": "Leeds, UK"})
+    assert "Signed **Save the library**" in text and "Rita Reader" in text and "Place: Leeds, UK" in text
+    await eventually(lambda: "Rita Reader" in field(current(fake, message), "Latest signers"))
+    assert "**1**" in field(current(fake, message), "Signatures")
+
+    text = await sign(world, message, world.reader, {"name": "Rita R.", "public": "no"})
+    assert "Updated your signature" in text and "Listed publicly: no" in text
+    await eventually(lambda: "1 listed publicly" not in field(current(fake, message), "Signatures")
+                     and "0 listed publicly" in field(current(fake, message), "Signatures"))  # fmt: skip
+    assert "Rita" not in field(current(fake, message), "Latest signers")
+    store = running.bot.store
+    assert await store.db.scalar("SELECT count(*) FROM signatures WHERE withdrawn_at IS NULL") == 1
+
+    click = await fake.click(world.guild, world.reader, current(fake, message), f"statements:withdraw:{sid(message)}")
+    assert "withdrawn" in await answer(click) and click.ephemeral
+    await eventually(lambda: "**0**" in field(current(fake, message), "Signatures"))
+    click = await fake.click(world.guild, world.reader, current(fake, message), f"statements:withdraw:{sid(message)}")
+    assert "haven't signed" in await answer(click)
+
+
+async def test_private_and_public_listing(running: Booted, world: World) -> None:
+    """Public signers appear in the embed and 'Who signed'; private ones only count."""
+    fake = world.fake
+    message = await create_statement(world, running, public_by_default=False)
+    await sign(world, message, world.reader, {"name": "Quiet Person"})  # default: not listed
+    await sign(world, message, world.editor, {"name": "Loud Person", "public": "yes"})
+    await eventually(lambda: "**2** (1 listed publicly)" in field(current(fake, message), "Signatures"))
+    latest = field(current(fake, message), "Latest signers")
+    assert "Loud Person" in latest and "Quiet Person" not in latest
+    click = await fake.click(world.guild, world.admin, current(fake, message), f"statements:who:{sid(message)}")
+    text = await answer(click)
+    assert "Loud Person" in text and "Quiet Person" not in text and "2 signatures, 1 listed publicly" in text
+
+
+async def test_organization_signing_on_and_off(running: Booted, world: World) -> None:
+    """'Sign for an organization' exists only when allowed, and asks for the organization."""
+    fake = world.fake
+    message = await create_statement(world, running, organizations=False)
+    assert [c["custom_id"].split(":")[1] for c in message["components"][0]["components"]] == ["sign", "withdraw", "who"]
+
+    message = await create_statement(world, running, title="Second statement")
+    text = await sign(
+        world, message, world.reader, {"organization": "Friends of the Library", "name": "Rita", "role": "Chair"},
+        action="sign_org",
+    )  # fmt: skip
+    assert "Organization: Friends of the Library" in text
+    await eventually(
+        lambda: "**Friends of the Library**, signed by Rita" in field(current(fake, message), "Latest signers")
+    )
+
+
+async def test_untrusted_names_are_escaped(running: Booted, world: World) -> None:
+    """@everyone, mentions and markdown in names never ping or format; over-long names cannot be submitted."""
+    fake = world.fake
+    message = await create_statement(world, running)
+    text = await sign(world, message, world.reader, {"name": "@everyone **bold** <@1> =1+1"})
+    assert "@everyone" not in text and "**bold**" not in text
+    latest = await eventually(lambda: field(current(fake, message), "Latest signers"))
+    assert "@everyone" not in latest and "<@1>" not in latest and "\\*\\*bold\\*\\*" in latest
+    click = await fake.click(world.guild, world.editor, current(fake, message), f"statements:sign:{sid(message)}")
+    await click.wait_response()
+    assert click.modal is not None
+    with pytest.raises(ValueError, match="length"):  # the form itself caps names at 100 characters
+        await fake.submit_modal(world.guild, world.editor, None, {"name": "x" * 201})
+    for sent in fake.messages_in(world.discussion):
+        meta = fake.message_meta.get(int(sent["id"]), {})
+        assert meta.get("allowed_mentions", {}).get("parse", []) == []
+
+
+async def test_two_submits_at_once_one_signature(running: Booted, world: World) -> None:
+    """Two form submits from the same account at the same moment give one signature, both answered."""
+    fake = world.fake
+    message = await create_statement(world, running)
+    click = await fake.click(world.guild, world.reader, message, f"statements:sign:{sid(message)}")
+    await click.wait_response()
+    entry = fake.modals[world.reader.user.id]
+    first = await fake.submit_modal(world.guild, world.reader, None, {"name": "Rita One"})
+    fake.modals[world.reader.user.id] = entry
+    second = await fake.submit_modal(world.guild, world.reader, None, {"name": "Rita Two"})
+    texts = sorted([await answer(first), await answer(second)])
+    assert any(t.startswith("Signed") for t in texts) and any(t.startswith("Updated") for t in texts)
+    assert await running.bot.store.db.scalar("SELECT count(*) FROM signatures") == 1
+
+
+async def test_block_and_hide(running: Booted, world: World) -> None:
+    """Blocking hides an account's signature and refuses its next attempt; hide works per signature; all audited."""
+    fake = world.fake
+    message = await create_statement(world, running, slug="library")
+    await sign(world, message, world.reader, {"name": "Spam Spammer"})
+    await sign(world, message, world.editor, {"name": "Ed Editor"})
+    ix = await fake.slash(world.guild, world.organizer, "statement block", statement="library", user=world.reader)
+    assert "hid their signature" in await answer(ix)
+    text = await sign(world, current(fake, message), world.reader, {"name": "Again"})
+    assert "blocked" in text
+    await eventually(lambda: "Spam" not in field(current(fake, message), "Latest signers")
+                     and "Ed Editor" in field(current(fake, message), "Latest signers"))  # fmt: skip
+    ix = await fake.slash(world.guild, world.organizer, "statement signatures", statement="library")
+    listing = await answer(ix)
+    assert "hidden" in listing and "new_account" in listing
+    editor_sig = await running.bot.store.db.scalar("SELECT id FROM signatures WHERE name = 'Ed Editor'")
+    ix = await fake.slash(world.guild, world.organizer, "statement hide", statement="library", signature_id=editor_sig)
+    assert "Hid signature" in await answer(ix)
+    await eventually(lambda: "**0**" in field(current(fake, message), "Signatures"))
+    audit = await running.bot.store.audit.for_entity(f"statement:{sid(message)}")
+    assert [a["action"] for a in audit] == ["statement.create", "statement.block", "statement.signature.hide"]
+
+
+async def test_non_organizer_refused(running: Booted, world: World) -> None:
+    """A reader using organizer commands gets a clear refusal."""
+    fake = world.fake
+    await create_statement(world, running, slug="library")
+    for name, options in (
+        ("statement create", {}),
+        ("statement close", {"statement": "library"}),
+        ("statement export", {"statement": "library"}),
+        ("statement block", {"statement": "library", "user": world.editor}),
+    ):
+        ix = await fake.slash(world.guild, world.reader, name, **options)
+        text = await answer(ix)
+        assert "Only members with the organizer role" in text, (name, text)
+        assert ix.ephemeral
+
+
+async def test_close_reopen_and_closed_refusal(running: Booted, world: World) -> None:
+    """Closing disables signing, posts the final count; reopening enables it again."""
+    fake = world.fake
+    message = await create_statement(world, running, slug="library")
+    await sign(world, message, world.reader, {"name": "Rita"})
+    ix = await fake.slash(world.guild, world.organizer, "statement close", statement="library")
+    assert "Closed" in await answer(ix)
+    final = await eventually(lambda: [m for m in fake.messages_in(world.discussion) if "Final count" in m["content"]])
+    assert "**1**" in final[0]["content"]
+    await eventually(lambda: current(fake, message)["components"][0]["components"][0].get("disabled"))
+    with pytest.raises(ValueError, match="disabled"):
+        await fake.click(world.guild, world.editor, current(fake, message), f"statements:sign:{sid(message)}")
+    ix = await fake.slash(world.guild, world.organizer, "statement reopen", statement="library")
+    assert "Reopened" in await answer(ix)
+    await eventually(lambda: not current(fake, message)["components"][0]["components"][0].get("disabled"))
+    assert "Signed" in await sign(world, current(fake, message), world.editor, {"name": "Ed"})
+
+
+async def test_edit_posts_note(running: Booted, world: World) -> None:
+    """Editing the text updates the message and leaves a short note in the channel, without pings."""
+    fake = world.fake
+    message = await create_statement(world, running, slug="library")
+    ix = await fake.slash(world.guild, world.organizer, "statement edit", statement="library")
+    await ix.wait_response()
+    assert ix.modal is not None
+    submit = await fake.submit_modal(world.guild, world.organizer, None, {"body": "New text @everyone"})
+    assert "Updated the text" in await answer(submit)
+    await eventually(lambda: current(fake, message)["embeds"][0]["description"] == "New text @everyone")
+    note = await eventually(lambda: [m for m in fake.messages_in(world.discussion) if "was edited" in m["content"]])
+    assert not note[0].get("mention_everyone")
+
+
+async def test_export_from_discord(running: Booted, world: World) -> None:
+    """/statement export sends an ephemeral CSV (BOM, neutralised formulas) or JSON file."""
+    fake = world.fake
+    message = await create_statement(world, running, slug="library")
+    await sign(world, message, world.reader, {"name": "=cmd|' /C calc'!A0", "role": "+44", "place": "-x, @y"})
+    ix = await fake.slash(world.guild, world.organizer, "statement export", statement="library", format="csv")
+    await ix.wait_original()
+    attachment = ix.messages[0]["attachments"][0]
+    data = fake.attachment_bytes(attachment)
+    assert data.startswith(b"\xef\xbb\xbf") and ix.ephemeral
+    row = next(csv.DictReader(io.StringIO(data.decode("utf-8-sig"))))
+    assert row["name"].startswith("'=") and row["role"] == "'+44" and row["city"] == "'-x" and row["country"] == "'@y"
+    assert row["discord_user_id"] == str(world.reader.id)
+    ix = await fake.slash(world.guild, world.organizer, "statement export", statement="library", format="json")
+    await ix.wait_original()
+    document = json.loads(fake.attachment_bytes(ix.messages[0]["attachments"][0]))
+    assert document["signatures"][0]["name"] == "=cmd|' /C calc'!A0"
+    cli = await export_statement(running.bot.store, "library", fmt="csv", guild_id=world.guild.id,
+                                 include_discord_ids=True, bom=False)  # fmt: skip
+    assert cli.startswith(b"name,role")
+
+
+async def test_mirror_enqueued(running: Booted, world: World) -> None:
+    """The statement is queued for the site once at publish, with a final update at close."""
+    message = await create_statement(world, running, slug="library")
+    await sign(world, message, world.reader, {"name": "Rita"})
+    ix = await world.fake.slash(world.guild, world.organizer, "statement close", statement="library")
+    await answer(ix)
+    rows = await running.bot.store.outbox.for_entity(f"statement:{sid(message)}")
+    keys = [r.idempotency_key for r in rows]
+    assert keys == [f"statement:{sid(message)}:create:1", f"statement:{sid(message)}:update:1"]
+    assert [s["name"] for s in rows[-1].payload["metadata"]["signatories"]] == ["Rita"]
+
+
+async def test_deadline_and_restart(world: World, booter: Any) -> None:
+    """A statement survives a restart: buttons still work; the deadline closes it after the restart."""
+    fake = world.fake
+    clock = FakeClock(START)
+    first: Booted = await booter(clock=clock)
+    await first.bot.store.settings.set_many(
+        world.guild.id, {"organizer_role_id": world.organizer_role.id}, actor_id=None
+    )
+    message = await create_statement(world, first, slug="library", deadline="2026-03-01 13:00")
+    assert "Signed" in await sign(world, message, world.reader, {"name": "Before Restart"})
+    await first.stop()
+
+    second: Booted = await booter(clock=clock)
+    cog(second)
+    assert "Signed" in await sign(world, current(fake, message), world.editor, {"name": "After Restart"})
+    assert not [m for m in fake.messages_in(world.discussion) if "Final count" in m["content"]]
+    clock.advance(hours=1, minutes=1)
+    second.cog("Statements").wake_timer()
+    final = await eventually(lambda: [m for m in fake.messages_in(world.discussion) if "Final count" in m["content"]])
+    assert "**2**" in final[0]["content"]
+    await eventually(lambda: current(fake, message)["components"][0]["components"][0].get("disabled"))
+    await second.stop()
+
+    third: Booted = await booter(clock=clock)  # no second announcement after another restart
+    await third.cog("Statements").run_timer_once()
+    await fake.roundtrip()
+    assert len([m for m in fake.messages_in(world.discussion) if "Final count" in m["content"]]) == 1
+
+
+async def test_deadline_passed_while_down(world: World, booter: Any) -> None:
+    """A deadline that passes while the bot is stopped closes it at the next start; an open form is refused."""
+    fake = world.fake
+    clock = FakeClock(START)
+    first: Booted = await booter(clock=clock)
+    await first.bot.store.settings.set_many(
+        world.guild.id, {"organizer_role_id": world.organizer_role.id}, actor_id=None
+    )
+    message = await create_statement(world, first, slug="library", deadline="2026-03-02")
+    click = await fake.click(world.guild, world.reader, message, f"statements:sign:{sid(message)}")
+    await click.wait_response()  # the form is open in the reader's client across the restart
+    await first.stop()
+    clock.advance(days=2)
+    second: Booted = await booter(clock=clock)
+    cog(second)
+    final = await eventually(lambda: [m for m in fake.messages_in(world.discussion) if "Final count" in m["content"]])
+    assert "**0**" in final[0]["content"]
+    await eventually(lambda: current(fake, message)["components"][0]["components"][0].get("disabled"))
+    submit = await fake.submit_modal(world.guild, world.reader, None, {"name": "Too Late"})
+    assert "is closed" in await answer(submit)
+    assert await second.bot.store.db.scalar("SELECT count(*) FROM signatures") == 0
+
+
+async def test_bad_deadline_explains_format(running: Booted, world: World) -> None:
+    """An unreadable deadline is answered with the expected format."""
+    ix = await world.fake.slash(world.guild, world.organizer, "statement create", deadline="next friday")
+    text = await answer(ix)
+    assert "2026-12-31 18:00" in text and ix.ephemeral
+
+
+async def test_autocomplete_lists_statements(running: Booted, world: World) -> None:
+    """Commands find statements by slug or title as the organizer types."""
+    await create_statement(world, running, slug="library", title="Save the library")
+    await create_statement(world, running, slug="parks", title="Keep the parks")
+    ix = await world.fake.autocomplete(world.guild, world.organizer, "statement close", "statement", "park")
+    await ix.wait_response()
+    assert [c["value"] for c in ix.choices or []] == ["parks"]

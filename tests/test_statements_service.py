@@ -1,0 +1,286 @@
+"""The statement service on a real SQLite file: signing rules, moderation, timers, export, mirror."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import itertools
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from bot.statements import (
+    Debouncer,
+    SignRequest,
+    StatementError,
+    StatementService,
+    export_statement,
+    neutralise_formula,
+    parse_deadline,
+    split_place,
+)
+from bot.store import Store
+from bot.store.statements import StatementRow, StatementsRepo
+from tests.clock import FakeClock
+
+START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+GUILD = 111
+ORGANIZER = 222
+
+
+@pytest.fixture
+async def env(tmp_path: Path) -> AsyncIterator[tuple[StatementService, Store, FakeClock]]:
+    clock = FakeClock(START)
+    store = await Store.open(tmp_path / "s.sqlite3", clock)
+    service = StatementService(store, StatementsRepo(store.db, clock), clock, site_update_minutes=10)
+    try:
+        yield service, store, clock
+    finally:
+        await service.aclose()
+        await store.close()
+
+
+async def published(
+    service: StatementService, *, closes_at: datetime | None = None, orgs: bool = True, slug: str | None = None
+) -> StatementRow:
+    draft = await service.create_draft(
+        guild_id=GUILD,
+        organizer_id=ORGANIZER,
+        title="Save the library",
+        body="We, the undersigned, **insist**.",
+        channel_id=5,
+        closes_at=closes_at,
+        allow_organizations=orgs,
+        slug=slug,
+    )
+    return await service.publish(draft.id, channel_id=5, message_id=6, actor_id=ORGANIZER)
+
+
+def req(statement: StatementRow, user: int, name: str = "Ann Example", **kw: object) -> SignRequest:
+    return SignRequest(statement_id=statement.id, user_id=user, kind=kw.pop("kind", "individual"), name=name, **kw)  # type: ignore[arg-type]
+
+
+async def test_sign_resign_withdraw(env: tuple[StatementService, Store, FakeClock]) -> None:
+    """Signing records, signing again updates the one live signature, withdraw removes it."""
+    service, _store, _clock = env
+    statement = await published(service)
+    first = await service.sign(req(statement, 1, role="Librarian", city="Leeds", country="UK"))
+    assert first.status == "created"
+    again = await service.sign(req(statement, 1, name="Ann B. Example", public=False))
+    assert again.status == "updated"
+    live = await service.repo.live_signatures(statement.id)
+    assert [(s.name, s.public, s.role) for s in live] == [("Ann B. Example", False, None)]
+    counts = await service.repo.counts(statement.id)
+    assert (counts.signed, counts.public) == (1, 0)
+    withdrawn = await service.withdraw(statement.id, 1)
+    assert withdrawn is not None and withdrawn.name == "Ann B. Example"
+    assert (await service.repo.counts(statement.id)).signed == 0
+    assert await service.withdraw(statement.id, 1) is None
+    assert (await service.sign(req(statement, 1))).status == "created"  # may sign again after withdrawing
+
+
+async def test_concurrent_submits_one_signature(env: tuple[StatementService, Store, FakeClock]) -> None:
+    """Many simultaneous submits from one account end as one live signature."""
+    service, store, _clock = env
+    statement = await published(service)
+    outcomes = await asyncio.gather(*(service.sign(req(statement, 7, name=f"Name {i}")) for i in range(20)))
+    assert sorted(o.status for o in outcomes).count("created") == 1
+    assert await store.db.scalar("SELECT count(*) FROM signatures WHERE user_id = 7") == 1
+
+
+async def test_many_accounts_batched(env: tuple[StatementService, Store, FakeClock]) -> None:
+    """A burst of 1,200 distinct signers is written in a few batches, each exactly once."""
+    service, store, _clock = env
+    statement = await published(service)
+    await asyncio.gather(*(service.sign(req(statement, 1000 + i, name=f"Signer {i}")) for i in range(1200)))
+    assert await store.db.scalar("SELECT count(*) FROM signatures") == 1200
+    assert service.writer.batches < 100
+
+
+async def test_closed_blocked_and_organization_rules(env: tuple[StatementService, Store, FakeClock]) -> None:
+    """Closed statements, blocked accounts and org signing when not allowed are refused clearly."""
+    service, _store, clock = env
+    statement = await published(service, orgs=False, closes_at=START + timedelta(hours=1))
+    with pytest.raises(StatementError, match="individuals only"):
+        await service.sign(req(statement, 1, kind="organization", organization="Acme"))
+    await service.sign(req(statement, 2))
+    changed, hidden = await service.block(statement.id, 2, actor_id=ORGANIZER)
+    assert changed and hidden == 1
+    with pytest.raises(StatementError, match="blocked"):
+        await service.sign(req(statement, 2))
+    counts = await service.repo.counts(statement.id)
+    assert (counts.signed, counts.hidden) == (0, 1)
+    clock.advance(hours=2)  # deadline passed, timer not yet run: still refused
+    with pytest.raises(StatementError, match="closed"):
+        await service.sign(req(statement, 3))
+    closed = await service.close_due()
+    assert [s.id for s in closed] == [statement.id]
+    assert (await service.repo.get(statement.id)).status == "closed"  # type: ignore[union-attr]
+    actions = [row["action"] for row in await service.store.audit.for_entity(statement.entity)]
+    assert actions == ["statement.create", "statement.block", "statement.close"]
+
+
+async def test_organization_requires_name(env: tuple[StatementService, Store, FakeClock]) -> None:
+    """Signing for an organization needs the organization's name."""
+    service, _store, _clock = env
+    statement = await published(service)
+    with pytest.raises(StatementError, match="organization"):
+        await service.sign(req(statement, 1, kind="organization"))
+    outcome = await service.sign(req(statement, 1, kind="organization", organization="Friends of the Library"))
+    assert outcome.recorded is not None and outcome.recorded.kind == "organization"
+
+
+async def test_name_validation(env: tuple[StatementService, Store, FakeClock]) -> None:
+    """Over-long names are refused with the limit; control characters and extra spaces are removed."""
+    service, _store, _clock = env
+    statement = await published(service)
+    with pytest.raises(StatementError, match="at most 100 characters"):
+        await service.sign(req(statement, 1, name="x" * 201))
+    with pytest.raises(StatementError, match="your name"):
+        await service.sign(req(statement, 1, name="  \u200b "))
+    outcome = await service.sign(req(statement, 1, name="  Ann\x00   \u202eExample "))
+    assert outcome.recorded is not None and outcome.recorded.name == "Ann Example"
+
+
+async def test_flags(env: tuple[StatementService, Store, FakeClock]) -> None:
+    """Links in names, brand-new accounts and repeated names are flagged for organizers."""
+    service, _store, clock = env
+    statement = await published(service)
+    await service.sign(
+        req(statement, 1, name="Buy at spam.example.com", account_created_at=clock.now() - timedelta(days=400))
+    )
+    await service.sign(req(statement, 2, name="Bob", account_created_at=clock.now() - timedelta(days=1)))
+    await service.sign(req(statement, 3, name="bob ", account_created_at=clock.now() - timedelta(days=400)))
+    flags = {s.user_id: set(s.flags) for s in await service.signatures_for_organizers(statement.id)}
+    assert flags == {1: {"link_in_name"}, 2: {"new_account", "repeated_name"}, 3: {"repeated_name"}}
+
+
+async def test_slugs_unique_and_ascii(env: tuple[StatementService, Store, FakeClock]) -> None:
+    """Slugs are ASCII, made from the title, and unique per server."""
+    service, _store, _clock = env
+    first = await published(service)
+    second = await published(service)
+    assert (first.slug, second.slug) == ("save-the-library", "save-the-library-2")
+    with pytest.raises(StatementError, match="already used"):
+        await published(service, slug="save-the-library")
+    with pytest.raises(StatementError, match="lowercase ASCII"):
+        await published(service, slug="Café Über")
+
+
+async def test_deadline_parsing() -> None:
+    """Deadlines: ISO date (end of day), date and time in UTC, offsets; past and garbage are refused."""
+    now = START
+    assert parse_deadline("2026-12-31", now) == datetime(2026, 12, 31, 23, 59, tzinfo=UTC)
+    assert parse_deadline("2026-12-31 18:00", now) == datetime(2026, 12, 31, 18, 0, tzinfo=UTC)
+    assert parse_deadline("2026-12-31T18:00+02:00", now) == datetime(2026, 12, 31, 16, 0, tzinfo=UTC)
+    assert parse_deadline(" ", now) is None
+    with pytest.raises(StatementError, match="2026-12-31 18:00"):
+        parse_deadline("next friday", now)
+    with pytest.raises(StatementError, match="already past"):
+        parse_deadline("2020-01-01", now)
+    assert split_place("Leeds, West Yorkshire, UK") == ("Leeds, West Yorkshire", "UK")
+    assert split_place("Leeds") == ("Leeds", None)
+
+
+async def test_site_mirror_create_throttled_updates_and_final(env: tuple[StatementService, Store, FakeClock]) -> None:
+    """Create at publish; updates at most every N minutes with the public list; a final one at close."""
+    service, store, clock = env
+    statement = await published(service)
+    rows = await store.outbox.for_entity(statement.entity)
+    assert [r.idempotency_key for r in rows] == [f"statement:{statement.id}:create:1"]
+    await service.sign(req(statement, 1, name="Public Person"))
+    await service.sign(req(statement, 2, name="Private Person", public=False))
+    assert await service.flush_site_updates() == 0  # throttled: created less than 10 minutes ago
+    due = await service.next_timer_at()
+    assert due == START + timedelta(minutes=10)
+    clock.advance(minutes=10)
+    assert await service.flush_site_updates() == 1
+    assert await service.flush_site_updates() == 0  # nothing new since
+    rows = await store.outbox.for_entity(statement.entity)
+    update = rows[-1]
+    assert update.idempotency_key == f"statement:{statement.id}:update:1"
+    names = [s["name"] for s in update.payload["metadata"]["signatories"]]
+    assert names == ["Public Person"]
+    await service.sign(req(statement, 3, name="Late Signer"))
+    closed = await service.close(statement.id, actor_id=ORGANIZER)
+    assert closed is not None
+    rows = await store.outbox.for_entity(statement.entity)
+    assert rows[-1].idempotency_key == f"statement:{statement.id}:update:2"
+    assert [s["name"] for s in rows[-1].payload["metadata"]["signatories"]] == ["Public Person", "Late Signer"]
+
+
+async def test_export_csv_json(env: tuple[StatementService, Store, FakeClock]) -> None:
+    """CSV: BOM option, formula prefixes neutralised, quoting; JSON: plain data; hidden/private only for organizers."""
+    service, store, _clock = env
+    statement = await published(service, slug="library")
+    await service.sign(req(statement, 1, name='=HYPERLINK("http://x")', role="+1", city="-Leeds", country="@UK"))
+    await service.sign(req(statement, 2, name='Quote "Me", please', organization="Line\nbreak Org"))
+    await service.sign(req(statement, 3, name="Private", public=False))
+    data = await export_statement(store, "library", fmt="csv", guild_id=None, include_discord_ids=True, bom=True)
+    assert data.startswith(b"\xef\xbb\xbf")
+    rows = list(csv.DictReader(io.StringIO(data.decode("utf-8-sig"))))
+    assert rows[0]["name"] == '\'=HYPERLINK("http://x")'
+    assert (rows[0]["role"], rows[0]["city"], rows[0]["country"]) == ("'+1", "'-Leeds", "'@UK")
+    assert rows[1]["name"] == 'Quote "Me", please' and rows[1]["organization"] == "Line break Org"
+    assert rows[2]["public"] == "no" and rows[2]["discord_user_id"] == "3"
+    assert list(rows[0]) == ["name", "role", "organization", "city", "country", "kind", "public", "signed_at",
+                             "discord_user_id", "hidden", "flags"]  # fmt: skip
+    public = await export_statement(store, "library", fmt="json", guild_id=GUILD, include_discord_ids=False, bom=False)
+    document = json.loads(public)
+    assert [s["name"] for s in document["signatures"]] == ['=HYPERLINK("http://x")', 'Quote "Me", please']
+    assert "discord_user_id" not in document["signatures"][0]
+    with pytest.raises(LookupError, match="no statement"):
+        await export_statement(store, "nope", fmt="csv", guild_id=None, include_discord_ids=True, bom=False)
+    assert neutralise_formula("\tx") == "'\tx" and neutralise_formula("Ann") == "Ann"
+
+
+async def test_export_ambiguous_slug(env: tuple[StatementService, Store, FakeClock]) -> None:
+    """The same slug in two servers needs --guild."""
+    service, store, _clock = env
+    await published(service, slug="same")
+    draft = await service.create_draft(
+        guild_id=999, organizer_id=1, title="Other", body="b", channel_id=5, closes_at=None, slug="same"
+    )
+    await service.publish(draft.id, channel_id=5, message_id=7, actor_id=1)
+    with pytest.raises(LookupError, match="--guild"):
+        await export_statement(store, "same", fmt="json", guild_id=None, include_discord_ids=True, bom=False)
+    data = await export_statement(store, "same", fmt="json", guild_id=999, include_discord_ids=True, bom=False)
+    assert json.loads(data)["statement"]["title"] == "Other"
+
+
+async def test_reopen_drops_past_deadline(env: tuple[StatementService, Store, FakeClock]) -> None:
+    """Reopening after the deadline passed removes the deadline unless a new one is given."""
+    service, _store, clock = env
+    statement = await published(service, closes_at=START + timedelta(hours=1))
+    clock.advance(hours=2)
+    await service.close_due()
+    reopened, dropped = await service.reopen(statement.id, actor_id=ORGANIZER, closes_at=None)
+    assert dropped and reopened.closes_at is None and reopened.status == "open"
+    assert (await service.sign(req(statement, 1))).status == "created"
+    with pytest.raises(StatementError, match="already open"):
+        await service.reopen(statement.id, actor_id=ORGANIZER, closes_at=None)
+
+
+async def test_debouncer_spaces_flushes() -> None:
+    """However fast marks come, flushes are at least `interval` apart and the last mark is flushed."""
+    loop = asyncio.get_running_loop()
+    times: list[float] = []
+    state = {"value": 0, "shown": -1}
+
+    async def flush(_key: object) -> None:
+        times.append(loop.time())
+        state["shown"] = state["value"]
+
+    debouncer = Debouncer(flush, interval=0.05)
+    for i in range(30):
+        state["value"] = i
+        debouncer.mark(1)
+        await asyncio.sleep(0.005)
+    await debouncer.wait_idle()
+    assert state["shown"] == 29
+    assert all(b - a >= 0.05 for a, b in itertools.pairwise(times))
+    assert len(times) < 10
