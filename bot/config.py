@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, SecretStr, Validatio
 
 DEFAULT_CONFIG_PATH = Path("config/config.yaml")
 CONFIG_ENV = "READERSVIEWS_CONFIG"
-DEFAULT_COGS = ("cogs.admin", "cogs.articles")
+DEFAULT_COGS = ("cogs.admin", "cogs.articles", "cogs.readers_views", "cogs.editorial", "cogs.statements")
 
 
 class ConfigError(Exception):
