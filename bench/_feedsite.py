@@ -21,12 +21,14 @@ from xml.sax.saxutils import escape
 
 from aiohttp import web
 
-WORDS = (
-    "council budget housing river bridge school library transport strike union tenants rent market "
-    "harvest festival election mayor report inquiry hospital nurses climate flood energy wind solar "
-    "museum archive letters readers editor statement campaign petition workers wages community park "
-    "street night bus rail station village town city county parliament minister vote committee"
-).split()
+WORDS = " ".join(
+    [
+        "council budget housing river bridge school library transport strike union tenants rent market",
+        "harvest festival election mayor report inquiry hospital nurses climate flood energy wind solar",
+        "museum archive letters readers editor statement campaign petition workers wages community park",
+        "street night bus rail station village town city county parliament minister vote committee",
+    ]
+).split(" ")
 CATEGORIES = ["News", "Opinion", "Sport", "Culture", "Politics", "Local", "Business", "Science"]
 
 
