@@ -22,6 +22,7 @@ from bot.clock import Clock, SystemClock
 from bot.config import Config, Secrets
 from bot.errors import on_app_command_error
 from bot.outbox import DeliveredHook, OutboxWorker
+from bot.pacing import install_global_pacer
 from bot.site import SiteAdapter, make_adapter
 from bot.site.base import RemoteRef
 from bot.store import Store
@@ -91,6 +92,8 @@ class ReadersViewsBot(commands.Bot):
             guild_ready_timeout=config.discord.guild_ready_timeout,
             help_command=None,
         )
+        # discord.py learns the global limit (50 requests/s) only from a 429: pace every REST request.
+        self.pacer = install_global_pacer(self.http)
         self.config = config
         self.secrets = secrets
         self.store = store

@@ -203,12 +203,14 @@ async def _fetch_following_redirects(
                     return result("error", error=f"too many redirects (max {max_redirects})")
                 seen.add(target)
                 state.url = target
+                await _drain(response)
                 continue
 
             response_etag = response.headers.get("ETag")
             response_modified = response.headers.get("Last-Modified")
             content_type = response.headers.get("Content-Type")
             if response.status_code == 304:
+                await _drain(response)
                 # A 304 need not repeat the validators; keep the ones we sent.
                 return result(
                     "not_modified",
@@ -227,6 +229,25 @@ async def _fetch_following_redirects(
             )
         finally:
             await response.aclose()
+
+
+_DRAIN_LIMIT = 64 * 1024
+
+
+async def _drain(response: httpx.Response) -> None:
+    """Read what is left of a small body, so httpx puts the connection back in its pool.
+
+    Closing a streamed response that was not read closes its connection: without this every
+    304 (the common answer of a poll) costs a new TCP (and TLS) handshake.
+    """
+    declared = response.headers.get("Content-Length")
+    if declared is not None and (not declared.isdigit() or int(declared) > _DRAIN_LIMIT):
+        return
+    received = 0
+    async for chunk in response.aiter_raw():
+        received += len(chunk)
+        if received > _DRAIN_LIMIT:
+            return
 
 
 async def _read_limited(response: httpx.Response, max_bytes: int) -> bytes:

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 FORUM_NEEDS = ("view_channel", "send_messages", "send_messages_in_threads", "manage_threads")
 TEXT_NEEDS = ("view_channel", "send_messages", "embed_links", "create_public_threads", "send_messages_in_threads")
 MAX_POLL_SLEEP = 60.0
+PUBLISH_CONCURRENCY = 50  # feeds publishing at once; the global pacer bounds the request rate
 
 
 def missing_permissions(channel: discord.abc.GuildChannel, me: discord.Member) -> list[str]:
@@ -106,10 +107,24 @@ class Articles(commands.Cog):
                     await self.bot.alert(feed.guild_id, report.alert)
                 if report.recovered:
                     await self.bot.alert(feed.guild_id, report.recovered)
-            posted = 0
-            for feed in await self.bot.store.feeds.with_work():
-                posted += await self.publish(feed)
-            return posted
+            # Feeds publish concurrently: discord.py sleeps inside a request once a channel's bucket
+            # is exhausted (5 messages per 5 s), which would stall every other channel behind it.
+            # The global pacer (bot.pacing) keeps the sum under Discord's 50 requests/s.
+            feeds = await self.bot.store.feeds.with_work()
+            slots = asyncio.Semaphore(PUBLISH_CONCURRENCY)
+
+            async def publish(feed: FeedRow) -> int:
+                async with slots:
+                    return await self.publish(feed)
+
+            results = await asyncio.gather(*(publish(feed) for feed in feeds), return_exceptions=True)
+            failures = [r for r in results if isinstance(r, BaseException)]
+            for feed, result in zip(feeds, results, strict=True):
+                if isinstance(result, BaseException) and result is not failures[0]:
+                    log.error("feed %s: publishing failed", feed.id, exc_info=result)
+            if failures:  # the other feeds finished; the poller's error handler sees the first failure
+                raise failures[0]
+            return sum(r for r in results if isinstance(r, int))
 
     async def publish(self, feed: FeedRow) -> int:
         """Post up to the per-poll cap of a feed's pending articles, and apply pending edits."""
