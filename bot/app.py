@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import discord
 import httpx
 import yarl
@@ -91,6 +92,9 @@ class ReadersViewsBot(commands.Bot):
             allowed_mentions=discord.AllowedMentions.none(),
             guild_ready_timeout=config.discord.guild_ready_timeout,
             help_command=None,
+            # discord.py's default connector has no limit: a burst of interactions would open a new
+            # connection (and TLS handshake) per request instead of reusing kept-alive ones.
+            connector=aiohttp.TCPConnector(limit=config.discord.max_connections),
         )
         # discord.py learns the global limit (50 requests/s) only from a 429: pace every REST request.
         self.pacer = install_global_pacer(self.http)

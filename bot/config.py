@@ -33,6 +33,8 @@ class DiscordSettings(_Model):
     gateway_url: str | None = None
     """Gateway websocket URL override (ws:// or wss://)."""
     guild_ready_timeout: float = Field(default=2.0, ge=0.0, le=60.0)
+    max_connections: int = Field(default=64, ge=1, le=1000)
+    """HTTP connections kept to Discord's REST API; bursts queue for a pooled connection."""
     message_content_intent: bool = True
     members_intent: bool = False
 
