@@ -25,7 +25,7 @@ from bot.store.contributions import (
     Contribution,
     ContributionsRepo,
     NewContribution,
-    contribution_row,
+    row_of,
 )
 
 if TYPE_CHECKING:
@@ -120,20 +120,7 @@ class Recorder:
         await self.flush()
 
     def add(self, contribution: NewContribution) -> None:
-        c = contribution
-        self.add_row(
-            contribution_row(
-                c.guild_id,
-                c.message_id,
-                c.channel_id,
-                c.article_id,
-                c.reply_to_message_id,
-                c.author_id,
-                c.author_name,
-                c.content,
-                c.created_at,
-            )
-        )
+        self.add_row(row_of(contribution))
 
     def add_row(self, row: tuple[object, ...]) -> None:
         """Queue a row made by `contribution_row` (the listener's hot path)."""

@@ -138,6 +138,25 @@ def consent_given(value: str) -> bool:
     return value.strip().casefold() in {"yes", "y", "i agree", "agree", "oui", "ja", "sí", "si"}
 
 
+def byline_inputs(
+    display_name: str,
+) -> tuple[discord.ui.TextInput[Any], discord.ui.TextInput[Any], discord.ui.TextInput[Any]]:
+    """The byline, location and consent fields every route to publication asks for."""
+    byline: discord.ui.TextInput[Any] = discord.ui.TextInput(
+        label="Name to print under your letter", custom_id="byline", default=display_name[:80], max_length=80
+    )
+    location: discord.ui.TextInput[Any] = discord.ui.TextInput(
+        label="Location (optional), e.g. Leeds", custom_id="location", required=False, max_length=80
+    )
+    consent: discord.ui.TextInput[Any] = discord.ui.TextInput(
+        label="Type yes to agree to publication",
+        custom_id="consent",
+        placeholder="yes: publish my letter with this name and the site's disclaimer",
+        max_length=20,
+    )
+    return byline, location, consent
+
+
 class BylineModal(LettersModal):
     """The writer's printed name, optional location, and explicit consent to publication."""
 
@@ -145,18 +164,7 @@ class BylineModal(LettersModal):
         super().__init__(title="Publish as a reader's view", custom_id=f"letters:byline:{letter_id}")
         self.letter_id = letter_id
         self.nominated = nominated
-        self.byline: discord.ui.TextInput[Any] = discord.ui.TextInput(
-            label="Name to print under your letter", custom_id="byline", default=display_name[:80], max_length=80
-        )
-        self.location: discord.ui.TextInput[Any] = discord.ui.TextInput(
-            label="Location (optional), e.g. Leeds", custom_id="location", required=False, max_length=80
-        )
-        self.consent: discord.ui.TextInput[Any] = discord.ui.TextInput(
-            label="Type yes to agree to publication",
-            custom_id="consent",
-            placeholder="yes: publish my letter with this name and the site's disclaimer",
-            max_length=20,
-        )
+        self.byline, self.location, self.consent = byline_inputs(display_name)
         for item in (self.byline, self.location, self.consent):
             self.add_item(item)
 

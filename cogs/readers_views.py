@@ -23,6 +23,7 @@ from cogs.editorial import (
     BylineModal,
     LettersModal,
     ReviewQueue,
+    byline_inputs,
     consent_given,
     contribution_from_message,
     editorial,
@@ -50,18 +51,7 @@ class WriteLetterModal(LettersModal):
         self.text: discord.ui.TextInput[Any] = discord.ui.TextInput(
             label="Your letter", custom_id="text", style=discord.TextStyle.paragraph, max_length=4000
         )
-        self.byline: discord.ui.TextInput[Any] = discord.ui.TextInput(
-            label="Name to print under your letter", custom_id="byline", default=display_name[:80], max_length=80
-        )
-        self.location: discord.ui.TextInput[Any] = discord.ui.TextInput(
-            label="Location (optional), e.g. Leeds", custom_id="location", required=False, max_length=80
-        )
-        self.consent: discord.ui.TextInput[Any] = discord.ui.TextInput(
-            label="Type yes to agree to publication",
-            custom_id="consent",
-            placeholder="yes: publish my letter with this name and the site's disclaimer",
-            max_length=20,
-        )
+        self.byline, self.location, self.consent = byline_inputs(display_name)
         for item in (self.text, self.byline, self.location, self.consent):
             self.add_item(item)
 

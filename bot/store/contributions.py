@@ -173,8 +173,9 @@ def contribution_row(
     )
 
 
-def _row(c: NewContribution) -> tuple[object, ...]:
-    return (
+def row_of(c: NewContribution) -> tuple[object, ...]:
+    """The insert row for a NewContribution."""
+    return contribution_row(
         c.guild_id,
         c.message_id,
         c.channel_id,
@@ -183,7 +184,7 @@ def _row(c: NewContribution) -> tuple[object, ...]:
         c.author_id,
         c.author_name,
         c.content,
-        to_db(c.created_at),
+        c.created_at,
     )
 
 
@@ -208,11 +209,11 @@ class ContributionsRepo:
 
     async def record(self, contribution: NewContribution) -> int:
         """Record one reply (idempotent on the Discord message id); returns the row id or 0 if known."""
-        return await self._db.write(_INSERT, _row(contribution))
+        return await self._db.write(_INSERT, row_of(contribution))
 
     async def record_many(self, contributions: list[NewContribution]) -> None:
         """Group commit: many replies in one transaction."""
-        await self._db.write_many(_INSERT, [_row(c) for c in contributions])
+        await self._db.write_many(_INSERT, [row_of(c) for c in contributions])
 
     async def record_rows(self, rows: list[tuple[object, ...]]) -> None:
         """Group commit of ready-made rows (see `contribution_row`): the recording hot path."""
@@ -234,7 +235,7 @@ class ContributionsRepo:
         return await self._db.write(
             "INSERT INTO contributions (guild_id, message_id, channel_id, article_id, reply_to_message_id,"
             " author_id, author_name, content, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            _row(contribution),
+            row_of(contribution),
         )
 
     async def apply_edit(self, message_id: int, content: str, edited_at: datetime) -> None:
