@@ -45,7 +45,6 @@ from bot.app import Runtime, apply_endpoints  # noqa: E402
 from bot.articles import ArticleService  # noqa: E402
 from bot.clock import SystemClock  # noqa: E402
 from bot.config import Config, FeedSettings, Secrets  # noqa: E402
-from bot.pacing import GlobalPacer, install_global_pacer  # noqa: E402
 from bot.store import Store  # noqa: E402
 
 PER_CHANNEL = (5, 5.0)  # message create: 5 per 5 s per channel (the fake's fixed window)
@@ -302,30 +301,12 @@ def required_seconds(kind: str, channels: int, per_channel: int) -> tuple[float,
     return max(global_bound, channel_bound), formula
 
 
-async def concurrent_run_cycle(cog: Any, concurrency: int = 50) -> int:
-    """MEASUREMENT-ONLY monkeypatch of Articles.run_cycle: the proposed patch (feeds publish concurrently)."""
-    async with cog._cycle_lock:
-        for feed in await cog.bot.store.feeds.due(cog.bot.clock.now()):
-            await cog.service.poll(feed)
-        feeds = await cog.bot.store.feeds.with_work()
-        slots = asyncio.Semaphore(concurrency)
-
-        async def publish(feed: Any) -> int:
-            async with slots:
-                return int(await cog.publish(feed))
-
-        return sum(await asyncio.gather(*(publish(feed) for feed in feeds)))
-
-
-async def bench_posting(
-    kind: str, *, paced: bool, concurrent: bool, channels: int, per_channel: int, cap: int, deadline: float
-) -> dict[str, Any]:
+async def bench_posting(kind: str, *, channels: int, per_channel: int, cap: int, deadline: float) -> dict[str, Any]:
     from tests.conftest import make_config
     from tests.fakediscord import FakeDiscord
 
     fake = FakeDiscord(heartbeat_interval_ms=500)
     await fake.start()
-    pacer: list[GlobalPacer] = []
     try:
         guild = fake.add_guild("Bench Gazette")
         targets = [
@@ -336,12 +317,7 @@ async def bench_posting(
         ]
         with tempfile.TemporaryDirectory() as tmp:
             config = make_config(fake, Path(tmp), cogs=["cogs.articles"], feeds={"per_poll_cap": cap})
-
-            def hook(runtime: Any) -> None:
-                if paced:
-                    pacer.append(install_global_pacer(runtime.bot.http, rate=GLOBAL_PER_SECOND, per=1.0))
-
-            runtime, task = await boot_bot(fake, config, hook)
+            runtime, task = await boot_bot(fake, config, lambda runtime: None)
             try:
                 bot = runtime.bot
                 cog = bot.get_cog("Articles")
@@ -393,7 +369,7 @@ async def bench_posting(
                     nonlocal cycles
                     posted = 0
                     while posted < total and cycles < 100:
-                        posted += await (concurrent_run_cycle(cog) if concurrent else cog.run_cycle())
+                        posted += await cog.run_cycle()
                         cycles += 1
 
                 started = time.perf_counter()
@@ -411,7 +387,6 @@ async def bench_posting(
                 made = in_discord()
                 return {
                     "kind": kind,
-                    "paced": paced,
                     "complete": driver in done,
                     "posted": made,
                     "cycles": cycles,
@@ -419,7 +394,7 @@ async def bench_posting(
                     "requests": len(requests),
                     "ok_requests": sum(1 for r in requests if r.status != 429),
                     "count_429": fake.count_429 - before_429,
-                    "pacer_wait": pacer[0].waited if pacer else 0.0,
+                    "pacer_wait": bot.pacer.waited,
                 }
             finally:
                 await runtime.bot.close()
@@ -441,24 +416,21 @@ async def bench_all_posting(args: argparse.Namespace) -> None:
     print("    channel, L per W s per channel. pace = T_min / elapsed for a complete run; for a run stopped at")
     print("    the deadline, the rate form (articles posted * k / G) / elapsed.")
     print("    T_burst = (ceil(N*k/G)-1) s is the fixed-window floor (a full burst at t=0 and in every second after).")
-    print("    'concurrent' = MEASUREMENT-ONLY monkeypatch of Articles.run_cycle (the proposed cogs/articles.py patch)")
+    print("    the bot as shipped: feeds publish concurrently, bot.pacing keeps REST under the global limit")
     per_article = {"forum": 1, "text": 2}
-    variants = [(False, False), (True, False), (False, True), (True, True)]
     for kind in args.kinds:
         need, formula = required_seconds(kind, channels, per_channel)
         burst = (math.ceil(channels * per_channel * per_article[kind] / GLOBAL_PER_SECOND) - 1) * 1.0
         print(f"  {kind}: {formula}; T_burst = {burst:.1f} s")
-        for paced, concurrent in variants:
+        for _ in range(1):
             r = await bench_posting(
                 kind,
-                paced=paced,
-                concurrent=concurrent,
                 channels=channels,
                 per_channel=per_channel,
                 cap=cap,
                 deadline=args.deadline,
             )
-            label = f"{'concurrent' if concurrent else 'sequential'} {'+ GlobalPacer' if paced else 'no pacer    '}"
+            label = "bot"
             if r["complete"]:
                 pace = f"pace {need / r['elapsed']:.0%} (vs T_burst {burst / r['elapsed']:.0%})"
             else:
@@ -469,8 +441,7 @@ async def bench_all_posting(args: argparse.Namespace) -> None:
             print(
                 f"    {label}: posted {r['posted']}/{channels * per_channel} in {r['cycles']} cycle(s), "
                 f"{r['elapsed']:.2f} s, 429s {r['count_429']}, requests {r['requests']} "
-                f"({r['ok_requests'] / r['elapsed']:.1f} ok/s), {pace}"
-                + (f", pacer waited {r['pacer_wait']:.1f} s" if paced else ""),
+                f"({r['ok_requests'] / r['elapsed']:.1f} ok/s), {pace}" + f", pacer waited {r['pacer_wait']:.1f} s",
                 flush=True,
             )
 
