@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from dataclasses import dataclass, field
@@ -177,6 +178,16 @@ class ArticleService:
         base = timedelta(seconds=feed.poll_interval) * (2 ** min(failures - 1, 10))
         jitter = random.uniform(0.9, 1.1)
         return min(base * jitter, MAX_BACKOFF)
+
+    async def poll_due(self, now: datetime) -> list[tuple[FeedRow, PollReport]]:
+        """Poll every due feed, a few at once (config feeds.poll_concurrency)."""
+        slots = asyncio.Semaphore(self.settings.poll_concurrency)
+
+        async def one(feed: FeedRow) -> tuple[FeedRow, PollReport]:
+            async with slots:
+                return feed, await self.poll(feed)
+
+        return list(await asyncio.gather(*(one(feed) for feed in await self.store.feeds.due(now))))
 
     async def poll(self, feed: FeedRow) -> PollReport:
         """One poll: conditional GET, parse in a thread, record new and changed articles."""

@@ -93,6 +93,8 @@ class FeedSettings(_Model):
     timeout_seconds: float = Field(default=20.0, gt=0, le=300)
     max_redirects: int = Field(default=5, ge=0, le=20)
     per_poll_cap: int = Field(default=5, ge=1, le=100)
+    poll_concurrency: int = Field(default=4, ge=1, le=64)
+    """Feeds fetched at once: a slow or hanging site never holds up the others."""
     alert_after_failures: int = Field(default=3, ge=1, le=100)
     contact_url: str | None = None
     """Put in the User-Agent so site owners can reach the operator."""

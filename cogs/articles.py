@@ -101,8 +101,7 @@ class Articles(commands.Cog):
     async def run_cycle(self) -> int:
         """Poll every due feed, then post what is pending (capped per feed). Returns posts made."""
         async with self._cycle_lock:
-            for feed in await self.bot.store.feeds.due(self.bot.clock.now()):
-                report = await self.service.poll(feed)
+            for feed, report in await self.service.poll_due(self.bot.clock.now()):
                 if report.alert:
                     await self.bot.alert(feed.guild_id, report.alert)
                 if report.recovered:
