@@ -229,7 +229,7 @@ async def cmd_outbox(config: Config, args: argparse.Namespace) -> int:
     try:
         repo = OutboxRepo(store.db, store.clock)
         if args.outbox_command == "list":
-            states = None if args.all else ("pending", "inflight", "dead")
+            states = ("pending", "inflight", "dead", "done") if args.all else ("pending", "inflight", "dead")
             rows = await repo.list(states)
             if not rows:
                 print("outbox is empty" if args.all else "nothing waiting: every item was delivered")

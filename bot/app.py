@@ -108,7 +108,7 @@ class ReadersViewsBot(commands.Bot):
         self.force_sync = force_sync
         self.sync_guild_id = sync_guild_id
         self.synced: bool = False
-        self.tree.on_error = on_app_command_error
+        self.tree.on_error = on_app_command_error  # type: ignore[method-assign]  # discord.py's documented hook
         self._shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
         # Everything sent to the site goes through the outbox; cogs listen for deliveries.
         self.site = site or make_adapter(config.site, secrets, http_client, clock=clock)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, TypeVar, overload
 from urllib.parse import urlsplit
 
 import httpx
@@ -20,9 +22,31 @@ from bot.store.feeds import ArticleRow, FeedRow
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+R = TypeVar("R")
+
 MAX_BACKOFF = timedelta(hours=6)
 EMBED_SUMMARY_LIMIT = 1000
 SUMMARY_STORE_LIMIT = 20_000
+
+
+@overload
+async def map_bounded(func: Callable[[T], Awaitable[R]], items: list[T], limit: int) -> list[R]: ...
+@overload
+async def map_bounded(
+    func: Callable[[T], Awaitable[R]], items: list[T], limit: int, *, return_exceptions: Literal[True]
+) -> list[R | BaseException]: ...
+async def map_bounded(
+    func: Callable[[T], Awaitable[R]], items: list[T], limit: int, *, return_exceptions: bool = False
+) -> list[Any]:
+    """`func` over `items`, at most `limit` at a time, results in order."""
+    slots = asyncio.Semaphore(limit)
+
+    async def one(item: T) -> R:
+        async with slots:
+            return await func(item)
+
+    return list(await asyncio.gather(*(one(item) for item in items), return_exceptions=return_exceptions))
 
 
 class FeedProblem(Exception):
@@ -181,13 +205,9 @@ class ArticleService:
 
     async def poll_due(self, now: datetime) -> list[tuple[FeedRow, PollReport]]:
         """Poll every due feed, a few at once (config feeds.poll_concurrency)."""
-        slots = asyncio.Semaphore(self.settings.poll_concurrency)
-
-        async def one(feed: FeedRow) -> tuple[FeedRow, PollReport]:
-            async with slots:
-                return feed, await self.poll(feed)
-
-        return list(await asyncio.gather(*(one(feed) for feed in await self.store.feeds.due(now))))
+        feeds = await self.store.feeds.due(now)
+        reports = await map_bounded(self.poll, feeds, self.settings.poll_concurrency)
+        return list(zip(feeds, reports, strict=True))
 
     async def poll(self, feed: FeedRow) -> PollReport:
         """One poll: conditional GET, parse in a thread, record new and changed articles."""

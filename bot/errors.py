@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import discord
 from discord import app_commands
@@ -22,13 +23,13 @@ class NotPermitted(app_commands.CheckFailure):
     """The member lacks the role or permission a command needs."""
 
 
-async def send_ephemeral(interaction: discord.Interaction, text: str, **kwargs: object) -> None:
+async def send_ephemeral(interaction: discord.Interaction, text: str, **kwargs: Any) -> None:
     """Answer ephemerally whether or not the interaction was already responded to."""
     kwargs.setdefault("allowed_mentions", discord.AllowedMentions.none())
     if interaction.response.is_done():
-        await interaction.followup.send(text, ephemeral=True, **kwargs)  # type: ignore[arg-type]
+        await interaction.followup.send(text, ephemeral=True, **kwargs)
     else:
-        await interaction.response.send_message(text, ephemeral=True, **kwargs)  # type: ignore[arg-type]
+        await interaction.response.send_message(text, ephemeral=True, **kwargs)
 
 
 def describe_error(error: Exception) -> tuple[str, bool]:

@@ -10,7 +10,15 @@ import discord
 from discord import app_commands
 from discord.ext import commands, tasks
 
-from bot.articles import ArticleService, FeedProblem, choose_tags, parse_tag_map, plan_post, validate_feed_url
+from bot.articles import (
+    ArticleService,
+    FeedProblem,
+    choose_tags,
+    map_bounded,
+    parse_tag_map,
+    plan_post,
+    validate_feed_url,
+)
 from bot.checks import admin_only
 from bot.errors import UserFacingError
 from bot.render import truncate_words
@@ -110,19 +118,14 @@ class Articles(commands.Cog):
             # is exhausted (5 messages per 5 s), which would stall every other channel behind it.
             # The global pacer (bot.pacing) keeps the sum under Discord's 50 requests/s.
             feeds = await self.bot.store.feeds.with_work()
-            slots = asyncio.Semaphore(PUBLISH_CONCURRENCY)
-
-            async def publish(feed: FeedRow) -> int:
-                async with slots:
-                    return await self.publish(feed)
-
-            results = await asyncio.gather(*(publish(feed) for feed in feeds), return_exceptions=True)
-            failures = [r for r in results if isinstance(r, BaseException)]
-            for feed, result in zip(feeds, results, strict=True):
-                if isinstance(result, BaseException) and result is not failures[0]:
-                    log.error("feed %s: publishing failed", feed.id, exc_info=result)
+            results = await map_bounded(self.publish, feeds, PUBLISH_CONCURRENCY, return_exceptions=True)
+            failures: list[tuple[FeedRow, BaseException]] = [
+                (feed, r) for feed, r in zip(feeds, results, strict=True) if isinstance(r, BaseException)
+            ]
+            for feed, failure in failures[1:]:
+                log.error("feed %s: publishing failed", feed.id, exc_info=failure)
             if failures:  # the other feeds finished; the poller's error handler sees the first failure
-                raise failures[0]
+                raise failures[0][1]
             return sum(r for r in results if isinstance(r, int))
 
     async def publish(self, feed: FeedRow) -> int:
@@ -243,15 +246,14 @@ class Articles(commands.Cog):
                     await thread.get_partial_message(article.message_id or thread.id).edit(
                         content=plan.content, allowed_mentions=discord.AllowedMentions.none()
                     )
-            elif article.message_id:
+            elif isinstance(channel, discord.TextChannel) and article.message_id:
                 embed = discord.Embed(title=plan.title, url=plan.link or None, description=plan.embed_description)
                 if article.published_at:
                     embed.timestamp = article.published_at
                 await channel.get_partial_message(article.message_id).edit(embed=embed)
-                if article.thread_id:
-                    thread = channel.guild.get_thread(article.thread_id)
-                    if thread is not None and thread.name != plan.title:
-                        await thread.edit(name=plan.title)
+                text_thread = channel.guild.get_thread(article.thread_id) if article.thread_id else None
+                if text_thread is not None and text_thread.name != plan.title:
+                    await text_thread.edit(name=plan.title)
         except (discord.NotFound, discord.Forbidden) as exc:
             log.info("article %s: its post is gone or locked (%s); not editing", article.id, exc)
         except discord.HTTPException as exc:
@@ -265,7 +267,7 @@ class Articles(commands.Cog):
         if interaction.guild is None:
             return []
         choices = []
-        for feed in await self.bot.store.feeds.list(interaction.guild.id):
+        for feed in await self.bot.store.feeds.in_guild(interaction.guild.id):
             label = f"#{feed.id} {feed.title or feed.url}"
             if current.lower() in label.lower() or current.lower() in feed.url.lower():
                 choices.append(app_commands.Choice(name=truncate_words(label, 100), value=feed.id))
@@ -352,7 +354,7 @@ class Articles(commands.Cog):
     @admin_only()
     async def list_(self, interaction: discord.Interaction) -> None:
         assert interaction.guild is not None
-        feeds = await self.bot.store.feeds.list(interaction.guild.id)
+        feeds = await self.bot.store.feeds.in_guild(interaction.guild.id)
         if not feeds:
             await interaction.response.send_message("No feeds yet: add one with `/feed add`.", ephemeral=True)
             return

@@ -152,7 +152,7 @@ async def test_conditional_get_304(bot: Booted, world: World, site: FeedServer, 
     await poll(bot, clock, world)
     last = site.requests_for("/feed")[-1]
     assert last.header("If-None-Match") == '"v1"'
-    feed = (await bot.bot.store.feeds.list(world.guild.id))[0]
+    feed = (await bot.bot.store.feeds.in_guild(world.guild.id))[0]
     assert feed.last_status == "not_modified"
 
 
@@ -205,7 +205,7 @@ async def test_unknown_tag_in_mapping_is_refused(bot: Booted, world: World, site
     )
     text = (await ix.wait_response())["data"]["content"]
     assert "no tag named Nope" in text
-    assert await bot.bot.store.feeds.list(world.guild.id) == []
+    assert await bot.bot.store.feeds.in_guild(world.guild.id) == []
 
 
 async def test_text_channel_gets_embed_and_thread(bot: Booted, world: World, site: FeedServer, clock) -> None:
@@ -260,7 +260,7 @@ async def test_broken_feeds_alert_once_and_recover(
     setup(site)
     for _ in range(6):
         await poll(bot, clock, world, minutes=60 * 7)
-    feed = (await bot.bot.store.feeds.list(world.guild.id))[0]
+    feed = (await bot.bot.store.feeds.in_guild(world.guild.id))[0]
     assert feed.consecutive_errors == 6 and expected in (feed.last_error or "")
     failing = [a for a in alerts(world) if "failed" in a]
     assert len(failing) == 1 and expected in failing[0]
@@ -288,7 +288,7 @@ async def test_adding_a_broken_feed_is_refused(bot: Booted, world: World, site: 
     assert "not" in text and "feed" in text
     ix = await world.fake.slash(world.guild, world.admin, "feed add", url="ftp://x/feed", channel=world.forum)
     assert "http:// or https://" in (await ix.wait_response())["data"]["content"]
-    assert await bot.bot.store.feeds.list(world.guild.id) == []
+    assert await bot.bot.store.feeds.in_guild(world.guild.id) == []
 
 
 async def test_huge_and_slow_responses_are_cut_off(world: World, booter: Any, site: FeedServer, clock) -> None:
@@ -297,11 +297,11 @@ async def test_huge_and_slow_responses_are_cut_off(world: World, booter: Any, si
     await add_feed(world, site.url("/feed"), world.forum)
     site.set_stream("/feed", 50_000_000)
     await poll(booted, clock, world)
-    feed = (await booted.bot.store.feeds.list(world.guild.id))[0]
+    feed = (await booted.bot.store.feeds.in_guild(world.guild.id))[0]
     assert "larger than 5 MB" in (feed.last_error or "")
     site.set_slow("/feed", 5.0)
     await poll(booted, clock, world, minutes=60)
-    feed = (await booted.bot.store.feeds.list(world.guild.id))[0]
+    feed = (await booted.bot.store.feeds.in_guild(world.guild.id))[0]
     assert "timed out" in (feed.last_error or "")
 
 
@@ -353,7 +353,7 @@ async def test_forbidden_channel_alerts_once_and_pauses(bot: Booted, world: Worl
     await poll(bot, clock, world)
     await poll(bot, clock, world)
     assert len([a for a in alerts(world) if "paused" in a]) == 1
-    feed = (await bot.bot.store.feeds.list(world.guild.id))[0]
+    feed = (await bot.bot.store.feeds.in_guild(world.guild.id))[0]
     assert not feed.enabled and "Missing Permissions" in (feed.disabled_reason or "")
     assert forum_posts(world) == []
 

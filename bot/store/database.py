@@ -155,7 +155,7 @@ class Database:
             # A finished INSERT/UPDATE cursor holds nothing; closing it would cost another thread hop.
             if cursor.rowcount == 0:
                 return 0
-            return int(cursor.lastrowid if sql.lstrip()[:6].upper() == "INSERT" else cursor.rowcount)
+            return int((cursor.lastrowid or 0) if sql.lstrip()[:6].upper() == "INSERT" else cursor.rowcount)
 
     async def write_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         """Many rows in one transaction (group commit)."""

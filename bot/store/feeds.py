@@ -138,7 +138,7 @@ class FeedsRepo:
         )
         return FeedRow.from_row(row) if row else None
 
-    async def list(self, guild_id: int) -> list[FeedRow]:
+    async def in_guild(self, guild_id: int) -> list[FeedRow]:
         rows = await self._db.fetchall("SELECT * FROM feeds WHERE guild_id = ? ORDER BY id", (guild_id,))
         return [FeedRow.from_row(r) for r in rows]
 
