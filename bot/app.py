@@ -225,13 +225,19 @@ class Runtime:
     ) -> Runtime:
         clock = clock or SystemClock()
         apply_endpoints(config)
-        seeds = {gid: seed.model_dump() for gid, seed in config.guilds.items()}
-        store = await Store.open(config.database.path, clock, seeds=seeds)
         http_client = httpx.AsyncClient(
             headers={"User-Agent": user_agent(config)},
             timeout=httpx.Timeout(config.feeds.timeout_seconds),
             follow_redirects=False,
         )
+        try:
+            # A missing site setting fails here, before anything is written.
+            site = make_adapter(config.site, secrets, http_client, clock=clock)
+            seeds = {gid: seed.model_dump() for gid, seed in config.guilds.items()}
+            store = await Store.open(config.database.path, clock, seeds=seeds)
+        except BaseException:
+            await http_client.aclose()
+            raise
         try:
             bot = ReadersViewsBot(
                 config=config,
@@ -239,6 +245,7 @@ class Runtime:
                 store=store,
                 http_client=http_client,
                 clock=clock,
+                site=site,
                 force_sync=force_sync,
                 sync_guild_id=sync_guild_id,
             )

@@ -110,3 +110,13 @@ def test_outbox_cli_on_empty_store(workdir: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "every item was delivered" in result.stdout
     assert "no outbox item #7" in one_error_line(cli("outbox", "retry", "7", cwd=workdir))
+
+
+def test_incomplete_site_settings_fail_before_anything_is_written(workdir: Path) -> None:
+    (workdir / "c.yaml").write_text("site: {kind: wordpress}\n")
+    line = one_error_line(cli("--config", "c.yaml", "run", cwd=workdir, env={"DISCORD_TOKEN": "x"}))
+    assert "site.wordpress.url" in line
+    assert not (workdir / "data").exists()
+    (workdir / "c.yaml").write_text("site: {kind: webhook, webhook: {url: 'http://127.0.0.1:9/hook'}}\n")
+    line = one_error_line(cli("--config", "c.yaml", "run", cwd=workdir, env={"DISCORD_TOKEN": "x"}))
+    assert "READERSVIEWS_WEBHOOK_SECRET" in line
