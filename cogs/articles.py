@@ -224,9 +224,10 @@ class Articles(commands.Cog):
             else:
                 async for message in channel.history(limit=50):
                     if message.author.id == me.id and message.embeds and message.embeds[0].url == (plan.link or None):
-                        thread_id = message.thread.id if message.thread else None
+                        # The crash may have come before the discussion thread was opened.
+                        thread = message.thread or await message.create_thread(name=plan.title)
                         await self.bot.store.articles.mark_posted(
-                            article.id, channel_id=channel.id, thread_id=thread_id, message_id=message.id
+                            article.id, channel_id=channel.id, thread_id=thread.id, message_id=message.id
                         )
                         return True
         except discord.HTTPException as exc:

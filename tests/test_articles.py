@@ -146,6 +146,30 @@ async def test_interrupted_post_is_not_repeated(bot: Booted, world: World, site:
     assert row["status"] == "posted" and row["thread_id"] == forum_posts(world)[0].id
 
 
+async def test_interrupted_text_post_is_found_in_history(bot: Booted, world: World, site: FeedServer, clock) -> None:
+    """Text channels: after a crash between sending the embed and recording it, history is checked first."""
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.discussion)
+    site.set_feed("/feed", rss([story(1)]))
+    store = bot.bot.store
+    real_mark_posted = store.articles.mark_posted
+
+    async def crash(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("killed mid-cycle")
+
+    store.articles.mark_posted = crash
+    with pytest.raises(RuntimeError):
+        await poll(bot, clock, world)
+    store.articles.mark_posted = real_mark_posted
+    await poll(bot, clock, world)
+    embeds = [m for m in world.fake.messages_in(world.discussion) if m.get("embeds")]
+    assert len(embeds) == 1
+    row = await store.db.fetchone("SELECT status, message_id, thread_id FROM articles WHERE guid = 'story-1'")
+    assert row["status"] == "posted" and row["message_id"] == int(embeds[0]["id"])
+    threads = world.fake.threads_in(world.discussion)
+    assert [t.id for t in threads] == [row["thread_id"]], "the missing discussion thread is opened"
+
+
 async def test_conditional_get_304(bot: Booted, world: World, site: FeedServer, clock: FakeClock) -> None:
     site.set_feed("/feed", rss([story(1)]), etag='"v1"')
     await add_feed(world, site.url("/feed"), world.forum)
