@@ -198,9 +198,20 @@ def _stateless(modal: discord.ui.Modal) -> discord.ui.Modal:
     return modal
 
 
+class _FixedModal(discord.ui.Modal):
+    """A stopped modal whose payload is built once: a blank sign form is shared by every click."""
+
+    _payload: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        if self._payload is None:
+            self._payload = super().to_dict()
+        return self._payload
+
+
 def sign_form(statement: StatementRow, kind: SignKind, current: SignatureRow | None) -> discord.ui.Modal:
     title = "Sign for an organization" if kind == "organization" else "Sign the statement"
-    modal = discord.ui.Modal(title=title, custom_id=f"statements:signform:{statement.id}:{kind}", timeout=None)
+    modal = _FixedModal(title=title, custom_id=f"statements:signform:{statement.id}:{kind}", timeout=None)
     place = ", ".join(p for p in ((current.city, current.country) if current else ()) if p) or None
     if kind == "organization":
         modal.add_item(
@@ -307,6 +318,7 @@ class Statements(commands.Cog):
             on_schedule=self.wake_timer,
         )
         self.refresher = Debouncer(self._refresh_message, EDIT_INTERVAL)
+        self._blank_forms: dict[tuple[int, str, bool], discord.ui.Modal] = {}
         self.timer_cap = MAX_TIMER_SLEEP
         self._wake = asyncio.Event()
 
@@ -409,15 +421,27 @@ class Statements(commands.Cog):
 
     # -- buttons and forms ----------------------------------------------------------------------
 
+    def _sign_form(self, statement: StatementRow, kind: SignKind, current: SignatureRow | None) -> discord.ui.Modal:
+        """The form; a blank one (first signature) is built once per statement and kind, and reused."""
+        if current is not None:
+            return sign_form(statement, kind, current)
+        key = (statement.id, kind, statement.public_by_default)
+        form = self._blank_forms.get(key)
+        if form is None:
+            if len(self._blank_forms) >= 256:
+                self._blank_forms.clear()
+            form = self._blank_forms[key] = sign_form(statement, kind, None)
+        return form
+
     async def on_button(self, interaction: discord.Interaction, statement_id: int, action: str) -> None:
         try:
             if action in ("sign", "sign_org"):
                 kind: SignKind = "organization" if action == "sign_org" else "individual"
-                statement = await self.service.check_can_sign(statement_id, interaction.user.id, kind)
-                current = await self.service.my_signature(statement_id, interaction.user.id)
+                # One DB read: the statement, whether the account is blocked, its live signature.
+                statement, current = await self.service.prepare_sign(statement_id, interaction.user.id, kind)
                 if current is not None and current.kind != kind:
                     current = None
-                await interaction.response.send_modal(sign_form(statement, kind, current))
+                await interaction.response.send_modal(self._sign_form(statement, kind, current))
             elif action == "withdraw":
                 withdrawn = await self.service.withdraw(statement_id, interaction.user.id)
                 if withdrawn is None:

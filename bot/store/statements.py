@@ -171,6 +171,21 @@ _UPSERT = (
 )
 
 
+_SIGNATURE_COLUMNS = (
+    "id", "statement_id", "user_id", "kind", "name", "organization", "role", "city", "country", "public",
+    "created_at", "updated_at", "withdrawn_at", "hidden_at", "hidden_by", "flags",
+)  # fmt: skip
+# One row per requested (statement, user) pair whose statement exists; `{values}` is "(?, ?), ...".
+_SIGN_CONTEXT = (
+    "WITH req(sid, uid) AS (VALUES {values})"
+    " SELECT req.sid AS req_sid, req.uid AS req_uid, st.*,"
+    " EXISTS (SELECT 1 FROM statement_blocks b WHERE b.statement_id = req.sid AND b.user_id = req.uid) AS blocked, "
+    + ", ".join(f"sig.{name} AS sig_{name}" for name in _SIGNATURE_COLUMNS)
+    + " FROM req JOIN statements st ON st.id = req.sid LEFT JOIN signatures sig"
+    " ON sig.statement_id = req.sid AND sig.user_id = req.uid AND sig.withdrawn_at IS NULL"
+)
+
+
 class StatementsRepo:
     def __init__(self, db: Database, clock: Clock) -> None:
         self.db = db
@@ -355,6 +370,37 @@ class StatementsRepo:
                 )
         return outcomes
 
+    async def sign_context(
+        self, statement_id: int, user_id: int
+    ) -> tuple[StatementRow | None, bool, SignatureRow | None]:
+        """(statement, account blocked from it, its live signature) in one read."""
+        return (await self.sign_contexts([(statement_id, user_id)]))[(statement_id, user_id)]
+
+    async def sign_contexts(
+        self, pairs: Sequence[tuple[int, int]]
+    ) -> dict[tuple[int, int], tuple[StatementRow | None, bool, SignatureRow | None]]:
+        """`sign_context` for many (statement id, user id) pairs: one hop to the DB thread per 400."""
+        wanted = list(dict.fromkeys(pairs))
+        found: dict[tuple[int, int], tuple[StatementRow | None, bool, SignatureRow | None]] = {
+            pair: (None, False, None) for pair in wanted
+        }
+        for start in range(0, len(wanted), 400):
+            chunk = wanted[start : start + 400]
+            sql = _SIGN_CONTEXT.format(values=",".join(["(?, ?)"] * len(chunk)))
+            rows = await self.db.fetchall(sql, [value for pair in chunk for value in pair])
+            statements: dict[int, StatementRow] = {}
+            for row in rows:
+                statement = statements.get(row["id"])
+                if statement is None:
+                    statement = statements[row["id"]] = StatementRow.from_row(row)
+                signature = None
+                if row["sig_id"] is not None:
+                    signature = SignatureRow.from_row(
+                        {name: row[f"sig_{name}"] for name in _SIGNATURE_COLUMNS}  # type: ignore[arg-type]
+                    )
+                found[(row["req_sid"], row["req_uid"])] = (statement, bool(row["blocked"]), signature)
+        return found
+
     async def live_signature(self, statement_id: int, user_id: int) -> SignatureRow | None:
         row = await self.db.fetchone(
             "SELECT * FROM signatures WHERE statement_id = ? AND user_id = ? AND withdrawn_at IS NULL",
@@ -426,7 +472,7 @@ class StatementsRepo:
             " FROM signatures WHERE statement_id = ? AND withdrawn_at IS NULL",
             (statement_id,),
         )
-        counts = Counts(*(int(v or 0) for v in row)) if row else Counts()
+        counts = Counts(signed=int(row[0] or 0), public=int(row[1] or 0), hidden=int(row[2] or 0)) if row else Counts()
         if latest:
             rows = await self.db.fetchall(
                 "SELECT * FROM signatures WHERE statement_id = ? AND withdrawn_at IS NULL AND hidden_at IS NULL"

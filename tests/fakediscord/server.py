@@ -126,7 +126,9 @@ class FakeDiscord:
         self.api = Api(self)
 
     # ------------------------------------------------------------------ lifecycle
-    async def start(self) -> None:
+    async def start(self, *, backlog: int = 1024) -> None:
+        """Listen on a free port. `backlog` is the accept queue: aiohttp's default (128) overflows under
+        a burst of new connections, and the kernel then drops SYNs (retried after 1 s, 3 s, ...)."""
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_get("/gateway", self.gateway.handle)
         app.router.add_get("/", self.gateway.handle)
@@ -135,7 +137,7 @@ class FakeDiscord:
         app.router.add_route("*", "/{tail:.*}", self.api.handle_unknown)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, 0)
+        site = web.TCPSite(self._runner, self.host, 0, backlog=backlog)
         await site.start()
         server: Any = site._server
         assert server is not None
