@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import WSMsgType, web
 
 from . import perms as P
+from .fastjson import dumps
 
 if TYPE_CHECKING:
     from .server import FakeDiscord
@@ -38,17 +39,17 @@ class Connection:
         self.heartbeats = 0
 
     async def send(self, frame: dict[str, Any]) -> None:
-        data = json.dumps(frame, separators=(",", ":"))
+        data = dumps(frame)
         async with self._lock:
             if self.ws.closed:
                 raise ConnectionResetError("gateway connection closed")
             if self._zlib is not None:
-                raw = self._zlib.compress(data.encode()) + self._zlib.flush(zlib.Z_SYNC_FLUSH)
+                raw = self._zlib.compress(data) + self._zlib.flush(zlib.Z_SYNC_FLUSH)
                 await self.ws.send_bytes(raw)
             elif self._zstd is not None:
-                await self.ws.send_bytes(self._zstd(data.encode()))
+                await self.ws.send_bytes(self._zstd(data))
             else:
-                await self.ws.send_str(data)
+                await self.ws.send_str(data.decode())
 
 
 def _zstd_stream() -> Callable[[bytes], bytes]:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import copy
 import secrets
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import messages as M
+from .fastjson import clone
 from .world import Channel, Guild, Member, Role, User
 
 if TYPE_CHECKING:
@@ -226,7 +226,7 @@ def base_payload(
             }
         )
     if message is not None:
-        payload["message"] = copy.deepcopy(message)
+        payload["message"] = clone(message)
     return payload
 
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from . import errors as E
+from .fastjson import clone
 
 USER_MENTION = re.compile(r"<@!?(\d{15,21})>")
 ROLE_MENTION = re.compile(r"<@&(\d{15,21})>")
@@ -179,9 +180,7 @@ def normalise_embeds(embeds: list[dict[str, Any]] | None) -> list[dict[str, Any]
 
 def number_components(components: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
     """Copy components and give each an ``id`` like Discord does (1, 2, ... in document order)."""
-    import copy
-
-    comps = copy.deepcopy(components or [])
+    comps = clone(components or [])
     used = {int(c["id"]) for c in _walk(comps) if c.get("id") is not None}
     n = 0
     for c in _walk(comps):

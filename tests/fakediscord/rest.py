@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import logging
@@ -18,6 +17,7 @@ from . import errors as E
 from . import interactions as I
 from . import messages as M
 from . import perms as P
+from .fastjson import clone, dumps
 from .ratelimit import rate_limited_body
 from .snowflake import iso
 from .world import (
@@ -94,7 +94,7 @@ def route(method: str, template: str, *, auth: bool = True, global_limit: bool =
 def json_response(body: Any, status: int, headers: dict[str, str]) -> web.Response:
     if status == 204 or body is None:
         return web.Response(status=204 if status < 300 else status, headers=headers)
-    return web.Response(body=json.dumps(body).encode(), status=status, headers={**headers, **JSON_HEADERS})
+    return web.Response(body=dumps(body), status=status, headers={**headers, **JSON_HEADERS})
 
 
 class Api:
@@ -395,12 +395,12 @@ class Api:
     @route("GET", "/applications/{application_id}/commands")
     async def get_global_commands(self, ctx: Ctx) -> Reply:
         self._app_check(ctx)
-        return Reply(copy.deepcopy(self.fake.commands.get(None, [])))
+        return Reply(clone(self.fake.commands.get(None, [])))
 
     @route("GET", "/applications/{application_id}/guilds/{guild_id}/commands")
     async def get_guild_commands(self, ctx: Ctx) -> Reply:
         self._app_check(ctx)
-        return Reply(copy.deepcopy(self.fake.commands.get(self._guild_key(ctx), [])))
+        return Reply(clone(self.fake.commands.get(self._guild_key(ctx), [])))
 
     @route("PUT", "/applications/{application_id}/commands")
     async def put_global_commands(self, ctx: Ctx) -> Reply:
@@ -517,7 +517,7 @@ class Api:
         if out["dm_permission"] is None:
             del out["dm_permission"]
         if cmd.get("options"):
-            out["options"] = copy.deepcopy(cmd["options"])
+            out["options"] = clone(cmd["options"])
         if key is not None:
             out["guild_id"] = str(key)
         if old is not None:
@@ -551,8 +551,8 @@ class Api:
         existing = {(int(c["type"]), c["name"]): c for c in self.fake.commands.get(key, [])}
         out = [self._command_payload(c, key, existing.get((int(c.get("type", 1)), c["name"]))) for c in body]
         self.fake.commands[key] = out
-        self.fake.command_syncs.append((key, copy.deepcopy(out)))
-        return Reply(copy.deepcopy(out))
+        self.fake.command_syncs.append((key, clone(out)))
+        return Reply(clone(out))
 
     async def _upsert_command(self, ctx: Ctx) -> Reply:
         self._app_check(ctx)
@@ -567,9 +567,9 @@ class Api:
         new = self._command_payload(cmd, key, old)
         if old is not None:
             cmds[cmds.index(old)] = new
-            return Reply(copy.deepcopy(new), 200)
+            return Reply(clone(new), 200)
         cmds.append(new)
-        return Reply(copy.deepcopy(new), 201)
+        return Reply(clone(new), 201)
 
     # ------------------------------------------------------------------ guilds
     def guild_or_404(self, gid: int) -> Guild:
@@ -819,7 +819,7 @@ class Api:
             body["flags"] = int(body["flags"]) & ~M.EPHEMERAL
         msg = self.fake.build_message(ch, self.fake.bot, body, uploads=ctx.uploads)
         await self.fake.post_message(ch, msg)
-        return Reply(copy.deepcopy(msg))
+        return Reply(clone(msg))
 
     @route("PATCH", "/channels/{channel_id}/messages/{message_id}")
     async def edit_message(self, ctx: Ctx) -> Reply:
@@ -835,7 +835,7 @@ class Api:
         self.fake.apply_edit(ch, msg, body, ctx.uploads, "rest")
         if not (msg["content"] or msg["embeds"] or msg["attachments"] or msg["components"]):
             raise E.empty_message()
-        return Reply(copy.deepcopy(msg))
+        return Reply(clone(msg))
 
     @route("DELETE", "/channels/{channel_id}/messages/{message_id}")
     async def delete_message(self, ctx: Ctx) -> Reply:
@@ -918,7 +918,7 @@ class Api:
             rate_limit_per_user=int(body.get("rate_limit_per_user") or 0),
         )
         await self._announce_thread(thread)
-        before = copy.deepcopy(msg)
+        before = clone(msg)
         msg["flags"] = int(msg.get("flags", 0)) | M.HAS_THREAD
         msg["thread"] = thread.payload()
         self.fake.record_edit(ch, before, msg, "thread")
@@ -970,7 +970,7 @@ class Api:
             starter = fake.build_message(thread, fake.bot, message, uploads=ctx.uploads, message_id=thread.id)
             await fake.post_message(thread, starter)
             out = thread.payload(with_member_for=fake.bot.id)
-            out["message"] = copy.deepcopy(starter)
+            out["message"] = clone(starter)
             return Reply(out, 201)
         if ch.type not in (GUILD_TEXT, GUILD_ANNOUNCEMENT):
             raise E.ApiError(400, 50024, "Cannot execute action on this channel type")
@@ -1068,10 +1068,10 @@ class Api:
             if stored is None:
                 raise E.unknown_message()
             message = fake.apply_edit(target_ch, stored, data, ctx.uploads, "interaction")
-            ix.edits.append(copy.deepcopy(message))
+            ix.edits.append(clone(message))
         elif ctype == I.MODAL:
             self._validate_modal(data)
-            modal = copy.deepcopy(data)
+            modal = clone(data)
             modal["components"] = M.number_components(modal.get("components"))
             ix.modal = modal
             fake.modals[ix.user.id] = (modal, ix)
@@ -1096,7 +1096,7 @@ class Api:
             )
         out: dict[str, Any] = {"interaction": interaction}
         if message is not None:
-            out["resource"] = {"type": ctype, "message": copy.deepcopy(message)}
+            out["resource"] = {"type": ctype, "message": clone(message)}
         if ctx.query.get("with_response") in ("1", "true", "True"):
             return Reply(out)
         return Reply(None, 204)
@@ -1224,13 +1224,13 @@ class Api:
         ix.followups.append(msg)
         ix._touch()
         if ctx.query.get("wait") in ("1", "true", "True"):
-            return Reply(copy.deepcopy(msg))
+            return Reply(clone(msg))
         return Reply(None, 204)
 
     @route("GET", "/webhooks/{webhook_id}/{webhook_token}/messages/{message_id}", auth=False, global_limit=False)
     async def get_webhook_message(self, ctx: Ctx) -> Reply:
         ix = self._webhook_ix(ctx)
-        return Reply(copy.deepcopy(self._webhook_message(ix, ctx.params["message_id"])))
+        return Reply(clone(self._webhook_message(ix, ctx.params["message_id"])))
 
     @route("PATCH", "/webhooks/{webhook_id}/{webhook_token}/messages/{message_id}", auth=False, global_limit=False)
     async def edit_webhook_message(self, ctx: Ctx) -> Reply:
@@ -1241,9 +1241,9 @@ class Api:
         M.validate_message(body, ctx.uploads, edit=True)
         ch = fake.channels.get(int(msg["channel_id"]), ix.channel)
         fake.apply_edit(ch, msg, body, ctx.uploads, "webhook")
-        ix.edits.append(copy.deepcopy(msg))
+        ix.edits.append(clone(msg))
         ix._touch()
-        return Reply(copy.deepcopy(msg))
+        return Reply(clone(msg))
 
     @route("DELETE", "/webhooks/{webhook_id}/{webhook_token}/messages/{message_id}", auth=False, global_limit=False)
     async def delete_webhook_message(self, ctx: Ctx) -> Reply:

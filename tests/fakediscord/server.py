@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import dataclasses
 import datetime as dt
 import logging
@@ -18,6 +17,7 @@ from aiohttp import web
 from . import interactions as I
 from . import messages as M
 from . import perms as P
+from .fastjson import clone
 from .gateway import Gateway
 from .ratelimit import RateLimits
 from .snowflake import SnowflakeGenerator, iso, now
@@ -488,7 +488,7 @@ class FakeDiscord:
             if guild:
                 msg["message_reference"]["guild_id"] = str(guild.id)
             if referenced is not None:
-                msg["referenced_message"] = copy.deepcopy(referenced)
+                msg["referenced_message"] = clone(referenced)
                 msg["referenced_message"].pop("referenced_message", None)
                 msg["type"] = M.REPLY if mtype == M.DEFAULT else mtype
                 replied = (allowed or {}).get("replied_user", allowed is None)
@@ -520,7 +520,7 @@ class FakeDiscord:
             parent.last_message_id = channel.id
 
     def gateway_message(self, channel: Channel, msg: dict[str, Any]) -> dict[str, Any]:
-        d = copy.deepcopy(msg)
+        d = clone(msg)
         if channel.guild is not None:
             d["guild_id"] = str(channel.guild.id)
             member = channel.guild.members.get(int(msg["author"]["id"]))
@@ -547,7 +547,7 @@ class FakeDiscord:
         self, channel: Channel, msg: dict[str, Any], body: Mapping[str, Any], uploads: list[M.Upload], via: str
     ) -> dict[str, Any]:
         """Edit a stored message in place (content/embeds/components/flags/attachments)."""
-        before = copy.deepcopy(msg)
+        before = clone(msg)
         if "content" in body:
             msg["content"] = str(body["content"] or "")
             guild = channel.guild
@@ -612,7 +612,7 @@ class FakeDiscord:
     async def message_update(self, message: Mapping[str, Any], content: str) -> dict[str, Any]:
         msg = self.all_messages[int(message["id"])]
         ch = self.channels[int(msg["channel_id"])]
-        before = copy.deepcopy(msg)
+        before = clone(msg)
         msg["content"] = content
         msg["edited_timestamp"] = iso()
         self.record_edit(ch, before, msg, "user")
@@ -856,7 +856,7 @@ class FakeDiscord:
                 "name": name,
                 "type": 3,
                 "target_id": msg["id"],
-                "resolved": {"messages": {msg["id"]: self.visible(copy.deepcopy(msg))}},
+                "resolved": {"messages": {msg["id"]: self.visible(clone(msg))}},
             }
             ctype = 3
         if cmd.get("guild_id"):
