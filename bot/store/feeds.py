@@ -10,6 +10,7 @@ from typing import Any
 import aiosqlite
 
 from bot.clock import Clock, from_db, to_db
+from bot.store.audit import insert_audit
 from bot.store.database import Database
 
 
@@ -341,7 +342,12 @@ async def _audit(
     detail: dict[str, Any],
     now: str | None,
 ) -> None:
-    await conn.execute(
-        "INSERT INTO audit_log (guild_id, actor_id, action, entity, detail, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-        (guild_id, actor_id, action, f"feed:{feed_id}", json.dumps(detail), now),
+    await insert_audit(
+        conn,
+        guild_id=guild_id,
+        actor_id=actor_id,
+        action=action,
+        entity=f"feed:{feed_id}",
+        detail=detail,
+        created_at=now,
     )

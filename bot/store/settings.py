@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from bot.clock import Clock, to_db
+from bot.store.audit import insert_audit
 from bot.store.database import Database
 
 SettingKind = Literal["channel", "role", "text", "bool", "int"]
@@ -68,10 +69,14 @@ class GuildSettingsRepo:
                     " updated_at = excluded.updated_at, updated_by = excluded.updated_by",
                     (guild_id, key, json.dumps(value), now, actor_id),
                 )
-            await conn.execute(
-                "INSERT INTO audit_log (guild_id, actor_id, action, entity, detail, created_at)"
-                " VALUES (?, ?, 'settings.update', ?, ?, ?)",
-                (guild_id, actor_id, f"guild:{guild_id}", json.dumps(values), now),
+            await insert_audit(
+                conn,
+                guild_id=guild_id,
+                actor_id=actor_id,
+                action="settings.update",
+                entity=f"guild:{guild_id}",
+                detail=values,
+                created_at=now,
             )
 
 
