@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from bot.clock import Clock, to_db
 from bot.errors import UserFacingError
+from bot.render import escape_discord_text
 from bot.site.compose import Signatory, Statement, compose_statement, slugify
 from bot.store.statements import (
     Counts,
@@ -73,6 +74,11 @@ ORGANIZER_COLUMNS = ("discord_user_id", "hidden", "flags")
 
 class StatementError(UserFacingError):
     """A refusal or bad input, phrased for the member who caused it."""
+
+
+def bold_title(statement: StatementRow) -> str:
+    """The title for a Discord answer: bold, its own markdown and mentions escaped."""
+    return f"**{escape_discord_text(statement.title)}**"
 
 
 # -- input cleaning -------------------------------------------------------------------------------
@@ -370,8 +376,9 @@ class StatementService:
         self._on_schedule()
         return statement
 
-    async def discard_draft(self, statement_id: int) -> None:
-        await self.repo.delete_draft(statement_id)
+    async def discard_draft(self, statement_id: int) -> bool:
+        """Drop an unpublished statement; False if it is no longer a draft."""
+        return await self.repo.delete_draft(statement_id)
 
     async def get(self, statement_id: int) -> StatementRow:
         statement = await self.repo.get(statement_id)
@@ -446,7 +453,7 @@ class StatementService:
         """Open again; returns (statement, whether a past deadline was removed)."""
         statement = await self.get(statement_id)
         if statement.status == "open" and statement.accepting(self.clock.now()):
-            raise StatementError(f"**{statement.title}** is already open.")
+            raise StatementError(f"{bold_title(statement)} is already open.")
         dropped = False
         if closes_at is None and statement.closes_at is not None and statement.closes_at <= self.clock.now():
             dropped = True
@@ -537,7 +544,7 @@ class StatementService:
     def _refuse(outcome: SignOutcome | None) -> None:
         if outcome is None or outcome.status in ("created", "updated"):
             return
-        title = f"**{outcome.statement.title}**" if outcome.statement else "This statement"
+        title = bold_title(outcome.statement) if outcome.statement else "This statement"
         if outcome.status == "missing":
             raise StatementError("That statement no longer exists.")
         if outcome.status == "closed":
@@ -547,10 +554,15 @@ class StatementService:
         raise StatementError(f"{title} takes signatures from individuals only, not on behalf of organizations.")
 
     async def withdraw(self, statement_id: int, user_id: int) -> SignatureRow | None:
-        statement = await self.get(statement_id)
-        if statement.status != "open":
-            raise StatementError(f"**{statement.title}** is closed: its list of signatures is final.")
+        """Withdraw the account's live signature (None if it has none); refused once the statement closed."""
+        now = self.clock.now()
         async with self.repo.db.transaction() as conn:
+            # Checked in the transaction, as sign_batch does: a close or the deadline cannot slip in between.
+            statement = await self.repo.get(statement_id, conn)
+            if statement is None or statement.status == "draft":
+                raise StatementError("That statement no longer exists.")
+            if not statement.accepting(now):
+                raise StatementError(f"{bold_title(statement)} is closed: its list of signatures is final.")
             withdrawn = await self.repo.withdraw(conn, statement_id, user_id)
             if withdrawn is not None:
                 await self.repo.update_fields(conn, statement_id, message_dirty=1, site_dirty=1)
@@ -569,7 +581,7 @@ class StatementService:
         signature = await self.repo.signature(signature_id)
         if signature is None or signature.statement_id != statement_id:
             raise StatementError(
-                f"No signature #{signature_id} on **{statement.title}** (see `/statement signatures`)."
+                f"No signature #{signature_id} on {bold_title(statement)} (see `/statement signatures`)."
             )
         async with self.repo.db.transaction() as conn:
             changed = await self.repo.set_hidden(conn, signature_id, actor_id, hidden)
@@ -817,15 +829,29 @@ class Debouncer:
     `mark(key)` says "the shown state is stale"; the first mark after a quiet spell flushes at once,
     later ones wait until `interval` has passed since the previous flush *finished*, so however
     fast marks come, flushes (message edits) are spaced by at least `interval`.
+
+    A flush that raises is retried: the key stays marked and the spacing doubles with each failure
+    in a row (from `interval` up to `max_backoff`), back to `interval` after a success. A flush
+    that should not be retried (the target is gone) returns instead of raising.
     """
 
-    def __init__(self, flush: Callable[[Any], Awaitable[None]], interval: float = 5.0) -> None:
+    def __init__(
+        self, flush: Callable[[Any], Awaitable[None]], interval: float = 5.0, *, max_backoff: float = 300.0
+    ) -> None:
         self._flush = flush
         self.interval = interval
+        self.max_backoff = max_backoff
         self._dirty: set[Hashable] = set()
         self._tasks: dict[Hashable, asyncio.Task[None]] = {}
         self._last: dict[Hashable, float] = {}
+        self._failures: dict[Hashable, int] = {}
         self.flushes = 0
+
+    def spacing(self, failures: int) -> float:
+        """Seconds between flushes of a key after `failures` failed flushes in a row."""
+        if failures <= 0:
+            return self.interval
+        return max(self.interval, min(self.max_backoff, self.interval * 2 ** min(failures, 32)))
 
     def mark(self, key: Hashable) -> None:
         self._dirty.add(key)
@@ -836,15 +862,24 @@ class Debouncer:
         loop = asyncio.get_running_loop()
         try:
             while key in self._dirty:
-                wait = self._last.get(key, float("-inf")) + self.interval - loop.time()
+                spacing = self.spacing(self._failures.get(key, 0))
+                wait = self._last.get(key, float("-inf")) + spacing - loop.time()
                 if wait > 0:
                     await asyncio.sleep(wait)
                 self._dirty.discard(key)
                 try:
                     await self._flush(key)
                     self.flushes += 1
-                except Exception:
-                    log.exception("refreshing %s failed", key)
+                    self._failures.pop(key, None)
+                except Exception as exc:
+                    failures = self._failures[key] = self._failures.get(key, 0) + 1
+                    self._dirty.add(key)  # the shown state is still stale: try again, later
+                    retry = self.spacing(failures)
+                    if failures == 1:
+                        log.exception("refreshing %s failed; retrying in %.0f s", key, retry)
+                    else:
+                        log.warning("refreshing %s failed %d times in a row (%s); retrying in %.0f s",
+                                    key, failures, exc, retry)  # fmt: skip
                 finally:
                     self._last[key] = loop.time()
         finally:

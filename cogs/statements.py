@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 MAX_TIMER_SLEEP = 30.0
 EDIT_INTERVAL = 5.0
 LATEST_SHOWN = 10
+LATEST_NAME = "Latest signers"
+FIELD_VALUE_MAX = 1024  # Discord's limits: one embed field's value, and a whole embed
+EMBED_MAX = 6000
 NONE = discord.AllowedMentions.none()
 CREATE_FORM = re.compile(r"^statements:createform:(\d+):(\d+):([01]):([01])$")
 SIGN_FORM = re.compile(r"^statements:signform:(\d+):(individual|organization)$")
@@ -74,6 +77,40 @@ def signer_line(s: SignatureRow) -> str:
     return line
 
 
+_ESCAPE_PAIR = re.compile(r"\\.", re.S)
+
+
+def cut_line(line: str, limit: int) -> str:
+    """`line` (escaped markdown) in at most `limit` characters: cut with an ellipsis, never inside
+    an escape pair (a dangling backslash would escape the ellipsis), bold closed if the cut opened it."""
+    if len(line) <= limit:
+        return line
+    room = limit - 1
+    while room > 0:
+        cut = line[:room]
+        if (len(cut) - len(cut.rstrip("\\"))) % 2:  # an odd run of backslashes ends in half a pair
+            cut = cut[:-1]
+        closing = "**" if _ESCAPE_PAIR.sub("", cut).count("**") % 2 else ""
+        if len(cut) + 1 + len(closing) <= limit:
+            return cut + "…" + closing
+        room -= len(closing)
+    return "…"[:limit]
+
+
+def latest_lines(signers: Sequence[SignatureRow], room: int) -> list[str]:
+    """Bullet lines for the newest public signers in at most `room` characters (lines joined by newlines)."""
+    lines: list[str] = []
+    size = 0
+    for signer in signers:
+        line = cut_line("• " + signer_line(signer), room)
+        needed = len(line) + (1 if lines else 0)
+        if len(line) < 3 or size + needed > room:
+            continue  # does not fit next to newer ones; an older, shorter line may
+        lines.append(line)
+        size += needed
+    return lines
+
+
 def _timestamp(moment: datetime) -> str:
     ts = int(moment.timestamp())
     return f"<t:{ts}:f> (<t:{ts}:R>)"
@@ -96,20 +133,15 @@ def statement_embed(snapshot: Snapshot, now: datetime) -> discord.Embed:
         embed.add_field(name="Closed", value=_timestamp(when) if when else "yes", inline=True)
     elif statement.closes_at:
         embed.add_field(name="Closes", value=_timestamp(statement.closes_at), inline=True)
-    if counts.latest:
-        lines: list[str] = []
-        size = 0
-        for signer in counts.latest:
-            line = "• " + signer_line(signer)
-            if size + len(line) + 1 > 1000:
-                break
-            lines.append(line)
-            size += len(line) + 1
-        embed.add_field(name="Latest signers", value="\n".join(lines), inline=False)
     footer = "Sign with the buttons below; your answer is private until you choose to be listed."
     if not accepting:
         footer = "This statement is closed and no longer takes signatures."
     embed.set_footer(text=f"{footer} · {statement.slug}")
+    # An empty or over-long field makes Discord refuse the whole edit (400), freezing the message.
+    room = min(FIELD_VALUE_MAX, EMBED_MAX - len(embed) - len(LATEST_NAME))
+    lines = latest_lines(counts.latest, room) if counts.latest else []
+    if lines:
+        embed.add_field(name=LATEST_NAME, value="\n".join(lines), inline=False)
     return embed
 
 
@@ -319,6 +351,7 @@ class Statements(commands.Cog):
         )
         self.refresher = Debouncer(self._refresh_message, EDIT_INTERVAL)
         self._blank_forms: dict[tuple[int, str, bool], discord.ui.Modal] = {}
+        self._unreachable: set[int] = set()  # statements whose message answered 403/404 (already reported)
         self.timer_cap = MAX_TIMER_SLEEP
         self._wake = asyncio.Event()
 
@@ -401,20 +434,40 @@ class Statements(commands.Cog):
     # -- the statement message ------------------------------------------------------------------
 
     async def _refresh_message(self, statement_id: int) -> None:
-        statement = await self.repo.get(statement_id)
+        """Show the current state; other failures than "gone"/"no access" raise, and the refresher retries."""
+        statement = await self.repo.get(statement_id)  # read before the counts: its change counter is not newer
         if statement is None or statement.message_id is None or statement.channel_id is None:
             return
-        snapshot = await self.service.snapshot(statement_id, latest=LATEST_SHOWN)
+        snapshot = Snapshot(statement, await self.repo.counts(statement_id, latest=LATEST_SHOWN))
         now = self.bot.clock.now()
         message = self.bot.get_partial_messageable(statement.channel_id).get_partial_message(statement.message_id)
         try:
             await message.edit(
                 embed=statement_embed(snapshot, now), view=statement_view(statement, now), allowed_mentions=NONE
             )
-        except discord.NotFound:
-            log.warning("statement %s: its message %s is gone", statement_id, statement.message_id)
+        except (discord.NotFound, discord.Forbidden) as exc:
+            # Retrying cannot help; the next change to the statement tries once more.
+            await self._message_unreachable(statement, exc)
+            if isinstance(exc, discord.NotFound):
+                await self.repo.clear_message_dirty(statement_id, statement.message_changes)
+            return
+        self._unreachable.discard(statement_id)
         if not self._is_marked(statement_id):
-            await self.repo.clear_message_dirty(statement_id)
+            await self.repo.clear_message_dirty(statement_id, statement.message_changes)
+
+    async def _message_unreachable(self, statement: StatementRow, exc: discord.HTTPException) -> None:
+        """Say once (per failure streak) that a statement's message can't be edited."""
+        if statement.id in self._unreachable:
+            return
+        self._unreachable.add(statement.id)
+        what = "is gone" if isinstance(exc, discord.NotFound) else "can't be edited (no access)"
+        log.warning("statement %s (%s): its message %s in channel %s %s: %s; not retrying until it changes again",
+                    statement.id, statement.slug, statement.message_id, statement.channel_id, what, exc)  # fmt: skip
+        await self.bot.alert(
+            statement.guild_id,
+            f"The message of statement `{statement.slug}` in <#{statement.channel_id}> {what}, so it no longer "
+            f"shows the current count ({exc.text or exc}). Its signatures are still recorded.",
+        )
 
     def _is_marked(self, statement_id: int) -> bool:
         return self.refresher.is_marked(statement_id)
@@ -576,14 +629,39 @@ class Statements(commands.Cog):
         except discord.HTTPException as exc:
             await self.service.discard_draft(draft.id)
             raise StatementError(f"I couldn't post the statement in <#{channel_id}>: {exc.text or exc}.") from None
-        statement = await self.service.publish(
-            draft.id, channel_id=channel_id, message_id=message.id, actor_id=interaction.user.id
-        )
+        try:
+            statement = await self.service.publish(
+                draft.id, channel_id=channel_id, message_id=message.id, actor_id=interaction.user.id
+            )
+        except Exception:
+            log.exception("publishing statement %s failed after its message %s was posted", draft.id, message.id)
+            raise StatementError(await self._unpost(message, draft.id)) from None
         deadline = f", closing {_timestamp(statement.closes_at)}" if statement.closes_at else ""
         await send_ephemeral(
             interaction,
             f"Published **{_e(statement.title)}** (`{statement.slug}`) in <#{channel_id}>{deadline}: "
             f"{message.jump_url}",
+        )
+
+    async def _unpost(self, message: discord.Message, draft_id: int) -> str:
+        """Undo a post whose publishing failed (its buttons would act on a draft); return what to tell."""
+        try:
+            if not await self.service.discard_draft(draft_id):
+                # The publish committed before something after it failed: the statement is live.
+                return "The statement was published, but something failed just after (logged for the operator)."
+        except Exception:
+            log.exception("could not discard the draft of statement %s", draft_id)
+        try:
+            await message.delete()
+        except discord.HTTPException as exc:
+            log.warning("could not delete the message %s of unpublished statement %s: %s", message.id, draft_id, exc)
+            return (
+                "I couldn't publish the statement (the error is logged for the operator), and I couldn't remove "
+                f"its message: please delete it by hand ({message.jump_url}), then try again."
+            )
+        return (
+            "I couldn't publish the statement (the error is logged for the operator), so I removed its message. "
+            "Nothing was published; please try again."
         )
 
     async def _submit_edit(self, interaction: discord.Interaction, statement_id: int, values: dict[str, Any]) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import csv
 import io
 import json
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 from bot.statements import export_statement
+from cogs.statements import cut_line
 from tests.clock import FakeClock
 from tests.conftest import Booted, World
 from tests.fakediscord import FakeDiscord
@@ -362,3 +364,82 @@ async def test_autocomplete_lists_statements(running: Booted, world: World) -> N
     ix = await world.fake.autocomplete(world.guild, world.organizer, "statement close", "statement", "park")
     await ix.wait_response()
     assert [c["value"] for c in ix.choices or []] == ["parks"]
+
+
+def test_cut_line_keeps_escapes_and_bold_whole() -> None:
+    """Cut lines never end in half an escape pair and close the bold they cut into."""
+    line = "• **" + "\\*" * 300 + "**, signed by " + "\\_" * 100
+    for limit in range(20, 700, 7):
+        cut = cut_line(line, limit)
+        body = cut.removesuffix("**").removesuffix("…")
+        assert len(cut) <= limit and cut.endswith(("…", "…**"))
+        assert (len(body) - len(body.rstrip("\\"))) % 2 == 0, cut[-8:]
+        assert re.sub(r"\\.", "", cut).count("**") % 2 == 0, cut[-8:]
+    assert cut_line("• Ann", 10) == "• Ann"
+
+
+async def test_longest_markdown_signer_does_not_freeze_message(running: Booted, world: World) -> None:
+    """An organization entry at the form's limits, all markdown, still fits; later edits keep working."""
+    fake = world.fake
+    message = await create_statement(world, running)
+    values = {"organization": "*" * 150, "name": "_" * 100, "role": "*" * 100, "place": "*" * 74 + "," + "_" * 75}
+    assert "Signed" in await sign(world, message, world.reader, values, action="sign_org")
+    await eventually(lambda: "**1**" in field(current(fake, message), "Signatures"))
+    latest = field(current(fake, message), "Latest signers")
+    assert latest.startswith("• **\\*\\*") and len(latest) <= 1024
+    await sign(world, current(fake, message), world.editor, {"name": "Ed Editor"})
+    await eventually(lambda: "**2**" in field(current(fake, message), "Signatures"))
+    assert field(current(fake, message), "Latest signers").startswith("• Ed Editor")
+    assert not [r for r in fake.requests_to("/messages/{message_id}", method="PATCH") if r.status == 400]
+
+
+async def test_failed_edit_is_retried(running: Booted, world: World) -> None:
+    """A message edit that fails with a server error is retried until the message shows the count."""
+    fake = world.fake
+    message = await create_statement(world, running)
+    await sign(world, message, world.reader, {"name": "Rita"})
+    await eventually(lambda: "**1**" in field(current(fake, message), "Signatures"))
+    # 503: discord.py retries 500s itself (for ~25 s), so this is the error it hands to the bot.
+    fake.fail_next("PATCH", rf"/channels/\d+/messages/{message['id']}$", 503, times=2)
+    await sign(world, current(fake, message), world.editor, {"name": "Ed"})
+    await eventually(lambda: "**2**" in field(current(fake, message), "Signatures"))
+    edits = fake.requests_to("/messages/{message_id}", method="PATCH")
+    assert [r.status for r in edits][-3:] == [503, 503, 200]
+
+
+async def test_unreachable_message_reported_once_not_retried(running: Booted, world: World) -> None:
+    """403 on the edit: one alert, no retry loop; the next change tries again and succeeds."""
+    fake = world.fake
+    statements = cog(running)
+    message = await create_statement(world, running)
+    await statements.refresher.wait_idle()
+    fake.fail_next("PATCH", rf"/channels/\d+/messages/{message['id']}$", 403, code=50001, message="Missing Access")
+    await sign(world, message, world.reader, {"name": "Rita"})
+    await eventually(lambda: [m for m in fake.messages_in(world.alerts) if "statement" in m["content"]])
+    await statements.refresher.wait_idle()
+    assert "**0**" in field(current(fake, message), "Signatures")  # not retried
+    await sign(world, current(fake, message), world.editor, {"name": "Ed"})
+    await eventually(lambda: "**2**" in field(current(fake, message), "Signatures"))
+    alerts = [m for m in fake.messages_in(world.alerts) if "statement" in m["content"]]
+    assert len(alerts) == 1 and "no access" in alerts[0]["content"]
+
+
+async def test_publish_failure_removes_posted_message(
+    running: Booted, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If publishing fails after the post, the message (with live buttons) is deleted and the draft dropped."""
+    fake = world.fake
+    statements = cog(running)
+
+    async def failing_publish(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("disk I/O error")
+
+    monkeypatch.setattr(statements.service, "publish", failing_publish)
+    ix = await fake.slash(world.guild, world.organizer, "statement create", channel=world.discussion)
+    await ix.wait_response()
+    submit = await fake.submit_modal(world.guild, world.organizer, None, {"title": "Doomed", "body": "Text."})
+    text = await answer(submit)
+    assert "couldn't publish" in text and "removed its message" in text and submit.ephemeral
+    assert [m["embeds"][0]["title"] for m in fake.deleted_messages] == ["Doomed"]
+    assert fake.messages_in(world.discussion) == []
+    assert await running.bot.store.db.scalar("SELECT count(*) FROM statements") == 0

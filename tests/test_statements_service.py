@@ -284,3 +284,98 @@ async def test_debouncer_spaces_flushes() -> None:
     assert state["shown"] == 29
     assert all(b - a >= 0.05 for a, b in itertools.pairwise(times))
     assert len(times) < 10
+
+
+async def test_debouncer_retries_failed_flushes_with_backoff() -> None:
+    """A flush that raises is retried until it succeeds, with doubling spacing capped at max_backoff."""
+    state = {"value": 0, "shown": -1, "calls": 0}
+
+    async def flush(_key: object) -> None:
+        state["calls"] += 1
+        if state["calls"] <= 2:
+            raise RuntimeError("Discord said 503")
+        state["shown"] = state["value"]
+
+    debouncer = Debouncer(flush, interval=0.01, max_backoff=0.03)
+    assert [debouncer.spacing(n) for n in range(4)] == [0.01, 0.02, 0.03, 0.03]
+    state["value"] = 7
+    debouncer.mark(1)
+    await debouncer.wait_idle()
+    assert (state["calls"], state["shown"]) == (3, 7)
+    assert not debouncer.is_marked(1) and debouncer.spacing(0) == 0.01
+
+
+async def test_hidden_account_stays_hidden_after_resign(env: tuple[StatementService, Store, FakeClock]) -> None:
+    """Withdrawing and signing again does not undo an organizer's hide; unhiding does, for good."""
+    service, _store, _clock = env
+    statement = await published(service)
+    first = await service.sign(req(statement, 1, name="Spam Spammer"))
+    assert first.status == "created"
+    hidden = (await service.repo.live_signatures(statement.id))[0]
+    await service.hide(statement.id, hidden.id, actor_id=ORGANIZER)
+    await service.withdraw(statement.id, 1)
+    assert (await service.sign(req(statement, 1, name="Spam Again"))).status == "created"
+    again = await service.repo.live_signature(statement.id, 1)
+    assert again is not None and again.id != hidden.id and again.hidden_by == ORGANIZER
+    assert await service.public_signers(statement.id) == []
+    assert (await service.repo.counts(statement.id)).hidden == 1
+
+    await service.hide(statement.id, again.id, actor_id=ORGANIZER, hidden=False)
+    await service.withdraw(statement.id, 1)
+    await service.sign(req(statement, 1, name="Reformed Signer"))
+    assert [s.name for s in await service.public_signers(statement.id)] == ["Reformed Signer"]
+
+
+async def test_withdraw_refused_after_deadline(env: tuple[StatementService, Store, FakeClock]) -> None:
+    """Once the deadline passed the list is final, even before the timer has closed the statement."""
+    service, _store, clock = env
+    statement = await published(service, closes_at=START + timedelta(hours=1))
+    await service.sign(req(statement, 1))
+    clock.advance(hours=2)
+    with pytest.raises(StatementError, match="closed"):
+        await service.withdraw(statement.id, 1)
+    assert (await service.repo.get(statement.id)).status == "open"  # type: ignore[union-attr]
+    assert (await service.repo.counts(statement.id)).signed == 1
+
+
+async def test_titles_escaped_in_refusals(env: tuple[StatementService, Store, FakeClock]) -> None:
+    """A title's markdown and mentions are shown literally in refusals, inside the bold."""
+    service, _store, _clock = env
+    draft = await service.create_draft(
+        guild_id=GUILD, organizer_id=ORGANIZER, title="Save *the* library_ @everyone", body="b", channel_id=5,
+        closes_at=None, allow_organizations=False,
+    )  # fmt: skip
+    statement = await service.publish(draft.id, channel_id=5, message_id=6, actor_id=ORGANIZER)
+    escaped = "**Save \\*the\\* library\\_ @\u200beveryone**"
+    with pytest.raises(StatementError) as refused:
+        await service.sign(req(statement, 1, kind="organization", organization="Acme"))
+    assert escaped in str(refused.value)
+    with pytest.raises(StatementError) as refused:
+        await service.hide(statement.id, 999, actor_id=ORGANIZER)
+    assert escaped in str(refused.value)
+    with pytest.raises(StatementError) as refused:
+        await service.reopen(statement.id, actor_id=ORGANIZER, closes_at=None)
+    assert escaped in str(refused.value)
+    await service.close(statement.id, actor_id=ORGANIZER)
+    for attempt in (service.sign(req(statement, 1)), service.withdraw(statement.id, 1)):
+        with pytest.raises(StatementError) as refused:
+            await attempt
+        assert escaped in str(refused.value)
+
+
+async def test_message_dirty_cleared_only_if_unchanged(env: tuple[StatementService, Store, FakeClock]) -> None:
+    """A change committed while the message was being edited keeps the statement dirty (for a restart)."""
+    service, _store, _clock = env
+    statement = await published(service)
+    repo = service.repo
+    await service.sign(req(statement, 1))
+    rendered = await repo.get(statement.id)  # what the refresher reads and shows
+    assert rendered is not None and rendered.message_dirty
+    await service.sign(req(statement, 2))  # committed during the edit
+    assert not await repo.clear_message_dirty(statement.id, rendered.message_changes)
+    assert [s.id for s in await repo.message_dirty()] == [statement.id]
+    latest = await repo.get(statement.id)
+    assert latest is not None and await repo.clear_message_dirty(statement.id, latest.message_changes)
+    assert await repo.message_dirty() == []
+    await service.withdraw(statement.id, 1)
+    assert [s.id for s in await repo.message_dirty()] == [statement.id]

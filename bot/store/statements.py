@@ -4,6 +4,13 @@ Signatures are written in batches (`sign_batch`): one transaction checks every r
 statement's state and blocks, then upserts all of them with one `executemany`. The partial unique
 index `signatures_live` (one live signature per user per statement) is the conflict target, so two
 submits from the same account at once end as one row whatever the interleaving.
+
+Hiding is per account: a signature made after withdrawing a hidden one starts hidden (with the
+same `hidden_at`/`hidden_by`), and unhiding clears every row of the account on that statement.
+
+`statements.message_dirty` counts changes not yet shown on the Discord message (0: up to date).
+The refresher clears it only if it still holds the value read with the state it rendered, so a
+change committed while an edit is in flight keeps the statement dirty across a restart.
 """
 
 from __future__ import annotations
@@ -41,6 +48,8 @@ class StatementRow:
     updated_at: datetime
     closed_at: datetime | None
     message_dirty: bool
+    message_changes: int
+    """The `message_dirty` counter; pass it to `clear_message_dirty` after showing this state."""
     site_dirty: bool
     site_revision: int
     site_synced_at: datetime | None
@@ -73,6 +82,7 @@ class StatementRow:
             updated_at=_dt(row["updated_at"]),
             closed_at=from_db(row["closed_at"]),
             message_dirty=bool(row["message_dirty"]),
+            message_changes=int(row["message_dirty"]),
             site_dirty=bool(row["site_dirty"]),
             site_revision=int(row["site_revision"]),
             site_synced_at=from_db(row["site_synced_at"]),
@@ -163,7 +173,7 @@ def _dt(text: str) -> datetime:
 
 _UPSERT = (
     "INSERT INTO signatures (statement_id, user_id, kind, name, organization, role, city, country, public,"
-    " created_at, updated_at, flags) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " created_at, updated_at, flags, hidden_at, hidden_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (statement_id, user_id) WHERE withdrawn_at IS NULL DO UPDATE SET"
     " kind = excluded.kind, name = excluded.name, organization = excluded.organization,"
     " role = excluded.role, city = excluded.city, country = excluded.country, public = excluded.public,"
@@ -270,13 +280,18 @@ class StatementsRepo:
         unknown = set(values) - allowed
         if unknown:
             raise KeyError(f"not a statement field: {', '.join(sorted(unknown))}")
+        # message_dirty is a change counter: setting it counts one more change (see the module doc).
+        counter = []
+        if "message_dirty" in values:
+            counter = ["message_dirty = message_dirty + 1" if values.pop("message_dirty") else "message_dirty = 0"]
         values = {k: to_db(v) if isinstance(v, datetime) else v for k, v in values.items()}
         values["updated_at"] = to_db(self._clock.now())
-        assignments = ", ".join(f"{key} = ?" for key in values)
+        assignments = ", ".join([f"{key} = ?" for key in values] + counter)
         await conn.execute(f"UPDATE statements SET {assignments} WHERE id = ?", (*values.values(), statement_id))
 
-    async def delete_draft(self, statement_id: int) -> None:
-        await self.db.write("DELETE FROM statements WHERE id = ? AND status = 'draft'", (statement_id,))
+    async def delete_draft(self, statement_id: int) -> bool:
+        """Delete a statement that is still a draft; False if there is none (e.g. it was published)."""
+        return await self.db.write("DELETE FROM statements WHERE id = ? AND status = 'draft'", (statement_id,)) > 0
 
     async def due_to_close(self, now: datetime) -> list[StatementRow]:
         rows = await self.db.fetchall(
@@ -302,12 +317,16 @@ class StatementsRepo:
 
     async def message_dirty(self) -> list[StatementRow]:
         rows = await self.db.fetchall(
-            "SELECT * FROM statements WHERE message_dirty = 1 AND message_id IS NOT NULL AND status != 'draft'"
+            "SELECT * FROM statements WHERE message_dirty > 0 AND message_id IS NOT NULL AND status != 'draft'"
         )
         return [StatementRow.from_row(row) for row in rows]
 
-    async def clear_message_dirty(self, statement_id: int) -> None:
-        await self.db.write("UPDATE statements SET message_dirty = 0 WHERE id = ?", (statement_id,))
+    async def clear_message_dirty(self, statement_id: int, shown: int) -> bool:
+        """The message shows the state read with `message_changes == shown`: clear unless changed since."""
+        cleared = await self.db.write(
+            "UPDATE statements SET message_dirty = 0 WHERE id = ? AND message_dirty = ?", (statement_id, shown)
+        )
+        return cleared > 0
 
     async def mark_announced(self, statement_id: int) -> None:
         await self.db.write("UPDATE statements SET close_announced = 1 WHERE id = ?", (statement_id,))
@@ -327,6 +346,7 @@ class StatementsRepo:
                 conn, "SELECT statement_id, user_id FROM statement_blocks", statement_ids, user_ids, live_only=False
             )
             live = await _pairs(conn, "SELECT statement_id, user_id FROM signatures", statement_ids, user_ids)
+            hidden = await _hidden_accounts(conn, statement_ids, user_ids)
             rows: list[tuple[Any, ...]] = []
             touched: set[int] = set()
             for request in requests:
@@ -342,6 +362,8 @@ class StatementsRepo:
                     outcomes.append(SignOutcome("no_organizations", statement))
                 else:
                     status: SignStatus = "updated" if key in live else "created"
+                    # A new row of an account an organizer hid starts hidden (an update keeps its own).
+                    hidden_at, hidden_by = hidden.get(key, (None, None)) if status == "created" else (None, None)
                     live.add(key)
                     became_dirty = not statement.site_dirty and statement.id not in touched
                     touched.add(statement.id)
@@ -360,13 +382,16 @@ class StatementsRepo:
                             stamp,
                             stamp,
                             json.dumps(list(request.flags)),
+                            hidden_at,
+                            hidden_by,
                         )
                     )
             if rows:
                 await conn.executemany(_UPSERT, rows)
                 marks = ",".join("?" * len(touched))
                 await conn.execute(
-                    f"UPDATE statements SET message_dirty = 1, site_dirty = 1 WHERE id IN ({marks})", sorted(touched)
+                    f"UPDATE statements SET message_dirty = message_dirty + 1, site_dirty = 1 WHERE id IN ({marks})",
+                    sorted(touched),
                 )
         return outcomes
 
@@ -420,12 +445,22 @@ class StatementsRepo:
     async def set_hidden(
         self, conn: aiosqlite.Connection, signature_id: int, hidden_by: int | None, hidden: bool
     ) -> SignatureRow | None:
+        """Hide one signature, or unhide its account on the statement (all its rows, withdrawn too)."""
         async with conn.execute(
             "UPDATE signatures SET hidden_at = ?, hidden_by = ? WHERE id = ? RETURNING *",
             (to_db(self._clock.now()) if hidden else None, hidden_by if hidden else None, signature_id),
         ) as cursor:
             row = await cursor.fetchone()
-        return SignatureRow.from_row(row) if row else None
+        if row is None:
+            return None
+        if not hidden:
+            # Otherwise a withdrawn hidden row would hide the account's next signature again.
+            await conn.execute(
+                "UPDATE signatures SET hidden_at = NULL, hidden_by = NULL"
+                " WHERE statement_id = ? AND user_id = ? AND hidden_at IS NOT NULL",
+                (row["statement_id"], row["user_id"]),
+            )
+        return SignatureRow.from_row(row)
 
     async def hide_live_of_user(
         self, conn: aiosqlite.Connection, statement_id: int, user_id: int, hidden_by: int
@@ -502,6 +537,23 @@ async def _statements_by_id(conn: aiosqlite.Connection, ids: Sequence[int]) -> d
     marks = ",".join("?" * len(ids))
     async with conn.execute(f"SELECT * FROM statements WHERE id IN ({marks})", ids) as cursor:
         return {row["id"]: StatementRow.from_row(row) for row in await cursor.fetchall()}
+
+
+async def _hidden_accounts(
+    conn: aiosqlite.Connection, statement_ids: Sequence[int], user_ids: Sequence[int]
+) -> dict[tuple[int, int], tuple[str, int | None]]:
+    """{(statement id, user id): (hidden_at, hidden_by)} of accounts with a hidden signature, live or withdrawn."""
+    found: dict[tuple[int, int], tuple[str, int | None]] = {}
+    for start in range(0, len(user_ids), 900):
+        chunk = user_ids[start : start + 900]
+        sql = (
+            "SELECT statement_id, user_id, hidden_at, hidden_by FROM signatures"
+            f" WHERE statement_id IN ({','.join('?' * len(statement_ids))})"
+            f" AND user_id IN ({','.join('?' * len(chunk))}) AND hidden_at IS NOT NULL ORDER BY id"
+        )
+        async with conn.execute(sql, (*statement_ids, *chunk)) as cursor:
+            found.update(((int(row[0]), int(row[1])), (row[2], row[3])) for row in await cursor.fetchall())
+    return found
 
 
 async def _pairs(
