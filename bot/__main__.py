@@ -55,8 +55,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = sub.add_parser("export", help="export data")
     export_sub = export.add_subparsers(dest="export_command", metavar="WHAT", required=True)
-    statement = export_sub.add_parser("statement", help="a statement's signatures as CSV or JSON")
-    statement.add_argument("slug")
+    statement = export_sub.add_parser(
+        "statement",
+        help="a statement's signatures as CSV or JSON (organizers' list; --public for the public one)",
+        description="Export a statement's signatures. By default this is the organizers' list: every live "
+        "signature, private and hidden ones included, with Discord user ids and screening flags. "
+        "Use --public for the list as the site shows it.",
+    )
+    statement.add_argument("slug", help="the statement's slug, as /statement commands show it")
+    statement.add_argument(
+        "--public",
+        action="store_true",
+        help="only signers listed publicly and not hidden by a moderator, without Discord ids",
+    )
     statement.add_argument("--format", choices=("csv", "json"), default="csv")
     statement.add_argument("--guild", type=int, metavar="ID", help="the server, when several have this slug")
     statement.add_argument("--output", "-o", metavar="FILE", help="write here instead of standard output")
@@ -256,17 +267,23 @@ async def cmd_outbox(config: Config, args: argparse.Namespace) -> int:
 async def cmd_export(config: Config, args: argparse.Namespace) -> int:
     from bot.statements import export_statement
 
+    if not config.database.path.exists():
+        # Opening would create an empty database here and then report the slug as unknown.
+        raise CliError(f"no database at {config.database.path}: run this where the bot runs, or pass its --config")
     store = await Store.open(config.database.path, SystemClock())
     try:
         data = await export_statement(
-            store, args.slug, fmt=args.format, guild_id=args.guild, include_discord_ids=True, bom=args.bom
+            store, args.slug, fmt=args.format, guild_id=args.guild, include_discord_ids=not args.public, bom=args.bom
         )
     except LookupError as exc:
         raise CliError(str(exc)) from None
     finally:
         await store.close()
     if args.output:
-        await asyncio.to_thread(Path(args.output).write_bytes, data)
+        try:
+            await asyncio.to_thread(Path(args.output).write_bytes, data)
+        except OSError as exc:
+            raise CliError(f"cannot write {args.output}: {exc.strerror or exc}") from None
         print(f"wrote {args.output}", file=sys.stderr)
     else:
         sys.stdout.buffer.write(data)

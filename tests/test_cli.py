@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+import logging
 import os
 import shutil
 import sqlite3
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from bot.store import latest_version
+from bot.__main__ import main
+from bot.statements import SignRequest, StatementService
+from bot.store import Store, latest_version
+from bot.store.statements import StatementsRepo
+from tests.clock import FakeClock
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -120,3 +131,208 @@ def test_incomplete_site_settings_fail_before_anything_is_written(workdir: Path)
     (workdir / "c.yaml").write_text("site: {kind: webhook, webhook: {url: 'http://127.0.0.1:9/hook'}}\n")
     line = one_error_line(cli("--config", "c.yaml", "run", cwd=workdir, env={"DISCORD_TOKEN": "x"}))
     assert "READERSVIEWS_WEBHOOK_SECRET" in line
+
+
+# -- export statement ---------------------------------------------------------------------------------
+
+GUILD = 111_111_111_111_111_111
+OTHER_GUILD = 333_333_333_333_333_333
+ORGANIZER = 222_222_222_222_222_222
+PUBLIC_SIGNER = 900_000_000_000_000_001
+PRIVATE_SIGNER = 900_000_000_000_000_002
+HIDDEN_SIGNER = 900_000_000_000_000_003
+ORG_SIGNER = 900_000_000_000_000_004
+WITHDRAWN_SIGNER = 900_000_000_000_000_005
+SIGNER_IDS = (PUBLIC_SIGNER, PRIVATE_SIGNER, HIDDEN_SIGNER, ORG_SIGNER, WITHDRAWN_SIGNER)
+
+
+async def _publish(service: StatementService, guild_id: int, title: str, slug: str) -> int:
+    draft = await service.create_draft(
+        guild_id=guild_id,
+        organizer_id=ORGANIZER,
+        title=title,
+        body="We, the undersigned, ask the council to keep the library open.",
+        channel_id=5,
+        closes_at=None,
+        slug=slug,
+    )
+    await service.publish(draft.id, channel_id=5, message_id=6, actor_id=ORGANIZER)
+    return draft.id
+
+
+@pytest.fixture
+async def signed_config(tmp_path: Path) -> Path:
+    """A config file whose database holds `library` (signed five ways) in one server, `parks` and a second `library`."""
+    clock = FakeClock(datetime(2026, 3, 1, 12, 0, tzinfo=UTC))
+    database = tmp_path / "signons.sqlite3"
+    store = await Store.open(database, clock)
+    service = StatementService(store, StatementsRepo(store.db, clock), clock)
+    try:
+        library = await _publish(service, GUILD, "Save the library", "library")
+        signers: list[tuple[int, str, dict[str, Any]]] = [
+            (PUBLIC_SIGNER, "Zoë Ó Briain", {"role": "Librarian", "city": "Leeds", "country": "UK"}),
+            (PRIVATE_SIGNER, "Quiet Person", {"public": False}),
+            (HIDDEN_SIGNER, "Spam Spammer", {}),
+            (ORG_SIGNER, "Ann Chair", {"kind": "organization", "organization": "Friends of the Library"}),
+            (WITHDRAWN_SIGNER, "Changed Mind", {}),
+        ]
+        for user_id, name, extra in signers:
+            clock.advance(minutes=1)
+            kind = extra.pop("kind", "individual")
+            await service.sign(SignRequest(statement_id=library, user_id=user_id, kind=kind, name=name, **extra))
+        await service.withdraw(library, WITHDRAWN_SIGNER)
+        spam = next(s for s in await service.repo.live_signatures(library) if s.user_id == HIDDEN_SIGNER)
+        await service.hide(library, spam.id, actor_id=ORGANIZER)
+        await _publish(service, GUILD, "Keep the parks", "parks")
+        other = await _publish(service, OTHER_GUILD, "Their library", "library")
+        await service.sign(SignRequest(statement_id=other, user_id=PUBLIC_SIGNER, kind="individual", name="Elsewhere"))
+    finally:
+        await service.aclose()
+        await store.close()
+    config = tmp_path / "config.yaml"
+    config.write_text(f"database: {{path: '{database}'}}\nlogging: {{level: WARNING}}\n")
+    return config
+
+
+@dataclass
+class Ran:
+    code: int
+    stdout: bytes
+    stderr: str
+
+
+@pytest.fixture
+def run_main(capsysbinary: pytest.CaptureFixture[bytes]) -> Iterator[Callable[..., Ran]]:
+    """`run_main(*args)` runs `bot.__main__.main` in this process; its logging set-up is undone afterwards."""
+    loggers = [logging.getLogger(name) for name in ("", "discord", "discord.gateway", "discord.client", "httpx")]
+    saved = [(list(lg.handlers), list(lg.filters), lg.level) for lg in loggers]
+
+    def run(*args: str) -> Ran:
+        capsysbinary.readouterr()
+        code = main(list(args))
+        out, err = capsysbinary.readouterr()
+        return Ran(code, out, err.decode())
+
+    yield run
+    for logger, (handlers, filters, level) in zip(loggers, saved, strict=True):
+        logger.handlers[:], logger.filters[:] = handlers, filters
+        logger.setLevel(level)
+
+
+def error_line(ran: Ran) -> str:
+    assert ran.code == 1, ran
+    lines = [line for line in ran.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in ran.stderr, ran.stderr
+    assert ran.stdout == b""
+    return lines[0]
+
+
+def export(config: Path, *args: str) -> list[str]:
+    return ["--config", str(config), "export", "statement", *args]
+
+
+def test_export_csv_is_the_organizers_list(signed_config: Path, run_main: Callable[..., Ran]) -> None:
+    """The default CSV has every live signature (private and hidden too) with Discord ids; withdrawn ones are gone."""
+    ran = run_main(*export(signed_config, "library", "--guild", str(GUILD)))
+    assert ran.code == 0, ran.stderr
+    assert not ran.stdout.startswith(b"\xef\xbb\xbf")
+    rows = list(csv.DictReader(io.StringIO(ran.stdout.decode("utf-8"))))
+    assert [(r["name"], r["discord_user_id"], r["public"], r["hidden"]) for r in rows] == [
+        ("Zoë Ó Briain", str(PUBLIC_SIGNER), "yes", "no"),
+        ("Quiet Person", str(PRIVATE_SIGNER), "no", "no"),
+        ("Spam Spammer", str(HIDDEN_SIGNER), "yes", "yes"),
+        ("Ann Chair", str(ORG_SIGNER), "yes", "no"),
+    ]
+    assert rows[0]["role"] == "Librarian" and rows[0]["city"] == "Leeds" and rows[0]["country"] == "UK"
+    assert rows[3]["kind"] == "organization" and rows[3]["organization"] == "Friends of the Library"
+    conn = sqlite3.connect(signed_config.parent / "signons.sqlite3")
+    [(detail,)] = conn.execute("SELECT detail FROM audit_log WHERE action = 'statement.export'").fetchall()
+    conn.close()
+    assert json.loads(detail) == {"format": "csv", "organizer_columns": True, "via": "cli"}
+
+
+def test_export_csv_with_bom(signed_config: Path, run_main: Callable[..., Ran]) -> None:
+    """--bom starts the CSV with a UTF-8 BOM (Excel then reads accents right); the rows are the same."""
+    plain = run_main(*export(signed_config, "library", "--guild", str(GUILD)))
+    bom = run_main(*export(signed_config, "library", "--guild", str(GUILD), "--bom"))
+    assert bom.code == 0, bom.stderr
+    assert bom.stdout.startswith(b"\xef\xbb\xbfname,role,")
+    assert bom.stdout[3:] == plain.stdout
+
+
+def test_export_json_to_a_file(signed_config: Path, tmp_path: Path, run_main: Callable[..., Ran]) -> None:
+    """--format json -o FILE writes the document to the file, nothing to standard output."""
+    target = tmp_path / "library.json"
+    ran = run_main(*export(signed_config, "library", "--guild", str(GUILD), "--format", "json", "-o", str(target)))
+    assert ran.code == 0, ran.stderr
+    assert ran.stdout == b"" and f"wrote {target}" in ran.stderr
+    document = json.loads(target.read_text(encoding="utf-8"))
+    assert document["statement"]["slug"] == "library" and document["statement"]["count"] == 4
+    assert document["statement"]["status"] == "open"
+    assert [s["name"] for s in document["signatures"]] == ["Zoë Ó Briain", "Quiet Person", "Spam Spammer", "Ann Chair"]
+    assert document["signatures"][2]["hidden"] is True
+    assert "Zoë Ó Briain" in target.read_text(encoding="utf-8"), "names are written as UTF-8, not escaped"
+
+
+def test_export_public_list_has_no_private_hidden_or_ids(signed_config: Path, run_main: Callable[..., Ran]) -> None:
+    """--public exports what the site shows: listed, not hidden, and no Discord ids in any column."""
+    ran = run_main(*export(signed_config, "library", "--guild", str(GUILD), "--public"))
+    assert ran.code == 0, ran.stderr
+    rows = list(csv.DictReader(io.StringIO(ran.stdout.decode("utf-8"))))
+    assert [r["name"] for r in rows] == ["Zoë Ó Briain", "Ann Chair"]
+    assert set(rows[0]) == {"name", "role", "organization", "city", "country", "kind", "public", "signed_at"}
+    document_run = run_main(*export(signed_config, "library", "--guild", str(GUILD), "--public", "--format", "json"))
+    document = json.loads(document_run.stdout)
+    assert [s["name"] for s in document["signatures"]] == ["Zoë Ó Briain", "Ann Chair"]
+    assert document["statement"]["count"] == 2
+    for output in (ran.stdout, document_run.stdout):
+        for user_id in (*SIGNER_IDS, ORGANIZER):
+            assert str(user_id).encode() not in output
+        assert b"Quiet Person" not in output and b"Spam" not in output
+
+
+def test_export_unknown_slug_is_one_line(signed_config: Path, run_main: Callable[..., Ran]) -> None:
+    """An unknown slug (or one not in the given server) is one error line and exit code 1."""
+    assert "no statement with slug 'nope'" in error_line(run_main(*export(signed_config, "nope")))
+    line = error_line(run_main(*export(signed_config, "parks", "--guild", str(OTHER_GUILD))))
+    assert f"no statement with slug 'parks' in server {OTHER_GUILD}" in line
+
+
+def test_export_ambiguous_slug_asks_for_the_server(signed_config: Path, run_main: Callable[..., Ran]) -> None:
+    """A slug used in two servers names both and asks for --guild; with it, that server's statement is exported."""
+    line = error_line(run_main(*export(signed_config, "library")))
+    assert str(GUILD) in line and str(OTHER_GUILD) in line and "--guild" in line
+    ran = run_main(*export(signed_config, "library", "--guild", str(OTHER_GUILD)))
+    assert ran.code == 0, ran.stderr
+    assert [r["name"] for r in csv.DictReader(io.StringIO(ran.stdout.decode()))] == ["Elsewhere"]
+    assert run_main(*export(signed_config, "parks")).code == 0, "a slug used once needs no --guild"
+
+
+def test_export_without_database_or_writable_target(
+    tmp_path: Path, signed_config: Path, run_main: Callable[..., Ran]
+) -> None:
+    """No database at the configured path, or an -o that cannot be written: one line, and no empty database made."""
+    config = tmp_path / "elsewhere.yaml"
+    config.write_text(f"database: {{path: '{tmp_path / 'absent.sqlite3'}'}}\n")
+    assert "no database at" in error_line(run_main(*export(config, "library")))
+    assert not (tmp_path / "absent.sqlite3").exists()
+    line = error_line(run_main(*export(signed_config, "parks", "-o", str(tmp_path / "missing-dir" / "x.csv"))))
+    assert "cannot write" in line and "missing-dir" in line
+
+
+def test_export_through_the_console_script(signed_config: Path, tmp_path: Path) -> None:
+    """`python -m bot export statement` writes the CSV bytes to a real standard output; --help explains --public."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", *export(signed_config, "parks", "--bom")],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (
+        result.stdout
+        == b"\xef\xbb\xbfname,role,organization,city,country,kind,public,signed_at,discord_user_id,hidden,flags\r\n"
+    )
+    helped = cli("export", "statement", "--help", cwd=tmp_path)
+    assert helped.returncode == 0 and "--public" in helped.stdout and "Discord ids" in helped.stdout
