@@ -32,3 +32,10 @@ def dumps(value: Any) -> bytes:
         except TypeError:
             pass
     return json.dumps(value, separators=(",", ":")).encode()
+
+
+def loads(data: bytes | str) -> Any:
+    """Parse JSON (orjson when installed)."""
+    if orjson is not None:
+        return orjson.loads(data)
+    return json.loads(data)

@@ -193,6 +193,8 @@ def number_components(components: list[dict[str, Any]] | None) -> list[dict[str,
 
 
 def parse_mentions(content: str) -> tuple[list[int], list[int], bool]:
+    if "@" not in content:
+        return [], [], False
     users = [int(x) for x in USER_MENTION.findall(content)]
     roles = [int(x) for x in ROLE_MENTION.findall(content)]
     everyone = "@everyone" in content or "@here" in content

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import re
 import time
@@ -17,7 +16,7 @@ from . import errors as E
 from . import interactions as I
 from . import messages as M
 from . import perms as P
-from .fastjson import clone, dumps
+from .fastjson import clone, dumps, loads
 from .ratelimit import rate_limited_body
 from .snowflake import iso
 from .world import (
@@ -89,6 +88,26 @@ def route(method: str, template: str, *, auth: bool = True, global_limit: bool =
         return fn
 
     return deco
+
+
+_BY_HEAD: dict[tuple[str, str], list[RouteDef]] = {}
+
+
+def _head(path: str) -> str:
+    return path.split("/", 2)[1] if path.startswith("/") else path
+
+
+def _candidates(method: str, path: str) -> list[RouteDef]:
+    """The routes that can match `path`: same method and first segment, in declaration order."""
+    key = (method, _head(path))
+    found = _BY_HEAD.get(key)
+    if found is None:
+        found = _BY_HEAD[key] = [
+            r
+            for r in ROUTES
+            if r.method == method and (_head(r.template) in (key[1], "") or _head(r.template).startswith("{"))
+        ]
+    return found
 
 
 def json_response(body: Any, status: int, headers: dict[str, str]) -> web.Response:
@@ -193,9 +212,7 @@ class Api:
 
     @staticmethod
     def _match(method: str, path: str) -> tuple[RouteDef | None, dict[str, str]]:
-        for rdef in ROUTES:
-            if rdef.method != method:
-                continue
+        for rdef in _candidates(method, path):
             m = rdef.regex.match(path)
             if m:
                 return rdef, m.groupdict()
@@ -215,7 +232,7 @@ class Api:
                 name = part.name or ""  # type: ignore[union-attr]
                 data = await part.read()  # type: ignore[union-attr]
                 if name == "payload_json":
-                    payload = json.loads(data.decode())
+                    payload = loads(data)
                 else:
                     uploads.append(
                         M.Upload(
@@ -230,7 +247,7 @@ class Api:
         if not raw:
             return None, []
         if "json" in ctype:
-            return json.loads(raw.decode()), []
+            return loads(raw), []
         return None, []
 
     # ------------------------------------------------------------------ helpers

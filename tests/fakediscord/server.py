@@ -443,12 +443,16 @@ class FakeDiscord:
         content = str(body.get("content") or "")
         guild = channel.guild
         member = guild.members.get(author.id) if guild else None
-        can_everyone = bool(member and (member.permissions_in(channel) & P.MENTION_EVERYONE)) if guild else False
-        mentionable = {r.id for r in guild.roles.values() if r.mentionable} if guild else set()
         allowed = body.get("allowed_mentions")
-        user_ids, role_ids, everyone = M.filter_mentions(
-            content, allowed, can_mention_everyone=can_everyone, mentionable_roles=mentionable
-        )
+        user_ids: list[int] = []
+        role_ids: list[int] = []
+        everyone = False
+        if "@" in content:  # no mention syntax, nothing to resolve
+            can_everyone = bool(member and (member.permissions_in(channel) & P.MENTION_EVERYONE)) if guild else False
+            mentionable = {r.id for r in guild.roles.values() if r.mentionable} if guild else set()
+            user_ids, role_ids, everyone = M.filter_mentions(
+                content, allowed, can_mention_everyone=can_everyone, mentionable_roles=mentionable
+            )
         attachments = []
         meta_atts = {str(a.get("id")): a for a in body.get("attachments") or []}
         for up in uploads:
