@@ -1,9 +1,14 @@
 """Statement sign-on burst: 5,000 accounts click Sign and submit the form through the fake Discord.
 
-    python bench/signons.py                 # bot in a subprocess, ~10 s burst
+    python bench/signons.py                 # bot in a subprocess, ~10 s burst, after a bare client's
     python bench/signons.py --users 2000 --seconds 5
+    python bench/signons.py --sweep 150,200,250,300,400,500   # both clients at several rates
     python bench/signons.py --in-process    # bot in the bench's own process and event loop
     python bench/signons.py --kill          # bot in a subprocess, SIGKILLed mid-burst, restarted
+
+The baseline is bench/_barebot.py: a bare discord.py client that answers the same clicks and forms
+with no work of its own (no database, no DynamicItem). Its figures are the floor discord.py sets on
+this machine, and readersviews' are printed as ratios to it.
 
 By default the bot runs in its own process, as in production: the fake Discord and the load (which
 cost about as much CPU as the bot) would otherwise share its event loop and its core, and the
@@ -72,8 +77,12 @@ def max_in_window(times: list[float], window: float) -> int:
 class Load:
     """Drives `users` members through click -> form -> submit, spread over `seconds`."""
 
-    def __init__(self, fake: FakeDiscord, guild: Any, members: list[Member], message: dict[str, Any], sid: int) -> None:
+    def __init__(
+        self, fake: FakeDiscord, guild: Any, members: list[Member], message: dict[str, Any], sid: int,
+        wait: float = 30.0,
+    ) -> None:  # fmt: skip
         self.fake = fake
+        self.wait = wait
         self.guild = guild
         self.members = members
         self.message = message
@@ -91,7 +100,7 @@ class Load:
             t0 = time.monotonic()
             click = await self.fake.click(self.guild, member, self.message, f"statements:sign:{self.sid}")
             self.dispatched[click.id] = ("click", t0)
-            response = await click.wait_response(timeout=30)
+            response = await click.wait_response(timeout=self.wait)
             self.answered += 1
             if response["type"] != 9:
                 self.refused += 1
@@ -101,7 +110,7 @@ class Load:
                 self.guild, member, None, {"name": f"Signer {member.user.username}", "place": "Leeds, UK"}
             )
             self.dispatched[submit.id] = ("submit", t0)
-            response = await submit.wait_response(timeout=30)
+            response = await submit.wait_response(timeout=self.wait)
             self.answered += 1
             content = str(response.get("data", {}).get("content", ""))
             if content.startswith(("Signed", "Updated")):
@@ -197,18 +206,21 @@ async def in_process(users: int, seconds: float) -> None:
 class BotProcess:
     """The bot as `python -m bot run` against the fake, with the config the bench wrote."""
 
-    def __init__(self, fake: FakeDiscord, tmp: Path, config: Any) -> None:
+    def __init__(self, fake: FakeDiscord, tmp: Path, config: Any, argv: list[str] | None = None) -> None:
         self.fake = fake
         self.db_path = tmp / "readersviews.sqlite3"
         self.config_path = tmp / "config.yaml"
         self.config_path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
         self.env = {**os.environ, "DISCORD_TOKEN": fake.token, "PYTHONPATH": str(ROOT)}
+        # RV_BENCH_PYARGS: interpreter options for the bot, e.g. "-m cProfile -o /tmp/bot.prof".
+        python_args = os.environ.get("RV_BENCH_PYARGS", "").split()
+        self.argv = argv or [*python_args, "-m", "bot", "--config", str(self.config_path), "run"]
         self.process: asyncio.subprocess.Process | None = None
 
     async def start(self) -> asyncio.subprocess.Process:
         before = self.fake.identify_count
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot", "--config", str(self.config_path), "run", env=self.env,
+            sys.executable, *self.argv, env=self.env,
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
         while self.fake.identify_count == before:  # noqa: ASYNC110 - the fake offers no event for this
@@ -270,8 +282,25 @@ def report(load: Load, users: int, total: int, distinct: int, fake: FakeDiscord,
     print(f"  final count shown on the message: {counted}")
 
 
-async def subprocess_bot(users: int, seconds: float) -> None:
-    """The default: the bot in its own process (its own core and GIL), the fake and the load here."""
+async def run_burst(fake: FakeDiscord, bot: BotProcess, load: Load, seconds: float) -> tuple[float, float]:
+    """(seconds the burst took, bot CPU seconds it used); prints the harness's own CPU use."""
+    cpu_before, own_before = bot.cpu_seconds(), time.process_time()
+    elapsed = await load.run(seconds)
+    own = time.process_time() - own_before
+    print(f"  (fake Discord + load generator CPU {own:.1f} s in {elapsed:.1f} s)")
+    return elapsed, bot.cpu_seconds() - cpu_before
+
+
+def p99(load: Load) -> dict[str, float]:
+    return {kind: percentile(values, 99) for kind, values in load.latencies().items()}
+
+
+async def subprocess_bot(users: int, seconds: float, baseline: bool) -> None:
+    """The default: the bot in its own process (its own core and GIL), the fake and the load here.
+
+    With `baseline`, the same burst first goes to a bare discord.py client (bench/_barebot.py) that
+    answers clicks and forms without any work of its own, and the figures are printed as ratios to it.
+    """
     fake = FakeDiscord(heartbeat_interval_ms=5000)
     await fake.start()
     tmp = Path(tempfile.mkdtemp(prefix="rv-signons-"))
@@ -281,22 +310,90 @@ async def subprocess_bot(users: int, seconds: float) -> None:
     await bot.start()
     try:
         message, sid = await create_statement(fake, guild, organizer, channel)
+        base: tuple[Load, float] | None = None
+        if baseline:
+            await bot.stop()
+            bare = BotProcess(fake, tmp, config, argv=[str(ROOT / "bench" / "_barebot.py"), str(bot.config_path)])
+            await bare.start()
+            try:
+                load = Load(fake, guild, members, message, sid)
+                elapsed, cpu = await run_burst(fake, bare, load, seconds)
+            finally:
+                await bare.stop()
+            print(f"baseline, bare discord.py client: {users} accounts over {seconds:g} s (took {elapsed:.1f} s)")
+            print(f"  interactions answered {load.answered} of {len(load.dispatched)} dispatched")
+            report_latency(load)
+            per = cpu / max(1, len(load.dispatched)) * 1000
+            print(f"  process CPU during the burst {cpu:.1f} s ({per:.2f} ms per interaction)")
+            base = (load, per)
+            await bot.start()
         load = Load(fake, guild, members, message, sid)
-        cpu_before = bot.cpu_seconds()
-        elapsed = await load.run(seconds)
-        cpu = bot.cpu_seconds() - cpu_before
+        elapsed, cpu = await run_burst(fake, bot, load, seconds)
         total, distinct = bot.query(
             "SELECT count(*), count(DISTINCT user_id) FROM signatures WHERE statement_id = ?", (sid,)
         )[0]
         await settle_edits(fake, int(message["id"]), int(total))
-        print(f"bot in a subprocess: {users} accounts over {seconds:g} s (took {elapsed:.1f} s)")
+        print(f"readersviews in a subprocess: {users} accounts over {seconds:g} s (took {elapsed:.1f} s)")
         report(load, users, int(total), int(distinct), fake, int(message["id"]))
-        print(
-            f"  bot process CPU during the burst {cpu:.1f} s"
-            f" ({cpu / max(1, len(load.dispatched)) * 1000:.2f} ms per interaction)"
-        )
+        per = cpu / max(1, len(load.dispatched)) * 1000
+        print(f"  bot process CPU during the burst {cpu:.1f} s ({per:.2f} ms per interaction)")
+        if base is not None:
+            base_load, base_per = base
+            ours, theirs = p99(load), p99(base_load)
+            print(
+                f"  ratio to the bare client: CPU per interaction {per / base_per:.2f}x;"
+                f" p99 click {ours['click'] / theirs['click']:.2f}x, submit {ours['submit'] / theirs['submit']:.2f}x"
+            )
     finally:
         await bot.stop()
+        await fake.stop()
+
+
+async def sweep(rates: list[int], seconds: float) -> None:
+    """The same burst at several rates, bare discord.py client first, then readersviews.
+
+    Prints one row per rate and client, and the highest rate at which each answered every
+    interaction with p99 under 500 ms: the figure that tells the bot's cost from the machine's.
+    """
+    fake = FakeDiscord(heartbeat_interval_ms=5000)
+    await fake.start()
+    tmp = Path(tempfile.mkdtemp(prefix="rv-signons-sweep-"))
+    guild, role, organizer, members, channel = await setup_world(fake, int(max(rates) * seconds))
+    config = make_config(fake, tmp, logging={"level": "WARNING"}, guilds={guild.id: {"organizer_role_id": role.id}})
+    ours = BotProcess(fake, tmp, config)
+    bare = BotProcess(fake, tmp, config, argv=[str(ROOT / "bench" / "_barebot.py"), str(ours.config_path)])
+    rows: dict[str, list[tuple[int, bool]]] = {"bare discord.py": [], "readersviews": []}
+    try:
+        await ours.start()
+        statements = [await create_statement(fake, guild, organizer, channel) for _ in rates]
+        await ours.stop()
+        print(
+            f"{'client':16s} {'accounts/s':>10s} {'answered':>9s} {'p99 click':>10s} {'p99 submit':>11s}"
+            f" {'CPU ms/ix':>10s}"
+        )
+        for name, process in (("bare discord.py", bare), ("readersviews", ours)):
+            await process.start()
+            try:
+                for rate, (message, sid) in zip(rates, statements, strict=True):
+                    load = Load(fake, guild, members[: int(rate * seconds)], message, sid, wait=5.0)
+                    cpu_before = process.cpu_seconds()
+                    await load.run(seconds)
+                    cpu = process.cpu_seconds() - cpu_before
+                    dispatched = max(1, len(load.dispatched))
+                    worst = p99(load)
+                    ok = load.unanswered == 0 and all(v < 500 for v in worst.values())
+                    rows[name].append((rate, ok))
+                    print(
+                        f"{name:16s} {rate:10d} {load.answered / dispatched:9.1%} {worst['click']:8.0f}ms"
+                        f" {worst['submit']:9.0f}ms {cpu / dispatched * 1000:10.2f}{'' if ok else '  (misses target)'}"
+                    )
+                    await asyncio.sleep(2)  # let queues drain before the next rate
+            finally:
+                await process.stop()
+        for name, results in rows.items():
+            passing = [rate for rate, ok in results if ok]
+            print(f"highest rate meeting the target (all answered, p99 < 500 ms), {name}: {max(passing, default=0)}/s")
+    finally:
         await fake.stop()
 
 
@@ -354,14 +451,22 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--kill", action="store_true", help="SIGKILL a subprocess bot mid-burst, then verify")
     parser.add_argument("--in-process", action="store_true", help="run the bot in the bench's own event loop")
+    parser.add_argument(
+        "--no-baseline", action="store_true", help="skip the bare discord.py client run (and the ratios)"
+    )
     parser.add_argument("--seed", type=int, default=int(time.time()))
+    parser.add_argument(
+        "--sweep", metavar="RATES", help="comma-separated accounts/s, e.g. 200,300,400: bare client vs readersviews"
+    )
     args = parser.parse_args()
-    if args.kill:
+    if args.sweep:
+        asyncio.run(sweep([int(r) for r in args.sweep.split(",")], min(args.seconds, 6.0)))
+    elif args.kill:
         asyncio.run(killed_mid_burst(args.users, args.seconds, args.seed))
     elif args.in_process:
         asyncio.run(in_process(args.users, args.seconds))
     else:
-        asyncio.run(subprocess_bot(args.users, args.seconds))
+        asyncio.run(subprocess_bot(args.users, args.seconds, baseline=not args.no_baseline))
 
 
 if __name__ == "__main__":
