@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import random
 import re
@@ -125,11 +126,28 @@ class Load:
         begin = loop.time()
         step = seconds / max(1, len(self.members))
         tasks = [asyncio.create_task(self.one(m, begin + i * step)) for i, m in enumerate(self.members)]
+        # The harness holds every member, frame and request record; without this its own full
+        # collections stall the fake for 100-200 ms mid-burst and show up as the bot's latency.
+        gc.collect()
+        gc.freeze()
         if stop_after is not None:
             await asyncio.sleep(stop_after)
             return loop.time() - begin
         await asyncio.gather(*tasks)
         return loop.time() - begin
+
+    def timeline(self, bucket: float = 0.5) -> str:
+        """The worst latency (ms) among interactions dispatched in each `bucket` seconds of the burst."""
+        received = callback_times(self.fake)
+        if not self.dispatched:
+            return ""
+        begin = min(t0 for _, t0 in self.dispatched.values())
+        worst: dict[int, float] = {}
+        for ix_id, (_, t0) in self.dispatched.items():
+            slot = int((t0 - begin) / bucket)
+            late = (received[ix_id] - t0) * 1000 if ix_id in received else float("inf")
+            worst[slot] = max(worst.get(slot, 0.0), late)
+        return " ".join(f"{worst.get(i, 0):.0f}" for i in range(max(worst) + 1))
 
     def latencies(self) -> dict[str, list[float]]:
         received = callback_times(self.fake)
@@ -141,6 +159,8 @@ class Load:
 
 
 def report_latency(load: Load) -> None:
+    if os.environ.get("RV_BENCH_TIMELINE"):
+        print(f"  worst ms per 0.5 s of the burst: {load.timeline()}")
     for kind, values in load.latencies().items():
         if values:
             print(
@@ -239,6 +259,20 @@ class BotProcess:
             return float("nan")
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+    def thread_cpu(self) -> dict[str, float]:
+        """CPU seconds of the main thread (the event loop) and of the others (aiosqlite's, the resolver's)."""
+        if self.process is None:
+            return {}
+        found: dict[str, float] = {}
+        for task in Path(f"/proc/{self.process.pid}/task").glob("*"):
+            try:
+                name = "event loop" if task.name == str(self.process.pid) else "other threads"
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            found[name] = found.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return found
+
     async def stop(self) -> None:
         if self.process is not None and self.process.returncode is None:
             self.process.send_signal(signal.SIGTERM)
@@ -284,10 +318,12 @@ def report(load: Load, users: int, total: int, distinct: int, fake: FakeDiscord,
 
 async def run_burst(fake: FakeDiscord, bot: BotProcess, load: Load, seconds: float) -> tuple[float, float]:
     """(seconds the burst took, bot CPU seconds it used); prints the harness's own CPU use."""
-    cpu_before, own_before = bot.cpu_seconds(), time.process_time()
+    cpu_before, own_before, threads_before = bot.cpu_seconds(), time.process_time(), bot.thread_cpu()
     elapsed = await load.run(seconds)
     own = time.process_time() - own_before
-    print(f"  (fake Discord + load generator CPU {own:.1f} s in {elapsed:.1f} s)")
+    threads = {name: cpu - threads_before.get(name, 0.0) for name, cpu in bot.thread_cpu().items()}
+    split = ", ".join(f"{name} {cpu:.1f} s" for name, cpu in sorted(threads.items(), key=lambda kv: -kv[1]) if cpu)
+    print(f"  (fake Discord + load generator CPU {own:.1f} s in {elapsed:.1f} s; bot threads: {split})")
     return elapsed, bot.cpu_seconds() - cpu_before
 
 

@@ -24,6 +24,7 @@ from bot.config import Config, Secrets
 from bot.errors import on_app_command_error
 from bot.outbox import DeliveredHook, OutboxWorker
 from bot.pacing import install_global_pacer
+from bot.shedding import Shedder
 from bot.site import SiteAdapter, make_adapter
 from bot.site.base import RemoteRef
 from bot.store import Store
@@ -105,6 +106,8 @@ class ReadersViewsBot(commands.Bot):
         self.clock = clock
         self.started_at = clock.now()
         self.health = Health()
+        # Real time, not `clock`: Discord's 3 s answer window runs on the wall clock.
+        self.shedder = Shedder()
         self.force_sync = force_sync
         self.sync_guild_id = sync_guild_id
         self.synced: bool = False

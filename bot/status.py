@@ -19,10 +19,17 @@ class StatusReport:
     counts: dict[str, int]
     outbox: dict[str, int]
     last_errors: list[str] = field(default_factory=list)
+    shed: int = 0  # interactions skipped because Discord had already expired them (overload)
 
 
 async def collect_status(
-    store: Store, *, started_at: datetime | None, now: datetime, latency: float | None, recent: list[tuple[str, str]]
+    store: Store,
+    *,
+    started_at: datetime | None,
+    now: datetime,
+    latency: float | None,
+    recent: list[tuple[str, str]],
+    shed: int = 0,
 ) -> StatusReport:
     counts = await store.db.table_counts()
     outbox = {
@@ -49,6 +56,7 @@ async def collect_status(
         counts=counts,
         outbox=outbox,
         last_errors=errors,
+        shed=shed,
     )
 
 
@@ -76,6 +84,11 @@ def format_report(report: StatusReport) -> str:
         f"Rows: {counts}",
         f"Outbox: {backlog}",
     ]
+    if report.shed:
+        lines.append(
+            f"Over capacity: {report.shed} interaction(s) skipped since start because Discord had already "
+            "expired them (their members saw 'This interaction failed')"
+        )
     if report.last_errors:
         lines.append("Recent problems:")
         lines += [f"- {line}"[:300] for line in report.last_errors[-5:]]

@@ -47,6 +47,7 @@ class Admin(commands.Cog):
             now=self.bot.clock.now(),
             latency=self.bot.latency,
             recent=self.bot.health.last_errors,
+            shed=self.bot.shedder.shed,
         )
         await interaction.response.send_message(format_report(report), ephemeral=True)
 

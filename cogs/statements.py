@@ -487,6 +487,8 @@ class Statements(commands.Cog):
         return form
 
     async def on_button(self, interaction: discord.Interaction, statement_id: int, action: str) -> None:
+        if self.bot.shedder.late(interaction.id):
+            return  # Discord gave up on it while it queued; answering would only delay the next ones
         try:
             if action in ("sign", "sign_org"):
                 kind: SignKind = "organization" if action == "sign_org" else "individual"
@@ -549,6 +551,8 @@ class Statements(commands.Cog):
         values = modal_values(interaction.data.get("components", []))  # type: ignore[arg-type]
         try:
             if match := SIGN_FORM.match(custom_id):
+                if self.bot.shedder.late(interaction.id):
+                    return  # too late to answer: record nothing, so what the member sees stays true
                 await self._submit_signature(interaction, int(match[1]), match[2], values)  # type: ignore[arg-type]
             elif match := CREATE_FORM.match(custom_id):
                 await self._submit_create(interaction, match, values)
