@@ -132,6 +132,37 @@ async def test_concurrent_write_does_not_join_open_transaction(tmp_path: Path) -
         await store.close()
 
 
+async def test_run_in_transaction_commits_returns_and_rolls_back(tmp_path: Path) -> None:
+    """The one-hop unit of work: plain sqlite3 code on the database thread, all or nothing."""
+    store = await Store.open(tmp_path / "db.sqlite3", SystemClock())
+    try:
+
+        def insert_two(conn: sqlite3.Connection) -> int:
+            conn.execute("INSERT INTO meta (key, value) VALUES ('x', '1')")
+            conn.execute("INSERT INTO meta (key, value) VALUES ('y', '2')")
+            return int(conn.execute("SELECT count(*) FROM meta WHERE key IN ('x', 'y')").fetchone()[0])
+
+        assert await store.db.run_in_transaction(insert_two) == 2
+        assert await store.meta.get("y") == "2"
+
+        def half_then_fail(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO meta (key, value) VALUES ('z', '3')")
+            conn.execute("INSERT INTO meta (key, value) VALUES ('x', 'duplicate key')")
+
+        with pytest.raises(sqlite3.IntegrityError):
+            await store.db.run_in_transaction(half_then_fail)
+        assert await store.meta.get("z") is None
+        # The connection is usable afterwards, and the lock keeps other writers out of the unit.
+        results = await asyncio.gather(
+            store.db.run_in_transaction(lambda conn: conn.execute("SELECT count(*) FROM meta").fetchone()[0]),
+            store.meta.set("after", "1"),
+        )
+        assert results[0] >= 2
+        assert await store.meta.get("after") == "1"
+    finally:
+        await store.close()
+
+
 async def test_contribution_record_is_idempotent(tmp_path: Path) -> None:
     store = await Store.open(tmp_path / "db.sqlite3", SystemClock())
     try:

@@ -12,13 +12,15 @@ import asyncio
 import logging
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +149,32 @@ class Database:
                 await self.conn.execute("ROLLBACK")
                 raise
             await self.conn.execute("COMMIT")
+
+    async def run_in_transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """`work(connection)` on the database's thread as one transaction, in one hop.
+
+        Each `await` on aiosqlite is a round trip to its thread, and under load the way back waits
+        for a full turn of the event loop. A hot path with many statements (a batch of sign-ons:
+        four lookups, an upsert, an update) writes them as plain synchronous sqlite3 code here
+        instead: measured in a sign-on burst, 16 hops per batch became 1.
+
+        aiosqlite offers no public way to run a callable on its thread; this uses `_execute`, its
+        one internal entry point for that (tests/test_store.py covers it).
+        """
+
+        def body() -> T:
+            raw: sqlite3.Connection = self.conn._conn
+            raw.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(raw)
+            except BaseException:
+                raw.execute("ROLLBACK")
+                raise
+            raw.execute("COMMIT")
+            return result
+
+        async with self._lock:
+            return await self.conn._execute(body)  # type: ignore[no-any-return]
 
     async def write(self, sql: str, params: Sequence[Any] = ()) -> int:
         """One autocommitted statement; returns lastrowid (for inserts) or rowcount."""

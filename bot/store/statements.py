@@ -16,6 +16,7 @@ change committed while an edit is in flight keeps the statement dirty across a r
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -336,64 +337,7 @@ class StatementsRepo:
     async def sign_batch(self, requests: Sequence[SignatureInput]) -> list[SignOutcome]:
         """Check and store many sign-ons in one transaction; one outcome per request, in order."""
         now = self._clock.now()
-        stamp = to_db(now)
-        statement_ids = sorted({r.statement_id for r in requests})
-        user_ids = sorted({r.user_id for r in requests})
-        outcomes: list[SignOutcome] = []
-        async with self.db.transaction() as conn:
-            statements = await _statements_by_id(conn, statement_ids)
-            blocked = await _pairs(
-                conn, "SELECT statement_id, user_id FROM statement_blocks", statement_ids, user_ids, live_only=False
-            )
-            live = await _pairs(conn, "SELECT statement_id, user_id FROM signatures", statement_ids, user_ids)
-            hidden = await _hidden_accounts(conn, statement_ids, user_ids)
-            rows: list[tuple[Any, ...]] = []
-            touched: set[int] = set()
-            for request in requests:
-                statement = statements.get(request.statement_id)
-                key = (request.statement_id, request.user_id)
-                if statement is None or statement.status == "draft":
-                    outcomes.append(SignOutcome("missing", statement))
-                elif not statement.accepting(now):
-                    outcomes.append(SignOutcome("closed", statement))
-                elif key in blocked:
-                    outcomes.append(SignOutcome("blocked", statement))
-                elif request.kind == "organization" and not statement.allow_organizations:
-                    outcomes.append(SignOutcome("no_organizations", statement))
-                else:
-                    status: SignStatus = "updated" if key in live else "created"
-                    # A new row of an account an organizer hid starts hidden (an update keeps its own).
-                    hidden_at, hidden_by = hidden.get(key, (None, None)) if status == "created" else (None, None)
-                    live.add(key)
-                    became_dirty = not statement.site_dirty and statement.id not in touched
-                    touched.add(statement.id)
-                    outcomes.append(SignOutcome(status, statement, request, became_dirty))
-                    rows.append(
-                        (
-                            request.statement_id,
-                            request.user_id,
-                            request.kind,
-                            request.name,
-                            request.organization,
-                            request.role,
-                            request.city,
-                            request.country,
-                            int(request.public),
-                            stamp,
-                            stamp,
-                            json.dumps(list(request.flags)),
-                            hidden_at,
-                            hidden_by,
-                        )
-                    )
-            if rows:
-                await conn.executemany(_UPSERT, rows)
-                marks = ",".join("?" * len(touched))
-                await conn.execute(
-                    f"UPDATE statements SET message_dirty = message_dirty + 1, site_dirty = 1 WHERE id IN ({marks})",
-                    sorted(touched),
-                )
-        return outcomes
+        return await self.db.run_in_transaction(lambda conn: _sign_batch(conn, requests, now))
 
     async def sign_context(
         self, statement_id: int, user_id: int
@@ -533,14 +477,75 @@ class StatementsRepo:
         return [SignatureRow.from_row(row) for row in rows]
 
 
-async def _statements_by_id(conn: aiosqlite.Connection, ids: Sequence[int]) -> dict[int, StatementRow]:
+def _sign_batch(conn: sqlite3.Connection, requests: Sequence[SignatureInput], now: datetime) -> list[SignOutcome]:
+    """The body of `StatementsRepo.sign_batch`, run on the database thread inside its transaction."""
+    stamp = to_db(now)
+    statement_ids = sorted({r.statement_id for r in requests})
+    user_ids = sorted({r.user_id for r in requests})
+    statements = _statements_by_id(conn, statement_ids)
+    blocked = _pairs(
+        conn, "SELECT statement_id, user_id FROM statement_blocks", statement_ids, user_ids, live_only=False
+    )
+    live = _pairs(conn, "SELECT statement_id, user_id FROM signatures", statement_ids, user_ids)
+    hidden = _hidden_accounts(conn, statement_ids, user_ids)
+    outcomes: list[SignOutcome] = []
+    rows: list[tuple[Any, ...]] = []
+    touched: set[int] = set()
+    for request in requests:
+        statement = statements.get(request.statement_id)
+        key = (request.statement_id, request.user_id)
+        if statement is None or statement.status == "draft":
+            outcomes.append(SignOutcome("missing", statement))
+        elif not statement.accepting(now):
+            outcomes.append(SignOutcome("closed", statement))
+        elif key in blocked:
+            outcomes.append(SignOutcome("blocked", statement))
+        elif request.kind == "organization" and not statement.allow_organizations:
+            outcomes.append(SignOutcome("no_organizations", statement))
+        else:
+            status: SignStatus = "updated" if key in live else "created"
+            # A new row of an account an organizer hid starts hidden (an update keeps its own).
+            hidden_at, hidden_by = hidden.get(key, (None, None)) if status == "created" else (None, None)
+            live.add(key)
+            became_dirty = not statement.site_dirty and statement.id not in touched
+            touched.add(statement.id)
+            outcomes.append(SignOutcome(status, statement, request, became_dirty))
+            rows.append(
+                (
+                    request.statement_id,
+                    request.user_id,
+                    request.kind,
+                    request.name,
+                    request.organization,
+                    request.role,
+                    request.city,
+                    request.country,
+                    int(request.public),
+                    stamp,
+                    stamp,
+                    json.dumps(list(request.flags)),
+                    hidden_at,
+                    hidden_by,
+                )
+            )
+    if rows:
+        conn.executemany(_UPSERT, rows)
+        marks = ",".join("?" * len(touched))
+        conn.execute(
+            f"UPDATE statements SET message_dirty = message_dirty + 1, site_dirty = 1 WHERE id IN ({marks})",
+            sorted(touched),
+        )
+    return outcomes
+
+
+def _statements_by_id(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, StatementRow]:
     marks = ",".join("?" * len(ids))
-    async with conn.execute(f"SELECT * FROM statements WHERE id IN ({marks})", ids) as cursor:
-        return {row["id"]: StatementRow.from_row(row) for row in await cursor.fetchall()}
+    rows = conn.execute(f"SELECT * FROM statements WHERE id IN ({marks})", ids).fetchall()
+    return {row["id"]: StatementRow.from_row(row) for row in rows}
 
 
-async def _hidden_accounts(
-    conn: aiosqlite.Connection, statement_ids: Sequence[int], user_ids: Sequence[int]
+def _hidden_accounts(
+    conn: sqlite3.Connection, statement_ids: Sequence[int], user_ids: Sequence[int]
 ) -> dict[tuple[int, int], tuple[str, int | None]]:
     """{(statement id, user id): (hidden_at, hidden_by)} of accounts with a hidden signature, live or withdrawn."""
     found: dict[tuple[int, int], tuple[str, int | None]] = {}
@@ -551,13 +556,13 @@ async def _hidden_accounts(
             f" WHERE statement_id IN ({','.join('?' * len(statement_ids))})"
             f" AND user_id IN ({','.join('?' * len(chunk))}) AND hidden_at IS NOT NULL ORDER BY id"
         )
-        async with conn.execute(sql, (*statement_ids, *chunk)) as cursor:
-            found.update(((int(row[0]), int(row[1])), (row[2], row[3])) for row in await cursor.fetchall())
+        rows = conn.execute(sql, (*statement_ids, *chunk)).fetchall()
+        found.update(((int(row[0]), int(row[1])), (row[2], row[3])) for row in rows)
     return found
 
 
-async def _pairs(
-    conn: aiosqlite.Connection,
+def _pairs(
+    conn: sqlite3.Connection,
     select: str,
     statement_ids: Sequence[int],
     user_ids: Sequence[int],
@@ -574,6 +579,5 @@ async def _pairs(
         )
         if live_only:
             sql += " AND withdrawn_at IS NULL"
-        async with conn.execute(sql, (*statement_ids, *chunk)) as cursor:
-            found.update((int(row[0]), int(row[1])) for row in await cursor.fetchall())
+        found.update((int(row[0]), int(row[1])) for row in conn.execute(sql, (*statement_ids, *chunk)).fetchall())
     return found
