@@ -28,7 +28,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -41,10 +40,10 @@ import httpx  # noqa: E402
 
 import bot.articles as articles_module  # noqa: E402
 from bot import __version__  # noqa: E402
-from bot.app import Runtime, apply_endpoints  # noqa: E402
+from bot.app import apply_endpoints  # noqa: E402
 from bot.articles import ArticleService  # noqa: E402
 from bot.clock import SystemClock  # noqa: E402
-from bot.config import Config, FeedSettings, Secrets  # noqa: E402
+from bot.config import Config, FeedSettings  # noqa: E402
 from bot.store import Store  # noqa: E402
 
 PER_CHANNEL = (5, 5.0)  # message create: 5 per 5 s per channel (the fake's fixed window)
@@ -266,23 +265,6 @@ def print_profile(profiler: cProfile.Profile, title: str) -> None:
 # --- (c): posting under the fake's enforced limits --------------------------------------------
 
 
-async def boot_bot(fake: Any, config: Config, before_login: Callable[[Any], None] | None) -> tuple[Any, asyncio.Task]:
-    """tests/conftest.py boot(), with a hook between building the bot and logging in."""
-    runtime = await Runtime.create(config, Secrets(discord_token=None))
-    if before_login is not None:
-        before_login(runtime)
-    task = asyncio.create_task(runtime.start(fake.token))
-    ready = asyncio.create_task(runtime.bot.wait_until_ready())
-    done, _ = await asyncio.wait({task, ready}, timeout=15, return_when=asyncio.FIRST_COMPLETED)
-    if task in done:
-        ready.cancel()
-        task.result()
-    if ready not in done:
-        raise TimeoutError("bot did not become ready against the fake Discord")
-    await fake.roundtrip()
-    return runtime, task
-
-
 def required_seconds(kind: str, channels: int, per_channel: int) -> tuple[float, str]:
     """The least time the enforced limits allow for posting everything, and the formula used."""
     per_article = 1 if kind == "forum" else 2  # forum post | message + thread
@@ -300,7 +282,7 @@ def required_seconds(kind: str, channels: int, per_channel: int) -> tuple[float,
 
 
 async def bench_posting(kind: str, *, channels: int, per_channel: int, cap: int, deadline: float) -> dict[str, Any]:
-    from tests.conftest import make_config
+    from tests.conftest import boot, make_config
     from tests.fakediscord import FakeDiscord
 
     fake = FakeDiscord(heartbeat_interval_ms=500)
@@ -315,7 +297,8 @@ async def bench_posting(kind: str, *, channels: int, per_channel: int, cap: int,
         ]
         with tempfile.TemporaryDirectory() as tmp:
             config = make_config(fake, Path(tmp), cogs=["cogs.articles"], feeds={"per_poll_cap": cap})
-            runtime, task = await boot_bot(fake, config, lambda runtime: None)
+            booted = await boot(fake, config)
+            runtime, task = booted.runtime, booted.task
             try:
                 bot = runtime.bot
                 cog = bot.get_cog("Articles")

@@ -117,9 +117,12 @@ class Booted:
             await asyncio.wait_for(self.task, timeout=10)
 
 
-async def boot(fake: FakeDiscord, config: Config, *, clock: Any = None) -> Booted:
-    """Start the bot the way `readersviews run` does, pointed at the fake; return once it is ready."""
-    runtime = await Runtime.create(config, Secrets(discord_token=None), clock=clock)
+async def boot(fake: FakeDiscord, config: Config, *, clock: Any = None, secrets: Secrets | None = None) -> Booted:
+    """Start the bot the way `readersviews run` does, pointed at the fake; return once it is ready.
+
+    `secrets`: the environment's secrets (a site password, the webhook secret); none by default.
+    """
+    runtime = await Runtime.create(config, secrets or Secrets(discord_token=None), clock=clock)
     task = asyncio.create_task(runtime.start(fake.token))
     ready = asyncio.create_task(runtime.bot.wait_until_ready())
     done, _ = await asyncio.wait({task, ready}, timeout=15, return_when=asyncio.FIRST_COMPLETED)

@@ -22,10 +22,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from bot.app import Runtime
 from bot.config import Secrets
 from tests.clock import FakeClock
-from tests.conftest import Booted, World, make_config
+from tests.conftest import Booted, World, boot, make_config
 from tests.fakediscord import FakeDiscord
 from tests.fakediscord.world import Member
 from tests.sitefake import WEBHOOK_SECRET, FakeSite
@@ -99,17 +98,7 @@ async def mirrored(
             "statement_update_minutes": UPDATE_MINUTES,
         },
     )
-    # conftest's `boot` starts without site secrets; this is the same start with the webhook secret.
-    runtime = await Runtime.create(config, Secrets.model_validate({"webhook_secret": WEBHOOK_SECRET}), clock=clock)
-    task = asyncio.create_task(runtime.start(fake.token))
-    ready = asyncio.create_task(runtime.bot.wait_until_ready())
-    done, _ = await asyncio.wait({task, ready}, timeout=15, return_when=asyncio.FIRST_COMPLETED)
-    if task in done:
-        ready.cancel()
-        task.result()
-    assert ready in done, "bot did not become ready against the fake Discord"
-    await fake.roundtrip()
-    booted = Booted(runtime, task)
+    booted = await boot(fake, config, clock=clock, secrets=Secrets.model_validate({"webhook_secret": WEBHOOK_SECRET}))
     await booted.bot.store.settings.set_many(
         world.guild.id,
         {"organizer_role_id": world.organizer_role.id, "alert_channel_id": world.alerts.id},
@@ -119,10 +108,10 @@ async def mirrored(
     try:
         yield booted, clock
     finally:
-        if not task.done():
+        if not booted.task.done():
             await booted.stop()
         with contextlib.suppress(asyncio.CancelledError):
-            await task
+            await booted.task
 
 
 def member(world: World, username: str) -> Member:
