@@ -409,20 +409,11 @@ class Statements(commands.Cog):
         self.refresher.mark(statement.id)
         if statement.channel_id is not None:
             counts = await self.repo.counts(statement.id)
-            channel = self.bot.get_partial_messageable(statement.channel_id)
-            reference = (
-                discord.MessageReference(message_id=statement.message_id, channel_id=statement.channel_id,
-                                         fail_if_not_exists=False)
-                if statement.message_id
-                else None
-            )  # fmt: skip
             try:
-                await channel.send(
+                await self._post_note(
+                    statement,
                     f"**{_e(statement.title)}** is closed. Final count: **{counts.signed}** "
                     f"signature{'s' if counts.signed != 1 else ''}. Thank you to everyone who signed.",
-                    reference=reference,  # type: ignore[arg-type]
-                    mention_author=False,
-                    allowed_mentions=NONE,
                 )
             except discord.HTTPException as exc:
                 log.warning("could not post the final count of statement %s: %s", statement.id, exc)
@@ -430,6 +421,23 @@ class Statements(commands.Cog):
                     statement.guild_id, f"I couldn't post the final count of statement `{statement.slug}`: {exc}"
                 )
         await self.repo.mark_announced(statement.id)
+
+    async def _post_note(self, statement: StatementRow, text: str, *, silent: bool = False) -> None:
+        """Post `text` in the statement's channel, as a reply to its message (when it still exists)."""
+        assert statement.channel_id is not None
+        reference = (
+            discord.MessageReference(message_id=statement.message_id, channel_id=statement.channel_id,
+                                     fail_if_not_exists=False)
+            if statement.message_id
+            else None
+        )  # fmt: skip
+        await self.bot.get_partial_messageable(statement.channel_id).send(
+            text,
+            reference=reference,  # type: ignore[arg-type]
+            mention_author=False,
+            allowed_mentions=NONE,
+            silent=silent,
+        )
 
     # -- the statement message ------------------------------------------------------------------
 
@@ -675,19 +683,11 @@ class Statements(commands.Cog):
         )
         await send_ephemeral(interaction, f"Updated the text of **{_e(statement.title)}**.")
         if statement.channel_id is not None:
-            reference = (
-                discord.MessageReference(message_id=statement.message_id, channel_id=statement.channel_id,
-                                         fail_if_not_exists=False)
-                if statement.message_id
-                else None
-            )  # fmt: skip
             try:
-                await self.bot.get_partial_messageable(statement.channel_id).send(
+                await self._post_note(
+                    statement,
                     f"📝 The text of **{_e(statement.title)}** was edited by an organizer "
                     f"({self.bot.clock.now():%Y-%m-%d %H:%M} UTC).",
-                    reference=reference,  # type: ignore[arg-type]
-                    mention_author=False,
-                    allowed_mentions=NONE,
                     silent=True,
                 )
             except discord.HTTPException as exc:
