@@ -29,6 +29,8 @@ from bot.store.contributions import (
 )
 
 if TYPE_CHECKING:
+    import aiosqlite
+
     from bot.store import Store
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,11 @@ STATE_LABELS = {
 }
 
 
+WRITER_CHANGED_AFTER_EDIT = (
+    "the writer changed their message after your edit (your text is kept; the Original link shows theirs)"
+)
+
+
 class LetterError(Exception):
     """An expected refusal, phrased for the member or editor who asked."""
 
@@ -68,6 +75,11 @@ class DigestDraft:
     title: str
     letters: list[Contribution]
     outbox_id: int
+
+
+def writer_text(letter: Contribution) -> str:
+    """The text as its writer last wrote it (an editor's edit keeps the writer's in `original_content`)."""
+    return letter.original_content if letter.original_content is not None else letter.content
 
 
 def describe_actor(contribution: Contribution) -> str:
@@ -161,6 +173,16 @@ class Recorder:
             await self.flush()
 
 
+def publication_terms(byline: str, location: str | None, consent: bool) -> tuple[str, str | None]:
+    """The writer's explicit consent, and the cleaned byline and location, or a refusal."""
+    if not consent:
+        raise LetterError("Nothing was submitted: we publish only with your explicit agreement (type yes).")
+    cleaned = clean_line(byline, BYLINE_MAX)
+    if not cleaned:
+        raise LetterError("Please give the name to print under your letter.")
+    return cleaned, clean_line(location, LOCATION_MAX) or None
+
+
 class LetterService:
     def __init__(self, store: Store, clock: Clock, settings: LetterSettings, *, disclaimer: str | None) -> None:
         self.store = store
@@ -172,10 +194,17 @@ class LetterService:
     # -- recording ------------------------------------------------------------------------------
 
     async def ensure_recorded(self, new: NewContribution) -> Contribution:
-        """The row for a Discord message, recording it now if the listener has not (yet)."""
+        """The row for a Discord message, recording it now if the listener has not (yet).
+
+        A row that is not live takes the message's current text first: an edit the listener missed
+        (or made while the letter was withdrawn) must not leave the old text to be submitted.
+        """
         assert new.message_id is not None
         found = await self.repo.by_message(new.message_id)
         if found is not None:
+            if found.state not in LIVE_STATES and new.content.strip() and writer_text(found) != new.content:
+                await self.on_message_edit(new.message_id, new.content)
+                found = await self.repo.by_message(new.message_id) or found
             return found
         await self.repo.record(new)
         found = await self.repo.by_message(new.message_id)
@@ -183,12 +212,17 @@ class LetterService:
         return found
 
     async def on_message_edit(self, message_id: int, content: str) -> Contribution | None:
-        """Apply a member's edit; returns the letter if editors must be told (it was approved/published)."""
+        """Apply a member's edit; returns the letter if editors must be told (in review, approved or published)."""
         current = await self.repo.by_message(message_id)
-        if current is None or current.content == content:
+        # Compared with the writer's own text: an editor's edit is not something the writer changed.
+        if current is None or writer_text(current) == content:
             return None
         if current.state in LIVE_STATES:
             await self.repo.add_flag(current.id, "edited on Discord after approval (the site keeps the approved text)")
+            return await self.repo.get(current.id)
+        if current.state == "submitted" and current.original_content is not None:
+            await self.repo.keep_writer_edit(message_id, content, self.clock.now())
+            await self.repo.add_flag(current.id, WRITER_CHANGED_AFTER_EDIT)
             return await self.repo.get(current.id)
         await self.repo.apply_edit(message_id, content, self.clock.now())
         if current.state == "submitted":
@@ -238,8 +272,13 @@ class LetterService:
         return flags
 
     async def screen(self, letter: Contribution, author_created_at: datetime | None) -> list[str]:
-        flags = self.screen_text(letter.content)
-        earlier = await self.repo.same_text(letter.guild_id, letter.content, letter.id)
+        return await self._screen(letter.guild_id, letter.content, letter.id, author_created_at)
+
+    async def _screen(
+        self, guild_id: int, content: str, letter_id: int, author_created_at: datetime | None
+    ) -> list[str]:
+        flags = self.screen_text(content)
+        earlier = await self.repo.same_text(guild_id, content, letter_id)
         if earlier is not None:
             flags.append(f"repeated text: same as letter #{earlier}")
         if author_created_at is not None:
@@ -283,12 +322,7 @@ class LetterService:
         rate_limited: bool = True,
     ) -> Contribution:
         """The writer agrees to publication under `byline`: the letter goes to the review queue."""
-        if not consent:
-            raise LetterError("Nothing was submitted: we publish only with your explicit agreement (type yes).")
-        byline = clean_line(byline, BYLINE_MAX)
-        if not byline:
-            raise LetterError("Please give the name to print under your letter.")
-        location = clean_line(location, LOCATION_MAX) or None
+        byline, location = publication_terms(byline, location, consent)
         letter = await self.repo.get(letter_id)
         if letter is None:
             raise LetterError("That letter no longer exists.")
@@ -298,32 +332,44 @@ class LetterService:
         if len(letter.content) > 4000:
             raise LetterError("Letters can be at most 4,000 characters.")
         flags = await self.screen(letter, author_created_at)
-        now = self.clock.now()
         async with self.store.db.transaction() as conn:
-            ok = await self.repo.update_if_version(
-                conn,
-                letter.id,
-                letter.version,
-                {
-                    "state": "submitted",
-                    "consent": "granted",
-                    "byline": byline,
-                    "location": location,
-                    "flags": flags,
-                    "submitted_at": now,
-                    "review_note": None,
-                },
-            )
-            if not ok:
-                current = await self.repo.get_in(conn, letter.id)
-                assert current is not None
-                raise Conflict("Your letter changed while you were submitting it; please try again.", current)
-            await self.store.audit.record(
-                "letter.submit", guild_id=letter.guild_id, actor_id=user_id, entity=letter.entity, conn=conn
-            )
+            await self._mark_submitted(conn, letter, user_id, byline=byline, location=location, flags=flags)
         submitted = await self.repo.get(letter.id)
         assert submitted is not None
         return submitted
+
+    async def _mark_submitted(
+        self,
+        conn: aiosqlite.Connection,
+        letter: Contribution,
+        user_id: int,
+        *,
+        byline: str,
+        location: str | None,
+        flags: list[str],
+    ) -> None:
+        """Inside a transaction: the letter goes to the review queue (compare-and-set on its version)."""
+        ok = await self.repo.update_if_version(
+            conn,
+            letter.id,
+            letter.version,
+            {
+                "state": "submitted",
+                "consent": "granted",
+                "byline": byline,
+                "location": location,
+                "flags": flags,
+                "submitted_at": self.clock.now(),
+                "review_note": None,
+            },
+        )
+        if not ok:
+            current = await self.repo.get_in(conn, letter.id)
+            assert current is not None
+            raise Conflict("Your letter changed while you were submitting it; please try again.", current)
+        await self.store.audit.record(
+            "letter.submit", guild_id=letter.guild_id, actor_id=user_id, entity=letter.entity, conn=conn
+        )
 
     async def write_letter(
         self,
@@ -339,36 +385,35 @@ class LetterService:
         consent: bool,
         author_created_at: datetime | None,
     ) -> Contribution:
-        """`/letter submit`: a letter written for the page, not a recorded reply."""
-        if not consent:
-            raise LetterError("Nothing was submitted: we publish only with your explicit agreement (type yes).")
+        """`/letter submit`: a letter written for the page, not a recorded reply.
+
+        Everything is checked before anything is stored, and the letter is recorded and submitted in
+        one transaction: a refusal leaves no half-made row behind.
+        """
+        byline, location = publication_terms(byline, location, consent)
         text = text.strip()
         if not text:
             raise LetterError("Your letter is empty.")
         if len(text) > 4000:
             raise LetterError("Letters can be at most 4,000 characters.")
         await self.check_rate(guild_id, author_id)
-        letter_id = await self.repo.insert_letter(
-            NewContribution(
-                guild_id=guild_id,
-                message_id=None,
-                channel_id=channel_id,
-                author_id=author_id,
-                author_name=author_name,
-                content=text,
-                created_at=self.clock.now(),
-                article_id=article_id,
-            )
+        flags = await self._screen(guild_id, text, 0, author_created_at)
+        new = NewContribution(
+            guild_id=guild_id,
+            message_id=None,
+            channel_id=channel_id,
+            author_id=author_id,
+            author_name=author_name,
+            content=text,
+            created_at=self.clock.now(),
+            article_id=article_id,
         )
-        return await self.submit(
-            letter_id,
-            user_id=author_id,
-            byline=byline,
-            location=location,
-            consent=consent,
-            author_created_at=author_created_at,
-            rate_limited=False,
-        )
+        async with self.store.db.transaction() as conn:
+            letter_id = await self.repo.insert_letter(conn, new)
+            recorded = await self.repo.get_in(conn, letter_id)
+            assert recorded is not None
+            await self._mark_submitted(conn, recorded, author_id, byline=byline, location=location, flags=flags)
+        return await self._load(letter_id)
 
     async def nominate(self, letter: Contribution, editor_id: int) -> Contribution:
         """An editor would like to publish a reply: ask its writer (state nominated)."""
@@ -396,6 +441,18 @@ class LetterService:
         nominated = await self.repo.get(letter.id)
         assert nominated is not None
         return nominated
+
+    async def unnominate(self, letter: Contribution, editor_id: int) -> Contribution:
+        """The writer could not be asked anywhere: the reply goes back to recorded (it may be nominated again)."""
+        async with self.store.db.transaction() as conn:
+            ok = await self.repo.update_if_version(
+                conn, letter.id, letter.version, {"state": "recorded", "reviewer_id": None}
+            )
+            if ok:
+                await self.store.audit.record(
+                    "letter.unnominate", guild_id=letter.guild_id, actor_id=editor_id, entity=letter.entity, conn=conn
+                )
+        return await self._load(letter.id)
 
     async def consent_target(self, letter_id: int, user_id: int) -> Contribution:
         """The nominated letter the writer is answering about (refuses anyone else)."""
@@ -425,18 +482,32 @@ class LetterService:
 
     # -- review ---------------------------------------------------------------------------------
 
-    async def _load(self, letter_id: int) -> Contribution:
+    async def _load(self, letter_id: int, guild_id: int | None = None) -> Contribution:
+        """The letter; with `guild_id`, only if it belongs to that server (another's is as if missing)."""
         letter = await self.repo.get(letter_id)
-        if letter is None:
+        if letter is None or (guild_id is not None and letter.guild_id != guild_id):
             raise LetterError(f"Letter #{letter_id} no longer exists (its writer may have deleted it).")
         return letter
 
+    async def letter_in(self, letter_id: int, guild_id: int) -> Contribution:
+        """The letter an editor of `guild_id` is acting on; another server's letter is refused as missing."""
+        return await self._load(letter_id, guild_id)
+
     async def approve(
-        self, letter_id: int, editor_id: int, *, display_names: Mapping[int, str] | None = None
+        self,
+        letter_id: int,
+        editor_id: int,
+        version: int,
+        *,
+        guild_id: int | None = None,
+        display_names: Mapping[int, str] | None = None,
     ) -> Contribution:
-        """Approve and enqueue publication, in one transaction; a concurrent decision raises Conflict."""
-        letter = await self._load(letter_id)
-        if letter.state != "submitted":
+        """Approve the `version` the editor read and enqueue publication, in one transaction.
+
+        A concurrent decision, or an edit since that version, raises Conflict.
+        """
+        letter = await self._load(letter_id, guild_id)
+        if letter.state != "submitted" or letter.version != version:
             raise Conflict(conflict_text(letter), letter)
         now = self.clock.now()
         approved = replace(letter, state="approved", reviewer_id=editor_id, decided_at=now, version=letter.version + 1)
@@ -457,10 +528,11 @@ class LetterService:
         version: int,
         text: str,
         *,
+        guild_id: int | None = None,
         display_names: Mapping[int, str] | None = None,
     ) -> Contribution:
         """Light editing: the writer's original is kept; a letter already on the site is updated there."""
-        letter = await self._load(letter_id)
+        letter = await self._load(letter_id, guild_id)
         text = text.strip()
         if not text:
             raise LetterError("A letter can't be empty; reject it instead.")
@@ -481,8 +553,10 @@ class LetterService:
         await self._decide(letter, editor_id, fields, action="letter.edit", outbox=outbox)
         return await self._load(letter_id)
 
-    async def reject(self, letter_id: int, editor_id: int, version: int | None, reason: str | None) -> Contribution:
-        letter = await self._load(letter_id)
+    async def reject(
+        self, letter_id: int, editor_id: int, version: int | None, reason: str | None, *, guild_id: int | None = None
+    ) -> Contribution:
+        letter = await self._load(letter_id, guild_id)
         if letter.state != "submitted" or (version is not None and letter.version != version):
             raise Conflict(conflict_text(letter), letter)
         reason = (reason or "").strip()[:1000] or None
@@ -490,9 +564,14 @@ class LetterService:
         await self._decide(letter, editor_id, fields, action="letter.reject")
         return await self._load(letter_id)
 
-    async def withdraw(self, letter_id: int, actor_id: int, *, by_editor: bool) -> Contribution:
-        """The writer withdraws (or an editor retracts) a letter; a site copy is retracted via the outbox."""
-        letter = await self._load(letter_id)
+    async def withdraw(
+        self, letter_id: int, actor_id: int, *, by_editor: bool, guild_id: int | None = None
+    ) -> Contribution:
+        """The writer withdraws (or an editor retracts) a letter; a site copy is retracted via the outbox.
+
+        Its publication, if not sent yet, is cancelled instead (see `_decide`).
+        """
+        letter = await self._load(letter_id, guild_id)
         if not by_editor and letter.author_id != actor_id:
             raise LetterError("You can only withdraw your own letters.")
         allowed = ("approved", "published") if by_editor else ("submitted", "nominated", "approved", "published")
@@ -537,7 +616,10 @@ class LetterService:
                 raise Conflict(conflict_text(current), current)
             if outbox is not None:
                 verb, item = outbox
-                await self.store.outbox.enqueue_item(conn, verb, item, revision=letter.version + 1)
+                # Delivery is ordered per entity, so a retract queued behind an unsent create would
+                # publish the letter first: cancel what was never sent, retract only what may be there.
+                if verb != "retract" or await self.store.outbox.cancel_undelivered(conn, item.entity):
+                    await self.store.outbox.enqueue_item(conn, verb, item, revision=letter.version + 1)
             await self.store.audit.record(
                 action,
                 guild_id=letter.guild_id,

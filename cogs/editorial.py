@@ -1,8 +1,10 @@
 """Editors' side of readers' views: the review queue, nominations with the writer's consent, digests.
 
-Queue buttons are `DynamicItem`s (`letters:approve:<id>` ...): every click rebuilds its state from
-the database, so they keep working after a restart. The shared pieces members see (the byline
-modal, the consent buttons) live here too, so `cogs.readers_views` can import them.
+Queue buttons are `DynamicItem`s (`letters:approve:<id>:<version>`, `letters:edit:<id>` ...): every
+click rebuilds its state from the database, so they keep working after a restart. Approve carries
+the version its card showed, so a letter that changed since is never approved unseen. The shared
+pieces members see (the byline modal, the consent buttons) live here too, so `cogs.readers_views`
+can import them.
 """
 
 from __future__ import annotations
@@ -58,6 +60,13 @@ def mentioned_names(guild: discord.Guild | None, text: str) -> dict[int, str]:
         if member is not None:
             names[member.id] = member.display_name
     return names
+
+
+def guild_of(interaction: discord.Interaction) -> int:
+    """The server an editor acts in: letters of any other server are out of reach."""
+    if interaction.guild_id is None:
+        raise LetterError("This only works inside a server.")
+    return interaction.guild_id
 
 
 def no_review_channel_text() -> str:
@@ -228,25 +237,32 @@ BUTTONS = {
 
 class LetterButton(
     discord.ui.DynamicItem[discord.ui.Button[Any]],
-    template=r"letters:(?P<action>approve|edit|reject|retract):(?P<id>\d+)",
+    template=r"letters:(?P<action>approve|edit|reject|retract):(?P<id>\d+)(?::(?P<version>\d+))?",
 ):
-    """A review-queue button; the letter is read from the database on every click."""
+    """A review-queue button; the letter is read from the database on every click.
 
-    def __init__(self, action: str, letter_id: int) -> None:
+    `version` (Approve only) is the letter's version the card showed; cards posted before it was
+    added have none, and such a click refreshes the card instead of approving.
+    """
+
+    def __init__(self, action: str, letter_id: int, version: int | None = None) -> None:
         label, style = BUTTONS[action]
-        super().__init__(discord.ui.Button(label=label, style=style, custom_id=f"letters:{action}:{letter_id}"))
+        custom_id = f"letters:{action}:{letter_id}" + (f":{version}" if version is not None else "")
+        super().__init__(discord.ui.Button(label=label, style=style, custom_id=custom_id))
         self.action = action
         self.letter_id = letter_id
+        self.version = version
 
     @classmethod
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
     ) -> LetterButton:
-        return cls(match["action"], int(match["id"]))
+        version = match["version"]
+        return cls(match["action"], int(match["id"]), int(version) if version is not None else None)
 
     async def callback(self, interaction: discord.Interaction) -> None:
         try:
-            await editorial(interaction).on_button(interaction, self.action, self.letter_id)
+            await editorial(interaction).on_button(interaction, self.action, self.letter_id, self.version)
         except Exception as error:
             await report_error(interaction, error)
 
@@ -287,7 +303,8 @@ DYNAMIC_ITEMS = (LetterButton, ConsentButton)
 def queue_view(letter: Contribution) -> discord.ui.View | None:
     view = discord.ui.View(timeout=None)
     if letter.state == "submitted":
-        for action in ("approve", "edit", "reject"):
+        view.add_item(LetterButton("approve", letter.id, letter.version))
+        for action in ("edit", "reject"):
             view.add_item(LetterButton(action, letter.id))
     elif letter.state in ("approved", "published"):
         view.add_item(LetterButton("edit", letter.id))
@@ -302,15 +319,40 @@ def consent_view(letter_id: int) -> discord.ui.View:
     return view
 
 
+# Discord's embed limits: the whole embed (title, description, field names and values, footer,
+# author) at most 6000 characters, the description 4096, a field value 1024.
+EMBED_TOTAL_MAX = 6000
+DESCRIPTION_MAX = 4000
+SHORTENED = "\n*(shortened to fit the card: Edit shows the whole letter)*"
+
+
 def _field(text: str, limit: int = 1000) -> str:
     return truncate_words(text, limit) or "—"
+
+
+def fit_embed(embed: discord.Embed, limit: int = EMBED_TOTAL_MAX) -> discord.Embed:
+    """Shorten the letter text, then the longest fields, until the whole card is within Discord's limit."""
+    excess = len(embed) - limit
+    description = embed.description or ""
+    if excess > 0 and description:
+        keep = max(len(description) - excess - len(SHORTENED), 200)
+        embed.description = truncate_words(description, keep) + SHORTENED
+    while (excess := len(embed) - limit) > 0 and embed.fields:
+        index, longest = max(enumerate(embed.fields), key=lambda pair: len(pair[1].value or ""))
+        value = longest.value or ""
+        if len(value) <= 1:
+            break
+        embed.set_field_at(
+            index, name=longest.name or "—", value=_field(value, max(len(value) - excess, 1)), inline=longest.inline
+        )
+    return embed
 
 
 def queue_embed(letter: Contribution, article: ArticleRef | None, parent: Contribution | None) -> discord.Embed:
     """The review card: always the letter's current state, who decided, and where it lives."""
     embed = discord.Embed(
         title=f"Letter #{letter.id} · {STATE_LABELS.get(letter.state, letter.state)}",
-        description=truncate_words(neutralise_mentions(letter.content), 4000) or "(empty)",
+        description=truncate_words(neutralise_mentions(letter.content), DESCRIPTION_MAX) or "(empty)",
         colour=STATE_COLOURS.get(letter.state, discord.Colour.default()),
     )
     embed.add_field(name="Writer", value=_field(f"<@{letter.author_id}> ({escape_discord_text(letter.author_name)})"))
@@ -346,7 +388,7 @@ def queue_embed(letter: Contribution, article: ArticleRef | None, parent: Contri
         embed.add_field(name="On the site", value=_field(letter.remote_url), inline=False)
     if letter.deleted_at is not None:
         embed.add_field(name="Deleted on Discord", value=discord.utils.format_dt(letter.deleted_at, "R"))
-    return embed
+    return fit_embed(embed)
 
 
 class ReviewQueue:
@@ -506,14 +548,14 @@ class Editorial(commands.Cog):
 
     # -- queue buttons ------------------------------------------------------------------------------
 
-    async def on_button(self, interaction: discord.Interaction, action: str, letter_id: int) -> None:
+    async def on_button(
+        self, interaction: discord.Interaction, action: str, letter_id: int, version: int | None = None
+    ) -> None:
         await ensure_editor(interaction)
+        letter = await self.service.letter_in(letter_id, guild_of(interaction))
         if action == "approve":
-            await self._approve(interaction, letter_id)
+            await self._approve(interaction, letter, version)
             return
-        letter = await self.bot.store.contributions.get(letter_id)
-        if letter is None:
-            raise LetterError(f"Letter #{letter_id} no longer exists (its writer may have deleted it).")
         if action == "edit":
             if letter.state not in ("submitted", "approved", "published"):
                 await self._conflict(interaction, letter)
@@ -526,7 +568,9 @@ class Editorial(commands.Cog):
             await interaction.response.send_modal(RejectModal(letter))
         elif action == "retract":
             try:
-                letter = await self.service.withdraw(letter_id, interaction.user.id, by_editor=True)
+                letter = await self.service.withdraw(
+                    letter_id, interaction.user.id, by_editor=True, guild_id=guild_of(interaction)
+                )
             except Conflict as exc:
                 await self._conflict(interaction, exc.current)
                 return
@@ -538,10 +582,24 @@ class Editorial(commands.Cog):
                 f"Your letter #{letter.id} was taken down from the letters page by the editors.",
             )
 
-    async def _approve(self, interaction: discord.Interaction, letter_id: int) -> None:
-        names = mentioned_names(interaction.guild, "")
+    async def _approve(self, interaction: discord.Interaction, current: Contribution, version: int | None) -> None:
+        if version is None:
+            # A card posted before Approve carried its version: it may show older text than the letter has.
+            if current.state != "submitted":
+                await self._conflict(interaction, current)
+                return
+            await send_ephemeral(
+                interaction,
+                f"This card of letter #{current.id} was out of date, so I refreshed it instead of approving. "
+                "Please read the letter again, then press Approve.",
+            )
+            await self.queue.refresh(current)
+            return
+        names = mentioned_names(interaction.guild, current.content)
         try:
-            letter = await self.service.approve(letter_id, interaction.user.id, display_names=names)
+            letter = await self.service.approve(
+                current.id, interaction.user.id, version, guild_id=guild_of(interaction), display_names=names
+            )
         except Conflict as exc:
             await self._conflict(interaction, exc.current)
             return
@@ -567,7 +625,12 @@ class Editorial(commands.Cog):
         before = await self.bot.store.contributions.get(letter_id)
         try:
             letter = await self.service.edit(
-                letter_id, interaction.user.id, version, text, display_names=mentioned_names(interaction.guild, text)
+                letter_id,
+                interaction.user.id,
+                version,
+                text,
+                guild_id=guild_of(interaction),
+                display_names=mentioned_names(interaction.guild, text),
             )
         except Conflict as exc:
             await self._conflict(interaction, exc.current)
@@ -581,15 +644,32 @@ class Editorial(commands.Cog):
     ) -> None:
         await ensure_editor(interaction)
         try:
-            letter = await self.service.reject(letter_id, interaction.user.id, version, reason)
+            letter = await self.service.reject(
+                letter_id, interaction.user.id, version, reason, guild_id=guild_of(interaction)
+            )
         except Conflict as exc:
             await self._conflict(interaction, exc.current)
             return
-        await self._show(interaction, letter)
+        shown = True
+        try:
+            await self._show(interaction, letter)
+        except discord.HTTPException:
+            # The rejection is saved; the writer must still hear of it.
+            log.exception("letter #%s rejected, but its card could not be updated", letter.id)
+            shown = False
         text = f"Thank you for your letter #{letter.id}. The editors decided not to publish it this time."
         if letter.review_note:
             text += f"\nTheir note: {escape_discord_text(letter.review_note)}"
-        if not await dm(self.bot, letter.author_id, text):
+        told = await dm(self.bot, letter.author_id, text)
+        if not shown:
+            await send_ephemeral(
+                interaction,
+                f"Letter #{letter.id} is rejected, but I couldn't update its card. "
+                + (
+                    "The writer was told by DM." if told else "I couldn't tell the writer by DM (their DMs are closed)."
+                ),
+            )
+        elif not told:
             await send_ephemeral(
                 interaction, "Rejected. I couldn't tell the writer by DM (their DMs are closed); that's fine."
             )
@@ -629,7 +709,14 @@ class Editorial(commands.Cog):
                 "Nothing is published unless you agree.",
                 view=consent_view(letter.id),
             ):
-                where = "nowhere: I can't post there and their DMs are closed"
+                await self.service.unnominate(letter, interaction.user.id)
+                await interaction.followup.send(
+                    f"I couldn't ask {escape_discord_text(letter.author_name)}: I can't post in that thread and "
+                    "their DMs are closed. Nothing was asked and the reply is not nominated; you can try again later.",
+                    ephemeral=True,
+                    allowed_mentions=NO_MENTIONS,
+                )
+                return
         await interaction.followup.send(
             f"I asked {escape_discord_text(letter.author_name)} for consent {where}. "
             "If they agree, the letter will appear in the review queue.",
@@ -758,7 +845,9 @@ class Editorial(commands.Cog):
     async def retract(self, interaction: discord.Interaction, letter: int) -> None:
         """Retract an approved or published letter (the site copy goes through the outbox)."""
         try:
-            current = await self.service.withdraw(letter, interaction.user.id, by_editor=True)
+            current = await self.service.withdraw(
+                letter, interaction.user.id, by_editor=True, guild_id=guild_of(interaction)
+            )
         except Conflict as exc:
             raise LetterError(conflict_text(exc.current)) from None
         self.bot.outbox.notify()

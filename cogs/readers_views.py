@@ -186,8 +186,9 @@ class ReadersViews(commands.Cog):
         content = payload.data.get("content")
         if payload.guild_id is None or content is None:
             return
-        if self.recorder.pending:
-            await self.recorder.flush()  # an edit must not overtake the recording of its message
+        # An edit must not overtake the recording of its message. Always flush: `pending` is already
+        # empty while a batch is being written, and flush waits for that write to finish.
+        await self.recorder.flush()
         letter = await self.service.on_message_edit(payload.message_id, content)
         if letter is not None:
             await self.queue.refresh(letter)
@@ -209,8 +210,7 @@ class ReadersViews(commands.Cog):
             await self._deleted(list(payload.message_ids))
 
     async def _deleted(self, message_ids: list[int]) -> None:
-        if self.recorder.pending:
-            await self.recorder.flush()
+        await self.recorder.flush()  # as for edits: the batch holding these messages must be written first
         for letter in await self.service.on_message_delete(message_ids):
             await self.queue.refresh(letter)
             if letter.state in ("approved", "published"):
@@ -296,7 +296,10 @@ class ReadersViews(commands.Cog):
     async def withdraw(self, interaction: discord.Interaction, letter: int) -> None:
         """Withdraw a letter you submitted; a published copy is taken down."""
         was = await self.bot.store.contributions.get(letter)
-        current = await self.service.withdraw(letter, interaction.user.id, by_editor=False)
+        assert interaction.guild is not None
+        current = await self.service.withdraw(
+            letter, interaction.user.id, by_editor=False, guild_id=interaction.guild.id
+        )
         live = was is not None and was.state in ("approved", "published")
         if live:
             self.bot.outbox.notify()

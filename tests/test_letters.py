@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,9 +14,10 @@ import pytest
 from bot.clock import to_db
 from bot.config import WebhookSettings
 from bot.site.webhook import WebhookAdapter
-from bot.store.contributions import Contribution
+from bot.store.contributions import ArticleRef, Contribution
+from cogs.editorial import queue_embed
 from tests.conftest import Booted, World
-from tests.fakediscord import EPHEMERAL
+from tests.fakediscord import EPHEMERAL, perms
 from tests.fakediscord.world import Channel, Member
 from tests.sitefake import WEBHOOK_SECRET, FakeSite
 
@@ -100,9 +102,16 @@ class Paper:
 
     async def click(self, user: Member, letter_id: int, action: str) -> Any:
         card = await self.card(letter_id)
-        ix = await self.fake.click(self.world.guild, user, card, f"letters:{action}:{letter_id}")
+        ix = await self.fake.click(self.world.guild, user, card, button_id(card, action, letter_id))
         await ix.wait_response()
         return ix
+
+
+def button_id(card: dict[str, Any], action: str, letter_id: int) -> str:
+    """The custom_id of a card's button (Approve's carries the version the card shows)."""
+    prefix = f"letters:{action}:{letter_id}"
+    ids = [c["custom_id"] for row in card["components"] for c in row["components"]]
+    return next(i for i in ids if i == prefix or i.startswith(prefix + ":"))
 
 
 async def make_article(
@@ -231,7 +240,7 @@ async def test_submit_approve_publish(paper: Paper) -> None:
     meta = paper.fake.message_meta[int(card["id"])]
     assert meta["allowed_mentions"].get("parse") == []
     assert {c["custom_id"] for row in card["components"] for c in row["components"]} == {
-        f"letters:approve:{letter.id}",
+        f"letters:approve:{letter.id}:{letter.version}",
         f"letters:edit:{letter.id}",
         f"letters:reject:{letter.id}",
     }
@@ -349,9 +358,10 @@ async def test_concurrent_approvals_exactly_one_wins(paper: Paper) -> None:
     await paper.fake.settle()
     letter = await paper.submit(paper.world.reader, await paper.post(paper.world.reader, LONG_ENOUGH))
     card = await paper.card(letter.id)
+    approve = button_id(card, "approve", letter.id)
     clicks = await asyncio.gather(
-        paper.fake.click(paper.world.guild, paper.world.editor, card, f"letters:approve:{letter.id}"),
-        paper.fake.click(paper.world.guild, second_editor, card, f"letters:approve:{letter.id}"),
+        paper.fake.click(paper.world.guild, paper.world.editor, card, approve),
+        paper.fake.click(paper.world.guild, second_editor, card, approve),
     )
     answers = [await ix.wait_response() for ix in clicks]
     assert sorted(a["type"] for a in answers) == [4, 7]
@@ -381,7 +391,7 @@ async def test_buttons_survive_a_restart(world: World, booter: Any, site: FakeSi
 
     second: Booted = await booter()
     use_site(second, site)
-    ix = await world.fake.click(world.guild, world.editor, card, f"letters:approve:{letter.id}")
+    ix = await world.fake.click(world.guild, world.editor, card, button_id(card, "approve", letter.id))
     assert (await ix.wait_response())["type"] == 7
     paper.booted = second
     published = await until(lambda: _state_is(paper, letter.id, "published"))
@@ -666,3 +676,165 @@ async def test_recorded_replies_expire(paper: Paper) -> None:
     await paper.booted.cog("ReadersViews").purge()
     assert await paper.bot.store.contributions.by_message(int(old["id"])) is None
     assert (await paper.get(kept.id)).state == "submitted"
+
+
+# -- regressions ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def rival(world: World) -> tuple[Any, Member]:
+    """Another server the bot is in, whose admin is not an editor of The Weekly."""
+    guild = world.fake.add_guild("Rival Server")
+    admins = guild.add_role("Admins", permissions=perms.MANAGE_GUILD)
+    guild.add_text_channel("general")
+    return guild, guild.add_member("mallory", roles=[admins])
+
+
+async def test_another_servers_admin_cannot_retract_or_click(rival: tuple[Any, Member], paper: Paper) -> None:
+    """An admin of another server is refused, as if the letter didn't exist, by `/views retract` and the buttons."""
+    guild, mallory = rival
+    letter = await paper.submit(paper.world.reader, await paper.post(paper.world.reader, LONG_ENOUGH))
+    card = await paper.card(letter.id)
+    forged = await paper.fake.click(guild, mallory, card, button_id(card, "approve", letter.id))
+    answer = await forged.wait_response()
+    assert answer["data"]["flags"] & EPHEMERAL and f"Letter #{letter.id} no longer exists" in answer["data"]["content"]
+    assert (await paper.get(letter.id)).state == "submitted"
+
+    await paper.click(paper.world.editor, letter.id, "approve")
+    await until(lambda: _state_is(paper, letter.id, "published"))
+    ix = await paper.fake.slash(guild, mallory, "views retract", letter=letter.id)
+    answer = await ix.wait_response()
+    assert answer["data"]["flags"] & EPHEMERAL and f"Letter #{letter.id} no longer exists" in answer["data"]["content"]
+    card = await until(lambda: _card_has(paper, letter.id, "published"))
+    forged = await paper.fake.click(guild, mallory, card, button_id(card, "retract", letter.id))
+    assert "no longer exists" in (await forged.wait_response())["data"]["content"]
+    assert (await paper.get(letter.id)).state == "published"
+    assert [e["event"] for e in site_events(paper, f"letter:{letter.id}")] == ["letter.create"]
+
+
+async def test_approve_button_from_before_the_upgrade_refreshes_the_card(paper: Paper) -> None:
+    """A card posted without the version on Approve is refreshed and the editor asked to look again."""
+    letter = await paper.submit(paper.world.reader, await paper.post(paper.world.reader, LONG_ENOUGH))
+    card = paper.fake.find_message((await paper.card(letter.id))["id"])
+    assert card is not None
+    for row in card["components"]:
+        for component in row["components"]:
+            if component["custom_id"].startswith(f"letters:approve:{letter.id}:"):
+                component["custom_id"] = f"letters:approve:{letter.id}"  # as the previous version posted it
+    ix = await paper.fake.click(paper.world.guild, paper.world.editor, card, f"letters:approve:{letter.id}")
+    answer = await ix.wait_response()
+    assert answer["data"]["flags"] & EPHEMERAL and "read the letter again" in answer["data"]["content"]
+    assert (await paper.get(letter.id)).state == "submitted"
+
+    def card_is_current() -> bool:
+        stored = paper.fake.find_message(card["id"]) or {}
+        ids = [c["custom_id"] for row in stored.get("components", []) for c in row["components"]]
+        return f"letters:approve:{letter.id}:{letter.version}" in ids
+
+    await until(card_is_current)
+    assert not site_events(paper, f"letter:{letter.id}")
+
+
+async def test_approved_letter_shows_mentioned_members_by_name(world: World, booter: Any, site: FakeSite) -> None:
+    """A member mentioned in an approved letter appears on the site under their name, not as "a member"."""
+    booted: Booted = await booter(discord={"members_intent": True})
+    await booted.bot.store.settings.set_many(
+        world.guild.id, {"review_channel_id": world.review.id, "editor_role_id": world.editor_role.id}, actor_id=None
+    )
+    use_site(booted, site)
+    thread, article_id = await make_article(booted, world)
+    paper = Paper(booted, world, thread, article_id, site)
+    text = f"As <@{world.organizer.id}> said, " + LONG_ENOUGH
+    letter = await paper.submit(paper.world.reader, await paper.post(paper.world.reader, text))
+    await paper.click(paper.world.editor, letter.id, "approve")
+    await until(lambda: _state_is(paper, letter.id, "published"))
+    [event] = site_events(paper, f"letter:{letter.id}")
+    assert "olu-organizer" in event["data"]["html"] and "a member" not in event["data"]["html"]
+
+
+async def test_nomination_nobody_could_see_is_undone(paper: Paper) -> None:
+    """If neither the thread nor the writer's DMs take the question, the reply is not left nominated."""
+    message = await paper.post(paper.world.reader, LONG_ENOUGH)
+    paper.fake.fail_next("POST", rf"/channels/{paper.thread.id}/messages$", 403, 50013)
+    paper.fake.dm_closed.add(paper.world.reader.id)
+    ix = await paper.fake.context_menu(paper.world.guild, paper.world.editor, "Nominate as reader's view", message)
+    await ix.wait_followup()
+    assert "couldn't ask" in ix.followups[0]["content"] and "not nominated" in ix.followups[0]["content"]
+    assert (await paper.letter(message)).state == "recorded"
+
+
+def test_card_of_a_long_letter_fits_discord_limits() -> None:
+    """The review card of a maximal letter stays within Discord's embed limits and still shows the letter."""
+    now = datetime(2025, 3, 10, tzinfo=UTC)
+    words = "The council's plan for cycle lanes on Park_Road is *not* what residents asked for. "
+    letter = Contribution(
+        id=12345,
+        guild_id=1,
+        message_id=111111111111111111,
+        channel_id=222222222222222222,
+        article_id=1,
+        reply_to_message_id=333333333333333333,
+        author_id=444444444444444444,
+        author_name="the_real_council_watcher_of_lee",
+        content=(words * 60)[:4000],
+        original_content="x",
+        created_at=now,
+        edited_at=None,
+        deleted_at=now,
+        state="rejected",
+        consent="granted",
+        byline="Rita_R.",
+        location="Headingley, Leeds",
+        reviewer_id=555555555555555555,
+        review_note=("Too close to libel about named_councillors; see https://paper.example/policy. " * 14)[:1000],
+        flags=tuple(f"flag_{i}: " + "x_" * 40 for i in range(12)),
+        review_message_id=1,
+        review_channel_id=1,
+        remote_id=None,
+        remote_url="https://paper.example/" + "a" * 990,
+        submitted_at=now,
+        decided_at=now,
+        version=5,
+    )
+    article = ArticleRef(
+        1, "Council backs new cycle_lanes on Park_Road " * 6, "https://paper.example/" + "b" * 900, 1, 1
+    )
+    for state in ("rejected", "published", "submitted"):
+        embed = queue_embed(replace(letter, state=state), article, None)
+        assert len(embed) <= 6000 and len(embed.title or "") <= 256
+        assert len(embed.description or "") <= 4096 and all(len(f.value or "") <= 1024 for f in embed.fields)
+        assert (embed.description or "").startswith("The council's plan")
+
+
+async def test_rejecting_a_long_letter_updates_its_card_and_tells_the_writer(paper: Paper) -> None:
+    """A long letter with a long reason is rejected: the card shows it and the writer gets the DM."""
+    letter = await paper.submit(paper.world.reader, await paper.post(paper.world.reader, LONG_ENOUGH))
+    long = ("The council's plan for cycle lanes on Park_Road is *not* what residents asked for. " * 60)[:4000]
+    flags = json.dumps([f"screening note {i}: " + "x_" * 40 for i in range(8)])
+    await paper.bot.store.db.write(
+        "UPDATE contributions SET content = ?, flags = ?, original_content = 'x' WHERE id = ?", (long, flags, letter.id)
+    )
+    await paper.click(paper.world.editor, letter.id, "reject")
+    reason = ("Too close to libel about named_councillors; see our policy at https://paper.example/policy. " * 12)[
+        :1000
+    ]
+    done = await paper.fake.submit_modal(paper.world.guild, paper.world.editor, None, {"reason": reason})
+    assert (await done.wait_response())["type"] == 7
+    card = await paper.card(letter.id)
+    assert "not selected" in card["embeds"][0]["title"]
+    dm = paper.fake.dm_channel(paper.world.reader.user)
+    await until(lambda: any("decided not to publish" in m["content"] for m in paper.fake.messages_in(dm)))
+
+
+async def test_writer_is_told_of_a_rejection_even_if_the_card_update_fails(paper: Paper) -> None:
+    """The rejection is saved and DM'd even when Discord refuses the card update; the editor hears of both."""
+    letter = await paper.submit(paper.world.reader, await paper.post(paper.world.reader, LONG_ENOUGH))
+    await paper.click(paper.world.editor, letter.id, "reject")
+    paper.fake.fail_next("POST", r"/interactions/\d+/[^/]+/callback$", 400, 50035)
+    done = await paper.fake.submit_modal(paper.world.guild, paper.world.editor, None, {"reason": "Off topic"})
+    answer = await done.wait_response()
+    assert answer["data"]["flags"] & EPHEMERAL and "couldn't update its card" in answer["data"]["content"]
+    assert "told by DM" in answer["data"]["content"]
+    assert (await paper.get(letter.id)).state == "rejected"
+    dm = paper.fake.dm_channel(paper.world.reader.user)
+    assert any("Off topic" in m["content"] for m in paper.fake.messages_in(dm))

@@ -6,14 +6,18 @@ import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from bot.clock import to_db
-from bot.config import LetterSettings
-from bot.letters import Conflict, LetterError, LetterService, Recorder
+from bot.config import Config, LetterSettings
+from bot.letters import WRITER_CHANGED_AFTER_EDIT, Conflict, LetterError, LetterService, Recorder
+from bot.site.base import RemoteRef
+from bot.site.compose import compose_letter
 from bot.store import Store
 from bot.store.contributions import Contribution, NewContribution
+from cogs.readers_views import ReadersViews
 from tests.clock import FakeClock
 
 GUILD = 1
@@ -101,7 +105,7 @@ async def test_approve_enqueues_in_the_same_transaction(service: LetterService, 
     """Approval and its outbox row commit together; the composed letter links its article."""
     article_id = await article(store)
     letter = await submitted(service, 1, article_id=article_id)
-    approved = await service.approve(letter.id, editor_id=99)
+    approved = await service.approve(letter.id, 99, letter.version)
     assert (approved.state, approved.reviewer_id) == ("approved", 99)
     [row] = await store.outbox.for_entity(f"letter:{letter.id}")
     assert row.kind == "letter.create" and "Cycle lanes" in row.payload["html"]
@@ -112,7 +116,9 @@ async def test_concurrent_approvals_one_wins(service: LetterService, store: Stor
     """Of two simultaneous approvals exactly one succeeds; the other learns who approved."""
     letter = await submitted(service, 1)
     results = await asyncio.gather(
-        service.approve(letter.id, editor_id=98), service.approve(letter.id, editor_id=99), return_exceptions=True
+        service.approve(letter.id, 98, letter.version),
+        service.approve(letter.id, 99, letter.version),
+        return_exceptions=True,
     )
     wins = [r for r in results if isinstance(r, Contribution)]
     losses = [r for r in results if isinstance(r, Conflict)]
@@ -139,10 +145,20 @@ async def test_reject_then_no_resubmission(service: LetterService) -> None:
         await service.submit(letter.id, user_id=7, byline="R", location=None, consent=True, author_created_at=None)
 
 
+async def deliver(store: Store) -> list[str]:
+    """What the outbox worker does when the site accepts everything due; returns the kinds sent."""
+    rows = await store.outbox.claim_due()
+    await store.outbox.mark_delivered(
+        [(row, RemoteRef(f"r{row.id}", f"https://paper.example/l/{row.id}")) for row in rows]
+    )
+    return [row.kind for row in rows]
+
+
 async def test_publish_then_withdraw_retracts(service: LetterService, store: Store) -> None:
     """Publication is recorded once; a withdrawal of a live letter enqueues a retract after the create."""
     letter = await submitted(service, 1)
-    await service.approve(letter.id, 99)
+    await service.approve(letter.id, 99, letter.version)
+    assert await deliver(store) == ["letter.create"]
     published, first = await service.mark_published(letter.id, "r1", "https://paper.example/l/1")
     assert first and published.state == "published" and published.remote_url == "https://paper.example/l/1"
     _, again = await service.mark_published(letter.id, "r1", "https://paper.example/l/1")
@@ -203,7 +219,7 @@ async def test_edits_and_deletes(service: LetterService) -> None:
     assert await service.on_message_edit(1, "changed") is None
     assert (await service.repo.get(recorded.id)).content == "changed"  # type: ignore[union-attr]
     letter = await submitted(service, 2)
-    await service.approve(letter.id, 99)
+    await service.approve(letter.id, 99, letter.version)
     flagged = await service.on_message_edit(2, "rewritten after approval")
     assert flagged is not None and flagged.content == TEXT and any("after approval" in f for f in flagged.flags)
     notable = await service.on_message_delete([1, 2])
@@ -216,7 +232,7 @@ async def test_forget_and_purge(service: LetterService, clock: FakeClock, store:
     await service.ensure_recorded(reply(1))
     await submitted(service, 2)
     live = await submitted(service, 3, content="Live. " + TEXT)
-    await service.approve(live.id, 99)
+    await service.approve(live.id, 99, live.version)
     deleted = await service.forget(GUILD, 7)
     assert sorted(c.message_id or 0 for c in deleted) == [1, 2]
     assert [c.id for c in await store.contributions.by_author(GUILD, 7)] == [live.id]
@@ -231,10 +247,10 @@ async def test_forget_and_purge(service: LetterService, clock: FakeClock, store:
 async def test_digest_is_a_draft_of_the_period(service: LetterService, store: Store, clock: FakeClock) -> None:
     """The digest gathers letters approved in the period, under their bylines, as a draft."""
     one = await submitted(service, 1)
-    await service.approve(one.id, 99)
+    await service.approve(one.id, 99, one.version)
     clock.advance(days=3)
     two = await submitted(service, 2, author_id=8, content="Second. " + TEXT)
-    await service.approve(two.id, 99)
+    await service.approve(two.id, 99, two.version)
     draft = await service.digest(GUILD, clock.now() - timedelta(days=1), clock.now() + timedelta(seconds=1), 99)
     assert [c.id for c in draft.letters] == [two.id]
     [row] = await store.outbox.for_entity(f"digest:{draft.key}")
@@ -246,8 +262,206 @@ async def test_digest_is_a_draft_of_the_period(service: LetterService, store: St
 async def test_reply_to_published_letter_is_linked(service: LetterService) -> None:
     """A letter answering a published letter carries its title and URL for the site."""
     first = await submitted(service, 1)
-    await service.approve(first.id, 99)
+    await service.approve(first.id, 99, first.version)
     await service.mark_published(first.id, "r1", "https://paper.example/l/1")
     answer = await submitted(service, 2, author_id=8, content="In reply. " + TEXT, reply_to_message_id=1)
     letter = await service.site_letter(answer)
     assert letter.in_reply_to_url == "https://paper.example/l/1" and letter.in_reply_to_title == "Letter from Rita R."
+
+
+# -- regressions --------------------------------------------------------------------------------------
+
+
+async def test_another_servers_letter_is_out_of_reach(service: LetterService, store: Store) -> None:
+    """Editors of another server can't approve, edit, reject or retract a letter: it is as if it didn't exist."""
+    letter = await submitted(service, 1)
+    other = GUILD + 1
+    attempts = [
+        service.approve(letter.id, 99, letter.version, guild_id=other),
+        service.edit(letter.id, 99, letter.version, "Vandalised. " + TEXT, guild_id=other),
+        service.reject(letter.id, 99, letter.version, "no", guild_id=other),
+        service.letter_in(letter.id, other),
+    ]
+    for attempt in attempts:
+        with pytest.raises(LetterError, match=f"Letter #{letter.id} no longer exists"):
+            await attempt
+    approved = await service.approve(letter.id, 99, letter.version, guild_id=GUILD)
+    with pytest.raises(LetterError, match="no longer exists"):
+        await service.withdraw(letter.id, 666, by_editor=True, guild_id=other)
+    current = await store.contributions.get(letter.id)
+    assert current is not None and (current.state, current.content) == ("approved", TEXT)
+    assert [row.kind for row in await store.outbox.for_entity(approved.entity)] == ["letter.create"]
+
+
+async def test_withdrawal_before_delivery_cancels_the_publication(service: LetterService, store: Store) -> None:
+    """A letter withdrawn (or retracted) before its create was sent never reaches the site, not even on retry."""
+    letter = await submitted(service, 1)
+    await service.approve(letter.id, 99, letter.version)
+    await service.withdraw(letter.id, 7, by_editor=False)
+    assert await store.outbox.for_entity(letter.entity) == []
+    assert await deliver(store) == []
+
+    dead = await submitted(service, 2, content="Second. " + TEXT)
+    await service.approve(dead.id, 99, dead.version)
+    [row] = await store.outbox.claim_due()
+    await store.outbox.mark_dead(row.id, "site refused")
+    retracted = await service.withdraw(dead.id, 99, by_editor=True, guild_id=GUILD)
+    assert retracted.state == "retracted"
+    assert not await store.outbox.retry(row.id)  # `outbox retry` has nothing left to publish
+    assert await store.outbox.for_entity(dead.entity) == []
+
+
+async def test_withdrawal_while_the_create_may_be_on_the_site_retracts_after_it(
+    service: LetterService, store: Store
+) -> None:
+    """A create being sent, or whose outcome is unknown, stays, and the retract is queued behind it."""
+    letter = await submitted(service, 1)
+    await service.approve(letter.id, 99, letter.version)
+    [sending] = await store.outbox.claim_due()
+    await service.withdraw(letter.id, 7, by_editor=False)
+    assert [(r.kind, r.state) for r in await store.outbox.for_entity(letter.entity)] == [
+        ("letter.create", "inflight"),
+        ("letter.retract", "pending"),
+    ]
+    await store.outbox.mark_delivered([(sending, RemoteRef("r1", "https://paper.example/l/1"))])
+    assert await deliver(store) == ["letter.retract"]
+
+    unknown = await submitted(service, 2, content="Second. " + TEXT)
+    await service.approve(unknown.id, 99, unknown.version)
+    [row] = await store.outbox.claim_due()
+    await store.outbox.mark_retry(row.id, "timed out", store.clock.now(), outcome_unknown=True)
+    await service.withdraw(unknown.id, 7, by_editor=False)
+    assert [r.kind for r in await store.outbox.for_entity(unknown.entity)] == ["letter.create", "letter.retract"]
+
+
+async def test_approve_is_tied_to_the_version_the_editor_read(service: LetterService, store: Store) -> None:
+    """A writer's edit made while the editor reads makes their Approve a conflict, not an unseen approval."""
+    letter = await submitted(service, 1)
+    await service.on_message_edit(1, "Swapped-in text the editor never read. " + TEXT)
+    with pytest.raises(Conflict, match="changed while you were looking"):
+        await service.approve(letter.id, 99, letter.version)
+    current = await store.contributions.get(letter.id)
+    assert current is not None and current.state == "submitted"
+    assert await store.outbox.for_entity(letter.entity) == []
+    approved = await service.approve(letter.id, 99, current.version)
+    assert approved.state == "approved" and approved.content.startswith("Swapped-in")
+
+
+async def test_writer_edit_does_not_overwrite_the_editors_edit(service: LetterService, store: Store) -> None:
+    """After an editor's edit, a writer's edit is kept beside it and flagged; a no-op update changes nothing."""
+    letter = await submitted(service, 1)
+    edited = await service.edit(letter.id, 99, letter.version, "Editor's tidied text. " + TEXT)
+    assert await service.on_message_edit(1, TEXT) is None  # e.g. Discord adding a link preview
+    unchanged = await store.contributions.get(letter.id)
+    assert unchanged is not None and unchanged.version == edited.version and not unchanged.flags
+
+    flagged = await service.on_message_edit(1, TEXT + " (typo fixed)")
+    assert flagged is not None
+    assert flagged.content == edited.content and flagged.original_content == TEXT + " (typo fixed)"
+    assert WRITER_CHANGED_AFTER_EDIT in flagged.flags and flagged.version > edited.version
+    with pytest.raises(Conflict):
+        await service.approve(letter.id, 99, edited.version)
+
+
+async def test_edit_while_withdrawn_is_what_a_resubmission_sends(service: LetterService) -> None:
+    """Edits made while withdrawn are kept, and resubmitting from the message takes its current text."""
+    letter = await submitted(service, 1)
+    await service.withdraw(letter.id, 7, by_editor=False)
+    await service.on_message_edit(1, "New text the writer now stands by. " + TEXT)
+    again = await service.submit(letter.id, user_id=7, byline="R", location=None, consent=True, author_created_at=None)
+    assert again.content.startswith("New text")
+
+    other = await submitted(service, 2, content="Old. " + TEXT)
+    await service.withdraw(other.id, 7, by_editor=False)
+    # The edit never reached the bot (it was offline); the message as Discord shows it now:
+    current = await service.ensure_recorded(reply(2, content="Rewritten. " + TEXT))
+    assert current.content == "Rewritten. " + TEXT and current.state == "withdrawn"
+
+
+async def test_refused_letter_submit_stores_nothing(service: LetterService, store: Store) -> None:
+    """`/letter submit` without a byline or consent leaves no row behind; a good one is submitted at once."""
+
+    async def write(byline: str, consent: bool) -> Contribution:
+        return await service.write_letter(
+            guild_id=GUILD,
+            channel_id=500,
+            author_id=7,
+            author_name="member7",
+            article_id=None,
+            text=TEXT,
+            byline=byline,
+            location=" Leeds ",
+            consent=consent,
+            author_created_at=None,
+        )
+
+    with pytest.raises(LetterError, match="name to print"):
+        await write("   ", True)
+    with pytest.raises(LetterError, match="explicit agreement"):
+        await write("Rita", False)
+    assert await store.db.scalar("SELECT count(*) FROM contributions") == 0
+    letter = await write("Rita", True)
+    assert (letter.state, letter.byline, letter.location, letter.message_id) == ("submitted", "Rita", "Leeds", None)
+    assert await store.db.scalar("SELECT count(*) FROM contributions") == 1
+
+
+async def test_title_markup_is_inert_on_the_site(service: LetterService) -> None:
+    """A byline with HTML can't become markup in the WordPress title; the title stays plain text."""
+    letter = await service.ensure_recorded(reply(1))
+    letter = await service.submit(
+        letter.id,
+        user_id=7,
+        byline="<img src=x onerror=alert(1)> & co",
+        location=None,
+        consent=True,
+        author_created_at=None,
+    )
+    item = compose_letter(await service.site_letter(letter), disclaimer=None)
+    assert "<" not in item.title and ">" not in item.title
+    assert item.title == "Letter from \u2039img src=x onerror=alert(1)\u203a & co"  # plain text, no entities
+    assert "&lt;img src=x onerror=alert(1)&gt; &amp; co" in item.html
+
+
+async def test_edits_and_deletes_wait_for_the_batch_recording_their_message(
+    store: Store, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An edit or delete arriving while its message's batch is being written is applied after it, not lost."""
+    cog = ReadersViews(SimpleNamespace(store=store, clock=clock, config=Config()))  # type: ignore[arg-type]
+    writing, release, written = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    record_rows = store.contributions.record_rows
+
+    async def slow_record_rows(rows: list[tuple[object, ...]]) -> None:
+        writing.set()
+        await release.wait()
+        await record_rows(rows)
+        written.set()
+
+    monkeypatch.setattr(store.contributions, "record_rows", slow_record_rows)
+    seen: list[bool] = []
+    on_edit, on_delete = cog.service.on_message_edit, cog.service.on_message_delete
+
+    async def spy_edit(message_id: int, content: str) -> Contribution | None:
+        seen.append(written.is_set())
+        return await on_edit(message_id, content)
+
+    async def spy_delete(message_ids: list[int]) -> list[Contribution]:
+        seen.append(written.is_set())
+        return await on_delete(message_ids)
+
+    monkeypatch.setattr(cog.service, "on_message_edit", spy_edit)
+    monkeypatch.setattr(cog.service, "on_message_delete", spy_delete)
+
+    cog.recorder.add(reply(5, content="original text"))
+    batch = asyncio.create_task(cog.recorder.flush())
+    await writing.wait()  # the batch has left the queue (`pending` is 0) and is being written
+    edit = SimpleNamespace(guild_id=GUILD, message_id=5, data={"content": "edited text"})
+    handlers = [
+        asyncio.create_task(cog.on_raw_message_edit(edit)),  # type: ignore[arg-type]
+        asyncio.create_task(cog._deleted([5])),
+    ]
+    await asyncio.sleep(0)  # let both handlers run as far as they can before the write finishes
+    release.set()
+    await asyncio.gather(batch, *handlers)
+    assert seen == [True, True]
+    row = await store.contributions.by_message(5)
+    assert row is not None and row.content == "edited text" and row.deleted_at is not None

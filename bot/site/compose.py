@@ -23,6 +23,10 @@ TITLE_MAX = 200
 
 _ALLOWED_TAGS = {"p", "br", "strong", "em", "u", "s", "code", "pre", "blockquote", "a", "ul", "ol", "li", "h2", "h3"}
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+# A title is plain text in the webhook payload, but WordPress stores and shows a post title as
+# HTML, and both adapters send the same `SiteItem.title`. Angle brackets are how plain text turns
+# into markup there, so titles carry look-alikes instead: the same text to read, inert as HTML.
+_TITLE_BRACKETS = str.maketrans({"<": "\u2039", ">": "\u203a"})
 
 
 @dataclass(frozen=True)
@@ -91,12 +95,17 @@ def clean_line(text: str | None, limit: int = TITLE_MAX) -> str:
     return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
 
 
+def site_title(text: str | None) -> str:
+    """A title for the site: one clean line, safe both as plain text and as WordPress's title HTML."""
+    return clean_line(text).translate(_TITLE_BRACKETS)
+
+
 def letter_title(letter: Letter) -> str:
     if letter.title and clean_line(letter.title):
-        return clean_line(letter.title)
+        return site_title(letter.title)
     if letter.article_title and clean_line(letter.article_title):
-        return clean_line(f"Re: {clean_line(letter.article_title)}")
-    return clean_line(f"Letter from {clean_line(letter.byline) or 'a reader'}")
+        return site_title(f"Re: {clean_line(letter.article_title)}")
+    return site_title(f"Letter from {clean_line(letter.byline) or 'a reader'}")
 
 
 def letter_slug(letter_id: int, title: str) -> str:
@@ -118,7 +127,7 @@ def compose_letter(letter: Letter, *, disclaimer: str | None) -> SiteItem:
 
 
 def compose_digest(digest: Digest, *, disclaimer: str | None) -> SiteItem:
-    title = clean_line(digest.title) or "Readers' views"
+    title = site_title(digest.title) or "Readers' views"
     parts = []
     if digest.intro:
         parts.append(_markdown(digest.intro))
@@ -140,7 +149,7 @@ def compose_digest(digest: Digest, *, disclaimer: str | None) -> SiteItem:
 
 
 def compose_statement(statement: Statement, *, disclaimer: str | None = None) -> SiteItem:
-    title = clean_line(statement.title) or f"Statement {statement.id}"
+    title = site_title(statement.title) or f"Statement {statement.id}"
     words = slugify(statement.slug or title)
     parts = [_markdown(statement.body), _signatories_html(statement.signatories), _disclaimer(disclaimer)]
     return SiteItem(

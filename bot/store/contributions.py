@@ -230,19 +230,39 @@ class ContributionsRepo:
         row = await self._db.fetchone("SELECT * FROM contributions WHERE id = ?", (contribution_id,))
         return Contribution.from_row(row) if row else None
 
-    async def insert_letter(self, contribution: NewContribution) -> int:
-        """A letter written with /letter submit (no Discord message behind it); returns its id."""
-        return await self._db.write(
+    async def insert_letter(self, conn: aiosqlite.Connection, contribution: NewContribution) -> int:
+        """Inside a transaction: a letter written with /letter submit (no Discord message behind it); its id."""
+        cursor = await conn.execute(
             "INSERT INTO contributions (guild_id, message_id, channel_id, article_id, reply_to_message_id,"
             " author_id, author_name, content, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             row_of(contribution),
         )
+        row_id = cursor.lastrowid
+        await cursor.close()
+        return int(row_id or 0)
 
     async def apply_edit(self, message_id: int, content: str, edited_at: datetime) -> None:
-        """The member edited their message: the record follows while no editor has approved it."""
+        """The member edited their message: the record follows while no editor has approved or edited it.
+
+        A withdrawn letter follows too (it may be submitted again, and is reviewed afresh then), so
+        an earlier editor's edit of it is dropped along with the text it edited.
+        """
         await self._db.write(
-            "UPDATE contributions SET content = ?, edited_at = ?, version = version + 1"
-            " WHERE message_id = ? AND state IN ('recorded', 'nominated', 'submitted', 'declined')",
+            "UPDATE contributions SET content = ?, original_content = NULL, edited_at = ?, version = version + 1"
+            " WHERE message_id = ? AND (state IN ('recorded', 'nominated', 'declined', 'withdrawn')"
+            " OR (state = 'submitted' AND original_content IS NULL))",
+            (content, to_db(edited_at), message_id),
+        )
+
+    async def keep_writer_edit(self, message_id: int, content: str, edited_at: datetime) -> None:
+        """The writer edited a letter in review that an editor has edited: keep their text beside the editor's.
+
+        The editor's text stays what would be published; the writer's new text replaces the kept
+        original, and the version moves so an Approve pressed on the older card is refused.
+        """
+        await self._db.write(
+            "UPDATE contributions SET original_content = ?, edited_at = ?, version = version + 1"
+            " WHERE message_id = ? AND state = 'submitted' AND original_content IS NOT NULL",
             (content, to_db(edited_at), message_id),
         )
 

@@ -351,3 +351,24 @@ class OutboxRepo:
     async def purge_done(self, before: datetime) -> int:
         """Delete delivered rows last touched before `before` (remote_objects is kept)."""
         return await self._db.write("DELETE FROM outbox WHERE state = 'done' AND updated_at < ?", (to_db(before),))
+
+    async def cancel_undelivered(self, conn: aiosqlite.Connection, entity: str) -> bool:
+        """Inside the caller's transaction: drop the entity's creates and updates that never reached the site.
+
+        Only rows certainly not applied go (pending or dead, outcome known); a row being sent
+        (inflight) or whose outcome is unknown stays. Returns True if the entity is, or may be, on
+        the site, i.e. a retract must still be queued behind what remains.
+        """
+        cursor = await conn.execute(
+            "DELETE FROM outbox WHERE entity = ? AND state IN ('pending', 'dead') AND outcome_unknown = 0"
+            " AND kind NOT LIKE '%.retract'",
+            (entity,),
+        )
+        await cursor.close()
+        async with conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM remote_objects WHERE entity = ?)"
+            " OR EXISTS (SELECT 1 FROM outbox WHERE entity = ? AND kind NOT LIKE '%.retract')",
+            (entity, entity),
+        ) as cursor:
+            found = await cursor.fetchone()
+        return bool(found and found[0])
