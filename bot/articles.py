@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -16,7 +17,7 @@ import httpx
 from bot.clock import Clock
 from bot.config import FeedSettings
 from bot.feeds import Article, FeedFetchResult, FeedParseError, ParsedFeed, fetch_feed, parse_feed_async
-from bot.render import article_post_body, article_title, html_to_discord, truncate_words
+from bot.render import MESSAGE_LIMIT, article_post_body, article_title, html_to_discord, truncate_words
 from bot.store import Store
 from bot.store.feeds import ArticleRow, FeedRow
 
@@ -27,6 +28,7 @@ R = TypeVar("R")
 
 MAX_BACKOFF = timedelta(hours=6)
 EMBED_SUMMARY_LIMIT = 1000
+MAX_LINK_LENGTH = MESSAGE_LIMIT
 SUMMARY_STORE_LIMIT = 20_000
 
 
@@ -64,7 +66,10 @@ def validate_feed_url(url: str) -> str:
 
 
 def parse_tag_map(text: str | None) -> dict[str, str]:
-    """`Politics=News, Sport=Sports` -> {"politics": "News", "sport": "Sports"}; bare names map to themselves."""
+    """`Politics=News, Sport=Sports` -> {"politics": "News", "sport": "Sports"}; bare names map to themselves.
+
+    `*=Tag` sets the default tag for articles whose categories match no tag.
+    """
     mapping: dict[str, str] = {}
     for part in (text or "").split(","):
         part = part.strip()
@@ -78,16 +83,27 @@ def parse_tag_map(text: str | None) -> dict[str, str]:
     return mapping
 
 
+DEFAULT_TAG_KEY = "*"  # `*=Tag` in a tag mapping: the tag for articles whose categories match none
+
+
 def choose_tags(categories: list[str], tag_map: dict[str, str], available: dict[str, int]) -> list[int]:
-    """Forum tag ids for an article: mapped categories first, then categories named like a tag (max 5)."""
+    """Forum tag ids for an article: mapped categories first, then categories named like a tag (max 5).
+
+    If none match, the mapping's default (`*=Tag`), if any.
+    """
     by_name = {name.casefold(): tag_id for name, tag_id in available.items()}
     chosen: list[int] = []
     for category in categories:
         key = category.strip().casefold()
+        if key == DEFAULT_TAG_KEY:
+            continue
         target = tag_map.get(key, category if key in by_name else None)
         tag_id = by_name.get(target.casefold()) if target else None
         if tag_id is not None and tag_id not in chosen:
             chosen.append(tag_id)
+    default = tag_map.get(DEFAULT_TAG_KEY)
+    if not chosen and default and default.casefold() in by_name:
+        chosen.append(by_name[default.casefold()])
     return chosen[:5]
 
 
@@ -97,17 +113,51 @@ class PostPlan:
     content: str
     embed_description: str
     link: str
+    ref: str  # "ref <hash of the guid>": marks a post whose article has no (usable) link
+
+    @property
+    def marker(self) -> str:
+        """The last line of a forum post's content, unique to the article: its link, or its ref."""
+        return self.link or f"-# {self.ref}"
+
+    @property
+    def embed_footer(self) -> str | None:
+        return None if self.link else self.ref
+
+    def is_forum_post(self, content: str) -> bool:
+        """Whether a forum starter message with this content was made for this article."""
+        return content.rstrip().rsplit("\n", 1)[-1] == self.marker
+
+    def is_text_post(self, embed_url: str | None, footer: str | None) -> bool:
+        """Whether an embed with this URL and footer was made for this article."""
+        return embed_url == self.link if self.link else footer == self.ref
 
 
 def plan_post(article: ArticleRow) -> PostPlan:
-    """Title ≤ 100 chars on a word; body under 2,000 chars with the link always intact; no pings."""
+    """Title ≤ 100 chars on a word; body under 2,000 chars with the link always intact; no pings.
+
+    A link too long for a Discord message is left out (the post goes up without it). The post
+    always ends with a marker of its article (the link, or a short ref), so that after a crash the
+    post can be told apart from other posts with the same title.
+    """
     summary_md = html_to_discord(article.summary, max_len=4000)
-    link = article.link if urlsplit(article.link).scheme in ("http", "https") else ""
+    link = article.link.strip() if urlsplit(article.link.strip()).scheme in ("http", "https") else ""
+    if len(link) > MAX_LINK_LENGTH:
+        log.info("article %s: its %d-character link is too long for Discord; posting without it", article.id, len(link))
+        link = ""
+    ref = "ref " + hashlib.sha256(article.guid.encode()).hexdigest()[:12]
+    if link:
+        content = article_post_body(summary_md, link)
+    else:
+        line = f"-# {ref}"
+        summary = article_post_body(summary_md, "", limit=MESSAGE_LIMIT - len(line) - 2)
+        content = f"{summary}\n\n{line}" if summary else line
     return PostPlan(
         title=article_title(article.title),
-        content=article_post_body(summary_md, link),
+        content=content,
         embed_description=truncate_words(summary_md, EMBED_SUMMARY_LIMIT) if summary_md else "",
         link=link,
+        ref=ref,
     )
 
 
@@ -206,8 +256,16 @@ class ArticleService:
     async def poll_due(self, now: datetime) -> list[tuple[FeedRow, PollReport]]:
         """Poll every due feed, a few at once (config feeds.poll_concurrency)."""
         feeds = await self.store.feeds.due(now)
-        reports = await map_bounded(self.poll, feeds, self.settings.poll_concurrency)
+        reports = await map_bounded(self._poll_contained, feeds, self.settings.poll_concurrency)
         return list(zip(feeds, reports, strict=True))
+
+    async def _poll_contained(self, feed: FeedRow) -> PollReport:
+        """`poll`, but a bug tripped by one feed's content is that feed's failure, not every feed's."""
+        try:
+            return await self.poll(feed)
+        except Exception as exc:
+            log.exception("feed %s (%s): unexpected error while polling", feed.id, feed.url)
+            return await self._record_failure(feed, f"unexpected error: {type(exc).__name__}: {exc}", self.clock.now())
 
     async def poll(self, feed: FeedRow) -> PollReport:
         """One poll: conditional GET, parse in a thread, record new and changed articles."""
@@ -342,6 +400,7 @@ def _item(article: Article, status: str, reason: str | None) -> dict[str, object
 
 
 __all__ = [
+    "DEFAULT_TAG_KEY",
     "ArticleService",
     "FeedProblem",
     "PollReport",

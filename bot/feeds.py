@@ -141,6 +141,8 @@ async def fetch_feed(
         )
 
     headers = {"Accept": "application/rss+xml, application/atom+xml, application/xml;q=0.9, text/xml;q=0.8, */*;q=0.5"}
+    # Validators stored before non-ASCII ones were dropped would make httpx raise on every poll.
+    etag, last_modified = _validator(etag), _validator(last_modified)
     if etag:
         headers["If-None-Match"] = etag
     if last_modified:
@@ -206,8 +208,8 @@ async def _fetch_following_redirects(
                 await _drain(response)
                 continue
 
-            response_etag = response.headers.get("ETag")
-            response_modified = response.headers.get("Last-Modified")
+            response_etag = _validator(response.headers.get("ETag"))
+            response_modified = _validator(response.headers.get("Last-Modified"))
             content_type = response.headers.get("Content-Type")
             if response.status_code == 304:
                 await _drain(response)
@@ -229,6 +231,13 @@ async def _fetch_following_redirects(
             )
         finally:
             await response.aclose()
+
+
+def _validator(value: str | None) -> str | None:
+    """An ETag or Last-Modified we can send back: HTTP headers are ASCII, so anything else is dropped."""
+    if value is None or not value.isascii():
+        return None
+    return value
 
 
 _DRAIN_LIMIT = 64 * 1024
@@ -416,8 +425,12 @@ def _content_html(entry: Any) -> str | None:
 def _to_datetime(value: time.struct_time | None) -> datetime | None:
     if value is None:
         return None
-    # feedparser's struct_time is already UTC.
-    return datetime.fromtimestamp(calendar.timegm(value), UTC)
+    # feedparser's struct_time is already UTC. Dates like 0000-00-00 or year 10000 do not fit a
+    # datetime: the entry is then treated as undated rather than failing the whole feed.
+    try:
+        return datetime.fromtimestamp(calendar.timegm(value), UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
 
 
 def _categories(entry: Any) -> list[str]:

@@ -202,8 +202,14 @@ class OutboxWorker:
         remote = row.site_remote
         if action == "retract":
             if remote is None:
-                # Never created (or already retracted): nothing to take down.
-                return RemoteRef(None, None)
+                # No id stored, but a create whose answer was lost (or that was given up on) may
+                # still have made the post: look for it, as an update does, before calling it done.
+                remote = await self.adapter.lookup(item)
+                if remote is None:
+                    return RemoteRef(None, None)
+                log.info(
+                    "outbox #%s: %s was on the site without a stored id (%s)", row.id, row.entity, remote.remote_id
+                )
             await self.adapter.retract(remote.remote_id, item)
             return remote
         if action == "update" and remote is not None:

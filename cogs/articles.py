@@ -6,13 +6,16 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+import aiohttp
 import discord
 from discord import app_commands
 from discord.ext import commands, tasks
 
 from bot.articles import (
+    DEFAULT_TAG_KEY,
     ArticleService,
     FeedProblem,
+    PostPlan,
     choose_tags,
     map_bounded,
     parse_tag_map,
@@ -39,6 +42,16 @@ def missing_permissions(channel: discord.abc.GuildChannel, me: discord.Member) -
     perms = channel.permissions_for(me)
     needed = FORUM_NEEDS if isinstance(channel, discord.ForumChannel) else TEXT_NEEDS
     return [name.replace("_", " ").title() for name in needed if not getattr(perms, name)]
+
+
+def article_embed(plan: PostPlan, article: ArticleRow) -> discord.Embed:
+    """A text-channel post: the article's title, link and summary (the footer marks link-less ones)."""
+    embed = discord.Embed(title=plan.title, url=plan.link or None, description=plan.embed_description)
+    if plan.embed_footer:
+        embed.set_footer(text=plan.embed_footer)
+    if article.published_at:
+        embed.timestamp = article.published_at
+    return embed
 
 
 def describe_article_status(article: ArticleRow) -> str:
@@ -170,35 +183,38 @@ class Articles(commands.Cog):
     async def _post_one(
         self, feed: FeedRow, channel: discord.TextChannel | discord.ForumChannel, article: ArticleRow
     ) -> bool | None:
-        """True if posted, False if this article failed, None if the channel is unusable."""
-        if article.status == "posting" and await self._reconcile(channel, article):
-            return True
-        plan = plan_post(article)
+        """True if posted, False if this article failed, None to stop this feed for now (paused, Discord failing)."""
+        if article.status == "posting":
+            found = await self._reconcile(feed, channel, article)
+            if found is not False:
+                return found
+        try:
+            plan = plan_post(article)
+        except ValueError as exc:  # one unrenderable article must not hold up the ones after it
+            log.warning("feed %s: article %s cannot be rendered: %s", feed.id, article.id, exc)
+            await self.bot.store.articles.mark_failed(article.id, f"can't be rendered for Discord: {exc}")
+            return False
         await self.bot.store.articles.mark_posting(article.id)
         none = discord.AllowedMentions.none()
         try:
             if isinstance(channel, discord.ForumChannel):
-                available = {tag.name: tag.id for tag in channel.available_tags}
-                tag_ids = set(choose_tags(article.categories, feed.tag_map, available))
-                tags = [tag for tag in channel.available_tags if tag.id in tag_ids]
                 created = await channel.create_thread(
-                    name=plan.title, content=plan.content, applied_tags=tags, allowed_mentions=none
+                    name=plan.title,
+                    content=plan.content,
+                    applied_tags=self._forum_tags(feed, channel, article),
+                    allowed_mentions=none,
                 )
                 await self.bot.store.articles.mark_posted(
                     article.id, channel_id=channel.id, thread_id=created.thread.id, message_id=created.message.id
                 )
-            else:
-                embed = discord.Embed(title=plan.title, url=plan.link or None, description=plan.embed_description)
-                if article.published_at:
-                    embed.timestamp = article.published_at
-                message = await channel.send(embed=embed, allowed_mentions=none)
-                await self.bot.store.articles.mark_posted(
-                    article.id, channel_id=channel.id, thread_id=None, message_id=message.id
-                )
-                thread = await message.create_thread(name=plan.title)
-                await self.bot.store.articles.mark_posted(
-                    article.id, channel_id=channel.id, thread_id=thread.id, message_id=message.id
-                )
+                return True
+            message = await channel.send(embed=article_embed(plan, article), allowed_mentions=none)
+        except discord.DiscordServerError as exc:
+            # Discord may or may not have made the post: stay 'posting', so the next cycle looks first.
+            log.warning(
+                "feed %s: Discord failed posting article %s (%s); will check and retry", feed.id, article.id, exc
+            )
+            return None
         except (discord.Forbidden, discord.NotFound) as exc:
             await self.bot.store.articles.mark_failed(article.id, f"Discord refused: {exc.text or exc.status}")
             await self._disable(feed, f"I can no longer post in <#{channel.id}> ({exc.text or exc.status})")
@@ -207,29 +223,95 @@ class Articles(commands.Cog):
             log.warning("feed %s: article %s rejected by Discord: %s", feed.id, article.id, exc)
             await self.bot.store.articles.mark_failed(article.id, f"Discord rejected the post: {exc.text or exc}")
             return False
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            log.warning(
+                "feed %s: posting article %s timed out or lost the connection (%r); will check and retry",
+                feed.id,
+                article.id,
+                exc,
+            )
+            return None
+        await self.bot.store.articles.mark_posted(
+            article.id, channel_id=channel.id, thread_id=None, message_id=message.id
+        )
+        return await self._open_thread(feed, message, plan, article)
+
+    async def _open_thread(
+        self, feed: FeedRow, message: discord.Message, plan: PostPlan, article: ArticleRow
+    ) -> bool | None:
+        """The discussion thread under a text-channel post. The post stays recorded whatever happens here."""
+        try:
+            thread = await message.create_thread(name=plan.title)
+        except discord.Forbidden as exc:
+            await self._disable(
+                feed,
+                f"I posted in <#{message.channel.id}> but can't open discussion threads there "
+                f"({exc.text or exc.status})",
+            )
+            return None
+        except discord.HTTPException as exc:
+            log.warning("feed %s: article %s is posted, but its discussion thread failed: %s", feed.id, article.id, exc)
+            return True
+        await self.bot.store.articles.mark_posted(
+            article.id, channel_id=message.channel.id, thread_id=thread.id, message_id=message.id
+        )
         return True
 
-    async def _reconcile(self, channel: discord.TextChannel | discord.ForumChannel, article: ArticleRow) -> bool:
-        """After a crash mid-post, look for the post before making it again (at most once)."""
+    def _forum_tags(self, feed: FeedRow, channel: discord.ForumChannel, article: ArticleRow) -> list[discord.ForumTag]:
+        available = {tag.name: tag.id for tag in channel.available_tags}
+        tag_ids = set(choose_tags(article.categories, feed.tag_map, available))
+        if not tag_ids and channel.flags.require_tag and channel.available_tags:
+            # The forum started requiring a tag after the feed was added without a default: without a
+            # tag Discord refuses every post, so take the first one rather than fail them all.
+            log.warning("feed %s: %s requires a tag and no category matched; using its first tag", feed.id, channel.id)
+            tag_ids = {channel.available_tags[0].id}
+        return [tag for tag in channel.available_tags if tag.id in tag_ids]
+
+    async def _reconcile(
+        self, feed: FeedRow, channel: discord.TextChannel | discord.ForumChannel, article: ArticleRow
+    ) -> bool | None:
+        """After a crash or a failed call mid-post, look for the post before making it again.
+
+        True if found (False if not; None if found, but its feed has just been paused).
+
+        Only a post of ours that ends with this article's marker, is newer than every post recorded
+        before the attempt started, and is not already another article's post, counts.
+        """
+        store = self.bot.store.articles
         me = channel.guild.me
         plan = plan_post(article)
+        after = await store.last_post_before(channel.id, article.posted_at) if article.posted_at else 0
         try:
             if isinstance(channel, discord.ForumChannel):
                 for thread in channel.threads:
-                    if thread.owner_id == me.id and thread.name == plan.title:
-                        await self.bot.store.articles.mark_posted(
+                    if thread.owner_id != me.id or thread.id <= after or await store.is_recorded_post(thread.id):
+                        continue
+                    try:
+                        starter = thread.starter_message or await thread.fetch_message(thread.id)
+                    except discord.NotFound:
+                        continue
+                    if plan.is_forum_post(starter.content):
+                        await store.mark_posted(
                             article.id, channel_id=channel.id, thread_id=thread.id, message_id=thread.id
                         )
                         return True
-            else:
-                async for message in channel.history(limit=50):
-                    if message.author.id == me.id and message.embeds and message.embeds[0].url == (plan.link or None):
-                        # The crash may have come before the discussion thread was opened.
-                        thread = message.thread or await message.create_thread(name=plan.title)
-                        await self.bot.store.articles.mark_posted(
-                            article.id, channel_id=channel.id, thread_id=thread.id, message_id=message.id
-                        )
-                        return True
+                return False
+            async for message in channel.history(limit=50):
+                if message.id <= after:
+                    break
+                if message.author.id != me.id or not message.embeds:
+                    continue
+                embed = message.embeds[0]
+                if plan.is_text_post(embed.url, embed.footer.text) and not await store.is_recorded_post(message.id):
+                    await store.mark_posted(
+                        article.id,
+                        channel_id=channel.id,
+                        thread_id=message.thread.id if message.thread else None,
+                        message_id=message.id,
+                    )
+                    if message.thread is None:  # the interruption came before the discussion thread
+                        return await self._open_thread(feed, message, plan, article)
+                    return True
         except discord.HTTPException as exc:
             log.warning("could not check channel %s for an interrupted post: %s", channel.id, exc)
         return False
@@ -248,18 +330,16 @@ class Articles(commands.Cog):
                         content=plan.content, allowed_mentions=discord.AllowedMentions.none()
                     )
             elif isinstance(channel, discord.TextChannel) and article.message_id:
-                embed = discord.Embed(title=plan.title, url=plan.link or None, description=plan.embed_description)
-                if article.published_at:
-                    embed.timestamp = article.published_at
-                await channel.get_partial_message(article.message_id).edit(embed=embed)
+                await channel.get_partial_message(article.message_id).edit(embed=article_embed(plan, article))
                 text_thread = channel.guild.get_thread(article.thread_id) if article.thread_id else None
                 if text_thread is not None and text_thread.name != plan.title:
                     await text_thread.edit(name=plan.title)
-        except (discord.NotFound, discord.Forbidden) as exc:
-            log.info("article %s: its post is gone or locked (%s); not editing", article.id, exc)
-        except discord.HTTPException as exc:
-            log.warning("article %s: edit failed: %s", article.id, exc)
+        except discord.DiscordServerError as exc:
+            log.warning("article %s: edit failed, will retry: %s", article.id, exc)
             return
+        except discord.HTTPException as exc:
+            # Gone, locked or archived: Discord will refuse the same edit every time, so stop trying.
+            log.info("article %s: Discord refused the edit (%s); not editing", article.id, exc)
         await self.bot.store.articles.mark_edited(article.id)
 
     # -- commands -----------------------------------------------------------------------------
@@ -284,7 +364,7 @@ class Articles(commands.Cog):
     @app_commands.describe(
         url="The feed's address (RSS or Atom), http:// or https://",
         channel="A forum channel (one post per article) or a text channel (message + thread)",
-        tags="Forum tag routing: Category=Tag, separated by commas (categories named like a tag match it)",
+        tags="Forum tags: Category=Tag, comma-separated (categories named like a tag match it); *=Tag: default",
         interval="Minutes between polls (default from the config)",
         backfill="Also post this many of the newest existing articles now (default 0: only new ones)",
     )
@@ -309,6 +389,13 @@ class Articles(commands.Cog):
         missing = missing_permissions(channel, me)
         if missing:
             raise UserFacingError(f"I can't post in {channel.mention}: I need {', '.join(missing)} there first.")
+        if isinstance(channel, discord.ForumChannel) and channel.flags.require_tag and DEFAULT_TAG_KEY not in tag_map:
+            tag_names = [t.name for t in channel.available_tags]
+            example = f"`*={tag_names[0]}`" if tag_names else "`*=TagName`"
+            raise UserFacingError(
+                f"{channel.mention} requires a tag on every post, so I need a default tag for articles whose "
+                f"categories match none: add {example} to `tags` (its tags are: {', '.join(tag_names) or 'none'})."
+            )
         if isinstance(channel, discord.ForumChannel) and tag_map:
             names = {t.name.casefold() for t in channel.available_tags}
             unknown = sorted({tag for tag in tag_map.values() if tag.casefold() not in names})
@@ -392,7 +479,7 @@ class Articles(commands.Cog):
         row = await self._feed_in_guild(interaction, feed)
         await self.bot.store.feeds.set_enabled(row.id, True, reason=None, actor_id=interaction.user.id)
         retried = await self.bot.store.articles.reset_failed(row.id)
-        extra = f"; {retried} failed article(s) will be retried" if retried else ""
+        extra = f"; {retried} failed article(s) will be checked for and retried" if retried else ""
         await interaction.response.send_message(f"Feed #{row.id} resumed{extra}.", ephemeral=True)
         self.wake()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -10,6 +11,7 @@ from xml.sax.saxutils import escape
 
 import pytest
 
+from bot.articles import choose_tags
 from tests.clock import FakeClock
 from tests.conftest import Booted, World
 from tests.fakediscord import EPHEMERAL
@@ -425,3 +427,265 @@ async def test_preview_shows_posts_privately(bot: Booted, world: World, site: Fe
 async def test_non_admin_cannot_add_feeds(bot: Booted, world: World, site: FeedServer) -> None:
     ix = await world.fake.slash(world.guild, world.reader, "feed add", url=site.url("/feed"), channel=world.forum)
     assert "Only server admins" in (await ix.wait_response())["data"]["content"]
+
+
+# -- failures that must stay with one feed or one article -------------------------------------
+
+
+def with_pub_date(document: bytes, text: str) -> bytes:
+    """The same feed with every item's date replaced by `text` verbatim."""
+    return re.sub(rb"<pubDate>[^<]*</pubDate>", f"<pubDate>{text}</pubDate>".encode(), document)
+
+
+def embeds_in(world: World, channel: Any) -> list[dict[str, Any]]:
+    return [m for m in world.fake.messages_in(channel) if m.get("embeds")]
+
+
+async def article_row(bot: Booted, guid: str) -> Any:
+    return await bot.bot.store.db.fetchone("SELECT * FROM articles WHERE guid = ?", (guid,))
+
+
+async def test_impossible_date_does_not_stop_any_feed(bot: Booted, world: World, site: FeedServer, clock) -> None:
+    """An item dated 0000-00-00 is posted as undated; the other feeds are not held up."""
+    site.set_feed("/a", rss([]))
+    site.set_feed("/b", rss([]))
+    await add_feed(world, site.url("/a"), world.forum)
+    await add_feed(world, site.url("/b"), world.discussion)
+    site.set_feed("/a", with_pub_date(rss([story(1)]), "0000-00-00T00:00:00Z"))
+    site.set_feed("/b", rss([story(2)]))
+    await poll(bot, clock, world)
+    assert [p.name for p in forum_posts(world)] == ["Story number 1"]
+    assert len(embeds_in(world, world.discussion)) == 1
+
+
+async def test_unexpected_error_in_one_feed_is_that_feeds_failure(
+    bot: Booted, world: World, site: FeedServer, clock: FakeClock
+) -> None:
+    """A bug tripped by one feed is recorded and alerted for that feed; the others keep posting."""
+    site.set_feed("/a", rss([]))
+    site.set_feed("/b", rss([]))
+    await add_feed(world, site.url("/a"), world.forum)
+    await add_feed(world, site.url("/b"), world.discussion)
+    store = bot.bot.store
+    real_known = store.articles.known
+
+    async def known(feed_id: int) -> dict[str, tuple[int, str, str]]:
+        if feed_id == 1:
+            raise ValueError("year 0 is out of range")
+        return await real_known(feed_id)
+
+    store.articles.known = known  # type: ignore[method-assign]
+    for n in range(1, 4):
+        site.set_feed("/a", rss([story(10 + n)]))
+        site.set_feed("/b", rss([story(n)]))
+        await poll(bot, clock, world, minutes=60 * 7)
+    assert len(embeds_in(world, world.discussion)) == 3
+    feed_a = await store.feeds.get(1)
+    assert feed_a is not None and feed_a.consecutive_errors == 3
+    assert "unexpected error: ValueError: year 0 is out of range" in (feed_a.last_error or "")
+    failing = [a for a in alerts(world) if "failed 3 times" in a]
+    assert len(failing) == 1 and site.url("/a") in failing[0]
+
+
+async def test_overlong_link_is_left_out_and_does_not_block(bot: Booted, world: World, site: FeedServer, clock):
+    """A 2,100-character link cannot be in a Discord message: the article is posted without it, then the next."""
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    now = datetime.now(UTC)
+    long_link = "https://paper.example/?" + "x" * 2100
+    site.set_feed("/feed", rss([story(1, link=long_link, date=now - timedelta(hours=1)), story(2, date=now)]))
+    await poll(bot, clock, world)
+    posts = {p.name: p for p in forum_posts(world)}
+    assert sorted(posts) == ["Story number 1", "Story number 2"]
+    starter = world.fake.find_message(posts["Story number 1"].id)
+    assert starter is not None and "x" * 100 not in starter["content"]
+
+
+async def test_failed_thread_keeps_the_post_and_resume_does_not_repeat_it(
+    bot: Booted, world: World, site: FeedServer, clock: FakeClock
+) -> None:
+    """Text channel: the message went out, the thread was refused (403): paused, and resuming never reposts."""
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.discussion)
+    world.fake.fail_next("POST", r"/channels/\d+/messages/\d+/threads", 403, code=50013, message="Missing Permissions")
+    site.set_feed("/feed", rss([story(1)]))
+    await poll(bot, clock, world)
+    row = await article_row(bot, "story-1")
+    assert row["status"] == "posted" and row["message_id"] == int(embeds_in(world, world.discussion)[0]["id"])
+    assert row["thread_id"] is None
+    assert len([a for a in alerts(world) if "discussion threads" in a]) == 1
+    ix = await world.fake.slash(world.guild, world.admin, "feed resume", feed=1)
+    await ix.wait_response()
+    await poll(bot, clock, world)
+    await poll(bot, clock, world)
+    assert len(embeds_in(world, world.discussion)) == 1
+    assert (await article_row(bot, "story-1"))["status"] == "posted"
+
+
+async def test_thread_server_error_keeps_the_post(bot: Booted, world: World, site: FeedServer, clock) -> None:
+    """A 5xx opening the thread leaves the article posted; the feed keeps going."""
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.discussion)
+    world.fake.fail_next("POST", r"/channels/\d+/messages/\d+/threads", 503)
+    site.set_feed("/feed", rss([story(1)]))
+    await poll(bot, clock, world)
+    row = await article_row(bot, "story-1")
+    assert row["status"] == "posted" and row["message_id"] is not None
+    site.set_feed("/feed", rss([story(2), story(1)]))
+    await poll(bot, clock, world)
+    assert len(embeds_in(world, world.discussion)) == 2
+    feed = await bot.bot.store.feeds.get(1)
+    assert feed is not None and feed.enabled
+
+
+async def test_discord_server_error_is_retried_not_failed(bot: Booted, world: World, site: FeedServer, clock) -> None:
+    """A 503 from Discord leaves the article waiting; the next cycle posts it (once)."""
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    world.fake.fail_next("POST", r"/channels/\d+/threads$", 503)
+    site.set_feed("/feed", rss([story(1)]))
+    await poll(bot, clock, world)
+    assert forum_posts(world) == []
+    assert (await article_row(bot, "story-1"))["status"] == "posting"
+    await poll(bot, clock, world)
+    await poll(bot, clock, world)
+    assert [p.name for p in forum_posts(world)] == ["Story number 1"]
+    assert (await article_row(bot, "story-1"))["status"] == "posted"
+
+
+async def test_resume_checks_for_a_post_before_retrying(bot: Booted, world: World, site: FeedServer, clock) -> None:
+    """An article marked failed although Discord made its post is found on resume, not posted twice."""
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    store = bot.bot.store
+    real_mark_posted = store.articles.mark_posted
+
+    async def lost_answer(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("the answer never arrived")
+
+    store.articles.mark_posted = lost_answer  # type: ignore[method-assign]
+    site.set_feed("/feed", rss([story(1)]))
+    with pytest.raises(RuntimeError):
+        await poll(bot, clock, world)
+    store.articles.mark_posted = real_mark_posted  # type: ignore[method-assign]
+    row = await article_row(bot, "story-1")
+    await store.articles.mark_failed(row["id"], "Discord rejected the post: 500 Internal Server Error")
+    ix = await world.fake.slash(world.guild, world.admin, "feed resume", feed=1)
+    await ix.wait_response()
+    await poll(bot, clock, world)
+    posts = forum_posts(world)
+    assert len(posts) == 1
+    row = await article_row(bot, "story-1")
+    assert row["status"] == "posted" and row["thread_id"] == posts[0].id
+
+
+async def crash_before_discord_call(bot: Booted, clock: FakeClock, world: World) -> None:
+    """One cycle that dies right after an article is marked 'posting', before Discord is asked."""
+    store = bot.bot.store
+    real = store.articles.mark_posting
+
+    async def crash(article_id: int) -> None:
+        await real(article_id)
+        raise RuntimeError("killed before the Discord call")
+
+    store.articles.mark_posting = crash  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        await poll(bot, clock, world)
+    store.articles.mark_posting = real  # type: ignore[method-assign]
+
+
+async def test_recurring_title_is_not_taken_for_the_interrupted_post(
+    bot: Booted, world: World, site: FeedServer, clock
+):
+    """Forum: yesterday's "Morning briefing" is not mistaken for today's interrupted one."""
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    site.set_feed("/feed", rss([story(1, title="Morning briefing")]))
+    await poll(bot, clock, world)
+    site.set_feed("/feed", rss([story(2, title="Morning briefing"), story(1, title="Morning briefing")]))
+    await crash_before_discord_call(bot, clock, world)
+    await poll(bot, clock, world)
+    posts = forum_posts(world)
+    assert len(posts) == 2
+    rows = await bot.bot.store.db.fetchall("SELECT thread_id FROM articles WHERE status = 'posted'")
+    assert sorted(r["thread_id"] for r in rows) == sorted(p.id for p in posts)
+
+
+async def test_linkless_recurring_title_in_text_channel(bot: Booted, world: World, site: FeedServer, clock) -> None:
+    """Text channel, items without links: an older embed of ours is not taken for the interrupted post."""
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.discussion)
+    first = {"guid": "brief-1", "title": "Morning briefing"}
+    second = {"guid": "brief-2", "title": "Morning briefing"}
+    site.set_feed("/feed", rss([first]))
+    await poll(bot, clock, world)
+    site.set_feed("/feed", rss([second, first]))
+    await crash_before_discord_call(bot, clock, world)
+    await poll(bot, clock, world)
+    embeds = embeds_in(world, world.discussion)
+    assert len(embeds) == 2
+    rows = await bot.bot.store.db.fetchall("SELECT message_id FROM articles WHERE status = 'posted'")
+    assert sorted(r["message_id"] for r in rows) == sorted(int(m["id"]) for m in embeds)
+
+
+async def test_interrupted_linkless_forum_post_is_found(bot: Booted, world: World, site: FeedServer, clock) -> None:
+    """A post without a link carries a ref of its article, so an interrupted one is still recognised."""
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    store = bot.bot.store
+    real_mark_posted = store.articles.mark_posted
+
+    async def crash(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("killed mid-cycle")
+
+    store.articles.mark_posted = crash  # type: ignore[method-assign]
+    site.set_feed("/feed", rss([{"guid": "brief-1", "title": "Morning briefing"}]))
+    with pytest.raises(RuntimeError):
+        await poll(bot, clock, world)
+    store.articles.mark_posted = real_mark_posted  # type: ignore[method-assign]
+    await poll(bot, clock, world)
+    posts = forum_posts(world)
+    assert len(posts) == 1
+    assert (await article_row(bot, "brief-1"))["thread_id"] == posts[0].id
+
+
+async def test_forum_requiring_a_tag_needs_a_default(bot: Booted, world: World, site: FeedServer, clock) -> None:
+    """A require-tag forum is refused without `*=Tag`; with it, an article of no known category gets that tag."""
+    forum = world.guild.add_forum_channel("strict", tags=["News", "Sport"], require_tag=True)
+    await world.fake.roundtrip()
+    site.set_feed("/feed", rss([]))
+    ix = await world.fake.slash(world.guild, world.admin, "feed add", url=site.url("/feed"), channel=forum)
+    text = (await ix.wait_response())["data"]["content"]
+    assert "requires a tag" in text and "`*=News`" in text
+    assert await bot.bot.store.feeds.in_guild(world.guild.id) == []
+
+    reply = await add_feed(world, site.url("/feed"), forum, tags="*=News")
+    assert "added" in reply["content"]
+    site.set_feed("/feed", rss([story(1, categories=["Weather"])]))
+    await poll(bot, clock, world)
+    [post] = world.fake.threads_in(forum)
+    assert [int(t) for t in post.applied_tags] == [forum.tag_id("News")]
+    assert (await article_row(bot, "story-1"))["status"] == "posted"
+
+
+def test_default_tag_only_when_no_category_matches() -> None:
+    available = {"News": 1, "Sport": 2}
+    assert choose_tags(["Weather"], {"*": "News"}, available) == [1]
+    assert choose_tags(["Sport"], {"*": "News"}, available) == [2]
+    assert choose_tags(["Weather"], {}, available) == []
+
+
+async def test_edit_refused_by_discord_is_not_retried(bot: Booted, world: World, site: FeedServer, clock) -> None:
+    """An archived thread refuses edits (400): the bot gives up on that edit instead of retrying every poll."""
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    site.set_feed("/feed", rss([story(1, description="First version.")]))
+    await poll(bot, clock, world)
+    world.fake.fail_next("PATCH", r"/channels/\d+/messages/\d+", 400, code=50083, message="Thread is archived")
+    site.set_feed("/feed", rss([story(1, description="Second version.")]))
+    await poll(bot, clock, world)
+    edits = len(world.fake.requests_to("/messages/{message_id}", method="PATCH"))
+    await poll(bot, clock, world)
+    await poll(bot, clock, world)
+    assert len(world.fake.requests_to("/messages/{message_id}", method="PATCH")) == edits == 1
+    assert (await article_row(bot, "story-1"))["needs_edit"] == 0

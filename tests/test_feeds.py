@@ -148,6 +148,14 @@ def test_item_without_guid_falls_back_to_link() -> None:
     assert article.guid == "https://x.example/a"
 
 
+@pytest.mark.parametrize("date", ["0000-00-00T00:00:00Z", "9999-12-31T23:59:59-01:00"])
+def test_impossible_date_makes_the_item_undated(date: str) -> None:
+    """A date no datetime can hold (year 0, year 10000) is dropped; the item and the feed are kept."""
+    body = rss(f"<item><guid>a</guid><title>Dated oddly</title><pubDate>{date}</pubDate></item>").encode()
+    [article] = parse_feed(body, url=FEED_URL).articles
+    assert article.title == "Dated oddly" and article.published is None and article.updated is None
+
+
 def test_item_without_guid_or_link_gets_stable_hash_and_a_problem_note() -> None:
     """Without id or link the guid is a hash of title and date: stable across polls, and reported."""
     body = rss("<item><title>Only a title</title><pubDate>Tue, 02 Jan 2024 10:30:00 GMT</pubDate></item>").encode()
@@ -323,6 +331,26 @@ async def test_fetch_then_conditional_refetch_gets_304(server: FeedServer, clien
     assert request.header("If-Modified-Since") == "Tue, 02 Jan 2024 10:00:00 GMT"
     assert request.header("User-Agent") == "readersviews/0.1 (+https://news.example.org/bot)"
     assert server.count("/feed") == 2
+
+
+async def test_non_ascii_validators_are_dropped() -> None:
+    """A non-ASCII ETag / Last-Modified is not kept, and one stored earlier is not sent (httpx would raise)."""
+    sent: list[httpx.Headers] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request.headers)
+        headers = [
+            (b"ETag", '"caf\u00e9"'.encode("latin-1")),
+            (b"Last-Modified", "Mon, 1 Jan \u00e9".encode("latin-1")),
+        ]
+        return httpx.Response(200, headers=headers, content=rss("").encode())
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as mock:
+        first = await fetch_feed(mock, FEED_URL)
+        assert first.ok and first.etag is None and first.last_modified is None
+        again = await fetch_feed(mock, FEED_URL, etag='"caf\u00e9"', last_modified="Mon, 1 Jan \u00e9")
+    assert again.ok
+    assert "If-None-Match" not in sent[1] and "If-Modified-Since" not in sent[1]
 
 
 async def test_changed_feed_is_fetched_again_despite_old_etag(server: FeedServer, client: httpx.AsyncClient) -> None:

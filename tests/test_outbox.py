@@ -287,13 +287,47 @@ async def test_retract_moves_the_post_to_trash(db: Database, clock: FakeClock, s
     assert await h.repo.remote_for("letter:8") is None
 
 
-async def test_retract_of_never_created_does_not_call_the_site(db: Database, clock: FakeClock, site: FakeSite, http):
-    """Rejecting something that never reached the site is done locally."""
+async def test_retract_of_never_created_only_looks(db: Database, clock: FakeClock, site: FakeSite, http):
+    """Retracting something with no stored id looks it up; when it is not there, nothing is deleted."""
     h = Harness(db, clock, wordpress(site, http, clock))
     row_id = await h.enqueue("retract", letter(9))
     assert await h.worker.run_once() == 1
     assert (await h.row(row_id)).state == "done"
-    assert site.requests == []
+    assert [method for method, _path in site.requests] == ["GET"]
+
+
+async def test_retract_finds_a_post_whose_create_was_given_up(db: Database, clock: FakeClock, site: FakeSite, http):
+    """A create applied but unanswered, then dropped by the operator: the retract still takes the post down."""
+    h = Harness(db, clock, wordpress(site, http, clock))
+    h.worker.max_attempts = 1
+    item = letter(10)
+    create_id = await h.enqueue("create", item)
+    site.reset_after_apply(path="/wp/v2/posts", method="POST")  # applied, the answer lost
+    await h.worker.run_once()
+    assert (await h.row(create_id)).state == "dead"
+    assert await h.repo.drop(create_id)
+    assert len(site.live_posts()) == 1
+
+    await h.enqueue("retract", item, revision=2)
+    await h.drain()
+    assert site.live_posts() == []
+
+
+async def test_wordpress_redirect_is_dead_at_once_with_the_fix(db: Database, clock: FakeClock):
+    """A site that moved (http -> https) is a setting to fix, not an outage to retry for hours."""
+
+    def moved(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(301, headers={"Location": "https://paper.example" + request.url.raw_path.decode()})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(moved)) as client:
+        settings = WordPressSettings(url="http://paper.example", username=WP_USER)
+        h = Harness(db, clock, WordPressAdapter(settings, WP_PASSWORD, client, clock=clock))
+        row_id = await h.enqueue("create", letter(11))
+        await h.worker.run_once()
+    row = await h.row(row_id)
+    assert row.state == "dead" and row.attempts == 1
+    assert "set site.wordpress.url to https://paper.example" in (row.last_error or "")
+    assert len(h.alerts) == 1
 
 
 async def test_order_is_strict_per_entity_and_entities_interleave(db: Database, clock: FakeClock, site: FakeSite, http):

@@ -178,5 +178,10 @@ async def test_the_documented_python_receiver_works(http, monkeypatch):
         server.server_close()
 
 
+def test_verify_rejects_a_non_ascii_signature():
+    """A garbled signature header is a bad signature, not a crash in the receiver."""
+    assert not verify("k", "1700000000", b"{}", "sha256=caf\u00e9", now=1700000000)
+
+
 def test_sign_is_stable():
     assert sign("k", 1700000000, b"{}") == "sha256=" + hmac.new(b"k", b"1700000000.{}", hashlib.sha256).hexdigest()

@@ -220,6 +220,21 @@ async def test_errors_are_classified_with_fix_hints(site: FakeSite, http):
         await bad.create(item())
 
 
+async def test_redirect_is_permanent_and_names_the_new_url():
+    """A 3xx is not success: it names where the site moved, so the setting can be fixed."""
+
+    def moved(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(308, headers={"Location": "https://www.paper.example" + request.url.raw_path.decode()})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(moved)) as client:
+        settings = WordPressSettings(url="http://paper.example", username=WP_USER)
+        wp = WordPressAdapter(settings, WP_PASSWORD, client, clock=FakeClock())
+        with pytest.raises(PermanentSiteError, match=r"set site\.wordpress\.url to https://www\.paper\.example;?"):
+            await wp.create(item())
+        with pytest.raises(PermanentSiteError, match="redirects"):
+            await wp.lookup(item())
+
+
 async def test_connection_refused_is_transient_and_certainly_not_applied(http):
     wp = WordPressAdapter(WordPressSettings(url="http://127.0.0.1:9", username="x"), "y", http, clock=FakeClock())
     with pytest.raises(TransientSiteError) as caught:

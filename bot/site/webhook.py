@@ -56,6 +56,8 @@ def verify(
         return False
     if abs(now - moment) > tolerance:
         return False
+    if not signature.isascii():  # compare_digest raises TypeError on non-ASCII text
+        return False
     return hmac.compare_digest(sign(secret, moment, body), signature)
 
 

@@ -169,6 +169,8 @@ class WordPressAdapter:
         )
         if response.status_code >= 400:
             raise self._error(response, method, path, item)
+        if 300 <= response.status_code < 400:
+            raise self._redirect_error(response, method, path)
         try:
             return response.json()
         except ValueError:
@@ -177,6 +179,27 @@ class WordPressAdapter:
                 f"WordPress answered {method} {path} with {response.status_code} but not JSON: "
                 f"{short(response.text, 120)!r}"
             ) from None
+
+    def _redirect_error(self, response: httpx.Response, method: str, path: str) -> PermanentSiteError:
+        """A redirect (http -> https, a new domain, www.) is the configured URL being wrong, not a hiccup.
+
+        It is not followed: httpx would turn a redirected POST into a GET, and drop the credentials
+        on a change of host.
+        """
+        status = response.status_code
+        location = response.headers.get("Location")
+        if not location:
+            return PermanentSiteError(
+                f"WordPress answered {method} {path} with a {status} redirect without a Location: check "
+                "site.wordpress.url",
+                status=status,
+            )
+        target = str(response.url.join(location))
+        root = target.split("/wp-json", 1)[0] if "/wp-json" in target else None
+        fix = f"set site.wordpress.url to {root}" if root else "check site.wordpress.url"
+        return PermanentSiteError(
+            f"the site redirects {method} {path} ({status}) to {short(target, 200)}; {fix}", status=status
+        )
 
     def _error(self, response: httpx.Response, method: str, path: str, item: SiteItem | None) -> Exception:
         status = response.status_code

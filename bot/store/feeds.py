@@ -80,6 +80,8 @@ class ArticleRow:
     channel_id: int | None
     categories: list[str]
     needs_edit: bool
+    # When posted; while 'posting' (or 'failed'), when the post was first attempted.
+    posted_at: datetime | None = None
 
     @classmethod
     def from_row(cls, row: aiosqlite.Row) -> ArticleRow:
@@ -99,6 +101,7 @@ class ArticleRow:
             channel_id=row["channel_id"],
             categories=json.loads(row["categories"] or "[]"),
             needs_edit=bool(row["needs_edit"]),
+            posted_at=from_db(row["posted_at"]),
         )
 
 
@@ -280,10 +283,34 @@ class ArticlesRepo:
         return [ArticleRow.from_row(r) for r in rows]
 
     async def mark_posting(self, article_id: int) -> None:
-        """Written before the Discord call: after a crash, 'posting' means 'check before posting again'."""
+        """Written before the Discord call: after a crash, 'posting' means 'check before posting again'.
+
+        posted_at then records when the attempt started (see `last_post_before`).
+        """
         await self._db.write(
-            "UPDATE articles SET status = 'posting' WHERE id = ? AND status = 'pending'", (article_id,)
+            "UPDATE articles SET status = 'posting', posted_at = ? WHERE id = ? AND status = 'pending'",
+            (to_db(self._clock.now()), article_id),
         )
+
+    async def last_post_before(self, channel_id: int, moment: datetime) -> int:
+        """The newest Discord id recorded in a channel before `moment` (0 if none).
+
+        A post made by an attempt that started at `moment` has a larger id: Discord ids grow with
+        time, and these were all created before they were recorded. Both times are our clock's.
+        """
+        value = await self._db.scalar(
+            "SELECT max(max(coalesce(message_id, 0), coalesce(thread_id, 0))) FROM articles"
+            " WHERE channel_id = ? AND status = 'posted' AND posted_at < ?",
+            (channel_id, to_db(moment)),
+        )
+        return int(value or 0)
+
+    async def is_recorded_post(self, post_id: int) -> bool:
+        """Whether a Discord message or thread is already recorded as some article's post."""
+        value = await self._db.scalar(
+            "SELECT 1 FROM articles WHERE message_id = ? OR thread_id = ? LIMIT 1", (post_id, post_id)
+        )
+        return value is not None
 
     async def mark_posted(self, article_id: int, *, channel_id: int, thread_id: int | None, message_id: int) -> None:
         await self._db.write(
@@ -304,9 +331,14 @@ class ArticlesRepo:
         )
 
     async def reset_failed(self, feed_id: int) -> int:
-        """After a feed is resumed, articles that failed because the channel was unusable get another go."""
+        """After a feed is resumed, articles that failed because the channel was unusable get another go.
+
+        They go back as 'posting', not 'pending': a failure may have come after Discord made the post,
+        so the channel is checked for it before posting again. One whose message is known is posted.
+        """
         return await self._db.write(
-            "UPDATE articles SET status = 'pending', status_reason = NULL WHERE feed_id = ? AND status = 'failed'",
+            "UPDATE articles SET status = CASE WHEN message_id IS NOT NULL THEN 'posted' ELSE 'posting' END,"
+            " status_reason = NULL WHERE feed_id = ? AND status = 'failed'",
             (feed_id,),
         )
 
