@@ -9,7 +9,9 @@ capacity then degrades to "some members must click again" instead of "nobody get
 
 An interaction's age comes from its snowflake id (Discord's clock) and our clock. The two clocks
 can disagree, so the smallest age seen recently is taken as the offset: a quiet moment's
-interaction is young, and anything older than that by more than the budget is late.
+interaction is young, and anything older than that by more than the budget is late. When our
+wall clock steps (NTP correcting it, a VM resuming), what was learned no longer holds: a step is
+seen against the monotonic clock, and the offset is learned again from the next interactions.
 """
 
 from __future__ import annotations
@@ -37,13 +39,24 @@ class Shedder:
     seen in the current or the previous `window` seconds, so it follows a clock that drifts.
     """
 
-    def __init__(self, *, budget: float = 2.5, window: float = 300.0, clock: Callable[[], float] = time.time) -> None:
+    STEP = 0.25  # a wall-clock jump (against the monotonic clock) larger than this is a step
+
+    def __init__(
+        self,
+        *,
+        budget: float = 2.5,
+        window: float = 300.0,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         if not 0 < budget < ANSWER_WINDOW:
             raise ValueError(f"budget must be between 0 and {ANSWER_WINDOW} s, not {budget}")
         self.budget = budget
         self.window = window
         self.clock = clock
+        self.monotonic = monotonic
         self.shed = 0  # interactions skipped since start
+        self._wall_minus_mono = clock() - monotonic()
         self._period_start = clock()
         self._min_now = float("inf")  # smallest age this period
         self._min_before = float("inf")  # ...and in the previous one
@@ -58,8 +71,15 @@ class Shedder:
     def late(self, interaction_id: int) -> bool:
         """True if an interaction created as `interaction_id` can no longer be answered in time."""
         now = self.clock()
-        if now - self._period_start >= self.window:
-            self._period_start, self._min_before, self._min_now = now, self._min_now, float("inf")
+        wall_minus_mono = now - self.monotonic()
+        if abs(wall_minus_mono - self._wall_minus_mono) > self.STEP:
+            # Our clock stepped: ages measured before are off by the step; learn the offset again.
+            self._period_start, self._min_before, self._min_now = now, float("inf"), float("inf")
+        elif now - self._period_start >= self.window:
+            # The previous window only counts if it ended just now, not after a long quiet spell.
+            recent = self._min_now if now - self._period_start < 2 * self.window else float("inf")
+            self._period_start, self._min_before, self._min_now = now, recent, float("inf")
+        self._wall_minus_mono = wall_minus_mono
         age = now - snowflake_seconds(interaction_id)
         self._min_now = min(self._min_now, age)
         if age - self.offset() <= self.budget:
