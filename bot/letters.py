@@ -571,6 +571,16 @@ class LetterService:
 
         Its publication, if not sent yet, is cancelled instead (see `_decide`).
         """
+        letter, _retracting = await self.withdraw_letter(letter_id, actor_id, by_editor=by_editor, guild_id=guild_id)
+        return letter
+
+    async def withdraw_letter(
+        self, letter_id: int, actor_id: int, *, by_editor: bool, guild_id: int | None = None
+    ) -> tuple[Contribution, bool]:
+        """`withdraw`, also saying whether a retract was queued (the letter is, or may be, on the site).
+
+        False: nothing of it was ever sent to the site (its publication, if any, was cancelled).
+        """
         letter = await self._load(letter_id, guild_id)
         if not by_editor and letter.author_id != actor_id:
             raise LetterError("You can only withdraw your own letters.")
@@ -589,14 +599,14 @@ class LetterService:
         if letter.state in LIVE_STATES:
             item = compose_letter(await self.site_letter(letter), disclaimer=self.disclaimer)
             outbox = ("retract", item)
-        await self._decide(
+        retracting = await self._decide(
             letter,
             actor_id,
             fields,
             action="letter.retract" if by_editor else "letter.withdraw",
             outbox=outbox,
         )
-        return await self._load(letter_id)
+        return await self._load(letter_id), retracting
 
     async def _decide(
         self,
@@ -606,7 +616,9 @@ class LetterService:
         *,
         action: str,
         outbox: tuple[str, Any] | None = None,
-    ) -> None:
+    ) -> bool:
+        """Apply the decision; True if an outbox row was queued (for a retract: the letter may be on the site)."""
+        queued = False
         async with self.store.db.transaction() as conn:
             ok = await self.repo.update_if_version(conn, letter.id, letter.version, fields)
             if not ok:
@@ -620,6 +632,7 @@ class LetterService:
                 # publish the letter first: cancel what was never sent, retract only what may be there.
                 if verb != "retract" or await self.store.outbox.cancel_undelivered(conn, item.entity):
                     await self.store.outbox.enqueue_item(conn, verb, item, revision=letter.version + 1)
+                    queued = True
             await self.store.audit.record(
                 action,
                 guild_id=letter.guild_id,
@@ -628,6 +641,7 @@ class LetterService:
                 detail={"from": letter.state, "version": letter.version + 1},
                 conn=conn,
             )
+        return queued
 
     # -- the site -------------------------------------------------------------------------------
 

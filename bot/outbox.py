@@ -237,7 +237,9 @@ class OutboxWorker:
 
     async def _later(self, row: OutboxRow, error: str, *, retry_after: float | None, outcome_unknown: bool) -> None:
         if row.attempts >= self.max_attempts:
-            await self._park(row, f"gave up after {row.attempts} attempts; last error: {error}")
+            await self._park(
+                row, f"gave up after {row.attempts} attempts; last error: {error}", outcome_unknown=outcome_unknown
+            )
             return
         delay = self.backoff(row.attempts, retry_after)
         log.warning(
@@ -253,9 +255,9 @@ class OutboxWorker:
             row.id, error, self.clock.now() + timedelta(seconds=delay), outcome_unknown=outcome_unknown
         )
 
-    async def _park(self, row: OutboxRow, error: str) -> None:
+    async def _park(self, row: OutboxRow, error: str, *, outcome_unknown: bool = False) -> None:
         log.error("outbox #%s %s %s is dead: %s", row.id, row.kind, row.entity, error)
-        await self.repo.mark_dead(row.id, error)
+        await self.repo.mark_dead(row.id, error, outcome_unknown=outcome_unknown)
         await self.send_owed_alerts()
 
     async def send_owed_alerts(self) -> None:
@@ -276,8 +278,9 @@ class OutboxWorker:
 def alert_text(row: OutboxRow) -> str:
     """What the operator reads: what failed, why (with the fix), and the command to resume."""
     what = {"create": "publishing", "update": "updating", "retract": "taking down"}.get(row.action, row.action)
+    unknown = " (the site may have applied it: its last answer was lost)" if row.outcome_unknown else ""
     return (
-        f"Site mirroring stopped {what} {row.entity} (outbox #{row.id}): {row.last_error}. "
+        f"Site mirroring stopped {what} {row.entity} (outbox #{row.id}): {row.last_error}{unknown}. "
         f"Once fixed, run `readersviews outbox retry {row.id}` (or `readersviews outbox drop {row.id}` "
         f"to give up on it); later items for {row.entity} wait until then."
     )

@@ -36,6 +36,8 @@ FORUM_NEEDS = ("view_channel", "send_messages", "send_messages_in_threads", "man
 TEXT_NEEDS = ("view_channel", "send_messages", "embed_links", "create_public_threads", "send_messages_in_threads")
 MAX_POLL_SLEEP = 60.0
 PUBLISH_CONCURRENCY = 50  # feeds publishing at once; the global pacer bounds the request rate
+MAX_SERVER_ERRORS = 5  # cycles in a row Discord may fail (5xx, timeout) on one article before it is failed
+DISCORD_TROUBLE = (discord.DiscordServerError, TimeoutError, aiohttp.ClientError)
 
 
 def missing_permissions(channel: discord.abc.GuildChannel, me: discord.Member) -> list[str]:
@@ -83,6 +85,8 @@ class Articles(commands.Cog):
         self.service = ArticleService(bot.store, bot.http_client, bot.clock, bot.config.feeds)
         self._wake = asyncio.Event()
         self._cycle_lock = asyncio.Lock()
+        # Article id -> cycles in a row in which Discord failed (5xx, timeout) posting or checking it.
+        self._server_errors: dict[int, int] = {}
 
     async def cog_load(self) -> None:
         self.poller.start()
@@ -149,7 +153,7 @@ class Articles(commands.Cog):
         posted = 0
         for article in await self.bot.store.articles.pending(feed.id, self.bot.config.feeds.per_poll_cap):
             ok = await self._post_one(feed, channel, article)
-            if ok is None:  # the channel became unusable; the feed is paused
+            if ok is None:  # the feed was paused, or Discord is failing: try this feed again next cycle
                 return posted
             posted += int(ok)
         for article in await self.bot.store.articles.needing_edit(feed.id):
@@ -184,8 +188,50 @@ class Articles(commands.Cog):
         self, feed: FeedRow, channel: discord.TextChannel | discord.ForumChannel, article: ArticleRow
     ) -> bool | None:
         """True if posted, False if this article failed, None to stop this feed for now (paused, Discord failing)."""
+        outcome = await self._attempt(feed, channel, article)
+        if isinstance(outcome, BaseException):
+            return await self._discord_failed(feed, article, outcome)
+        self._server_errors.pop(article.id, None)
+        return outcome
+
+    async def _discord_failed(self, feed: FeedRow, article: ArticleRow, exc: BaseException) -> bool | None:
+        """Discord failed (5xx, timeout) posting or checking an article; it stays 'posting' so the next
+        cycle looks for the post first. After MAX_SERVER_ERRORS cycles in a row it is failed and the
+        admins alerted, so that one article Discord keeps refusing does not hold up its feed for ever."""
+        count = self._server_errors.get(article.id, 0) + 1
+        if count < MAX_SERVER_ERRORS:
+            self._server_errors[article.id] = count
+            log.warning(
+                "feed %s: Discord failed posting or checking article %s (%r, %d in a row); will check and retry",
+                feed.id,
+                article.id,
+                exc,
+                count,
+            )
+            return None
+        self._server_errors.pop(article.id, None)
+        detail = str(exc) or type(exc).__name__
+        log.error("feed %s: giving up on article %s after %d Discord failures: %s", feed.id, article.id, count, detail)
+        await self.bot.store.articles.mark_failed(
+            article.id, f"Discord failed {count} times in a row (last: {detail}); it may or may not have been posted"
+        )
+        await self.bot.alert(
+            feed.guild_id,
+            f'Feed {feed.url}: Discord failed {count} times in a row posting "{truncate_words(article.title, 100)}" '
+            f"(last: {detail}), so I skipped it and carried on with the feed. `/feed resume` checks whether it "
+            "was posted after all and retries it.",
+        )
+        return False
+
+    async def _attempt(
+        self, feed: FeedRow, channel: discord.TextChannel | discord.ForumChannel, article: ArticleRow
+    ) -> bool | BaseException | None:
+        """`_post_one`'s work; a Discord failure whose outcome is unknown (5xx, timeout) is returned, not raised."""
         if article.status == "posting":
-            found = await self._reconcile(feed, channel, article)
+            try:
+                found = await self._reconcile(feed, channel, article)
+            except DISCORD_TROUBLE as exc:  # can't tell whether it was posted: don't post it again yet
+                return exc
             if found is not False:
                 return found
         try:
@@ -211,10 +257,7 @@ class Articles(commands.Cog):
             message = await channel.send(embed=article_embed(plan, article), allowed_mentions=none)
         except discord.DiscordServerError as exc:
             # Discord may or may not have made the post: stay 'posting', so the next cycle looks first.
-            log.warning(
-                "feed %s: Discord failed posting article %s (%s); will check and retry", feed.id, article.id, exc
-            )
-            return None
+            return exc
         except (discord.Forbidden, discord.NotFound) as exc:
             await self.bot.store.articles.mark_failed(article.id, f"Discord refused: {exc.text or exc.status}")
             await self._disable(feed, f"I can no longer post in <#{channel.id}> ({exc.text or exc.status})")
@@ -223,14 +266,8 @@ class Articles(commands.Cog):
             log.warning("feed %s: article %s rejected by Discord: %s", feed.id, article.id, exc)
             await self.bot.store.articles.mark_failed(article.id, f"Discord rejected the post: {exc.text or exc}")
             return False
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            log.warning(
-                "feed %s: posting article %s timed out or lost the connection (%r); will check and retry",
-                feed.id,
-                article.id,
-                exc,
-            )
-            return None
+        except (TimeoutError, aiohttp.ClientError) as exc:  # timed out or lost the connection: as a 5xx
+            return exc
         await self.bot.store.articles.mark_posted(
             article.id, channel_id=channel.id, thread_id=None, message_id=message.id
         )
@@ -272,10 +309,13 @@ class Articles(commands.Cog):
     ) -> bool | None:
         """After a crash or a failed call mid-post, look for the post before making it again.
 
-        True if found (False if not; None if found, but its feed has just been paused).
+        True if found (False if not; None if found, but its feed has just been paused). A Discord
+        5xx or timeout is raised: whether the post exists is then unknown, so it must not be made again.
 
         Only a post of ours that ends with this article's marker, is newer than every post recorded
-        before the attempt started, and is not already another article's post, counts.
+        before the attempt started, and is not already another article's post, counts. In a forum
+        where the starter message can't be read (no Read Message History), a thread of ours with the
+        article's title (newer, not another article's) counts instead: the duplicate is the worse risk.
         """
         store = self.bot.store.articles
         me = channel.guild.me
@@ -290,6 +330,20 @@ class Articles(commands.Cog):
                         starter = thread.starter_message or await thread.fetch_message(thread.id)
                     except discord.NotFound:
                         continue
+                    except discord.Forbidden as exc:
+                        if thread.name != plan.title:
+                            continue
+                        log.warning(
+                            "feed %s: can't read the starter of thread %s (%s); taking it for article %s by its title",
+                            feed.id,
+                            thread.id,
+                            exc.text or exc.status,
+                            article.id,
+                        )
+                        await store.mark_posted(
+                            article.id, channel_id=channel.id, thread_id=thread.id, message_id=thread.id
+                        )
+                        return True
                     if plan.is_forum_post(starter.content):
                         await store.mark_posted(
                             article.id, channel_id=channel.id, thread_id=thread.id, message_id=thread.id
@@ -312,6 +366,8 @@ class Articles(commands.Cog):
                     if message.thread is None:  # the interruption came before the discussion thread
                         return await self._open_thread(feed, message, plan, article)
                     return True
+        except discord.DiscordServerError:
+            raise
         except discord.HTTPException as exc:
             log.warning("could not check channel %s for an interrupted post: %s", channel.id, exc)
         return False

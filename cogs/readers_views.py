@@ -112,6 +112,16 @@ class ForgetView(discord.ui.View):
         await report_error(interaction, error)
 
 
+def withdrawn_text(letter_id: int, *, live: bool, retracting: bool) -> str:
+    """What the writer is told after withdrawing: the site part depends on what the withdrawal did."""
+    text = f"Letter #{letter_id} is withdrawn."
+    if retracting:
+        return text + " Its copy on the site will be taken down."
+    if live:
+        return text + " It had not been sent to the site yet, so it will not be published there."
+    return text
+
+
 class ReadersViews(commands.Cog):
     letter = app_commands.Group(name="letter", description="Letters to the editor", guild_only=True)
 
@@ -297,16 +307,13 @@ class ReadersViews(commands.Cog):
         """Withdraw a letter you submitted; a published copy is taken down."""
         was = await self.bot.store.contributions.get(letter)
         assert interaction.guild is not None
-        current = await self.service.withdraw(
+        current, retracting = await self.service.withdraw_letter(
             letter, interaction.user.id, by_editor=False, guild_id=interaction.guild.id
         )
-        live = was is not None and was.state in ("approved", "published")
-        if live:
+        if retracting:
             self.bot.outbox.notify()
-        text = f"Letter #{current.id} is withdrawn."
-        if live:
-            text += " Its copy on the site will be taken down."
-        await send_ephemeral(interaction, text)
+        live = was is not None and was.state in ("approved", "published")
+        await send_ephemeral(interaction, withdrawn_text(current.id, live=live, retracting=retracting))
         await self.queue.refresh(current)
 
     @withdraw.autocomplete("letter")

@@ -689,3 +689,76 @@ async def test_edit_refused_by_discord_is_not_retried(bot: Booted, world: World,
     await poll(bot, clock, world)
     assert len(world.fake.requests_to("/messages/{message_id}", method="PATCH")) == edits == 1
     assert (await article_row(bot, "story-1"))["needs_edit"] == 0
+
+
+async def test_article_discord_keeps_failing_is_failed_with_an_alert(
+    bot: Booted, world: World, site: FeedServer, clock: FakeClock
+) -> None:
+    """An article Discord answers with a 5xx cycle after cycle is failed (with an alert) after a few
+    cycles, so the feed's queue moves on; `/feed resume` then checks for it and retries it once."""
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    world.fake.fail_next("POST", r"/channels/\d+/threads$", 503, times=5)
+    site.set_feed("/feed", rss([story(1)]))
+    for _ in range(4):
+        await poll(bot, clock, world)
+        assert (await article_row(bot, "story-1"))["status"] == "posting"
+    assert alerts(world) == []
+    site.set_feed("/feed", rss([story(2), story(1)]))
+    await poll(bot, clock, world)
+    row = await article_row(bot, "story-1")
+    assert row["status"] == "failed" and "Discord failed 5 times in a row" in row["status_reason"]
+    [alert] = [text for text in alerts(world) if "Story number 1" in text]
+    assert "503" in alert and "/feed resume" in alert
+    await poll(bot, clock, world)
+    assert [p.name for p in forum_posts(world)] == ["Story number 2"]
+
+    ix = await world.fake.slash(world.guild, world.admin, "feed resume", feed=1)
+    await ix.wait_response()
+    await poll(bot, clock, world)
+    assert sorted(p.name for p in forum_posts(world)) == ["Story number 1", "Story number 2"]
+    assert (await article_row(bot, "story-1"))["status"] == "posted"
+
+
+async def interrupted_forum_post_uncached(bot: Booted, world: World, site: FeedServer, clock: FakeClock) -> None:
+    """Discord made story 1's forum post, the bot never recorded it, and its starter message is not cached."""
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    store = bot.bot.store
+    real_mark_posted = store.articles.mark_posted
+
+    async def crash(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("killed mid-cycle")
+
+    store.articles.mark_posted = crash  # type: ignore[method-assign]
+    site.set_feed("/feed", rss([story(1)]))
+    with pytest.raises(RuntimeError):
+        await poll(bot, clock, world)
+    store.articles.mark_posted = real_mark_posted  # type: ignore[method-assign]
+    assert len(forum_posts(world)) == 1
+    bot.bot._connection._messages.clear()  # the starter must be fetched
+
+
+async def test_reconcile_server_error_does_not_repost(bot: Booted, world: World, site: FeedServer, clock) -> None:
+    """A 5xx while reading a forum post's starter message leaves the article 'posting'; no second post."""
+    await interrupted_forum_post_uncached(bot, world, site, clock)
+    world.fake.fail_next("GET", r"/channels/\d+/messages/\d+$", 503)
+    await poll(bot, clock, world)
+    assert len(forum_posts(world)) == 1
+    assert (await article_row(bot, "story-1"))["status"] == "posting"
+    await poll(bot, clock, world)
+    posts = forum_posts(world)
+    assert len(posts) == 1
+    row = await article_row(bot, "story-1")
+    assert row["status"] == "posted" and row["thread_id"] == posts[0].id
+
+
+async def test_reconcile_without_read_history_matches_the_title(bot: Booted, world: World, site: FeedServer, clock):
+    """A 403 reading the starter message: the bot's own newer thread with the article's title is taken for it."""
+    await interrupted_forum_post_uncached(bot, world, site, clock)
+    world.fake.fail_next("GET", r"/channels/\d+/messages/\d+$", 403, code=50001, message="Missing Access", times=5)
+    await poll(bot, clock, world)
+    posts = forum_posts(world)
+    assert len(posts) == 1
+    row = await article_row(bot, "story-1")
+    assert row["status"] == "posted" and row["thread_id"] == posts[0].id

@@ -17,7 +17,7 @@ from bot.site.base import RemoteRef
 from bot.site.compose import compose_letter
 from bot.store import Store
 from bot.store.contributions import Contribution, NewContribution
-from cogs.readers_views import ReadersViews
+from cogs.readers_views import ReadersViews, withdrawn_text
 from tests.clock import FakeClock
 
 GUILD = 1
@@ -301,14 +301,48 @@ async def test_withdrawal_before_delivery_cancels_the_publication(service: Lette
     assert await store.outbox.for_entity(letter.entity) == []
     assert await deliver(store) == []
 
-    dead = await submitted(service, 2, content="Second. " + TEXT)
-    await service.approve(dead.id, 99, dead.version)
+    never_sent = await submitted(service, 2, content="Second. " + TEXT)
+    await service.approve(never_sent.id, 99, never_sent.version)
+    [row] = await store.outbox.claim_due()
+    await store.outbox.release([row.id])  # claimed, then handed back unsent (the worker stopped)
+    retracted, retracting = await service.withdraw_letter(never_sent.id, 99, by_editor=True, guild_id=GUILD)
+    assert retracted.state == "retracted" and not retracting
+    assert not await store.outbox.retry(row.id)  # `outbox retry` has nothing left to publish
+    assert await store.outbox.for_entity(never_sent.entity) == []
+
+
+async def test_withdrawal_after_a_create_went_dead_still_retracts(service: LetterService, store: Store) -> None:
+    """A create whose last attempt timed out (the site may have made the post) and then went dead is not
+    cancelled by a withdrawal: the retract is queued behind it. Nor is one parked without that flag (older data)."""
+    letter = await submitted(service, 1)
+    await service.approve(letter.id, 99, letter.version)
+    [row] = await store.outbox.claim_due()
+    await store.outbox.mark_dead(row.id, "gave up after 8 attempts; last error: timed out", outcome_unknown=True)
+    parked = await store.outbox.get(row.id)
+    assert parked is not None and parked.outcome_unknown
+    current, retracting = await service.withdraw_letter(letter.id, 7, by_editor=False)
+    assert current.state == "withdrawn" and retracting
+    assert [(r.kind, r.state) for r in await store.outbox.for_entity(letter.entity)] == [
+        ("letter.create", "dead"),
+        ("letter.retract", "pending"),
+    ]
+
+    refused = await submitted(service, 2, content="Second. " + TEXT)
+    await service.approve(refused.id, 99, refused.version)
     [row] = await store.outbox.claim_due()
     await store.outbox.mark_dead(row.id, "site refused")
-    retracted = await service.withdraw(dead.id, 99, by_editor=True, guild_id=GUILD)
-    assert retracted.state == "retracted"
-    assert not await store.outbox.retry(row.id)  # `outbox retry` has nothing left to publish
-    assert await store.outbox.for_entity(dead.entity) == []
+    assert (await service.withdraw_letter(refused.id, 99, by_editor=True, guild_id=GUILD))[1]
+    assert [r.kind for r in await store.outbox.for_entity(refused.entity)] == ["letter.create", "letter.retract"]
+
+
+def test_withdrawal_message_says_what_happens_on_the_site() -> None:
+    """The writer is told the site copy goes only when a retract was queued."""
+    assert withdrawn_text(3, live=True, retracting=True) == (
+        "Letter #3 is withdrawn. Its copy on the site will be taken down."
+    )
+    cancelled = withdrawn_text(3, live=True, retracting=False)
+    assert "taken down" not in cancelled and "will not be published" in cancelled
+    assert withdrawn_text(3, live=False, retracting=False) == "Letter #3 is withdrawn."
 
 
 async def test_withdrawal_while_the_create_may_be_on_the_site_retracts_after_it(

@@ -313,6 +313,52 @@ async def test_retract_finds_a_post_whose_create_was_given_up(db: Database, cloc
     assert site.live_posts() == []
 
 
+async def test_create_given_up_after_a_lost_answer_is_not_cancelled_by_a_withdrawal(
+    db: Database, clock: FakeClock, site: FakeSite, http
+):
+    """The last attempt timed out after the site made the post, then the row went dead: the dead row
+    says the outcome is unknown, a withdrawal keeps it, and the retract queued behind it takes the post down."""
+    h = Harness(db, clock, wordpress(site, http, clock))
+    h.worker.max_attempts = 1
+    item = letter(11)
+    create_id = await h.enqueue("create", item)
+    site.reset_after_apply(path="/wp/v2/posts", method="POST")  # applied, the answer lost
+    await h.worker.run_once()
+    dead = await h.row(create_id)
+    assert dead.state == "dead" and dead.outcome_unknown
+    assert len(h.alerts) == 1 and "may have applied it" in h.alerts[0]
+    assert [row.id for row in await h.repo.list(("dead",))] == [create_id]
+
+    async with db.transaction() as conn:
+        assert await h.repo.cancel_undelivered(conn, item.entity)  # may be on the site: retract
+        await h.repo.enqueue_item(conn, "retract", item, revision=2)
+    assert [(r.action, r.state) for r in await h.repo.for_entity(item.entity)] == [
+        ("create", "dead"),
+        ("retract", "pending"),
+    ]
+    assert len(site.live_posts()) == 1
+    assert await h.repo.drop(create_id)  # the operator gives up on publishing it
+    await h.drain()
+    assert site.live_posts() == []
+
+
+async def test_cancel_undelivered_drops_only_rows_never_tried(db: Database, clock: FakeClock):
+    """Attempted rows stay, even dead ones whose outcome was recorded as known (older data)."""
+    repo = OutboxRepo(db, clock)
+    fresh, tried = letter(12), letter(13)
+    async with db.transaction() as conn:
+        await repo.enqueue_item(conn, "create", fresh, revision=1)
+        await repo.enqueue_item(conn, "create", tried, revision=1)
+    claimed = [row for row in await repo.claim_due() if row.entity == tried.entity]
+    await repo.release([row.id for row in await repo.list(("inflight",)) if row.entity == fresh.entity])
+    await repo.mark_dead(claimed[0].id, "gave up after 8 attempts")
+    async with db.transaction() as conn:
+        assert not await repo.cancel_undelivered(conn, fresh.entity)
+        assert await repo.cancel_undelivered(conn, tried.entity)
+    assert await repo.for_entity(fresh.entity) == []
+    assert [r.state for r in await repo.for_entity(tried.entity)] == ["dead"]
+
+
 async def test_wordpress_redirect_is_dead_at_once_with_the_fix(db: Database, clock: FakeClock):
     """A site that moved (http -> https) is a setting to fix, not an outage to retry for hours."""
 

@@ -264,11 +264,15 @@ class OutboxRepo:
             (error, to_db(next_attempt_at), int(outcome_unknown), to_db(self._clock.now()), row_id),
         )
 
-    async def mark_dead(self, row_id: int, error: str) -> None:
-        """Give up until a person acts; the alert is owed until `mark_alerted`."""
+    async def mark_dead(self, row_id: int, error: str, *, outcome_unknown: bool = False) -> None:
+        """Give up until a person acts; the alert is owed until `mark_alerted`.
+
+        `outcome_unknown` (the last attempt timed out, say) sticks as in `mark_retry`.
+        """
         await self._db.write(
-            "UPDATE outbox SET state = 'dead', last_error = ?, alerted_at = NULL, updated_at = ? WHERE id = ?",
-            (error, to_db(self._clock.now()), row_id),
+            "UPDATE outbox SET state = 'dead', last_error = ?, alerted_at = NULL,"
+            " outcome_unknown = max(outcome_unknown, ?), updated_at = ? WHERE id = ?",
+            (error, int(outcome_unknown), to_db(self._clock.now()), row_id),
         )
 
     async def mark_alerted(self, row_id: int) -> None:
@@ -353,14 +357,16 @@ class OutboxRepo:
         return await self._db.write("DELETE FROM outbox WHERE state = 'done' AND updated_at < ?", (to_db(before),))
 
     async def cancel_undelivered(self, conn: aiosqlite.Connection, entity: str) -> bool:
-        """Inside the caller's transaction: drop the entity's creates and updates that never reached the site.
+        """Inside the caller's transaction: drop the entity's creates and updates that were never sent.
 
-        Only rows certainly not applied go (pending or dead, outcome known); a row being sent
-        (inflight) or whose outcome is unknown stays. Returns True if the entity is, or may be, on
-        the site, i.e. a retract must still be queued behind what remains.
+        Only rows certainly never tried go: pending, not one attempt made, outcome not unknown.
+        Anything attempted stays, dead rows included (a give-up after a timeout, or a row parked
+        before the outcome was recorded, may well have made the post), and so does a row being
+        sent (inflight). Returns True if the entity is, or may be, on the site, i.e. a retract
+        must still be queued behind what remains (it looks the post up when no id is stored).
         """
         cursor = await conn.execute(
-            "DELETE FROM outbox WHERE entity = ? AND state IN ('pending', 'dead') AND outcome_unknown = 0"
+            "DELETE FROM outbox WHERE entity = ? AND state = 'pending' AND attempts = 0 AND outcome_unknown = 0"
             " AND kind NOT LIKE '%.retract'",
             (entity,),
         )
