@@ -11,12 +11,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import aiohttp
 import discord
+from discord.ext import commands
 
 from bot import __version__
 from bot.clock import SystemClock
 from bot.config import Config, ConfigError, Secrets, load
 from bot.logs import setup_logging
+from bot.site.base import redact_text, redact_url
 from bot.store import Store, StoreError, latest_version
 from bot.store.database import Database
 
@@ -150,7 +153,23 @@ async def cmd_run(config: Config, secrets: Secrets) -> int:
             "Discord refused the Message Content intent: enable it under Bot > Privileged Gateway Intents "
             "in the developer portal, or set discord.message_content_intent: false"
         ) from None
+    except (commands.ExtensionError, discord.HTTPException, aiohttp.ClientError, OSError) as exc:
+        raise CliError(_start_failure(config, exc)) from None
     return 0
+
+
+def _start_failure(config: Config, exc: BaseException) -> str:
+    """One line for what stopped the bot from starting (a cog that does not load, Discord unreachable)."""
+    if isinstance(exc, commands.ExtensionError):
+        # discord.py's message already names the cog and, for a failed import, the original error.
+        detail = " ".join(str(exc).split()).rstrip(".")
+        return f"cannot load cog '{exc.name}': {detail}; check `cogs:` in the config"
+    where = str(config.discord.api_base_url) if config.discord.api_base_url else "Discord (discord.com)"
+    if isinstance(exc, discord.HTTPException):
+        problem = f"HTTP {exc.status} {exc.text or exc.response.reason}".strip()
+    else:
+        problem = f"{type(exc).__name__}: {exc}"
+    return f"cannot reach {redact_url(where)}: {redact_text(problem)} (network, proxy or discord.api_base_url)"
 
 
 async def cmd_check(config: Config, secrets: Secrets) -> int:
@@ -212,14 +231,14 @@ async def _check_site(config: Config, secrets: Secrets) -> list[tuple[bool, str]
         try:
             adapter = make_adapter(config.site, secrets, client)
         except (ValueError, ConfigError) as exc:
-            return [(False, f"site: {exc}")]
+            return [(False, f"site: {redact_text(str(exc))}")]
         try:
             detail = await adapter.check()
         except SiteError as exc:
-            return [(False, f"site ({config.site.kind}): {exc}")]
+            return [(False, f"site ({config.site.kind}): {redact_text(str(exc))}")]
         finally:
             await adapter.aclose()
-    return [(True, f"site ({config.site.kind}): {detail}")]
+    return [(True, f"site ({config.site.kind}): {redact_text(detail)}")]
 
 
 async def cmd_migrate(config: Config) -> int:
@@ -243,6 +262,8 @@ async def cmd_sync(config: Config, secrets: Secrets, guild_id: int | None) -> in
         await runtime.bot.login(token)  # login runs setup_hook, which syncs
     except discord.LoginFailure:
         raise CliError("Discord rejected DISCORD_TOKEN (401)") from None
+    except (commands.ExtensionError, discord.HTTPException, aiohttp.ClientError, OSError) as exc:
+        raise CliError(_start_failure(config, exc)) from None
     finally:
         await runtime.aclose()
     where = f"server {guild_id}" if guild_id else "all servers (global commands may take a minute to appear)"
@@ -262,7 +283,7 @@ async def cmd_outbox(config: Config, args: argparse.Namespace) -> int:
             if not rows:
                 print("outbox is empty" if args.all else "nothing waiting: every item was delivered")
             for row in rows:
-                error = f"  last error: {row.last_error}" if row.last_error else ""
+                error = f"  last error: {redact_text(row.last_error)}" if row.last_error else ""
                 print(f"#{row.id} {row.state:<8} {row.kind:<18} {row.entity:<16} attempts {row.attempts}{error}")
         elif args.outbox_command == "retry":
             if not await repo.retry(args.id):

@@ -7,6 +7,8 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
+import re
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -27,12 +29,14 @@ from bot.pacing import install_global_pacer
 from bot.shedding import Shedder
 from bot.site import SiteAdapter, make_adapter
 from bot.site.base import RemoteRef
+from bot.status import outbox_row_guild
 from bot.store import Store
 from bot.store.outbox import OutboxRow
 
 log = logging.getLogger(__name__)
 
 COMMAND_HASH_KEY = "command_hash"
+OUTBOX_ROW_IN_ALERT = re.compile(r"\(outbox #(\d+)\)")
 DISCORD_API_BASE = "https://discord.com/api/v10"
 DISCORD_GATEWAY = yarl.URL("wss://gateway.discord.gg/")
 
@@ -65,13 +69,13 @@ def user_agent(config: Config) -> str:
 
 @dataclass
 class Health:
-    """Recent problems, for /readersviews status."""
+    """Recent problems, for /readersviews status: (when, server or None for operator-level, text)."""
 
-    last_errors: list[tuple[str, str]] = field(default_factory=list)
+    last_errors: list[tuple[str, int | None, str]] = field(default_factory=list)
 
-    def note(self, when: str, text: str) -> None:
-        self.last_errors.append((when, text))
-        del self.last_errors[:-10]
+    def note(self, when: str, text: str, guild_id: int | None = None) -> None:
+        self.last_errors.append((when, guild_id, text))
+        del self.last_errors[:-50]
 
 
 class ReadersViewsBot(commands.Bot):
@@ -131,12 +135,13 @@ class ReadersViewsBot(commands.Bot):
             self.on_shutdown(self.outbox.stop)
 
     async def _outbox_alert(self, text: str) -> None:
-        """Site problems concern every server this bot publishes for."""
-        sent = False
-        for guild in self.guilds:
-            sent = await self.alert(guild.id, text) or sent
-        if not sent:
-            log.warning("site alert (no alert channel set anywhere): %s", text)
+        """A stuck site delivery: tell the server whose item it is, never the others (it names the item)."""
+        match = OUTBOX_ROW_IN_ALERT.search(text)
+        guild_id = await outbox_row_guild(self.store, int(match.group(1))) if match else None
+        if guild_id is None or not await self.alert(guild_id, text):
+            if guild_id is None:
+                self.health.note(self.clock.now().isoformat(timespec="seconds"), text)
+            log.warning("site alert (no alert channel for its server): %s", text)
 
     async def _on_delivered(self, row: OutboxRow, ref: RemoteRef) -> None:
         for listener in list(self.delivery_listeners):
@@ -178,7 +183,7 @@ class ReadersViewsBot(commands.Bot):
 
     async def alert(self, guild_id: int | None, text: str) -> bool:
         """Tell a server's admins about a problem in the alert channel; False if there is none."""
-        self.health.note(self.clock.now().isoformat(timespec="seconds"), text)
+        self.health.note(self.clock.now().isoformat(timespec="seconds"), text, guild_id)
         if guild_id is None:
             log.warning("alert: %s", text)
             return False
@@ -279,9 +284,16 @@ class Runtime:
 
         def request_stop(signame: str) -> None:
             if not stop_requested.is_set():
-                log.info("received %s; shutting down", signame)
+                log.info("received %s; shutting down (send it again to exit at once)", signame)
                 stop_requested.set()
                 closing.add(loop.create_task(self.bot.close()))
+                return
+            # The operator gave up on a slow shutdown: honour it. SQLite's journal keeps the database
+            # consistent; only work not yet committed is lost.
+            log.warning("received %s again; second signal: exiting now without finishing the shutdown", signame)
+            for handler in logging.getLogger().handlers:
+                handler.flush()
+            os._exit(1)
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError):

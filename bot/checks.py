@@ -36,6 +36,9 @@ async def has_role_setting(interaction: discord.Interaction, key: str, what: str
         return True
     bot: ReadersViewsBot = interaction.client  # type: ignore[assignment]
     role_id = await bot.store.settings.get(interaction.guild.id, key)
+    if role_id == interaction.guild.id:
+        # The @everyone role (seeded from the config, say) would let every member pass.
+        role_id = None
     if role_id is None:
         raise SetupRequired(
             f"Only {what}s can do this, and no {what} role is set yet: an admin can set one with "

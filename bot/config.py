@@ -6,10 +6,11 @@ A bad value fails start-up with one line naming the field (see `ConfigError`).
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, SecretStr, ValidationError, field_validator
@@ -27,6 +28,13 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _no_userinfo(value: HttpUrl | None, where: str) -> HttpUrl | None:
+    """Credentials in a URL end up in error messages and logs: they belong in their own settings."""
+    if value is not None and (value.username or value.password):
+        raise ValueError(f"must not contain a user name or password ({where})")
+    return value
+
+
 class DiscordSettings(_Model):
     api_base_url: HttpUrl | None = None
     """Where REST calls go, e.g. a REST proxy: http://proxy:8080/api/v10 (default: Discord)."""
@@ -37,6 +45,11 @@ class DiscordSettings(_Model):
     """HTTP connections kept to Discord's REST API; bursts queue for a pooled connection."""
     message_content_intent: bool = True
     members_intent: bool = False
+
+    @field_validator("api_base_url")
+    @classmethod
+    def _api_without_credentials(cls, value: HttpUrl | None) -> HttpUrl | None:
+        return _no_userinfo(value, "discord.py sends the bot token itself")
 
     @field_validator("gateway_url")
     @classmethod
@@ -63,6 +76,12 @@ class WordPressSettings(_Model):
     url: HttpUrl | None = None
     """The site's root, e.g. https://paper.example (the REST API lives under /wp-json)."""
     username: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url_without_credentials(cls, value: HttpUrl | None) -> HttpUrl | None:
+        return _no_userinfo(value, "set site.wordpress.username and READERSVIEWS_WP_APP_PASSWORD instead")
+
     post_status: Literal["pending", "draft", "publish"] = "pending"
     category_ids: tuple[int, ...] = ()
     tag_ids: tuple[int, ...] = ()
@@ -73,6 +92,11 @@ class WordPressSettings(_Model):
 class WebhookSettings(_Model):
     url: HttpUrl | None = None
     timeout: float = Field(default=20.0, gt=0, le=300)
+
+    @field_validator("url")
+    @classmethod
+    def _url_without_credentials(cls, value: HttpUrl | None) -> HttpUrl | None:
+        return _no_userinfo(value, "the webhook is signed with READERSVIEWS_WEBHOOK_SECRET instead")
 
 
 class SiteSettings(_Model):
@@ -129,6 +153,21 @@ class Config(_Model):
     letters: LetterSettings = LetterSettings()
     cogs: tuple[str, ...] = DEFAULT_COGS
     guilds: dict[int, GuildSeed] = {}
+
+    @field_validator("cogs")
+    @classmethod
+    def _cogs_exist(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        """A mistyped cog fails here (`check` too), not as a traceback once the bot has logged in."""
+        for name in value:
+            try:
+                found = importlib.util.find_spec(name) is not None
+            except (ImportError, ValueError):
+                found = False
+            if not found:
+                close = difflib.get_close_matches(name, DEFAULT_COGS, n=1, cutoff=0.6)
+                hint = f"did you mean '{close[0]}'?" if close else f"the bot's cogs are {', '.join(DEFAULT_COGS)}"
+                raise ValueError(f"no cog module '{name}'; {hint}")
+        return value
 
 
 class Secrets(_Model):
@@ -198,26 +237,39 @@ def parse_config(raw: Mapping[str, Any], *, source: str = "config") -> Config:
         raise ConfigError(f"{source}: {_describe(exc, raw)}") from None
 
 
+def _model_at(path: list[str]) -> type[BaseModel]:
+    """The model whose keys are valid at `path` (e.g. guilds.<id> -> GuildSeed), for did-you-mean hints."""
+    model: type[BaseModel] = Config
+    parts = iter(path)
+    for part in parts:
+        field_info = model.model_fields.get(part)
+        inner = field_info.annotation if field_info else None
+        if get_origin(inner) is dict:
+            inner = get_args(inner)[1]
+            if next(parts, None) is None:  # the path ends at the mapping itself (e.g. `guilds`)
+                break
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            model = inner
+        else:
+            break
+    return model
+
+
 def _describe(exc: ValidationError, raw: Mapping[str, Any]) -> str:
     """The first error as `field.path: what was wrong`, with a did-you-mean for unknown keys."""
     error = exc.errors()[0]
     location = [str(part) for part in error["loc"]]
     field = ".".join(location) or "(top level)"
     if error["type"] == "extra_forbidden":
-        model: type[BaseModel] = Config
-        for part in location[:-1]:
-            annotation = model.model_fields.get(part)
-            inner = getattr(annotation, "annotation", None) if annotation else None
-            if isinstance(inner, type) and issubclass(inner, BaseModel):
-                model = inner
-            else:
-                break
+        model = _model_at(location[:-1])
         close = difflib.get_close_matches(location[-1], list(model.model_fields), n=1, cutoff=0.5)
         hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(model.model_fields)}"
         return f"unknown option '{field}'{hint}"
-    message = error["msg"]
+    message = error["msg"].removeprefix("Value error, ")
     value = error.get("input")
-    shown = "" if isinstance(value, (dict, list)) else f" (got {value!r})"
+    # A URL's user info or query may be a secret: such input is not echoed.
+    secret = isinstance(value, str) and "://" in value and ("@" in value or "?" in value)
+    shown = "" if isinstance(value, (dict, list)) or secret else f" (got {value!r})"
     return f"{field}: {message}{shown}"
 
 

@@ -6,7 +6,45 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from bot import __version__
+from bot.site.base import redact_text
 from bot.store import Store
+from bot.store.outbox import OutboxRow
+
+# The server an outbox row belongs to, from its entity ("letter:<contribution id>", "statement:<id>").
+OUTBOX_GUILD_SQL = (
+    "CASE"
+    " WHEN o.entity LIKE 'letter:%' THEN"
+    " (SELECT c.guild_id FROM contributions c WHERE c.id = CAST(substr(o.entity, 8) AS INTEGER))"
+    " WHEN o.entity LIKE 'statement:%' THEN"
+    " (SELECT s.guild_id FROM statements s WHERE s.id = CAST(substr(o.entity, 11) AS INTEGER))"
+    " END"
+)
+
+# Rows counted for one server: (table, SQL counting that server's rows).
+GUILD_COUNTS = {
+    "feeds": "SELECT count(*) FROM feeds WHERE guild_id = ?",
+    "articles": "SELECT count(*) FROM articles a JOIN feeds f ON f.id = a.feed_id WHERE f.guild_id = ?",
+    "contributions": "SELECT count(*) FROM contributions WHERE guild_id = ?",
+    "statements": "SELECT count(*) FROM statements WHERE guild_id = ?",
+    "signatures": "SELECT count(*) FROM signatures g JOIN statements s ON s.id = g.statement_id WHERE s.guild_id = ?",
+    "audit_log": "SELECT count(*) FROM audit_log WHERE guild_id = ?",
+}
+
+
+async def guild_outbox_rows(store: Store, guild_id: int, states: tuple[str, ...], *, limit: int) -> list[OutboxRow]:
+    """Outbox rows (in `states`) that belong to this server; other servers' items stay hidden."""
+    marks = ",".join("?" * len(states))
+    rows = await store.db.fetchall(
+        f"SELECT o.* FROM outbox o WHERE o.state IN ({marks}) AND ({OUTBOX_GUILD_SQL}) = ? ORDER BY o.id LIMIT ?",
+        (*states, guild_id, limit),
+    )
+    return [OutboxRow.from_row(row) for row in rows]
+
+
+async def outbox_row_guild(store: Store, row_id: int) -> int | None:
+    """The server an outbox row belongs to (None: no such row, or not tied to a server)."""
+    row = await store.db.fetchone(f"SELECT ({OUTBOX_GUILD_SQL}) AS guild_id FROM outbox o WHERE o.id = ?", (row_id,))
+    return None if row is None or row["guild_id"] is None else int(row["guild_id"])
 
 
 @dataclass
@@ -25,25 +63,31 @@ class StatusReport:
 async def collect_status(
     store: Store,
     *,
+    guild_id: int,
     started_at: datetime | None,
     now: datetime,
     latency: float | None,
-    recent: list[tuple[str, str]],
+    recent: list[tuple[str, int | None, str]],
     shed: int = 0,
 ) -> StatusReport:
-    counts = await store.db.table_counts()
+    """The report for one server's admins: its own rows and problems; the site backlog only as counts."""
+    counts = {name: int((await store.db.fetchone(sql, (guild_id,)) or (0,))[0]) for name, sql in GUILD_COUNTS.items()}
+    counts["outbox"] = int((await store.db.fetchone("SELECT count(*) FROM outbox") or (0,))[0])
     outbox = {
         row["state"]: int(row["n"])
         for row in await store.db.fetchall("SELECT state, count(*) AS n FROM outbox GROUP BY state")
     }
-    errors = [f"{when} {text}" for when, text in recent[-5:]]
+    errors = [f"{when} {text}" for when, gid, text in recent if gid == guild_id][-5:]
     for row in await store.db.fetchall(
-        "SELECT url, last_error, last_poll_at FROM feeds WHERE last_error IS NOT NULL"
-        " ORDER BY last_poll_at DESC LIMIT 3"
+        "SELECT url, last_error, last_poll_at FROM feeds WHERE last_error IS NOT NULL AND guild_id = ?"
+        " ORDER BY last_poll_at DESC LIMIT 3",
+        (guild_id,),
     ):
         errors.append(f"{row['last_poll_at']} feed {row['url']}: {row['last_error']}")
     for row in await store.db.fetchall(
-        "SELECT id, kind, last_error, updated_at FROM outbox WHERE state = 'dead' ORDER BY updated_at DESC LIMIT 3"
+        "SELECT o.id, o.kind, o.last_error, o.updated_at FROM outbox o"
+        f" WHERE o.state = 'dead' AND ({OUTBOX_GUILD_SQL}) = ? ORDER BY o.updated_at DESC LIMIT 3",
+        (guild_id,),
     ):
         errors.append(f"{row['updated_at']} outbox #{row['id']} ({row['kind']}): {row['last_error']}")
     latency_ms = None if latency is None or latency != latency or latency == float("inf") else latency * 1000
@@ -91,7 +135,7 @@ def format_report(report: StatusReport) -> str:
         )
     if report.last_errors:
         lines.append("Recent problems:")
-        lines += [f"- {line}"[:300] for line in report.last_errors[-5:]]
+        lines += [f"- {redact_text(line)}"[:300] for line in report.last_errors[-5:]]
     else:
         lines.append("Recent problems: none")
     return "\n".join(lines)

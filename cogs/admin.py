@@ -9,7 +9,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.checks import admin_only
-from bot.status import collect_status, format_report
+from bot.site.base import redact_text
+from bot.status import collect_status, format_report, guild_outbox_rows, outbox_row_guild
 from bot.store.settings import SETTINGS, setup_option
 
 if TYPE_CHECKING:
@@ -24,6 +25,18 @@ def describe_value(kind: str, value: Any) -> str:
     if kind == "role":
         return f"<@&{value}>"
     return str(value)
+
+
+def unusable_role_reason(role: discord.Role, what: str) -> str | None:
+    """Why `role` cannot be the editor/organizer role (every member or a bot would have it), else None."""
+    if role.is_default():
+        return f"@everyone can't be the {what} role: every member would pass. Pick a role only {what}s have."
+    if role.managed:
+        return (
+            f"{role.mention} is managed by a bot or integration, so it can't be the {what} role. "
+            f"Create a role for {what}s and pick that one."
+        )
+    return None
 
 
 class Admin(commands.Cog):
@@ -41,8 +54,10 @@ class Admin(commands.Cog):
     @admin_only()
     async def status(self, interaction: discord.Interaction) -> None:
         """Show the bot's health."""
+        assert interaction.guild is not None
         report = await collect_status(
             self.bot.store,
+            guild_id=interaction.guild.id,
             started_at=self.bot.started_at,
             now=self.bot.clock.now(),
             latency=self.bot.latency,
@@ -69,6 +84,11 @@ class Admin(commands.Cog):
     ) -> None:
         """Store per-server settings chosen in Discord."""
         assert interaction.guild is not None
+        for what, role in (("editor", editor_role), ("organizer", organizer_role)):
+            refusal = unusable_role_reason(role, what) if role is not None else None
+            if refusal:
+                await interaction.response.send_message(refusal + " Nothing was saved.", ephemeral=True)
+                return
         chosen: dict[str, Any] = {}
         for key, value in (
             ("alert_channel_id", alert_channel),
@@ -106,29 +126,33 @@ class Admin(commands.Cog):
     @admin_only()
     async def outbox(self, interaction: discord.Interaction, retry: int | None = None) -> None:
         """Show what is waiting for the site and what failed for good (and retry one)."""
+        assert interaction.guild is not None
+        guild_id = interaction.guild.id
         repo = self.bot.store.outbox
         lines = []
         if retry is not None:
-            if await repo.retry(retry):
+            # Only this server's items: another server's number is answered like a missing one.
+            if await outbox_row_guild(self.bot.store, retry) == guild_id and await repo.retry(retry):
                 self.bot.outbox.notify()
                 lines.append(f"#{retry} will be delivered again now.")
             else:
                 lines.append(f"There is no waiting or dead item #{retry}.")
         backlog = await repo.backlog()
         lines.append(
-            f"**Site: {self.bot.config.site.kind}** · waiting {backlog.get('pending', 0)}, "
+            f"**Site: {self.bot.config.site.kind}** (all servers) · waiting {backlog.get('pending', 0)}, "
             f"sending {backlog.get('inflight', 0)}, delivered {backlog.get('done', 0)}, dead {backlog.get('dead', 0)}"
         )
-        dead = await repo.list(("dead",), limit=10)
+        dead = await guild_outbox_rows(self.bot.store, guild_id, ("dead",), limit=10)
         for row in dead:
-            lines.append(f"- #{row.id} {row.kind} {row.entity}: {row.last_error or 'unknown error'}"[:300])
+            lines.append(f"- #{row.id} {row.kind} {row.entity}: {redact_text(row.last_error or 'unknown error')}"[:300])
         if dead:
             lines.append("Fix the cause (see each error), then `/readersviews outbox retry:<number>`.")
-        waiting = await repo.list(("pending",), limit=5)
+        waiting = await guild_outbox_rows(self.bot.store, guild_id, ("pending",), limit=5)
         for row in waiting:
             when = discord.utils.format_dt(row.next_attempt_at, "R")
-            error = f" — last error: {row.last_error}" if row.last_error else ""
+            error = f" — last error: {redact_text(row.last_error)}" if row.last_error else ""
             lines.append(f"- #{row.id} {row.kind} {row.entity}: next try {when}{error}"[:300])
+        lines.append("The counts cover every server; items listed are this server's (all: `readersviews outbox`).")
         await interaction.response.send_message("\n".join(lines)[:2000], ephemeral=True)
 
     @group.command(name="settings", description="Show this server's readersviews settings")

@@ -7,11 +7,15 @@ import os
 import signal
 import sys
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from bot.clock import SystemClock
+from bot.status import collect_status, format_report
+from bot.store import Store
 from tests.conftest import Booted, World, make_config
 from tests.fakediscord import EPHEMERAL, FakeDiscord
 
@@ -160,14 +164,206 @@ async def test_fake_discord_is_not_discord(fake: FakeDiscord) -> None:
 async def test_outbox_command_shows_dead_letters_and_retries(running: Booted, world: World) -> None:
     """Admins see the backlog and dead letters with their errors, and can retry one."""
     store = running.bot.store
-    async with store.db.transaction() as conn:
-        row_id = await store.outbox.enqueue(
-            conn, kind="letter.create", entity="letter:1", payload={}, idempotency_key="letter:1:create:1"
-        )
-    await store.outbox.mark_dead(row_id, "WordPress refused the credentials (401)")
+    row_id = await dead_letter(store, world.guild.id, "WordPress refused the credentials (401)")
     ix = await world.fake.slash(world.guild, world.admin, "readersviews outbox")
     text = (await ix.wait_response())["data"]["content"]
     assert "dead 1" in text and f"#{row_id}" in text and "401" in text
     ix = await world.fake.slash(world.guild, world.admin, "readersviews outbox", retry=row_id)
     text = (await ix.wait_response())["data"]["content"]
     assert "will be delivered again" in text
+
+
+async def add_letter(store: Any, guild_id: int) -> int:
+    """A letter row in `guild_id` (what an outbox `letter:<id>` entity points at)."""
+    return await store.db.write(
+        "INSERT INTO contributions (guild_id, channel_id, author_id, author_name, content, created_at)"
+        " VALUES (?, 1, 1, 'w', 'text', '2024-01-01T00:00:00+00:00')",
+        (guild_id,),
+    )
+
+
+async def dead_letter(store: Any, guild_id: int, error: str) -> int:
+    """A dead outbox item for a new letter of `guild_id`."""
+    letter = await add_letter(store, guild_id)
+    async with store.db.transaction() as conn:
+        row_id = await store.outbox.enqueue(
+            conn, kind="letter.create", entity=f"letter:{letter}", payload={}, idempotency_key=f"letter:{letter}:c:1"
+        )
+    await store.outbox.mark_dead(row_id, error)
+    return int(row_id)
+
+
+async def test_status_shows_only_this_servers_data(tmp_path: Path) -> None:
+    """One server's admins never see another server's feeds, alerts or site items in /readersviews status."""
+    store = await Store.open(tmp_path / "db.sqlite3", SystemClock())
+    try:
+        for guild_id, host in ((111, "mine.example"), (222, "secret-other.example")):
+            fid = await store.feeds.add(
+                guild_id=guild_id,
+                url=f"https://{host}/feed?key=abc",
+                channel_id=5,
+                channel_kind="text",
+                tag_map={},
+                poll_interval=900,
+                created_by=1,
+            )
+            await store.db.write("UPDATE feeds SET last_error='HTTP 403', last_poll_at='2024-01-01' WHERE id=?", (fid,))
+        mine = await dead_letter(store, 111, "my site error")
+        theirs = await dead_letter(store, 222, "their site error")
+        recent = [("t1", 222, "other server's alert"), ("t2", 111, "my alert"), ("t3", None, "operator note")]
+        report = await collect_status(
+            store, guild_id=111, started_at=None, now=datetime.now(UTC), latency=0.1, recent=recent
+        )
+        text = format_report(report)
+        assert "mine.example" in text and "my alert" in text and f"outbox #{mine}" in text
+        assert "secret-other" not in text and "other server's alert" not in text
+        assert f"#{theirs}" not in text and "their site error" not in text and "operator note" not in text
+        assert report.counts["feeds"] == 1 and report.counts["contributions"] == 1
+        assert "dead 2" in text  # the site backlog is shared: counts only
+    finally:
+        await store.close()
+
+
+async def test_outbox_command_hides_and_refuses_other_servers_items(running: Booted, world: World) -> None:
+    """/readersviews outbox lists and retries only this server's items; others are counted, not shown."""
+    store = running.bot.store
+    theirs = await dead_letter(store, world.guild.id + 1, "their secret error")
+    ix = await world.fake.slash(world.guild, world.admin, "readersviews outbox")
+    text = (await ix.wait_response())["data"]["content"]
+    assert "dead 1" in text and f"#{theirs}" not in text and "their secret error" not in text
+    ix = await world.fake.slash(world.guild, world.admin, "readersviews outbox", retry=theirs)
+    text = (await ix.wait_response())["data"]["content"]
+    assert f"There is no waiting or dead item #{theirs}" in text
+    assert (await store.outbox.get(theirs)).state == "dead"
+
+
+SLOW_SHUTDOWN = r"""
+import asyncio, sys
+from bot.app import Runtime
+from bot.config import Secrets, load_config
+from pathlib import Path
+
+async def main() -> None:
+    secrets = Secrets.from_env()
+    runtime = await Runtime.create(load_config(Path(sys.argv[1]), required=True), secrets)
+
+    async def hang() -> None:
+        print("shutdown hook hangs", flush=True)
+        await asyncio.Event().wait()
+
+    runtime.bot.on_shutdown(hang)
+    await runtime.run_until_signalled(secrets.discord_token.get_secret_value())
+
+asyncio.run(main())
+"""
+
+
+async def test_second_sigterm_exits_during_a_slow_shutdown(world: World, tmp_path: Path) -> None:
+    """A second SIGTERM while shutdown hangs exits at once with status 1, saying so."""
+    config = make_config(world.fake, tmp_path)
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    env = {**os.environ, "DISCORD_TOKEN": world.fake.token, "PYTHONPATH": str(ROOT)}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        SLOW_SHUTDOWN,
+        str(config_path),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    seen: list[bytes] = []
+    try:
+        await world.fake.wait_for_ready(timeout=30)
+        await world.fake.roundtrip()
+        process.send_signal(signal.SIGTERM)
+        assert process.stdout is not None
+        while b"shutdown hook hangs" not in (line := await asyncio.wait_for(process.stdout.readline(), 30)):
+            assert line, b"".join(seen).decode()
+            seen.append(line)
+        process.send_signal(signal.SIGTERM)
+        output, _ = await asyncio.wait_for(process.communicate(), timeout=30)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    text = b"".join(seen).decode() + output.decode()
+    assert process.returncode == 1, text
+    assert "second signal: exiting now" in text
+
+
+async def test_cog_that_fails_to_load_is_one_line(world: World, tmp_path: Path) -> None:
+    """A cog module that cannot be loaded stops `run` with one line naming it, not a traceback."""
+    config = make_config(world.fake, tmp_path, cogs=["cogs.admin", "bot.config"])  # a module with no setup()
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    env = {**os.environ, "DISCORD_TOKEN": world.fake.token, "PYTHONPATH": str(ROOT)}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        "--config",
+        str(config_path),
+        "run",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        output, _ = await asyncio.wait_for(process.communicate(), timeout=30)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    text = output.decode()
+    assert process.returncode == 1, text
+    assert "Traceback" not in text
+    assert text.strip().splitlines()[-1].startswith("readersviews: error: cannot load cog 'bot.config'"), text
+
+
+async def test_outbox_command_redacts_url_secrets_in_errors(running: Booted, world: World) -> None:
+    """A delivery error quoting a URL shows it without credentials or query string in Discord."""
+    store = running.bot.store
+    await dead_letter(store, world.guild.id, "cannot connect to WordPress at http://u:hunter2pass@wp.example/?k=s3cret")
+    ix = await world.fake.slash(world.guild, world.admin, "readersviews outbox")
+    text = (await ix.wait_response())["data"]["content"]
+    assert "http://***@wp.example/" in text
+    assert "hunter2pass" not in text and "s3cret" not in text
+
+
+async def test_setup_refuses_everyone_and_bot_managed_roles(running: Booted, world: World) -> None:
+    """@everyone or a bot's own role as editor/organizer role would let anyone pass: refused, nothing saved."""
+    before = await running.bot.store.settings.get_all(world.guild.id)
+    everyone = world.guild.everyone
+    ix = await world.fake.slash(world.guild, world.admin, "readersviews setup", editor_role=everyone)
+    text = (await ix.wait_response())["data"]["content"]
+    assert "@everyone can't be the editor role" in text and "Nothing was saved" in text
+    bot_role = world.guild.bot_role  # type: ignore[attr-defined]
+    ix = await world.fake.slash(
+        world.guild, world.admin, "readersviews setup", alert_channel=world.review, organizer_role=bot_role
+    )
+    text = (await ix.wait_response())["data"]["content"]
+    assert "managed by a bot or integration" in text and "organizer role" in text
+    assert await running.bot.store.settings.get_all(world.guild.id) == before
+
+
+async def test_everyone_as_seeded_editor_role_lets_no_reader_pass(running: Booted, world: World) -> None:
+    """An editor role equal to @everyone (seeded from the config) counts as unset, not as 'everyone is an editor'."""
+    await running.bot.store.settings.set_many(world.guild.id, {"editor_role_id": world.guild.id}, actor_id=1)
+    ix = await world.fake.slash(world.guild, world.reader, "views queue")
+    text = (await ix.wait_response())["data"]["content"]
+    assert "no editor role is set yet" in text
+
+
+async def test_site_alert_goes_only_to_the_items_server(running: Booted, world: World) -> None:
+    """A dead delivery's alert names the item, so only the server it belongs to hears of it."""
+    from bot.outbox import alert_text
+
+    bot = running.bot
+    theirs = await bot.store.outbox.get(await dead_letter(bot.store, world.guild.id + 1, "their error"))
+    mine = await bot.store.outbox.get(await dead_letter(bot.store, world.guild.id, "my error"))
+    await bot._outbox_alert(alert_text(theirs))
+    assert [gid for _, gid, text in bot.health.last_errors if "their error" in text] == [world.guild.id + 1]
+    await bot._outbox_alert(alert_text(mine))
+    assert [gid for _, gid, text in bot.health.last_errors if "my error" in text] == [world.guild.id]

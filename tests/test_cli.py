@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -336,3 +337,56 @@ def test_export_through_the_console_script(signed_config: Path, tmp_path: Path) 
     )
     helped = cli("export", "statement", "--help", cwd=tmp_path)
     assert helped.returncode == 0 and "--public" in helped.stdout and "Discord ids" in helped.stdout
+
+
+def closed_port() -> int:
+    """A local port nothing listens on (connections are refused at once)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_mistyped_cog_fails_check(workdir: Path) -> None:
+    """`check` catches a cog typo (it used to pass, then `run` crashed), with a did-you-mean."""
+    (workdir / "c.yaml").write_text("cogs: [cogs.admin, cogs.artcles]\n")
+    line = one_error_line(cli("--config", "c.yaml", "check", cwd=workdir, env={"DISCORD_TOKEN": "x.y.z"}))
+    assert "no cog module 'cogs.artcles'; did you mean 'cogs.articles'?" in line
+
+
+@pytest.mark.parametrize("command", ["run", "sync-commands"])
+def test_unreachable_discord_is_one_line(workdir: Path, command: str) -> None:
+    """Discord (or the REST proxy) refusing connections is one clear line and exit 1, not a traceback."""
+    api = f"http://127.0.0.1:{closed_port()}/api/v10?key=s3cret"
+    (workdir / "c.yaml").write_text(f"discord: {{api_base_url: '{api}'}}\ndatabase: {{path: db.sqlite3}}\n")
+    result = cli("--config", "c.yaml", command, cwd=workdir, env={"DISCORD_TOKEN": "x.y.z"})
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("readersviews: error: cannot reach http://127.0.0.1:"), result.stderr
+    assert "s3cret" not in line
+
+
+def test_check_does_not_echo_url_secrets(workdir: Path) -> None:
+    """A site that cannot be reached is reported without the URL's query string (it may hold a key)."""
+    url = f"http://127.0.0.1:{closed_port()}/hook?token=hunter2pass"
+    (workdir / "c.yaml").write_text(f"site: {{kind: webhook, webhook: {{url: '{url}'}}}}\n")
+    env = {"DISCORD_TOKEN": "x.y.z", "READERSVIEWS_WEBHOOK_SECRET": "k"}
+    result = cli("--config", "c.yaml", "check", cwd=workdir, env=env)
+    assert result.returncode == 1
+    assert "FAIL site (webhook): " in result.stdout and "127.0.0.1" in result.stdout, result.stdout
+    assert "hunter2pass" not in result.stdout + result.stderr
+
+
+async def test_site_connection_errors_redact_url_secrets() -> None:
+    """`cannot connect to ...` names the host but never the URL's password or query string."""
+    import httpx
+
+    from bot.site.base import TransientSiteError, send
+
+    url = f"http://editor:hunter2pass@127.0.0.1:{closed_port()}/wp-json/?key=s3cret"
+    async with httpx.AsyncClient() as client:
+        with pytest.raises(TransientSiteError) as raised:
+            await send(client, "GET", url, seconds=5, what="WordPress")
+    message = str(raised.value)
+    assert message.startswith("cannot connect to WordPress at http://***@127.0.0.1:"), message
+    assert "hunter2pass" not in message and "s3cret" not in message

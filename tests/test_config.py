@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -92,3 +93,34 @@ def test_config_path_resolution(tmp_path: Path) -> None:
     assert resolve_config_path("x.yaml", {}) == (Path("x.yaml"), True)
     assert resolve_config_path(None, {"READERSVIEWS_CONFIG": "y.yaml"}) == (Path("y.yaml"), True)
     assert resolve_config_path(None, {})[1] is False
+
+
+def test_mistyped_cog_is_refused_with_a_suggestion() -> None:
+    """A cog name that does not exist fails at load (so `check` catches it), with a did-you-mean."""
+    with pytest.raises(ConfigError, match=r"cogs: no cog module 'cogs.artcles'; did you mean 'cogs.articles'\?"):
+        parse_config({"cogs": ["cogs.admin", "cogs.artcles"]})
+    with pytest.raises(ConfigError, match=r"no cog module 'nowhere\.cog'; the bot's cogs are cogs\.admin"):
+        parse_config({"cogs": ["nowhere.cog"]})
+
+
+def test_unknown_guild_key_suggests_a_guild_setting() -> None:
+    """Under `guilds.<id>` the hint names the per-server settings, not the top-level sections."""
+    with pytest.raises(ConfigError, match=r"'guilds.123.alert_channel'; did you mean 'alert_channel_id'\?"):
+        parse_config({"guilds": {123: {"alert_channel": 5}}})
+    with pytest.raises(ConfigError, match="valid keys: alert_channel_id, review_channel_id"):
+        parse_config({"guilds": {123: {"zzz": 5}}})
+
+
+@pytest.mark.parametrize(
+    ("field", "raw"),
+    [
+        ("site.wordpress.url", {"site": {"wordpress": {"url": "https://editor:hunter2pass@paper.example/"}}}),
+        ("site.webhook.url", {"site": {"webhook": {"url": "https://editor:hunter2pass@paper.example/"}}}),
+        ("discord.api_base_url", {"discord": {"api_base_url": "http://u:hunter2pass@proxy:8080/api/v10"}}),
+    ],
+)
+def test_url_with_credentials_is_refused_without_echoing_them(field: str, raw: dict[str, Any]) -> None:
+    """A password in a URL would leak into errors: refused at load, and not repeated."""
+    with pytest.raises(ConfigError, match=f"{field}: must not contain a user name or password") as raised:
+        parse_config(raw)
+    assert "hunter2pass" not in str(raised.value)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal, Protocol, runtime_checkable
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -141,6 +142,28 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     return max(0.0, (when - now).total_seconds())
 
 
+_URL_IN_TEXT = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
+
+
+def redact_url(url: str) -> str:
+    """The URL without credentials or query string (they may hold secrets), for messages and logs."""
+    try:
+        parts = urlsplit(str(url))
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "<unparseable URL>"
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = ("***@" if "@" in parts.netloc else "") + host + port
+    return urlunsplit((parts.scheme, netloc, parts.path, "***" if parts.query else "", ""))
+
+
+def redact_text(text: str) -> str:
+    """`text` with every URL in it passed through `redact_url`."""
+    return _URL_IN_TEXT.sub(lambda match: redact_url(match.group(0)), text)
+
+
 def short(text: str, limit: int = 200) -> str:
     """One line of at most `limit` characters, for error messages."""
     text = " ".join(str(text).split())
@@ -166,7 +189,8 @@ async def send(
             return await client.request(method, url, timeout=seconds, **kwargs)
     except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
         raise TransientSiteError(
-            f"cannot connect to {what} at {url} ({type(exc).__name__}: {short(str(exc), 120) or 'no detail'})",
+            f"cannot connect to {what} at {redact_url(url)}"
+            f" ({type(exc).__name__}: {redact_text(short(str(exc), 120)) or 'no detail'})",
             outcome_unknown=False,
         ) from None
     except httpx.PoolTimeout:
@@ -174,8 +198,9 @@ async def send(
             f"no free HTTP connection for {what} within {seconds:g}s", outcome_unknown=False
         ) from None
     except (httpx.TimeoutException, TimeoutError):
-        raise TransientSiteError(f"{what} did not answer within {seconds:g}s ({method} {url})") from None
+        raise TransientSiteError(f"{what} did not answer within {seconds:g}s ({method} {redact_url(url)})") from None
     except httpx.TransportError as exc:
         raise TransientSiteError(
-            f"connection to {what} failed mid-request ({type(exc).__name__}: {short(str(exc), 120) or 'no detail'})"
+            f"connection to {what} failed mid-request"
+            f" ({type(exc).__name__}: {redact_text(short(str(exc), 120)) or 'no detail'})"
         ) from None
