@@ -29,6 +29,7 @@ from bot.site.base import (
     SiteItem,
     TransientSiteError,
     parse_retry_after,
+    redact_url,
     send,
     short,
 )
@@ -106,7 +107,7 @@ class WebhookAdapter:
         key = f"ping:{uuid.uuid4()}"
         body = self.envelope("ping", key, None, to_db(self._clock.now()), {"message": "readersviews check"})
         await self._post(body, key, what="ping")
-        return f"webhook {self._url}: the receiver accepted a signed ping"
+        return f"webhook {redact_url(self._url)}: the receiver accepted a signed ping"
 
     async def aclose(self) -> None:
         if self._owns_client:
@@ -184,7 +185,7 @@ class WebhookAdapter:
             )
         if status in (404, 405):
             raise PermanentSiteError(
-                f"no webhook receiver at {self._url} ({said}): check site.webhook.url", status=status
+                f"no webhook receiver at {redact_url(self._url)} ({said}): check site.webhook.url", status=status
             )
         if status == 410:
             raise PermanentSiteError(f"the webhook receiver says {what} is gone ({said})", status=status)

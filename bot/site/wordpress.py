@@ -26,6 +26,7 @@ from bot.site.base import (
     SiteItem,
     TransientSiteError,
     parse_retry_after,
+    redact_url,
     send,
     short,
 )
@@ -125,7 +126,9 @@ class WordPressAdapter:
     async def check(self) -> str:
         data = await self._call("GET", "/users/me", item=None, params={"context": "edit"})
         if not isinstance(data, dict):
-            raise PermanentSiteError(f"WordPress at {self._base} answered /users/me with something unexpected")
+            raise PermanentSiteError(
+                f"WordPress at {redact_url(self._base)} answered /users/me with something unexpected"
+            )
         name = data.get("slug") or data.get("name") or self._settings.username
         caps = data.get("capabilities") or {}
         roles = ", ".join(data.get("roles") or []) or "no role"
@@ -143,7 +146,7 @@ class WordPressAdapter:
                 "or set site.wordpress.post_status to pending / statement_type to posts"
             )
         return (
-            f"WordPress {self._base}: signed in as '{name}' ({roles}); letters become "
+            f"WordPress {redact_url(self._base)}: signed in as '{name}' ({roles}); letters become "
             f"{self._settings.post_status} posts, statements {self._settings.statement_type}"
         )
 
