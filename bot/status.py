@@ -77,7 +77,8 @@ async def collect_status(
         row["state"]: int(row["n"])
         for row in await store.db.fetchall("SELECT state, count(*) AS n FROM outbox GROUP BY state")
     }
-    errors = [f"{when} {text}" for when, gid, text in recent if gid == guild_id][-5:]
+    # Notes of no particular server (the poller crashed, a site problem no server owns) show everywhere.
+    errors = [f"{when} {text}" for when, gid, text in recent if gid in (guild_id, None)][-5:]
     for row in await store.db.fetchall(
         "SELECT url, last_error, last_poll_at FROM feeds WHERE last_error IS NOT NULL AND guild_id = ?"
         " ORDER BY last_poll_at DESC LIMIT 3",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -36,7 +37,10 @@ FORUM_NEEDS = ("view_channel", "send_messages", "send_messages_in_threads", "man
 TEXT_NEEDS = ("view_channel", "send_messages", "embed_links", "create_public_threads", "send_messages_in_threads")
 MAX_POLL_SLEEP = 60.0
 PUBLISH_CONCURRENCY = 50  # feeds publishing at once; the global pacer bounds the request rate
-MAX_SERVER_ERRORS = 5  # cycles in a row Discord may fail (5xx, timeout) on one article before it is failed
+MAX_SERVER_ERRORS = 5  # cycles in a row Discord may fail (5xx, timeout) on one article before it is failed...
+SERVER_ERROR_SPAN = timedelta(
+    minutes=30
+)  # ...and for at least this long: an outage of Discord's is not the article's fault
 DISCORD_TROUBLE = (discord.DiscordServerError, TimeoutError, aiohttp.ClientError)
 
 
@@ -86,7 +90,7 @@ class Articles(commands.Cog):
         self._wake = asyncio.Event()
         self._cycle_lock = asyncio.Lock()
         # Article id -> cycles in a row in which Discord failed (5xx, timeout) posting or checking it.
-        self._server_errors: dict[int, int] = {}
+        self._server_errors: dict[int, tuple[int, datetime]] = {}  # article id -> (failures in a row, first at)
 
     async def cog_load(self) -> None:
         self.poller.start()
@@ -196,11 +200,14 @@ class Articles(commands.Cog):
 
     async def _discord_failed(self, feed: FeedRow, article: ArticleRow, exc: BaseException) -> bool | None:
         """Discord failed (5xx, timeout) posting or checking an article; it stays 'posting' so the next
-        cycle looks for the post first. After MAX_SERVER_ERRORS cycles in a row it is failed and the
-        admins alerted, so that one article Discord keeps refusing does not hold up its feed for ever."""
-        count = self._server_errors.get(article.id, 0) + 1
-        if count < MAX_SERVER_ERRORS:
-            self._server_errors[article.id] = count
+        cycle looks for the post first. After MAX_SERVER_ERRORS cycles in a row spanning at least
+        SERVER_ERROR_SPAN it is failed and the admins alerted, so that one article Discord keeps refusing
+        does not hold up its feed for ever, while a Discord outage of a few minutes fails nothing."""
+        now = self.bot.clock.now()
+        count, first = self._server_errors.get(article.id, (0, now))
+        count += 1
+        if count < MAX_SERVER_ERRORS or now - first < SERVER_ERROR_SPAN:
+            self._server_errors[article.id] = (count, first)
             log.warning(
                 "feed %s: Discord failed posting or checking article %s (%r, %d in a row); will check and retry",
                 feed.id,

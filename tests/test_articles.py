@@ -720,6 +720,22 @@ async def test_article_discord_keeps_failing_is_failed_with_an_alert(
     assert (await article_row(bot, "story-1"))["status"] == "posted"
 
 
+async def test_short_discord_outage_fails_no_article(
+    bot: Booted, world: World, site: FeedServer, clock: FakeClock
+) -> None:
+    """Five failed cycles a minute apart are an outage, not the article's fault: it waits, then posts."""
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    world.fake.fail_next("POST", r"/channels/\d+/threads$", 503, times=6)
+    site.set_feed("/feed", rss([story(1)]))
+    for minutes in (16, 1, 1, 1, 1, 1):  # the feed is polled once, then its post retried each cycle
+        await poll(bot, clock, world, minutes=minutes)
+        assert (await article_row(bot, "story-1"))["status"] == "posting"
+    assert alerts(world) == []
+    await poll(bot, clock, world, minutes=1)
+    assert [p.name for p in forum_posts(world)] == ["Story number 1"]
+
+
 async def interrupted_forum_post_uncached(bot: Booted, world: World, site: FeedServer, clock: FakeClock) -> None:
     """Discord made story 1's forum post, the bot never recorded it, and its starter message is not cached."""
     site.set_feed("/feed", rss([]))

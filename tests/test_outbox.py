@@ -342,21 +342,26 @@ async def test_create_given_up_after_a_lost_answer_is_not_cancelled_by_a_withdra
     assert site.live_posts() == []
 
 
-async def test_cancel_undelivered_drops_only_rows_never_tried(db: Database, clock: FakeClock):
-    """Attempted rows stay, even dead ones whose outcome was recorded as known (older data)."""
+async def test_cancel_undelivered_drops_only_rows_the_site_never_applied(db: Database, clock: FakeClock):
+    """Waiting or given-up rows whose every attempt failed knowingly go; a maybe-applied or inflight row stays."""
     repo = OutboxRepo(db, clock)
-    fresh, tried = letter(12), letter(13)
+    fresh, refused, maybe, sending = letter(12), letter(13), letter(14), letter(15)
     async with db.transaction() as conn:
-        await repo.enqueue_item(conn, "create", fresh, revision=1)
-        await repo.enqueue_item(conn, "create", tried, revision=1)
-    claimed = [row for row in await repo.claim_due() if row.entity == tried.entity]
-    await repo.release([row.id for row in await repo.list(("inflight",)) if row.entity == fresh.entity])
-    await repo.mark_dead(claimed[0].id, "gave up after 8 attempts")
+        for item in (fresh, refused, maybe, sending):
+            await repo.enqueue_item(conn, "create", item, revision=1)
+    claimed = {row.entity: row for row in await repo.claim_due()}
+    await repo.release([claimed[fresh.entity].id])
+    await repo.mark_dead(claimed[refused.entity].id, "the site answered 400")
+    await repo.mark_dead(claimed[maybe.entity].id, "gave up; last error: timed out", outcome_unknown=True)
     async with db.transaction() as conn:
         assert not await repo.cancel_undelivered(conn, fresh.entity)
-        assert await repo.cancel_undelivered(conn, tried.entity)
+        assert not await repo.cancel_undelivered(conn, refused.entity)
+        assert await repo.cancel_undelivered(conn, maybe.entity)
+        assert await repo.cancel_undelivered(conn, sending.entity)
     assert await repo.for_entity(fresh.entity) == []
-    assert [r.state for r in await repo.for_entity(tried.entity)] == ["dead"]
+    assert await repo.for_entity(refused.entity) == []
+    assert [r.state for r in await repo.for_entity(maybe.entity)] == ["dead"]
+    assert [r.state for r in await repo.for_entity(sending.entity)] == ["inflight"]
 
 
 async def test_wordpress_redirect_is_dead_at_once_with_the_fix(db: Database, clock: FakeClock):

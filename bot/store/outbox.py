@@ -357,16 +357,17 @@ class OutboxRepo:
         return await self._db.write("DELETE FROM outbox WHERE state = 'done' AND updated_at < ?", (to_db(before),))
 
     async def cancel_undelivered(self, conn: aiosqlite.Connection, entity: str) -> bool:
-        """Inside the caller's transaction: drop the entity's creates and updates that were never sent.
+        """Inside the caller's transaction: drop the entity's creates and updates the site never applied.
 
-        Only rows certainly never tried go: pending, not one attempt made, outcome not unknown.
-        Anything attempted stays, dead rows included (a give-up after a timeout, or a row parked
-        before the outcome was recorded, may well have made the post), and so does a row being
-        sent (inflight). Returns True if the entity is, or may be, on the site, i.e. a retract
-        must still be queued behind what remains (it looks the post up when no id is stored).
+        A row goes if it waits or was given up (pending/dead) and no attempt of it ever had an
+        unknown outcome (`outcome_unknown` is sticky, and recorded for dead rows too): every
+        attempt failed in a way that certainly left the site unchanged (refused connection, a
+        4xx). A row being sent (inflight) or that may have been applied stays. Returns True if
+        the entity is, or may be, on the site, i.e. a retract must still be queued behind what
+        remains (it looks the post up when no id is stored).
         """
         cursor = await conn.execute(
-            "DELETE FROM outbox WHERE entity = ? AND state = 'pending' AND attempts = 0 AND outcome_unknown = 0"
+            "DELETE FROM outbox WHERE entity = ? AND state IN ('pending', 'dead') AND outcome_unknown = 0"
             " AND kind NOT LIKE '%.retract'",
             (entity,),
         )
