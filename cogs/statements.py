@@ -51,6 +51,7 @@ LATEST_NAME = "Latest signers"
 FIELD_VALUE_MAX = 1024  # Discord's limits: one embed field's value, and a whole embed
 EMBED_MAX = 6000
 NONE = discord.AllowedMentions.none()
+RESTARTING = "I'm restarting right now, so nothing was recorded; please try again in a minute."
 CREATE_FORM = re.compile(r"^statements:createform:(\d+):(\d+):([01]):([01])$")
 SIGN_FORM = re.compile(r"^statements:signform:(\d+):(individual|organization)$")
 EDIT_FORM = re.compile(r"^statements:editform:(\d+)$")
@@ -352,6 +353,7 @@ class Statements(commands.Cog):
         self.refresher = Debouncer(self._refresh_message, EDIT_INTERVAL)
         self._blank_forms: dict[tuple[int, str, bool], discord.ui.Modal] = {}
         self._unreachable: set[int] = set()  # statements whose message answered 403/404 (already reported)
+        self._closing = False  # set at unload: new sign-ons are asked to retry
         self.timer_cap = MAX_TIMER_SLEEP
         self._wake = asyncio.Event()
 
@@ -360,6 +362,9 @@ class Statements(commands.Cog):
         self.timer.start()
 
     async def cog_unload(self) -> None:
+        # discord.py unloads cogs before it closes the gateway: sign-ons arriving from here on are
+        # told to retry instead of racing the writer's drain and the store closing under them.
+        self._closing = True
         self.timer.cancel()
         await self.service.aclose()
         await self.refresher.aclose()
@@ -497,6 +502,9 @@ class Statements(commands.Cog):
     async def on_button(self, interaction: discord.Interaction, statement_id: int, action: str) -> None:
         if self.bot.shedder.late(interaction.id):
             return  # Discord gave up on it while it queued; answering would only delay the next ones
+        if self._closing:
+            await self._answer_safely(interaction, RESTARTING)
+            return
         try:
             if action in ("sign", "sign_org"):
                 kind: SignKind = "organization" if action == "sign_org" else "individual"
@@ -561,6 +569,9 @@ class Statements(commands.Cog):
             if match := SIGN_FORM.match(custom_id):
                 if self.bot.shedder.late(interaction.id):
                     return  # too late to answer: record nothing, so what the member sees stays true
+                if self._closing:
+                    await self._answer_safely(interaction, RESTARTING)
+                    return
                 await self._submit_signature(interaction, int(match[1]), match[2], values)  # type: ignore[arg-type]
             elif match := CREATE_FORM.match(custom_id):
                 await self._submit_create(interaction, match, values)

@@ -443,3 +443,19 @@ async def test_publish_failure_removes_posted_message(
     assert [m["embeds"][0]["title"] for m in fake.deleted_messages] == ["Doomed"]
     assert fake.messages_in(world.discussion) == []
     assert await running.bot.store.db.scalar("SELECT count(*) FROM statements") == 0
+
+
+async def test_sign_ons_during_shutdown_are_asked_to_retry(running: Booted, world: World) -> None:
+    """Once the cog is unloading, a click or a form gets a clear "try again" and nothing is recorded."""
+    fake = world.fake
+    message = await create_statement(world, running)
+    statements = cog(running)
+    click = await fake.click(world.guild, world.reader, message, f"statements:sign:{sid(message)}")
+    assert (await click.wait_response())["type"] == 9
+    statements._closing = True  # what cog_unload sets first
+    submit = await fake.submit_modal(world.guild, world.reader, None, {"name": "Rita Reader"})
+    assert "restarting" in await answer(submit) and submit.ephemeral
+    click = await fake.click(world.guild, world.editor, message, f"statements:sign:{sid(message)}")
+    assert "restarting" in await answer(click)
+    assert await running.bot.store.db.scalar("SELECT count(*) FROM signatures") == 0
+    statements._closing = False
