@@ -76,6 +76,22 @@ async def poll(bot: Booted, clock: FakeClock, world: World, minutes: float = 16)
     await world.fake.roundtrip()
 
 
+async def poll_losing_the_record(bot: Booted, clock: FakeClock, world: World, why: str = "killed mid-cycle") -> None:
+    """One cycle in which Discord makes the post but recording it fails (a crash, or a lost answer)."""
+    store = bot.bot.store
+    real_mark_posted = store.articles.mark_posted
+
+    async def lost(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError(why)
+
+    store.articles.mark_posted = lost  # type: ignore[method-assign]
+    try:
+        with pytest.raises(RuntimeError, match=why):
+            await poll(bot, clock, world)
+    finally:
+        store.articles.mark_posted = real_mark_posted  # type: ignore[method-assign]
+
+
 def forum_posts(world: World) -> list[Any]:
     return world.fake.threads_in(world.forum)
 
@@ -132,15 +148,7 @@ async def test_interrupted_post_is_not_repeated(bot: Booted, world: World, site:
     await add_feed(world, site.url("/feed"), world.forum)
     site.set_feed("/feed", rss([story(2), story(1)]))
     store = bot.bot.store
-    real_mark_posted = store.articles.mark_posted
-
-    async def crash(*args: Any, **kwargs: Any) -> None:
-        raise RuntimeError("killed mid-cycle")
-
-    store.articles.mark_posted = crash
-    with pytest.raises(RuntimeError):
-        await poll(bot, clock, world)
-    store.articles.mark_posted = real_mark_posted
+    await poll_losing_the_record(bot, clock, world)
     assert len(forum_posts(world)) == 1
     await poll(bot, clock, world)
     assert len(forum_posts(world)) == 1
@@ -154,15 +162,7 @@ async def test_interrupted_text_post_is_found_in_history(bot: Booted, world: Wor
     await add_feed(world, site.url("/feed"), world.discussion)
     site.set_feed("/feed", rss([story(1)]))
     store = bot.bot.store
-    real_mark_posted = store.articles.mark_posted
-
-    async def crash(*args: Any, **kwargs: Any) -> None:
-        raise RuntimeError("killed mid-cycle")
-
-    store.articles.mark_posted = crash
-    with pytest.raises(RuntimeError):
-        await poll(bot, clock, world)
-    store.articles.mark_posted = real_mark_posted
+    await poll_losing_the_record(bot, clock, world)
     await poll(bot, clock, world)
     embeds = [m for m in world.fake.messages_in(world.discussion) if m.get("embeds")]
     assert len(embeds) == 1
@@ -558,16 +558,8 @@ async def test_resume_checks_for_a_post_before_retrying(bot: Booted, world: Worl
     site.set_feed("/feed", rss([]))
     await add_feed(world, site.url("/feed"), world.forum)
     store = bot.bot.store
-    real_mark_posted = store.articles.mark_posted
-
-    async def lost_answer(*args: Any, **kwargs: Any) -> None:
-        raise RuntimeError("the answer never arrived")
-
-    store.articles.mark_posted = lost_answer  # type: ignore[method-assign]
     site.set_feed("/feed", rss([story(1)]))
-    with pytest.raises(RuntimeError):
-        await poll(bot, clock, world)
-    store.articles.mark_posted = real_mark_posted  # type: ignore[method-assign]
+    await poll_losing_the_record(bot, clock, world, why="the answer never arrived")
     row = await article_row(bot, "story-1")
     await store.articles.mark_failed(row["id"], "Discord rejected the post: 500 Internal Server Error")
     ix = await world.fake.slash(world.guild, world.admin, "feed resume", feed=1)
@@ -632,17 +624,8 @@ async def test_interrupted_linkless_forum_post_is_found(bot: Booted, world: Worl
     """A post without a link carries a ref of its article, so an interrupted one is still recognised."""
     site.set_feed("/feed", rss([]))
     await add_feed(world, site.url("/feed"), world.forum)
-    store = bot.bot.store
-    real_mark_posted = store.articles.mark_posted
-
-    async def crash(*args: Any, **kwargs: Any) -> None:
-        raise RuntimeError("killed mid-cycle")
-
-    store.articles.mark_posted = crash  # type: ignore[method-assign]
     site.set_feed("/feed", rss([{"guid": "brief-1", "title": "Morning briefing"}]))
-    with pytest.raises(RuntimeError):
-        await poll(bot, clock, world)
-    store.articles.mark_posted = real_mark_posted  # type: ignore[method-assign]
+    await poll_losing_the_record(bot, clock, world)
     await poll(bot, clock, world)
     posts = forum_posts(world)
     assert len(posts) == 1
@@ -740,17 +723,8 @@ async def interrupted_forum_post_uncached(bot: Booted, world: World, site: FeedS
     """Discord made story 1's forum post, the bot never recorded it, and its starter message is not cached."""
     site.set_feed("/feed", rss([]))
     await add_feed(world, site.url("/feed"), world.forum)
-    store = bot.bot.store
-    real_mark_posted = store.articles.mark_posted
-
-    async def crash(*args: Any, **kwargs: Any) -> None:
-        raise RuntimeError("killed mid-cycle")
-
-    store.articles.mark_posted = crash  # type: ignore[method-assign]
     site.set_feed("/feed", rss([story(1)]))
-    with pytest.raises(RuntimeError):
-        await poll(bot, clock, world)
-    store.articles.mark_posted = real_mark_posted  # type: ignore[method-assign]
+    await poll_losing_the_record(bot, clock, world)
     assert len(forum_posts(world)) == 1
     bot.bot._connection._messages.clear()  # the starter must be fetched
 

@@ -119,23 +119,25 @@ async def test_messages_never_ping(running: Booted, world: World) -> None:
     assert meta["allowed_mentions"] == {"parse": []} or meta["allowed_mentions"].get("parse") == []
 
 
-async def test_sigterm_shuts_down_cleanly(world: World, tmp_path: Path) -> None:
-    """`readersviews run` in its own process: SIGTERM closes the bot, the HTTP client and the DB; exit 0."""
-    config = make_config(world.fake, tmp_path)
+async def spawn(world: World, tmp_path: Path, *argv: str, **sections: Any) -> asyncio.subprocess.Process:
+    """A Python subprocess with the bot's config written out; `argv` after the interpreter, "{config}"
+    replaced by the config's path; stdout and stderr merged into one pipe."""
+    config = make_config(world.fake, tmp_path, **sections)
     config_path = tmp_path / "config.yaml"
     config_path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
     env = {**os.environ, "DISCORD_TOKEN": world.fake.token, "PYTHONPATH": str(ROOT)}
-    process = await asyncio.create_subprocess_exec(
+    return await asyncio.create_subprocess_exec(
         sys.executable,
-        "-m",
-        "bot",
-        "--config",
-        str(config_path),
-        "run",
+        *(str(config_path) if arg == "{config}" else arg for arg in argv),
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
+
+
+async def test_sigterm_shuts_down_cleanly(world: World, tmp_path: Path) -> None:
+    """`readersviews run` in its own process: SIGTERM closes the bot, the HTTP client and the DB; exit 0."""
+    process = await spawn(world, tmp_path, "-m", "bot", "--config", "{config}", "run")
     try:
         await world.fake.wait_for_ready(timeout=30)
         await world.fake.roundtrip()
@@ -261,19 +263,7 @@ asyncio.run(main())
 
 async def test_second_sigterm_exits_during_a_slow_shutdown(world: World, tmp_path: Path) -> None:
     """A second SIGTERM while shutdown hangs exits at once with status 1, saying so."""
-    config = make_config(world.fake, tmp_path)
-    config_path = tmp_path / "config.yaml"
-    config_path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
-    env = {**os.environ, "DISCORD_TOKEN": world.fake.token, "PYTHONPATH": str(ROOT)}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        SLOW_SHUTDOWN,
-        str(config_path),
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
+    process = await spawn(world, tmp_path, "-c", SLOW_SHUTDOWN, "{config}")
     seen: list[bytes] = []
     try:
         await world.fake.wait_for_ready(timeout=30)
@@ -296,20 +286,9 @@ async def test_second_sigterm_exits_during_a_slow_shutdown(world: World, tmp_pat
 
 async def test_cog_that_fails_to_load_is_one_line(world: World, tmp_path: Path) -> None:
     """A cog module that cannot be loaded stops `run` with one line naming it, not a traceback."""
-    config = make_config(world.fake, tmp_path, cogs=["cogs.admin", "bot.config"])  # a module with no setup()
-    config_path = tmp_path / "config.yaml"
-    config_path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
-    env = {**os.environ, "DISCORD_TOKEN": world.fake.token, "PYTHONPATH": str(ROOT)}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        "--config",
-        str(config_path),
-        "run",
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
+    # bot.config is a module with no setup()
+    process = await spawn(
+        world, tmp_path, "-m", "bot", "--config", "{config}", "run", cogs=["cogs.admin", "bot.config"]
     )
     try:
         output, _ = await asyncio.wait_for(process.communicate(), timeout=30)
