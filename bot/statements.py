@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from bot.clock import Clock, to_db
 from bot.errors import UserFacingError
@@ -50,6 +50,8 @@ if TYPE_CHECKING:
     from bot.store import Store
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+R = TypeVar("R")
 
 TITLE_MAX = 200
 BODY_MAX = 4000
@@ -190,48 +192,67 @@ class Snapshot:
     counts: Counts
 
 
-class SignatureWriter:
-    """Group commit: submits queue up; one flusher writes everything queued in one transaction."""
+class Batcher(Generic[T, R]):
+    """Calls queue up; one worker runs everything queued in one `run(batch)` call (its results in
+    the same order), so a burst costs one database hop per batch instead of one per call.
 
-    def __init__(self, repo: StatementsRepo, *, max_batch: int = 500) -> None:
-        self._repo = repo
+    Each call still starts its batch after it was queued, so it sees every change committed before.
+    A failed batch fails each of its calls with the error; a cancelled worker fails them with
+    "stopped" and stops.
+    """
+
+    def __init__(self, run: Callable[[list[T]], Awaitable[list[R]]], *, name: str, max_batch: int) -> None:
+        self._run = run
+        self.name = name
         self.max_batch = max_batch
-        self._queue: list[tuple[SignatureInput, asyncio.Future[SignOutcome]]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._queue: list[tuple[T, asyncio.Future[R]]] = []
+        self._worker: asyncio.Task[None] | None = None
         self.batches = 0
 
-    async def submit(self, item: SignatureInput) -> SignOutcome:
-        future: asyncio.Future[SignOutcome] = asyncio.get_running_loop().create_future()
+    async def submit(self, item: T) -> R:
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush(), name="statement-signature-writer")
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._work(), name=self.name)
         return await asyncio.shield(future)
 
-    async def _flush(self) -> None:
+    async def _work(self) -> None:
         while self._queue:
             batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
             try:
-                outcomes = await self._repo.sign_batch([item for item, _ in batch])
+                results = await self._run([item for item, _ in batch])
             except BaseException as exc:
                 for _, future in batch:
                     if not future.done():
-                        future.set_exception(exc if isinstance(exc, Exception) else RuntimeError("writer stopped"))
+                        future.set_exception(
+                            exc if isinstance(exc, Exception) else RuntimeError(f"{self.name} stopped")
+                        )
                 if not isinstance(exc, Exception):
                     raise
-                log.exception("writing %d signature(s) failed", len(batch))
+                log.exception("%s: a batch of %d failed", self.name, len(batch))
                 continue
             self.batches += 1
-            for (_, future), outcome in zip(batch, outcomes, strict=True):
+            for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():
-                    future.set_result(outcome)
+                    future.set_result(result)
 
     async def drain(self) -> None:
-        """Finish writing what was submitted (at shutdown, before the DB closes)."""
-        if self._flusher is not None:
-            await asyncio.shield(self._flusher)
+        """Finish what was submitted (at shutdown, before the database closes)."""
+        if self._worker is not None:
+            await asyncio.shield(self._worker)
 
 
-class SignContextReader:
+class SignatureWriter(Batcher[SignatureInput, SignOutcome]):
+    """Group commit: submits queue up; one flusher writes everything queued in one transaction."""
+
+    def __init__(self, repo: StatementsRepo, *, max_batch: int = 500) -> None:
+        super().__init__(repo.sign_batch, name="statement-signature-writer", max_batch=max_batch)
+
+
+SignContext = tuple[StatementRow | None, bool, SignatureRow | None]
+
+
+class SignContextReader(Batcher[tuple[int, int], SignContext]):
     """Group read for clicks on Sign: lookups queued while one is in flight share its next hop.
 
     Every `await` on aiosqlite is a hop to its worker thread, and under load each hop also waits
@@ -242,38 +263,14 @@ class SignContextReader:
     """
 
     def __init__(self, repo: StatementsRepo, *, max_batch: int = 400) -> None:
-        self._repo = repo
-        self.max_batch = max_batch
-        self._queue: list[tuple[tuple[int, int], asyncio.Future[Any]]] = []
-        self._reader: asyncio.Task[None] | None = None
-        self.batches = 0
+        async def read(pairs: list[tuple[int, int]]) -> list[SignContext]:
+            found = await repo.sign_contexts(pairs)
+            return [found[pair] for pair in pairs]
 
-    async def get(self, statement_id: int, user_id: int) -> tuple[StatementRow | None, bool, SignatureRow | None]:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append(((statement_id, user_id), future))
-        if self._reader is None or self._reader.done():
-            self._reader = asyncio.create_task(self._read(), name="statement-sign-context-reader")
-        return await future  # type: ignore[no-any-return]
+        super().__init__(read, name="statement-sign-context-reader", max_batch=max_batch)
 
-    async def _read(self) -> None:
-        while self._queue:
-            batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
-            try:
-                found = await self._repo.sign_contexts([key for key, _ in batch])
-            except Exception as exc:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            except BaseException:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(RuntimeError("reader stopped"))
-                raise
-            self.batches += 1
-            for key, future in batch:
-                if not future.done():
-                    future.set_result(found[key])
+    async def get(self, statement_id: int, user_id: int) -> SignContext:
+        return await self.submit((statement_id, user_id))
 
 
 class StatementService:
