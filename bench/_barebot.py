@@ -33,10 +33,6 @@ class BareBot(discord.Client):
         intents.dm_messages = True
         super().__init__(intents=intents, connector=aiohttp.TCPConnector(limit=64))
         self.forms: dict[str, discord.ui.Modal] = {}
-        if os.environ.get("RV_BARE_PACER"):
-            from bot.pacing import install_global_pacer
-
-            install_global_pacer(self.http)
 
     def form(self, custom_id: str) -> discord.ui.Modal:
         form = self.forms.get(custom_id)

@@ -500,10 +500,7 @@ class Statements(commands.Cog):
         return form
 
     async def on_button(self, interaction: discord.Interaction, statement_id: int, action: str) -> None:
-        if self.bot.shedder.late(interaction.id):
-            return  # Discord gave up on it while it queued; answering would only delay the next ones
-        if self._closing:
-            await self._answer_safely(interaction, RESTARTING)
+        if await self._turned_away(interaction):
             return
         try:
             if action in ("sign", "sign_org"):
@@ -567,10 +564,7 @@ class Statements(commands.Cog):
         values = modal_values(interaction.data.get("components", []))  # type: ignore[arg-type]
         try:
             if match := SIGN_FORM.match(custom_id):
-                if self.bot.shedder.late(interaction.id):
-                    return  # too late to answer: record nothing, so what the member sees stays true
-                if self._closing:
-                    await self._answer_safely(interaction, RESTARTING)
+                if await self._turned_away(interaction):
                     return
                 await self._submit_signature(interaction, int(match[1]), match[2], values)  # type: ignore[arg-type]
             elif match := CREATE_FORM.match(custom_id):
@@ -587,6 +581,17 @@ class Statements(commands.Cog):
             await self._answer_safely(
                 interaction, "Something went wrong on our side; it has been logged for the operator."
             )
+
+    async def _turned_away(self, interaction: discord.Interaction) -> bool:
+        """True if this click or form is not worked on (nothing is recorded): Discord already gave up
+        on it while it queued (answering would only delay the next ones), or the cog is unloading
+        (it is asked to try again)."""
+        if self.bot.shedder.late(interaction.id):
+            return True
+        if self._closing:
+            await self._answer_safely(interaction, RESTARTING)
+            return True
+        return False
 
     async def _answer_safely(self, interaction: discord.Interaction, text: str) -> None:
         try:
