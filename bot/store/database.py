@@ -186,15 +186,8 @@ class Database:
             return int((cursor.lastrowid or 0) if sql.lstrip()[:6].upper() == "INSERT" else cursor.rowcount)
 
     async def write_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        """Many rows in one transaction (group commit)."""
-        async with self._lock:
-            await self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                await self.conn.executemany(sql, rows)
-            except BaseException:
-                await self.conn.execute("ROLLBACK")
-                raise
-            await self.conn.execute("COMMIT")
+        """Many rows in one transaction (group commit), in one hop."""
+        await self.run_in_transaction(lambda conn: conn.executemany(sql, rows))
 
     # Reads run and fetch in one hop to the connection's thread: with a cursor, another
     # coroutine's statement could run on the shared connection between execute and fetch.
