@@ -24,6 +24,7 @@ from bot import __version__
 from bot.clock import Clock, SystemClock
 from bot.config import Config, Secrets
 from bot.errors import on_app_command_error
+from bot.netguard import AddressPolicy, guarded_client
 from bot.outbox import DeliveredHook, OutboxWorker
 from bot.pacing import install_global_pacer
 from bot.shedding import Shedder
@@ -86,6 +87,7 @@ class ReadersViewsBot(commands.Bot):
         secrets: Secrets,
         store: Store,
         http_client: httpx.AsyncClient,
+        feed_client: httpx.AsyncClient,
         clock: Clock,
         site: SiteAdapter | None = None,
         force_sync: bool = False,
@@ -107,6 +109,8 @@ class ReadersViewsBot(commands.Bot):
         self.secrets = secrets
         self.store = store
         self.http_client = http_client
+        # Feed URLs are typed by server admins: fetched only through the address guard (bot.netguard).
+        self.feed_client = feed_client
         self.clock = clock
         self.started_at = clock.now()
         self.health = Health()
@@ -238,6 +242,12 @@ class Runtime:
             timeout=httpx.Timeout(config.feeds.timeout_seconds),
             follow_redirects=False,
         )
+        feed_client = guarded_client(
+            AddressPolicy(config.feeds.allowed_networks),
+            headers={"User-Agent": user_agent(config)},
+            timeout=httpx.Timeout(config.feeds.timeout_seconds),
+            follow_redirects=False,
+        )
         try:
             # A missing site setting fails here, before anything is written.
             site = make_adapter(config.site, secrets, http_client, clock=clock)
@@ -245,6 +255,7 @@ class Runtime:
             store = await Store.open(config.database.path, clock, seeds=seeds)
         except BaseException:
             await http_client.aclose()
+            await feed_client.aclose()
             raise
         try:
             bot = ReadersViewsBot(
@@ -252,6 +263,7 @@ class Runtime:
                 secrets=secrets,
                 store=store,
                 http_client=http_client,
+                feed_client=feed_client,
                 clock=clock,
                 site=site,
                 force_sync=force_sync,
@@ -259,6 +271,7 @@ class Runtime:
             )
         except BaseException:
             await http_client.aclose()
+            await feed_client.aclose()
             await store.close()
             raise
         return cls(config, secrets, store, http_client, bot)
@@ -274,6 +287,7 @@ class Runtime:
         if not self.bot.is_closed():
             await self.bot.close()
         await self.http_client.aclose()
+        await self.bot.feed_client.aclose()
         await self.store.close()
 
     async def run_until_signalled(self, token: str) -> None:

@@ -17,7 +17,7 @@ import httpx
 from bot.clock import Clock
 from bot.config import FeedSettings
 from bot.feeds import Article, FeedFetchResult, FeedParseError, ParsedFeed, fetch_feed, parse_feed_async
-from bot.render import MESSAGE_LIMIT, article_post_body, article_title, html_to_discord, truncate_words
+from bot.render import MESSAGE_LIMIT, article_post_body, article_title, html_to_discord, safe_url, truncate_words
 from bot.store import Store
 from bot.store.feeds import ArticleRow, FeedRow
 
@@ -141,7 +141,7 @@ def plan_post(article: ArticleRow) -> PostPlan:
     post can be told apart from other posts with the same title.
     """
     summary_md = html_to_discord(article.summary, max_len=4000)
-    link = article.link.strip() if urlsplit(article.link.strip()).scheme in ("http", "https") else ""
+    link = safe_url(article.link) or ""  # percent-encoded: a link can't end the post's markdown early
     if len(link) > MAX_LINK_LENGTH:
         log.info("article %s: its %d-character link is too long for Discord; posting without it", article.id, len(link))
         link = ""
@@ -159,6 +159,11 @@ def plan_post(article: ArticleRow) -> PostPlan:
         link=link,
         ref=ref,
     )
+
+
+async def plan_post_async(article: ArticleRow) -> PostPlan:
+    """`plan_post` in a worker thread: rendering a feed's HTML must not hold up the event loop."""
+    return await asyncio.to_thread(plan_post, article)
 
 
 @dataclass
@@ -408,5 +413,6 @@ __all__ = [
     "choose_tags",
     "parse_tag_map",
     "plan_post",
+    "plan_post_async",
     "validate_feed_url",
 ]

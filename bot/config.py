@@ -13,7 +13,16 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    IPvAnyNetwork,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 
 DEFAULT_CONFIG_PATH = Path("config/config.yaml")
 CONFIG_ENV = "READERSVIEWS_CONFIG"
@@ -122,6 +131,8 @@ class FeedSettings(_Model):
     alert_after_failures: int = Field(default=3, ge=1, le=100)
     contact_url: str | None = None
     """Put in the User-Agent so site owners can reach the operator."""
+    allowed_networks: tuple[IPvAnyNetwork, ...] = ()
+    """Non-public networks feeds may be fetched from (e.g. 10.0.0.0/8 for an intranet site); none by default."""
 
 
 class LetterSettings(_Model):

@@ -15,7 +15,8 @@ import io
 import logging
 import re
 import time
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from html.parser import HTMLParser
@@ -23,6 +24,8 @@ from typing import Any, Literal
 
 import feedparser
 import httpx
+
+from bot.netguard import NOT_ALLOWED, AddressNotAllowed
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +143,10 @@ async def fetch_feed(
             content_type=kwargs.get("content_type"),
         )
 
-    headers = {"Accept": "application/rss+xml, application/atom+xml, application/xml;q=0.9, text/xml;q=0.8, */*;q=0.5"}
+    headers = {
+        "Accept": "application/rss+xml, application/atom+xml, application/xml;q=0.9, text/xml;q=0.8, */*;q=0.5",
+        "Accept-Encoding": ACCEPT_ENCODING,
+    }
     # Validators stored before non-ASCII ones were dropped would make httpx raise on every poll.
     etag, last_modified = _validator(etag), _validator(last_modified)
     if etag:
@@ -159,6 +165,10 @@ async def fetch_feed(
         return result("error", error=f"timed out after {_format_seconds(timeout)}")
     except _BodyTooLarge:
         return result("error", error=f"response larger than {format_size(max_bytes)} limit")
+    except _BodyUndecodable as exc:
+        return result("error", error=f"could not decode the response: {exc}")
+    except AddressNotAllowed:
+        return result("error", error=NOT_ALLOWED)
     except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
         return result("error", error=f"invalid feed URL: {exc}")
     except httpx.ConnectError as exc:
@@ -260,18 +270,104 @@ async def _drain(response: httpx.Response) -> None:
 
 
 async def _read_limited(response: httpx.Response, max_bytes: int) -> bytes:
+    """The body, decoded, refused as soon as any decoding layer passes `max_bytes`.
+
+    httpx decodes each chunk's layers in one go (`gzip, gzip` turns 1.8 kB into gigabytes in one
+    call), so the raw bytes are read and decoded here in steps of at most `_DECODE_STEP` bytes,
+    yielding to the event loop every `_DECODE_SLICE` seconds. Memory stays near `max_bytes`.
+    """
     declared = response.headers.get("Content-Length")
     if declared and declared.isdigit() and int(declared) > max_bytes:
         raise _BodyTooLarge
-    chunks: list[bytes] = []
-    received = 0
-    # aiter_bytes yields decoded bytes, so a small gzip bomb is bounded too.
-    async for chunk in response.aiter_bytes():
-        received += len(chunk)
-        if received > max_bytes:
+    if response.is_stream_consumed:  # read (and decoded) by the transport already, e.g. httpx.MockTransport
+        if len(response.content) > max_bytes:
             raise _BodyTooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
+        return response.content
+    layers = _decoders(response.headers.get("Content-Encoding"), max_bytes)
+    body = io.BytesIO()
+    received = 0
+    slice_started = time.perf_counter()
+    async for chunk in response.aiter_raw():
+        for piece in _decode(layers, chunk):
+            received += len(piece)
+            if received > max_bytes:
+                raise _BodyTooLarge
+            body.write(piece)
+            if time.perf_counter() - slice_started > _DECODE_SLICE:
+                await asyncio.sleep(0)
+                slice_started = time.perf_counter()
+    for layer in layers:
+        if received and not layer.finished:
+            raise _BodyUndecodable(f"the {layer.encoding} body was cut off")
+    # getvalue() hands over BytesIO's own buffer (no second copy of the body).
+    return body.getvalue()
+
+
+_DECODE_STEP = 64 * 1024  # decoded bytes per zlib call: well under a millisecond of work
+_DECODE_SLICE = 0.01  # seconds of decoding between yields to the event loop
+_MAX_ENCODINGS = 3
+ACCEPT_ENCODING = "gzip, deflate"  # what _Inflater decodes; br and zstd are not asked for, and refused
+
+
+class _BodyUndecodable(Exception):
+    pass
+
+
+class _Inflater:
+    """One gzip or deflate layer of a body, inflating at most `_DECODE_STEP` bytes per zlib call."""
+
+    def __init__(self, encoding: str, max_bytes: int) -> None:
+        self.encoding = encoding
+        self.max_bytes = max_bytes
+        self.produced = 0
+        self._zlib = zlib.decompressobj(16 + zlib.MAX_WBITS if encoding in ("gzip", "x-gzip") else zlib.MAX_WBITS)
+        self._first = True
+
+    @property
+    def finished(self) -> bool:
+        return self._zlib.eof
+
+    def pieces(self, data: bytes) -> Iterator[bytes]:
+        while True:
+            try:
+                out = self._zlib.decompress(data, _DECODE_STEP)
+            except zlib.error as exc:
+                if self._first and self.encoding == "deflate":  # many servers send raw deflate, no zlib header
+                    self._zlib, self._first = zlib.decompressobj(-zlib.MAX_WBITS), False
+                    continue
+                raise _BodyUndecodable(f"the {self.encoding} body is corrupt ({exc})") from None
+            self._first = False
+            # Intermediate layers count too: a layer may inflate into bytes the next one discards.
+            self.produced += len(out)
+            if self.produced > self.max_bytes:
+                raise _BodyTooLarge
+            if out:
+                yield out
+            data = self._zlib.unconsumed_tail
+            if not data and len(out) < _DECODE_STEP:
+                return
+
+
+def _decoders(header: str | None, max_bytes: int) -> list[_Inflater]:
+    """Decoders for a Content-Encoding header, outermost (the last one applied) first."""
+    encodings = [name.strip().lower() for name in (header or "").split(",")]
+    encodings = [name for name in encodings if name and name != "identity"]
+    if len(encodings) > _MAX_ENCODINGS:
+        raise _BodyUndecodable(f"too many content encodings ({len(encodings)})")
+    for name in encodings:
+        if name not in ("gzip", "x-gzip", "deflate"):
+            raise _BodyUndecodable(f"unsupported content encoding {name[:20]!r}")
+    return [_Inflater(name, max_bytes) for name in reversed(encodings)]
+
+
+def _decode(layers: list[_Inflater], data: bytes) -> Iterator[bytes]:
+    """`data` through every layer, lazily: each step's output is bounded, whatever the ratio."""
+    if not layers:
+        if data:
+            yield data
+        return
+    for piece in layers[0].pieces(data):
+        yield from _decode(layers[1:], piece)
 
 
 def _looks_like_html_page(body: bytes, content_type: str | None) -> bool:
@@ -303,6 +399,10 @@ def parse_feed(body: bytes, *, url: str, content_type: str | None = None) -> Par
 
     if not entries:
         _raise_if_not_a_feed(body, version, parsed.get("bozo_exception") if bozo else None, bozo_reason)
+
+    if bozo and _is_cut_off(body, parsed.get("encoding")):
+        # The lenient parser would read the cut item as a stub (a title, no link or text) and post it.
+        raise FeedParseError("the feed was cut off before its end (incomplete XML), so none of it was used")
 
     meta = parsed.get("feed") or {}
     problems: list[str] = []
@@ -349,6 +449,37 @@ def _raise_if_not_a_feed(body: bytes, version: str, error: object, reason: str |
         raise FeedParseError("not a feed: no RSS or Atom elements found")
     if malformed:
         raise FeedParseError(f"not a feed: malformed XML with no entries ({reason})")
+
+
+# The prolog (XML declaration, comments, processing instructions, doctype) and the root element's name.
+_ROOT_ELEMENT = re.compile(
+    r"(?:\s|<\?.*?\?>|<!--.*?-->|<!DOCTYPE[^\[>]*(?:\[[^\]]*\][^>]*)?>)*<([^\s/>!?]+)", re.S | re.I
+)
+_ROOT_SEARCH_LIMIT = 64 * 1024
+
+
+def _is_cut_off(body: bytes, encoding: str | None) -> bool:
+    """Whether a (not well-formed) document ends before its root element is closed: a truncated download.
+
+    Other bozo feeds (a wrong declared charset, an unescaped `&`, junk after the end) still close their
+    root element and are read leniently as before. Without a recognisable root there is nothing to judge.
+    """
+    try:
+        text = body.decode(encoding or "utf-8", errors="replace")
+    except LookupError:
+        text = body.decode("utf-8", errors="replace")
+    root = _ROOT_ELEMENT.match(text.removeprefix("\ufeff")[:_ROOT_SEARCH_LIMIT])
+    if root is None:
+        return False
+    closing = "</" + root.group(1)
+    position = text.rfind(closing)
+    while position >= 0:
+        after = text[position + len(closing) : position + len(closing) + 64].lstrip()
+        # `</rss` at the very end only lost its `>`: every item before it is whole (feedparser's corpus has such).
+        if after.startswith(">") or (not after and not text[position + len(closing) :].strip()):
+            return False
+        position = text.rfind(closing, 0, position)
+    return True
 
 
 def _is_html(detail: Any) -> bool:

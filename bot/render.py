@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
-from html.parser import HTMLParser
+from urllib.parse import quote, urlsplit
 
 import nh3
 
@@ -26,9 +26,10 @@ _WHITESPACE = re.compile(r"\s+")
 # C0 controls (except tab/newline) never belong in text; \x00-\x03 are also our placeholders.
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _MARKDOWN_SPECIAL = re.compile(r"([\\*_~`|\[\]])")
-# Quotes, headings, subtext and lists only take effect at the start of a line.
-_LINE_START_MARKUP = re.compile(r"^(\s*)(>|#{1,3}\s|-#\s|-\s|\+\s)", re.M)
-_LINE_START_NUMBER = re.compile(r"^(\s*\d+)([.)]\s)", re.M)
+# Quotes, headings, subtext and lists only take effect at the start of a line. The indent excludes
+# newlines: `\s*` would rescan a run of blank lines from each of its lines (quadratic).
+_LINE_START_MARKUP = re.compile(r"^([^\S\n]*)(>|#{1,3}\s|-#\s|-\s|\+\s)", re.M)
+_LINE_START_NUMBER = re.compile(r"^([^\S\n]*\d+)([.)]\s)", re.M)
 _BARE_URL = re.compile(r"https?://[^\s<>\[\]]+")
 _MENTION_EVERYONE = re.compile(r"@(everyone|here)")
 # <@1>, <@!1>, <@&1>, <#1>, <:emoji:1>, <a:emoji:1>, </cmd:1>, <t:1>, <id:customize>
@@ -125,11 +126,78 @@ _INDENT = "\x01"  # survives line stripping; becomes two spaces at the end
 _PRE_OPEN, _PRE_CLOSE = "\x02", "\x03"
 
 
-class _DiscordMarkdownWriter(HTMLParser):
-    """Stream HTML into Discord markdown; inline spans are captured so they can be re-wrapped."""
+RENDER_INPUT_LIMIT = 50_000  # characters of feed HTML rendered; the output is at most a few thousand
+_MAX_SPANS = 8  # open inline spans (bold in italic in a link ...) that are rendered; deeper ones are plain
+_MAX_LIST_INDENT = 4
+
+# Elements whose content is dropped anyway (a subset of _SKIP_CONTENT): skipped to their end tag in one
+# search rather than tokenized, so `<script>if (a<b)` can't open tags.
+_RAW_TEXT = frozenset({"script", "style", "textarea", "title", "iframe", "noscript"})
+# A start or end tag. Every character after the name is consumable (quotes run to their match or to
+# the end), so the pattern always matches through to `>` or the end of the input: no backtracking,
+# and an unclosed tag at the end swallows the rest, as in a browser.
+_TAG = re.compile(r"""<(/?)([A-Za-z][^\s/>]*)((?:[^>"']++|"[^"]*+(?:"|\Z)|'[^']*+(?:'|\Z))*+)(?:>|\Z)""")
+_ATTRIBUTE = re.compile(r"""([^\s"'>/=]+)(?:\s*=\s*(?:"([^"]*)"?|'([^']*)'?|([^\s>]*)))?""")
+
+
+def _html_tokens(markup: str) -> Iterator[tuple[str, str, dict[str, str | None]]]:
+    """(kind, tag or text, attrs) for "start", "startend", "end" and "data": linear in the input.
+
+    A small tokenizer instead of html.parser, which is quadratic on inputs such as `<a b='` repeated
+    (30 kB took 4 s) and raises AssertionError on `<![`. Comments, doctypes and processing
+    instructions are dropped; attributes are parsed only for links.
+    """
+    position, end = 0, len(markup)
+    while position < end:
+        lt = markup.find("<", position)
+        if lt < 0:
+            lt = end
+        if lt > position:
+            yield "data", html.unescape(markup[position:lt]), {}
+        if lt >= end:
+            return
+        if markup.startswith("<!--", lt):
+            close = markup.find("-->", lt + 2)
+            position = end if close < 0 else close + 3
+            continue
+        tag = _TAG.match(markup, lt)
+        if tag is None:
+            if markup.startswith(("<!", "<?", "</"), lt):  # declaration, instruction or bogus comment
+                close = markup.find(">", lt)
+                position = end if close < 0 else close + 1
+            else:  # a "<" that opens nothing ("a < b")
+                yield "data", "<", {}
+                position = lt + 1
+            continue
+        position = tag.end()
+        closing, name, rest = tag.group(1), tag.group(2).lower(), tag.group(3)
+        if closing:
+            yield "end", name, {}
+            continue
+        attrs: dict[str, str | None] = {}
+        if name == "a":
+            for attribute in _ATTRIBUTE.finditer(rest):
+                value = next((v for v in attribute.group(2, 3, 4) if v is not None), None)
+                attrs.setdefault(attribute.group(1).lower(), None if value is None else html.unescape(value))
+        if rest.rstrip().endswith("/"):
+            yield "startend", name, attrs
+            continue
+        yield "start", name, attrs
+        if name in _RAW_TEXT:
+            close_tag = re.compile(f"</{name}(?=[\\s/>]|\\Z)", re.I).search(markup, position)
+            if close_tag is None:
+                return
+            position = close_tag.start()
+
+
+class _DiscordMarkdownWriter:
+    """Stream HTML into Discord markdown; inline spans are captured so they can be re-wrapped.
+
+    Linear in its input: at most `_MAX_SPANS` spans are open at once, so a character is re-joined at
+    most that many times; only the outermost blockquote quotes (Discord has one level of quote).
+    """
 
     def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
         self.out: list[str] = []
         self.pre_blocks: list[str] = []
         self._spans: list[tuple[str, int, dict[str, str | None]]] = []
@@ -137,8 +205,18 @@ class _DiscordMarkdownWriter(HTMLParser):
         self._lists: list[list[int]] = []  # per open list: [ordered?, next number]
         self._pre_depth = 0
         self._code_depth = 0
+        self._quote_depth = 0
 
-    # HTMLParser callbacks
+    def feed(self, markup: str) -> None:
+        for kind, value, attrs in _html_tokens(markup):
+            if kind == "data":
+                self.handle_data(value)
+            elif kind == "start":
+                self.handle_starttag(value, list(attrs.items()))
+            elif kind == "startend":
+                self.handle_startendtag(value, list(attrs.items()))
+            else:
+                self.handle_endtag(value)
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if self._skip:
@@ -160,14 +238,19 @@ class _DiscordMarkdownWriter(HTMLParser):
             self.out.append("\n\n")
         elif tag in {"td", "th"}:
             self.out.append(" ")
-        elif tag in _HEADINGS or tag == "blockquote":
+        elif tag == "blockquote":
             self.out.append("\n\n")
-            self._spans.append((tag, len(self.out), {}))
+            self._quote_depth += 1
+            if self._quote_depth == 1:
+                self._spans.append((tag, len(self.out), {}))
+        elif tag in _HEADINGS:
+            self.out.append("\n\n")
+            self._open_span(tag, {})
         elif tag in {"ul", "ol"}:
             self.out.append("" if self._lists else "\n\n")
             self._lists.append([tag == "ol", 1])
         elif tag == "li":
-            depth = max(len(self._lists) - 1, 0)
+            depth = min(max(len(self._lists) - 1, 0), _MAX_LIST_INDENT)
             bullet = "- "
             if self._lists and self._lists[-1][0]:
                 bullet = f"{self._lists[-1][1]}. "
@@ -177,10 +260,16 @@ class _DiscordMarkdownWriter(HTMLParser):
             self._pre_depth = 1
             self._spans.append((tag, len(self.out), {}))
         elif tag in _INLINE_MARKERS or tag == "a":
-            self._spans.append((tag, len(self.out), dict(attrs)))
-        elif tag == "code":
+            self._open_span(tag, dict(attrs))
+        elif tag == "code" and self._open_span(tag, {}):
             self._code_depth += 1
-            self._spans.append((tag, len(self.out), {}))
+
+    def _open_span(self, tag: str, attrs: dict[str, str | None]) -> bool:
+        """Start capturing a span, unless `_MAX_SPANS` are open (its text then flows into the outer ones)."""
+        if len(self._spans) >= _MAX_SPANS:
+            return False
+        self._spans.append((tag, len(self.out), attrs))
+        return True
 
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.handle_starttag(tag, attrs)
@@ -206,11 +295,20 @@ class _DiscordMarkdownWriter(HTMLParser):
             self.out.append("\n\n" if not self._lists else "\n")
         elif tag == "code":
             self._code_depth = max(self._code_depth - 1, 0)
-        if not any(span[0] == tag for span in self._spans):
-            return
-        # Close spans left open inside this one (browsers do the same with misnested tags).
+        elif tag == "blockquote":
+            self._quote_depth = max(self._quote_depth - 1, 0)
+            if self._quote_depth:  # an inner quote ends: a paragraph break inside the outer one
+                self.out.append("\n\n")
+                return
+        if any(span[0] == tag for span in self._spans):
+            self._close_spans(tag)
+
+    def _close_spans(self, tag: str) -> None:
+        """Close the innermost open `tag` span, and the spans left open inside it (as browsers do)."""
         while self._spans:
             open_tag, start, attrs = self._spans.pop()
+            if open_tag == "blockquote":
+                self._quote_depth = 0
             inner = "".join(self.out[start:])
             del self.out[start:]
             self.out.append(self._wrap(open_tag, inner, attrs))
@@ -229,9 +327,8 @@ class _DiscordMarkdownWriter(HTMLParser):
             self.out.append(escape_discord_text(_WHITESPACE.sub(" ", data)))
 
     def close(self) -> None:
-        super().close()
         while self._spans:
-            self.handle_endtag(self._spans[-1][0])
+            self._close_spans(self._spans[-1][0])
 
     # wrapping finished spans
 
@@ -272,17 +369,101 @@ def _inline_code(text: str) -> str:
 
 
 def _masked_link(text: str, href: str | None) -> str:
-    url = (href or "").strip()
-    if not url.lower().startswith(("http://", "https://")):
+    """A feed's link: its text followed by the real URL, so a reader sees where it goes."""
+    url = safe_url(href or "")
+    if url is None:
         return text
-    url = url.replace(" ", "%20").replace(")", "%29").replace("<", "%3C").replace(">", "%3E")
     if "\n" in text:
         text = _WHITESPACE.sub(" ", text)
     if text.lower().startswith(("http://", "https://")):
         # A URL as the label: show the real target rather than a possibly different one.
         return f"<{url}>"
-    # <url> inside the mask keeps Discord from embedding every link in the summary.
-    return f"[{text}](<{url}>)"
+    # <url> keeps Discord from embedding every link in the summary.
+    return f"{text} (<{url}>)"
+
+
+# --- untrusted links and text in Discord markdown -------------------------------------------
+
+_URL_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_NETLOC = re.compile(r"(?:[A-Za-z0-9._~%!$&'*+,;=:-]*@)?(?:[A-Za-z0-9._~%-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]*)?")
+# Kept as they are in a path, query or fragment; everything else (spaces, brackets, parentheses, angle
+# brackets, quotes, backslashes, backticks, non-ASCII and invisible characters) is percent-encoded.
+_URL_SAFE = "/%:@!$&'*+,;=-._~?"
+
+
+def safe_url(url: str) -> str | None:
+    """An http(s) URL that can't break out of Discord markdown (a masked link, the end of a post), or None.
+
+    Characters that could close a link early or start markup are percent-encoded, a non-ASCII host is
+    shown in its ASCII (punycode) form, and URLs with control characters or no host are refused.
+    """
+    url = url.strip()
+    if not url or _URL_CONTROL.search(url):
+        return None
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return None
+    netloc = parts.netloc
+    if not netloc.isascii():
+        try:
+            host = parts.hostname.encode("idna").decode("ascii")
+        except UnicodeError:
+            return None
+        user = netloc.rpartition("@")[0]
+        netloc = (quote(user, safe=_URL_SAFE) + "@" if user else "") + host + (f":{parts.port}" if parts.port else "")
+    if not _NETLOC.fullmatch(netloc):
+        return None
+    text = f"{parts.scheme.lower()}://{netloc}{quote(parts.path, safe=_URL_SAFE)}"
+    if parts.query or url.endswith("?"):
+        text += "?" + quote(parts.query, safe=_URL_SAFE)
+    if parts.fragment:
+        text += "#" + quote(parts.fragment, safe=_URL_SAFE)
+    return text
+
+
+def masked_link(label: str, url: str | None) -> str:
+    """The bot's own masked link `[label](url)`, or the label alone if the URL is not a safe http(s) URL.
+
+    `label` must already be inert (see `inert_text`): the URL is checked here.
+    """
+    target = safe_url(url or "")
+    return f"[{label}]({target})" if target else label
+
+
+# [label](url), [label](<url>) and [label](url "title"): the forms Discord renders as a masked link.
+_STRANGERS_MASKED_LINK = re.compile(r"""\[([^\[\]]*)\]\(\s*<?([^\s<>]*?)>?(?:\s+(?:"[^"]*"|'[^']*'))?\s*\)""")
+_REVEAL_PASSES = 8
+
+
+def reveal_links(markdown: str) -> str:
+    """A stranger's markdown with each masked link shown as its label and then its real URL in plain text.
+
+    `[click to verify](https://evil.example/login)` -> `click to verify (https://evil.example/login)`, so
+    an editor sees where a link goes. Nested masks are unwrapped pass by pass; whatever is left of the
+    syntax after that is broken with a zero-width space, so no masked link survives.
+    """
+    for _ in range(_REVEAL_PASSES):
+        revealed = _STRANGERS_MASKED_LINK.sub(lambda m: f"{m.group(1)} ({m.group(2)})", markdown)
+        if revealed == markdown:
+            break
+        markdown = revealed
+    return markdown.replace("](", "]" + ZWSP + "(")
+
+
+# "scheme:" before "//" (https://, steam://...): Discord links it; an escaped colon it does not.
+_URL_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):(?=//)")
+
+
+def inert_text(text: str) -> str:
+    """Text from a stranger (a signer's name, a feed title in a card) that renders literally and links nowhere.
+
+    Like `escape_discord_text`, but URLs are escaped too and their scheme is broken (`https\\://`), so
+    bare URLs, `<https://...>` and `[x](https://...)` all show as plain text.
+    """
+    text = _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+    text = _LINE_START_MARKUP.sub(lambda m: m.group(1) + "\\" + m.group(2), text)
+    text = _LINE_START_NUMBER.sub(lambda m: m.group(1) + "\\" + m.group(2), text)
+    return neutralise_mentions(_URL_SCHEME.sub(r"\1\\:", text))
 
 
 def _squeeze_lines(text: str) -> str:
@@ -292,9 +473,13 @@ def _squeeze_lines(text: str) -> str:
 
 
 def html_to_discord(html_text: str, *, max_len: int) -> str:
-    """Feed HTML -> Discord markdown (escaped, mention-safe), cut on a word boundary to `max_len`."""
+    """Feed HTML -> Discord markdown (escaped, mention-safe), cut on a word boundary to `max_len`.
+
+    Linear in the input, which is first cut to RENDER_INPUT_LIMIT characters; still, call it off the
+    event loop for untrusted feeds (see bot.articles.plan_post_async).
+    """
     writer = _DiscordMarkdownWriter()
-    writer.feed(html_text)
+    writer.feed(html_text[:RENDER_INPUT_LIMIT])
     writer.close()
     # Spaces collapse like a browser would; indentation and <pre> are placeholders until now.
     text = re.sub(r" {2,}", " ", _squeeze_lines("".join(writer.out))).replace(_INDENT, "  ")

@@ -20,7 +20,7 @@ from bot.articles import (
     choose_tags,
     map_bounded,
     parse_tag_map,
-    plan_post,
+    plan_post_async,
     validate_feed_url,
 )
 from bot.checks import admin_only
@@ -86,7 +86,7 @@ class Articles(commands.Cog):
 
     def __init__(self, bot: ReadersViewsBot) -> None:
         self.bot = bot
-        self.service = ArticleService(bot.store, bot.http_client, bot.clock, bot.config.feeds)
+        self.service = ArticleService(bot.store, bot.feed_client, bot.clock, bot.config.feeds)
         self._wake = asyncio.Event()
         self._cycle_lock = asyncio.Lock()
         # Article id -> cycles in a row in which Discord failed (5xx, timeout) posting or checking it.
@@ -242,7 +242,7 @@ class Articles(commands.Cog):
             if found is not False:
                 return found
         try:
-            plan = plan_post(article)
+            plan = await plan_post_async(article)
         except ValueError as exc:  # one unrenderable article must not hold up the ones after it
             log.warning("feed %s: article %s cannot be rendered: %s", feed.id, article.id, exc)
             await self.bot.store.articles.mark_failed(article.id, f"can't be rendered for Discord: {exc}")
@@ -326,7 +326,7 @@ class Articles(commands.Cog):
         """
         store = self.bot.store.articles
         me = channel.guild.me
-        plan = plan_post(article)
+        plan = await plan_post_async(article)
         after = await store.last_post_before(channel.id, article.posted_at) if article.posted_at else 0
         try:
             if isinstance(channel, discord.ForumChannel):
@@ -382,7 +382,7 @@ class Articles(commands.Cog):
     async def _edit_one(
         self, feed: FeedRow, channel: discord.TextChannel | discord.ForumChannel, article: ArticleRow
     ) -> None:
-        plan = plan_post(article)
+        plan = await plan_post_async(article)
         try:
             if isinstance(channel, discord.ForumChannel) and article.thread_id:
                 thread = channel.get_thread(article.thread_id) or await self.bot.fetch_channel(article.thread_id)
@@ -580,11 +580,13 @@ class Articles(commands.Cog):
                 categories=article.categories,
                 needs_edit=False,
             )
-            plan = plan_post(row)
+            plan = await plan_post_async(row)
             embed = discord.Embed(title=plan.title, description=plan.content)
             if article.categories:
                 embed.set_footer(text=truncate_words("Categories: " + ", ".join(article.categories), 200))
             embeds.append(embed)
+        while len(embeds) > 1 and sum(len(embed) for embed in embeds) > 6000:  # Discord's limit per message
+            embeds.pop()
         heading = f"The next posts from **{discord.utils.escape_markdown(parsed.title or url)}** would look like this:"
         await interaction.followup.send(heading, embeds=embeds, ephemeral=True)
 

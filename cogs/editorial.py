@@ -23,7 +23,7 @@ from discord.ext import commands
 from bot.checks import editor_only, ensure_editor
 from bot.errors import UserFacingError, describe_error, send_ephemeral
 from bot.letters import STATE_LABELS, Conflict, LetterError, LetterService, conflict_text
-from bot.render import escape_discord_text, neutralise_mentions, truncate_words
+from bot.render import escape_discord_text, inert_text, masked_link, neutralise_mentions, reveal_links, truncate_words
 from bot.site.base import RemoteRef
 from bot.store.contributions import ArticleRef, Contribution, NewContribution
 from bot.store.outbox import OutboxRow
@@ -352,7 +352,7 @@ def queue_embed(letter: Contribution, article: ArticleRef | None, parent: Contri
     """The review card: always the letter's current state, who decided, and where it lives."""
     embed = discord.Embed(
         title=f"Letter #{letter.id} · {STATE_LABELS.get(letter.state, letter.state)}",
-        description=truncate_words(neutralise_mentions(letter.content), DESCRIPTION_MAX) or "(empty)",
+        description=truncate_words(neutralise_mentions(reveal_links(letter.content)), DESCRIPTION_MAX) or "(empty)",
         colour=STATE_COLOURS.get(letter.state, discord.Colour.default()),
     )
     embed.add_field(name="Writer", value=_field(f"<@{letter.author_id}> ({escape_discord_text(letter.author_name)})"))
@@ -361,10 +361,8 @@ def queue_embed(letter: Contribution, article: ArticleRef | None, parent: Contri
         byline += f", {escape_discord_text(letter.location)}"
     embed.add_field(name="Byline", value=_field(byline))
     if article is not None:
-        title = escape_discord_text(truncate_words(article.title, 200))
-        embed.add_field(
-            name="Article", value=_field(f"[{title}]({article.link})" if article.link else title), inline=False
-        )
+        title = inert_text(truncate_words(article.title, 200))
+        embed.add_field(name="Article", value=_field(masked_link(title, article.link)), inline=False)
     if letter.message_id:
         embed.add_field(
             name="Original", value=jump_url(letter.guild_id, letter.channel_id, letter.message_id), inline=False

@@ -23,7 +23,7 @@ from discord.ext import commands, tasks
 
 from bot.checks import ensure_organizer, organizer_only
 from bot.errors import send_ephemeral
-from bot.render import escape_discord_text
+from bot.render import inert_text
 from bot.statements import (
     BODY_MAX,
     NAME_MAX,
@@ -61,7 +61,8 @@ EDIT_FORM = re.compile(r"^statements:editform:(\d+)$")
 
 
 def _e(text: str | None) -> str:
-    return escape_discord_text(text or "")
+    """Members' text (names, organizations, titles): literal, and no bare URL or masked link becomes a link."""
+    return inert_text(text or "")
 
 
 def signer_line(s: SignatureRow) -> str:

@@ -90,6 +90,8 @@ def make_config(fake: FakeDiscord, tmp_path: Path, **sections: Any) -> Config:
     raw: dict[str, Any] = {
         "discord": {"api_base_url": fake.api_base, "gateway_url": fake.gateway_url, "guild_ready_timeout": 0.1},
         "database": {"path": str(tmp_path / "readersviews.sqlite3")},
+        # The test feed sites listen on loopback, which a default config refuses (bot.netguard).
+        "feeds": {"allowed_networks": ["127.0.0.0/8"]},
         "cogs": list(ALL_COGS),
     }
     for name, values in sections.items():

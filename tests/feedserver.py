@@ -14,6 +14,8 @@ headers so tests can assert what the bot sent (conditional headers, User-Agent, 
 from __future__ import annotations
 
 import asyncio
+import struct
+import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -251,3 +253,24 @@ def _not_modified(request: web.Request, etag: str | None, last_modified: str | N
         except (TypeError, ValueError):
             return if_modified_since == last_modified
     return False
+
+
+_MIB = 1 << 20
+
+
+def gzip_of_zeros(mib: int) -> bytes:
+    """A gzip stream of `mib` MiB of zero bytes (about 1 kB per MiB), without compressing them all.
+
+    After a full flush deflate starts afresh, so every flushed MiB of zeros compresses to the same
+    bytes: one segment is repeated and the trailer's CRC is computed. Gzip it again for a "gzip, gzip"
+    body: 2 GiB of zeros become about 5 kB.
+    """
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    zeros = bytes(_MIB)
+    segment = deflate.compress(zeros) + deflate.flush(zlib.Z_FULL_FLUSH)
+    end = deflate.flush()
+    crc = 0
+    for _ in range(mib):
+        crc = zlib.crc32(zeros, crc)
+    header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"
+    return header + segment * mib + end + struct.pack("<II", crc, (mib * _MIB) & 0xFFFFFFFF)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import gzip
 import re
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -15,7 +18,7 @@ from bot.articles import choose_tags
 from tests.clock import FakeClock
 from tests.conftest import Booted, World
 from tests.fakediscord import EPHEMERAL
-from tests.feedserver import FeedServer
+from tests.feedserver import FeedServer, gzip_of_zeros
 
 
 def rss(items: list[dict[str, Any]], title: str = "The Weekly") -> bytes:
@@ -275,6 +278,10 @@ async def test_changed_article_edits_the_post(bot: Booted, world: World, site: F
         ),
         (lambda s: s.set_status("/feed", 503), "HTTP 503"),
         (lambda s: s.set_redirect("/feed", "/feed"), "redirect"),
+        (
+            lambda s: s.set_feed("/feed", gzip.compress(gzip_of_zeros(64)), headers={"Content-Encoding": "gzip, gzip"}),
+            "larger than 5 MB",
+        ),
     ],
 )
 async def test_broken_feeds_alert_once_and_recover(
@@ -300,10 +307,29 @@ async def test_bozo_feed_that_still_has_items_is_used(bot: Booted, world: World,
     """Real feeds are often not well-formed XML; items that can be read are still posted."""
     site.set_feed("/feed", rss([]))
     await add_feed(world, site.url("/feed"), world.forum)
-    broken = rss([story(1)]).replace(b"</channel></rss>", b"<item><title>half an item & more")
+    broken = rss([story(1)]).replace(b"<title>Story number 1</title>", b"<title>Story number 1 & more</title>")
     site.set_feed("/feed", broken)
     await poll(bot, clock, world)
-    assert "Story number 1" in [p.name for p in forum_posts(world)]
+    assert "Story number 1 & more" in [p.name for p in forum_posts(world)]
+
+
+async def test_cut_off_feed_is_a_failed_poll_and_posts_no_stub(
+    bot: Booted, world: World, site: FeedServer, clock: FakeClock
+) -> None:
+    """A 200 whose XML ends mid-item fails the poll (alerting after N like any failure) and posts nothing."""
+    site.set_feed("/feed", rss([story(1)]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    whole = rss([story(3), story(2), story(1)])
+    site.set_feed("/feed", whole[: whole.index(b"<title>Story number 2") + len(b"<title>Story")])
+    for _ in range(3):
+        await poll(bot, clock, world, minutes=60 * 7)
+    feed = (await bot.bot.store.feeds.in_guild(world.guild.id))[0]
+    assert feed.consecutive_errors == 3 and "cut off" in (feed.last_error or "")
+    assert forum_posts(world) == []
+    assert len([a for a in alerts(world) if "failed 3 times" in a and "cut off" in a]) == 1
+    site.set_feed("/feed", whole)
+    await poll(bot, clock, world, minutes=60 * 7)
+    assert sorted(p.name for p in forum_posts(world)) == ["Story number 2", "Story number 3"]
 
 
 async def test_adding_a_broken_feed_is_refused(bot: Booted, world: World, site: FeedServer) -> None:
@@ -359,6 +385,106 @@ async def test_hostile_titles_and_summaries(bot: Booted, world: World, site: Fee
     assert "https://paper.example/1" in starter["content"]
     meta = world.fake.message_meta[int(starter["id"])]
     assert meta["allowed_mentions"].get("parse") == []
+
+
+async def test_links_in_a_feed_cannot_hide_or_break_out(bot: Booted, world: World, site: FeedServer, clock) -> None:
+    """A feed's own link can't end the post's markdown early, and a link in its text shows its real URL."""
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    hostile_link = "https://paper.example/1)[APPROVE THIS](https://evil.example/x"
+    summary = '<p>Please <a href="https://evil.example/login">click to verify</a> now.</p>'
+    site.set_feed("/feed", rss([story(1, link=hostile_link, description=summary)]))
+    await poll(bot, clock, world)
+    starter = world.fake.find_message(forum_posts(world)[0].id)
+    assert starter is not None
+    content = starter["content"]
+    assert "click to verify (<https://evil.example/login>)" in content
+    assert content.endswith("\n\nhttps://paper.example/1%29%5BAPPROVE%20THIS%5D%28https://evil.example/x")
+    assert "](" not in content
+
+
+async def test_non_public_addresses_are_refused_by_default(
+    world: World, booter: Any, site: FeedServer, clock: FakeClock
+) -> None:
+    """Without the operator's opt-in, /feed add, /feed preview and polls never reach a loopback site."""
+    booted: Booted = await booter(clock=clock, feeds={"allowed_networks": []})
+    await booted.bot.store.settings.set_many(world.guild.id, {"alert_channel_id": world.alerts.id}, actor_id=None)
+    site.set_feed("/feed", rss([story(1)]))
+    port = site.url().split(":")[2].split("/")[0]
+    for host in ("127.0.0.1", "2130706433", "[::ffff:127.0.0.1]", "localhost"):
+        reply = await add_feed(world, f"http://{host}:{port}/feed", world.forum)
+        assert "that address is not allowed" in reply["content"], reply["content"]
+    ix = await world.fake.slash(world.guild, world.admin, "feed preview", url=site.url("/feed"))
+    await ix.wait_response()
+    assert "that address is not allowed" in (await ix.wait_followup())["content"]
+    assert await booted.bot.store.feeds.in_guild(world.guild.id) == []
+    # A feed already stored (say, added before the address became private) fails its polls.
+    await booted.bot.store.feeds.add(
+        guild_id=world.guild.id,
+        url=site.url("/feed"),
+        channel_id=world.forum.id,
+        channel_kind="forum",
+        tag_map={},
+        poll_interval=900,
+        created_by=None,
+    )
+    for _ in range(3):
+        await poll(booted, clock, world, minutes=60 * 7)
+    feed = (await booted.bot.store.feeds.in_guild(world.guild.id))[0]
+    assert feed.consecutive_errors == 3 and feed.last_error == "that address is not allowed"
+    assert len([a for a in alerts(world) if "that address is not allowed" in a]) == 1
+    assert site.count() == 0 and forum_posts(world) == []
+
+
+class LoopWatch:
+    """The longest time the event loop went without running a ready callback, while watching."""
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _tick(self) -> None:
+        while True:
+            started = time.perf_counter()
+            await asyncio.sleep(0.001)
+            self.longest = max(self.longest, time.perf_counter() - started - 0.001)
+
+    async def __aenter__(self) -> LoopWatch:
+        self._task = asyncio.create_task(self._tick())
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._task is not None
+        await asyncio.sleep(0.005)  # let the ticker record a stall that has just ended
+        self._task.cancel()
+
+
+def quadratic_html(variant: int) -> str:
+    """About 20 kB of nested quotes around many paragraphs: rendering this was cubic (three froze the bot 45 s)."""
+    return "<blockquote>" * 500 + f"<p>paragraph {variant}</p>" * 500 + "</blockquote>" * 500
+
+
+async def test_hostile_html_never_stalls_the_bot(bot: Booted, world: World, site: FeedServer, clock) -> None:
+    """Polling, posting, editing and previewing items of hostile HTML keep the event loop (and heartbeat) running."""
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    items = [story(n, description=quadratic_html(n)) for n in range(3)]
+    site.set_feed("/feed", rss(items))
+    async with LoopWatch() as posting:
+        await poll(bot, clock, world)
+    assert len(forum_posts(world)) == 3
+    site.set_feed("/feed", rss([story(n, description=quadratic_html(n + 10)) for n in range(3)]))
+    async with LoopWatch() as editing:
+        await poll(bot, clock, world)
+    async with LoopWatch() as previewing:
+        ix = await world.fake.slash(world.guild, world.admin, "feed preview", url=site.url("/feed"))
+        await ix.wait_response()
+        # Three full posts exceed Discord's 6,000 characters per message: as many as fit are shown.
+        assert len((await ix.wait_followup())["embeds"]) == 2
+    starter = world.fake.find_message(forum_posts(world)[0].id)
+    assert starter is not None and "paragraph 1" in starter["content"]
+    for name, watch in (("posting", posting), ("editing", editing), ("previewing", previewing)):
+        assert watch.longest < 0.5, f"{name} stalled the event loop for {watch.longest:.2f} s"
 
 
 async def test_discord_429_is_honoured(bot: Booted, world: World, site: FeedServer, clock: FakeClock) -> None:

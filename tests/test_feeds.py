@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
+import time
+import tracemalloc
+import zlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +23,7 @@ from bot.feeds import (
     parse_feed_async,
     user_agent,
 )
-from tests.feedserver import FeedServer
+from tests.feedserver import FeedServer, gzip_of_zeros
 
 FEED_URL = "https://news.example.org/feed/"
 
@@ -505,3 +509,112 @@ def test_relative_guid_is_resolved_against_the_given_url() -> None:
     feed = parse_feed(body.encode(), url="https://x.example/feed/")
     assert [a.guid for a in feed.articles] == ["https://x.example/feed/123", "456"]
     assert parse_feed(body.encode(), url="https://x.example/feed/").articles == feed.articles
+
+
+# --- untrusted bodies: compression bombs and cut-off documents -----------------------------
+
+
+def layered(body: bytes, *encodings: str) -> bytes:
+    """`body` encoded with each of `encodings` in turn (the order of a Content-Encoding header)."""
+    for encoding in encodings:
+        if encoding == "gzip":
+            body = gzip.compress(body)
+        elif encoding == "deflate":
+            body = zlib.compress(body)
+        elif encoding == "raw-deflate":
+            packer = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+            body = packer.compress(body) + packer.flush()
+    return body
+
+
+@pytest.mark.parametrize(
+    "encodings",
+    [("gzip",), ("deflate",), ("raw-deflate",), ("gzip", "gzip"), ("deflate", "gzip"), ("identity",), ()],
+)
+async def test_compressed_feeds_are_decoded(server: FeedServer, client: httpx.AsyncClient, encodings: tuple) -> None:
+    """gzip, deflate (zlib-wrapped or raw) and stacked encodings decode to the feed's bytes."""
+    header = ", ".join("deflate" if e == "raw-deflate" else e for e in encodings)
+    headers = {"Content-Encoding": header} if header else {}
+    server.set_feed("/feed", layered(RSS_WITH_CONTENT, *encodings), headers=headers)
+    result = await fetch_feed(client, server.url("/feed"))
+    assert result.ok and result.body == RSS_WITH_CONTENT
+    assert server.requests_for("/feed")[0].header("Accept-Encoding") == "gzip, deflate"
+
+
+@pytest.mark.parametrize(
+    ("body", "header", "error"),
+    [
+        (b"\x8b\x00brotli", "br", "unsupported content encoding 'br'"),
+        (layered(RSS_WITH_CONTENT, *["gzip"] * 4), "gzip, gzip, gzip, gzip", "too many content encodings (4)"),
+        (b"\x1f\x8bnot really gzip at all", "gzip", "the gzip body is corrupt"),
+        (layered(RSS_WITH_CONTENT, "gzip")[:-30], "gzip", "the gzip body was cut off"),
+    ],
+)
+async def test_undecodable_bodies_are_clear_errors(
+    server: FeedServer, client: httpx.AsyncClient, body: bytes, header: str, error: str
+) -> None:
+    server.set_feed("/feed", body, headers={"Content-Encoding": header})
+    result = await fetch_feed(client, server.url("/feed"))
+    assert result.status == "error" and result.error is not None and error in result.error
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "gzip, gzip"])
+async def test_compression_bomb_is_cut_off_within_the_cap(
+    server: FeedServer, client: httpx.AsyncClient, encoding: str
+) -> None:
+    """256 MiB of zeros in a few kB: refused at the cap, with peak memory near the cap and the loop running."""
+    bomb = gzip_of_zeros(256)
+    if encoding == "gzip, gzip":
+        bomb = gzip.compress(bomb)
+    server.set_feed("/bomb", bomb, headers={"Content-Encoding": encoding})
+    stalls: list[float] = []
+
+    async def ticker() -> None:
+        while True:
+            started = time.perf_counter()
+            await asyncio.sleep(0)
+            stalls.append(time.perf_counter() - started)
+
+    ticking = asyncio.create_task(ticker())
+    tracemalloc.start()
+    try:
+        result = await fetch_feed(client, server.url("/bomb"), max_bytes=1_000_000)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        ticking.cancel()
+    assert result.status == "error" and result.error == "response larger than 1 MB limit"
+    assert peak < 1_000_000 + 2_000_000, f"peak {peak} bytes"
+    assert max(stalls) < 0.25, f"the event loop stalled for {max(stalls):.3f} s"
+
+
+def test_document_cut_off_mid_item_is_a_failure_not_a_stub() -> None:
+    """A feed that ends inside an item (a dropped connection, a crashed generator) is refused whole."""
+    item = "<item><guid>g{0}</guid><title>Title {0}</title><link>https://x.example/{0}</link></item>"
+    items = "".join(item.format(n) for n in range(3))
+    complete = rss(items)
+    for cut in ("<item><guid>g2</guid><tit", "<item><guid>g2</guid><title>Tit", "</item>", "<link>https://x.exa"):
+        body = complete[: complete.rindex(cut) + len(cut)].encode()
+        with pytest.raises(FeedParseError, match="cut off"):
+            parse_feed(body, url=FEED_URL)
+    cdata = rss("<item><guid>a</guid><title>A</title><description><![CDATA[<p>half a para")
+    with pytest.raises(FeedParseError, match="cut off"):
+        parse_feed(cdata.removesuffix("</channel></rss>").encode(), url=FEED_URL)
+    assert len(parse_feed(complete.encode(), url=FEED_URL).articles) == 3
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # a wrong declared charset (the bytes are latin-1)
+        rss("<item><guid>a</guid><title>Café</title></item>").encode("latin-1"),
+        rss("<item><guid>a</guid><title>Fish & chips &nbsp;today</title></item>").encode(),  # unescaped & and entity
+        (rss("<item><guid>a</guid><title>Junk after</title></item>") + "<p>powered by</p>").encode(),
+        rss("<item><guid>a</guid><title>No final bracket</title></item>").removesuffix(">").encode(),
+        ("<!-- a comment -->\n" + rss("<item><guid>a</guid><title>Broken <b>tag</title></item>")).encode(),
+    ],
+)
+def test_benign_bozo_feeds_are_still_read(body: bytes) -> None:
+    """Not well-formed but complete: read leniently as before, not taken for a cut-off document."""
+    feed = parse_feed(body, url=FEED_URL, content_type="application/rss+xml")
+    assert feed.bozo and [article.guid.rsplit("/", 1)[-1] for article in feed.articles] == ["a"]

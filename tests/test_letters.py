@@ -838,3 +838,52 @@ async def test_writer_is_told_of_a_rejection_even_if_the_card_update_fails(paper
     assert (await paper.get(letter.id)).state == "rejected"
     dm = paper.fake.dm_channel(paper.world.reader.user)
     assert any("Off topic" in m["content"] for m in paper.fake.messages_in(dm))
+
+
+def test_review_card_shows_where_links_go() -> None:
+    """A letter's masked link shows its real URL; a hostile article title or link can't add a link of its own."""
+    now = datetime(2025, 3, 10, tzinfo=UTC)
+    letter = Contribution(
+        id=7,
+        guild_id=1,
+        message_id=111111111111111111,
+        channel_id=222222222222222222,
+        article_id=1,
+        reply_to_message_id=None,
+        author_id=444444444444444444,
+        author_name="rita",
+        content="Before approving, please [click to verify](https://evil.example/login) my details.",
+        original_content=None,
+        created_at=now,
+        edited_at=None,
+        deleted_at=None,
+        state="submitted",
+        consent="granted",
+        byline="Rita",
+        location=None,
+        reviewer_id=None,
+        review_note=None,
+        flags=(),
+        review_message_id=None,
+        review_channel_id=None,
+        remote_id=None,
+        remote_url=None,
+        submitted_at=now,
+        decided_at=None,
+        version=1,
+    )
+    article = ArticleRef(
+        1,
+        "Budget](https://evil.example/a) [APPROVE THIS",
+        "https://paper.example/1)[APPROVE THIS](https://evil.example/b",
+        1,
+        1,
+    )
+    embed = queue_embed(letter, article, None)
+    assert "click to verify (https://evil.example/login)" in (embed.description or "")
+    assert "](" not in (embed.description or "")
+    [article_field] = [f.value or "" for f in embed.fields if f.name == "Article"]
+    assert article_field == (
+        "[Budget\\](https\\://evil.example/a) \\[APPROVE THIS]"
+        "(https://paper.example/1%29%5BAPPROVE%20THIS%5D%28https://evil.example/b)"
+    )

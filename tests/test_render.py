@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import re
+import time
 
 import nh3
 import pytest
 
 from bot.render import (
+    RENDER_INPUT_LIMIT,
     ZWSP,
     article_post_body,
     article_title,
     discord_to_html,
+    escape_discord_text,
     html_to_discord,
+    inert_text,
+    masked_link,
     neutralise_mentions,
     plain_text,
+    reveal_links,
+    safe_url,
     truncate_words,
 )
 
@@ -39,9 +46,12 @@ def test_whitespace_inside_emphasis_moves_outside_markers() -> None:
     assert html_to_discord("<p>a<strong> b </strong>c<em></em></p>", max_len=100) == "a **b** c"
 
 
-def test_links_become_masked_links_without_embeds() -> None:
+def test_links_show_their_real_url_without_embeds() -> None:
+    """A feed's link is its text followed by where it really goes (no masked link hides it), without an embed."""
     out = html_to_discord('<p>Read <a href="https://news.example.org/x">the report</a>.</p>', max_len=2000)
-    assert out == "Read [the report](<https://news.example.org/x>)."
+    assert out == "Read the report (<https://news.example.org/x>)."
+    out = html_to_discord('<a href="https://evil.example/login?a=1&amp;b=(2)">click to verify</a>', max_len=200)
+    assert out == "click to verify (<https://evil.example/login?a=1&b=%282%29>)"
 
 
 def test_non_http_links_keep_only_their_text() -> None:
@@ -334,3 +344,145 @@ def test_plain_text_for_screening() -> None:
     assert plain_text("Hi **there** <@1>\n\n> quoted <b>\n- item", display_names={1: "Ana"}) == (
         "Hi there Ana\n\nquoted <b>\n\nitem"
     )
+
+
+# --- hostile feed HTML: linear, bounded, never crashing ---------------------------------------
+
+HOSTILE_HTML = {
+    "nested quotes around paragraphs": lambda n: "<blockquote>" * n + "<p>x</p>" * n + "</blockquote>" * n,
+    "nested emphasis": lambda n: "<b><i>" * n + "x " * n + "</i></b>" * n,
+    "nested lists": lambda n: "<ul>" * n + "<li>x</li>" * n,
+    "unclosed quoted attributes": lambda n: "<a b='" * n,
+    "unclosed tags": lambda n: "<a" * n,
+    "unclosed comments": lambda n: "<!--" * n,
+    "marked sections": lambda n: "<![" * n,
+    "stray end tags": lambda n: "<b>x" * 8 + "</b>" * n,
+}
+
+
+@pytest.mark.parametrize("shape", HOSTILE_HTML)
+def test_hostile_html_renders_in_linear_time(shape: str) -> None:
+    """Three 20 kB items froze the bot for 45 s (nested quotes were cubic): every shape now takes milliseconds."""
+    make = HOSTILE_HTML[shape]
+    size = 1
+    while len(make(size)) < 20_000:
+        size *= 2
+    started = time.perf_counter()
+    for _ in range(3):
+        out = html_to_discord(make(size), max_len=4000)
+    elapsed = time.perf_counter() - started
+    assert len(out) <= 4000
+    assert elapsed < 1.0, f"{shape}: {elapsed:.2f} s for three 20 kB items"
+
+
+def test_rendering_input_is_capped() -> None:
+    """Only the first RENDER_INPUT_LIMIT characters of a huge item are rendered; a cut tag is dropped."""
+    huge = "<p>" + "word " * 20 + "</p>" + "<p>filler</p>" * 100_000
+    assert html_to_discord(huge, max_len=4000) == html_to_discord(huge[:RENDER_INPUT_LIMIT], max_len=4000)
+    cut = "<p>start</p>" + "x" * (RENDER_INPUT_LIMIT - 20) + '<a href="https://evil.example/">hidden'
+    assert "evil" not in html_to_discord(cut, max_len=4000)
+
+
+def test_nested_quotes_are_one_quote() -> None:
+    """Discord has one level of quote: inner blockquotes become paragraphs inside the outer one."""
+    html = "<blockquote><p>a</p><blockquote><p>b</p><blockquote>c</blockquote></blockquote><p>d</p></blockquote>e"
+    assert html_to_discord(html, max_len=200) == "> a\n>\n> b\n>\n> c\n>\n> d\n\ne"
+
+
+def test_raw_text_elements_and_odd_markup() -> None:
+    """Script content never leaks (even with tags inside), and stray "<" and bogus markup are handled."""
+    html = "<p>a < b</p><script>if (x<y) { document.write('<p>leak</p>') }</script><?php echo 1 ?><!x>c<br/>d"
+    assert html_to_discord(html, max_len=200) == "a < b\n\nc\nd"
+
+
+def test_many_blank_lines_escape_in_linear_time() -> None:
+    """Line-start escaping no longer rescans runs of blank lines (20,000 newlines took 17 s)."""
+    started = time.perf_counter()
+    assert escape_discord_text("\n" * 20_000 + "> x").endswith("\\> x")
+    assert time.perf_counter() - started < 0.5
+
+
+# --- links and text from strangers --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://paper.example/2024/a_b?x=1&y=2#top", "https://paper.example/2024/a_b?x=1&y=2#top"),
+        (
+            "https://paper.example/1)[APPROVE THIS](https://evil.example",
+            "https://paper.example/1%29%5BAPPROVE%20THIS%5D%28https://evil.example",
+        ),
+        ("  https://paper.example/a b<c>`d`\\e  ", "https://paper.example/a%20b%3Cc%3E%60d%60%5Ce"),
+        ("https://paper.example/\u202eexe.txt", "https://paper.example/%E2%80%AEexe.txt"),
+        ("https://bücher.example/café", "https://xn--bcher-kva.example/caf%C3%A9"),
+        ("HTTPS://Paper.Example/X", "https://Paper.Example/X"),
+        ("https://paper.example/a\nb", None),
+        ("javascript:alert(1)", None),
+        ("https:///no-host", None),
+        ("https://ev il.example/", None),
+        ("", None),
+    ],
+)
+def test_safe_url(url: str, expected: str | None) -> None:
+    """http(s) only; anything that could close a markdown link early or hide text is percent-encoded."""
+    assert safe_url(url) == expected
+
+
+def test_the_bots_masked_link_keeps_its_shape() -> None:
+    """A hostile title and link stay inside one masked link; an unusable link leaves the title alone."""
+    title = inert_text("Read me](https://evil.example)[APPROVE THIS")
+    link = masked_link(title, "https://paper.example/1)[APPROVE THIS](https://evil.example/x")
+    assert link == (
+        "[Read me\\](https\\://evil.example)\\[APPROVE THIS]"
+        "(https://paper.example/1%29%5BAPPROVE%20THIS%5D%28https://evil.example/x)"
+    )
+    assert masked_link("Title", "javascript:alert(1)") == "Title"
+    assert masked_link("Title", None) == "Title"
+
+
+@pytest.mark.parametrize(
+    ("letter", "shown"),
+    [
+        ("[click to verify](https://evil.example/login)", "click to verify (https://evil.example/login)"),
+        ("[x](<https://evil.example/a> 'title')", "x (https://evil.example/a)"),
+        ("[[inner](https://a.example)](https://b.example)", "inner (https://a.example) (https://b.example)"),
+        (
+            "**bold** [t](https://c.example) and https://d.example",
+            "**bold** t (https://c.example) and https://d.example",
+        ),
+        ("[unbalanced](https://e.example/a_(b)", "unbalanced (https://e.example/a_(b)"),
+    ],
+)
+def test_strangers_masked_links_show_their_url(letter: str, shown: str) -> None:
+    """A letter on a review card can't hide where a link goes."""
+    assert reveal_links(letter) == shown
+
+
+def test_no_masked_link_survives_revealing() -> None:
+    tricky = "[" * 20 + "x" + "](https://evil.example)" * 20
+    assert "](" not in reveal_links(tricky)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "https://evil.example/login",
+        "<https://evil.example/login>",
+        "[Ada](https://evil.example/login)",
+        "Ada (steam://run/1)",
+        "HTTPS://EVIL.EXAMPLE",
+    ],
+)
+def test_inert_text_links_nowhere(name: str) -> None:
+    """Discord links `scheme://` text and masked links; in inert text the colon and brackets are escaped."""
+    out = inert_text(name)
+    assert not re.search(r"[A-Za-z]://", out), out
+    assert not re.search(r"(?<!\\)\]\(", out), out
+    # What Discord shows once escapes are applied: the original text.
+    assert re.sub(r"\\(.)", r"\1", out) == name
+
+
+def test_inert_text_escapes_markdown_and_mentions() -> None:
+    assert inert_text("*Ada* @everyone <@1> # not a heading") == "\\*Ada\\* @\u200beveryone <\u200b@1> # not a heading"
+    assert inert_text("# Heading") == "\\# Heading"

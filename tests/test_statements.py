@@ -178,6 +178,27 @@ async def test_untrusted_names_are_escaped(running: Booted, world: World) -> Non
         assert meta.get("allowed_mentions", {}).get("parse", []) == []
 
 
+async def test_signers_text_cannot_make_links(running: Booted, world: World) -> None:
+    """Bare URLs, <https://...> and [x](https://...) in names and organizations show as plain text."""
+    fake = world.fake
+    message = await create_statement(world, running)
+    hostile = {
+        "organization": "<https://evil.example/org>",
+        "name": "[Ada](https://evil.example/login)",
+        "role": "see https://evil.example/role",
+        "public": "yes",
+    }
+    await sign(world, message, world.reader, hostile, action="sign_org")
+    latest = await eventually(lambda: field(current(fake, message), "Latest signers"))
+    click = await fake.click(world.guild, world.editor, current(fake, message), f"statements:who:{sid(message)}")
+    who = await answer(click)
+    for shown in (latest, who):
+        assert "evil.example" in shown
+        assert not re.search(r"https?://", shown), shown  # the scheme is escaped: https\://
+        assert not re.search(r"(?<!\\)\]\(", shown), shown  # no masked link
+        assert "https\\://evil.example/login" in shown
+
+
 async def test_two_submits_at_once_one_signature(running: Booted, world: World) -> None:
     """Two form submits from the same account at the same moment give one signature, both answered."""
     fake = world.fake
