@@ -44,6 +44,7 @@ from bot.app import apply_endpoints  # noqa: E402
 from bot.articles import ArticleService  # noqa: E402
 from bot.clock import SystemClock  # noqa: E402
 from bot.config import Config, FeedSettings  # noqa: E402
+from bot.netguard import AddressPolicy, guarded_client  # noqa: E402
 from bot.store import Store  # noqa: E402
 
 PER_CHANNEL = (5, 5.0)  # message create: 5 per 5 s per channel (the fake's fixed window)
@@ -79,13 +80,16 @@ def stop_site(proc: subprocess.Popen[str]) -> None:
         proc.wait()
 
 
-def new_client() -> httpx.AsyncClient:
-    """The same client settings as Runtime.create."""
-    return httpx.AsyncClient(
-        headers={"User-Agent": f"readersviews/{__version__} (bench)"},
-        timeout=httpx.Timeout(FeedSettings().timeout_seconds),
-        follow_redirects=False,
-    )
+def new_client(*, guarded: bool = False) -> httpx.AsyncClient:
+    """The same client settings as Runtime.create; `guarded`: the bot's feed client (the loopback site opted in)."""
+    options: dict[str, Any] = {
+        "headers": {"User-Agent": f"readersviews/{__version__} (bench)"},
+        "timeout": httpx.Timeout(FeedSettings().timeout_seconds),
+        "follow_redirects": False,
+    }
+    if guarded:
+        return guarded_client(AddressPolicy(["127.0.0.0/8"]), **options)
+    return httpx.AsyncClient(**options)
 
 
 class Timers:
@@ -185,7 +189,7 @@ async def bench_polling(args: argparse.Namespace) -> None:
     timers.install()
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            async with new_client() as raw_client, new_client() as bot_client:
+            async with new_client() as raw_client, new_client(guarded=True) as bot_client:
                 await raw_client.get(urls[0])  # warm both connection pools
                 await bot_client.get(urls[0])
                 raw_best = bot_best = math.inf
