@@ -45,15 +45,12 @@ from bot.articles import ArticleService  # noqa: E402
 from bot.clock import SystemClock  # noqa: E402
 from bot.config import FeedSettings  # noqa: E402
 from bot.store import Store  # noqa: E402
+from tests.feedserver import LoopWatch, gzip_of_zeros, quadratic_html  # noqa: E402
 
 SCENARIOS = ("benign", "quadratic", "bomb")
 
 
 # --- the site (a separate process) -------------------------------------------------------------
-
-
-def quadratic_html(variant: int) -> str:
-    return "<blockquote>" * 500 + f"<p>paragraph {variant}</p>" * 500 + "</blockquote>" * 500
 
 
 def hostile_feed(now: datetime) -> bytes:
@@ -69,7 +66,6 @@ async def serve(bomb_mib: int) -> None:
     from aiohttp import web
 
     from bench._feedsite import feed_xml
-    from tests.feedserver import gzip_of_zeros
 
     now = datetime.now(UTC)
     routes = {
@@ -122,28 +118,6 @@ def renderer() -> Callable[[Any], Awaitable[Any]]:
     return inline
 
 
-class LoopWatch:
-    def __init__(self) -> None:
-        self.longest = 0.0
-        self._task: asyncio.Task[None] | None = None
-
-    async def _tick(self) -> None:
-        while True:
-            started = time.perf_counter()
-            await asyncio.sleep(0.001)
-            self.longest = max(self.longest, time.perf_counter() - started - 0.001)
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._tick())
-
-    async def stop(self) -> None:
-        assert self._task is not None
-        await asyncio.sleep(0.005)  # let the ticker record a stall that has just ended
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-
-
 async def one_poll(url: str, directory: Path, *, traced: bool) -> tuple[float, int, float, str]:
     """(longest stall s, peak traced bytes or 0, seconds, outcome) of one poll plus the planning of its posts."""
     store = await Store.open(directory / f"bench-{time.monotonic_ns()}.sqlite3", SystemClock())
@@ -158,21 +132,19 @@ async def one_poll(url: str, directory: Path, *, traced: bool) -> tuple[float, i
         service = ArticleService(store, client, SystemClock(), feed_settings())
         gc.collect()
         gc.freeze()  # the harness's own heap must not pass for the bot's latency
-        watch = LoopWatch()
-        watch.start()
-        if traced:
-            tracemalloc.start()
-        started = time.perf_counter()
-        report = await service.poll(feed)
-        planned = 0
-        for article in await store.articles.pending(feed_id, 100):
-            await render(article)
-            planned += 1
-        elapsed = time.perf_counter() - started
-        peak = tracemalloc.get_traced_memory()[1] if traced else 0
-        if traced:
-            tracemalloc.stop()
-        await watch.stop()
+        async with LoopWatch() as watch:
+            if traced:
+                tracemalloc.start()
+            started = time.perf_counter()
+            report = await service.poll(feed)
+            planned = 0
+            for article in await store.articles.pending(feed_id, 100):
+                await render(article)
+                planned += 1
+            elapsed = time.perf_counter() - started
+            peak = tracemalloc.get_traced_memory()[1] if traced else 0
+            if traced:
+                tracemalloc.stop()
         gc.unfreeze()
         outcome = f"{report.status}, {planned} post(s) planned" + (f" ({report.error})" if report.error else "")
         return watch.longest, peak, elapsed, outcome

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import time
 import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -274,3 +275,32 @@ def gzip_of_zeros(mib: int) -> bytes:
         crc = zlib.crc32(zeros, crc)
     header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"
     return header + segment * mib + end + struct.pack("<II", crc, (mib * _MIB) & 0xFFFFFFFF)
+
+
+def quadratic_html(variant: int) -> str:
+    """About 20 kB of nested quotes around many paragraphs: rendering this was cubic (three froze the bot 45 s)."""
+    return "<blockquote>" * 500 + f"<p>paragraph {variant}</p>" * 500 + "</blockquote>" * 500
+
+
+class LoopWatch:
+    """`async with LoopWatch() as watch:` -> `watch.longest`, the longest the event loop went without
+    running a ready callback (a 1 ms ticker's lateness) while inside the block."""
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _tick(self) -> None:
+        while True:
+            started = time.perf_counter()
+            await asyncio.sleep(0.001)
+            self.longest = max(self.longest, time.perf_counter() - started - 0.001)
+
+    async def __aenter__(self) -> LoopWatch:
+        self._task = asyncio.create_task(self._tick())
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._task is not None
+        await asyncio.sleep(0.005)  # let the ticker record a stall that has just ended
+        self._task.cancel()

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import re
-import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -18,7 +16,7 @@ from bot.articles import choose_tags
 from tests.clock import FakeClock
 from tests.conftest import Booted, World
 from tests.fakediscord import EPHEMERAL
-from tests.feedserver import FeedServer, gzip_of_zeros
+from tests.feedserver import FeedServer, LoopWatch, gzip_of_zeros, quadratic_html
 
 
 def rss(items: list[dict[str, Any]], title: str = "The Weekly") -> bytes:
@@ -434,34 +432,6 @@ async def test_non_public_addresses_are_refused_by_default(
     assert feed.consecutive_errors == 3 and feed.last_error == "that address is not allowed"
     assert len([a for a in alerts(world) if "that address is not allowed" in a]) == 1
     assert site.count() == 0 and forum_posts(world) == []
-
-
-class LoopWatch:
-    """The longest time the event loop went without running a ready callback, while watching."""
-
-    def __init__(self) -> None:
-        self.longest = 0.0
-        self._task: asyncio.Task[None] | None = None
-
-    async def _tick(self) -> None:
-        while True:
-            started = time.perf_counter()
-            await asyncio.sleep(0.001)
-            self.longest = max(self.longest, time.perf_counter() - started - 0.001)
-
-    async def __aenter__(self) -> LoopWatch:
-        self._task = asyncio.create_task(self._tick())
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        assert self._task is not None
-        await asyncio.sleep(0.005)  # let the ticker record a stall that has just ended
-        self._task.cancel()
-
-
-def quadratic_html(variant: int) -> str:
-    """About 20 kB of nested quotes around many paragraphs: rendering this was cubic (three froze the bot 45 s)."""
-    return "<blockquote>" * 500 + f"<p>paragraph {variant}</p>" * 500 + "</blockquote>" * 500
 
 
 async def test_hostile_html_never_stalls_the_bot(bot: Booted, world: World, site: FeedServer, clock) -> None:

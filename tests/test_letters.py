@@ -763,11 +763,10 @@ async def test_nomination_nobody_could_see_is_undone(paper: Paper) -> None:
     assert (await paper.letter(message)).state == "recorded"
 
 
-def test_card_of_a_long_letter_fits_discord_limits() -> None:
-    """The review card of a maximal letter stays within Discord's embed limits and still shows the letter."""
-    now = datetime(2025, 3, 10, tzinfo=UTC)
+def maximal_letter(now: datetime) -> Contribution:
+    """A letter with every field of its review card filled, most of them to the limit."""
     words = "The council's plan for cycle lanes on Park_Road is *not* what residents asked for. "
-    letter = Contribution(
+    return Contribution(
         id=12345,
         guild_id=1,
         message_id=111111111111111111,
@@ -796,6 +795,12 @@ def test_card_of_a_long_letter_fits_discord_limits() -> None:
         decided_at=now,
         version=5,
     )
+
+
+def test_card_of_a_long_letter_fits_discord_limits() -> None:
+    """The review card of a maximal letter stays within Discord's embed limits and still shows the letter."""
+    now = datetime(2025, 3, 10, tzinfo=UTC)
+    letter = maximal_letter(now)
     article = ArticleRef(
         1, "Council backs new cycle_lanes on Park_Road " * 6, "https://paper.example/" + "b" * 900, 1, 1
     )
@@ -842,35 +847,13 @@ async def test_writer_is_told_of_a_rejection_even_if_the_card_update_fails(paper
 
 def test_review_card_shows_where_links_go() -> None:
     """A letter's masked link shows its real URL; a hostile article title or link can't add a link of its own."""
-    now = datetime(2025, 3, 10, tzinfo=UTC)
-    letter = Contribution(
-        id=7,
-        guild_id=1,
-        message_id=111111111111111111,
-        channel_id=222222222222222222,
-        article_id=1,
-        reply_to_message_id=None,
-        author_id=444444444444444444,
-        author_name="rita",
+    letter = replace(
+        maximal_letter(datetime(2025, 3, 10, tzinfo=UTC)),
         content="Before approving, please [click to verify](https://evil.example/login) my details.",
-        original_content=None,
-        created_at=now,
-        edited_at=None,
-        deleted_at=None,
         state="submitted",
-        consent="granted",
-        byline="Rita",
-        location=None,
-        reviewer_id=None,
         review_note=None,
         flags=(),
-        review_message_id=None,
-        review_channel_id=None,
-        remote_id=None,
         remote_url=None,
-        submitted_at=now,
-        decided_at=None,
-        version=1,
     )
     article = ArticleRef(
         1,
