@@ -320,11 +320,15 @@ class LetterService:
         consent: bool,
         author_created_at: datetime | None,
         rate_limited: bool = True,
+        guild_id: int | None = None,
     ) -> Contribution:
-        """The writer agrees to publication under `byline`: the letter goes to the review queue."""
+        """The writer agrees to publication under `byline`: the letter goes to the review queue.
+
+        `guild_id`: the server the form came from (None in a DM); another server's letter is refused as missing.
+        """
         byline, location = publication_terms(byline, location, consent)
         letter = await self.repo.get(letter_id)
-        if letter is None:
+        if letter is None or (guild_id is not None and letter.guild_id != guild_id):
             raise LetterError("That letter no longer exists.")
         self.check_can_submit(letter, user_id)
         if rate_limited:
@@ -454,10 +458,10 @@ class LetterService:
                 )
         return await self._load(letter.id)
 
-    async def consent_target(self, letter_id: int, user_id: int) -> Contribution:
-        """The nominated letter the writer is answering about (refuses anyone else)."""
+    async def consent_target(self, letter_id: int, user_id: int, *, guild_id: int | None = None) -> Contribution:
+        """The nominated letter the writer is answering about (refuses anyone else, and other servers' letters)."""
         letter = await self.repo.get(letter_id)
-        if letter is None:
+        if letter is None or (guild_id is not None and letter.guild_id != guild_id):
             raise LetterError("That reply no longer exists.")
         if letter.author_id != user_id:
             raise LetterError("Only the writer of this reply can answer this request.")
@@ -465,8 +469,8 @@ class LetterService:
             raise LetterError(f"Already answered: this reply is {STATE_LABELS.get(letter.state, letter.state)}.")
         return letter
 
-    async def decline(self, letter_id: int, user_id: int) -> Contribution:
-        letter = await self.consent_target(letter_id, user_id)
+    async def decline(self, letter_id: int, user_id: int, *, guild_id: int | None = None) -> Contribution:
+        letter = await self.consent_target(letter_id, user_id, guild_id=guild_id)
         async with self.store.db.transaction() as conn:
             ok = await self.repo.update_if_version(
                 conn, letter.id, letter.version, {"state": "declined", "consent": "declined"}

@@ -390,10 +390,18 @@ class ContributionsRepo:
 
     # -- articles, as letters see them --------------------------------------------------------------
 
-    async def article(self, article_id: int) -> ArticleRef | None:
-        row = await self._db.fetchone(
-            "SELECT id, title, link, thread_id, channel_id FROM articles WHERE id = ?", (article_id,)
-        )
+    async def article(self, article_id: int, *, guild_id: int | None = None) -> ArticleRef | None:
+        """The article; with `guild_id`, only if one of that server's feeds posted it."""
+        if guild_id is None:
+            row = await self._db.fetchone(
+                "SELECT id, title, link, thread_id, channel_id FROM articles WHERE id = ?", (article_id,)
+            )
+        else:
+            row = await self._db.fetchone(
+                "SELECT a.id, a.title, a.link, a.thread_id, a.channel_id FROM articles a"
+                " JOIN feeds f ON f.id = a.feed_id WHERE a.id = ? AND f.guild_id = ?",
+                (article_id, guild_id),
+            )
         return ArticleRef(row[0], row[1], row[2], row[3], row[4]) if row else None
 
     async def article_for_thread(self, thread_id: int) -> int | None:
