@@ -23,7 +23,7 @@ from bot.articles import (
     plan_post,
     validate_feed_url,
 )
-from bot.checks import admin_only
+from bot.checks import admin_only, ensure_admin, may
 from bot.errors import UserFacingError
 from bot.render import truncate_words
 from bot.store.feeds import ArticleRow, FeedRow
@@ -408,7 +408,7 @@ class Articles(commands.Cog):
     # -- commands -----------------------------------------------------------------------------
 
     async def feed_autocomplete(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[int]]:
-        if interaction.guild is None:
+        if interaction.guild is None or not await may(ensure_admin, interaction):
             return []
         choices = []
         for feed in await self.bot.store.feeds.in_guild(interaction.guild.id):

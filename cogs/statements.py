@@ -21,7 +21,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands, tasks
 
-from bot.checks import ensure_organizer, organizer_only
+from bot.checks import ensure_organizer, may, organizer_only
 from bot.errors import send_ephemeral
 from bot.render import escape_discord_text
 from bot.statements import (
@@ -742,7 +742,7 @@ class Statements(commands.Cog):
     async def _statement_choices(
         self, interaction: discord.Interaction, current: str
     ) -> list[app_commands.Choice[str]]:
-        if interaction.guild is None:
+        if interaction.guild is None or not await may(ensure_organizer, interaction):
             return []
         found = await self.repo.search(interaction.guild.id, current, limit=25)
         return [app_commands.Choice(name=f"{s.title[:80]} ({s.status})"[:100], value=s.slug) for s in found]

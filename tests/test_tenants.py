@@ -1,0 +1,418 @@
+"""Every server is a separate tenant, and members act at the same time.
+
+A second server ("The Daily") shares the bot with The Weekly. Custom_ids are untrusted (a modified
+client sends whatever it likes), so the forged interactions below rewrite a form's or a button's id
+to point at The Weekly's objects, exactly as such a client would, and check that nothing changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from tests.conftest import Booted, World
+from tests.fakediscord import EPHEMERAL, FakeDiscord, perms
+from tests.fakediscord.world import Channel, Guild, Member, Role
+from tests.test_letters import LONG_ENOUGH, button_id, make_article
+
+STATEMENT_TEXT = "We, the undersigned, ask the council to keep the library open."
+
+
+@dataclass
+class Server:
+    """One server's people and channels, as the bot sees them once set up."""
+
+    fake: FakeDiscord
+    guild: Guild
+    admin: Member
+    organizer: Member
+    editor: Member
+    reader: Member
+    editor_role: Role
+    organizer_role: Role
+    alerts: Channel
+    review: Channel
+    forum: Channel
+    discussion: Channel
+
+
+def weekly(world: World) -> Server:
+    w = world
+    return Server(w.fake, w.guild, w.admin, w.organizer, w.editor, w.reader, w.editor_role, w.organizer_role,
+                  w.alerts, w.review, w.forum, w.discussion)  # fmt: skip
+
+
+@pytest.fixture
+async def daily(running: Booted, world: World) -> Server:
+    """A second server with its own staff and settings; its reader is also a member of The Weekly."""
+    fake = world.fake
+    guild = fake.add_guild("The Daily")
+    editor_role = guild.add_role("Editor")
+    organizer_role = guild.add_role("Organizer")
+    admins = guild.add_role("Admins", permissions=perms.MANAGE_GUILD)
+    server = Server(
+        fake=fake,
+        guild=guild,
+        admin=guild.add_member("mallory-admin", roles=[admins]),
+        organizer=guild.add_member("oscar-organizer", roles=[organizer_role]),
+        editor=guild.add_member("eve-editor", roles=[editor_role]),
+        reader=guild.add_member(world.reader.user.username, user=world.reader.user),
+        editor_role=editor_role,
+        organizer_role=organizer_role,
+        alerts=guild.add_text_channel("alerts"),
+        review=guild.add_text_channel("review"),
+        forum=guild.add_forum_channel("articles", tags=["News"]),
+        discussion=guild.add_text_channel("discussion"),
+    )
+    await fake.settle()
+    await running.bot.store.settings.set_many(
+        guild.id,
+        {
+            "alert_channel_id": server.alerts.id,
+            "review_channel_id": server.review.id,
+            "editor_role_id": editor_role.id,
+            "organizer_role_id": organizer_role.id,
+        },
+        actor_id=None,
+    )
+    running.cog("Statements").refresher.interval = 0.05
+    return server
+
+
+async def until(predicate: Callable[[], Any], timeout: float = 5.0) -> Any:  # noqa: ASYNC109
+    """Wait for something the bot does in the background; no timing is asserted."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError("condition not met")
+        await asyncio.sleep(0.01)
+
+
+async def answer(ix: Any) -> str:
+    """What the member was told (a deferred answer is waited for)."""
+    response = await ix.wait_response()
+    if response["type"] == 5:
+        return str((await ix.wait_original())["content"])
+    return str(response["data"].get("content", ""))
+
+
+async def refused(ix: Any, words: str) -> None:
+    response = await ix.wait_response()
+    text = await answer(ix)
+    assert words in text, text
+    if response["type"] == 4:
+        assert response["data"]["flags"] & EPHEMERAL
+
+
+def forge_form(fake: FakeDiscord, member: Member, custom_id: str) -> None:
+    """A modified client submits the form it was shown under another custom_id."""
+    modal, _ = fake.modals[member.id]
+    modal["custom_id"] = custom_id
+
+
+def forge_button(fake: FakeDiscord, message: dict[str, Any], old: str, new: str) -> None:
+    """A modified client clicks a button whose custom_id it rewrote."""
+    stored = fake.find_message(message["id"])
+    assert stored is not None
+    for row in stored["components"]:
+        for component in row["components"]:
+            if component.get("custom_id") == old:
+                component["custom_id"] = new
+
+
+async def create_statement(server: Server, title: str) -> dict[str, Any]:
+    fake = server.fake
+    ix = await fake.slash(server.guild, server.organizer, "statement create", channel=server.discussion)
+    assert (await ix.wait_response())["type"] == 9
+    submit = await fake.submit_modal(server.guild, server.organizer, None, {"title": title, "body": STATEMENT_TEXT})
+    assert "Published" in await answer(submit)
+    return fake.messages_in(server.discussion)[-1]
+
+
+def statement_id(message: dict[str, Any]) -> int:
+    return int(message["components"][0]["components"][0]["custom_id"].rsplit(":", 1)[1])
+
+
+async def sign(server: Server, message: dict[str, Any], member: Member, name: str) -> str:
+    fake = server.fake
+    click = await fake.click(server.guild, member, message, f"statements:sign:{statement_id(message)}")
+    assert (await click.wait_response())["type"] == 9
+    return await answer(await fake.submit_modal(server.guild, member, None, {"name": name}))
+
+
+# -- statements ---------------------------------------------------------------------------------------
+
+
+async def test_statement_edit_form_cannot_rewrite_another_servers_statement(
+    running: Booted, world: World, daily: Server
+) -> None:
+    """Daily's organizer edits their own statement, with the form's id pointed at the Weekly's: refused."""
+    fake = world.fake
+    theirs = await create_statement(weekly(world), "Save the library")
+    ours = await create_statement(daily, "Fix the roads")
+    ix = await fake.slash(daily.guild, daily.organizer, "statement edit", statement="fix-the-roads")
+    assert (await ix.wait_response())["type"] == 9
+    forge_form(fake, daily.organizer, f"statements:editform:{statement_id(theirs)}")
+    submit = await fake.submit_modal(daily.guild, daily.organizer, None, {"title": "Hacked", "body": "Hacked body"})
+    await refused(submit, "no longer exists")
+
+    statement = await running.bot.store.db.fetchone(
+        "SELECT title, body, site_dirty FROM statements WHERE id = ?", (statement_id(theirs),)
+    )
+    assert statement is not None and (statement[0], statement[1]) == ("Save the library", STATEMENT_TEXT)
+    assert not [m for m in fake.messages_in(world.discussion) if "was edited" in m["content"]]
+    assert statement_id(ours) != statement_id(theirs)
+
+
+async def test_statement_create_form_cannot_post_in_another_servers_channel(
+    running: Booted, world: World, daily: Server
+) -> None:
+    """The channel id in the create form's custom_id must be a channel of the form's own server."""
+    fake = world.fake
+    ix = await fake.slash(daily.guild, daily.organizer, "statement create", channel=daily.discussion)
+    assert (await ix.wait_response())["type"] == 9
+    forge_form(fake, daily.organizer, f"statements:createform:{world.discussion.id}:0:1:1")
+    submit = await fake.submit_modal(daily.guild, daily.organizer, None, {"title": "Spam", "body": "Spam"})
+    await refused(submit, "can't find that channel in this server")
+    assert fake.messages_in(world.discussion) == []
+    assert await running.bot.store.db.scalar("SELECT count(*) FROM statements") == 0
+
+
+async def test_sign_form_and_buttons_cannot_reach_another_servers_statement(
+    running: Booted, world: World, daily: Server
+) -> None:
+    """Sign, withdraw and "who signed" with a Weekly statement's id, from the Daily: answered as missing."""
+    fake = world.fake
+    theirs = await create_statement(weekly(world), "Save the library")
+    ours = await create_statement(daily, "Fix the roads")
+    assert "Signed" in await sign(weekly(world), theirs, world.reader, "Rita Weekly")
+    their_id, our_id = statement_id(theirs), statement_id(ours)
+
+    click = await fake.click(daily.guild, daily.editor, ours, f"statements:sign:{our_id}")
+    assert (await click.wait_response())["type"] == 9
+    forge_form(fake, daily.editor, f"statements:signform:{their_id}:individual")
+    await refused(await fake.submit_modal(daily.guild, daily.editor, None, {"name": "Fake Name"}), "no longer exists")
+
+    for action in ("sign", "withdraw", "who"):
+        forge_button(fake, ours, f"statements:{action}:{our_id}", f"statements:{action}:{their_id}")
+        forged = await fake.click(daily.guild, daily.reader, ours, f"statements:{action}:{their_id}")
+        await refused(forged, "no longer exists")
+
+    rows = await running.bot.store.db.fetchall(
+        "SELECT name, withdrawn_at FROM signatures WHERE statement_id = ?", (their_id,)
+    )
+    assert [(r[0], r[1]) for r in rows] == [("Rita Weekly", None)]
+
+
+async def test_statement_commands_and_autocomplete_see_only_their_server(
+    running: Booted, world: World, daily: Server
+) -> None:
+    """A slug of another server is unknown; autocomplete lists only this server's, and nothing to non-organizers."""
+    fake = world.fake
+    await create_statement(weekly(world), "Save the library")
+    await create_statement(daily, "Fix the roads")
+    ix = await fake.slash(daily.guild, daily.organizer, "statement close", statement="save-the-library")
+    await refused(ix, "No statement")
+    assert await running.bot.store.db.scalar("SELECT status FROM statements WHERE slug = 'save-the-library'") == "open"
+
+    ac = await fake.autocomplete(daily.guild, daily.organizer, "statement close", "statement", "")
+    await ac.wait_response()
+    assert [c["value"] for c in ac.choices or []] == ["fix-the-roads"]
+    ac = await fake.autocomplete(daily.guild, daily.reader, "statement export", "statement", "")
+    await ac.wait_response()
+    assert ac.choices == []
+
+
+# -- feeds --------------------------------------------------------------------------------------------
+
+
+async def test_feed_commands_and_autocomplete_see_only_their_server(
+    running: Booted, world: World, daily: Server
+) -> None:
+    """A Weekly feed's number is unknown to the Daily's admin; autocomplete is for admins and this server."""
+    fake = world.fake
+    db = running.bot.store.db
+    feed_id = await db.write(
+        "INSERT INTO feeds (guild_id, url, channel_id, channel_kind, created_at) VALUES (?, ?, ?, 'forum', ?)",
+        (world.guild.id, "https://weekly.example/feed", world.forum.id, "2026-01-01T00:00:00+00:00"),
+    )
+    for command in ("feed pause", "feed resume", "feed diagnose", "feed remove"):
+        ix = await fake.slash(daily.guild, daily.admin, command, feed=feed_id)
+        await refused(ix, f"There is no feed #{feed_id} in this server")
+    assert await db.scalar("SELECT enabled FROM feeds WHERE id = ?", (feed_id,)) == 1
+
+    ac = await fake.autocomplete(daily.guild, daily.admin, "feed pause", "feed", "")
+    await ac.wait_response()
+    assert ac.choices == []
+    ac = await fake.autocomplete(world.guild, world.reader, "feed pause", "feed", "")
+    await ac.wait_response()
+    assert ac.choices == []
+    ac = await fake.autocomplete(world.guild, world.admin, "feed pause", "feed", "")
+    await ac.wait_response()
+    assert [c["value"] for c in ac.choices or []] == [feed_id]
+
+
+# -- letters ------------------------------------------------------------------------------------------
+
+
+async def submitted_letter(running: Booted, world: World) -> tuple[int, dict[str, Any]]:
+    """A Weekly reader's letter in the Weekly's queue: (its id, its card)."""
+    fake = world.fake
+    thread, _ = await make_article(running, world)
+    message = await fake.message_create(thread, world.reader, LONG_ENOUGH)
+    await fake.settle()
+    await running.cog("ReadersViews").recorder.flush()
+    ix = await fake.context_menu(world.guild, world.reader, "Submit as letter", message)
+    assert (await ix.wait_response())["type"] == 9
+    done = await fake.submit_modal(world.guild, world.reader, None, {"byline": "Rita", "consent": "yes"})
+    assert "is with the editors" in await answer(done)
+    letter = await running.bot.store.contributions.by_message(int(message["id"]))
+    assert letter is not None
+    card = await until(lambda: [m for m in fake.messages_in(world.review) if m.get("embeds")])
+    return letter.id, card[-1]
+
+
+async def test_letter_forms_cannot_reach_another_servers_letter(running: Booted, world: World, daily: Server) -> None:
+    """Edit and reject forms pointed at a Weekly letter, from the Daily's editor: refused, the letter unchanged."""
+    fake = world.fake
+    letter_id, _ = await submitted_letter(running, world)
+    before = await running.bot.store.contributions.get(letter_id)
+    assert before is not None
+    # The Daily's editor needs a form of their own to forge: their own server's letter's Edit button.
+    daily_thread = daily.guild.add_text_channel("daily-letters")
+    await fake.settle()
+    ix = await fake.slash(daily.guild, daily.reader, "letter submit", in_channel=daily_thread)
+    assert (await ix.wait_response())["type"] == 9
+    done = await fake.submit_modal(
+        daily.guild, daily.reader, None, {"text": LONG_ENOUGH, "byline": "R", "consent": "yes"}
+    )
+    assert "is with the editors" in await answer(done)
+    card = (await until(lambda: [m for m in fake.messages_in(daily.review) if m.get("embeds")]))[-1]
+    own_id = int(card["embeds"][0]["title"].split("#")[1].split()[0])
+
+    for action, form, values in (
+        ("edit", f"letters:editmodal:{letter_id}:{before.version}", {"text": "Rewritten by another server"}),
+        ("reject", f"letters:rejectmodal:{letter_id}:{before.version}", {"reason": "no"}),
+    ):
+        click = await fake.click(daily.guild, daily.editor, card, button_id(card, action, own_id))
+        assert (await click.wait_response())["type"] == 9
+        forge_form(fake, daily.editor, form)
+        await refused(await fake.submit_modal(daily.guild, daily.editor, None, values), "no longer exists")
+    after = await running.bot.store.contributions.get(letter_id)
+    assert after is not None and (after.state, after.content, after.version) == (
+        "submitted",
+        LONG_ENOUGH,
+        before.version,
+    )
+
+
+async def test_write_and_byline_forms_cannot_reach_another_servers_objects(
+    running: Booted, world: World, daily: Server
+) -> None:
+    """A write form naming a Weekly article, and a byline form naming a Weekly letter, from the Daily: refused."""
+    fake = world.fake
+    thread, article_id = await make_article(running, world)
+    ix = await fake.slash(daily.guild, daily.reader, "letter submit")
+    assert (await ix.wait_response())["type"] == 9
+    forge_form(fake, daily.reader, f"letters:write:{article_id}")
+    done = await fake.submit_modal(
+        daily.guild, daily.reader, None, {"text": LONG_ENOUGH, "byline": "R", "consent": "yes"}
+    )
+    await refused(done, "I don't know that article in this server")
+
+    # The reader's own reply in the Weekly, submitted through a form opened in the Daily.
+    message = await fake.message_create(thread, world.reader, LONG_ENOUGH)
+    await fake.settle()
+    await running.cog("ReadersViews").recorder.flush()
+    letter = await running.bot.store.contributions.by_message(int(message["id"]))
+    assert letter is not None
+    ix = await fake.slash(daily.guild, daily.reader, "letter submit")
+    assert (await ix.wait_response())["type"] == 9
+    forge_form(fake, daily.reader, f"letters:byline:{letter.id}")
+    done = await fake.submit_modal(daily.guild, daily.reader, None, {"text": "x", "byline": "R", "consent": "yes"})
+    await refused(done, "no longer exists")
+    assert await running.bot.store.db.scalar("SELECT count(*) FROM contributions WHERE state = 'submitted'") == 0
+
+    ix = await fake.slash(daily.guild, daily.reader, "letter withdraw", letter=letter.id)
+    await refused(ix, "no longer exists")
+
+
+async def test_consent_button_from_another_server_is_refused(running: Booted, world: World, daily: Server) -> None:
+    """A nomination's Agree, forged onto a Daily message by its writer: refused; the nomination stands."""
+    fake = world.fake
+    thread, _ = await make_article(running, world)
+    message = await fake.message_create(thread, world.reader, LONG_ENOUGH)
+    await fake.settle()
+    ix = await fake.context_menu(world.guild, world.editor, "Nominate as reader's view", message)
+    assert "I asked" in await answer(ix)
+    letter = await running.bot.store.contributions.by_message(int(message["id"]))
+    assert letter is not None and letter.state == "nominated"
+    ours = await create_statement(daily, "Fix the roads")
+    old = f"statements:who:{statement_id(ours)}"
+    forge_button(fake, ours, old, f"letters:consent:{letter.id}:decline")
+    forged = await fake.click(daily.guild, daily.reader, ours, f"letters:consent:{letter.id}:decline")
+    await refused(forged, "no longer exists")
+    again = await running.bot.store.contributions.get(letter.id)
+    assert again is not None and again.state == "nominated"
+
+
+# -- forms of several members at once ---------------------------------------------------------------
+
+
+async def test_two_members_writing_letters_at_once_both_arrive(running: Booted, world: World) -> None:
+    """Two members open /letter submit, then both send: each letter is recorded and each writer thanked."""
+    fake = world.fake
+    for member in (world.reader, world.editor):
+        ix = await fake.slash(world.guild, member, "letter submit")
+        assert (await ix.wait_response())["type"] == 9
+    texts = {world.reader.id: LONG_ENOUGH + "Rita.", world.editor.id: LONG_ENOUGH + "Ed."}
+    for count, member in enumerate((world.reader, world.editor), start=1):
+        values = {"text": texts[member.id], "byline": member.user.username, "consent": "yes"}
+        done = await fake.submit_modal(world.guild, member, None, values)
+        assert "is with the editors" in await answer(done)
+        await until(lambda n=count: len(fake.messages_in(world.review)) == n)  # the first is handled in full
+        await fake.settle()
+    rows = await running.bot.store.db.fetchall("SELECT author_id, content FROM contributions WHERE state = 'submitted'")
+    assert {r[0]: r[1] for r in rows} == texts
+
+
+async def test_two_editors_editing_one_letter_are_both_answered(running: Booted, world: World) -> None:
+    """Two editors press Edit on one card: the first edit is saved, the second is told it came too late."""
+    fake = world.fake
+    second = world.guild.add_member("eddie-editor", roles=[world.editor_role])
+    await fake.settle()
+    letter_id, card = await submitted_letter(running, world)
+    for editor in (world.editor, second):
+        click = await fake.click(world.guild, editor, card, button_id(card, "edit", letter_id))
+        assert (await click.wait_response())["type"] == 9
+    first = await fake.submit_modal(world.guild, world.editor, None, {"text": LONG_ENOUGH + "(first edit)"})
+    await first.wait_response()
+    late = await fake.submit_modal(world.guild, second, None, {"text": LONG_ENOUGH + "(second edit)"})
+    assert "changed while you were looking" in await answer(late)
+    letter = await running.bot.store.contributions.get(letter_id)
+    assert letter is not None and letter.content == LONG_ENOUGH + "(first edit)"
+
+
+async def test_letter_form_opened_before_a_restart_is_received_after_it(world: World, booter: Any) -> None:
+    """A member opens /letter submit, the bot restarts, the member sends: the letter arrives."""
+    fake = world.fake
+    first: Booted = await booter()
+    await first.bot.store.settings.set_many(world.guild.id, {"review_channel_id": world.review.id}, actor_id=None)
+    ix = await fake.slash(world.guild, world.reader, "letter submit")
+    assert (await ix.wait_response())["type"] == 9
+    await first.stop()
+    second: Booted = await booter()
+    done = await fake.submit_modal(
+        world.guild, world.reader, None, {"text": LONG_ENOUGH, "byline": "Rita", "consent": "yes"}
+    )
+    assert "is with the editors" in await answer(done)
+    assert await second.bot.store.db.scalar("SELECT count(*) FROM contributions WHERE state = 'submitted'") == 1
