@@ -45,6 +45,9 @@ class DiscordSettings(_Model):
     """HTTP connections kept to Discord's REST API; bursts queue for a pooled connection."""
     message_content_intent: bool = True
     members_intent: bool = False
+    allowed_guild_ids: tuple[int, ...] = ()
+    """The servers this bot serves; in any other it says once that it isn't enabled and does nothing.
+    Empty: every server it is added to (`check` and the start-up log warn)."""
 
     @field_validator("api_base_url")
     @classmethod

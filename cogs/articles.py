@@ -130,7 +130,7 @@ class Articles(commands.Cog):
     async def run_cycle(self) -> int:
         """Poll every due feed, then post what is pending (capped per feed). Returns posts made."""
         async with self._cycle_lock:
-            for feed, report in await self.service.poll_due(self.bot.clock.now()):
+            for feed, report in await self.service.poll_due(self.bot.clock.now(), self.bot.tenants.serves):
                 if report.alert:
                     await self.bot.alert(feed.guild_id, report.alert)
                 if report.recovered:
@@ -138,7 +138,7 @@ class Articles(commands.Cog):
             # Feeds publish concurrently: discord.py sleeps inside a request once a channel's bucket
             # is exhausted (5 messages per 5 s), which would stall every other channel behind it.
             # The global pacer (bot.pacing) keeps the sum under Discord's 50 requests/s.
-            feeds = await self.bot.store.feeds.with_work()
+            feeds = [feed for feed in await self.bot.store.feeds.with_work() if self.bot.tenants.serves(feed.guild_id)]
             results = await map_bounded(self.publish, feeds, PUBLISH_CONCURRENCY, return_exceptions=True)
             failures: list[tuple[FeedRow, BaseException]] = [
                 (feed, r) for feed, r in zip(feeds, results, strict=True) if isinstance(r, BaseException)

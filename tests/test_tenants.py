@@ -416,3 +416,110 @@ async def test_letter_form_opened_before_a_restart_is_received_after_it(world: W
     )
     assert "is with the editors" in await answer(done)
     assert await second.bot.store.db.scalar("SELECT count(*) FROM contributions WHERE state = 'submitted'") == 1
+
+
+# -- the allow-list -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def stranger(world: World) -> Server:
+    """A server the operator never enabled, with a system channel and a would-be admin."""
+    fake = world.fake
+    guild = fake.add_guild("Somebody Else")
+    general = guild.add_text_channel("general")
+    guild.system_channel_id = general.id
+    admins = guild.add_role("Admins", permissions=perms.MANAGE_GUILD)
+    admin = guild.add_member("sam-admin", roles=[admins])
+    organizer_role = guild.add_role("Organizer")
+    return Server(fake, guild, admin, guild.add_member("ora", roles=[organizer_role]), admin,
+                  guild.add_member("reg-reader"), organizer_role, organizer_role, general, general,
+                  guild.add_forum_channel("articles"), general)  # fmt: skip
+
+
+async def test_server_not_on_the_allow_list_is_told_once_and_refused(
+    world: World, stranger: Server, booter: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Outside discord.allowed_guild_ids: one notice (not repeated after a restart), then a refusal for everything."""
+    fake = world.fake
+    allowed = {
+        "discord": {"allowed_guild_ids": [world.guild.id]},
+        "letters": {"record_channel_ids": [stranger.alerts.id]},
+    }
+    first: Booted = await booter(**allowed)
+    notices = await until(lambda: fake.messages_in(stranger.alerts))
+    assert "hasn't enabled it here" in notices[0]["content"] and str(stranger.guild.id) in notices[0]["content"]
+    assert fake.messages_in(world.alerts) == [] and fake.messages_in(world.discussion) == []
+    await first.stop()
+    second: Booted = await booter(**allowed)
+    await fake.settle()
+    assert len(fake.messages_in(stranger.alerts)) == 1
+
+    setup = await fake.slash(stranger.guild, stranger.admin, "readersviews setup", alert_channel=stranger.alerts)
+    await refused(setup, "isn't enabled in this server")
+    assert await second.bot.store.settings.get(stranger.guild.id, "alert_channel_id") is None
+    create = await fake.slash(stranger.guild, stranger.admin, "statement create")
+    await refused(create, "isn't enabled in this server")
+    ac = await fake.autocomplete(stranger.guild, stranger.admin, "feed pause", "feed", "")
+    assert (await ac.wait_response())["type"] == 8 and ac.choices == []
+    writer = await fake.slash(stranger.guild, stranger.reader, "letter submit")
+    await refused(writer, "isn't enabled in this server")
+    assert await second.bot.store.db.scalar("SELECT count(*) FROM statements") == 0
+    await fake.message_create(stranger.alerts, stranger.reader, "a reply the bot must not read")
+    await fake.settle()
+    await second.cog("ReadersViews").recorder.flush()
+    assert await second.bot.store.db.scalar("SELECT count(*) FROM contributions") == 0
+
+    # The servers on the list are served as before.
+    ok = await fake.slash(world.guild, world.admin, "readersviews setup", alert_channel=world.alerts)
+    assert "Saved" in await answer(ok)
+    assert not any("allowed_guild_ids is empty" in r.getMessage() for r in caplog.records)
+
+
+async def test_feeds_of_a_server_not_on_the_allow_list_are_not_fetched(
+    world: World, stranger: Server, booter: Any
+) -> None:
+    """A feed left from before the list (same URL as a served one) is never fetched, and alerts stay home."""
+    booted: Booted = await booter(discord={"allowed_guild_ids": [world.guild.id]})
+    db = booted.bot.store.db
+    ids = {}
+    for server in (world.guild, stranger.guild):
+        ids[server.id] = await db.write(
+            "INSERT INTO feeds (guild_id, url, channel_id, channel_kind, created_at) VALUES (?, ?, ?, 'forum', ?)",
+            (server.id, "http://127.0.0.1:9/feed.xml", world.forum.id, "2026-01-01T00:00:00+00:00"),
+        )
+    await booted.cog("Articles").run_cycle()
+    polled = {gid: await db.scalar("SELECT last_poll_at FROM feeds WHERE id = ?", (fid,)) for gid, fid in ids.items()}
+    assert polled[world.guild.id] is not None and polled[stranger.guild.id] is None
+    assert not await booted.bot.alert(stranger.guild.id, "feed trouble")
+    assert [m for m in world.fake.messages_in(stranger.alerts) if "feed trouble" in m["content"]] == []
+
+
+async def test_empty_allow_list_serves_every_server_and_warns(
+    world: World, stranger: Server, booter: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without a list every server is served, as before, and the start-up log says how to restrict it."""
+    caplog.set_level("WARNING")
+    await booter()
+    assert any("allowed_guild_ids is empty" in r.getMessage() for r in caplog.records)
+    fake = world.fake
+    setup = await fake.slash(stranger.guild, stranger.admin, "readersviews setup", alert_channel=stranger.alerts)
+    assert "Saved" in await answer(setup)
+    assert fake.messages_in(stranger.alerts) == []
+
+
+def test_check_warns_while_the_allow_list_is_empty(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """`readersviews check` warns (without failing) until discord.allowed_guild_ids names the servers."""
+    from bot.__main__ import main
+
+    config = tmp_path / "c.yaml"
+    config.write_text(f"database: {{path: {tmp_path / 'db.sqlite3'}}}\n")
+    env_token = {"DISCORD_TOKEN": "x.y.z"}
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env_token.items():
+            patch.setenv(key, value)
+        assert main(["--config", str(config), "check"]) == 0
+        out = capsys.readouterr().out
+        assert "warn discord.allowed_guild_ids is empty" in out and "untick Public Bot" in out
+        config.write_text(config.read_text() + "discord: {allowed_guild_ids: [1234]}\n")
+        assert main(["--config", str(config), "check"]) == 0
+        assert "allowed_guild_ids" not in capsys.readouterr().out
