@@ -262,7 +262,7 @@ class ReadersViews(commands.Cog):
         letter = await self.service.ensure_recorded(contribution_from_message(message, article_id))
         self.service.check_can_submit(letter, interaction.user.id)
         assert interaction.guild is not None
-        await self.service.check_rate(interaction.guild.id, interaction.user.id)
+        await self.service.check_rate(interaction.guild.id, interaction.user.id, interaction.user.created_at)
         await interaction.response.send_modal(byline_form(letter.id, interaction.user.display_name))
 
     @letter.command(name="submit", description="Write a letter to the editor about an article")
@@ -276,7 +276,7 @@ class ReadersViews(commands.Cog):
             recent = await self.bot.store.contributions.recent_articles(interaction.guild.id, limit=500)
             if found is None or all(a.id != article for a in recent):
                 raise LetterError("I don't know that article: pick one from the list as you type.")
-        await self.service.check_rate(interaction.guild.id, interaction.user.id)
+        await self.service.check_rate(interaction.guild.id, interaction.user.id, interaction.user.created_at)
         await interaction.response.send_modal(write_form(article, interaction.user.display_name))
 
     @commands.Cog.listener()

@@ -523,3 +523,75 @@ def test_check_warns_while_the_allow_list_is_empty(tmp_path: Any, capsys: pytest
         config.write_text(config.read_text() + "discord: {allowed_guild_ids: [1234]}\n")
         assert main(["--config", str(config), "check"]) == 0
         assert "allowed_guild_ids" not in capsys.readouterr().out
+
+
+# -- limits under concurrency ---------------------------------------------------------------------------
+
+
+async def _letters_service(tmp_path: Any, **settings: Any) -> tuple[Any, Any]:
+    from datetime import UTC, datetime
+
+    from bot.config import LetterSettings
+    from bot.letters import LetterService
+    from bot.store import Store
+    from tests.clock import FakeClock
+
+    clock = FakeClock(datetime(2026, 3, 10, 12, 0, tzinfo=UTC))
+    store = await Store.open(tmp_path / "limits.sqlite3", clock)
+    return store, LetterService(store, clock, LetterSettings(**settings), disclaimer=None)
+
+
+async def test_daily_limit_holds_for_concurrent_submits(tmp_path: Any) -> None:
+    """Twelve letters sent at once by one member against a limit of five: five arrive, seven are refused."""
+    from bot.letters import LetterError
+
+    store, service = await _letters_service(tmp_path, submissions_per_day=5)
+    try:
+
+        async def write(n: int) -> Any:
+            return await service.write_letter(
+                guild_id=1, channel_id=2, author_id=7, author_name="Rita", article_id=None,
+                text=f"{LONG_ENOUGH} ({n})", byline="Rita", location=None, consent=True, author_created_at=None,
+            )  # fmt: skip
+
+        results = await asyncio.gather(*(write(n) for n in range(12)), return_exceptions=True)
+        refused = [r for r in results if isinstance(r, LetterError)]
+        assert len(refused) == 7 and "accepts 5 a day" in str(refused[0])
+        assert await store.db.scalar("SELECT count(*) FROM contributions WHERE state = 'submitted'") == 5
+    finally:
+        await store.close()
+
+
+async def test_new_accounts_letters_waiting_for_review_are_capped_per_server(tmp_path: Any) -> None:
+    """At most `new_account_queue_cap` letters of new accounts wait per server; older accounts are not held up."""
+    from datetime import timedelta
+
+    from bot.letters import LetterError
+
+    store, service = await _letters_service(tmp_path, new_account_queue_cap=3, new_account_days=7)
+    try:
+        young = service.clock.now() - timedelta(days=2)
+        old = service.clock.now() - timedelta(days=400)
+
+        async def write(author: int, created: Any, guild: int = 1) -> Any:
+            return await service.write_letter(
+                guild_id=guild, channel_id=2, author_id=author, author_name=f"m{author}", article_id=None,
+                text=f"{LONG_ENOUGH} from {author}", byline="M", location=None, consent=True,
+                author_created_at=created,
+            )  # fmt: skip
+
+        results = await asyncio.gather(*(write(100 + n, young) for n in range(8)), return_exceptions=True)
+        refused = [r for r in results if isinstance(r, LetterError)]
+        assert len(refused) == 5 and "less than 7 days old" in str(refused[0])
+        assert "try again" in str(refused[0])
+        await write(200, old)  # an established account is not capped
+        await write(300, young, guild=2)  # nor is another server's queue shared
+        with pytest.raises(LetterError, match="less than 7 days old"):
+            await service.check_rate(1, 400, young)  # and the form says so before anything is typed
+        await store.db.write(
+            "UPDATE contributions SET state = 'approved' WHERE id = (SELECT min(id) FROM contributions"
+            " WHERE guild_id = 1 AND state = 'submitted' AND new_account = 1)"
+        )
+        await write(401, young)  # once editors act, there is room again
+    finally:
+        await store.close()

@@ -144,6 +144,7 @@ _UPDATABLE = frozenset(
         "decided_at",
         "edited_at",
         "deleted_at",
+        "new_account",
     }
 )
 
@@ -186,6 +187,9 @@ def row_of(c: NewContribution) -> tuple[object, ...]:
         c.content,
         c.created_at,
     )
+
+
+_WAITING_NEW = "SELECT count(*) FROM contributions WHERE guild_id = ? AND state = 'submitted' AND new_account = 1"
 
 
 def _db_value(value: Any) -> Any:
@@ -342,6 +346,27 @@ class ContributionsRepo:
             )
             or 0
         )
+
+    async def submissions_since_in(
+        self, conn: aiosqlite.Connection, guild_id: int, author_id: int, since: datetime
+    ) -> int:
+        """Inside a transaction: `submissions_since`, so the daily limit is checked and counted at once."""
+        async with conn.execute(
+            "SELECT count(*) FROM contributions WHERE guild_id = ? AND author_id = ? AND submitted_at >= ?",
+            (guild_id, author_id, to_db(since)),
+        ) as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    async def waiting_from_new_accounts(self, guild_id: int) -> int:
+        """Letters of new accounts waiting for review in this server."""
+        return int(await self._db.scalar(_WAITING_NEW, (guild_id,)) or 0)
+
+    async def waiting_from_new_accounts_in(self, conn: aiosqlite.Connection, guild_id: int) -> int:
+        """Inside a transaction: letters of new accounts waiting for review in this server."""
+        async with conn.execute(_WAITING_NEW, (guild_id,)) as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
 
     async def same_text(self, guild_id: int, content: str, exclude_id: int) -> int | None:
         """The id of an earlier letter with this exact text (recorded replies don't count)."""
