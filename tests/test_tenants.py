@@ -595,3 +595,90 @@ async def test_new_accounts_letters_waiting_for_review_are_capped_per_server(tmp
         await write(401, young)  # once editors act, there is room again
     finally:
         await store.close()
+
+
+# -- secrets ------------------------------------------------------------------------------------------
+
+
+def test_redact_text_removes_credentials_a_site_quotes_back() -> None:
+    """Authorization headers, Basic and Bearer tokens and URL credentials go; ordinary words stay."""
+    from bot.site.base import redact_text
+
+    token = "YWRtaW46c2VjcmV0IHBhc3M="
+    for text in (
+        f"Authorization: Basic {token}",
+        f'{{"data": {{"headers": {{"authorization": ["Basic {token}"]}}}}}}',
+        "headers: {'Authorization': 'Bearer abcdefghijklmnop123'}",
+        f"your credentials Basic {token} are wrong",
+        "fetch https://ann:hunter22@paper.example/feed?key=abc failed",
+    ):
+        cleaned = redact_text(text)
+        assert token not in cleaned and "abcdefghijklmnop123" not in cleaned and "hunter22" not in cleaned, cleaned
+        assert "key=abc" not in cleaned and ("[redacted]" in cleaned or "***" in cleaned), cleaned
+    assert redact_text("Basic authentication is required") == "Basic authentication is required"
+
+
+async def test_site_error_quoting_our_credentials_is_stored_and_logged_redacted(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A WordPress that echoes the request's Authorization header (and the password) in its error body:
+    the outbox's stored error, its log and its alert hold neither."""
+    import httpx
+
+    from bot.config import WordPressSettings
+    from bot.site.wordpress import WordPressAdapter
+    from bot.store.database import Database
+    from tests.sitefake import WP_PASSWORD, WP_USER, FakeClock
+    from tests.test_outbox import Harness, letter
+
+    def echo(request: httpx.Request) -> httpx.Response:
+        header = request.headers["Authorization"]
+        body = {
+            "code": "rest_cannot_create",
+            "message": f"Sorry, {WP_USER}:{WP_PASSWORD} may not. You sent Authorization: {header}",
+            "data": {"status": 403, "params": {"headers": f"authorization={header}"}},
+        }
+        return httpx.Response(403, json=body)
+
+    caplog.set_level("INFO")
+    db = await Database.open(tmp_path / "db.sqlite3")
+    clock = FakeClock()
+    try:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(echo)) as client:
+            settings = WordPressSettings(url="https://paper.example", username=WP_USER)
+            h = Harness(db, clock, WordPressAdapter(settings, WP_PASSWORD, client, clock=clock))
+            row_id = await h.enqueue("create", letter(1))
+            await h.worker.run_once()
+        row = await h.row(row_id)
+        encoded = httpx.BasicAuth(WP_USER, WP_PASSWORD)._auth_header.split()[1]
+        shown = [row.last_error or "", *h.alerts, *(r.getMessage() for r in caplog.records)]
+        assert row.state == "dead" and "rest_cannot_create" in (row.last_error or "")
+        for text in shown:
+            assert WP_PASSWORD not in text and encoded not in text, text
+    finally:
+        await db.close()
+
+
+async def test_feed_credentials_and_query_are_never_shown(
+    world: World, booter: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A feed URL with user, password and a key: /feed list, /feed diagnose, the alert and the logs show none."""
+    caplog.set_level("INFO")
+    booted: Booted = await booter(feeds={"alert_after_failures": 1})
+    await booted.bot.store.settings.set_many(world.guild.id, {"alert_channel_id": world.alerts.id}, actor_id=None)
+    secret_url = "http://ann:hunter22@127.0.0.1:9/feed.xml?key=s3cr3tkey"
+    feed_id = await booted.bot.store.db.write(
+        "INSERT INTO feeds (guild_id, url, channel_id, channel_kind, created_at) VALUES (?, ?, ?, 'forum', ?)",
+        (world.guild.id, secret_url, world.forum.id, "2026-01-01T00:00:00+00:00"),
+    )
+    await booted.cog("Articles").run_cycle()
+    fake = world.fake
+    alerts = await until(lambda: fake.messages_in(world.alerts))
+    listed = await answer(await fake.slash(world.guild, world.admin, "feed list"))
+    diagnosed = await answer(await fake.slash(world.guild, world.admin, "feed diagnose", feed=feed_id))
+    ac = await fake.autocomplete(world.guild, world.admin, "feed pause", "feed", "key=s3")
+    await ac.wait_response()
+    assert ac.choices == []  # the hidden query can't be probed by typing it
+    assert "127.0.0.1:9/feed.xml" in listed and "127.0.0.1:9/feed.xml" in diagnosed
+    for text in [alerts[0]["content"], listed, diagnosed, *(r.getMessage() for r in caplog.records)]:
+        assert "hunter22" not in text and "s3cr3tkey" not in text and "ann:" not in text, text
