@@ -22,6 +22,7 @@ from bot.logs import setup_logging
 from bot.site.base import redact_text, redact_url
 from bot.store import Store, StoreError, latest_version
 from bot.store.database import Database
+from bot.tenants import OPEN_WARNING
 
 log = logging.getLogger("readersviews")
 
@@ -174,7 +175,9 @@ def _start_failure(config: Config, exc: BaseException) -> str:
 
 async def cmd_check(config: Config, secrets: Secrets) -> int:
     """Report every check, then exit 1 if any failed."""
-    results: list[tuple[bool, str]] = [(True, "config: valid")]
+    results: list[tuple[bool | None, str]] = [(True, "config: valid")]
+    if not config.discord.allowed_guild_ids:
+        results.append((None, OPEN_WARNING))
     results.append(
         (True, "DISCORD_TOKEN: set")
         if secrets.discord_token
@@ -209,11 +212,13 @@ async def cmd_check(config: Config, secrets: Secrets) -> int:
     return _report(results)
 
 
-def _report(results: list[tuple[bool, str]]) -> int:
+def _report(results: list[tuple[bool | None, str]]) -> int:
+    """Print each result: ok, FAIL, or warn (None: works, but the operator should look)."""
     for ok, line in results:
-        print(f"{'ok  ' if ok else 'FAIL'} {line}")
-    failed = sum(1 for ok, _ in results if not ok)
-    print(f"{len(results) - failed} ok, {failed} failed")
+        print(f"{'warn' if ok is None else 'ok  ' if ok else 'FAIL'} {line}")
+    failed = sum(1 for ok, _ in results if ok is False)
+    warned = sum(1 for ok, _ in results if ok is None)
+    print(f"{len(results) - failed - warned} ok, {failed} failed" + (f", {warned} warning(s)" if warned else ""))
     return 1 if failed else 0
 
 

@@ -33,6 +33,7 @@ from bot.site.base import RemoteRef
 from bot.status import outbox_row_guild
 from bot.store import Store
 from bot.store.outbox import OutboxRow
+from bot.tenants import OPEN_WARNING, Tenants
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,9 @@ class ReadersViewsBot(commands.Bot):
         self.sync_guild_id = sync_guild_id
         self.synced: bool = False
         self.tree.on_error = on_app_command_error  # type: ignore[method-assign]  # discord.py's documented hook
+        # Servers not in discord.allowed_guild_ids: refused before any handler sees their events.
+        self.tenants = Tenants(config.discord.allowed_guild_ids)
+        self.tenants.install(self)
         self._shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
         # Everything sent to the site goes through the outbox; cogs listen for deliveries.
         self.site = site or make_adapter(config.site, secrets, http_client, clock=clock)
@@ -128,7 +132,17 @@ class ReadersViewsBot(commands.Bot):
             store.outbox, self.site, clock, alert=self._outbox_alert, on_delivered=self._on_delivered
         )
 
+    async def on_guild_join(self, guild: discord.Guild) -> None:
+        await self.tenants.announce(self, guild)
+
+    async def on_guild_available(self, guild: discord.Guild) -> None:
+        await self.tenants.announce(self, guild)
+
     async def setup_hook(self) -> None:
+        if self.tenants.open:
+            log.warning("%s", OPEN_WARNING)
+        else:
+            log.info("serving %d server(s) listed in discord.allowed_guild_ids", len(self.tenants.allowed))
         for name in self.config.cogs:
             await self.load_extension(name)
             log.debug("loaded %s", name)
@@ -190,6 +204,9 @@ class ReadersViewsBot(commands.Bot):
         self.health.note(self.clock.now().isoformat(timespec="seconds"), text, guild_id)
         if guild_id is None:
             log.warning("alert: %s", text)
+            return False
+        if not self.tenants.serves(guild_id):
+            log.warning("alert for server %s, which is not in discord.allowed_guild_ids (not sent): %s", guild_id, text)
             return False
         channel_id = await self.store.settings.get(guild_id, "alert_channel_id")
         channel = self.get_channel(channel_id) if channel_id else None

@@ -18,6 +18,7 @@ from bot.clock import Clock
 from bot.config import FeedSettings
 from bot.feeds import Article, FeedFetchResult, FeedParseError, ParsedFeed, fetch_feed, parse_feed_async
 from bot.render import MESSAGE_LIMIT, article_post_body, article_title, html_to_discord, safe_url, truncate_words
+from bot.site.base import redact_text, redact_url
 from bot.store import Store
 from bot.store.feeds import ArticleRow, FeedRow
 
@@ -59,9 +60,9 @@ def validate_feed_url(url: str) -> str:
     url = url.strip()
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
-        raise FeedProblem(f"Feed URLs must start with http:// or https:// (got `{url[:100]}`).")
+        raise FeedProblem(f"Feed URLs must start with http:// or https:// (got `{redact_text(url[:100])}`).")
     if not parts.hostname:
-        raise FeedProblem(f"`{url[:100]}` has no host name.")
+        raise FeedProblem(f"`{redact_text(url[:100])}` has no host name.")
     return url
 
 
@@ -200,11 +201,11 @@ class ArticleService:
             max_redirects=self.settings.max_redirects,
         )
         if not result.ok or result.body is None:
-            raise FeedProblem(f"Couldn't fetch {url}: {result.error or 'no body'}.")
+            raise FeedProblem(f"Couldn't fetch {redact_url(url)}: {redact_text(result.error or 'no body')}.")
         try:
             return await parse_feed_async(result.body, url=url, content_type=result.content_type), result
         except FeedParseError as exc:
-            raise FeedProblem(f"{url} is not a usable feed: {exc}") from None
+            raise FeedProblem(f"{redact_url(url)} is not a usable feed: {redact_text(str(exc))}") from None
 
     async def add_feed(
         self,
@@ -258,9 +259,12 @@ class ArticleService:
         jitter = random.uniform(0.9, 1.1)
         return min(base * jitter, MAX_BACKOFF)
 
-    async def poll_due(self, now: datetime) -> list[tuple[FeedRow, PollReport]]:
-        """Poll every due feed, a few at once (config feeds.poll_concurrency)."""
-        feeds = await self.store.feeds.due(now)
+    async def poll_due(
+        self, now: datetime, serves: Callable[[int], bool] | None = None
+    ) -> list[tuple[FeedRow, PollReport]]:
+        """Poll every due feed, a few at once (config feeds.poll_concurrency); with `serves`, only the
+        feeds of servers it accepts (discord.allowed_guild_ids: another server's feed is never fetched)."""
+        feeds = [feed for feed in await self.store.feeds.due(now) if serves is None or serves(feed.guild_id)]
         reports = await map_bounded(self._poll_contained, feeds, self.settings.poll_concurrency)
         return list(zip(feeds, reports, strict=True))
 
@@ -269,7 +273,7 @@ class ArticleService:
         try:
             return await self.poll(feed)
         except Exception as exc:
-            log.exception("feed %s (%s): unexpected error while polling", feed.id, feed.url)
+            log.exception("feed %s (%s): unexpected error while polling", feed.id, redact_url(feed.url))
             return await self._record_failure(feed, f"unexpected error: {type(exc).__name__}: {exc}", self.clock.now())
 
     async def poll(self, feed: FeedRow) -> PollReport:
@@ -350,7 +354,9 @@ class ArticleService:
         items: int | None = None,
     ) -> None:
         if feed.alerted:
-            report.recovered = f"Feed {feed.url} is working again after {feed.consecutive_errors} failed poll(s)."
+            report.recovered = (
+                f"Feed {redact_url(feed.url)} is working again after {feed.consecutive_errors} failed poll(s)."
+            )
         await self.store.feeds.record_poll(
             feed.id,
             status=report.status,
@@ -363,12 +369,13 @@ class ArticleService:
         )
 
     async def _record_failure(self, feed: FeedRow, error: str, now: datetime) -> PollReport:
+        error = redact_text(error)  # stored, logged and shown: a redirect target may carry credentials
         failures = feed.consecutive_errors + 1
         report = PollReport(feed.id, "error", error=error)
         should_alert = failures >= self.settings.alert_after_failures and not feed.alerted
         if should_alert:
             report.alert = (
-                f"Feed {feed.url} has failed {failures} times in a row: {error}. "
+                f"Feed {redact_url(feed.url)} has failed {failures} times in a row: {error}. "
                 "I'll keep retrying with back-off; `/feed diagnose` shows details."
             )
         await self.store.feeds.record_poll(
@@ -378,7 +385,7 @@ class ArticleService:
             error=error,
             alerted=True if should_alert else None,
         )
-        log.info("feed %s (%s) failed (%d in a row): %s", feed.id, feed.url, failures, error)
+        log.info("feed %s (%s) failed (%d in a row): %s", feed.id, redact_url(feed.url), failures, error)
         return report
 
 

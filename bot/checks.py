@@ -6,7 +6,7 @@ never use it. Editor and organizer roles are per-server settings, so those are c
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import discord
@@ -63,6 +63,15 @@ async def ensure_admin(interaction: discord.Interaction) -> bool:
     if is_admin_member(interaction.user):
         return True
     raise NotPermitted("Only server admins (Manage Server permission) can do this.")
+
+
+async def may(check: Callable[[discord.Interaction], Awaitable[bool]], interaction: discord.Interaction) -> bool:
+    """Whether `check` lets this member through, without raising: for autocomplete, which discord.py
+    runs without the command's checks (a member who may not use a command gets no choices from it)."""
+    try:
+        return await check(interaction)
+    except app_commands.CheckFailure:
+        return False
 
 
 def admin_only() -> Callable[[T], T]:

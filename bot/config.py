@@ -54,6 +54,9 @@ class DiscordSettings(_Model):
     """HTTP connections kept to Discord's REST API; bursts queue for a pooled connection."""
     message_content_intent: bool = True
     members_intent: bool = False
+    allowed_guild_ids: tuple[int, ...] = ()
+    """The servers this bot serves; in any other it says once that it isn't enabled and does nothing.
+    Empty: every server it is added to (`check` and the start-up log warn)."""
 
     @field_validator("api_base_url")
     @classmethod
@@ -140,6 +143,8 @@ class LetterSettings(_Model):
     max_chars: int = Field(default=4000, ge=100, le=4000)
     max_links: int = Field(default=3, ge=0)
     new_account_days: int = Field(default=7, ge=0)
+    new_account_queue_cap: int = Field(default=20, ge=0)
+    """Letters from accounts younger than new_account_days that may wait for review at once, per server (0: no cap)."""
     submissions_per_day: int = Field(default=5, ge=1)
     retention_days: int = Field(default=90, ge=1)
     blocked_words: tuple[str, ...] = ()

@@ -287,15 +287,45 @@ class LetterService:
                 flags.append(f"new account: created {max(0, age.days)} day(s) ago")
         return flags
 
-    async def check_rate(self, guild_id: int, author_id: int) -> None:
-        """Refuse a member who has reached the daily number of submissions."""
-        limit = self.settings.submissions_per_day
+    async def check_rate(self, guild_id: int, author_id: int, author_created_at: datetime | None = None) -> None:
+        """Refuse a member who has reached the daily number of submissions, or a new account while the
+        server's queue of new accounts' letters is full (before showing the form, so nobody writes a
+        letter for nothing; the submit checks again, in its transaction)."""
         since = self.clock.now() - timedelta(days=1)
-        sent = await self.repo.submissions_since(guild_id, author_id, since)
+        self._refuse_over_limit(await self.repo.submissions_since(guild_id, author_id, since))
+        if self.is_new_account(author_created_at):
+            self._refuse_full_queue(await self.repo.waiting_from_new_accounts(guild_id))
+
+    def _refuse_over_limit(self, sent: int) -> None:
+        limit = self.settings.submissions_per_day
         if sent >= limit:
             raise LetterError(
                 f"You've sent {sent} letters in the last 24 hours, and this server accepts {limit} a day. "
                 "Please try again tomorrow; your reply stays here in the meantime."
+            )
+
+    def is_new_account(self, author_created_at: datetime | None) -> bool:
+        if author_created_at is None:
+            return False
+        return self.clock.now() - author_created_at < timedelta(days=self.settings.new_account_days)
+
+    async def _check_limits(
+        self, conn: aiosqlite.Connection, guild_id: int, author_id: int, *, new_account: bool
+    ) -> None:
+        """Inside the submitting transaction (one writer at a time), so concurrent submits can't all pass:
+        the member's daily limit, and the server's cap on letters from new accounts waiting for review."""
+        since = self.clock.now() - timedelta(days=1)
+        self._refuse_over_limit(await self.repo.submissions_since_in(conn, guild_id, author_id, since))
+        if new_account:
+            self._refuse_full_queue(await self.repo.waiting_from_new_accounts_in(conn, guild_id))
+
+    def _refuse_full_queue(self, waiting: int) -> None:
+        cap = self.settings.new_account_queue_cap
+        if cap and waiting >= cap:
+            raise LetterError(
+                f"Your account is less than {self.settings.new_account_days} days old, and the editors already "
+                f"have {cap} letters from new accounts waiting, which is as many as this server takes at once. "
+                "Nothing was submitted; please try again once they have caught up (in a day or two)."
             )
 
     # -- submitting and nominating --------------------------------------------------------------
@@ -320,11 +350,15 @@ class LetterService:
         consent: bool,
         author_created_at: datetime | None,
         rate_limited: bool = True,
+        guild_id: int | None = None,
     ) -> Contribution:
-        """The writer agrees to publication under `byline`: the letter goes to the review queue."""
+        """The writer agrees to publication under `byline`: the letter goes to the review queue.
+
+        `guild_id`: the server the form came from (None in a DM); another server's letter is refused as missing.
+        """
         byline, location = publication_terms(byline, location, consent)
         letter = await self.repo.get(letter_id)
-        if letter is None:
+        if letter is None or (guild_id is not None and letter.guild_id != guild_id):
             raise LetterError("That letter no longer exists.")
         self.check_can_submit(letter, user_id)
         if rate_limited:
@@ -332,8 +366,13 @@ class LetterService:
         if len(letter.content) > 4000:
             raise LetterError("Letters can be at most 4,000 characters.")
         flags = await self.screen(letter, author_created_at)
+        new_account = self.is_new_account(author_created_at)
         async with self.store.db.transaction() as conn:
-            await self._mark_submitted(conn, letter, user_id, byline=byline, location=location, flags=flags)
+            if rate_limited:  # an editor's nomination is not the member's own submission
+                await self._check_limits(conn, letter.guild_id, user_id, new_account=new_account)
+            await self._mark_submitted(
+                conn, letter, user_id, byline=byline, location=location, flags=flags, new_account=new_account
+            )
         submitted = await self.repo.get(letter.id)
         assert submitted is not None
         return submitted
@@ -347,6 +386,7 @@ class LetterService:
         byline: str,
         location: str | None,
         flags: list[str],
+        new_account: bool = False,
     ) -> None:
         """Inside a transaction: the letter goes to the review queue (compare-and-set on its version)."""
         ok = await self.repo.update_if_version(
@@ -361,6 +401,7 @@ class LetterService:
                 "flags": flags,
                 "submitted_at": self.clock.now(),
                 "review_note": None,
+                "new_account": int(new_account),
             },
         )
         if not ok:
@@ -408,11 +449,15 @@ class LetterService:
             created_at=self.clock.now(),
             article_id=article_id,
         )
+        new_account = self.is_new_account(author_created_at)
         async with self.store.db.transaction() as conn:
+            await self._check_limits(conn, guild_id, author_id, new_account=new_account)
             letter_id = await self.repo.insert_letter(conn, new)
             recorded = await self.repo.get_in(conn, letter_id)
             assert recorded is not None
-            await self._mark_submitted(conn, recorded, author_id, byline=byline, location=location, flags=flags)
+            await self._mark_submitted(
+                conn, recorded, author_id, byline=byline, location=location, flags=flags, new_account=new_account
+            )
         return await self._load(letter_id)
 
     async def nominate(self, letter: Contribution, editor_id: int) -> Contribution:
@@ -454,10 +499,10 @@ class LetterService:
                 )
         return await self._load(letter.id)
 
-    async def consent_target(self, letter_id: int, user_id: int) -> Contribution:
-        """The nominated letter the writer is answering about (refuses anyone else)."""
+    async def consent_target(self, letter_id: int, user_id: int, *, guild_id: int | None = None) -> Contribution:
+        """The nominated letter the writer is answering about (refuses anyone else, and other servers' letters)."""
         letter = await self.repo.get(letter_id)
-        if letter is None:
+        if letter is None or (guild_id is not None and letter.guild_id != guild_id):
             raise LetterError("That reply no longer exists.")
         if letter.author_id != user_id:
             raise LetterError("Only the writer of this reply can answer this request.")
@@ -465,8 +510,8 @@ class LetterService:
             raise LetterError(f"Already answered: this reply is {STATE_LABELS.get(letter.state, letter.state)}.")
         return letter
 
-    async def decline(self, letter_id: int, user_id: int) -> Contribution:
-        letter = await self.consent_target(letter_id, user_id)
+    async def decline(self, letter_id: int, user_id: int, *, guild_id: int | None = None) -> Contribution:
+        letter = await self.consent_target(letter_id, user_id, guild_id=guild_id)
         async with self.store.db.transaction() as conn:
             ok = await self.repo.update_if_version(
                 conn, letter.id, letter.version, {"state": "declined", "consent": "declined"}

@@ -25,7 +25,7 @@ from datetime import timedelta
 from pydantic import ValidationError
 
 from bot.clock import Clock, to_db
-from bot.site.base import PermanentSiteError, RemoteRef, SiteAdapter, SiteItem, TransientSiteError
+from bot.site.base import PermanentSiteError, RemoteRef, SiteAdapter, SiteItem, TransientSiteError, redact_text
 from bot.store.outbox import OutboxRepo, OutboxRow
 
 log = logging.getLogger(__name__)
@@ -236,6 +236,7 @@ class OutboxWorker:
         return max(0.001, ceiling / 2 + self._rng.uniform(0, ceiling / 2))
 
     async def _later(self, row: OutboxRow, error: str, *, retry_after: float | None, outcome_unknown: bool) -> None:
+        error = redact_text(error)  # a site's error body may quote our credentials back: never store or log them
         if row.attempts >= self.max_attempts:
             await self._park(
                 row, f"gave up after {row.attempts} attempts; last error: {error}", outcome_unknown=outcome_unknown
@@ -256,6 +257,7 @@ class OutboxWorker:
         )
 
     async def _park(self, row: OutboxRow, error: str, *, outcome_unknown: bool = False) -> None:
+        error = redact_text(error)
         log.error("outbox #%s %s %s is dead: %s", row.id, row.kind, row.entity, error)
         await self.repo.mark_dead(row.id, error, outcome_unknown=outcome_unknown)
         await self.send_owed_alerts()

@@ -170,6 +170,11 @@ def neutralise_formula(value: str) -> str:
 # -- the service ----------------------------------------------------------------------------------
 
 
+def in_guild(statement: StatementRow, guild_id: int | None) -> bool:
+    """Whether a server may act on `statement` (None: no server given, as for the CLI and timers)."""
+    return guild_id is None or statement.guild_id == guild_id
+
+
 @dataclass(frozen=True)
 class SignRequest:
     statement_id: int
@@ -182,6 +187,8 @@ class SignRequest:
     country: str | None = None
     public: bool = True
     account_created_at: datetime | None = None
+    guild_id: int | None = None
+    """The server the form came from: a statement of any other server is answered as missing."""
 
 
 @dataclass(frozen=True)
@@ -377,9 +384,10 @@ class StatementService:
         """Drop an unpublished statement; False if it is no longer a draft."""
         return await self.repo.delete_draft(statement_id)
 
-    async def get(self, statement_id: int) -> StatementRow:
+    async def get(self, statement_id: int, *, guild_id: int | None = None) -> StatementRow:
+        """The statement; with `guild_id`, only if it belongs to that server (another's is as if missing)."""
         statement = await self.repo.get(statement_id)
-        if statement is None or statement.status == "draft":
+        if statement is None or statement.status == "draft" or not in_guild(statement, guild_id):
             raise StatementError("That statement no longer exists.")
         return statement
 
@@ -393,8 +401,10 @@ class StatementService:
             raise StatementError(f"No statement `{slug}` in this server: pick one from the list as you type.")
         return statement
 
-    async def edit(self, statement_id: int, *, actor_id: int, title: str | None, body: str) -> StatementRow:
-        statement = await self.get(statement_id)
+    async def edit(
+        self, statement_id: int, *, actor_id: int, title: str | None, body: str, guild_id: int | None = None
+    ) -> StatementRow:
+        statement = await self.get(statement_id, guild_id=guild_id)
         clean_title = clean_text(title, limit=TITLE_MAX, what="a title") or statement.title
         clean_body = (body or "").strip()
         if not clean_body:
@@ -493,11 +503,11 @@ class StatementService:
         return statement
 
     async def prepare_sign(
-        self, statement_id: int, user_id: int, kind: SignKind
+        self, statement_id: int, user_id: int, kind: SignKind, *, guild_id: int | None = None
     ) -> tuple[StatementRow, SignatureRow | None]:
         """`check_can_sign` and `my_signature` together, in one group read (the click on Sign)."""
         statement, blocked, current = await self.reader.get(statement_id, user_id)
-        if statement is None or statement.status == "draft":
+        if statement is None or statement.status == "draft" or not in_guild(statement, guild_id):
             raise StatementError("That statement no longer exists.")
         self._refuse(SignOutcome("closed", statement) if not statement.accepting(self.clock.now()) else None)
         if blocked:
@@ -526,6 +536,7 @@ class StatementService:
             country=clean_text(request.country, limit=PLACE_MAX, what="the country"),
             public=request.public,
             flags=screening_flags(name, organization, request.account_created_at, self.clock.now()),
+            guild_id=request.guild_id,
         )
 
     async def sign(self, request: SignRequest) -> SignOutcome:
@@ -550,13 +561,13 @@ class StatementService:
             raise StatementError(f"You can't sign {title}: the organizers have blocked your account from it.")
         raise StatementError(f"{title} takes signatures from individuals only, not on behalf of organizations.")
 
-    async def withdraw(self, statement_id: int, user_id: int) -> SignatureRow | None:
+    async def withdraw(self, statement_id: int, user_id: int, *, guild_id: int | None = None) -> SignatureRow | None:
         """Withdraw the account's live signature (None if it has none); refused once the statement closed."""
         now = self.clock.now()
         async with self.repo.db.transaction() as conn:
             # Checked in the transaction, as sign_batch does: a close or the deadline cannot slip in between.
             statement = await self.repo.get(statement_id, conn)
-            if statement is None or statement.status == "draft":
+            if statement is None or statement.status == "draft" or not in_guild(statement, guild_id):
                 raise StatementError("That statement no longer exists.")
             if not statement.accepting(now):
                 raise StatementError(f"{bold_title(statement)} is closed: its list of signatures is final.")

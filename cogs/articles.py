@@ -23,9 +23,10 @@ from bot.articles import (
     plan_post_async,
     validate_feed_url,
 )
-from bot.checks import admin_only
+from bot.checks import admin_only, ensure_admin, may
 from bot.errors import UserFacingError
 from bot.render import truncate_words
+from bot.site.base import redact_text, redact_url
 from bot.store.feeds import ArticleRow, FeedRow
 
 if TYPE_CHECKING:
@@ -130,7 +131,7 @@ class Articles(commands.Cog):
     async def run_cycle(self) -> int:
         """Poll every due feed, then post what is pending (capped per feed). Returns posts made."""
         async with self._cycle_lock:
-            for feed, report in await self.service.poll_due(self.bot.clock.now()):
+            for feed, report in await self.service.poll_due(self.bot.clock.now(), self.bot.tenants.serves):
                 if report.alert:
                     await self.bot.alert(feed.guild_id, report.alert)
                 if report.recovered:
@@ -138,7 +139,7 @@ class Articles(commands.Cog):
             # Feeds publish concurrently: discord.py sleeps inside a request once a channel's bucket
             # is exhausted (5 messages per 5 s), which would stall every other channel behind it.
             # The global pacer (bot.pacing) keeps the sum under Discord's 50 requests/s.
-            feeds = await self.bot.store.feeds.with_work()
+            feeds = [feed for feed in await self.bot.store.feeds.with_work() if self.bot.tenants.serves(feed.guild_id)]
             results = await map_bounded(self.publish, feeds, PUBLISH_CONCURRENCY, return_exceptions=True)
             failures: list[tuple[FeedRow, BaseException]] = [
                 (feed, r) for feed, r in zip(feeds, results, strict=True) if isinstance(r, BaseException)
@@ -185,7 +186,7 @@ class Articles(commands.Cog):
         await self.bot.store.feeds.set_enabled(feed.id, False, reason=reason, actor_id=None)
         await self.bot.alert(
             feed.guild_id,
-            f"Feed {feed.url} is paused: {reason}. Fix the channel or permissions, then `/feed resume`.",
+            f"Feed {redact_url(feed.url)} is paused: {reason}. Fix the channel or permissions, then `/feed resume`.",
         )
 
     async def _post_one(
@@ -224,7 +225,8 @@ class Articles(commands.Cog):
         )
         await self.bot.alert(
             feed.guild_id,
-            f'Feed {feed.url}: Discord failed {count} times in a row posting "{truncate_words(article.title, 100)}" '
+            f"Feed {redact_url(feed.url)}: Discord failed {count} times in a row posting "
+            f'"{truncate_words(article.title, 100)}" '
             f"(last: {detail}), so I skipped it and carried on with the feed. `/feed resume` checks whether it "
             "was posted after all and retries it.",
         )
@@ -408,12 +410,13 @@ class Articles(commands.Cog):
     # -- commands -----------------------------------------------------------------------------
 
     async def feed_autocomplete(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[int]]:
-        if interaction.guild is None:
+        if interaction.guild is None or not await may(ensure_admin, interaction):
             return []
         choices = []
         for feed in await self.bot.store.feeds.in_guild(interaction.guild.id):
-            label = f"#{feed.id} {feed.title or feed.url}"
-            if current.lower() in label.lower() or current.lower() in feed.url.lower():
+            shown = redact_url(feed.url)  # matching the full URL would let its query string be probed
+            label = f"#{feed.id} {feed.title or shown}"
+            if current.lower() in label.lower() or current.lower() in shown.lower():
                 choices.append(app_commands.Choice(name=truncate_words(label, 100), value=feed.id))
         return choices[:25]
 
@@ -481,7 +484,7 @@ class Articles(commands.Cog):
             )
         except FeedProblem as exc:
             raise UserFacingError(str(exc)) from None
-        name = discord.utils.escape_markdown(parsed.title or url)
+        name = discord.utils.escape_markdown(parsed.title or redact_url(url))
         text = (
             f"Feed #{feed_id} **{name}** added: {len(parsed.articles)} current article(s) recorded"
             f"{f', the newest {queued} will be posted now' if queued else ' (none posted; new ones will be)'}"
@@ -499,7 +502,7 @@ class Articles(commands.Cog):
     async def remove(self, interaction: discord.Interaction, feed: int) -> None:
         row = await self._feed_in_guild(interaction, feed)
         await self.bot.store.feeds.remove(row.id, actor_id=interaction.user.id)
-        await interaction.response.send_message(f"Feed #{row.id} ({row.url}) removed.", ephemeral=True)
+        await interaction.response.send_message(f"Feed #{row.id} ({redact_url(row.url)}) removed.", ephemeral=True)
 
     @feed.command(name="list", description="Every feed with its health: last poll, status, items, errors")
     @admin_only()
@@ -515,12 +518,12 @@ class Articles(commands.Cog):
             state = "paused" if not feed.enabled else ("failing" if feed.consecutive_errors else "ok")
             polled = discord.utils.format_dt(feed.last_poll_at, "R") if feed.last_poll_at else "never"
             line = (
-                f"**#{feed.id}** {state} · <#{feed.channel_id}> · {feed.url}\n"
+                f"**#{feed.id}** {state} · <#{feed.channel_id}> · {redact_url(feed.url)}\n"
                 f"  last poll {polled}, {feed.item_count} item(s) in feed, posted {counts.get('posted', 0)}, "
                 f"waiting {counts.get('pending', 0) + counts.get('posting', 0)}, failed {counts.get('failed', 0)}"
             )
             if feed.last_error:
-                line += f"\n  last error ({feed.consecutive_errors} in a row): {feed.last_error}"
+                line += f"\n  last error ({feed.consecutive_errors} in a row): {redact_text(feed.last_error)}"
             if feed.disabled_reason:
                 line += f"\n  paused: {feed.disabled_reason}"
             lines.append(line)
@@ -559,7 +562,9 @@ class Articles(commands.Cog):
         except FeedProblem as exc:
             raise UserFacingError(str(exc)) from None
         if not parsed.articles:
-            await interaction.followup.send(f"{url} is a feed, but it has no items right now.", ephemeral=True)
+            await interaction.followup.send(
+                f"{redact_url(url)} is a feed, but it has no items right now.", ephemeral=True
+            )
             return
         embeds = []
         for article in parsed.articles[:3]:
@@ -587,7 +592,8 @@ class Articles(commands.Cog):
             embeds.append(embed)
         while len(embeds) > 1 and sum(len(embed) for embed in embeds) > 6000:  # Discord's limit per message
             embeds.pop()
-        heading = f"The next posts from **{discord.utils.escape_markdown(parsed.title or url)}** would look like this:"
+        shown = discord.utils.escape_markdown(parsed.title or redact_url(url))
+        heading = f"The next posts from **{shown}** would look like this:"
         await interaction.followup.send(heading, embeds=embeds, ephemeral=True)
 
     @feed.command(name="diagnose", description="Why wasn't it posted? A feed's last fetch, and one article's fate")
@@ -597,14 +603,14 @@ class Articles(commands.Cog):
     async def diagnose(self, interaction: discord.Interaction, feed: int, article_url: str | None = None) -> None:
         row = await self._feed_in_guild(interaction, feed)
         counts = await self.bot.store.articles.counts(row.id)
-        lines = [f"**Feed #{row.id}** {row.url} → <#{row.channel_id}> ({row.channel_kind})"]
+        lines = [f"**Feed #{row.id}** {redact_url(row.url)} → <#{row.channel_id}> ({row.channel_kind})"]
         lines.append(f"- enabled: {'yes' if row.enabled else 'no — ' + (row.disabled_reason or 'paused')}")
         if row.last_poll_at:
             lines.append(f"- last poll: {discord.utils.format_dt(row.last_poll_at, 'R')}, result {row.last_status}")
         if row.last_ok_at:
             lines.append(f"- last success: {discord.utils.format_dt(row.last_ok_at, 'R')}")
         if row.last_error:
-            lines.append(f"- last error ({row.consecutive_errors} in a row): {row.last_error}")
+            lines.append(f"- last error ({row.consecutive_errors} in a row): {redact_text(row.last_error)}")
         if row.next_poll_at and row.enabled:
             lines.append(f"- next poll: {discord.utils.format_dt(row.next_poll_at, 'R')}")
         lines.append(

@@ -22,6 +22,7 @@ from discord.ext import commands
 
 from bot.checks import editor_only, ensure_editor
 from bot.errors import UserFacingError, describe_error, send_ephemeral
+from bot.forms import stateless, submitted_form
 from bot.letters import STATE_LABELS, Conflict, LetterError, LetterService, conflict_text
 from bot.render import escape_discord_text, inert_text, masked_link, neutralise_mentions, reveal_links, truncate_words
 from bot.site.base import RemoteRef
@@ -138,11 +139,6 @@ def contribution_from_message(message: discord.Message, article_id: int | None) 
 # -- modals ------------------------------------------------------------------------------------
 
 
-class LettersModal(discord.ui.Modal):
-    async def on_error(self, interaction: discord.Interaction, error: Exception, /) -> None:  # type: ignore[override]
-        await report_error(interaction, error)
-
-
 def consent_given(value: str) -> bool:
     return value.strip().casefold() in {"yes", "y", "i agree", "agree", "oui", "ja", "sí", "si"}
 
@@ -166,62 +162,55 @@ def byline_inputs(
     return byline, location, consent
 
 
-class BylineModal(LettersModal):
-    """The writer's printed name, optional location, and explicit consent to publication."""
+def byline_form(letter_id: int, display_name: str) -> discord.ui.Modal:
+    """The writer's printed name, optional location, and explicit consent to publication.
 
-    def __init__(self, letter_id: int, display_name: str, *, nominated: bool) -> None:
-        super().__init__(title="Publish as a reader's view", custom_id=f"letters:byline:{letter_id}")
-        self.letter_id = letter_id
-        self.nominated = nominated
-        self.byline, self.location, self.consent = byline_inputs(display_name)
-        for item in (self.byline, self.location, self.consent):
-            self.add_item(item)
-
-    async def on_submit(self, interaction: discord.Interaction) -> None:
-        await editorial(interaction).finish_submission(
-            interaction,
-            self.letter_id,
-            byline=self.byline.value,
-            location=self.location.value,
-            consent=consent_given(self.consent.value),
-            nominated=self.nominated,
-        )
+    Answered statelessly (`Editorial.on_interaction`): whether it follows a nomination is read from
+    the letter's state on submit.
+    """
+    modal = discord.ui.Modal(title="Publish as a reader's view", custom_id=f"letters:byline:{letter_id}", timeout=None)
+    for item in byline_inputs(display_name):
+        modal.add_item(item)
+    return stateless(modal)
 
 
-class EditModal(LettersModal):
-    def __init__(self, letter: Contribution) -> None:
-        super().__init__(title=f"Edit letter #{letter.id}", custom_id=f"letters:editmodal:{letter.id}")
-        self.letter_id = letter.id
-        self.version = letter.version
-        self.text: discord.ui.TextInput[Any] = discord.ui.TextInput(
+def edit_form(letter: Contribution) -> discord.ui.Modal:
+    """An editor's edit; the custom_id carries the version the editor started from (a later change conflicts)."""
+    modal = discord.ui.Modal(
+        title=f"Edit letter #{letter.id}", custom_id=f"letters:editmodal:{letter.id}:{letter.version}", timeout=None
+    )
+    modal.add_item(
+        discord.ui.TextInput(
             label="Letter text (the original is kept)",
             custom_id="text",
             style=discord.TextStyle.paragraph,
             default=letter.content[:4000],
             max_length=4000,
         )
-        self.add_item(self.text)
-
-    async def on_submit(self, interaction: discord.Interaction) -> None:
-        await editorial(interaction).apply_edit(interaction, self.letter_id, self.version, self.text.value)
+    )
+    return stateless(modal)
 
 
-class RejectModal(LettersModal):
-    def __init__(self, letter: Contribution) -> None:
-        super().__init__(title=f"Reject letter #{letter.id}", custom_id=f"letters:rejectmodal:{letter.id}")
-        self.letter_id = letter.id
-        self.version = letter.version
-        self.reason: discord.ui.TextInput[Any] = discord.ui.TextInput(
+def reject_form(letter: Contribution) -> discord.ui.Modal:
+    modal = discord.ui.Modal(
+        title=f"Reject letter #{letter.id}",
+        custom_id=f"letters:rejectmodal:{letter.id}:{letter.version}",
+        timeout=None,
+    )
+    modal.add_item(
+        discord.ui.TextInput(
             label="Reason for the writer (optional)",
             custom_id="reason",
             style=discord.TextStyle.paragraph,
             required=False,
             max_length=1000,
         )
-        self.add_item(self.reason)
+    )
+    return stateless(modal)
 
-    async def on_submit(self, interaction: discord.Interaction) -> None:
-        await editorial(interaction).apply_reject(interaction, self.letter_id, self.version, self.reason.value)
+
+# The custom_ids of the forms above; forms opened before versions were added have none.
+LETTER_FORM = re.compile(r"^letters:(?P<form>byline|editmodal|rejectmodal):(?P<id>\d+)(?::(?P<version>\d+))?$")
 
 
 # -- persistent buttons ----------------------------------------------------------------------------
@@ -508,6 +497,7 @@ class Editorial(commands.Cog):
         """The byline modal was sent: queue the letter and tell the writer what happens next."""
         letter = await self.service.submit(
             letter_id,
+            guild_id=interaction.guild_id,
             user_id=interaction.user.id,
             byline=byline,
             location=location,
@@ -544,6 +534,43 @@ class Editorial(commands.Cog):
         else:
             await self.bot.alert(letter.guild_id, f"Letter #{letter.id} was submitted. {no_review_channel_text()}")
 
+    # -- forms ------------------------------------------------------------------------------------------
+
+    @commands.Cog.listener()
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        """The byline, edit and reject forms, answered from their custom_id (see `bot.forms`)."""
+        submitted = submitted_form(interaction, "letters:")
+        match = LETTER_FORM.match(submitted[0]) if submitted else None
+        if submitted is None or match is None:
+            return
+        values = submitted[1]
+        letter_id = int(match["id"])
+        version = int(match["version"]) if match["version"] is not None else None
+        try:
+            if match["form"] == "byline":
+                # Whether it follows a nomination (no daily limit then); `submit` checks writer and server.
+                letter = await self.bot.store.contributions.get(letter_id)
+                await self.finish_submission(
+                    interaction,
+                    letter_id,
+                    byline=str(values.get("byline") or ""),
+                    location=values.get("location"),
+                    consent=consent_given(str(values.get("consent") or "")),
+                    nominated=letter is not None and letter.state == "nominated",
+                )
+            elif match["form"] == "editmodal":
+                text = str(values.get("text") or "")
+                if version is None:
+                    raise LetterError(
+                        "This form was opened before the bot was updated, so I can't tell which version you edited. "
+                        "Nothing was changed: press Edit again. Your text, to paste:\n" + text[:1700]
+                    )
+                await self.apply_edit(interaction, letter_id, version, text)
+            else:
+                await self.apply_reject(interaction, letter_id, version, values.get("reason"))
+        except Exception as error:
+            await report_error(interaction, error)
+
     # -- queue buttons ------------------------------------------------------------------------------
 
     async def on_button(
@@ -558,12 +585,12 @@ class Editorial(commands.Cog):
             if letter.state not in ("submitted", "approved", "published"):
                 await self._conflict(interaction, letter)
                 return
-            await interaction.response.send_modal(EditModal(letter))
+            await interaction.response.send_modal(edit_form(letter))
         elif action == "reject":
             if letter.state != "submitted":
                 await self._conflict(interaction, letter)
                 return
-            await interaction.response.send_modal(RejectModal(letter))
+            await interaction.response.send_modal(reject_form(letter))
         elif action == "retract":
             try:
                 letter = await self.service.withdraw(
@@ -638,7 +665,7 @@ class Editorial(commands.Cog):
             self.bot.outbox.notify()
 
     async def apply_reject(
-        self, interaction: discord.Interaction, letter_id: int, version: int, reason: str | None
+        self, interaction: discord.Interaction, letter_id: int, version: int | None, reason: str | None
     ) -> None:
         await ensure_editor(interaction)
         try:
@@ -723,12 +750,13 @@ class Editorial(commands.Cog):
         )
 
     async def on_consent(self, interaction: discord.Interaction, letter_id: int, answer: str) -> None:
-        letter = await self.service.consent_target(letter_id, interaction.user.id)
+        # Asked in the thread or, failing that, by DM (no server then: the writer check is what counts).
+        letter = await self.service.consent_target(letter_id, interaction.user.id, guild_id=interaction.guild_id)
         if answer == "agree":
             name = getattr(interaction.user, "display_name", letter.author_name)
-            await interaction.response.send_modal(BylineModal(letter.id, name, nominated=True))
+            await interaction.response.send_modal(byline_form(letter.id, name))
             return
-        await self.service.decline(letter.id, interaction.user.id)
+        await self.service.decline(letter.id, interaction.user.id, guild_id=interaction.guild_id)
         await interaction.response.edit_message(
             content=f"{escape_discord_text(letter.author_name)} would rather not have this reply published. "
             "Understood; we won't ask again.",

@@ -7,6 +7,7 @@ cached and rows are written by a group-commit `Recorder`, never one transaction 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -15,14 +16,14 @@ from discord import app_commands
 from discord.ext import commands, tasks
 
 from bot.errors import send_ephemeral
+from bot.forms import stateless, submitted_form
 from bot.letters import STATE_LABELS, LetterError, LetterService, Recorder
 from bot.render import escape_discord_text, truncate_words
 from bot.store.contributions import contribution_row
 from cogs.editorial import (
     NO_MENTIONS,
-    BylineModal,
-    LettersModal,
     ReviewQueue,
+    byline_form,
     byline_inputs,
     consent_given,
     contribution_from_message,
@@ -42,37 +43,24 @@ NEGATIVE_TTL = 60.0  # seconds a "not an article thread" answer is trusted
 PURGE_EVERY_HOURS = 6.0
 
 
-class WriteLetterModal(LettersModal):
-    """`/letter submit`: the letter, the byline and explicit consent in one form."""
+def write_form(article_id: int | None, display_name: str) -> discord.ui.Modal:
+    """`/letter submit`: the letter, the byline and explicit consent in one form.
 
-    def __init__(self, article_id: int | None, display_name: str) -> None:
-        super().__init__(title="Write a letter to the editor", custom_id=f"letters:write:{article_id or 0}")
-        self.article_id = article_id
-        self.text: discord.ui.TextInput[Any] = discord.ui.TextInput(
-            label="Your letter", custom_id="text", style=discord.TextStyle.paragraph, max_length=4000
-        )
-        self.byline, self.location, self.consent = byline_inputs(display_name)
-        for item in (self.text, self.byline, self.location, self.consent):
-            self.add_item(item)
+    Answered statelessly (`ReadersViews.on_interaction`), so two members writing at once never share
+    a form, and a letter typed across a restart still arrives.
+    """
+    modal = discord.ui.Modal(
+        title="Write a letter to the editor", custom_id=f"letters:write:{article_id or 0}", timeout=None
+    )
+    modal.add_item(
+        discord.ui.TextInput(label="Your letter", custom_id="text", style=discord.TextStyle.paragraph, max_length=4000)
+    )
+    for item in byline_inputs(display_name):
+        modal.add_item(item)
+    return stateless(modal)
 
-    async def on_submit(self, interaction: discord.Interaction) -> None:
-        assert interaction.guild is not None and interaction.channel is not None
-        cog = editorial(interaction)
-        article = await cog.bot.store.contributions.article(self.article_id) if self.article_id else None
-        channel_id = article.thread_id if article is not None and article.thread_id else interaction.channel.id
-        letter = await cog.service.write_letter(
-            guild_id=interaction.guild.id,
-            channel_id=channel_id,
-            author_id=interaction.user.id,
-            author_name=interaction.user.display_name,
-            article_id=self.article_id,
-            text=self.text.value,
-            byline=self.byline.value,
-            location=self.location.value,
-            consent=consent_given(self.consent.value),
-            author_created_at=interaction.user.created_at,
-        )
-        await cog.confirm_submitted(interaction, letter)
+
+WRITE_FORM = re.compile(r"^letters:write:(\d+)$")
 
 
 class ForgetView(discord.ui.View):
@@ -274,8 +262,8 @@ class ReadersViews(commands.Cog):
         letter = await self.service.ensure_recorded(contribution_from_message(message, article_id))
         self.service.check_can_submit(letter, interaction.user.id)
         assert interaction.guild is not None
-        await self.service.check_rate(interaction.guild.id, interaction.user.id)
-        await interaction.response.send_modal(BylineModal(letter.id, interaction.user.display_name, nominated=False))
+        await self.service.check_rate(interaction.guild.id, interaction.user.id, interaction.user.created_at)
+        await interaction.response.send_modal(byline_form(letter.id, interaction.user.display_name))
 
     @letter.command(name="submit", description="Write a letter to the editor about an article")
     @app_commands.describe(article="The article your letter is about (start typing its title)")
@@ -284,12 +272,51 @@ class ReadersViews(commands.Cog):
         """Open the letter form (text, byline, consent)."""
         assert interaction.guild is not None
         if article is not None:
-            found = await self.bot.store.contributions.article(article)
+            found = await self.bot.store.contributions.article(article, guild_id=interaction.guild.id)
             recent = await self.bot.store.contributions.recent_articles(interaction.guild.id, limit=500)
             if found is None or all(a.id != article for a in recent):
                 raise LetterError("I don't know that article: pick one from the list as you type.")
-        await self.service.check_rate(interaction.guild.id, interaction.user.id)
-        await interaction.response.send_modal(WriteLetterModal(article, interaction.user.display_name))
+        await self.service.check_rate(interaction.guild.id, interaction.user.id, interaction.user.created_at)
+        await interaction.response.send_modal(write_form(article, interaction.user.display_name))
+
+    @commands.Cog.listener()
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        """The `/letter submit` form, answered from its custom_id (see `bot.forms`)."""
+        submitted = submitted_form(interaction, "letters:write:")
+        match = WRITE_FORM.match(submitted[0]) if submitted else None
+        if submitted is None or match is None:
+            return
+        try:
+            await self._submit_written(interaction, int(match[1]) or None, submitted[1])
+        except Exception as error:
+            await report_error(interaction, error)
+
+    async def _submit_written(self, interaction: discord.Interaction, article_id: int | None, values: Any) -> None:
+        if interaction.guild_id is None or interaction.channel_id is None:
+            raise LetterError("Letters can only be written inside a server.")
+        article = None
+        if article_id is not None:
+            # The id comes from the form's custom_id: only an article of this server is accepted.
+            article = await self.bot.store.contributions.article(article_id, guild_id=interaction.guild_id)
+            if article is None:
+                raise LetterError(
+                    "I don't know that article in this server. Nothing was sent; your letter: \n"
+                    + str(values.get("text") or "")[:1700]
+                )
+        channel_id = article.thread_id if article is not None and article.thread_id else interaction.channel_id
+        letter = await self.service.write_letter(
+            guild_id=interaction.guild_id,
+            channel_id=channel_id,
+            author_id=interaction.user.id,
+            author_name=interaction.user.display_name,
+            article_id=article_id,
+            text=str(values.get("text") or ""),
+            byline=str(values.get("byline") or ""),
+            location=values.get("location"),
+            consent=consent_given(str(values.get("consent") or "")),
+            author_created_at=interaction.user.created_at,
+        )
+        await editorial(interaction).confirm_submitted(interaction, letter)
 
     @submit.autocomplete("article")
     async def article_autocomplete(

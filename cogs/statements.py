@@ -21,7 +21,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands, tasks
 
-from bot.checks import ensure_organizer, organizer_only
+from bot.checks import ensure_organizer, may, organizer_only
 from bot.errors import send_ephemeral
 from bot.render import inert_text
 from bot.statements import (
@@ -336,6 +336,13 @@ def statement_form(custom_id: str, title: str, current: StatementRow | None = No
 # -- the cog --------------------------------------------------------------------------------------
 
 
+def server_of(interaction: discord.Interaction) -> int:
+    """The server a click or form comes from: statements of any other server are out of its reach."""
+    if interaction.guild_id is None:
+        raise StatementError("Statements work only inside a server.")
+    return interaction.guild_id
+
+
 class Statements(commands.Cog):
     statement = app_commands.Group(name="statement", description="Statements members sign onto", guild_only=True)
 
@@ -507,12 +514,16 @@ class Statements(commands.Cog):
             if action in ("sign", "sign_org"):
                 kind: SignKind = "organization" if action == "sign_org" else "individual"
                 # One DB read: the statement, whether the account is blocked, its live signature.
-                statement, current = await self.service.prepare_sign(statement_id, interaction.user.id, kind)
+                statement, current = await self.service.prepare_sign(
+                    statement_id, interaction.user.id, kind, guild_id=server_of(interaction)
+                )
                 if current is not None and current.kind != kind:
                     current = None
                 await interaction.response.send_modal(self._sign_form(statement, kind, current))
             elif action == "withdraw":
-                withdrawn = await self.service.withdraw(statement_id, interaction.user.id)
+                withdrawn = await self.service.withdraw(
+                    statement_id, interaction.user.id, guild_id=server_of(interaction)
+                )
                 if withdrawn is None:
                     await send_ephemeral(
                         interaction, "You haven't signed this statement, so there is nothing to withdraw."
@@ -536,7 +547,7 @@ class Statements(commands.Cog):
             )
 
     async def _who_signed(self, interaction: discord.Interaction, statement_id: int) -> None:
-        statement = await self.service.get(statement_id)
+        statement = await self.service.get(statement_id, guild_id=server_of(interaction))
         signers = await self.service.public_signers(statement_id)
         counts = await self.repo.counts(statement_id)
         head = f"**{_e(statement.title)}**: {counts.signed} signature{'s' if counts.signed != 1 else ''}"
@@ -616,6 +627,7 @@ class Statements(commands.Cog):
             country=country,
             public=(public_choice[0] if public_choice else "yes") == "yes",
             account_created_at=interaction.user.created_at,
+            guild_id=server_of(interaction),
         )
         outcome = await self.service.sign(request)
         assert outcome.recorded is not None and outcome.statement is not None
@@ -633,6 +645,7 @@ class Statements(commands.Cog):
         await ensure_organizer(interaction)
         assert interaction.guild is not None
         channel_id, deadline_ts = int(match[1]), int(match[2])
+        await self._channel_in_guild(channel_id, server_of(interaction))
         closes_at = datetime.fromtimestamp(deadline_ts, UTC) if deadline_ts else None
         await interaction.response.defer(ephemeral=True, thinking=True)
         draft = await self.service.create_draft(
@@ -672,6 +685,17 @@ class Statements(commands.Cog):
             f"{message.jump_url}",
         )
 
+    async def _channel_in_guild(self, channel_id: int, guild_id: int) -> None:
+        """Refuse a channel (from a form's custom_id, so untrusted) that is not in the form's server."""
+        channel = self.bot.get_channel(channel_id)
+        if channel is None:
+            try:
+                channel = await self.bot.fetch_channel(channel_id)
+            except discord.HTTPException:
+                channel = None
+        if getattr(getattr(channel, "guild", None), "id", None) != guild_id:
+            raise StatementError("I can't find that channel in this server; run `/statement create` again.")
+
     async def _unpost(self, message: discord.Message, draft_id: int) -> str:
         """Undo a post whose publishing failed (its buttons would act on a draft); return what to tell."""
         try:
@@ -696,7 +720,11 @@ class Statements(commands.Cog):
     async def _submit_edit(self, interaction: discord.Interaction, statement_id: int, values: dict[str, Any]) -> None:
         await ensure_organizer(interaction)
         statement = await self.service.edit(
-            statement_id, actor_id=interaction.user.id, title=values.get("title"), body=values.get("body") or ""
+            statement_id,
+            actor_id=interaction.user.id,
+            title=values.get("title"),
+            body=values.get("body") or "",
+            guild_id=server_of(interaction),
         )
         await send_ephemeral(interaction, f"Updated the text of **{_e(statement.title)}**.")
         if statement.channel_id is not None:
@@ -715,7 +743,7 @@ class Statements(commands.Cog):
     async def _statement_choices(
         self, interaction: discord.Interaction, current: str
     ) -> list[app_commands.Choice[str]]:
-        if interaction.guild is None:
+        if interaction.guild is None or not await may(ensure_organizer, interaction):
             return []
         found = await self.repo.search(interaction.guild.id, current, limit=25)
         return [app_commands.Choice(name=f"{s.title[:80]} ({s.status})"[:100], value=s.slug) for s in found]

@@ -159,9 +159,32 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "***" if parts.query else "", ""))
 
 
+# A credential header quoted back by a site (`Authorization: Basic ...`, or as JSON `"authorization":
+# "Basic ..."`), and an auth scheme's token anywhere in text. Basic tokens are base64 (length a
+# multiple of 4), which keeps words such as "Basic authentication" readable.
+_CREDENTIAL_HEADER = re.compile(
+    r"(?i)\b((?:proxy-)?authorization|cookie|x-api-key|x-wp-nonce)(\\?[\"']?\s*[:=]\s*\[?\s*\\?[\"']?)"
+    r"[^\"'\\\r\n,;}\]]*"
+)
+_SCHEME_TOKEN = re.compile(r"(?i)\b(basic|bearer)(\s+)([A-Za-z0-9+/._~-]+=*)")
+
+
+def _scheme_token(match: re.Match[str]) -> str:
+    scheme, space, token = match.groups()
+    if scheme.lower() == "basic" and (len(token) % 4 or len(token) < 8):
+        return match.group(0)
+    if scheme.lower() == "bearer" and len(token) < 12:
+        return match.group(0)
+    return f"{scheme}{space}[redacted]"
+
+
 def redact_text(text: str) -> str:
-    """`text` with every URL in it passed through `redact_url`."""
-    return _URL_IN_TEXT.sub(lambda match: redact_url(match.group(0)), text)
+    """`text` with every URL in it passed through `redact_url`, and credentials a site quoted back
+    (authorization headers, Basic and Bearer tokens) replaced by [redacted]: for anything stored,
+    logged or shown."""
+    text = _URL_IN_TEXT.sub(lambda match: redact_url(match.group(0)), text)
+    text = _CREDENTIAL_HEADER.sub(lambda match: f"{match.group(1)}{match.group(2)}[redacted]", text)
+    return _SCHEME_TOKEN.sub(_scheme_token, text)
 
 
 def short(text: str, limit: int = 200) -> str:

@@ -29,6 +29,7 @@ from bot.site.base import (
     SiteItem,
     TransientSiteError,
     parse_retry_after,
+    redact_text,
     redact_url,
     send,
     short,
@@ -169,7 +170,7 @@ class WebhookAdapter:
             except ValueError:
                 answer = {}
             return answer if isinstance(answer, dict) else {}
-        said = f"{status}: {short(response.text, 160)}" if response.text.strip() else str(status)
+        said = f"{status}: {short(redact_text(response.text), 160)}" if response.text.strip() else str(status)
         if status in (408, 409, 425, 429) or status >= 500:
             retry_after = parse_retry_after(response.headers.get("Retry-After"), self._clock.now())
             raise TransientSiteError(

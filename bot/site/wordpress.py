@@ -26,6 +26,7 @@ from bot.site.base import (
     SiteItem,
     TransientSiteError,
     parse_retry_after,
+    redact_text,
     redact_url,
     send,
     short,
@@ -53,6 +54,7 @@ class WordPressAdapter:
         self._base = str(settings.url).rstrip("/")
         self._api = f"{self._base}/wp-json/wp/v2"
         self._auth = httpx.BasicAuth(settings.username, password)
+        self._password = password
         self._owns_client = client is None
         self._client = client or httpx.AsyncClient(follow_redirects=False)
         self._timeout = settings.timeout
@@ -180,7 +182,7 @@ class WordPressAdapter:
             # A proxy page or a PHP notice in front of the JSON: the request may have been applied.
             raise TransientSiteError(
                 f"WordPress answered {method} {path} with {response.status_code} but not JSON: "
-                f"{short(response.text, 120)!r}"
+                f"{short(self._scrub(response.text), 120)!r}"
             ) from None
 
     def _redirect_error(self, response: httpx.Response, method: str, path: str) -> PermanentSiteError:
@@ -204,6 +206,12 @@ class WordPressAdapter:
             f"the site redirects {method} {path} ({status}) to {short(target, 200)}; {fix}", status=status
         )
 
+    def _scrub(self, text: str) -> str:
+        """Text from the site, without our credentials should it quote them back (header or password)."""
+        if self._password and len(self._password) >= 6:
+            text = text.replace(self._password, "[redacted]")
+        return redact_text(text)
+
     def _error(self, response: httpx.Response, method: str, path: str, item: SiteItem | None) -> Exception:
         status = response.status_code
         code, message, params = "", "", ""
@@ -219,6 +227,7 @@ class WordPressAdapter:
                 params = "; ".join(f"{key}: {_plain(str(value))}" for key, value in detail.items())
         else:
             message = short(response.text, 120)
+        message, params = self._scrub(message), self._scrub(params)
         label = f"{status} {code}".strip()
         said = f"{label}: {short(message, 160)}" if message else label
         what = f"{item.kind} {item.entity}" if item else "the request"

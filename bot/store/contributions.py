@@ -144,6 +144,7 @@ _UPDATABLE = frozenset(
         "decided_at",
         "edited_at",
         "deleted_at",
+        "new_account",
     }
 )
 
@@ -186,6 +187,9 @@ def row_of(c: NewContribution) -> tuple[object, ...]:
         c.content,
         c.created_at,
     )
+
+
+_WAITING_NEW = "SELECT count(*) FROM contributions WHERE guild_id = ? AND state = 'submitted' AND new_account = 1"
 
 
 def _db_value(value: Any) -> Any:
@@ -343,6 +347,27 @@ class ContributionsRepo:
             or 0
         )
 
+    async def submissions_since_in(
+        self, conn: aiosqlite.Connection, guild_id: int, author_id: int, since: datetime
+    ) -> int:
+        """Inside a transaction: `submissions_since`, so the daily limit is checked and counted at once."""
+        async with conn.execute(
+            "SELECT count(*) FROM contributions WHERE guild_id = ? AND author_id = ? AND submitted_at >= ?",
+            (guild_id, author_id, to_db(since)),
+        ) as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    async def waiting_from_new_accounts(self, guild_id: int) -> int:
+        """Letters of new accounts waiting for review in this server."""
+        return int(await self._db.scalar(_WAITING_NEW, (guild_id,)) or 0)
+
+    async def waiting_from_new_accounts_in(self, conn: aiosqlite.Connection, guild_id: int) -> int:
+        """Inside a transaction: letters of new accounts waiting for review in this server."""
+        async with conn.execute(_WAITING_NEW, (guild_id,)) as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
     async def same_text(self, guild_id: int, content: str, exclude_id: int) -> int | None:
         """The id of an earlier letter with this exact text (recorded replies don't count)."""
         value = await self._db.scalar(
@@ -390,10 +415,18 @@ class ContributionsRepo:
 
     # -- articles, as letters see them --------------------------------------------------------------
 
-    async def article(self, article_id: int) -> ArticleRef | None:
-        row = await self._db.fetchone(
-            "SELECT id, title, link, thread_id, channel_id FROM articles WHERE id = ?", (article_id,)
-        )
+    async def article(self, article_id: int, *, guild_id: int | None = None) -> ArticleRef | None:
+        """The article; with `guild_id`, only if one of that server's feeds posted it."""
+        if guild_id is None:
+            row = await self._db.fetchone(
+                "SELECT id, title, link, thread_id, channel_id FROM articles WHERE id = ?", (article_id,)
+            )
+        else:
+            row = await self._db.fetchone(
+                "SELECT a.id, a.title, a.link, a.thread_id, a.channel_id FROM articles a"
+                " JOIN feeds f ON f.id = a.feed_id WHERE a.id = ? AND f.guild_id = ?",
+                (article_id, guild_id),
+            )
         return ArticleRef(row[0], row[1], row[2], row[3], row[4]) if row else None
 
     async def article_for_thread(self, thread_id: int) -> int | None:

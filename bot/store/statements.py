@@ -146,6 +146,8 @@ class SignatureInput:
     country: str | None = None
     public: bool = True
     flags: tuple[str, ...] = ()
+    guild_id: int | None = None
+    """The server the sign-on came from; a statement of another server is answered as missing."""
 
 
 @dataclass(frozen=True)
@@ -496,6 +498,8 @@ def _sign_batch(conn: sqlite3.Connection, requests: Sequence[SignatureInput], no
         key = (request.statement_id, request.user_id)
         if statement is None or statement.status == "draft":
             outcomes.append(SignOutcome("missing", statement))
+        elif request.guild_id is not None and statement.guild_id != request.guild_id:
+            outcomes.append(SignOutcome("missing", None))
         elif not statement.accepting(now):
             outcomes.append(SignOutcome("closed", statement))
         elif key in blocked:

@@ -323,6 +323,7 @@ class Guild:
         self.roles[gid] = self.everyone
         self.preferred_locale = "en-US"
         self.created_at = snowflake_time(gid)
+        self.system_channel_id: int | None = None  # where Discord posts join messages (set it to a channel's id)
 
     # --- world building -------------------------------------------------
     def add_role(
@@ -481,7 +482,7 @@ class Guild:
             "premium_progress_bar_enabled": False,
             "preferred_locale": self.preferred_locale,
             "features": [],
-            "system_channel_id": None,
+            "system_channel_id": str(self.system_channel_id) if self.system_channel_id else None,
             "system_channel_flags": 0,
             "rules_channel_id": None,
             "public_updates_channel_id": None,
