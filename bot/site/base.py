@@ -161,7 +161,17 @@ def redact_url(url: str) -> str:
 
 def redact_text(text: str) -> str:
     """`text` with every URL in it passed through `redact_url`."""
-    return _URL_IN_TEXT.sub(lambda match: redact_url(match.group(0)), text)
+    return _URL_IN_TEXT.sub(_redact_match, text)
+
+
+_TRAILING_PUNCTUATION = ".,;:!?)]}"
+
+
+def _redact_match(match: re.Match[str]) -> str:
+    """A URL found in prose: punctuation after it ("at http://host:8080: refused") is not part of it."""
+    url = match.group(0)
+    core = url.rstrip(_TRAILING_PUNCTUATION)
+    return redact_url(core) + url[len(core) :]
 
 
 def short(text: str, limit: int = 200) -> str:

@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import sqlite3
+import stat
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -42,7 +43,7 @@ PRIVATE_FILE = 0o600
 DB_FILE_SUFFIXES = ("", "-wal", "-shm", "-journal")
 
 
-def prepare_location(path: Path) -> None:
+def prepare_location(path: Path, *, create_file: bool = True) -> None:
     """Create the database's folder (0700) if missing, and make its files owner-only (0600).
 
     The folder mode is applied only to folders created here: a folder that already exists (a home
@@ -58,7 +59,7 @@ def prepare_location(path: Path) -> None:
             created.chmod(PRIVATE_FOLDER)  # mkdir's mode is filtered by the umask; be explicit
         except OSError as exc:
             raise StoreError(f"cannot create database folder {created}: {exc.strerror}") from None
-    if not path.exists():
+    if create_file and not path.exists():
         try:
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE))
             path.chmod(PRIVATE_FILE)
@@ -73,8 +74,9 @@ def prepare_location(path: Path) -> None:
 def tighten(file: Path) -> None:
     """Owner-only access to one of the database's files, if it exists and others can read it."""
     try:
-        mode = file.stat().st_mode & 0o777
-        if mode & 0o077:
+        st_mode = file.stat().st_mode
+        mode = st_mode & 0o777
+        if stat.S_ISREG(st_mode) and mode & 0o077:
             file.chmod(mode & 0o700)
             log.info("database file %s was readable by others (%o); made it owner-only", file, mode)
     except FileNotFoundError:
@@ -125,10 +127,7 @@ class Database:
         on_disk = str(path) != ":memory:" and not uri
         if on_disk:
             prepare_location(path)
-        try:
-            conn = await aiosqlite.connect(str(path), isolation_level=None, uri=uri)
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open database {path}: {exc}") from None
+        conn = await _connect(path, uri=uri)
         conn.row_factory = aiosqlite.Row
         db = cls(conn, path)
         try:
@@ -151,10 +150,7 @@ class Database:
 
     async def _open_reader(self) -> aiosqlite.Connection:
         """The reading connection: query-only, so a bug can't write outside the lock through it."""
-        try:
-            reader = await aiosqlite.connect(str(self.path), isolation_level=None)
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open database {self.path}: {exc}") from None
+        reader = await _connect(self.path, uri=False)
         reader.row_factory = aiosqlite.Row
         try:
             await reader.execute("PRAGMA busy_timeout = 5000")
@@ -309,6 +305,17 @@ class Database:
             )
         ]
         return {name: int(await self._scalar(f'SELECT count(*) FROM "{name}"')) for name in names}
+
+
+async def _connect(path: Path, *, uri: bool) -> aiosqlite.Connection:
+    connection = aiosqlite.connect(str(path), isolation_level=None, uri=uri)
+    try:
+        return await connection
+    except sqlite3.Error as exc:
+        # aiosqlite stops its thread after a failed connect but does not wait for it: wait here, or
+        # the thread reports to a closed event loop at exit and prints a traceback.
+        await asyncio.to_thread(connection._thread.join, 5)
+        raise StoreError(f"cannot open database {path}: {exc}") from None
 
 
 def _split_sql(script: str) -> list[str]:
