@@ -7,6 +7,7 @@ import asyncio
 import gc
 import logging
 import os
+import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +23,7 @@ from bot.logs import setup_logging
 from bot.site.base import redact_text, redact_url
 from bot.store import Store, StoreError, latest_version
 from bot.store.database import Database
+from bot.store.lease import Lease
 from bot.tenants import OPEN_WARNING
 
 log = logging.getLogger("readersviews")
@@ -42,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"readersviews {__version__}")
     parser.add_argument("--config", metavar="PATH", help="YAML config file (see config/example.yaml)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.set_defaults(config=None)
 
     sub.add_parser("run", help="start the bot (default)", description="Start the bot; SIGTERM/SIGINT stop it cleanly.")
     sub.add_parser("check", help="validate config, token, database and site; exit 1 on problems")
@@ -77,7 +80,22 @@ def build_parser() -> argparse.ArgumentParser:
     statement.add_argument("--guild", type=int, metavar="ID", help="the server, when several have this slug")
     statement.add_argument("--output", "-o", metavar="FILE", help="write here instead of standard output")
     statement.add_argument("--bom", action="store_true", help="start CSV with a UTF-8 BOM (for Excel)")
+    _accept_config_anywhere(parser)
     return parser
+
+
+def _accept_config_anywhere(parser: argparse.ArgumentParser) -> None:
+    """`--config` after the subcommand too (`readersviews run --config x.yaml`), as operators type it.
+
+    SUPPRESS as the default: a subcommand without it leaves the top-level value alone.
+    """
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                child.add_argument(
+                    "--config", metavar="PATH", default=argparse.SUPPRESS, help="YAML config file (as before COMMAND)"
+                )
+                _accept_config_anywhere(child)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -101,6 +119,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(cmd_export(config, args))
     except (ConfigError, StoreError, CliError) as exc:
         print(f"readersviews: error: {exc}", file=sys.stderr)
+        return 1
+    except sqlite3.Error as exc:  # e.g. locked for longer than the busy timeout: one line, not a traceback
+        log.debug("database error", exc_info=True)
+        print(f"readersviews: error: database problem: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
@@ -134,14 +156,15 @@ async def _freeze_gc_once() -> None:
 
 
 async def cmd_run(config: Config, secrets: Secrets) -> int:
-    from bot.app import Runtime
-
     token = _token(secrets)
     # Every store call hands work to aiosqlite's thread and back; with Python's default 5 ms GIL
     # switch interval a busy event loop makes each hand-back wait. Measured (bench/signons.py, 250
     # sign-ons/s): p99 click/submit 404/770 ms at 5 ms, 208/292 ms at 1 ms, same CPU.
     sys.setswitchinterval(0.001)
-    runtime = await Runtime.create(config, secrets)
+    from bot.app import Runtime
+
+    # The lease (one bot per database) is taken after the config is checked, before the database opens.
+    runtime = await Runtime.create(config, secrets, lease="run")
     runtime.bot.add_listener(_freeze_gc_once, "on_ready")
     try:
         await runtime.run_until_signalled(token)
@@ -175,7 +198,7 @@ def _start_failure(config: Config, exc: BaseException) -> str:
 
 async def cmd_check(config: Config, secrets: Secrets) -> int:
     """Report every check, then exit 1 if any failed."""
-    results: list[tuple[bool | None, str]] = [(True, "config: valid")]
+    results: list[tuple[bool | None, str]] = []
     if not config.discord.allowed_guild_ids:
         results.append((None, OPEN_WARNING))
     results.append(
@@ -190,8 +213,7 @@ async def cmd_check(config: Config, secrets: Secrets) -> int:
             results.append((True, f"database: {path} will be created at start (schema v{latest_version()})"))
         else:
             results.append((False, f"database: cannot create {path}: {parent} is not writable"))
-        results.extend(await _check_site(config, secrets))
-        return _report(results)
+        return _report(await _with_site(config, secrets, results))
     try:
         db = await Database.open(path, migrate=False)
     except StoreError as exc:
@@ -208,8 +230,16 @@ async def cmd_check(config: Config, secrets: Secrets) -> int:
                 results.append((True, f"database: {db.path} at schema v{version} (up to date)"))
         finally:
             await db.close()
-    results.extend(await _check_site(config, secrets))
-    return _report(results)
+    return _report(await _with_site(config, secrets, results))
+
+
+async def _with_site(
+    config: Config, secrets: Secrets, results: list[tuple[bool | None, str]]
+) -> list[tuple[bool | None, str]]:
+    """`results` plus the site's check, headed by the config's verdict: valid only if every part is."""
+    site = await _check_site(config, secrets)
+    config_problems = [(ok, line) for ok, line in site if line.startswith("config: ")]
+    return (config_problems or [(True, "config: valid")]) + results + [r for r in site if r not in config_problems]
 
 
 def _report(results: list[tuple[bool | None, str]]) -> int:
@@ -236,7 +266,7 @@ async def _check_site(config: Config, secrets: Secrets) -> list[tuple[bool, str]
         try:
             adapter = make_adapter(config.site, secrets, client)
         except (ValueError, ConfigError) as exc:
-            return [(False, f"site: {redact_text(str(exc))}")]
+            return [(False, f"config: site ({config.site.kind}) is not complete: {redact_text(str(exc))}")]
         try:
             detail = await adapter.check()
         except SiteError as exc:
@@ -247,12 +277,20 @@ async def _check_site(config: Config, secrets: Secrets) -> list[tuple[bool, str]
 
 
 async def cmd_migrate(config: Config) -> int:
-    db = await Database.open(config.database.path, migrate=False)
+    created = not config.database.path.exists()
+    lease = Lease.acquire(config.database.path, "migrate")
     try:
-        applied = await db.migrate()
-        version = await db.schema_version()
+        db = await Database.open(config.database.path, migrate=False)
+        try:
+            applied = await db.migrate()
+            version = await db.schema_version()
+        finally:
+            await db.close()
     finally:
-        await db.close()
+        if lease is not None:
+            lease.release()
+    if created:
+        print(f"no database at {config.database.path} yet: created it")
     print(f"applied {', '.join(applied)}" if applied else "nothing to apply")
     print(f"database {config.database.path} is at schema v{version}")
     return 0
@@ -262,6 +300,7 @@ async def cmd_sync(config: Config, secrets: Secrets, guild_id: int | None) -> in
     from bot.app import Runtime
 
     token = _token(secrets)
+    _require_database(config)
     runtime = await Runtime.create(config, secrets, force_sync=True, sync_guild_id=guild_id)
     try:
         await runtime.bot.login(token)  # login runs setup_hook, which syncs
@@ -279,6 +318,7 @@ async def cmd_sync(config: Config, secrets: Secrets, guild_id: int | None) -> in
 async def cmd_outbox(config: Config, args: argparse.Namespace) -> int:
     from bot.store.outbox import OutboxRepo
 
+    _require_database(config)
     store = await Store.open(config.database.path, SystemClock())
     try:
         repo = OutboxRepo(store.db, store.clock)
@@ -306,9 +346,7 @@ async def cmd_outbox(config: Config, args: argparse.Namespace) -> int:
 async def cmd_export(config: Config, args: argparse.Namespace) -> int:
     from bot.statements import export_statement
 
-    if not config.database.path.exists():
-        # Opening would create an empty database here and then report the slug as unknown.
-        raise CliError(f"no database at {config.database.path}: run this where the bot runs, or pass its --config")
+    _require_database(config)
     store = await Store.open(config.database.path, SystemClock())
     try:
         data = await export_statement(
@@ -327,6 +365,13 @@ async def cmd_export(config: Config, args: argparse.Namespace) -> int:
     else:
         sys.stdout.buffer.write(data)
     return 0
+
+
+def _require_database(config: Config) -> None:
+    """Commands that read or change the bot's data refuse to start where there is none (and create none)."""
+    if not config.database.path.exists() and not str(config.database.path).startswith("file:"):
+        # Opening would create an empty database here and then answer from it ("nothing waiting").
+        raise CliError(f"no database at {config.database.path}: run this where the bot runs, or pass its --config")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from bot.site import SiteAdapter, make_adapter
 from bot.site.base import RemoteRef
 from bot.status import outbox_row_guild
 from bot.store import Store
+from bot.store.lease import Lease
 from bot.store.outbox import OutboxRow
 from bot.tenants import OPEN_WARNING, Tenants
 
@@ -221,6 +222,13 @@ class ReadersViewsBot(commands.Bot):
         return True
 
     async def close(self) -> None:
+        # A stop during `guild_ready_timeout` (READY received, GUILD_CREATEs still awaited): discord.py
+        # never cancels its pending ready task, which then dispatches `ready` into a closed client
+        # (AttributeError on its loop, a traceback at exit). Cancel it first; it swallows the cancel.
+        ready_task: asyncio.Task[None] | None = getattr(self._connection, "_ready_task", None)
+        if ready_task is not None and not ready_task.done():
+            ready_task.cancel()
+            await asyncio.gather(ready_task, return_exceptions=True)
         for hook in reversed(self._shutdown_hooks):
             try:
                 await hook()
@@ -241,6 +249,7 @@ class Runtime:
         self.store = store
         self.http_client = http_client
         self.bot = bot
+        self.lease: Lease | None = None
 
     @classmethod
     async def create(
@@ -251,7 +260,9 @@ class Runtime:
         clock: Clock | None = None,
         force_sync: bool = False,
         sync_guild_id: int | None = None,
+        lease: str | None = None,
     ) -> Runtime:
+        """`lease`: the command ("run") that must be the only one using the database (see bot.store.lease)."""
         clock = clock or SystemClock()
         apply_endpoints(config)
         http_client = httpx.AsyncClient(
@@ -268,11 +279,18 @@ class Runtime:
         try:
             # A missing site setting fails here, before anything is written.
             site = make_adapter(config.site, secrets, http_client, clock=clock)
+            held = Lease.acquire(config.database.path, lease) if lease else None
+        except BaseException:
+            await http_client.aclose()
+            raise
+        try:
             seeds = {gid: seed.model_dump() for gid, seed in config.guilds.items()}
             store = await Store.open(config.database.path, clock, seeds=seeds)
         except BaseException:
             await http_client.aclose()
             await feed_client.aclose()
+            if held is not None:
+                held.release()
             raise
         try:
             bot = ReadersViewsBot(
@@ -290,8 +308,12 @@ class Runtime:
             await http_client.aclose()
             await feed_client.aclose()
             await store.close()
+            if held is not None:
+                held.release()
             raise
-        return cls(config, secrets, store, http_client, bot)
+        runtime = cls(config, secrets, store, http_client, bot)
+        runtime.lease = held
+        return runtime
 
     async def start(self, token: str) -> None:
         """Log in and run until the bot is closed."""
@@ -306,6 +328,9 @@ class Runtime:
         await self.http_client.aclose()
         await self.bot.feed_client.aclose()
         await self.store.close()
+        if self.lease is not None:
+            self.lease.release()
+            self.lease = None
 
     async def run_until_signalled(self, token: str) -> None:
         """`readersviews run`: SIGTERM/SIGINT close the bot cleanly (writes finish, then DB closes)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import sys
 from collections import Counter
 from datetime import UTC, datetime
@@ -347,3 +348,86 @@ async def test_site_alert_goes_only_to_the_items_server(running: Booted, world: 
     assert [gid for _, gid, text in bot.health.last_errors if "their error" in text] == [world.guild.id + 1]
     await bot._outbox_alert(alert_text(mine))
     assert [gid for _, gid, text in bot.health.last_errors if "my error" in text] == [world.guild.id]
+
+
+async def test_one_bot_per_database(world: World, tmp_path: Path) -> None:
+    """A second `run` (or a `migrate`) on a running bot's database refuses in one line naming the running one;
+    once that one is killed (SIGKILL: no clean-up), a new `run` takes over at once."""
+    first = await spawn(world, tmp_path, "-m", "bot", "--config", "{config}", "run")
+    processes = [first]
+    try:
+        await world.fake.wait_for_ready(timeout=30)
+        await world.fake.roundtrip()
+        for command in ("run", "migrate"):
+            second = await spawn(world, tmp_path, "-m", "bot", "--config", "{config}", command)
+            processes.append(second)
+            output, _ = await asyncio.wait_for(second.communicate(), timeout=30)
+            lines = output.decode().strip().splitlines()
+            assert second.returncode == 1, lines
+            assert len(lines) == 1, lines
+            assert lines[0].startswith("readersviews: error: another readersviews is using "), lines
+            assert f"run on host {socket.gethostname()}, pid {first.pid}, since 20" in lines[0], lines
+        assert world.fake.identify_count == 1, "the second bot must not connect (it would post everything again)"
+
+        first.kill()
+        await first.wait()
+        world.fake.gateway.ready.clear()
+        third = await spawn(world, tmp_path, "-m", "bot", "--config", "{config}", "run")
+        processes.append(third)
+        await world.fake.wait_for_ready(timeout=30)
+        assert world.fake.identify_count == 2
+        third.send_signal(signal.SIGTERM)
+        output, _ = await asyncio.wait_for(third.communicate(), timeout=30)
+        assert third.returncode == 0, output.decode()
+    finally:
+        for process in processes:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+
+
+STOP_BEFORE_READY = r"""
+import asyncio, sys
+from bot.app import Runtime
+from bot.config import Secrets, load_config
+from pathlib import Path
+
+plain_aclose = Runtime.aclose
+
+async def aclose_then_linger(self: Runtime) -> None:
+    await plain_aclose(self)
+    print("client closed", flush=True)
+    await asyncio.sleep(4)  # discord.py's guild_ready_timeout (2 s) runs out in here
+
+Runtime.aclose = aclose_then_linger
+
+async def main() -> None:
+    secrets = Secrets.from_env()
+    runtime = await Runtime.create(load_config(Path(sys.argv[1]), required=True), secrets)
+
+    async def on_ready() -> None:  # as `readersviews run` listens (bot.__main__._freeze_gc_once)
+        print("ready", flush=True)
+
+    runtime.bot.add_listener(on_ready, "on_ready")
+    await runtime.run_until_signalled(secrets.discord_token.get_secret_value())
+
+asyncio.run(main())
+"""
+
+
+async def test_sigterm_before_ready_leaves_no_ready_event_behind(world: World, tmp_path: Path) -> None:
+    """SIGTERM while discord.py still waits out `guild_ready_timeout`: its pending ready is cancelled, not
+    dispatched into the closed client (which printed a traceback at exit)."""
+    process = await spawn(world, tmp_path, "-c", STOP_BEFORE_READY, "{config}", discord={"guild_ready_timeout": 2.0})
+    try:
+        await world.fake.wait_for_ready(timeout=30)
+        process.send_signal(signal.SIGTERM)
+        output, _ = await asyncio.wait_for(process.communicate(), timeout=30)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    text = output.decode()
+    assert process.returncode == 0, text
+    assert "client closed" in text
+    assert "Traceback" not in text and "Task exception was never retrieved" not in text, text

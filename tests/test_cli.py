@@ -118,6 +118,7 @@ def test_migrate_then_newer_schema_refused(workdir: Path) -> None:
 
 
 def test_outbox_cli_on_empty_store(workdir: Path) -> None:
+    assert cli("migrate", cwd=workdir).returncode == 0
     result = cli("outbox", "list", cwd=workdir)
     assert result.returncode == 0, result.stderr
     assert "every item was delivered" in result.stdout
@@ -358,6 +359,7 @@ def test_unreachable_discord_is_one_line(workdir: Path, command: str) -> None:
     """Discord (or the REST proxy) refusing connections is one clear line and exit 1, not a traceback."""
     api = f"http://127.0.0.1:{closed_port()}/api/v10?key=s3cret"
     (workdir / "c.yaml").write_text(f"discord: {{api_base_url: '{api}'}}\ndatabase: {{path: db.sqlite3}}\n")
+    assert cli("--config", "c.yaml", "migrate", cwd=workdir).returncode == 0
     result = cli("--config", "c.yaml", command, cwd=workdir, env={"DISCORD_TOKEN": "x.y.z"})
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
@@ -390,3 +392,97 @@ async def test_site_connection_errors_redact_url_secrets() -> None:
     message = str(raised.value)
     assert message.startswith("cannot connect to WordPress at http://***@127.0.0.1:"), message
     assert "hunter2pass" not in message and "s3cret" not in message
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["outbox", "list"],
+        ["outbox", "list", "--all"],
+        ["outbox", "retry", "3"],
+        ["outbox", "drop", "3"],
+        ["export", "statement", "open-letter"],
+        ["sync-commands"],
+    ],
+)
+def test_commands_without_a_database_say_so_and_create_nothing(workdir: Path, command: list[str]) -> None:
+    """Run in the wrong folder, a command says there is no database there instead of answering from a new, empty one."""
+    line = one_error_line(cli(*command, cwd=workdir, env={"DISCORD_TOKEN": "x.y.z"}))
+    assert "no database at data/readersviews.sqlite3" in line
+    assert list(workdir.iterdir()) == [], "nothing is created"
+
+
+def test_migrate_says_it_creates_the_database(workdir: Path) -> None:
+    """`migrate` is the install step: it creates the database, and says so."""
+    result = cli("migrate", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert "no database at data/readersviews.sqlite3 yet: created it" in result.stdout
+
+
+def test_unusable_database_is_one_line_for_migrate_and_outbox(workdir: Path) -> None:
+    """A database path that can't be opened (here a folder) is one line, never a traceback, for every command."""
+    (workdir / "data" / "readersviews.sqlite3").mkdir(parents=True)
+    for command in (["migrate"], ["outbox", "list"], ["outbox", "retry", "1"]):
+        assert "cannot open database" in one_error_line(cli(*command, cwd=workdir))
+
+
+def test_locked_database_is_one_line_for_outbox(workdir: Path) -> None:
+    """A database another program keeps locked past the busy timeout: one line, not a traceback."""
+    assert cli("migrate", cwd=workdir).returncode == 0
+    conn = sqlite3.connect(workdir / "data" / "readersviews.sqlite3", isolation_level=None)
+    conn.execute("PRAGMA journal_mode = DELETE")
+    conn.execute("BEGIN EXCLUSIVE")
+    try:
+        line = one_error_line(cli("outbox", "retry", "1", cwd=workdir))
+    finally:
+        conn.execute("ROLLBACK")
+        conn.close()
+    assert "database" in line and "locked" in line
+
+
+def test_config_is_accepted_after_the_subcommand(workdir: Path) -> None:
+    """`readersviews check --config x.yaml` works like `readersviews --config x.yaml check`."""
+    (workdir / "c.yaml").write_text("database: {path: elsewhere.sqlite3}\n")
+    result = cli("check", "--config", "c.yaml", cwd=workdir, env={"DISCORD_TOKEN": "x.y.z"})
+    assert result.returncode == 0, result.stderr
+    assert "elsewhere.sqlite3" in result.stdout
+    result = cli("outbox", "list", "--config", "c.yaml", cwd=workdir)
+    assert "no database at elsewhere.sqlite3" in one_error_line(result)
+    assert cli("migrate", "--config", "c.yaml", cwd=workdir).returncode == 0
+    assert (workdir / "elsewhere.sqlite3").exists()
+    # Before the subcommand still works, and the subcommand's own --config wins when both are given.
+    result = cli("--config", "absent.yaml", "check", "--config", "c.yaml", cwd=workdir, env={"DISCORD_TOKEN": "x"})
+    assert result.returncode == 0, result.stderr
+
+
+def test_check_calls_the_config_valid_only_when_all_of_it_is(workdir: Path) -> None:
+    """Site settings missing a part (here the WordPress password) make the config line FAIL, not 'valid'."""
+    (workdir / "c.yaml").write_text("site: {kind: wordpress, wordpress: {url: 'http://127.0.0.1:9/', username: bob}}\n")
+    result = cli("--config", "c.yaml", "check", cwd=workdir, env={"DISCORD_TOKEN": "x.y.z"})
+    assert result.returncode == 1
+    assert "config: valid" not in result.stdout
+    assert "FAIL config: site (wordpress) is not complete: READERSVIEWS_WP_APP_PASSWORD is not set" in result.stdout
+
+
+async def test_check_shows_the_sites_host_and_port(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A site at http://host:port (no path) is shown as such, not as an unparseable URL."""
+    from bot.__main__ import cmd_check
+    from bot.config import Secrets, parse_config
+    from tests.sitefake import WP_PASSWORD, WP_USER, FakeSite
+
+    site = FakeSite()
+    base = await site.start()
+    try:
+        config = parse_config(
+            {
+                "database": {"path": str(tmp_path / "db.sqlite3")},
+                "site": {"kind": "wordpress", "wordpress": {"url": base, "username": WP_USER}},
+            }
+        )
+        code = await cmd_check(config, Secrets(discord_token="x.y.z", wordpress_password=WP_PASSWORD))
+    finally:
+        await site.stop()
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert f"ok   site (wordpress): WordPress {base}: signed in" in out
+    assert "unparseable" not in out

@@ -186,3 +186,90 @@ async def test_settings_seed_and_override(tmp_path: Path) -> None:
             await store.settings.set_many(5, {"nonsense": 1}, actor_id=1)
     finally:
         await store.close()
+
+
+async def test_reads_never_see_another_tasks_uncommitted_rows(tmp_path: Path) -> None:
+    """A read while another task's transaction is open sees only what was committed, never a row
+    that is then rolled back; the transaction's own task does see its rows."""
+    db = await Database.open(tmp_path / "db.sqlite3")
+    inserted, release = asyncio.Event(), asyncio.Event()
+    seen_inside: list[object] = []
+
+    async def writer() -> None:
+        with pytest.raises(RuntimeError):
+            async with db.transaction() as conn:
+                await conn.execute("INSERT INTO meta (key, value) VALUES ('ghost', 'uncommitted')")
+                seen_inside.append(await db.scalar("SELECT value FROM meta WHERE key = 'ghost'"))
+                inserted.set()
+                await release.wait()
+                raise RuntimeError("the unit of work fails: rolled back")
+
+    try:
+        task = asyncio.create_task(writer())
+        await inserted.wait()
+        during = [
+            await db.fetchone("SELECT value FROM meta WHERE key = 'ghost'"),
+            await db.fetchall("SELECT key FROM meta WHERE key = 'ghost'"),
+        ]
+        release.set()
+        await task
+        assert during == [None, []], "a read returned a row that was then rolled back"
+        assert seen_inside == ["uncommitted"], "the writing task reads its own rows"
+        assert await db.scalar("SELECT count(*) FROM meta WHERE key = 'ghost'") == 0
+    finally:
+        release.set()
+        await db.close()
+
+
+async def test_reads_in_memory_wait_for_the_open_transaction(tmp_path: Path) -> None:
+    """Without a second connection (an in-memory database) a read waits for the writer to finish."""
+    db = await Database.open(":memory:")
+    inserted, release = asyncio.Event(), asyncio.Event()
+
+    async def writer() -> None:
+        async with db.transaction() as conn:
+            await conn.execute("INSERT INTO meta (key, value) VALUES ('k', 'v1')")
+            inserted.set()
+            await release.wait()
+            await conn.execute("UPDATE meta SET value = 'v2' WHERE key = 'k'")
+
+    try:
+        task = asyncio.create_task(writer())
+        await inserted.wait()
+        read = asyncio.create_task(db.scalar("SELECT value FROM meta WHERE key = 'k'"))
+        release.set()
+        value = await read
+        await task
+        assert value == "v2", "the read saw the transaction half-way"
+    finally:
+        release.set()
+        await db.close()
+
+
+async def test_database_folder_and_files_are_private(tmp_path: Path) -> None:
+    """A new database folder is 0700, the database and its -wal/-shm 0600, whatever the umask."""
+    old = os.umask(0o022)
+    try:
+        db = await Database.open(tmp_path / "new" / "deeper" / "db.sqlite3")
+        await db.write("INSERT INTO meta (key, value) VALUES ('k', 'v')")
+        files = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "new" / "deeper").iterdir()}
+        await db.close()
+    finally:
+        os.umask(old)
+    assert (tmp_path / "new" / "deeper").stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "new").stat().st_mode & 0o777 == 0o700
+    assert files == {"db.sqlite3": 0o600, "db.sqlite3-wal": 0o600, "db.sqlite3-shm": 0o600}
+
+
+async def test_existing_folder_is_kept_and_readable_files_are_tightened(tmp_path: Path) -> None:
+    """A folder that exists is the operator's (left as it is); database files readable by others are made 0600."""
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    folder.chmod(0o755)
+    path = folder / "db.sqlite3"
+    sqlite3.connect(path).close()
+    path.chmod(0o644)
+    db = await Database.open(path)
+    await db.close()
+    assert folder.stat().st_mode & 0o777 == 0o755
+    assert path.stat().st_mode & 0o777 == 0o600

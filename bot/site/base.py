@@ -182,9 +182,19 @@ def redact_text(text: str) -> str:
     """`text` with every URL in it passed through `redact_url`, and credentials a site quoted back
     (authorization headers, Basic and Bearer tokens) replaced by [redacted]: for anything stored,
     logged or shown."""
-    text = _URL_IN_TEXT.sub(lambda match: redact_url(match.group(0)), text)
+    text = _URL_IN_TEXT.sub(_redact_match, text)
     text = _CREDENTIAL_HEADER.sub(lambda match: f"{match.group(1)}{match.group(2)}[redacted]", text)
     return _SCHEME_TOKEN.sub(_scheme_token, text)
+
+
+_TRAILING_PUNCTUATION = ".,;:!?)]}"
+
+
+def _redact_match(match: re.Match[str]) -> str:
+    """A URL found in prose: punctuation after it ("at http://host:8080: refused") is not part of it."""
+    url = match.group(0)
+    core = url.rstrip(_TRAILING_PUNCTUATION)
+    return redact_url(core) + url[len(core) :]
 
 
 def short(text: str, limit: int = 200) -> str:

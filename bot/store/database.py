@@ -9,9 +9,12 @@ another coroutine's open transaction and share its fate.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
+import os
 import re
 import sqlite3
+import stat
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -29,6 +32,57 @@ _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 class StoreError(Exception):
     """A database problem phrased for the operator (one line)."""
+
+
+# Set while the current task (and tasks it starts) holds the write lock inside a unit of work: its
+# reads must see its own uncommitted rows, so they run on the writing connection.
+_in_unit_of_work: contextvars.ContextVar[Database | None] = contextvars.ContextVar("_in_unit_of_work", default=None)
+
+PRIVATE_FOLDER = 0o700
+PRIVATE_FILE = 0o600
+DB_FILE_SUFFIXES = ("", "-wal", "-shm", "-journal")
+
+
+def prepare_location(path: Path, *, create_file: bool = True) -> None:
+    """Create the database's folder (0700) if missing, and make its files owner-only (0600).
+
+    The folder mode is applied only to folders created here: a folder that already exists (a home
+    directory, /var/lib/...) is the operator's and is left as it is. The files are the bot's: a new
+    database is created 0600 before SQLite opens it (SQLite gives -wal and -shm the database file's
+    mode), and existing files readable by others are tightened at every open.
+    """
+    folder = path.parent
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    for created in reversed(missing):  # every folder made here is private, not only the last one
+        try:
+            created.mkdir(exist_ok=True)
+            created.chmod(PRIVATE_FOLDER)  # mkdir's mode is filtered by the umask; be explicit
+        except OSError as exc:
+            raise StoreError(f"cannot create database folder {created}: {exc.strerror}") from None
+    if create_file and not path.exists():
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE))
+            path.chmod(PRIVATE_FILE)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise StoreError(f"cannot create database {path}: {exc.strerror}") from None
+    for suffix in DB_FILE_SUFFIXES:
+        tighten(Path(f"{path}{suffix}"))
+
+
+def tighten(file: Path) -> None:
+    """Owner-only access to one of the database's files, if it exists and others can read it."""
+    try:
+        st_mode = file.stat().st_mode
+        mode = st_mode & 0o777
+        if stat.S_ISREG(st_mode) and mode & 0o077:
+            file.chmod(mode & 0o700)
+            log.info("database file %s was readable by others (%o); made it owner-only", file, mode)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:  # not ours (another user's file opened read-only): leave it, SQLite will say
+        log.debug("cannot tighten %s: %s", file, exc)
 
 
 def migration_files() -> list[tuple[int, str, str]]:
@@ -50,9 +104,19 @@ def latest_version() -> int:
 
 
 class Database:
-    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+    """One writing connection (writes serialised by a lock) and, for a file database, one reading one.
+
+    Reads (`fetchone`, `fetchall`, `scalar`) never see another task's uncommitted writes: in WAL mode
+    the reading connection sees the last committed state without waiting for the writer. Inside a
+    unit of work (`transaction`, `run_in_transaction`, `write`), the same task's reads run on the
+    writing connection and see its own rows. Without a second connection (`:memory:`, URIs), a read
+    waits for the write lock instead.
+    """
+
+    def __init__(self, conn: aiosqlite.Connection, path: Path, reader: aiosqlite.Connection | None = None) -> None:
         self.conn = conn
         self.path = path
+        self.reader = reader
         self._lock = asyncio.Lock()
 
     @classmethod
@@ -60,15 +124,10 @@ class Database:
         """Open (creating if needed) and bring the schema up to date."""
         uri = str(path).startswith("file:")  # e.g. file:/srv/rv.sqlite3?mode=ro
         path = Path(path)
-        if str(path) != ":memory:" and not uri:
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StoreError(f"cannot create database folder {path.parent}: {exc.strerror}") from None
-        try:
-            conn = await aiosqlite.connect(str(path), isolation_level=None, uri=uri)
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open database {path}: {exc}") from None
+        on_disk = str(path) != ":memory:" and not uri
+        if on_disk:
+            prepare_location(path)
+        conn = await _connect(path, uri=uri)
         conn.row_factory = aiosqlite.Row
         db = cls(conn, path)
         try:
@@ -82,21 +141,36 @@ class Database:
                 )
             if migrate:
                 await db.migrate()
+            if on_disk:
+                db.reader = await db._open_reader()
         except BaseException:
             await conn.close()
             raise
         return db
 
+    async def _open_reader(self) -> aiosqlite.Connection:
+        """The reading connection: query-only, so a bug can't write outside the lock through it."""
+        reader = await _connect(self.path, uri=False)
+        reader.row_factory = aiosqlite.Row
+        try:
+            await reader.execute("PRAGMA busy_timeout = 5000")
+            await reader.execute("PRAGMA foreign_keys = ON")
+            await reader.execute("PRAGMA query_only = ON")
+        except BaseException:
+            await reader.close()
+            raise
+        return reader
+
     async def _configure(self) -> None:
         try:
             await self.conn.execute("PRAGMA busy_timeout = 5000")
-            mode = await self._scalar("PRAGMA journal_mode = WAL")
+            mode = await self._scalar_on_writer("PRAGMA journal_mode = WAL")
             await self.conn.execute("PRAGMA synchronous = NORMAL")
             await self.conn.execute("PRAGMA foreign_keys = ON")
             # A read-only file opens fine; find out now rather than at the first write.
             await self.conn.execute("BEGIN IMMEDIATE")
             try:
-                version = await self._scalar("PRAGMA user_version")
+                version = await self._scalar_on_writer("PRAGMA user_version")
                 await self.conn.execute(f"PRAGMA user_version = {int(version)}")
             finally:
                 await self.conn.execute("ROLLBACK")
@@ -110,7 +184,11 @@ class Database:
             log.warning("database %s: journal mode is %s, not WAL", self.path, mode)
 
     async def schema_version(self) -> int:
-        return int(await self._scalar("PRAGMA user_version") or 0)
+        return int(await self._scalar_on_writer("PRAGMA user_version") or 0)
+
+    async def _scalar_on_writer(self, sql: str) -> Any:
+        rows = list(await self.conn.execute_fetchall(sql))
+        return rows[0][0] if rows else None
 
     async def migrate(self) -> list[str]:
         """Apply every migration newer than the DB's version, each in its own transaction."""
@@ -136,19 +214,25 @@ class Database:
 
     async def close(self) -> None:
         async with self._lock:
+            if self.reader is not None:
+                await self.reader.close()
             await self.conn.close()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         """One unit of work: everything inside commits together or not at all."""
         async with self._lock:
-            await self.conn.execute("BEGIN IMMEDIATE")
+            token = _in_unit_of_work.set(self)
             try:
-                yield self.conn
-            except BaseException:
-                await self.conn.execute("ROLLBACK")
-                raise
-            await self.conn.execute("COMMIT")
+                await self.conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self.conn
+                except BaseException:
+                    await self.conn.execute("ROLLBACK")
+                    raise
+                await self.conn.execute("COMMIT")
+            finally:
+                _in_unit_of_work.reset(token)
 
     async def run_in_transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """`work(connection)` on the database's thread as one transaction, in one hop.
@@ -192,11 +276,20 @@ class Database:
     # Reads run and fetch in one hop to the connection's thread: with a cursor, another
     # coroutine's statement could run on the shared connection between execute and fetch.
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None:
-        rows = await self.conn.execute_fetchall(sql, params)
+        rows = await self._read(sql, params)
         return next(iter(rows), None)
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
-        return list(await self.conn.execute_fetchall(sql, params))
+        return list(await self._read(sql, params))
+
+    async def _read(self, sql: str, params: Sequence[Any]) -> Iterable[aiosqlite.Row]:
+        """Committed rows only, unless the caller is inside its own unit of work (then its view)."""
+        if _in_unit_of_work.get() is self:
+            return await self.conn.execute_fetchall(sql, params)
+        if self.reader is not None:
+            return await self.reader.execute_fetchall(sql, params)
+        async with self._lock:
+            return await self.conn.execute_fetchall(sql, params)
 
     async def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
         row = await self.fetchone(sql, params)
@@ -212,6 +305,17 @@ class Database:
             )
         ]
         return {name: int(await self._scalar(f'SELECT count(*) FROM "{name}"')) for name in names}
+
+
+async def _connect(path: Path, *, uri: bool) -> aiosqlite.Connection:
+    connection = aiosqlite.connect(str(path), isolation_level=None, uri=uri)
+    try:
+        return await connection
+    except sqlite3.Error as exc:
+        # aiosqlite stops its thread after a failed connect but does not wait for it: wait here, or
+        # the thread reports to a closed event loop at exit and prints a traceback.
+        await asyncio.to_thread(connection._thread.join, 5)
+        raise StoreError(f"cannot open database {path}: {exc}") from None
 
 
 def _split_sql(script: str) -> list[str]:

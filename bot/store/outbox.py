@@ -94,7 +94,7 @@ class OutboxRepo:
     # and a write of another coroutine landing between them (same connection) modifies the table
     # under a half-stepped SELECT, which SQLite leaves undefined: counts came back with state NULL.
     async def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> builtins.list[aiosqlite.Row]:
-        return list(await self._db.conn.execute_fetchall(sql, params))
+        return await self._db.fetchall(sql, params)
 
     async def _fetchone(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None:
         rows = await self._fetchall(sql, params)
