@@ -182,10 +182,13 @@ class WebhookAdapter:
                 f"the webhook receiver refused the signature ({said}): check that READERSVIEWS_WEBHOOK_SECRET "
                 "matches the receiver's secret and that both clocks are right",
                 status=status,
+                site_wide=True,
             )
         if status in (404, 405):
             raise PermanentSiteError(
-                f"no webhook receiver at {redact_url(self._url)} ({said}): check site.webhook.url", status=status
+                f"no webhook receiver at {redact_url(self._url)} ({said}): check site.webhook.url",
+                status=status,
+                site_wide=True,
             )
         if status == 410:
             raise PermanentSiteError(f"the webhook receiver says {what} is gone ({said})", status=status)

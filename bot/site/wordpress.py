@@ -163,7 +163,10 @@ class WordPressAdapter:
         if not isinstance(data, dict) or "id" not in data:
             raise TransientSiteError("WordPress answered without a post id")
         link = data.get("link")
-        return RemoteRef(str(data["id"]), link if isinstance(link, str) else None)
+        status = data.get("status")
+        return RemoteRef(
+            str(data["id"]), link if isinstance(link, str) else None, status if isinstance(status, str) else None
+        )
 
     async def _call(self, method: str, path: str, *, item: SiteItem | None, **kwargs: Any) -> Any:
         url = self._api + path
@@ -241,6 +244,7 @@ class WordPressAdapter:
                 "login password)",
                 status=status,
                 code=code,
+                site_wide=True,
             )
         if status == 403 and code == "rest_cannot_publish":
             return PermanentSiteError(
@@ -248,6 +252,7 @@ class WordPressAdapter:
                 "pending, or give the user the Editor role",
                 status=status,
                 code=code,
+                site_wide=True,
             )
         if status == 403:
             return PermanentSiteError(
@@ -268,6 +273,7 @@ class WordPressAdapter:
                 "(the site root, without /wp-json)",
                 status=status,
                 code=code,
+                site_wide=True,
             )
         if status == 410:
             return PermanentSiteError(f"{what} is already in the WordPress trash ({label})", status=status, code=code)
