@@ -433,9 +433,7 @@ def incident_text(incident: SiteIncident, waiting: int) -> str:
             "Delivery resumes by itself once a check of the site succeeds (I check every few minutes; "
             "`readersviews outbox retry --all` checks at once)."
         )
-    return (
-        f"Site mirroring is paused, {what}. Nothing is lost: {waiting} item(s) wait and none is given up. {fix}"
-    )
+    return f"Site mirroring is paused, {what}. Nothing is lost: {waiting} item(s) wait and none is given up. {fix}"
 
 
 def recovery_text(incident: SiteIncident, now: datetime, waiting: int) -> str:

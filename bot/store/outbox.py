@@ -471,9 +471,12 @@ class SiteIncidentRepo:
     async def probe_now(self) -> bool:
         """Ask the running bot to probe the site at its next pass (`outbox retry --all`)."""
         now = to_db(self._clock.now())
-        return await self._db.write(
-            "UPDATE site_incident SET next_probe_at = ? WHERE id = 1 AND resolved_at IS NULL", (now,)
-        ) > 0
+        return (
+            await self._db.write(
+                "UPDATE site_incident SET next_probe_at = ? WHERE id = 1 AND resolved_at IS NULL", (now,)
+            )
+            > 0
+        )
 
     async def resolve(self) -> None:
         """A probe succeeded: the recovery note is owed until `forget`."""
