@@ -12,6 +12,7 @@ import re
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import aiohttp
@@ -129,6 +130,7 @@ class ReadersViewsBot(commands.Bot):
             on_delivered=self._on_delivered,
             site_alert=self._site_alert,
             on_incident=self._on_incident,
+            retention=timedelta(days=config.site.delivered_retention_days),
         )
 
     async def setup_hook(self) -> None:

@@ -62,6 +62,7 @@ class OutboxWorker:
         down_after: int = 5,
         probe_base: float = 30.0,
         probe_max: float = 600.0,
+        retention: timedelta | None = timedelta(days=30),
     ) -> None:
         self.repo = repo
         self.incidents = incidents or SiteIncidentRepo(repo.db, clock)
@@ -74,6 +75,9 @@ class OutboxWorker:
         self.probe_max = probe_max
         self._failures = 0
         self._incident_opened = False
+        # Delivered rows (and the letter texts in their payloads) are deleted after `retention`.
+        self.retention = retention
+        self._next_purge: datetime | None = None
         self.adapter = adapter
         self.clock = clock
         self._alert = alert
@@ -97,6 +101,7 @@ class OutboxWorker:
         Returns how many rows were delivered.
         """
         await self.send_owed_alerts()
+        await self.purge_delivered()
         self._incident_opened = False
         if not await self._site_available():
             return 0
@@ -303,6 +308,17 @@ class OutboxWorker:
         log.error("outbox #%s %s %s is dead: %s", row.id, row.kind, row.entity, error)
         await self.repo.mark_dead(row.id, error, outcome_unknown=outcome_unknown)
         await self.send_owed_alerts()
+
+    async def purge_delivered(self, *, force: bool = False) -> int:
+        """Delete rows delivered more than `retention` ago (at most once an hour unless forced)."""
+        now = self.clock.now()
+        if self.retention is None or (not force and self._next_purge is not None and now < self._next_purge):
+            return 0
+        self._next_purge = now + timedelta(hours=1)
+        removed = await self.repo.purge_done(now - self.retention)
+        if removed:
+            log.info("outbox: deleted %d item(s) delivered more than %s ago", removed, self.retention)
+        return removed
 
     # -- site-wide incidents --------------------------------------------------------------------
 

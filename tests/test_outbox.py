@@ -683,3 +683,31 @@ async def test_cli_retry_all_revives_dead_items_and_asks_for_a_probe(tmp_path: P
         assert incident is not None and incident.next_probe_at < clock.now() + timedelta(minutes=1)
     finally:
         await db.close()
+
+
+async def test_delivered_letter_texts_are_purged_after_the_retention(
+    db: Database, clock: FakeClock, site: FakeSite, http
+) -> None:
+    """A delivered letter's text leaves the outbox after `site.delivered_retention_days`; the site link stays."""
+    h = Harness(db, clock, wordpress(site, http, clock))
+    h.worker.retention = timedelta(days=30)
+    row_id = await h.enqueue("create", letter(40, text="My very private opinion about bins."))
+    await h.drain()
+    assert (await h.row(row_id)).state == "done"
+    waiting = await h.enqueue("create", letter(41, text="Still waiting for the site."))
+    site.fail_next(1, 400, path="/wp/v2/posts", method="POST")
+    await h.drain()
+
+    async def texts() -> int:
+        rows = await db.conn.execute_fetchall("SELECT count(*) FROM outbox WHERE payload LIKE '%private opinion%'")
+        return int(list(rows)[0][0])
+
+    clock.advance(29 * 86400)
+    await h.worker.purge_delivered(force=True)
+    assert await texts() == 1
+
+    clock.advance(2 * 86400)
+    await h.worker.run_once()
+    assert await texts() == 0 and await h.repo.get(row_id) is None
+    assert await h.repo.remote_for("letter:40") is not None
+    assert (await h.row(waiting)).state == "dead"  # undelivered items are kept until someone acts
