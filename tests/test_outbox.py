@@ -700,7 +700,7 @@ async def test_delivered_letter_texts_are_purged_after_the_retention(
 
     async def texts() -> int:
         rows = await db.conn.execute_fetchall("SELECT count(*) FROM outbox WHERE payload LIKE '%private opinion%'")
-        return int(list(rows)[0][0])
+        return int(next(iter(rows))[0])
 
     clock.advance(29 * 86400)
     await h.worker.purge_delivered(force=True)
