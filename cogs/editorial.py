@@ -26,7 +26,8 @@ from bot.letters import STATE_LABELS, Conflict, LetterError, LetterService, conf
 from bot.render import escape_discord_text, neutralise_mentions, truncate_words
 from bot.site.base import RemoteRef
 from bot.store.contributions import ArticleRef, Contribution, NewContribution
-from bot.store.outbox import OutboxRow
+from bot.store.outbox import OutboxRow, SiteIncident
+from cogs.letter_notices import NoticeSender, SiteStatusChecker
 
 if TYPE_CHECKING:
     from bot.app import ReadersViewsBot
@@ -60,6 +61,39 @@ def mentioned_names(guild: discord.Guild | None, text: str) -> dict[int, str]:
         if member is not None:
             names[member.id] = member.display_name
     return names
+
+
+_ROLE_MENTION = re.compile(r"<@&(\d+)>")
+_CHANNEL_MENTION = re.compile(r"<#(\d+)>")
+MENTION_FETCH_MAX = 10
+
+
+async def site_names(guild: discord.Guild | None, text: str) -> dict[str, dict[int, str]]:
+    """Names for what a letter mentions (members, roles, channels), as keyword arguments for the service.
+
+    Members missing from the cache (no members intent) are fetched, a few at most; roles and channels
+    come with the server.
+    """
+    names = mentioned_names(guild, text)
+    roles: dict[int, str] = {}
+    channels: dict[int, str] = {}
+    if guild is not None:
+        missing = [int(m.group(1)) for m in _MENTION.finditer(text) if int(m.group(1)) not in names]
+        for user_id in list(dict.fromkeys(missing))[:MENTION_FETCH_MAX]:
+            try:
+                member = await guild.fetch_member(user_id)
+            except discord.HTTPException:
+                continue
+            names[user_id] = member.display_name
+        for match in _ROLE_MENTION.finditer(text):
+            role = guild.get_role(int(match.group(1)))
+            if role is not None:
+                roles[role.id] = role.name
+        for match in _CHANNEL_MENTION.finditer(text):
+            channel = guild.get_channel_or_thread(int(match.group(1)))
+            if channel is not None:
+                channels[channel.id] = channel.name
+    return {"display_names": names, "role_names": roles, "channel_names": channels}
 
 
 def guild_of(interaction: discord.Interaction) -> int:
@@ -483,17 +517,34 @@ class Editorial(commands.Cog):
         self.service = LetterService(bot.store, bot.clock, bot.config.letters, disclaimer=bot.config.site.disclaimer)
         self.queue = ReviewQueue(bot)
         self.nominate_menu = app_commands.ContextMenu(name="Nominate as reader's view", callback=self.nominate)
+        self.notices = NoticeSender(bot, self.queue)
+        self.status_checks = SiteStatusChecker(bot, self.service, self.queue, self.notices)
 
     async def cog_load(self) -> None:
         self.bot.add_dynamic_items(*DYNAMIC_ITEMS)
         self.bot.tree.add_command(self.nominate_menu)
         self.bot.delivery_listeners.append(self.on_delivered)
+        self.bot.incident_listeners.append(self.on_site_incident)
+        # Both survive restarts: what is owed or pending is in the database.
+        self.notices.start()
+        self.status_checks.start()
 
     async def cog_unload(self) -> None:
         self.bot.remove_dynamic_items(*DYNAMIC_ITEMS)
         self.bot.tree.remove_command(self.nominate_menu.name, type=self.nominate_menu.type)
         if self.on_delivered in self.bot.delivery_listeners:
             self.bot.delivery_listeners.remove(self.on_delivered)
+        if self.on_site_incident in self.bot.incident_listeners:
+            self.bot.incident_listeners.remove(self.on_site_incident)
+        await self.status_checks.stop()
+        await self.notices.stop()
+
+    async def on_site_incident(self, incident: SiteIncident | None) -> None:
+        """The site stopped (or resumed) taking deliveries: approved letters' cards say so."""
+        if incident is None:
+            return  # each card is refreshed as its letter is delivered
+        for letter in await self.bot.store.contributions.in_state("approved"):
+            await self.queue.refresh(letter)
 
     # -- submission (shared with cogs.readers_views) ------------------------------------------------
 
@@ -595,10 +646,10 @@ class Editorial(commands.Cog):
             )
             await self.queue.refresh(current)
             return
-        names = mentioned_names(interaction.guild, current.content)
+        names = await site_names(interaction.guild, current.content)
         try:
             letter = await self.service.approve(
-                current.id, interaction.user.id, version, guild_id=guild_of(interaction), display_names=names
+                current.id, interaction.user.id, version, guild_id=guild_of(interaction), **names
             )
         except Conflict as exc:
             await self._conflict(interaction, exc.current)
@@ -630,7 +681,7 @@ class Editorial(commands.Cog):
                 version,
                 text,
                 guild_id=guild_of(interaction),
-                display_names=mentioned_names(interaction.guild, text),
+                **await site_names(interaction.guild, text),
             )
         except Conflict as exc:
             await self._conflict(interaction, exc.current)
@@ -731,6 +782,7 @@ class Editorial(commands.Cog):
             await interaction.response.send_modal(BylineModal(letter.id, name, nominated=True))
             return
         await self.service.decline(letter.id, interaction.user.id)
+        self.notices.wake()  # the nominating editor is told
         await interaction.response.edit_message(
             content=f"{escape_discord_text(letter.author_name)} would rather not have this reply published. "
             "Understood; we won't ask again.",
@@ -758,9 +810,10 @@ class Editorial(commands.Cog):
         letter_id = int(ident)
         try:
             if row.action in ("create", "update"):
-                letter, first = await self.service.mark_published(letter_id, ref.remote_id, ref.url)
-                if first:
-                    await self.announce(letter)
+                # The writer's DM and the thread's announcement are queued with the new state and
+                # sent by `self.notices` as steps of their own (a crash here loses neither).
+                letter, _first = await self.service.mark_published(letter_id, ref.remote_id, ref.url, ref.status)
+                self.notices.wake()
             else:
                 found = await self.bot.store.contributions.get(letter_id)
                 if found is None:
@@ -769,35 +822,6 @@ class Editorial(commands.Cog):
         except LetterError:
             return  # the writer has since deleted their records
         await self.queue.refresh(letter)
-
-    async def announce(self, letter: Contribution) -> None:
-        article = await self.bot.store.contributions.article(letter.article_id) if letter.article_id else None
-        link = f": {letter.remote_url}" if letter.remote_url else ""
-        byline = escape_discord_text(letter.byline or letter.author_name)
-        thread_id = article.thread_id if article is not None and article.thread_id else letter.channel_id
-        channel = self.bot.get_channel(thread_id)
-        if channel is None:
-            try:
-                channel = await self.bot.fetch_channel(thread_id)
-            except discord.HTTPException as exc:
-                log.info("letter #%s published, but its thread %s is gone: %s", letter.id, thread_id, exc)
-                channel = None
-        if isinstance(channel, discord.abc.Messageable):
-            reference = None
-            if letter.message_id and letter.channel_id == thread_id:
-                reference = discord.MessageReference(
-                    message_id=letter.message_id, channel_id=thread_id, fail_if_not_exists=False
-                )
-            try:
-                await channel.send(
-                    f"📰 A reader's view by **{byline}** was published on the letters page{link}",
-                    reference=reference,  # type: ignore[arg-type]
-                    allowed_mentions=NO_MENTIONS,
-                    mention_author=False,
-                )
-            except discord.HTTPException as exc:
-                log.info("could not announce letter #%s in %s: %s", letter.id, thread_id, exc)
-        await dm(self.bot, letter.author_id, f"Your letter #{letter.id} was published on the letters page{link}")
 
     # -- commands ------------------------------------------------------------------------------------
 

@@ -452,7 +452,8 @@ async def test_title_markup_is_inert_on_the_site(service: LetterService) -> None
     )
     item = compose_letter(await service.site_letter(letter), disclaimer=None)
     assert "<" not in item.title and ">" not in item.title
-    assert item.title == "Letter from \u2039img src=x onerror=alert(1)\u203a & co"  # plain text, no entities
+    # plain text, no entities: the writer's name and the letter's first words (letters.title_template)
+    assert item.title == "\u2039img src=x onerror=alert(1)\u203a & co: A thoughtful letter about the cycle lanes, long…"
     assert "&lt;img src=x onerror=alert(1)&gt; &amp; co" in item.html
 
 

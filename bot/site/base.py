@@ -134,6 +134,15 @@ class SiteAdapter(Protocol):
     async def aclose(self) -> None: ...
 
 
+@runtime_checkable
+class StatusAdapter(Protocol):
+    """An adapter that can tell where a post stands on the site (WordPress; not the webhook)."""
+
+    async def fetch_status(self, remote_id: str, kind: str = "letter") -> RemoteRef:
+        """The post's current status and link; status "deleted" if the site no longer has it."""
+        ...
+
+
 def parse_retry_after(value: str | None, now: datetime) -> float | None:
     """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""
     if not value:

@@ -141,7 +141,13 @@ class WebhookAdapter:
         answer = await self._post(body, item.idempotency_key, what=f"{item.kind}.{action} {item.entity}")
         rid = answer.get("id")
         url = answer.get("url")
-        return RemoteRef(str(rid) if rid not in (None, "") else None, url if isinstance(url, str) else None)
+        # Optional: a receiver that holds items for its editors may say so ("pending" or "draft").
+        status = answer.get("status")
+        return RemoteRef(
+            str(rid) if rid not in (None, "") else None,
+            url if isinstance(url, str) else None,
+            status if status in ("pending", "draft", "publish") else None,
+        )
 
     async def _post(self, body: dict[str, Any], key: str, *, what: str) -> dict[str, Any]:
         raw = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()

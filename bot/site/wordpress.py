@@ -30,6 +30,7 @@ from bot.site.base import (
     send,
     short,
 )
+from bot.site.compose import wordpress_blocks
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class WordPressAdapter:
     async def create(self, item: SiteItem) -> RemoteRef:
         body: dict[str, Any] = {
             "title": item.title,
-            "content": item.html,
+            "content": wordpress_blocks(item.html),
             "status": item.status or self._settings.post_status,
         }
         if item.slug:
@@ -84,7 +85,7 @@ class WordPressAdapter:
                 return await self.create(item)
             remote_id = found.remote_id or ""
         # Status, slug, categories and tags are left alone: an editor may have changed them on the site.
-        body = {"title": item.title, "content": item.html}
+        body = {"title": item.title, "content": wordpress_blocks(item.html)}
         data = await self._call("POST", f"/{self._collection(item)}/{_post_id(remote_id)}", item=item, json=body)
         return self._ref(data)
 
@@ -122,6 +123,23 @@ class WordPressAdapter:
         renamed = [post for post in data if post.get("slug") != item.slug and _plain(_raw(post.get("title"))) == wanted]
         candidates = exact + renamed
         return self._ref(candidates[0]) if candidates else None
+
+    async def fetch_status(self, remote_id: str, kind: str = "letter") -> RemoteRef:
+        """Where a post stands now (status "deleted" when it is gone for good), e.g. once an editor publishes it.
+
+        `context=edit` because a pending post is invisible to the public API; its `link` becomes the
+        public permalink only once the status is `publish`.
+        """
+        collection = self._settings.statement_type if kind == "statement" else "posts"
+        try:
+            data = await self._call(
+                "GET", f"/{collection}/{_post_id(remote_id)}", item=None, params={"context": "edit"}
+            )
+        except PermanentSiteError as exc:
+            if exc.status in (404, 410) and not exc.site_wide:
+                return RemoteRef(remote_id, None, "deleted")
+            raise
+        return self._ref(data)
 
     async def check(self) -> str:
         data = await self._call("GET", "/users/me", item=None, params={"context": "edit"})
