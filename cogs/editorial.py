@@ -22,7 +22,16 @@ from discord.ext import commands
 
 from bot.checks import editor_only, ensure_editor
 from bot.errors import UserFacingError, describe_error, send_ephemeral
-from bot.letters import STATE_LABELS, Conflict, LetterError, LetterService, conflict_text
+from bot.letters import (
+    STATE_LABELS,
+    Conflict,
+    LetterError,
+    LetterService,
+    conflict_text,
+    public_url,
+    state_label,
+    with_site_editors,
+)
 from bot.render import escape_discord_text, neutralise_mentions, truncate_words
 from bot.site.base import RemoteRef
 from bot.store.contributions import ArticleRef, Contribution, NewContribution
@@ -266,12 +275,13 @@ BUTTONS = {
     "edit": ("Edit", discord.ButtonStyle.secondary),
     "reject": ("Reject", discord.ButtonStyle.danger),
     "retract": ("Retract", discord.ButtonStyle.danger),
+    "retractok": ("Yes, take it down", discord.ButtonStyle.danger),
 }
 
 
 class LetterButton(
     discord.ui.DynamicItem[discord.ui.Button[Any]],
-    template=r"letters:(?P<action>approve|edit|reject|retract):(?P<id>\d+)(?::(?P<version>\d+))?",
+    template=r"letters:(?P<action>approve|edit|reject|retract|retractok):(?P<id>\d+)(?::(?P<version>\d+))?",
 ):
     """A review-queue button; the letter is read from the database on every click.
 
@@ -382,10 +392,18 @@ def fit_embed(embed: discord.Embed, limit: int = EMBED_TOTAL_MAX) -> discord.Emb
     return embed
 
 
-def queue_embed(letter: Contribution, article: ArticleRef | None, parent: Contribution | None) -> discord.Embed:
-    """The review card: always the letter's current state, who decided, and where it lives."""
+def queue_embed(
+    letter: Contribution, article: ArticleRef | None, parent: Contribution | None, *, site_waiting: str | None = None
+) -> discord.Embed:
+    """The review card: always the letter's current state, who decided, and where it lives.
+
+    `site_waiting`: the site is refusing deliveries (an outbox incident), said on approved letters.
+    """
+    label = state_label(letter)
+    if site_waiting and letter.state == "approved":
+        label = "approved, waiting for the site"
     embed = discord.Embed(
-        title=f"Letter #{letter.id} · {STATE_LABELS.get(letter.state, letter.state)}",
+        title=f"Letter #{letter.id} · {label}",
         description=truncate_words(neutralise_mentions(letter.content), DESCRIPTION_MAX) or "(empty)",
         colour=STATE_COLOURS.get(letter.state, discord.Colour.default()),
     )
@@ -418,8 +436,15 @@ def queue_embed(letter: Contribution, article: ArticleRef | None, parent: Contri
         embed.add_field(name="Reason given", value=_field(escape_discord_text(letter.review_note)), inline=False)
     if letter.original_content is not None:
         embed.add_field(name="Edited", value="lightly edited by an editor (the writer's original is kept)")
-    if letter.remote_url and letter.state in ("approved", "published"):
-        embed.add_field(name="On the site", value=_field(letter.remote_url), inline=False)
+    site_url = public_url(letter)
+    if site_url:
+        embed.add_field(name="On the site", value=_field(site_url), inline=False)
+    elif with_site_editors(letter):
+        embed.add_field(
+            name="On the site", value="sent to the site's editors; not public until they publish it", inline=False
+        )
+    if site_waiting and letter.state == "approved":
+        embed.add_field(name="Waiting for the site", value=_field(escape_discord_text(site_waiting)), inline=False)
     if letter.deleted_at is not None:
         embed.add_field(name="Deleted on Discord", value=discord.utils.format_dt(letter.deleted_at, "R"))
     return fit_embed(embed)
@@ -440,7 +465,12 @@ class ReviewQueue:
         repo = self.bot.store.contributions
         article = await repo.article(letter.article_id) if letter.article_id else None
         parent = await repo.by_message(letter.reply_to_message_id) if letter.reply_to_message_id else None
-        return queue_embed(letter, article, parent), queue_view(letter)
+        waiting = None
+        if letter.state == "approved":
+            incident = await self.bot.outbox.incidents.get()
+            if incident is not None and incident.open:
+                waiting = f"deliveries are paused until the site accepts them again ({incident.reason})"
+        return queue_embed(letter, article, parent, site_waiting=waiting), queue_view(letter)
 
     async def post(self, letter: Contribution) -> bool:
         """Put a submitted letter in the queue; False if there is no review channel."""
@@ -618,20 +648,45 @@ class Editorial(commands.Cog):
                 return
             await interaction.response.send_modal(RejectModal(letter))
         elif action == "retract":
-            try:
-                letter = await self.service.withdraw(
-                    letter_id, interaction.user.id, by_editor=True, guild_id=guild_of(interaction)
-                )
-            except Conflict as exc:
-                await self._conflict(interaction, exc.current)
-                return
-            await self._show(interaction, letter)
-            self.bot.outbox.notify()
-            await dm(
-                self.bot,
-                letter.author_id,
-                f"Your letter #{letter.id} was taken down from the letters page by the editors.",
+            await self.ask_to_retract(interaction, letter)
+        elif action == "retractok":
+            await self.confirm_retract(interaction, letter_id)
+
+    async def ask_to_retract(self, interaction: discord.Interaction, letter: Contribution) -> None:
+        """Retracting takes a letter off the site: ask first, with a button only this answer shows."""
+        if letter.state not in ("approved", "published"):
+            await self._conflict(interaction, letter)
+            return
+        view = discord.ui.View(timeout=None)
+        view.add_item(LetterButton("retractok", letter.id))
+        where = "take it down from the site" if letter.state == "published" else "stop its publication"
+        await send_ephemeral(
+            interaction,
+            f"Retract letter #{letter.id} by {escape_discord_text(letter.byline or letter.author_name)}? "
+            f"This will {where} and tell the writer. Dismiss this message to keep it.",
+            view=view,
+        )
+
+    async def confirm_retract(self, interaction: discord.Interaction, letter_id: int) -> None:
+        try:
+            letter = await self.service.withdraw(
+                letter_id, interaction.user.id, by_editor=True, guild_id=guild_of(interaction)
             )
+        except Conflict as exc:
+            await self._conflict(interaction, exc.current)
+            return
+        self.bot.outbox.notify()
+        await interaction.response.edit_message(
+            content=f"Letter #{letter.id} is retracted; the site copy will be taken down.",
+            view=None,
+            allowed_mentions=NO_MENTIONS,
+        )
+        await self.queue.refresh(letter)
+        await dm(
+            self.bot,
+            letter.author_id,
+            f"Your letter #{letter.id} was taken down from the letters page by the editors.",
+        )
 
     async def _approve(self, interaction: discord.Interaction, current: Contribution, version: int | None) -> None:
         if version is None:
@@ -867,16 +922,11 @@ class Editorial(commands.Cog):
     @editor_only()
     @letter_errors
     async def retract(self, interaction: discord.Interaction, letter: int) -> None:
-        """Retract an approved or published letter (the site copy goes through the outbox)."""
-        try:
-            current = await self.service.withdraw(
-                letter, interaction.user.id, by_editor=True, guild_id=guild_of(interaction)
-            )
-        except Conflict as exc:
-            raise LetterError(conflict_text(exc.current)) from None
-        self.bot.outbox.notify()
-        await send_ephemeral(interaction, f"Letter #{current.id} is retracted; the site copy will be taken down.")
-        await self.queue.refresh(current)
+        """Retract an approved or published letter, after confirming (the site copy goes through the outbox)."""
+        current = await self.service.letter_in(letter, guild_of(interaction))
+        if current.state not in ("approved", "published"):
+            raise LetterError(conflict_text(current))
+        await self.ask_to_retract(interaction, current)
 
 
 def parse_day(text: str, name: str) -> datetime:
