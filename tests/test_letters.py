@@ -528,9 +528,7 @@ async def test_editor_retract_button_asks_first(paper: Paper) -> None:
     assert [e["event"] for e in site_events(paper, f"letter:{letter.id}")] == ["letter.create"]
 
     original = await ix.wait_original()
-    confirm = await paper.fake.click(
-        paper.world.guild, paper.world.editor, original, f"letters:retractok:{letter.id}"
-    )
+    confirm = await paper.fake.click(paper.world.guild, paper.world.editor, original, f"letters:retractok:{letter.id}")
     assert "is retracted" in (await confirm.wait_response())["data"]["content"]
     await until(lambda: any(e["event"] == "letter.retract" for e in site_events(paper, f"letter:{letter.id}")))
     assert (await paper.get(letter.id)).state == "retracted"
