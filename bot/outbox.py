@@ -224,6 +224,7 @@ class OutboxWorker:
                     kind, reason = failing
                     await self._wait_for_site(row, kind, reason, outcome_unknown=exc.outcome_unknown)
                     return None
+                self._failures = 0  # the site answers: these failures are the items' own
             await self._later(row, str(exc), retry_after=exc.retry_after, outcome_unknown=exc.outcome_unknown)
             return None
         except asyncio.CancelledError:

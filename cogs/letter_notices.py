@@ -133,6 +133,11 @@ class NoticeSender:
             except discord.HTTPException as exc:
                 log.warning("notice %s (%s, %s) failed: %s; will retry", notice.id, notice.event, notice.audience, exc)
                 await repo.mark_failed(notice.id, str(exc)[:300])
+            except Exception as exc:
+                log.exception(
+                    "notice %s (%s, %s) failed unexpectedly; will retry", notice.id, notice.event, notice.audience
+                )
+                await repo.mark_failed(notice.id, f"{type(exc).__name__}: {exc}"[:300])
             else:
                 await repo.mark_sent(notice.id)
                 sent += 1
