@@ -709,7 +709,7 @@ class LetterService:
             parent = await self.repo.by_message(letter.reply_to_message_id)
             if parent is not None and parent.state in LIVE_STATES:
                 reply_title = f"Letter from {parent.byline or 'a reader'}"
-                reply_url = parent.remote_url
+                reply_url = public_url(parent)  # never a pending post's ?p= link
         names = dict(display_names or {})
         roles = dict(role_names or {})
         channels = dict(channel_names or {})

@@ -562,3 +562,14 @@ def test_title_template_with_an_unknown_placeholder_fails_at_start() -> None:
     with pytest.raises(ConfigError, match=r"letters\.title_template: unknown placeholder\(s\) writer"):
         parse_config({"letters": {"title_template": "{writer}: {first_words}"}})
     assert parse_config({"letters": {"title_template": "Letter {id} from {byline}"}}).letters.title_template
+
+
+async def test_reply_to_a_letter_still_with_the_sites_editors_has_no_link(service: LetterService) -> None:
+    """Answering a letter whose post is pending: no ?p= link on the site (readers would get a 404)."""
+    first = await submitted(service, 1)
+    await service.approve(first.id, 99, first.version)
+    await service.mark_published(first.id, "r1", "https://paper.example/?p=1", "pending")
+    second = await submitted(service, 2, author_id=8, content="Second. " + TEXT, reply_to_message_id=1)
+    assert (await service.site_letter(second)).in_reply_to_url is None
+    await service.apply_site_status(first.id, "publish", "https://paper.example/letters/1/")
+    assert (await service.site_letter(second)).in_reply_to_url == "https://paper.example/letters/1/"
