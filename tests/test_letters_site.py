@@ -173,3 +173,16 @@ async def test_card_says_waiting_for_the_site_during_an_incident(paper: Paper) -
     backlog = await paper.bot.store.outbox.backlog()
     assert backlog["dead"] == 0 and backlog["pending"] == 1
     assert (await paper.get(letter.id)).state == "approved"
+    ix = await paper.fake.slash(paper.world.guild, paper.world.admin, "readersviews outbox")
+    assert "Deliveries are paused" in (await ix.wait_response())["data"]["content"]
+
+    # The password is fixed on the site; an admin's retry (or `outbox retry --all`) checks at once.
+    paper.site.wp_password = WP_PASSWORD
+    [row] = await paper.bot.store.outbox.for_entity(f"letter:{letter.id}")
+    ix = await paper.fake.slash(paper.world.guild, paper.world.admin, "readersviews outbox", retry=row.id)
+    await ix.wait_response()
+    await until(lambda: _state_is(paper, letter.id, "published"))
+    notes = await until(lambda: [t for t in texts(paper, paper.world.alerts) if "Site mirroring resumed" in t])
+    assert len(notes) == 1
+    await until(lambda: _card_has(paper, letter.id, "sent to the site's editors"))
+    assert len([t for t in texts(paper, paper.world.alerts) if "Site mirroring is paused" in t]) == 1

@@ -233,5 +233,6 @@ async def test_check_accepts_good_and_names_wrong_password(real):
     assert "signed in as" in await WordPressAdapter(settings, password, client).check()
     with pytest.raises(PermanentSiteError, match="READERSVIEWS_WP_APP_PASSWORD"):
         await WordPressAdapter(settings, "wrong password here", client).check()
-    with pytest.raises(PermanentSiteError, match="READERSVIEWS_WP_APP_PASSWORD"):
+    with pytest.raises(PermanentSiteError, match="READERSVIEWS_WP_APP_PASSWORD") as refused:
         await WordPressAdapter(settings, "wrong password here", client).create(letter(entity_id(), "Nope"))
+    assert refused.value.site_wide  # the outbox makes it one incident, not a dead letter per item
