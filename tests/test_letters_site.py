@@ -186,3 +186,18 @@ async def test_card_says_waiting_for_the_site_during_an_incident(paper: Paper) -
     assert len(notes) == 1
     await until(lambda: _card_has(paper, letter.id, "sent to the site's editors"))
     assert len([t for t in texts(paper, paper.world.alerts) if "Site mirroring is paused" in t]) == 1
+
+
+async def test_the_site_post_has_its_own_title_blocks_and_names(paper: Paper) -> None:
+    """On WordPress: "<byline>: <first words>", paragraph blocks, mentions as names, the article link without rel."""
+    assert paper.site is not None
+    world = paper.world
+    text = f"Thanks <@&{world.editor_role.id}> and <@{world.editor.id}>, @everyone should read this. " + LONG_ENOUGH
+    letter = await approved_and_delivered(paper, text)
+    post = paper.site.post_by_id(letter.remote_id)
+    assert post["title"] == "Rita R.: Thanks @Editor and ed-editor, @everyone should read this…"
+    content = post["content"]
+    assert content.startswith('<!-- wp:paragraph {"className":"readersviews-context"} -->')
+    assert "<p>Thanks @Editor and ed-editor, @everyone should read this." in content
+    assert f'<a href="https://paper.example/{paper.thread.id}">' in content
+    assert "&lt;@" not in content and str(world.editor.id) not in content

@@ -131,8 +131,10 @@ def first_words(text: str, *, words: int = FIRST_WORDS, chars: int = FIRST_WORDS
         if picked and len(" ".join([*picked, word])) > chars:
             break
         picked.append(word[:chars])
-    opening = " ".join(picked).rstrip(",;:-—–")
-    return opening + ("…" if len(picked) < len(all_words) or len(opening) < len(" ".join(picked)) else "")
+    opening = " ".join(picked)
+    if len(picked) < len(all_words) or any(len(word) > chars for word in all_words[: len(picked)]):
+        return opening.rstrip(".,;:!?-—–") + "…"
+    return opening
 
 
 def templated_title(template: str, *, letter_id: int, byline: str, text: str, article: str | None) -> str:
