@@ -14,8 +14,9 @@ as dead and send exactly one alert saying what to fix and how to retry.
 
 A failure of the whole site is one incident, not one dead row per item: credentials refused (or
 another `site_wide` refusal), or transient failures that persist while a probe (`adapter.check`)
-fails too. Then the item goes back to waiting (the attempt does not count), one alert goes out, and
-the worker claims nothing until a probe succeeds (probes back off from 30 s to 10 min; a restart or
+fails too. Then the item goes back to waiting (the attempt does not count), one alert goes out (for
+a site down only once `down_alert_probes` probes failed as well), and the worker claims nothing
+until a probe succeeds (probes back off from 30 s to 10 min; a restart or
 `readersviews outbox retry --all` probes at once); then one recovery note, and delivery resumes.
 """
 
@@ -62,6 +63,7 @@ class OutboxWorker:
         down_after: int = 5,
         probe_base: float = 30.0,
         probe_max: float = 600.0,
+        down_alert_probes: int = 3,
         retention: timedelta | None = timedelta(days=30),
     ) -> None:
         self.repo = repo
@@ -73,6 +75,9 @@ class OutboxWorker:
         self.down_after = down_after
         self.probe_base = probe_base
         self.probe_max = probe_max
+        # A site that is down is announced once this many probes failed too (~3.5 min with the
+        # defaults): a flaky site that recovers at the next probe costs no alert and no note.
+        self.down_alert_probes = down_alert_probes
         self._failures = 0
         self._incident_opened = False
         # Delivered rows (and the letter texts in their payloads) are deleted after `retention`.
@@ -350,7 +355,7 @@ class OutboxWorker:
         log.error("site incident (%s): %s; deliveries wait until the site accepts them again", kind, reason)
         incident = await self.incidents.get()
         if incident is not None:
-            await self._alert_incident(incident)
+            await self._maybe_alert(incident)
             await self._incident_changed(incident)
 
     async def _site_available(self) -> bool:
@@ -361,8 +366,7 @@ class OutboxWorker:
         if not incident.open:
             await self._note_recovery(incident)
             return True
-        if incident.alerted_at is None:
-            await self._alert_incident(incident)
+        await self._maybe_alert(incident)
         if incident.next_probe_at > self.clock.now():
             return False
         failing = await self._check_site()
@@ -371,6 +375,9 @@ class OutboxWorker:
             delay = self.probe_delay(incident.probes + 1)
             log.warning("site still unavailable (%s); next check in %.0fs", reason, delay)
             await self.incidents.probe_failed(reason, self.clock.now() + timedelta(seconds=delay))
+            updated = await self.incidents.get()
+            if updated is not None:
+                await self._maybe_alert(updated)
             return False
         log.warning("the site accepts deliveries again (incident since %s)", to_db(incident.started_at))
         self._failures = 0
@@ -378,6 +385,14 @@ class OutboxWorker:
         await self._note_recovery(incident)
         await self._incident_changed(None)
         return True
+
+    async def _maybe_alert(self, incident: SiteIncident) -> None:
+        """The incident's one alert: at once for refused credentials, after a few failed probes for a site down."""
+        if incident.alerted_at is not None or not incident.open:
+            return
+        if incident.kind != "credentials" and incident.probes < self.down_alert_probes:
+            return
+        await self._alert_incident(incident)
 
     async def _alert_incident(self, incident: SiteIncident) -> None:
         if await self._send_site_alert(incident_text(incident, await self.repo.waiting())):

@@ -292,6 +292,24 @@ async def test_site_down_for_a_day_is_one_alert_and_nothing_dies(db: Database, c
     assert all(site.copies(letter(n).slug) == 1 for n in range(10, 16))
 
 
+async def test_a_short_outage_pauses_delivery_without_alerts(db: Database, clock: FakeClock, site: FakeSite, http):
+    """A 503 streak whose probe fails opens an incident, but it ends at the next probe: no alert, no note."""
+    h = Harness(db, clock, wordpress(site, http, clock))
+    rows = [await h.enqueue("create", letter(n)) for n in range(50, 53)]
+    site.fail_next(6, 503)  # five deliveries and the probe
+    for _ in range(10):
+        await h.worker.run_once()
+        incident = await h.worker.incidents.get()
+        if incident is not None:
+            break
+        clock.advance(3600)
+    assert incident is not None and incident.open and incident.kind == "down"
+    clock.advance(h.worker.probe_delay(0))
+    await h.drain()
+    assert [(await h.row(r)).state for r in rows] == ["done"] * 3
+    assert h.alerts == [] and await h.worker.incidents.get() is None
+
+
 async def test_one_item_failing_while_the_site_works_still_dies_alone(
     db: Database, clock: FakeClock, site: FakeSite, http
 ):
