@@ -80,6 +80,7 @@ class NoticeSender:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._busy = False
 
     def start(self) -> None:
         if self._task is None or self._task.done():
@@ -87,16 +88,21 @@ class NoticeSender:
             self._task = asyncio.create_task(self._loop(), name="letter-notices")
 
     async def stop(self) -> None:
+        """Let a message being sent finish (up to 5 s); an idle worker stops at once."""
         self._stopping = True
         self._wake.set()
         task, self._task = self._task, None
-        if task is not None:
+        if task is None:
+            return
+        if self._busy:
             try:
                 await asyncio.wait_for(asyncio.shield(task), timeout=5)
+                return
             except TimeoutError:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                pass
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     def wake(self) -> None:
         self._wake.set()
@@ -105,10 +111,13 @@ class NoticeSender:
         await self.bot.wait_until_ready()
         while not self._stopping:
             self._wake.clear()
+            self._busy = True
             try:
                 await self.run_once()
             except Exception:
                 log.exception("sending letter notices failed; trying again shortly")
+            finally:
+                self._busy = False
             if self._stopping:
                 break
             with contextlib.suppress(TimeoutError):
