@@ -210,7 +210,16 @@ async def worker_process(db_path: Path, url: str) -> None:
     if recovered:
         print(f"   restarted worker: {recovered} item(s) were inflight at the kill; looked up before re-creating")
     async with httpx.AsyncClient() as client:
-        worker = OutboxWorker(repo, adapter(url, client), clock, base_delay=BASE_DELAY, max_delay=MAX_DELAY)
+        # Probes (site-wide incident checks) on the bench's short scale too: a 503 streak may open one.
+        worker = OutboxWorker(
+            repo,
+            adapter(url, client),
+            clock,
+            base_delay=BASE_DELAY,
+            max_delay=MAX_DELAY,
+            probe_base=BASE_DELAY,
+            probe_max=MAX_DELAY,
+        )
         worker.idle_poll = 0.2
         worker.start(recover=False)
         while True:

@@ -57,7 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     listing = outbox_sub.add_parser("list", help="list outbox items (default: not yet delivered)")
     listing.add_argument("--all", action="store_true", help="include delivered items")
     retry = outbox_sub.add_parser("retry", help="deliver a dead or waiting item again now")
-    retry.add_argument("id", type=int)
+    retry.add_argument("id", type=int, nargs="?")
+    retry.add_argument(
+        "--all", action="store_true", help="every dead or waiting item, and check the site at once (after a fix)"
+    )
     drop = outbox_sub.add_parser("drop", help="give up on an item (it will not be delivered)")
     drop.add_argument("id", type=int)
 
@@ -330,7 +333,18 @@ async def cmd_outbox(config: Config, args: argparse.Namespace) -> int:
             for row in rows:
                 error = f"  last error: {redact_text(row.last_error)}" if row.last_error else ""
                 print(f"#{row.id} {row.state:<8} {row.kind:<18} {row.entity:<16} attempts {row.attempts}{error}")
+        elif args.outbox_command == "retry" and args.all:
+            from bot.store.outbox import SiteIncidentRepo
+
+            count = await repo.retry_all()
+            probing = await SiteIncidentRepo(store.db, store.clock).probe_now()
+            print(
+                f"{count} item(s) will be delivered by the running bot shortly"
+                + ("; it checks the site at its next pass (within 30 s)" if probing else "")
+            )
         elif args.outbox_command == "retry":
+            if args.id is None:
+                raise CliError("say which item to retry (`readersviews outbox retry N`), or `--all`")
             if not await repo.retry(args.id):
                 raise CliError(f"no outbox item #{args.id} to retry (see `readersviews outbox list`)")
             print(f"#{args.id} will be delivered by the running bot shortly")

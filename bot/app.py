@@ -12,6 +12,7 @@ import re
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import aiohttp
@@ -25,7 +26,7 @@ from bot.clock import Clock, SystemClock
 from bot.config import Config, Secrets
 from bot.errors import on_app_command_error
 from bot.netguard import AddressPolicy, guarded_client
-from bot.outbox import DeliveredHook, OutboxWorker
+from bot.outbox import DeliveredHook, IncidentHook, OutboxWorker
 from bot.pacing import install_global_pacer
 from bot.shedding import Shedder
 from bot.site import SiteAdapter, make_adapter
@@ -33,7 +34,7 @@ from bot.site.base import RemoteRef
 from bot.status import outbox_row_guild
 from bot.store import Store
 from bot.store.lease import Lease
-from bot.store.outbox import OutboxRow
+from bot.store.outbox import OutboxRow, SiteIncident
 from bot.tenants import OPEN_WARNING, Tenants
 
 log = logging.getLogger(__name__)
@@ -129,8 +130,16 @@ class ReadersViewsBot(commands.Bot):
         # Everything sent to the site goes through the outbox; cogs listen for deliveries.
         self.site = site or make_adapter(config.site, secrets, http_client, clock=clock)
         self.delivery_listeners: list[DeliveredHook] = []
+        self.incident_listeners: list[IncidentHook] = []
         self.outbox = OutboxWorker(
-            store.outbox, self.site, clock, alert=self._outbox_alert, on_delivered=self._on_delivered
+            store.outbox,
+            self.site,
+            clock,
+            alert=self._outbox_alert,
+            on_delivered=self._on_delivered,
+            site_alert=self._site_alert,
+            on_incident=self._on_incident,
+            retention=timedelta(days=config.site.delivered_retention_days),
         )
 
     async def on_guild_join(self, guild: discord.Guild) -> None:
@@ -161,6 +170,22 @@ class ReadersViewsBot(commands.Bot):
             if guild_id is None:
                 self.health.note(self.clock.now().isoformat(timespec="seconds"), text)
             log.warning("site alert (no alert channel for its server): %s", text)
+
+    async def _site_alert(self, text: str) -> None:
+        """A site-wide incident (or its end) names no item: every server's alert channel hears it."""
+        told = 0
+        for guild in list(self.guilds):
+            told += int(await self.alert(guild.id, text))
+        if not told:
+            self.health.note(self.clock.now().isoformat(timespec="seconds"), text)
+            log.warning("site alert (no alert channel anywhere): %s", text)
+
+    async def _on_incident(self, incident: SiteIncident | None) -> None:
+        for listener in list(self.incident_listeners):
+            try:
+                await listener(incident)
+            except Exception:
+                log.exception("site incident listener failed")
 
     async def _on_delivered(self, row: OutboxRow, ref: RemoteRef) -> None:
         for listener in list(self.delivery_listeners):

@@ -120,6 +120,10 @@ class SiteSettings(_Model):
     wordpress: WordPressSettings = WordPressSettings()
     webhook: WebhookSettings = WebhookSettings()
     statement_update_minutes: int = Field(default=10, ge=1, le=1440)
+    delivered_retention_days: int = Field(default=30, ge=1, le=3650)
+    """Delivered outbox items (letter texts included) are deleted after this many days."""
+    review_check_minutes: int = Field(default=10, ge=1, le=1440)
+    """How often letters waiting for the site's editors (pending/draft posts) are checked."""
 
 
 class FeedSettings(_Model):
@@ -149,6 +153,25 @@ class LetterSettings(_Model):
     retention_days: int = Field(default=90, ge=1)
     blocked_words: tuple[str, ...] = ()
     record_channel_ids: tuple[int, ...] = ()
+    title_template: str = "{byline}: {first_words}"
+    """A letter's title on the site; placeholders {byline}, {first_words}, {article}, {id}."""
+
+    @field_validator("title_template")
+    @classmethod
+    def _known_placeholders(cls, value: str) -> str:
+        import string
+
+        allowed = {"byline", "first_words", "article", "id"}
+        try:
+            names = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+        except ValueError as exc:
+            raise ValueError(f"not a valid template ({exc})") from None
+        unknown = names - allowed
+        if unknown:
+            raise ValueError(f"unknown placeholder(s) {', '.join(sorted(unknown))}; use {', '.join(sorted(allowed))}")
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
 
 
 class GuildSeed(_Model):

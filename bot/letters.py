@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 from bot.clock import Clock
 from bot.config import LetterSettings
 from bot.render import plain_text
-from bot.site.compose import Digest, Letter, clean_line, compose_digest, compose_letter
+from bot.site.base import PermanentSiteError, StatusAdapter, TransientSiteError
+from bot.site.compose import Digest, Letter, clean_line, compose_digest, compose_letter, templated_title
 from bot.store.contributions import (
     LIVE_STATES,
     Contribution,
@@ -50,6 +51,38 @@ STATE_LABELS = {
     "withdrawn": "withdrawn by the writer",
     "declined": "nomination declined by the writer",
 }
+
+
+# Post statuses that mean the site holds the letter but the public can't read it yet.
+REVIEW_STATUSES = ("pending", "draft", "future", "private")
+# The site's editors took it down (trash) or deleted it.
+DROPPED_STATUSES = ("trash", "deleted")
+WITH_SITE_EDITORS = "sent to the site's editors"
+
+
+def with_site_editors(letter: Contribution) -> bool:
+    """The site has the letter, but as a pending/draft post the public can't open yet."""
+    return letter.state == "published" and letter.remote_status in REVIEW_STATUSES
+
+
+def dropped_by_site(letter: Contribution) -> bool:
+    return letter.state == "published" and letter.remote_status in DROPPED_STATUSES
+
+
+def state_label(letter: Contribution) -> str:
+    """What to tell people about a letter: as STATE_LABELS, but "published" only when the public can read it."""
+    if with_site_editors(letter):
+        return WITH_SITE_EDITORS
+    if dropped_by_site(letter):
+        return "not published by the site's editors"
+    return STATE_LABELS.get(letter.state, letter.state)
+
+
+def public_url(letter: Contribution) -> str | None:
+    """The letter's link on the site, only if the public can open it."""
+    if letter.state in LIVE_STATES and letter.remote_status in (None, "publish"):
+        return letter.remote_url
+    return None
 
 
 WRITER_CHANGED_AFTER_EDIT = (
@@ -521,6 +554,9 @@ class LetterService:
             await self.store.audit.record(
                 "letter.decline", guild_id=letter.guild_id, actor_id=user_id, entity=letter.entity, conn=conn
             )
+            if letter.reviewer_id:
+                # The editor who nominated it hears the answer (a durable notice, like the others).
+                await self.store.notices.queue(conn, letter.id, "declined", ("editor",))
         declined = await self.repo.get(letter.id)
         assert declined is not None
         return declined
@@ -546,6 +582,8 @@ class LetterService:
         *,
         guild_id: int | None = None,
         display_names: Mapping[int, str] | None = None,
+        role_names: Mapping[int, str] | None = None,
+        channel_names: Mapping[int, str] | None = None,
     ) -> Contribution:
         """Approve the `version` the editor read and enqueue publication, in one transaction.
 
@@ -556,7 +594,10 @@ class LetterService:
             raise Conflict(conflict_text(letter), letter)
         now = self.clock.now()
         approved = replace(letter, state="approved", reviewer_id=editor_id, decided_at=now, version=letter.version + 1)
-        item = compose_letter(await self.site_letter(approved, display_names), disclaimer=self.disclaimer)
+        site_letter = await self.site_letter(
+            approved, display_names, role_names=role_names, channel_names=channel_names
+        )
+        item = compose_letter(site_letter, disclaimer=self.disclaimer)
         await self._decide(
             letter,
             editor_id,
@@ -575,6 +616,8 @@ class LetterService:
         *,
         guild_id: int | None = None,
         display_names: Mapping[int, str] | None = None,
+        role_names: Mapping[int, str] | None = None,
+        channel_names: Mapping[int, str] | None = None,
     ) -> Contribution:
         """Light editing: the writer's original is kept; a letter already on the site is updated there."""
         letter = await self._load(letter_id, guild_id)
@@ -593,7 +636,10 @@ class LetterService:
         outbox = None
         if letter.state in LIVE_STATES:
             edited = replace(letter, content=text, version=letter.version + 1)
-            item = compose_letter(await self.site_letter(edited, display_names), disclaimer=self.disclaimer)
+            site_letter = await self.site_letter(
+                edited, display_names, role_names=role_names, channel_names=channel_names
+            )
+            item = compose_letter(site_letter, disclaimer=self.disclaimer)
             outbox = ("update", item)
         await self._decide(letter, editor_id, fields, action="letter.edit", outbox=outbox)
         return await self._load(letter_id)
@@ -690,40 +736,121 @@ class LetterService:
 
     # -- the site -------------------------------------------------------------------------------
 
-    async def site_letter(self, letter: Contribution, display_names: Mapping[int, str] | None = None) -> Letter:
-        """The letter as the site shows it: byline, the article it answers and the letter it replies to."""
+    async def site_letter(
+        self,
+        letter: Contribution,
+        display_names: Mapping[int, str] | None = None,
+        *,
+        role_names: Mapping[int, str] | None = None,
+        channel_names: Mapping[int, str] | None = None,
+    ) -> Letter:
+        """The letter as the site shows it: title, byline, the article it answers and the letter it replies to.
+
+        Mentions show as the names given (members, roles, channels); unknown ones as "a member" or nothing.
+        """
         article = await self.repo.article(letter.article_id) if letter.article_id else None
         reply_title = reply_url = None
         if letter.reply_to_message_id:
             parent = await self.repo.by_message(letter.reply_to_message_id)
             if parent is not None and parent.state in LIVE_STATES:
                 reply_title = f"Letter from {parent.byline or 'a reader'}"
-                reply_url = parent.remote_url
+                reply_url = public_url(parent)  # never a pending post's ?p= link
+        names = dict(display_names or {})
+        roles = dict(role_names or {})
+        channels = dict(channel_names or {})
+        byline = letter.byline or letter.author_name
+        title = templated_title(
+            self.settings.title_template,
+            letter_id=letter.id,
+            byline=byline,
+            text=plain_text(letter.content, display_names=names, role_names=roles, channel_names=channels),
+            article=article.title if article else None,
+        )
         return Letter(
             id=letter.id,
             text=letter.content,
-            byline=letter.byline or letter.author_name,
+            byline=byline,
             location=letter.location,
+            title=title,
             article_title=article.title if article else None,
             article_link=article.link if article else None,
             in_reply_to_title=reply_title,
             in_reply_to_url=reply_url,
-            display_names=dict(display_names or {}),
+            display_names=names,
+            channel_names=channels,
+            role_names=roles,
             submitted_at=letter.submitted_at,
         )
 
-    async def mark_published(self, letter_id: int, remote_id: str | None, url: str | None) -> tuple[Contribution, bool]:
-        """The site has the letter: remember where; True if this is its first publication."""
+    async def mark_published(
+        self, letter_id: int, remote_id: str | None, url: str | None, status: str | None = None
+    ) -> tuple[Contribution, bool]:
+        """The site has the letter: remember where and in what status; True if this is its first delivery.
+
+        In the same transaction, the writer and the thread are owed a message: "published" (with the
+        public link) when the public can read it, else "sent to the site's editors". A pending post
+        becoming public later (seen by an update's answer or a status check) owes "published" then.
+        """
         letter = await self._load(letter_id)
-        await self.repo.set_remote(letter_id, remote_id, url)
+        public = status in (None, "publish")
         first = False
-        if letter.state == "approved":
-            first = bool(
-                await self.store.db.write(
+        async with self.store.db.transaction() as conn:
+            await self.repo.set_site_status(conn, letter_id, remote_id, url, status, self.clock.now())
+            if letter.state == "approved":
+                cursor = await conn.execute(
                     "UPDATE contributions SET state = 'published' WHERE id = ? AND state = 'approved'", (letter_id,)
                 )
-            )
+                first = cursor.rowcount > 0
+                await cursor.close()
+            if first:
+                event = "published" if public else "sent_for_review"
+                await self.store.notices.queue(conn, letter_id, event, ("writer", "thread"))
+            elif public and with_site_editors(letter):
+                await self.store.notices.queue(conn, letter_id, "published", ("writer", "thread"))
         return await self._load(letter_id), first
+
+    async def apply_site_status(self, letter_id: int, status: str | None, url: str | None) -> Contribution | None:
+        """A status check's answer for a letter with the site's editors; the letter if something changed.
+
+        Published: the writer and the thread are owed the public link. Trashed or deleted: the writer
+        is told. Either message is queued in the same transaction as the new status.
+        """
+        letter = await self._load(letter_id)
+        if letter.state != "published":
+            return None
+        changed = status != letter.remote_status
+        async with self.store.db.transaction() as conn:
+            link = url if status == "publish" else None
+            await self.repo.set_site_status(conn, letter_id, None, link, status, self.clock.now())
+            if changed and status == "publish":
+                await self.store.notices.queue(conn, letter_id, "published", ("writer", "thread"))
+            elif changed and status in DROPPED_STATUSES:
+                await self.store.notices.queue(conn, letter_id, "dropped", ("writer",))
+        return await self._load(letter_id) if changed else None
+
+    async def check_on_site(self, adapter: StatusAdapter, *, limit: int = 50) -> list[Contribution]:
+        """Ask the site about letters with its editors; the letters whose status changed.
+
+        A failing site ends the round (the next one tries again); one unreadable post is skipped.
+        """
+        changed: list[Contribution] = []
+        for letter in await self.repo.awaiting_site_editors(REVIEW_STATUSES, limit=limit):
+            assert letter.remote_id is not None
+            try:
+                ref = await adapter.fetch_status(letter.remote_id, "letter")
+            except TransientSiteError as exc:
+                log.info("status check stopped: %s", exc)
+                break
+            except PermanentSiteError as exc:
+                if exc.site_wide:
+                    log.info("status check stopped: %s", exc)
+                    break
+                log.warning("could not check letter #%s on the site: %s", letter.id, exc)
+                continue
+            updated = await self.apply_site_status(letter.id, ref.status, ref.url)
+            if updated is not None:
+                changed.append(updated)
+        return changed
 
     async def digest(self, guild_id: int, since: datetime, until: datetime, actor_id: int) -> DigestDraft:
         """Draft one "Readers' Views" post from the letters approved in [since, until)."""

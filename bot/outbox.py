@@ -11,6 +11,13 @@ Updates and retracts are idempotent by themselves, and use the remote id stored 
 Failures: transient ones are retried with exponential back-off and jitter (base 2 s, cap 1 h,
 Retry-After honoured); permanent ones, and transient ones that last `max_attempts`, park the row
 as dead and send exactly one alert saying what to fix and how to retry.
+
+A failure of the whole site is one incident, not one dead row per item: credentials refused (or
+another `site_wide` refusal), or transient failures that persist while a probe (`adapter.check`)
+fails too. Then the item goes back to waiting (the attempt does not count), one alert goes out (for
+a site down only once `down_alert_probes` probes failed as well), and the worker claims nothing
+until a probe succeeds (probes back off from 30 s to 10 min; a restart or
+`readersviews outbox retry --all` probes at once); then one recovery note, and delivery resumes.
 """
 
 from __future__ import annotations
@@ -20,18 +27,19 @@ import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from pydantic import ValidationError
 
 from bot.clock import Clock, to_db
-from bot.site.base import PermanentSiteError, RemoteRef, SiteAdapter, SiteItem, TransientSiteError, redact_text
-from bot.store.outbox import OutboxRepo, OutboxRow
+from bot.site.base import PermanentSiteError, RemoteRef, SiteAdapter, SiteItem, TransientSiteError, redact_text, short
+from bot.store.outbox import OutboxRepo, OutboxRow, SiteIncident, SiteIncidentRepo
 
 log = logging.getLogger(__name__)
 
 AlertHook = Callable[[str], Awaitable[None]]
 DeliveredHook = Callable[[OutboxRow, RemoteRef], Awaitable[None]]
+IncidentHook = Callable[[SiteIncident | None], Awaitable[None]]
 
 
 class OutboxWorker:
@@ -49,8 +57,32 @@ class OutboxWorker:
         max_attempts: int = 25,
         idle_poll: float = 30.0,
         rng: random.Random | None = None,
+        incidents: SiteIncidentRepo | None = None,
+        site_alert: AlertHook | None = None,
+        on_incident: IncidentHook | None = None,
+        down_after: int = 5,
+        probe_base: float = 30.0,
+        probe_max: float = 600.0,
+        down_alert_probes: int = 3,
+        retention: timedelta | None = timedelta(days=30),
     ) -> None:
         self.repo = repo
+        self.incidents = incidents or SiteIncidentRepo(repo.db, clock)
+        # Site-wide alerts name no item, so they go to every server (the per-item hook routes by item).
+        self._site_alert = site_alert or alert
+        self._on_incident = on_incident
+        # Consecutive transient failures (any item) after which the site itself is probed.
+        self.down_after = down_after
+        self.probe_base = probe_base
+        self.probe_max = probe_max
+        # A site that is down is announced once this many probes failed too (~3.5 min with the
+        # defaults): a flaky site that recovers at the next probe costs no alert and no note.
+        self.down_alert_probes = down_alert_probes
+        self._failures = 0
+        self._incident_opened = False
+        # Delivered rows (and the letter texts in their payloads) are deleted after `retention`.
+        self.retention = retention
+        self._next_purge: datetime | None = None
         self.adapter = adapter
         self.clock = clock
         self._alert = alert
@@ -74,8 +106,12 @@ class OutboxWorker:
         Returns how many rows were delivered.
         """
         await self.send_owed_alerts()
+        await self.purge_delivered()
+        self._incident_opened = False
+        if not await self._site_available():
+            return 0
         delivered = 0
-        while not self._stopping:
+        while not self._stopping and not self._incident_opened:
             rows = await self.repo.claim_due(self.batch)
             if not rows:
                 break
@@ -83,7 +119,7 @@ class OutboxWorker:
             handled = 0
             try:
                 for row in rows:
-                    if self._stopping:
+                    if self._stopping or self._incident_opened:
                         break
                     ref = await self._deliver(row)
                     handled += 1
@@ -136,6 +172,9 @@ class OutboxWorker:
             count = await self.repo.recover()
             if count:
                 log.warning("outbox: %d item(s) were being sent when the bot stopped; checking the site first", count)
+            # A restart is how an operator applies a fixed password: look at the site again now.
+            if await self.incidents.probe_now():
+                log.info("outbox: a site incident was open when the bot stopped; probing the site now")
         while not self._stopping:
             self._wake.clear()
             try:
@@ -150,6 +189,10 @@ class OutboxWorker:
                 await asyncio.wait_for(self._wake.wait(), timeout=delay)
 
     async def _idle_delay(self) -> float:
+        incident = await self.incidents.get()
+        if incident is not None and incident.open:
+            # Items are due, but nothing is claimed until the next probe.
+            return max(0.0, min(self.idle_poll, (incident.next_probe_at - self.clock.now()).total_seconds()))
         due = await self.repo.next_due_at()
         if due is None:
             return self.idle_poll
@@ -173,9 +216,20 @@ class OutboxWorker:
         try:
             ref = await self._send(row, item)
         except PermanentSiteError as exc:
+            if exc.site_wide:
+                await self._wait_for_site(row, "credentials", str(exc))
+                return None
             await self._park(row, str(exc))
             return None
         except TransientSiteError as exc:
+            self._failures += 1
+            if self._failures >= self.down_after or row.attempts >= self.max_attempts:
+                failing = await self._check_site()
+                if failing is not None:
+                    kind, reason = failing
+                    await self._wait_for_site(row, kind, reason, outcome_unknown=exc.outcome_unknown)
+                    return None
+                self._failures = 0  # the site answers: these failures are the items' own
             await self._later(row, str(exc), retry_after=exc.retry_after, outcome_unknown=exc.outcome_unknown)
             return None
         except asyncio.CancelledError:
@@ -190,6 +244,7 @@ class OutboxWorker:
                 row, f"unexpected error: {type(exc).__name__}: {exc}", retry_after=None, outcome_unknown=True
             )
             return None
+        self._failures = 0
         if self._on_delivered is not None:
             try:
                 await self._on_delivered(row, ref)
@@ -262,6 +317,116 @@ class OutboxWorker:
         await self.repo.mark_dead(row.id, error, outcome_unknown=outcome_unknown)
         await self.send_owed_alerts()
 
+    async def purge_delivered(self, *, force: bool = False) -> int:
+        """Delete rows delivered more than `retention` ago (at most once an hour unless forced)."""
+        now = self.clock.now()
+        if self.retention is None or (not force and self._next_purge is not None and now < self._next_purge):
+            return 0
+        self._next_purge = now + timedelta(hours=1)
+        removed = await self.repo.purge_done(now - self.retention)
+        if removed:
+            log.info("outbox: deleted %d item(s) delivered more than %s ago", removed, self.retention)
+        return removed
+
+    # -- site-wide incidents --------------------------------------------------------------------
+
+    def probe_delay(self, probes: int) -> float:
+        """Seconds until the next probe after `probes` failed ones (30 s doubling, capped at 10 min)."""
+        return min(self.probe_max, self.probe_base * 2 ** max(0, probes))
+
+    async def _check_site(self) -> tuple[str, str] | None:
+        """Probe the site: None if it accepts the bot, else (incident kind, reason)."""
+        try:
+            await self.adapter.check()
+        except PermanentSiteError as exc:
+            return "credentials", str(exc)
+        except TransientSiteError as exc:
+            return "down", str(exc)
+        except Exception as exc:
+            log.exception("probing the site failed unexpectedly")
+            return "down", f"{type(exc).__name__}: {short(str(exc), 160)}"
+        return None
+
+    async def _wait_for_site(self, row: OutboxRow, kind: str, reason: str, *, outcome_unknown: bool = False) -> None:
+        """The site refuses everything: this row waits (uncounted) and one incident is opened."""
+        self._incident_opened = True
+        await self.repo.wait_for_site(row.id, f"waiting for the site: {reason}", outcome_unknown=outcome_unknown)
+        opened = await self.incidents.open(kind, reason, self.clock.now() + timedelta(seconds=self.probe_delay(0)))
+        if not opened:
+            return
+        log.error("site incident (%s): %s; deliveries wait until the site accepts them again", kind, reason)
+        incident = await self.incidents.get()
+        if incident is not None:
+            await self._maybe_alert(incident)
+            await self._incident_changed(incident)
+
+    async def _site_available(self) -> bool:
+        """False while an incident is open and its next probe fails (or is not due yet)."""
+        incident = await self.incidents.get()
+        if incident is None:
+            return True
+        if not incident.open:
+            await self._note_recovery(incident)
+            return True
+        await self._maybe_alert(incident)
+        if incident.next_probe_at > self.clock.now():
+            return False
+        failing = await self._check_site()
+        if failing is not None:
+            _kind, reason = failing
+            delay = self.probe_delay(incident.probes + 1)
+            log.warning("site still unavailable (%s); next check in %.0fs", reason, delay)
+            await self.incidents.probe_failed(reason, self.clock.now() + timedelta(seconds=delay))
+            updated = await self.incidents.get()
+            if updated is not None:
+                await self._maybe_alert(updated)
+            return False
+        log.warning("the site accepts deliveries again (incident since %s)", to_db(incident.started_at))
+        self._failures = 0
+        await self.incidents.resolve()
+        await self._note_recovery(incident)
+        await self._incident_changed(None)
+        return True
+
+    async def _maybe_alert(self, incident: SiteIncident) -> None:
+        """The incident's one alert: at once for refused credentials, after a few failed probes for a site down."""
+        if incident.alerted_at is not None or not incident.open:
+            return
+        if incident.kind != "credentials" and incident.probes < self.down_alert_probes:
+            return
+        await self._alert_incident(incident)
+
+    async def _alert_incident(self, incident: SiteIncident) -> None:
+        if await self._send_site_alert(incident_text(incident, await self.repo.waiting())):
+            await self.incidents.mark_alerted()
+
+    async def _note_recovery(self, incident: SiteIncident) -> None:
+        """One note that delivery resumed (none if the incident was never announced)."""
+        if incident.alerted_at is not None:
+            waiting = await self.repo.waiting()
+            if not await self._send_site_alert(recovery_text(incident, self.clock.now(), waiting)):
+                return
+        await self.incidents.forget()
+
+    async def _send_site_alert(self, text: str) -> bool:
+        if self._site_alert is None:
+            log.warning("%s", text)
+            return True
+        try:
+            await self._site_alert(text)
+        except Exception:
+            log.exception("could not send a site alert; will try again")
+            return False
+        return True
+
+    async def _incident_changed(self, incident: SiteIncident | None) -> None:
+        if self._on_incident is None:
+            return
+        try:
+            await self._on_incident(incident)
+        except Exception:
+            log.exception("site incident listener failed")
+
     async def send_owed_alerts(self) -> None:
         """One alert per dead row (also those a crash kept from being announced)."""
         for row in await self.repo.unalerted_dead():
@@ -285,4 +450,29 @@ def alert_text(row: OutboxRow) -> str:
         f"Site mirroring stopped {what} {row.entity} (outbox #{row.id}): {row.last_error}{unknown}. "
         f"Once fixed, run `readersviews outbox retry {row.id}` (or `readersviews outbox drop {row.id}` "
         f"to give up on it); later items for {row.entity} wait until then."
+    )
+
+
+def incident_text(incident: SiteIncident, waiting: int) -> str:
+    """The one alert of a site-wide incident: what is wrong, that nothing is lost, how it resumes."""
+    if incident.kind == "credentials":
+        what = f"the site refuses the bot: {incident.reason}"
+        fix = (
+            "Fix it, then restart the bot (a new password is read at start) or run "
+            "`readersviews outbox retry --all`; delivery also resumes by itself once a check of the site succeeds."
+        )
+    else:
+        what = f"the site is not answering: {incident.reason}"
+        fix = (
+            "Delivery resumes by itself once a check of the site succeeds (I check every few minutes; "
+            "`readersviews outbox retry --all` checks at once)."
+        )
+    return f"Site mirroring is paused, {what}. Nothing is lost: {waiting} item(s) wait and none is given up. {fix}"
+
+
+def recovery_text(incident: SiteIncident, now: datetime, waiting: int) -> str:
+    minutes = max(1, round((now - incident.started_at).total_seconds() / 60))
+    return (
+        f"Site mirroring resumed: the site accepts deliveries again after {minutes} minute(s). "
+        f"{waiting} waiting item(s) are being delivered now."
     )

@@ -133,6 +133,7 @@ class Admin(commands.Cog):
         if retry is not None:
             # Only this server's items: another server's number is answered like a missing one.
             if await outbox_row_guild(self.bot.store, retry) == guild_id and await repo.retry(retry):
+                await self.bot.outbox.incidents.probe_now()  # if the site was paused, look again now
                 self.bot.outbox.notify()
                 lines.append(f"#{retry} will be delivered again now.")
             else:
@@ -142,6 +143,13 @@ class Admin(commands.Cog):
             f"**Site: {self.bot.config.site.kind}** (all servers) · waiting {backlog.get('pending', 0)}, "
             f"sending {backlog.get('inflight', 0)}, delivered {backlog.get('done', 0)}, dead {backlog.get('dead', 0)}"
         )
+        incident = await self.bot.outbox.incidents.get()
+        if incident is not None and incident.open:
+            since = discord.utils.format_dt(incident.started_at, "R")
+            lines.append(
+                f"⏸️ Deliveries are paused since {since}: {redact_text(incident.reason)}"[:400]
+                + f"\nItems wait; the next check of the site is {discord.utils.format_dt(incident.next_probe_at, 'R')}."
+            )
         dead = await guild_outbox_rows(self.bot.store, guild_id, ("dead",), limit=10)
         for row in dead:
             lines.append(f"- #{row.id} {row.kind} {row.entity}: {redact_text(row.last_error or 'unknown error')}"[:300])

@@ -23,11 +23,21 @@ from discord.ext import commands
 from bot.checks import editor_only, ensure_editor
 from bot.errors import UserFacingError, describe_error, send_ephemeral
 from bot.forms import stateless, submitted_form
-from bot.letters import STATE_LABELS, Conflict, LetterError, LetterService, conflict_text
+from bot.letters import (
+    STATE_LABELS,
+    Conflict,
+    LetterError,
+    LetterService,
+    conflict_text,
+    public_url,
+    state_label,
+    with_site_editors,
+)
 from bot.render import escape_discord_text, inert_text, masked_link, neutralise_mentions, reveal_links, truncate_words
 from bot.site.base import RemoteRef
 from bot.store.contributions import ArticleRef, Contribution, NewContribution
-from bot.store.outbox import OutboxRow
+from bot.store.outbox import OutboxRow, SiteIncident
+from cogs.letter_notices import NoticeSender, SiteStatusChecker
 
 if TYPE_CHECKING:
     from bot.app import ReadersViewsBot
@@ -61,6 +71,39 @@ def mentioned_names(guild: discord.Guild | None, text: str) -> dict[int, str]:
         if member is not None:
             names[member.id] = member.display_name
     return names
+
+
+_ROLE_MENTION = re.compile(r"<@&(\d+)>")
+_CHANNEL_MENTION = re.compile(r"<#(\d+)>")
+MENTION_FETCH_MAX = 10
+
+
+async def site_names(guild: discord.Guild | None, text: str) -> dict[str, dict[int, str]]:
+    """Names for what a letter mentions (members, roles, channels), as keyword arguments for the service.
+
+    Members missing from the cache (no members intent) are fetched, a few at most; roles and channels
+    come with the server.
+    """
+    names = mentioned_names(guild, text)
+    roles: dict[int, str] = {}
+    channels: dict[int, str] = {}
+    if guild is not None:
+        missing = [int(m.group(1)) for m in _MENTION.finditer(text) if int(m.group(1)) not in names]
+        for user_id in list(dict.fromkeys(missing))[:MENTION_FETCH_MAX]:
+            try:
+                member = await guild.fetch_member(user_id)
+            except discord.HTTPException:
+                continue
+            names[user_id] = member.display_name
+        for match in _ROLE_MENTION.finditer(text):
+            role = guild.get_role(int(match.group(1)))
+            if role is not None:
+                roles[role.id] = role.name
+        for match in _CHANNEL_MENTION.finditer(text):
+            channel = guild.get_channel_or_thread(int(match.group(1)))
+            if channel is not None:
+                channels[channel.id] = channel.name
+    return {"display_names": names, "role_names": roles, "channel_names": channels}
 
 
 def guild_of(interaction: discord.Interaction) -> int:
@@ -221,12 +264,13 @@ BUTTONS = {
     "edit": ("Edit", discord.ButtonStyle.secondary),
     "reject": ("Reject", discord.ButtonStyle.danger),
     "retract": ("Retract", discord.ButtonStyle.danger),
+    "retractok": ("Yes, take it down", discord.ButtonStyle.danger),
 }
 
 
 class LetterButton(
     discord.ui.DynamicItem[discord.ui.Button[Any]],
-    template=r"letters:(?P<action>approve|edit|reject|retract):(?P<id>\d+)(?::(?P<version>\d+))?",
+    template=r"letters:(?P<action>approve|edit|reject|retract|retractok):(?P<id>\d+)(?::(?P<version>\d+))?",
 ):
     """A review-queue button; the letter is read from the database on every click.
 
@@ -337,10 +381,18 @@ def fit_embed(embed: discord.Embed, limit: int = EMBED_TOTAL_MAX) -> discord.Emb
     return embed
 
 
-def queue_embed(letter: Contribution, article: ArticleRef | None, parent: Contribution | None) -> discord.Embed:
-    """The review card: always the letter's current state, who decided, and where it lives."""
+def queue_embed(
+    letter: Contribution, article: ArticleRef | None, parent: Contribution | None, *, site_waiting: str | None = None
+) -> discord.Embed:
+    """The review card: always the letter's current state, who decided, and where it lives.
+
+    `site_waiting`: the site is refusing deliveries (an outbox incident), said on approved letters.
+    """
+    label = state_label(letter)
+    if site_waiting and letter.state == "approved":
+        label = "approved, waiting for the site"
     embed = discord.Embed(
-        title=f"Letter #{letter.id} · {STATE_LABELS.get(letter.state, letter.state)}",
+        title=f"Letter #{letter.id} · {label}",
         description=truncate_words(neutralise_mentions(reveal_links(letter.content)), DESCRIPTION_MAX) or "(empty)",
         colour=STATE_COLOURS.get(letter.state, discord.Colour.default()),
     )
@@ -371,8 +423,15 @@ def queue_embed(letter: Contribution, article: ArticleRef | None, parent: Contri
         embed.add_field(name="Reason given", value=_field(escape_discord_text(letter.review_note)), inline=False)
     if letter.original_content is not None:
         embed.add_field(name="Edited", value="lightly edited by an editor (the writer's original is kept)")
-    if letter.remote_url and letter.state in ("approved", "published"):
-        embed.add_field(name="On the site", value=_field(letter.remote_url), inline=False)
+    site_url = public_url(letter)
+    if site_url:
+        embed.add_field(name="On the site", value=_field(site_url), inline=False)
+    elif with_site_editors(letter):
+        embed.add_field(
+            name="On the site", value="sent to the site's editors; not public until they publish it", inline=False
+        )
+    if site_waiting and letter.state == "approved":
+        embed.add_field(name="Waiting for the site", value=_field(escape_discord_text(site_waiting)), inline=False)
     if letter.deleted_at is not None:
         embed.add_field(name="Deleted on Discord", value=discord.utils.format_dt(letter.deleted_at, "R"))
     return fit_embed(embed)
@@ -393,7 +452,12 @@ class ReviewQueue:
         repo = self.bot.store.contributions
         article = await repo.article(letter.article_id) if letter.article_id else None
         parent = await repo.by_message(letter.reply_to_message_id) if letter.reply_to_message_id else None
-        return queue_embed(letter, article, parent), queue_view(letter)
+        waiting = None
+        if letter.state == "approved":
+            incident = await self.bot.outbox.incidents.get()
+            if incident is not None and incident.open:
+                waiting = f"deliveries are paused until the site accepts them again ({incident.reason})"
+        return queue_embed(letter, article, parent, site_waiting=waiting), queue_view(letter)
 
     async def post(self, letter: Contribution) -> bool:
         """Put a submitted letter in the queue; False if there is no review channel."""
@@ -470,17 +534,34 @@ class Editorial(commands.Cog):
         self.service = LetterService(bot.store, bot.clock, bot.config.letters, disclaimer=bot.config.site.disclaimer)
         self.queue = ReviewQueue(bot)
         self.nominate_menu = app_commands.ContextMenu(name="Nominate as reader's view", callback=self.nominate)
+        self.notices = NoticeSender(bot, self.queue)
+        self.status_checks = SiteStatusChecker(bot, self.service, self.queue, self.notices)
 
     async def cog_load(self) -> None:
         self.bot.add_dynamic_items(*DYNAMIC_ITEMS)
         self.bot.tree.add_command(self.nominate_menu)
         self.bot.delivery_listeners.append(self.on_delivered)
+        self.bot.incident_listeners.append(self.on_site_incident)
+        # Both survive restarts: what is owed or pending is in the database.
+        self.notices.start()
+        self.status_checks.start()
 
     async def cog_unload(self) -> None:
         self.bot.remove_dynamic_items(*DYNAMIC_ITEMS)
         self.bot.tree.remove_command(self.nominate_menu.name, type=self.nominate_menu.type)
         if self.on_delivered in self.bot.delivery_listeners:
             self.bot.delivery_listeners.remove(self.on_delivered)
+        if self.on_site_incident in self.bot.incident_listeners:
+            self.bot.incident_listeners.remove(self.on_site_incident)
+        await self.status_checks.stop()
+        await self.notices.stop()
+
+    async def on_site_incident(self, incident: SiteIncident | None) -> None:
+        """The site stopped (or resumed) taking deliveries: approved letters' cards say so."""
+        if incident is None:
+            return  # each card is refreshed as its letter is delivered
+        for letter in await self.bot.store.contributions.in_state("approved"):
+            await self.queue.refresh(letter)
 
     # -- submission (shared with cogs.readers_views) ------------------------------------------------
 
@@ -592,20 +673,45 @@ class Editorial(commands.Cog):
                 return
             await interaction.response.send_modal(reject_form(letter))
         elif action == "retract":
-            try:
-                letter = await self.service.withdraw(
-                    letter_id, interaction.user.id, by_editor=True, guild_id=guild_of(interaction)
-                )
-            except Conflict as exc:
-                await self._conflict(interaction, exc.current)
-                return
-            await self._show(interaction, letter)
-            self.bot.outbox.notify()
-            await dm(
-                self.bot,
-                letter.author_id,
-                f"Your letter #{letter.id} was taken down from the letters page by the editors.",
+            await self.ask_to_retract(interaction, letter)
+        elif action == "retractok":
+            await self.confirm_retract(interaction, letter_id)
+
+    async def ask_to_retract(self, interaction: discord.Interaction, letter: Contribution) -> None:
+        """Retracting takes a letter off the site: ask first, with a button only this answer shows."""
+        if letter.state not in ("approved", "published"):
+            await self._conflict(interaction, letter)
+            return
+        view = discord.ui.View(timeout=None)
+        view.add_item(LetterButton("retractok", letter.id))
+        where = "take it down from the site" if letter.state == "published" else "stop its publication"
+        await send_ephemeral(
+            interaction,
+            f"Retract letter #{letter.id} by {escape_discord_text(letter.byline or letter.author_name)}? "
+            f"This will {where} and tell the writer. Dismiss this message to keep it.",
+            view=view,
+        )
+
+    async def confirm_retract(self, interaction: discord.Interaction, letter_id: int) -> None:
+        try:
+            letter = await self.service.withdraw(
+                letter_id, interaction.user.id, by_editor=True, guild_id=guild_of(interaction)
             )
+        except Conflict as exc:
+            await self._conflict(interaction, exc.current)
+            return
+        self.bot.outbox.notify()
+        await interaction.response.edit_message(
+            content=f"Letter #{letter.id} is retracted; the site copy will be taken down.",
+            view=None,
+            allowed_mentions=NO_MENTIONS,
+        )
+        await self.queue.refresh(letter)
+        await dm(
+            self.bot,
+            letter.author_id,
+            f"Your letter #{letter.id} was taken down from the letters page by the editors.",
+        )
 
     async def _approve(self, interaction: discord.Interaction, current: Contribution, version: int | None) -> None:
         if version is None:
@@ -620,10 +726,10 @@ class Editorial(commands.Cog):
             )
             await self.queue.refresh(current)
             return
-        names = mentioned_names(interaction.guild, current.content)
+        names = await site_names(interaction.guild, current.content)
         try:
             letter = await self.service.approve(
-                current.id, interaction.user.id, version, guild_id=guild_of(interaction), display_names=names
+                current.id, interaction.user.id, version, guild_id=guild_of(interaction), **names
             )
         except Conflict as exc:
             await self._conflict(interaction, exc.current)
@@ -655,7 +761,7 @@ class Editorial(commands.Cog):
                 version,
                 text,
                 guild_id=guild_of(interaction),
-                display_names=mentioned_names(interaction.guild, text),
+                **await site_names(interaction.guild, text),
             )
         except Conflict as exc:
             await self._conflict(interaction, exc.current)
@@ -757,6 +863,7 @@ class Editorial(commands.Cog):
             await interaction.response.send_modal(byline_form(letter.id, name))
             return
         await self.service.decline(letter.id, interaction.user.id, guild_id=interaction.guild_id)
+        self.notices.wake()  # the nominating editor is told
         await interaction.response.edit_message(
             content=f"{escape_discord_text(letter.author_name)} would rather not have this reply published. "
             "Understood; we won't ask again.",
@@ -784,9 +891,10 @@ class Editorial(commands.Cog):
         letter_id = int(ident)
         try:
             if row.action in ("create", "update"):
-                letter, first = await self.service.mark_published(letter_id, ref.remote_id, ref.url)
-                if first:
-                    await self.announce(letter)
+                # The writer's DM and the thread's announcement are queued with the new state and
+                # sent by `self.notices` as steps of their own (a crash here loses neither).
+                letter, _first = await self.service.mark_published(letter_id, ref.remote_id, ref.url, ref.status)
+                self.notices.wake()
             else:
                 found = await self.bot.store.contributions.get(letter_id)
                 if found is None:
@@ -795,35 +903,6 @@ class Editorial(commands.Cog):
         except LetterError:
             return  # the writer has since deleted their records
         await self.queue.refresh(letter)
-
-    async def announce(self, letter: Contribution) -> None:
-        article = await self.bot.store.contributions.article(letter.article_id) if letter.article_id else None
-        link = f": {letter.remote_url}" if letter.remote_url else ""
-        byline = escape_discord_text(letter.byline or letter.author_name)
-        thread_id = article.thread_id if article is not None and article.thread_id else letter.channel_id
-        channel = self.bot.get_channel(thread_id)
-        if channel is None:
-            try:
-                channel = await self.bot.fetch_channel(thread_id)
-            except discord.HTTPException as exc:
-                log.info("letter #%s published, but its thread %s is gone: %s", letter.id, thread_id, exc)
-                channel = None
-        if isinstance(channel, discord.abc.Messageable):
-            reference = None
-            if letter.message_id and letter.channel_id == thread_id:
-                reference = discord.MessageReference(
-                    message_id=letter.message_id, channel_id=thread_id, fail_if_not_exists=False
-                )
-            try:
-                await channel.send(
-                    f"📰 A reader's view by **{byline}** was published on the letters page{link}",
-                    reference=reference,  # type: ignore[arg-type]
-                    allowed_mentions=NO_MENTIONS,
-                    mention_author=False,
-                )
-            except discord.HTTPException as exc:
-                log.info("could not announce letter #%s in %s: %s", letter.id, thread_id, exc)
-        await dm(self.bot, letter.author_id, f"Your letter #{letter.id} was published on the letters page{link}")
 
     # -- commands ------------------------------------------------------------------------------------
 
@@ -869,16 +948,11 @@ class Editorial(commands.Cog):
     @editor_only()
     @letter_errors
     async def retract(self, interaction: discord.Interaction, letter: int) -> None:
-        """Retract an approved or published letter (the site copy goes through the outbox)."""
-        try:
-            current = await self.service.withdraw(
-                letter, interaction.user.id, by_editor=True, guild_id=guild_of(interaction)
-            )
-        except Conflict as exc:
-            raise LetterError(conflict_text(exc.current)) from None
-        self.bot.outbox.notify()
-        await send_ephemeral(interaction, f"Letter #{current.id} is retracted; the site copy will be taken down.")
-        await self.queue.refresh(current)
+        """Retract an approved or published letter, after confirming (the site copy goes through the outbox)."""
+        current = await self.service.letter_in(letter, guild_of(interaction))
+        if current.state not in ("approved", "published"):
+            raise LetterError(conflict_text(current))
+        await self.ask_to_retract(interaction, current)
 
 
 def parse_day(text: str, name: str) -> datetime:

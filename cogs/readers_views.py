@@ -17,7 +17,7 @@ from discord.ext import commands, tasks
 
 from bot.errors import send_ephemeral
 from bot.forms import stateless, submitted_form
-from bot.letters import STATE_LABELS, LetterError, LetterService, Recorder
+from bot.letters import LetterError, LetterService, Recorder, public_url, state_label
 from bot.render import escape_discord_text, truncate_words
 from bot.store.contributions import contribution_row
 from cogs.editorial import (
@@ -371,7 +371,10 @@ class ReadersViews(commands.Cog):
             await send_ephemeral(interaction, "I have no replies or letters from you in this server.")
             return
         total = sum(counts.values())
-        summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+        # "published" counts letters the site holds, some perhaps still with its editors.
+        summary = ", ".join(
+            f"{n} {'sent to the site' if state == 'published' else state}" for state, n in sorted(counts.items())
+        )
         lines = [f"**Your contributions here** ({total}: {summary})"]
         for letter in letters:
             where = (
@@ -380,9 +383,10 @@ class ReadersViews(commands.Cog):
                 else "/letter submit"
             )
             text = escape_discord_text(truncate_words(" ".join(letter.content.split()), 80))
-            line = f"- #{letter.id} · {STATE_LABELS.get(letter.state, letter.state)} · {where}\n  {text}"
-            if letter.remote_url and letter.state == "published":
-                line += f"\n  on the site: {letter.remote_url}"
+            line = f"- #{letter.id} · {state_label(letter)} · {where}\n  {text}"
+            url = public_url(letter)
+            if url and letter.state == "published":
+                line += f"\n  on the site: {url}"
             lines.append(line)
         lines.append(
             f"Recorded replies that are never submitted are deleted after {self.bot.config.letters.retention_days} "

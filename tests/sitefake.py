@@ -209,6 +209,10 @@ class FakeSite:
     def post_by_id(self, remote_id: str | int) -> dict[str, Any]:
         return self.posts[int(remote_id)]
 
+    def set_status(self, remote_id: str | int, status: str) -> None:
+        """What an editor does in wp-admin: publish a pending post, move one to the trash..."""
+        self.posts[int(remote_id)]["status"] = status
+
     def stats(self) -> dict[str, Any]:
         by_slug = Counter(post["requested_slug"] for post in self.live_posts())
         by_entity = Counter(event["entity"] for event in self.webhook_events if event["event"].endswith(".create"))

@@ -514,16 +514,36 @@ async def test_withdrawal_retracts_the_site_copy(paper: Paper) -> None:
     await until(lambda: _card_has(paper, letter.id, "withdrawn by the writer"))
 
 
-async def test_editor_retract_button(paper: Paper) -> None:
-    """An editor can retract a published letter from its card."""
+async def test_editor_retract_button_asks_first(paper: Paper) -> None:
+    """Retract on a card asks for confirmation (ephemeral); only the confirm button takes the letter down."""
     letter = await paper.submit(paper.world.reader, await paper.post(paper.world.reader, LONG_ENOUGH))
     await paper.click(paper.world.editor, letter.id, "approve")
     await until(lambda: _state_is(paper, letter.id, "published"))
     await until(lambda: _card_has(paper, letter.id, "published"))
     ix = await paper.click(paper.world.editor, letter.id, "retract")
-    assert ix.response_type == 7
+    asked = await ix.wait_response()
+    assert asked["data"]["flags"] & EPHEMERAL and f"Retract letter #{letter.id}" in asked["data"]["content"]
+    await paper.fake.settle()
+    assert (await paper.get(letter.id)).state == "published"
+    assert [e["event"] for e in site_events(paper, f"letter:{letter.id}")] == ["letter.create"]
+
+    original = await ix.wait_original()
+    confirm = await paper.fake.click(paper.world.guild, paper.world.editor, original, f"letters:retractok:{letter.id}")
+    assert "is retracted" in (await confirm.wait_response())["data"]["content"]
     await until(lambda: any(e["event"] == "letter.retract" for e in site_events(paper, f"letter:{letter.id}")))
     assert (await paper.get(letter.id)).state == "retracted"
+    await until(lambda: _card_has(paper, letter.id, "retracted"))
+
+
+async def test_views_retract_command_asks_first(paper: Paper) -> None:
+    """`/views retract` answers with the same confirmation step, not a retraction."""
+    letter = await paper.submit(paper.world.reader, await paper.post(paper.world.reader, LONG_ENOUGH))
+    await paper.click(paper.world.editor, letter.id, "approve")
+    await until(lambda: _state_is(paper, letter.id, "published"))
+    ix = await paper.fake.slash(paper.world.guild, paper.world.editor, "views retract", letter=letter.id)
+    assert f"Retract letter #{letter.id}" in (await ix.wait_response())["data"]["content"]
+    await paper.fake.settle()
+    assert (await paper.get(letter.id)).state == "published"
 
 
 async def test_deleting_an_approved_letter_alerts_editors(paper: Paper) -> None:

@@ -12,11 +12,21 @@ import pytest
 
 from bot.clock import to_db
 from bot.config import Config, LetterSettings
-from bot.letters import WRITER_CHANGED_AFTER_EDIT, Conflict, LetterError, LetterService, Recorder
+from bot.letters import (
+    WRITER_CHANGED_AFTER_EDIT,
+    Conflict,
+    LetterError,
+    LetterService,
+    Recorder,
+    public_url,
+    state_label,
+)
 from bot.site.base import RemoteRef
 from bot.site.compose import compose_letter
 from bot.store import Store
 from bot.store.contributions import Contribution, NewContribution
+from bot.store.notices import Notice
+from cogs.letter_notices import notice_text
 from cogs.readers_views import ReadersViews, withdrawn_text
 from tests.clock import FakeClock
 
@@ -452,7 +462,8 @@ async def test_title_markup_is_inert_on_the_site(service: LetterService) -> None
     )
     item = compose_letter(await service.site_letter(letter), disclaimer=None)
     assert "<" not in item.title and ">" not in item.title
-    assert item.title == "Letter from \u2039img src=x onerror=alert(1)\u203a & co"  # plain text, no entities
+    # plain text, no entities: the writer's name and the letter's first words (letters.title_template)
+    assert item.title == "\u2039img src=x onerror=alert(1)\u203a & co: A thoughtful letter about the cycle lanes, long…"
     assert "&lt;img src=x onerror=alert(1)&gt; &amp; co" in item.html
 
 
@@ -499,3 +510,66 @@ async def test_edits_and_deletes_wait_for_the_batch_recording_their_message(
     assert seen == [True, True]
     row = await store.contributions.by_message(5)
     assert row is not None and row.content == "edited text" and row.deleted_at is not None
+
+
+async def test_site_answers_queue_each_notice_once(service: LetterService, store: Store) -> None:
+    """Pending first (sent for review), a redelivery changes nothing, publication owes the link once."""
+    letter = await submitted(service, 1)
+    await service.approve(letter.id, 99, letter.version)
+    pending, first = await service.mark_published(letter.id, "r1", "https://paper.example/?p=1", "pending")
+    assert first and pending.remote_status == "pending"
+    assert state_label(pending) == "sent to the site's editors" and public_url(pending) is None
+    await service.mark_published(letter.id, "r1", "https://paper.example/?p=1", "pending")  # after a crash
+    assert await store.notices.for_letter(letter.id) == [
+        ("sent_for_review", "writer", False),
+        ("sent_for_review", "thread", False),
+    ]
+    public = await service.apply_site_status(letter.id, "publish", "https://paper.example/letters/rita/")
+    assert public is not None and public_url(public) == "https://paper.example/letters/rita/"
+    assert await service.apply_site_status(letter.id, "publish", "https://paper.example/letters/rita/") is None
+    # An editor's later edit answered with "publish" again owes nothing more.
+    await service.mark_published(letter.id, "r1", "https://paper.example/letters/rita/", "publish")
+    assert [n[:2] for n in await store.notices.for_letter(letter.id)] == [
+        ("sent_for_review", "writer"),
+        ("sent_for_review", "thread"),
+        ("published", "writer"),
+        ("published", "thread"),
+    ]
+
+
+async def test_decline_owes_the_nominating_editor_a_notice(service: LetterService, store: Store) -> None:
+    letter = await service.ensure_recorded(reply(1))
+    await service.nominate(letter, editor_id=99)
+    await service.decline(letter.id, user_id=7)
+    assert await store.notices.for_letter(letter.id) == [("declined", "editor", False)]
+
+
+async def test_webhook_writers_are_told_the_bot_cannot_follow(service: LetterService) -> None:
+    """A webhook can't be asked about a pending letter: the writer is told to watch the page, without a link."""
+    letter = await submitted(service, 1)
+    await service.approve(letter.id, 99, letter.version)
+    pending, _ = await service.mark_published(letter.id, "r1", "https://x.example/?p=3", "pending")
+    notice = Notice(1, pending.id, "sent_for_review", "writer", 0)
+    text = notice_text(notice, pending, can_follow=False)
+    assert "sent to the site's editors" in text and "watch the letters page" in text and "?p=" not in text
+    assert "I'll tell you here" in notice_text(notice, pending, can_follow=True)
+
+
+def test_title_template_with_an_unknown_placeholder_fails_at_start() -> None:
+    """A typo in letters.title_template is one config line naming the field, not a crash at approval."""
+    from bot.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError, match=r"letters\.title_template: unknown placeholder\(s\) writer"):
+        parse_config({"letters": {"title_template": "{writer}: {first_words}"}})
+    assert parse_config({"letters": {"title_template": "Letter {id} from {byline}"}}).letters.title_template
+
+
+async def test_reply_to_a_letter_still_with_the_sites_editors_has_no_link(service: LetterService) -> None:
+    """Answering a letter whose post is pending: no ?p= link on the site (readers would get a 404)."""
+    first = await submitted(service, 1)
+    await service.approve(first.id, 99, first.version)
+    await service.mark_published(first.id, "r1", "https://paper.example/?p=1", "pending")
+    second = await submitted(service, 2, author_id=8, content="Second. " + TEXT, reply_to_message_id=1)
+    assert (await service.site_letter(second)).in_reply_to_url is None
+    await service.apply_site_status(first.id, "publish", "https://paper.example/letters/1/")
+    assert (await service.site_letter(second)).in_reply_to_url == "https://paper.example/letters/1/"

@@ -208,35 +208,134 @@ async def test_hanging_site_times_out_without_blocking_the_loop(db: Database, cl
     assert site.copies(item.slug) == 1
 
 
-async def test_wrong_password_dead_letter_with_exactly_one_alert(
+async def test_wrong_password_is_one_incident_not_a_dead_letter_per_item(
     db: Database, clock: FakeClock, site: FakeSite, http, tmp_path: Path
 ):
-    """A 401 parks the item at once and alerts once, saying what to fix and how to resume."""
+    """A refused password is one alert; items wait (never dead); a restart with the fixed one resumes, noted once."""
     h = Harness(db, clock, wordpress(site, http, clock, password="wrong"))
-    row_id = await h.enqueue("create", letter(5))
+    rows = [await h.enqueue("create", letter(n)) for n in (5, 6, 7)]
 
     await h.worker.run_once()
-    row = await h.row(row_id)
-    assert row.state == "dead" and row.attempts == 1
+    assert [(await h.row(r)).state for r in rows] == ["pending"] * 3
+    assert [(await h.row(r)).attempts for r in rows] == [0, 0, 0]
     assert len(h.alerts) == 1
     alert = h.alerts[0]
-    assert "READERSVIEWS_WP_APP_PASSWORD" in alert and "site.wordpress.username" in alert
-    assert f"readersviews outbox retry {row_id}" in alert
+    assert "READERSVIEWS_WP_APP_PASSWORD" in alert and "readersviews outbox retry --all" in alert
+    assert "3 item(s) wait" in alert
+    assert len(posts_requests(site)) == 1  # the first item told us; the others were not tried
 
-    clock.advance(7200)
-    await h.worker.run_once()
-    # A restarted worker does not announce it again either.
-    restarted = h.new_worker(wordpress(site, http, clock, password="wrong"))
-    await restarted.run_once()
-    assert len(h.alerts) == 1
+    # Hours later nothing has died and nothing was announced again; the site is only probed.
+    for _ in range(10):
+        clock.advance(3600)
+        await h.worker.run_once()
+    assert [(await h.row(r)).state for r in rows] == ["pending"] * 3
     assert len(posts_requests(site)) == 1
-
-    # Fixed password + retry: delivered.
-    fixed = h.new_worker(wordpress(site, http, clock))
-    assert await h.repo.retry(row_id)
-    assert await fixed.run_once() == 1
-    assert (await h.row(row_id)).state == "done"
     assert len(h.alerts) == 1
+    # A restarted worker with the same wrong password does not announce it again either.
+    restarted = h.new_worker(wordpress(site, http, clock, password="wrong"))
+    assert await restarted.run_once() == 0
+    assert len(h.alerts) == 1
+
+    # The operator fixes the password and restarts: the start-up probe succeeds and all three go out.
+    fixed = h.new_worker(wordpress(site, http, clock))
+    fixed.start()
+    try:
+        for _ in range(200):
+            if [(await h.row(r)).state for r in rows] == ["done"] * 3:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await fixed.stop()
+    assert [(await h.row(r)).state for r in rows] == ["done"] * 3
+    assert len(h.alerts) == 2 and "resumed" in h.alerts[1] and "3 waiting item(s)" in h.alerts[1]
+    assert await h.worker.incidents.get() is None
+    await fixed.run_once()
+    assert len(h.alerts) == 2
+
+
+async def test_password_fixed_on_the_site_resumes_by_itself(db: Database, clock: FakeClock, site: FakeSite, http):
+    """Credentials refused, then accepted again without a restart: the next probe resumes delivery."""
+    site.wp_password = "rotated on the site"
+    h = Harness(db, clock, wordpress(site, http, clock))
+    row_id = await h.enqueue("create", letter(8))
+    await h.worker.run_once()
+    assert (await h.row(row_id)).state == "pending" and len(h.alerts) == 1
+
+    site.wp_password = WP_PASSWORD
+    await h.worker.run_once()  # the probe is not due yet: nothing is sent
+    assert len(posts_requests(site)) == 1
+    clock.advance(h.worker.probe_delay(0))
+    assert await h.worker.run_once() == 1
+    assert (await h.row(row_id)).state == "done"
+    assert len(h.alerts) == 2 and "resumed" in h.alerts[1]
+
+
+async def test_site_down_for_a_day_is_one_alert_and_nothing_dies(db: Database, clock: FakeClock, site: FakeSite, http):
+    """Persistent 503s on every item become one incident; items wait past max_attempts; recovery is noted once."""
+    h = Harness(db, clock, wordpress(site, http, clock))
+    rows = [await h.enqueue("create", letter(n)) for n in range(10, 16)]
+    site.fail_next(10_000, 503)
+
+    for _ in range(60):
+        await h.worker.run_once()
+        clock.advance(1800)
+    states = [(await h.row(r)).state for r in rows]
+    assert "dead" not in states and set(states) == {"pending"}
+    assert len(h.alerts) == 1 and "not answering" in h.alerts[0]
+    incident = await h.worker.incidents.get()
+    assert incident is not None and incident.kind == "down" and incident.probes > 5
+
+    site.faults.clear()
+    await h.drain()
+    assert [(await h.row(r)).state for r in rows] == ["done"] * 6
+    assert len(h.alerts) == 2 and "resumed" in h.alerts[1]
+    assert all(site.copies(letter(n).slug) == 1 for n in range(10, 16))
+
+
+async def test_a_short_outage_pauses_delivery_without_alerts(db: Database, clock: FakeClock, site: FakeSite, http):
+    """A 503 streak whose probe fails opens an incident, but it ends at the next probe: no alert, no note."""
+    h = Harness(db, clock, wordpress(site, http, clock))
+    rows = [await h.enqueue("create", letter(n)) for n in range(50, 53)]
+    site.fail_next(6, 503)  # five deliveries and the probe
+    for _ in range(10):
+        await h.worker.run_once()
+        incident = await h.worker.incidents.get()
+        if incident is not None:
+            break
+        clock.advance(3600)
+    assert incident is not None and incident.open and incident.kind == "down"
+    clock.advance(h.worker.probe_delay(0))
+    await h.drain()
+    assert [(await h.row(r)).state for r in rows] == ["done"] * 3
+    assert h.alerts == [] and await h.worker.incidents.get() is None
+
+
+async def test_one_item_failing_while_the_site_works_still_dies_alone(
+    db: Database, clock: FakeClock, site: FakeSite, http
+):
+    """A 5xx that only one item gets (the probe succeeds) is that item's dead letter, not an incident."""
+    h = Harness(db, clock, wordpress(site, http, clock))
+    h.worker.max_attempts = 3
+    row_id = await h.enqueue("create", letter(20))
+    site.fail_next(50, 500, path="/wp/v2/posts")
+    await h.drain()
+    row = await h.row(row_id)
+    assert row.state == "dead" and "gave up after 3 attempts" in (row.last_error or "")
+    assert len(h.alerts) == 1 and f"outbox #{row_id}" in h.alerts[0]
+    assert await h.worker.incidents.get() is None
+
+
+async def test_retry_all_probes_at_once(db: Database, clock: FakeClock, site: FakeSite, http):
+    """`outbox retry --all` makes dead and waiting items due and asks the running worker to probe now."""
+    site.wp_password = "rotated"
+    h = Harness(db, clock, wordpress(site, http, clock))
+    row_id = await h.enqueue("create", letter(21))
+    await h.worker.run_once()
+    site.wp_password = WP_PASSWORD
+    assert await h.worker.incidents.probe_now()
+    await h.repo.retry_all()
+    assert await h.worker.run_once() == 1
+    assert (await h.row(row_id)).state == "done"
 
 
 async def test_alert_owed_after_crash_is_sent_once(db: Database, clock: FakeClock):
@@ -568,3 +667,65 @@ async def test_backlog_reads_stay_consistent_while_the_worker_writes(db: Databas
     assert await running == 600
     assert seen and all(set(counts) == {"pending", "inflight", "done", "dead"} for counts in seen)
     assert all(sum(counts.values()) == 600 for counts in seen)
+
+
+async def test_cli_retry_all_revives_dead_items_and_asks_for_a_probe(tmp_path: Path) -> None:
+    """`readersviews outbox retry --all`: every dead item is due again and an open incident is probed next pass."""
+    from datetime import UTC, datetime
+
+    from bot.__main__ import main
+    from bot.store.outbox import SiteIncidentRepo
+
+    path = tmp_path / "rv.sqlite3"
+    config = tmp_path / "config.yaml"
+    config.write_text(f"database:\n  path: {path}\n", encoding="utf-8")
+    clock = FakeClock(datetime.now(UTC))  # the CLI runs on the system clock
+    db = await Database.open(path)
+    h = Harness(db, clock, NoSiteAdapter())
+    dead = [await h.enqueue("create", letter(n)) for n in (30, 31)]
+    await h.repo.claim_due()
+    for row_id in dead:
+        await h.repo.mark_dead(row_id, "refused")
+    incidents = SiteIncidentRepo(db, clock)
+    await incidents.open("credentials", "refused", clock.now() + timedelta(hours=1))
+    await db.close()
+
+    code = await asyncio.to_thread(main, ["--config", str(config), "outbox", "retry", "--all"])
+    assert code == 0
+
+    db = await Database.open(path)
+    try:
+        repo = OutboxRepo(db, clock)
+        assert [(await repo.get(r)).state for r in dead] == ["pending", "pending"]  # type: ignore[union-attr]
+        incident = await SiteIncidentRepo(db, clock).get()
+        assert incident is not None and incident.next_probe_at < clock.now() + timedelta(minutes=1)
+    finally:
+        await db.close()
+
+
+async def test_delivered_letter_texts_are_purged_after_the_retention(
+    db: Database, clock: FakeClock, site: FakeSite, http
+) -> None:
+    """A delivered letter's text leaves the outbox after `site.delivered_retention_days`; the site link stays."""
+    h = Harness(db, clock, wordpress(site, http, clock))
+    h.worker.retention = timedelta(days=30)
+    row_id = await h.enqueue("create", letter(40, text="My very private opinion about bins."))
+    await h.drain()
+    assert (await h.row(row_id)).state == "done"
+    waiting = await h.enqueue("create", letter(41, text="Still waiting for the site."))
+    site.fail_next(1, 400, path="/wp/v2/posts", method="POST")
+    await h.drain()
+
+    async def texts() -> int:
+        rows = await db.conn.execute_fetchall("SELECT count(*) FROM outbox WHERE payload LIKE '%private opinion%'")
+        return int(next(iter(rows))[0])
+
+    clock.advance(29 * 86400)
+    await h.worker.purge_delivered(force=True)
+    assert await texts() == 1
+
+    clock.advance(2 * 86400)
+    await h.worker.run_once()
+    assert await texts() == 0 and await h.repo.get(row_id) is None
+    assert await h.repo.remote_for("letter:40") is not None
+    assert (await h.row(waiting)).state == "dead"  # undelivered items are kept until someone acts

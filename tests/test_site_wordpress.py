@@ -111,10 +111,66 @@ def test_letter_item_has_byline_context_slug_and_metadata():
     assert first.slug == "readers-view-7-re-uber-die-brucke-ca-va"
     assert first.slug.isascii()
     assert first.title == "Re: Über die Brücke: ça va?"
-    assert 'In response to: <a href="https://paper.example/bridge" rel="nofollow ugc">Über die Brücke' in first.html
+    # The publication's own article link is not marked as user content.
+    assert 'In response to: <a href="https://paper.example/bridge">Über die Brücke' in first.html
     assert "— Zoë Ångström, Malmö" in first.html
     assert first.metadata["article"] == {"title": "Über die Brücke: ça va?", "link": "https://paper.example/bridge"}
     assert first.metadata["byline"] == "Zoë Ångström" and first.metadata["location"] == "Malmö"
+
+
+def test_letter_titles_are_distinct_and_slugs_stable():
+    """Two letters on one article get different titles (writer + first words); the slug ignores the text."""
+    from bot.site.compose import templated_title
+
+    def titled(letter_id: int, byline: str, text: str) -> SiteItem:
+        title = templated_title(
+            "{byline}: {first_words}", letter_id=letter_id, byline=byline, text=text, article="Bins"
+        )
+        return compose_letter(
+            Letter(id=letter_id, text=text, byline=byline, title=title, article_title="Bins"), disclaimer=None
+        )
+
+    ann = titled(1, "Ann", "The council is wrong about the bins, and here is why it matters to us all.")
+    bo = titled(2, "Bo", "Bins should be collected weekly.")
+    assert ann.title == "Ann: The council is wrong about the bins, and…"
+    assert bo.title == "Bo: Bins should be collected weekly."
+    assert ann.slug == "readers-view-1-re-bins"
+    edited = titled(1, "Ann", "Edited: the council is right after all.")
+    assert edited.slug == ann.slug and edited.title != ann.title
+    assert templated_title("{id} · {byline}", letter_id=9, byline="<Cy>", text="x", article=None) == "9 · <Cy>"
+
+
+def test_members_links_are_ugc_mentions_are_names_everyone_is_text():
+    """Member links keep rel="nofollow ugc"; roles show by name; @everyone stays plain text."""
+    result = compose_letter(
+        Letter(
+            id=3,
+            text="Ask <@&55> and <@77>, @everyone: https://elsewhere.example/x",
+            byline="Ann",
+            display_names={77: "Bo"},
+            role_names={55: "Council desk"},
+        ),
+        disclaimer=None,
+    )
+    assert "Ask @Council desk and Bo, @everyone: " in result.html
+    assert '<a href="https://elsewhere.example/x" rel="nofollow ugc">' in result.html
+    assert "&lt;@" not in result.html and "55" not in result.html
+
+
+def test_wordpress_blocks_wrap_each_top_level_element():
+    """Paragraphs become paragraph blocks (class kept as className); lists and quotes HTML blocks."""
+    from bot.site.compose import wordpress_blocks
+
+    html = '<p class="readersviews-context">In <a href="https://p.example/a">A</a></p><p>One<br>two</p>'
+    html += "<blockquote><p>q</p></blockquote><ul><li>x</li></ul>"
+    assert wordpress_blocks(html) == (
+        '<!-- wp:paragraph {"className":"readersviews-context"} -->\n'
+        '<p class="readersviews-context">In <a href="https://p.example/a">A</a></p>\n'
+        "<!-- /wp:paragraph -->\n\n"
+        "<!-- wp:paragraph -->\n<p>One<br>two</p>\n<!-- /wp:paragraph -->\n\n"
+        "<!-- wp:html -->\n<blockquote><p>q</p></blockquote>\n<!-- /wp:html -->\n\n"
+        "<!-- wp:html -->\n<ul><li>x</li></ul>\n<!-- /wp:html -->"
+    )
 
 
 def test_slugify_is_ascii_and_bounded():
@@ -163,7 +219,8 @@ async def test_create_update_retract_roundtrip(site: FakeSite, http):
     assert ref.url == f"{site.base_url}/{item().slug}/"
 
     again = await wp.update(ref.remote_id, item(html="<p>edited</p>"))
-    assert again.remote_id == ref.remote_id and post["content"] == "<p>edited</p>"
+    assert again.remote_id == ref.remote_id
+    assert post["content"] == "<!-- wp:paragraph -->\n<p>edited</p>\n<!-- /wp:paragraph -->"
     assert post["status"] == "publish"  # an update does not touch the status
 
     await wp.retract(ref.remote_id, item())

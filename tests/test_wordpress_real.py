@@ -127,6 +127,55 @@ async def test_create_update_retract(real):
     await wp.retract(ref.remote_id, item)  # already trashed (410) counts as done
 
 
+async def test_letters_are_block_markup_the_editor_parses(real):
+    """Posts arrive as paragraph blocks (block_version 1), not one Classic block; own links keep no rel."""
+    settings, password, client = real
+    wp = WordPressAdapter(settings, password, client)
+    item = compose_letter(
+        Letter(
+            id=entity_id(),
+            text="First paragraph.\n\nSecond, see https://elsewhere.example/x",
+            byline="Ann Reader",
+            title=f"Blocks {RUN}",
+            article_title="Bridges",
+            article_link="https://paper.example/bridges",
+        ),
+        disclaimer="Own views.",
+    ).model_copy(update={"idempotency_key": f"blocks:{RUN}"})
+    ref = await wp.create(item)
+    _, post = await fetch(settings, password, client, ref.remote_id or "")
+    raw = post["content"]["raw"]
+    assert post["content"]["block_version"] == 1
+    assert raw.startswith('<!-- wp:paragraph {"className":"readersviews-context"} -->')
+    assert raw.count("<!-- wp:paragraph") == 5 and raw.count("<!-- /wp:paragraph -->") == 5
+    assert '<a href="https://paper.example/bridges">Bridges</a>' in raw
+    assert 'rel="nofollow ugc"' in raw  # the member's own link
+    assert "<!--" not in post["content"]["rendered"]
+
+
+async def test_status_of_a_pending_post_until_published_and_trashed(real):
+    """fetch_status: pending (no public link), then publish (the permalink), trash, and deleted."""
+    settings, password, client = real
+    wp = WordPressAdapter(settings, password, client)
+    ref = await wp.create(letter(entity_id(), "Status"))
+    pending = await wp.fetch_status(ref.remote_id or "")
+    assert (pending.status, pending.remote_id) == ("pending", ref.remote_id)
+    anonymous = await client.get(pending.url or "", follow_redirects=True)
+    assert anonymous.status_code == 404  # the ?p= link of a pending post is no page for readers
+
+    auth = (settings.username or "", password)
+    base = f"{str(settings.url).rstrip('/')}/wp-json/wp/v2/posts/{ref.remote_id}"
+    assert (await client.post(base, json={"status": "publish"}, auth=auth)).status_code == 200
+    published = await wp.fetch_status(ref.remote_id or "")
+    assert published.status == "publish"
+    assert (await client.get(published.url or "", follow_redirects=True)).status_code == 200
+
+    assert (await client.delete(base, auth=auth)).status_code == 200
+    assert (await wp.fetch_status(ref.remote_id or "")).status == "trash"
+    assert (await client.delete(base, params={"force": "true"}, auth=auth)).status_code == 200
+    assert (await wp.fetch_status(ref.remote_id or "")).status == "deleted"
+
+
 async def test_colliding_titles_get_distinct_posts(real):
     """Two letters with the same title: two posts, each found again by its own lookup."""
     settings, password, client = real
@@ -184,5 +233,6 @@ async def test_check_accepts_good_and_names_wrong_password(real):
     assert "signed in as" in await WordPressAdapter(settings, password, client).check()
     with pytest.raises(PermanentSiteError, match="READERSVIEWS_WP_APP_PASSWORD"):
         await WordPressAdapter(settings, "wrong password here", client).check()
-    with pytest.raises(PermanentSiteError, match="READERSVIEWS_WP_APP_PASSWORD"):
+    with pytest.raises(PermanentSiteError, match="READERSVIEWS_WP_APP_PASSWORD") as refused:
         await WordPressAdapter(settings, "wrong password here", client).create(letter(entity_id(), "Nope"))
+    assert refused.value.site_wide  # the outbox makes it one incident, not a dead letter per item

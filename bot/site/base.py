@@ -46,10 +46,15 @@ class TransientSiteError(SiteError):
 class PermanentSiteError(SiteError):
     """Retrying will not help until someone fixes what the message says."""
 
-    def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, status: int | None = None, code: str | None = None, site_wide: bool = False
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
+        # True when every item would fail the same way (credentials refused, wrong URL): the outbox
+        # treats it as one incident and lets items wait, instead of giving up on each of them.
+        self.site_wide = site_wide
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +63,8 @@ class RemoteRef:
 
     remote_id: str | None
     url: str | None = None
+    status: str | None = None
+    """The post's status on the site when it said so (WordPress: pending, draft, publish, ...)."""
 
 
 class SiteItem(BaseModel):
@@ -118,10 +125,22 @@ class SiteAdapter(Protocol):
         ...
 
     async def check(self) -> str:
-        """Verify settings and credentials; a one-line description, or PermanentSiteError."""
+        """Verify settings and credentials; a one-line description, or PermanentSiteError.
+
+        The outbox also uses it as the probe that ends a site-wide incident.
+        """
         ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class StatusAdapter(Protocol):
+    """An adapter that can tell where a post stands on the site (WordPress; not the webhook)."""
+
+    async def fetch_status(self, remote_id: str, kind: str = "letter") -> RemoteRef:
+        """The post's current status and link; status "deleted" if the site no longer has it."""
+        ...
 
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:

@@ -46,6 +46,7 @@ class Letter:
     display_names: Mapping[int, str] = field(default_factory=dict)
     channel_names: Mapping[int, str] = field(default_factory=dict)
     submitted_at: datetime | None = None
+    role_names: Mapping[int, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,11 @@ def site_title(text: str | None) -> str:
 def letter_title(letter: Letter) -> str:
     if letter.title and clean_line(letter.title):
         return site_title(letter.title)
+    return _standard_title(letter)
+
+
+def _standard_title(letter: Letter) -> str:
+    """ "Re: <article>" (or "Letter from <byline>"): the slug's words, stable across edits and titles."""
     if letter.article_title and clean_line(letter.article_title):
         return site_title(f"Re: {clean_line(letter.article_title)}")
     return site_title(f"Letter from {clean_line(letter.byline) or 'a reader'}")
@@ -113,13 +119,48 @@ def letter_slug(letter_id: int, title: str) -> str:
     return f"readers-view-{letter_id}-{words}" if words else f"readers-view-{letter_id}"
 
 
+FIRST_WORDS = 8
+FIRST_WORDS_CHARS = 60
+
+
+def first_words(text: str, *, words: int = FIRST_WORDS, chars: int = FIRST_WORDS_CHARS) -> str:
+    """The opening words of plain text, cut at a word, with "…" when there is more."""
+    all_words = text.split()
+    picked: list[str] = []
+    for word in all_words[:words]:
+        if picked and len(" ".join([*picked, word])) > chars:
+            break
+        picked.append(word[:chars])
+    opening = " ".join(picked)
+    if len(picked) < len(all_words) or any(len(word) > chars for word in all_words[: len(picked)]):
+        return opening.rstrip(".,;:!?-—–") + "…"
+    return opening
+
+
+def templated_title(template: str, *, letter_id: int, byline: str, text: str, article: str | None) -> str:
+    """A letter's title from `letters.title_template` ({byline}, {first_words}, {article}, {id})."""
+    values = {
+        "byline": clean_line(byline) or "A reader",
+        "first_words": first_words(clean_line(text, 10_000)),
+        "article": clean_line(article) or "",
+        "id": str(letter_id),
+    }
+    try:
+        title = template.format(**values)
+    except (KeyError, IndexError, ValueError):
+        title = "{byline}: {first_words}".format(**values)
+    return clean_line(title).strip(" :—–-") or values["byline"]
+
+
 def compose_letter(letter: Letter, *, disclaimer: str | None) -> SiteItem:
     title = letter_title(letter)
     parts = [_context(letter), _letter_body(letter), _byline(letter), _disclaimer(disclaimer)]
     return SiteItem(
         kind="letter",
         entity=f"letter:{letter.id}",
-        slug=letter_slug(letter.id, title),
+        # The slug comes from the standard title, not the (editable) shown one: a retried create is
+        # looked up by slug, and the letter's text, hence a templated title, may change on edit.
+        slug=letter_slug(letter.id, _standard_title(letter)),
         title=title,
         html=_finish("".join(parts)),
         metadata=_letter_metadata(letter),
@@ -182,15 +223,20 @@ def _link(url: str | None, label: str) -> str:
 
 
 def _markdown(
-    text: str, display_names: Mapping[int, str] | None = None, channel_names: Mapping[int, str] | None = None
+    text: str,
+    display_names: Mapping[int, str] | None = None,
+    channel_names: Mapping[int, str] | None = None,
+    role_names: Mapping[int, str] | None = None,
 ) -> str:
     from bot.render import discord_to_html
 
-    return discord_to_html(text, display_names=display_names or {}, channel_names=channel_names or {})
+    return discord_to_html(
+        text, display_names=display_names or {}, channel_names=channel_names or {}, role_names=role_names or {}
+    )
 
 
 def _letter_body(letter: Letter) -> str:
-    return _markdown(letter.text, letter.display_names, letter.channel_names)
+    return _markdown(letter.text, letter.display_names, letter.channel_names, letter.role_names)
 
 
 def _context(letter: Letter) -> str:
@@ -268,12 +314,65 @@ def _signatory_metadata(s: Signatory) -> dict[str, Any]:
 
 
 def _finish(fragment: str) -> str:
-    """Last line of defence over the whole fragment (render already sanitised the members' parts)."""
+    """Last line of defence over the whole fragment (render already sanitised the members' parts).
+
+    Links keep the rel they were given: members' links carry "nofollow ugc" from `render`, while
+    the publication's own links (the article a letter answers, an earlier letter) carry none.
+    """
     return nh3.clean(
         fragment,
         tags=_ALLOWED_TAGS,
         clean_content_tags={"script", "style"},
-        attributes={"a": {"href"}, "p": {"class"}, "ul": {"class"}, "h2": {"class"}},
-        link_rel="nofollow ugc",
+        attributes={"a": {"href", "rel"}, "p": {"class"}, "ul": {"class"}, "h2": {"class"}},
+        link_rel=None,
         url_schemes={"http", "https"},
     )
+
+
+_TAG_TOKEN = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9]*)\b[^>]*?(/?)>")
+_VOID = {"br", "hr", "img", "wbr"}
+_CLASS_ATTR = re.compile(r'^<p class="([a-z0-9 _-]+)">')
+
+
+def wordpress_blocks(fragment: str) -> str:
+    """Finished HTML as WordPress block markup: paragraphs as paragraph blocks, the rest as HTML blocks.
+
+    Without block comments the block editor opens a post as one "Classic" block. `fragment` is
+    `_finish` output (tags well formed, `<` in text escaped), so top-level elements are found by
+    counting tags.
+    """
+    blocks: list[str] = []
+    depth = 0
+    start = 0
+    for match in _TAG_TOKEN.finditer(fragment):
+        closing, name, self_closing = match.group(1), match.group(2).lower(), match.group(3)
+        if name in _VOID or self_closing:
+            if depth == 0:
+                blocks.append(fragment[match.start() : match.end()])
+                start = match.end()
+            continue
+        if not closing:
+            if depth == 0:
+                loose = fragment[start : match.start()]
+                if loose.strip():
+                    blocks.append(f"<p>{loose.strip()}</p>")
+                start = match.start()
+            depth += 1
+        else:
+            depth -= 1
+            if depth == 0:
+                blocks.append(fragment[start : match.end()])
+                start = match.end()
+    tail = fragment[start:]
+    if tail.strip():
+        blocks.append(f"<p>{tail.strip()}</p>")
+    return "\n\n".join(_block(block) for block in blocks)
+
+
+def _block(element: str) -> str:
+    if element.startswith("<p>") or element.startswith("<p "):
+        found = _CLASS_ATTR.match(element)
+        attrs = f' {{"className":"{found.group(1)}"}}' if found else ""
+        if element.startswith("<p>") or found:
+            return f"<!-- wp:paragraph{attrs} -->\n{element}\n<!-- /wp:paragraph -->"
+    return f"<!-- wp:html -->\n{element}\n<!-- /wp:html -->"

@@ -142,7 +142,13 @@ class WebhookAdapter:
         answer = await self._post(body, item.idempotency_key, what=f"{item.kind}.{action} {item.entity}")
         rid = answer.get("id")
         url = answer.get("url")
-        return RemoteRef(str(rid) if rid not in (None, "") else None, url if isinstance(url, str) else None)
+        # Optional: a receiver that holds items for its editors may say so ("pending" or "draft").
+        status = answer.get("status")
+        return RemoteRef(
+            str(rid) if rid not in (None, "") else None,
+            url if isinstance(url, str) else None,
+            status if status in ("pending", "draft", "publish") else None,
+        )
 
     async def _post(self, body: dict[str, Any], key: str, *, what: str) -> dict[str, Any]:
         raw = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
@@ -183,10 +189,13 @@ class WebhookAdapter:
                 f"the webhook receiver refused the signature ({said}): check that READERSVIEWS_WEBHOOK_SECRET "
                 "matches the receiver's secret and that both clocks are right",
                 status=status,
+                site_wide=True,
             )
         if status in (404, 405):
             raise PermanentSiteError(
-                f"no webhook receiver at {redact_url(self._url)} ({said}): check site.webhook.url", status=status
+                f"no webhook receiver at {redact_url(self._url)} ({said}): check site.webhook.url",
+                status=status,
+                site_wide=True,
             )
         if status == 410:
             raise PermanentSiteError(f"the webhook receiver says {what} is gone ({said})", status=status)

@@ -31,6 +31,7 @@ from bot.site.base import (
     send,
     short,
 )
+from bot.site.compose import wordpress_blocks
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class WordPressAdapter:
     async def create(self, item: SiteItem) -> RemoteRef:
         body: dict[str, Any] = {
             "title": item.title,
-            "content": item.html,
+            "content": wordpress_blocks(item.html),
             "status": item.status or self._settings.post_status,
         }
         if item.slug:
@@ -86,7 +87,7 @@ class WordPressAdapter:
                 return await self.create(item)
             remote_id = found.remote_id or ""
         # Status, slug, categories and tags are left alone: an editor may have changed them on the site.
-        body = {"title": item.title, "content": item.html}
+        body = {"title": item.title, "content": wordpress_blocks(item.html)}
         data = await self._call("POST", f"/{self._collection(item)}/{_post_id(remote_id)}", item=item, json=body)
         return self._ref(data)
 
@@ -124,6 +125,23 @@ class WordPressAdapter:
         renamed = [post for post in data if post.get("slug") != item.slug and _plain(_raw(post.get("title"))) == wanted]
         candidates = exact + renamed
         return self._ref(candidates[0]) if candidates else None
+
+    async def fetch_status(self, remote_id: str, kind: str = "letter") -> RemoteRef:
+        """Where a post stands now (status "deleted" when it is gone for good), e.g. once an editor publishes it.
+
+        `context=edit` because a pending post is invisible to the public API; its `link` becomes the
+        public permalink only once the status is `publish`.
+        """
+        collection = self._settings.statement_type if kind == "statement" else "posts"
+        try:
+            data = await self._call(
+                "GET", f"/{collection}/{_post_id(remote_id)}", item=None, params={"context": "edit"}
+            )
+        except PermanentSiteError as exc:
+            if exc.status in (404, 410) and not exc.site_wide:
+                return RemoteRef(remote_id, None, "deleted")
+            raise
+        return self._ref(data)
 
     async def check(self) -> str:
         data = await self._call("GET", "/users/me", item=None, params={"context": "edit"})
@@ -165,7 +183,10 @@ class WordPressAdapter:
         if not isinstance(data, dict) or "id" not in data:
             raise TransientSiteError("WordPress answered without a post id")
         link = data.get("link")
-        return RemoteRef(str(data["id"]), link if isinstance(link, str) else None)
+        status = data.get("status")
+        return RemoteRef(
+            str(data["id"]), link if isinstance(link, str) else None, status if isinstance(status, str) else None
+        )
 
     async def _call(self, method: str, path: str, *, item: SiteItem | None, **kwargs: Any) -> Any:
         url = self._api + path
@@ -250,6 +271,7 @@ class WordPressAdapter:
                 "login password)",
                 status=status,
                 code=code,
+                site_wide=True,
             )
         if status == 403 and code == "rest_cannot_publish":
             return PermanentSiteError(
@@ -257,6 +279,7 @@ class WordPressAdapter:
                 "pending, or give the user the Editor role",
                 status=status,
                 code=code,
+                site_wide=True,
             )
         if status == 403:
             return PermanentSiteError(
@@ -277,6 +300,7 @@ class WordPressAdapter:
                 "(the site root, without /wp-json)",
                 status=status,
                 code=code,
+                site_wide=True,
             )
         if status == 410:
             return PermanentSiteError(f"{what} is already in the WordPress trash ({label})", status=status, code=code)

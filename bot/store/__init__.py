@@ -14,6 +14,7 @@ from bot.store.audit import AuditRepo
 from bot.store.contributions import ContributionsRepo
 from bot.store.database import Database, StoreError, latest_version
 from bot.store.feeds import ArticlesRepo, FeedsRepo
+from bot.store.notices import NoticesRepo
 from bot.store.outbox import OutboxRepo
 from bot.store.settings import GuildSettingsRepo, MetaRepo
 
@@ -31,6 +32,7 @@ class Store:
         self.feeds = FeedsRepo(db, clock)
         self.articles = ArticlesRepo(db, clock)
         self.outbox = OutboxRepo(db, clock)
+        self.notices = NoticesRepo(db, clock)
 
     @classmethod
     async def open(

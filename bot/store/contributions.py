@@ -67,6 +67,8 @@ class Contribution:
     submitted_at: datetime | None
     decided_at: datetime | None
     version: int
+    remote_status: str | None = None
+    """The post's status on the site as last seen (pending, draft, publish, trash, deleted; None: unknown)."""
 
     @property
     def entity(self) -> str:
@@ -104,6 +106,7 @@ class Contribution:
             submitted_at=from_db(row["submitted_at"]),
             decided_at=from_db(row["decided_at"]),
             version=row["version"],
+            remote_status=row["remote_status"] if "remote_status" in row.keys() else None,  # noqa: SIM118 (sqlite3.Row)
         )
 
 
@@ -320,6 +323,38 @@ class ContributionsRepo:
             " WHERE id = ?",
             (remote_id, url, contribution_id),
         )
+
+    async def set_site_status(
+        self,
+        conn: aiosqlite.Connection,
+        contribution_id: int,
+        remote_id: str | None,
+        url: str | None,
+        status: str | None,
+        checked_at: datetime,
+    ) -> None:
+        """Inside the caller's transaction: where the letter is on the site and what the site says of it."""
+        await conn.execute(
+            "UPDATE contributions SET remote_id = coalesce(?, remote_id), remote_url = coalesce(?, remote_url),"
+            " remote_status = ?, remote_checked_at = ? WHERE id = ?",
+            (remote_id, url, status, to_db(checked_at), contribution_id),
+        )
+
+    async def awaiting_site_editors(self, statuses: tuple[str, ...], *, limit: int = 100) -> list[Contribution]:
+        """Published letters whose post is still with the site's editors, least recently checked first."""
+        marks = ",".join("?" * len(statuses))
+        rows = await self._db.conn.execute_fetchall(
+            f"SELECT * FROM contributions WHERE state = 'published' AND remote_id IS NOT NULL"
+            f" AND remote_status IN ({marks}) ORDER BY coalesce(remote_checked_at, ''), id LIMIT ?",
+            (*statuses, limit),
+        )
+        return [Contribution.from_row(row) for row in rows]
+
+    async def in_state(self, state: str, *, limit: int = 200) -> list[Contribution]:
+        rows = await self._db.conn.execute_fetchall(
+            "SELECT * FROM contributions WHERE state = ? ORDER BY id LIMIT ?", (state, limit)
+        )
+        return [Contribution.from_row(row) for row in rows]
 
     # -- queries ----------------------------------------------------------------------------------
 

@@ -90,6 +90,10 @@ class OutboxRepo:
         self._db = db
         self._clock = clock
 
+    @property
+    def db(self) -> Database:
+        return self._db
+
     # Reads run execute + fetch in ONE hop to aiosqlite's thread. Database.fetchall takes two hops,
     # and a write of another coroutine landing between them (same connection) modifies the table
     # under a half-stepped SELECT, which SQLite leaves undefined: counts came back with state NULL.
@@ -264,6 +268,15 @@ class OutboxRepo:
             (error, to_db(next_attempt_at), int(outcome_unknown), to_db(self._clock.now()), row_id),
         )
 
+    async def wait_for_site(self, row_id: int, error: str, *, outcome_unknown: bool = False) -> None:
+        """Back to pending, due as soon as the site incident ends; this attempt does not count."""
+        now = to_db(self._clock.now())
+        await self._db.write(
+            "UPDATE outbox SET state = 'pending', attempts = max(0, attempts - 1), last_error = ?,"
+            " next_attempt_at = ?, outcome_unknown = max(outcome_unknown, ?), updated_at = ? WHERE id = ?",
+            (error, now, int(outcome_unknown), now, row_id),
+        )
+
     async def mark_dead(self, row_id: int, error: str, *, outcome_unknown: bool = False) -> None:
         """Give up until a person acts; the alert is owed until `mark_alerted`.
 
@@ -336,6 +349,19 @@ class OutboxRepo:
             (now, now),
         )
 
+    async def retry_all(self) -> int:
+        """Every dead or waiting row due now with a fresh back-off (`outbox retry --all`)."""
+        now = to_db(self._clock.now())
+        return await self._db.write(
+            "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?, alerted_at = NULL,"
+            " updated_at = ? WHERE state IN ('dead', 'pending')",
+            (now, now),
+        )
+
+    async def waiting(self) -> int:
+        """Rows not yet delivered (pending, inflight or dead)."""
+        return int(await self._scalar("SELECT count(*) FROM outbox WHERE state != 'done'") or 0)
+
     async def drop(self, row_id: int) -> bool:
         """Forget a pending or dead row (it will never be sent). False if there is no such row."""
         changed = await self._db.write("DELETE FROM outbox WHERE id = ? AND state IN ('dead', 'pending')", (row_id,))
@@ -379,3 +405,86 @@ class OutboxRepo:
         ) as cursor:
             found = await cursor.fetchone()
         return bool(found and found[0])
+
+
+@dataclass(frozen=True, slots=True)
+class SiteIncident:
+    """The site refuses the bot (credentials) or is down: items wait until a probe succeeds."""
+
+    kind: str
+    reason: str
+    started_at: datetime
+    next_probe_at: datetime
+    probes: int
+    alerted_at: datetime | None
+    resolved_at: datetime | None
+
+    @property
+    def open(self) -> bool:
+        return self.resolved_at is None
+
+
+class SiteIncidentRepo:
+    """The one site-wide incident (table `site_incident`, a single row), shared with the CLI."""
+
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self._db = db
+        self._clock = clock
+
+    async def get(self) -> SiteIncident | None:
+        rows = list(await self._db.conn.execute_fetchall("SELECT * FROM site_incident WHERE id = 1"))
+        if not rows:
+            return None
+        row = rows[0]
+        return SiteIncident(
+            kind=row["kind"],
+            reason=row["reason"],
+            started_at=_dt(row["started_at"]),
+            next_probe_at=_dt(row["next_probe_at"]),
+            probes=int(row["probes"]),
+            alerted_at=from_db(row["alerted_at"]),
+            resolved_at=from_db(row["resolved_at"]),
+        )
+
+    async def open(self, kind: str, reason: str, next_probe_at: datetime) -> bool:
+        """Start an incident; False (and nothing changes) if one is already open."""
+        now = to_db(self._clock.now())
+        changed = await self._db.write(
+            "INSERT INTO site_incident (id, kind, reason, started_at, next_probe_at, probes) VALUES (1, ?, ?, ?, ?, 0)"
+            " ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, reason = excluded.reason,"
+            " started_at = excluded.started_at, next_probe_at = excluded.next_probe_at, probes = 0,"
+            " alerted_at = NULL, resolved_at = NULL, noted_at = NULL WHERE site_incident.resolved_at IS NOT NULL",
+            (kind, reason, now, to_db(next_probe_at)),
+        )
+        return changed > 0
+
+    async def mark_alerted(self) -> None:
+        await self._db.write("UPDATE site_incident SET alerted_at = ? WHERE id = 1", (to_db(self._clock.now()),))
+
+    async def probe_failed(self, reason: str, next_probe_at: datetime) -> None:
+        await self._db.write(
+            "UPDATE site_incident SET probes = probes + 1, reason = ?, next_probe_at = ?"
+            " WHERE id = 1 AND resolved_at IS NULL",
+            (reason, to_db(next_probe_at)),
+        )
+
+    async def probe_now(self) -> bool:
+        """Ask the running bot to probe the site at its next pass (`outbox retry --all`)."""
+        now = to_db(self._clock.now())
+        return (
+            await self._db.write(
+                "UPDATE site_incident SET next_probe_at = ? WHERE id = 1 AND resolved_at IS NULL", (now,)
+            )
+            > 0
+        )
+
+    async def resolve(self) -> None:
+        """A probe succeeded: the recovery note is owed until `forget`."""
+        await self._db.write(
+            "UPDATE site_incident SET resolved_at = ? WHERE id = 1 AND resolved_at IS NULL",
+            (to_db(self._clock.now()),),
+        )
+
+    async def forget(self) -> None:
+        """The recovery note was sent (or was never owed: no alert had gone out)."""
+        await self._db.write("DELETE FROM site_incident WHERE id = 1 AND resolved_at IS NOT NULL")

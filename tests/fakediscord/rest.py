@@ -834,6 +834,12 @@ class Api:
         self.check_reference(ch, body)
         if int(body.get("flags") or 0) & M.EPHEMERAL:
             body["flags"] = int(body["flags"]) & ~M.EPHEMERAL
+        if body.get("enforce_nonce") and body.get("nonce") is not None:
+            # Discord: a message by the same author with the same nonce (in the past few minutes) is
+            # returned instead of creating another one.
+            for earlier in ch.messages.values():
+                if earlier.get("nonce") == body["nonce"] and int(earlier["author"]["id"]) == self.fake.bot.id:
+                    return Reply(clone(earlier))
         msg = self.fake.build_message(ch, self.fake.bot, body, uploads=ctx.uploads)
         await self.fake.post_message(ch, msg)
         return Reply(clone(msg))
