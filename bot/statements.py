@@ -69,6 +69,9 @@ _LINK = re.compile(
     re.I,
 )
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# A formula right after a separator inside a cell: spreadsheets in locales that split on ";" (or
+# on "," / tab when opening a file) make it a cell of its own, and run it.
+_FORMULA_AFTER_SEPARATOR = re.compile(r"([;,\t][ \t]*)(?=[=+\-@])")
 
 EXPORT_COLUMNS = ("name", "role", "organization", "city", "country", "kind", "public", "signed_at")
 ORGANIZER_COLUMNS = ("discord_user_id", "hidden", "flags")
@@ -163,7 +166,9 @@ def with_read_flags(signatures: Sequence[SignatureRow]) -> list[SignatureRow]:
 
 
 def neutralise_formula(value: str) -> str:
-    """Spreadsheets run cells starting with = + - @ TAB CR as formulas: prefix an apostrophe."""
+    """Spreadsheets run cells starting with = + - @ TAB CR as formulas: prefix an apostrophe, at
+    the start and after every separator (`Bob;=1+2` is two cells where `;` separates)."""
+    value = _FORMULA_AFTER_SEPARATOR.sub(r"\1'", value)
     return "'" + value if value.startswith(_FORMULA_START) else value
 
 

@@ -238,6 +238,25 @@ async def test_export_csv_json(env: tuple[StatementService, Store, FakeClock]) -
     assert neutralise_formula("\tx") == "'\tx" and neutralise_formula("Ann") == "Ann"
 
 
+async def test_export_csv_neutralises_formulas_after_separators(
+    env: tuple[StatementService, Store, FakeClock],
+) -> None:
+    """A formula after ; , or tab inside a cell (a cell of its own in many locales) gets the apostrophe too."""
+    service, store, _clock = env
+    statement = await published(service, slug="library")
+    await service.sign(req(statement, 1, name="Bob;=1+2", role="Chair, +44", city="Leeds; @SUM(A1)", country="-UK"))
+    data = await export_statement(store, "library", fmt="csv", guild_id=None, include_discord_ids=False, bom=False)
+    row = next(csv.DictReader(io.StringIO(data.decode("utf-8"))))
+    assert (row["name"], row["role"], row["city"], row["country"]) == (
+        "Bob;'=1+2", "Chair, '+44", "Leeds; '@SUM(A1)", "'-UK",
+    )  # fmt: skip
+    # Opened in a ";" locale, no piece of any cell starts with a formula character.
+    for line in data.decode("utf-8").splitlines():
+        for piece in line.replace('"', "").replace(",", ";").split(";"):
+            assert not piece.strip().startswith(("=", "+", "-", "@")), piece
+    assert neutralise_formula("a\t=b") == "a\t'=b" and neutralise_formula("Ann; Bob") == "Ann; Bob"
+
+
 async def test_export_ambiguous_slug(env: tuple[StatementService, Store, FakeClock]) -> None:
     """The same slug in two servers needs --guild."""
     service, store, _clock = env
