@@ -647,7 +647,8 @@ class Statements(commands.Cog):
         )
         now = self.bot.clock.now()
         shown = dataclasses.replace(draft, status="open")  # what it will be once published
-        channel = self.bot.get_partial_messageable(channel_id)
+        # With its guild, the message's jump URL opens it (without, it points at "@me": DMs).
+        channel = self.bot.get_partial_messageable(channel_id, guild_id=interaction.guild.id)
         try:
             message = await channel.send(
                 embed=statement_embed(Snapshot(shown, Counts()), now),

@@ -129,6 +129,18 @@ async def test_create_sign_resign_withdraw(running: Booted, world: World) -> Non
     assert "haven't signed" in await answer(click)
 
 
+async def test_create_answer_links_to_the_message(running: Booted, world: World) -> None:
+    """The organizer's answer to /statement create links to the posted message in its server."""
+    fake = world.fake
+    ix = await fake.slash(world.guild, world.organizer, "statement create", channel=world.discussion)
+    await ix.wait_response()
+    submit = await fake.submit_modal(world.guild, world.organizer, None, {"title": "Linked", "body": "Text."})
+    text = await answer(submit)
+    message = fake.messages_in(world.discussion)[-1]
+    assert f"https://discord.com/channels/{world.guild.id}/{world.discussion.id}/{message['id']}" in text, text
+    assert "@me" not in text
+
+
 async def test_private_and_public_listing(running: Booted, world: World) -> None:
     """Public signers appear in the embed and 'Who signed'; private ones only count."""
     fake = world.fake
