@@ -674,8 +674,10 @@ class StatementService:
         return min(moments, default=None)
 
     async def _enqueue_site_update(self, conn: Any, statement: StatementRow) -> None:
-        signers = await self.repo.live_signatures(statement.id, public_only=True, conn=conn)
-        item = compose_statement(_site_statement(statement, signers))
+        live = await self.repo.live_signatures(statement.id, conn=conn)
+        counted = [s for s in live if s.hidden_at is None]
+        signers = [s for s in counted if s.public]
+        item = compose_statement(_site_statement(statement, signers, total=len(counted)))
         revision = statement.site_revision + 1
         await self.store.outbox.enqueue_item(conn, "update", item, revision=revision)
         await self.repo.update_fields(
@@ -707,13 +709,17 @@ class StatementService:
         await self.writer.drain()
 
 
-def _site_statement(statement: StatementRow, signers: Sequence[SignatureRow]) -> Statement:
+def _site_statement(statement: StatementRow, signers: Sequence[SignatureRow], *, total: int = 0) -> Statement:
+    """The site's copy: `signers` the public list, `total` every counted signature (private ones too)."""
     return Statement(
         id=statement.id,
         title=statement.title,
         body=statement.body,
         slug=statement.slug,
         closes_at=statement.closes_at,
+        status="closed" if statement.status == "closed" else "open",
+        signature_count=max(total, len(signers)),
+        closed_at=statement.closed_at if statement.status == "closed" else None,
         signatories=[
             Signatory(
                 name=s.name, role=s.role, organization=s.organization, city=s.city, country=s.country, kind=s.kind
