@@ -37,6 +37,7 @@ from bot.errors import UserFacingError
 from bot.render import escape_discord_text
 from bot.site.compose import Signatory, Statement, compose_statement, slugify
 from bot.store.statements import (
+    ORGANIZATIONS_PER_MEMBER,
     Counts,
     SignatureInput,
     SignatureRow,
@@ -44,6 +45,7 @@ from bot.store.statements import (
     SignOutcome,
     StatementRow,
     StatementsRepo,
+    signature_key,
 )
 
 if TYPE_CHECKING:
@@ -79,6 +81,14 @@ ORGANIZER_COLUMNS = ("discord_user_id", "hidden", "flags")
 
 class StatementError(UserFacingError):
     """A refusal or bad input, phrased for the member who caused it."""
+
+
+class SeveralSignatures(StatementError):
+    """Withdraw without saying which, from an account with several live signatures: ask which."""
+
+    def __init__(self, signatures: Sequence[SignatureRow]) -> None:
+        super().__init__("You have several signatures on this statement: choose the one to withdraw.")
+        self.signatures = list(signatures)
 
 
 def bold_title(statement: StatementRow) -> str:
@@ -155,12 +165,22 @@ def name_key(name: str) -> str:
 
 
 def with_read_flags(signatures: Sequence[SignatureRow]) -> list[SignatureRow]:
-    """Add `repeated_name` to signatures whose name appears more than once in the list."""
-    seen = Counter(name_key(s.name) for s in signatures)
+    """Add `repeated_name` to signatures whose name was given by more than one account, and
+    `repeated_organization` to organizations signed for by more than one account (one member's
+    personal and organization signatures under the same name are not a repeat)."""
+    names = Counter(key for key, _user in {(name_key(s.name), s.user_id) for s in signatures})
+    organizations = Counter(
+        key for key, _user in {(signature_key(s.kind, s.organization), s.user_id) for s in signatures} if key
+    )
     out = []
     for s in signatures:
-        if seen[name_key(s.name)] > 1 and "repeated_name" not in s.flags:
-            s = SignatureRow(**{**s.__dict__, "flags": (*s.flags, "repeated_name")})
+        added = []
+        if names[name_key(s.name)] > 1 and "repeated_name" not in s.flags:
+            added.append("repeated_name")
+        if organizations[signature_key(s.kind, s.organization)] > 1 and "repeated_organization" not in s.flags:
+            added.append("repeated_organization")
+        if added:
+            s = SignatureRow(**{**s.__dict__, "flags": (*s.flags, *added)})
         out.append(s)
     return out
 
@@ -187,6 +207,8 @@ class SignRequest:
     country: str | None = None
     public: bool = True
     account_created_at: datetime | None = None
+    replaces: int | None = None
+    """The organization signature (id) the member's form changes; None: a new one, or the one of that name."""
 
 
 @dataclass(frozen=True)
@@ -531,6 +553,7 @@ class StatementService:
             country=clean_text(request.country, limit=PLACE_MAX, what="the country"),
             public=request.public,
             flags=screening_flags(name, organization, request.account_created_at, self.clock.now()),
+            replaces=request.replaces if request.kind == "organization" else None,
         )
 
     async def sign(self, request: SignRequest) -> SignOutcome:
@@ -553,10 +576,28 @@ class StatementService:
             raise StatementError(f"{title} is closed: it no longer takes signatures.")
         if outcome.status == "blocked":
             raise StatementError(f"You can't sign {title}: the organizers have blocked your account from it.")
+        if outcome.status == "too_many":
+            raise StatementError(
+                f"You have signed {title} for {ORGANIZATIONS_PER_MEMBER} organizations, the most one account may; "
+                "withdraw one to sign for another. Nothing was changed."
+            )
+        if outcome.status == "taken":
+            raise StatementError(
+                f"You have already signed {title} for an organization of that name: change that signature "
+                "instead (Sign for an organization). Nothing was changed."
+            )
+        if outcome.status == "gone":
+            raise StatementError(
+                "The signature this form was changing has been withdrawn meanwhile; nothing was changed. "
+                "Use Sign for an organization to sign again."
+            )
         raise StatementError(f"{title} takes signatures from individuals only, not on behalf of organizations.")
 
-    async def withdraw(self, statement_id: int, user_id: int) -> SignatureRow | None:
-        """Withdraw the account's live signature (None if it has none); refused once the statement closed."""
+    async def withdraw(self, statement_id: int, user_id: int, signature_id: int | None = None) -> SignatureRow | None:
+        """Withdraw one of the account's live signatures (None if it has none); refused once the statement closed.
+
+        Without `signature_id`, an account with several live signatures (personal and for organizations)
+        gets `SeveralSignatures` listing them, and nothing changes."""
         now = self.clock.now()
         async with self.repo.db.transaction() as conn:
             # Checked in the transaction, as sign_batch does: a close or the deadline cannot slip in between.
@@ -565,7 +606,11 @@ class StatementService:
                 raise StatementError("That statement no longer exists.")
             if not statement.accepting(now):
                 raise StatementError(f"{bold_title(statement)} is closed: its list of signatures is final.")
-            withdrawn = await self.repo.withdraw(conn, statement_id, user_id)
+            if signature_id is None:
+                mine = await self.repo.live_signatures_of(statement_id, user_id, conn)
+                if len(mine) > 1:
+                    raise SeveralSignatures(mine)
+            withdrawn = await self.repo.withdraw(conn, statement_id, user_id, signature_id)
             if withdrawn is not None:
                 await self.repo.update_fields(conn, statement_id, message_dirty=1, site_dirty=1)
         if withdrawn is not None:
@@ -574,7 +619,12 @@ class StatementService:
         return withdrawn
 
     async def my_signature(self, statement_id: int, user_id: int) -> SignatureRow | None:
+        """The account's live personal signature."""
         return await self.repo.live_signature(statement_id, user_id)
+
+    async def my_signatures(self, statement_id: int, user_id: int) -> list[SignatureRow]:
+        """All the account's live signatures: personal first, then organizations in signing order."""
+        return await self.repo.live_signatures_of(statement_id, user_id)
 
     # -- moderation -----------------------------------------------------------------------------
 
