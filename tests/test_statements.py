@@ -172,6 +172,75 @@ async def test_organization_signing_on_and_off(running: Booted, world: World) ->
     )
 
 
+def buttons_of(message: dict[str, Any]) -> dict[str, str]:
+    """{label: custom_id} of a message's buttons."""
+    return {c["label"]: c["custom_id"] for row in message.get("components", []) for c in row["components"]}
+
+
+async def test_member_signs_personally_and_for_organizations(running: Booted, world: World) -> None:
+    """Signing for an organization keeps the personal signature; each form says which one it creates or changes."""
+    fake = world.fake
+    message = await create_statement(world, running)
+    text = await sign(world, message, world.reader, {"name": "Rita Reader"})
+    assert "Signed **Save the library** (your personal signature)" in text
+
+    click = await fake.click(world.guild, world.reader, message, f"statements:sign_org:{sid(message)}")
+    await click.wait_response()
+    assert click.modal is not None and click.modal["title"] == "Sign for an organization"
+    submit = await fake.submit_modal(world.guild, world.reader, None, {"organization": "Friends", "name": "Rita"})
+    text = await answer(submit)
+    assert "Signed **Save the library** for **Friends**" in text and "personal signature" in text
+    await eventually(lambda: "**2**" in field(current(fake, message), "Signatures"))
+    assert "1 on behalf of organizations" in field(current(fake, message), "Signatures")
+    latest = field(current(fake, message), "Latest signers")
+    assert "• Rita Reader" in latest and "**Friends**, signed by Rita" in latest
+
+    click = await fake.click(world.guild, world.reader, current(fake, message), f"statements:sign:{sid(message)}")
+    await click.wait_response()
+    assert click.modal is not None and click.modal["title"] == "Change your personal signature"
+
+    # With an organization signature already, the button asks which one (or another organization).
+    click = await fake.click(world.guild, world.reader, current(fake, message), f"statements:sign_org:{sid(message)}")
+    text = await answer(click)
+    assert "You have signed **Save the library** for **Friends**" in text and click.ephemeral
+    assert click.original is not None
+    choices = buttons_of(click.original)
+    assert list(choices) == ["Change: Friends", "Sign for another organization"]
+    edit = await fake.click(world.guild, world.reader, click.original, choices["Change: Friends"])
+    await edit.wait_response()
+    assert edit.modal is not None and edit.modal["title"] == "Change: Friends"
+    submit = await fake.submit_modal(world.guild, world.reader, None, {"organization": "Friends of Leeds"})
+    assert "Updated your signature on **Save the library** for **Friends of Leeds**" in await answer(submit)
+    another = await fake.click(world.guild, world.reader, click.original, choices["Sign for another organization"])
+    await another.wait_response()
+    assert another.modal is not None and another.modal["title"] == "Sign for another organization"
+    submit = await fake.submit_modal(world.guild, world.reader, None, {"organization": "Parents", "name": "Rita"})
+    assert "Signed **Save the library** for **Parents**" in await answer(submit)
+    db = running.bot.store.db
+    rows = await db.fetchall("SELECT kind, name, organization FROM signatures WHERE withdrawn_at IS NULL ORDER BY id")
+    assert [tuple(r) for r in rows] == [
+        ("individual", "Rita Reader", None),
+        ("organization", "Rita", "Friends of Leeds"),
+        ("organization", "Rita", "Parents"),
+    ]
+
+    # Withdraw asks which; the personal one goes, the organizations stay.
+    click = await fake.click(world.guild, world.reader, current(fake, message), f"statements:withdraw:{sid(message)}")
+    assert "Which one" in await answer(click)
+    assert click.original is not None
+    choices = buttons_of(click.original)
+    assert list(choices) == ["Withdraw personal (Rita Reader)", "Withdraw for Friends of Leeds", "Withdraw for Parents"]
+    gone = await fake.click(world.guild, world.reader, click.original, choices["Withdraw personal (Rita Reader)"])
+    assert "Your signature as Rita Reader was withdrawn" in await answer(gone)
+    await eventually(lambda: "**2**" in field(current(fake, message), "Signatures"))
+    click = await fake.click(world.guild, world.admin, current(fake, message), f"statements:who:{sid(message)}")
+    assert "2 signatures (2 on behalf of organizations)" in await answer(click)
+    # Someone else's click on a forged choice id changes nothing.
+    forged = await fake.click(world.guild, world.editor, gone.message or {}, choices["Withdraw for Parents"])
+    assert "haven't signed" in await answer(forged)
+    assert await db.scalar("SELECT count(*) FROM signatures WHERE withdrawn_at IS NULL") == 2
+
+
 async def test_untrusted_names_are_escaped(running: Booted, world: World) -> None:
     """@everyone, mentions and markdown in names never ping or format; over-long names cannot be submitted."""
     fake = world.fake

@@ -290,6 +290,13 @@ async def test_flags(env: tuple[StatementService, Store, FakeClock]) -> None:
     await service.sign(req(statement, 3, name="bob ", account_created_at=clock.now() - timedelta(days=400)))
     flags = {s.user_id: set(s.flags) for s in await service.signatures_for_organizers(statement.id)}
     assert flags == {1: {"link_in_name"}, 2: {"new_account", "repeated_name"}, 3: {"repeated_name"}}
+    # Two accounts signing for the same organization are flagged; one member's own two signatures are not.
+    await service.sign(org(statement, 4, "Acme", name="Dee", account_created_at=clock.now() - timedelta(days=400)))
+    await service.sign(org(statement, 5, " ACME ", name="Eve", account_created_at=clock.now() - timedelta(days=400)))
+    await service.sign(org(statement, 3, "Other", name="Bob", account_created_at=clock.now() - timedelta(days=400)))
+    flags = {(s.user_id, s.kind): set(s.flags) for s in await service.signatures_for_organizers(statement.id)}
+    assert flags[(4, "organization")] == flags[(5, "organization")] == {"repeated_organization"}
+    assert flags[(3, "organization")] == {"repeated_name"}  # Bob is also user 2's name; not user 3's own repeat
 
 
 async def test_slugs_unique_and_ascii(env: tuple[StatementService, Store, FakeClock]) -> None:
