@@ -26,6 +26,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import groupby
+from operator import itemgetter
 from typing import Any, Literal
 
 import aiosqlite
@@ -573,7 +575,7 @@ def _sign_batch(conn: sqlite3.Connection, requests: Sequence[SignatureInput], no
             outcomes.append(SignOutcome("no_organizations", statement))
             continue
         mine = live[pair]  # key -> (row id or None if written in this batch, key stored on the row)
-        key = request.key
+        key = signature_key(request.kind, request.organization) if request.kind == "organization" else ""
         target = key
         if request.replaces is not None and request.kind == "organization":
             found = [k for k, (row_id, _) in mine.items() if row_id == request.replaces and k.startswith("org:")]
@@ -596,7 +598,7 @@ def _sign_batch(conn: sqlite3.Connection, requests: Sequence[SignatureInput], no
             request.country,
             int(request.public),
         )
-        flags = json.dumps(list(request.flags))
+        flags = json.dumps(list(request.flags)) if request.flags else "[]"
         if target in mine:
             status: SignStatus = "updated"
             row_id, stored_key = mine.pop(target)
@@ -615,12 +617,8 @@ def _sign_batch(conn: sqlite3.Connection, requests: Sequence[SignatureInput], no
         touched.add(statement.id)
         outcomes.append(SignOutcome(status, statement, request, became_dirty))
     if writes:
-        run: list[tuple[Any, ...]] = []
-        for index, (sql, params) in enumerate(writes):
-            run.append(params)
-            if index + 1 == len(writes) or writes[index + 1][0] != sql:
-                conn.executemany(sql, run)
-                run = []
+        for sql, run in groupby(writes, key=itemgetter(0)):
+            conn.executemany(sql, [params for _, params in run])
         marks = ",".join("?" * len(touched))
         conn.execute(
             f"UPDATE statements SET message_dirty = message_dirty + 1, site_dirty = 1 WHERE id IN ({marks})",
@@ -643,9 +641,9 @@ def _live_keys(
             f" WHERE statement_id IN ({','.join('?' * len(statement_ids))})"
             f" AND user_id IN ({','.join('?' * len(chunk))}) AND withdrawn_at IS NULL"
         )
-        for row in conn.execute(sql, (*statement_ids, *chunk)).fetchall():
-            key = signature_key(row[3], row[4])
-            found[(int(row[0]), int(row[1]))][key] = (int(row[2]), row[5])
+        for sid, uid, row_id, kind, organization, stored in conn.execute(sql, (*statement_ids, *chunk)).fetchall():
+            key = signature_key(kind, organization) if stored.startswith("legacy:") else stored
+            found[(sid, uid)][key] = (row_id, stored)
     return found
 
 
