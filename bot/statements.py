@@ -400,6 +400,35 @@ class StatementService:
         self._on_schedule()
         return statement
 
+    async def reposted(self, statement_id: int, *, channel_id: int, message_id: int, actor_id: int) -> StatementRow:
+        """The statement's message was posted again (the old one was deleted): record where it is now.
+
+        The message is marked for a refresh too, so a signature made while it was being posted shows."""
+        async with self.repo.db.transaction() as conn:
+            before = await self.repo.get(statement_id, conn)
+            if before is None or before.status == "draft":
+                raise StatementError("That statement no longer exists.")
+            await self.repo.update_fields(
+                conn, statement_id, channel_id=channel_id, message_id=message_id, message_dirty=1
+            )
+            await self.store.audit.record(
+                "statement.repost",
+                guild_id=before.guild_id,
+                actor_id=actor_id,
+                entity=before.entity,
+                detail={
+                    "old_channel_id": before.channel_id,
+                    "old_message_id": before.message_id,
+                    "channel_id": channel_id,
+                    "message_id": message_id,
+                },
+                conn=conn,
+            )
+            statement = await self.repo.get(statement_id, conn)
+        assert statement is not None
+        self._on_changed(statement_id)
+        return statement
+
     async def discard_draft(self, statement_id: int) -> bool:
         """Drop an unpublished statement; False if it is no longer a draft."""
         return await self.repo.delete_draft(statement_id)

@@ -591,7 +591,8 @@ class Statements(commands.Cog):
         await self.bot.alert(
             statement.guild_id,
             f"The message of statement `{statement.slug}` in <#{statement.channel_id}> {what}, so it no longer "
-            f"shows the current count ({exc.text or exc}). Its signatures are still recorded.",
+            f"shows the current count ({exc.text or exc}). Its signatures are still recorded."
+            + (" An organizer can put it back with `/statement repost`." if isinstance(exc, discord.NotFound) else ""),
         )
 
     def _is_marked(self, statement_id: int) -> bool:
@@ -985,6 +986,78 @@ class Statements(commands.Cog):
         if dropped:
             text += " (its old deadline had passed, so it now has none: set one with `deadline:`)"
         await send_ephemeral(interaction, text + ".")
+
+    @statement.command(name="repost", description="Post a statement's message again (after it was deleted)")
+    @app_commands.describe(
+        statement="The statement (type to search)", channel="Where to post it (default: where it was)"
+    )
+    @app_commands.autocomplete(statement=_statement_choices)
+    @organizer_only()
+    async def repost(
+        self, interaction: discord.Interaction, statement: str, channel: discord.TextChannel | None = None
+    ) -> None:
+        """Put the statement's message back, with working buttons and the current count."""
+        found = await self._find(interaction, statement)
+        assert interaction.guild is not None
+        guild_id = interaction.guild.id
+        target_id = channel.id if channel is not None else found.channel_id
+        if target_id is None:
+            raise StatementError("Pick a channel for the statement with the `channel:` option.")
+        if channel is not None:
+            me = interaction.guild.me
+            perms = channel.permissions_for(me)
+            if not (perms.view_channel and perms.send_messages and perms.embed_links):
+                raise StatementError(f"I can't post in {channel.mention} (I need View, Send Messages and Embed Links).")
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        old = await self._existing_message(found, guild_id, must_check=target_id == found.channel_id)
+        if old is not None and old.channel.id == target_id:
+            raise StatementError(
+                f"The message of **{_e(found.title)}** is still there: {old.jump_url} "
+                "(it shows the current count; to move it, give another `channel:`)."
+            )
+        now = self.bot.clock.now()
+        snapshot = Snapshot(found, await self.repo.counts(found.id, latest=LATEST_SHOWN))
+        try:
+            message = await self.bot.get_partial_messageable(target_id, guild_id=guild_id).send(
+                embed=statement_embed(snapshot, now), view=statement_view(found, now), allowed_mentions=NONE
+            )
+        except discord.HTTPException as exc:
+            raise StatementError(f"I couldn't post the statement in <#{target_id}>: {exc.text or exc}.") from None
+        reposted = await self.service.reposted(
+            found.id, channel_id=target_id, message_id=message.id, actor_id=interaction.user.id
+        )
+        self._unreachable.discard(found.id)
+        moved = ""
+        if old is not None:
+            try:
+                await old.delete()
+                moved = " The old message was removed."
+            except discord.HTTPException as exc:
+                log.warning("statement %s: could not delete its old message %s: %s", found.id, old.id, exc)
+                moved = f" I couldn't remove the old message ({old.jump_url}); its buttons still work."
+        await send_ephemeral(
+            interaction, f"Posted **{_e(reposted.title)}** again in <#{target_id}>: {message.jump_url}.{moved}"
+        )
+
+    async def _existing_message(
+        self, statement: StatementRow, guild_id: int, *, must_check: bool
+    ) -> discord.Message | None:
+        """The statement's current message, or None if it was deleted (or never recorded, or, unless
+        `must_check`, can't be seen: reposting elsewhere needs no access to the old channel)."""
+        if statement.channel_id is None or statement.message_id is None:
+            return None
+        channel = self.bot.get_partial_messageable(statement.channel_id, guild_id=guild_id)
+        try:
+            return await channel.fetch_message(statement.message_id)
+        except discord.NotFound:
+            return None
+        except discord.Forbidden:
+            if not must_check:
+                return None
+            raise StatementError(
+                f"I can't see the statement's channel <#{statement.channel_id}> to check its message; give me "
+                "View Channel and Read Message History there, or repost it elsewhere with `channel:`."
+            ) from None
 
     @statement.command(name="signatures", description="Organizers' list of signatures with ids and spam flags")
     @app_commands.describe(statement="The statement (type to search)")

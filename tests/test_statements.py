@@ -141,6 +141,44 @@ async def test_create_answer_links_to_the_message(running: Booted, world: World)
     assert "@me" not in text
 
 
+async def test_repost_puts_a_deleted_message_back(running: Booted, world: World) -> None:
+    """/statement repost posts the message again with the current count and working buttons; refuses a duplicate."""
+    fake = world.fake
+    message = await create_statement(world, running, slug="library")
+    await sign(world, message, world.reader, {"name": "Rita Reader"})
+    await eventually(lambda: "**1**" in field(current(fake, message), "Signatures"))
+    await fake.message_delete(current(fake, message))
+
+    ix = await fake.slash(world.guild, world.organizer, "statement repost", statement="library")
+    text = await answer(ix)
+    [again] = fake.messages_in(world.discussion)
+    assert again["id"] != message["id"] and ix.ephemeral
+    assert f"https://discord.com/channels/{world.guild.id}/{world.discussion.id}/{again['id']}" in text, text
+    assert "**1**" in field(again, "Signatures") and "Rita Reader" in field(again, "Latest signers")
+    assert [c["custom_id"] for c in again["components"][0]["components"]] == [
+        f"statements:{a}:{sid(message)}" for a in ("sign", "sign_org", "withdraw", "who")
+    ]
+    assert "Signed" in await sign(world, again, world.editor, {"name": "Ed Editor"})
+    await eventually(lambda: "**2**" in field(current(fake, again), "Signatures"))
+
+    ix = await fake.slash(world.guild, world.organizer, "statement repost", statement="library")
+    assert "is still there" in await answer(ix)
+    assert len(fake.messages_in(world.discussion)) == 1
+
+    elsewhere = world.guild.add_text_channel("campaigns")
+    await fake.roundtrip()
+    ix = await fake.slash(world.guild, world.organizer, "statement repost", statement="library", channel=elsewhere)
+    assert "old message was removed" in await answer(ix)
+    [moved] = fake.messages_in(elsewhere)
+    assert fake.messages_in(world.discussion) == [] and "**2**" in field(moved, "Signatures")
+    row = await running.bot.store.db.fetchone(
+        "SELECT channel_id, message_id FROM statements WHERE id = ?", (sid(message),)
+    )
+    assert (row["channel_id"], row["message_id"]) == (elsewhere.id, int(moved["id"]))
+    audit = [a["action"] for a in await running.bot.store.audit.for_entity(f"statement:{sid(message)}")]
+    assert audit.count("statement.repost") == 2
+
+
 async def test_private_and_public_listing(running: Booted, world: World) -> None:
     """Public signers appear in the embed and 'Who signed'; private ones only count."""
     fake = world.fake
