@@ -211,6 +211,12 @@ async def test_withdraw_asks_which_of_several_and_moderation_per_signature(
         ("Ann Personal", "individual"),
         ("Ann for Acme", "organization"),
     ]
+    # Two hidden, one unhidden: the other stays hidden.
+    await service.hide(statement.id, personal.id, actor_id=ORGANIZER)
+    await service.hide(statement.id, acme.id, actor_id=ORGANIZER)
+    await service.hide(statement.id, acme.id, actor_id=ORGANIZER, hidden=False)
+    assert [s.name for s in await service.public_signers(statement.id)] == ["Ann for Acme"]
+    await service.hide(statement.id, personal.id, actor_id=ORGANIZER, hidden=False)
     withdrawn = await service.withdraw(statement.id, 1, personal.id)
     assert withdrawn is not None and withdrawn.id == personal.id
     assert [s.id for s in await service.my_signatures(statement.id, 1)] == [acme.id]

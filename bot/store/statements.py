@@ -9,8 +9,9 @@ conflict target, so two submits from the same account at once end as one row wha
 interleaving. A form that changes one organization signature names it (`SignatureInput.replaces`),
 so renaming the organization changes that row instead of adding one.
 
-Hiding is per account: a signature made after withdrawing a hidden one starts hidden (with the
-same `hidden_at`/`hidden_by`), and unhiding clears every row of the account on that statement.
+Hiding is per account: while an account has a hidden signature (live or withdrawn), a new one it
+makes starts hidden (with the same `hidden_at`/`hidden_by`). Unhiding one signature also clears the
+account's withdrawn hidden rows, but not its other live signatures (each is moderated on its own).
 
 `statements.message_dirty` counts changes not yet shown on the Discord message (0: up to date).
 The refresher clears it only if it still holds the value read with the state it rendered, so a
@@ -447,7 +448,8 @@ class StatementsRepo:
     async def set_hidden(
         self, conn: aiosqlite.Connection, signature_id: int, hidden_by: int | None, hidden: bool
     ) -> SignatureRow | None:
-        """Hide one signature, or unhide its account on the statement (all its rows, withdrawn too)."""
+        """Hide one signature, or unhide it together with the account's withdrawn hidden rows (which
+        would hide its next signature); the account's other live signatures keep their own state."""
         async with conn.execute(
             "UPDATE signatures SET hidden_at = ?, hidden_by = ? WHERE id = ? RETURNING *",
             (to_db(self._clock.now()) if hidden else None, hidden_by if hidden else None, signature_id),
@@ -459,7 +461,7 @@ class StatementsRepo:
             # Otherwise a withdrawn hidden row would hide the account's next signature again.
             await conn.execute(
                 "UPDATE signatures SET hidden_at = NULL, hidden_by = NULL"
-                " WHERE statement_id = ? AND user_id = ? AND hidden_at IS NOT NULL",
+                " WHERE statement_id = ? AND user_id = ? AND hidden_at IS NOT NULL AND withdrawn_at IS NOT NULL",
                 (row["statement_id"], row["user_id"]),
             )
         return SignatureRow.from_row(row)
