@@ -217,12 +217,20 @@ async def test_withdraw_asks_which_of_several_and_moderation_per_signature(
     await service.hide(statement.id, acme.id, actor_id=ORGANIZER, hidden=False)
     assert [s.name for s in await service.public_signers(statement.id)] == ["Ann for Acme"]
     await service.hide(statement.id, personal.id, actor_id=ORGANIZER, hidden=False)
+    data = await export_statement(store, statement.slug, fmt="json", guild_id=None, include_discord_ids=True, bom=False)
+    exported = [(r["kind"], r["name"], r["organization"], r["discord_user_id"]) for r in json.loads(data)["signatures"]]
+    assert exported == [("individual", "Ann Personal", "", "1"), ("organization", "Ann for Acme", "Acme", "1")]
     withdrawn = await service.withdraw(statement.id, 1, personal.id)
     assert withdrawn is not None and withdrawn.id == personal.id
     assert [s.id for s in await service.my_signatures(statement.id, 1)] == [acme.id]
     last = await service.withdraw(statement.id, 1)  # only one left: no question
     assert last is not None and last.id == acme.id
     assert await service.withdraw(statement.id, 1) is None
+    # Blocking an account hides every one of its live signatures.
+    await service.sign(req(statement, 2, name="Bo"))
+    await service.sign(org(statement, 2, "Bo Corp", name="Bo"))
+    assert await service.block(statement.id, 2, actor_id=ORGANIZER) == (True, 2)
+    assert await service.public_signers(statement.id) == []
 
 
 async def test_signatures_from_before_the_migration_keep_working(tmp_path: Path) -> None:
