@@ -692,9 +692,10 @@ class Statements(commands.Cog):
             return
         try:
             if action == "unsign":
-                await self._answer_withdrawn(
-                    interaction, await self.service.withdraw(statement_id, interaction.user.id, signature_id)
-                )
+                withdrawn = await self.service.withdraw(statement_id, interaction.user.id, signature_id)
+                if withdrawn is None:
+                    raise StatementError("That signature is already withdrawn (or isn't yours); nothing changed.")
+                await self._answer_withdrawn(interaction, withdrawn)
                 return
             statement, _ = await self.service.prepare_sign(statement_id, interaction.user.id, "organization")
             if action == "orgnew":

@@ -275,7 +275,7 @@ async def test_member_signs_personally_and_for_organizations(running: Booted, wo
     assert "2 signatures (2 on behalf of organizations)" in await answer(click)
     # Someone else's click on a forged choice id changes nothing.
     forged = await fake.click(world.guild, world.editor, gone.message or {}, choices["Withdraw for Parents"])
-    assert "haven't signed" in await answer(forged)
+    assert "already withdrawn (or isn't yours)" in await answer(forged)
     assert await db.scalar("SELECT count(*) FROM signatures WHERE withdrawn_at IS NULL") == 2
 
 
