@@ -37,6 +37,7 @@ from bot.errors import UserFacingError
 from bot.render import escape_discord_text
 from bot.site.compose import Signatory, Statement, compose_statement, slugify
 from bot.store.statements import (
+    ORGANIZATIONS_PER_MEMBER,
     Counts,
     SignatureInput,
     SignatureRow,
@@ -44,6 +45,7 @@ from bot.store.statements import (
     SignOutcome,
     StatementRow,
     StatementsRepo,
+    signature_key,
 )
 
 if TYPE_CHECKING:
@@ -69,6 +71,9 @@ _LINK = re.compile(
     re.I,
 )
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# A formula right after a separator inside a cell: spreadsheets in locales that split on ";" (or
+# on "," / tab when opening a file) make it a cell of its own, and run it.
+_FORMULA_AFTER_SEPARATOR = re.compile(r"([;,\t][ \t]*)(?=[=+\-@])")
 
 EXPORT_COLUMNS = ("name", "role", "organization", "city", "country", "kind", "public", "signed_at")
 ORGANIZER_COLUMNS = ("discord_user_id", "hidden", "flags")
@@ -76,6 +81,14 @@ ORGANIZER_COLUMNS = ("discord_user_id", "hidden", "flags")
 
 class StatementError(UserFacingError):
     """A refusal or bad input, phrased for the member who caused it."""
+
+
+class SeveralSignatures(StatementError):
+    """Withdraw without saying which, from an account with several live signatures: ask which."""
+
+    def __init__(self, signatures: Sequence[SignatureRow]) -> None:
+        super().__init__("You have several signatures on this statement: choose the one to withdraw.")
+        self.signatures = list(signatures)
 
 
 def bold_title(statement: StatementRow) -> str:
@@ -152,18 +165,30 @@ def name_key(name: str) -> str:
 
 
 def with_read_flags(signatures: Sequence[SignatureRow]) -> list[SignatureRow]:
-    """Add `repeated_name` to signatures whose name appears more than once in the list."""
-    seen = Counter(name_key(s.name) for s in signatures)
+    """Add `repeated_name` to signatures whose name was given by more than one account, and
+    `repeated_organization` to organizations signed for by more than one account (one member's
+    personal and organization signatures under the same name are not a repeat)."""
+    names = Counter(key for key, _user in {(name_key(s.name), s.user_id) for s in signatures})
+    organizations = Counter(
+        key for key, _user in {(signature_key(s.kind, s.organization), s.user_id) for s in signatures} if key
+    )
     out = []
     for s in signatures:
-        if seen[name_key(s.name)] > 1 and "repeated_name" not in s.flags:
-            s = SignatureRow(**{**s.__dict__, "flags": (*s.flags, "repeated_name")})
+        added = []
+        if names[name_key(s.name)] > 1 and "repeated_name" not in s.flags:
+            added.append("repeated_name")
+        if organizations[signature_key(s.kind, s.organization)] > 1 and "repeated_organization" not in s.flags:
+            added.append("repeated_organization")
+        if added:
+            s = SignatureRow(**{**s.__dict__, "flags": (*s.flags, *added)})
         out.append(s)
     return out
 
 
 def neutralise_formula(value: str) -> str:
-    """Spreadsheets run cells starting with = + - @ TAB CR as formulas: prefix an apostrophe."""
+    """Spreadsheets run cells starting with = + - @ TAB CR as formulas: prefix an apostrophe, at
+    the start and after every separator (`Bob;=1+2` is two cells where `;` separates)."""
+    value = _FORMULA_AFTER_SEPARATOR.sub(r"\1'", value)
     return "'" + value if value.startswith(_FORMULA_START) else value
 
 
@@ -189,6 +214,8 @@ class SignRequest:
     account_created_at: datetime | None = None
     guild_id: int | None = None
     """The server the form came from: a statement of any other server is answered as missing."""
+    replaces: int | None = None
+    """The organization signature (id) the member's form changes; None: a new one, or the one of that name."""
 
 
 @dataclass(frozen=True)
@@ -380,6 +407,35 @@ class StatementService:
         self._on_schedule()
         return statement
 
+    async def reposted(self, statement_id: int, *, channel_id: int, message_id: int, actor_id: int) -> StatementRow:
+        """The statement's message was posted again (the old one was deleted): record where it is now.
+
+        The message is marked for a refresh too, so a signature made while it was being posted shows."""
+        async with self.repo.db.transaction() as conn:
+            before = await self.repo.get(statement_id, conn)
+            if before is None or before.status == "draft":
+                raise StatementError("That statement no longer exists.")
+            await self.repo.update_fields(
+                conn, statement_id, channel_id=channel_id, message_id=message_id, message_dirty=1
+            )
+            await self.store.audit.record(
+                "statement.repost",
+                guild_id=before.guild_id,
+                actor_id=actor_id,
+                entity=before.entity,
+                detail={
+                    "old_channel_id": before.channel_id,
+                    "old_message_id": before.message_id,
+                    "channel_id": channel_id,
+                    "message_id": message_id,
+                },
+                conn=conn,
+            )
+            statement = await self.repo.get(statement_id, conn)
+        assert statement is not None
+        self._on_changed(statement_id)
+        return statement
+
     async def discard_draft(self, statement_id: int) -> bool:
         """Drop an unpublished statement; False if it is no longer a draft."""
         return await self.repo.delete_draft(statement_id)
@@ -537,6 +593,7 @@ class StatementService:
             public=request.public,
             flags=screening_flags(name, organization, request.account_created_at, self.clock.now()),
             guild_id=request.guild_id,
+            replaces=request.replaces if request.kind == "organization" else None,
         )
 
     async def sign(self, request: SignRequest) -> SignOutcome:
@@ -559,10 +616,31 @@ class StatementService:
             raise StatementError(f"{title} is closed: it no longer takes signatures.")
         if outcome.status == "blocked":
             raise StatementError(f"You can't sign {title}: the organizers have blocked your account from it.")
+        if outcome.status == "too_many":
+            raise StatementError(
+                f"You have signed {title} for {ORGANIZATIONS_PER_MEMBER} organizations, the most one account may; "
+                "withdraw one to sign for another. Nothing was changed."
+            )
+        if outcome.status == "taken":
+            raise StatementError(
+                f"You have already signed {title} for an organization of that name: change that signature "
+                "instead (Sign for an organization). Nothing was changed."
+            )
+        if outcome.status == "gone":
+            raise StatementError(
+                "The signature this form was changing has been withdrawn meanwhile; nothing was changed. "
+                "Use Sign for an organization to sign again."
+            )
         raise StatementError(f"{title} takes signatures from individuals only, not on behalf of organizations.")
 
-    async def withdraw(self, statement_id: int, user_id: int, *, guild_id: int | None = None) -> SignatureRow | None:
-        """Withdraw the account's live signature (None if it has none); refused once the statement closed."""
+    async def withdraw(
+        self, statement_id: int, user_id: int, signature_id: int | None = None, *, guild_id: int | None = None
+    ) -> SignatureRow | None:
+        """Withdraw one of the account's live signatures (None if it has none); refused once the statement closed.
+
+        Without `signature_id`, an account with several live signatures (personal and for organizations)
+        gets `SeveralSignatures` listing them, and nothing changes. `guild_id`: the server asking; a
+        statement of any other server is answered as missing."""
         now = self.clock.now()
         async with self.repo.db.transaction() as conn:
             # Checked in the transaction, as sign_batch does: a close or the deadline cannot slip in between.
@@ -571,7 +649,11 @@ class StatementService:
                 raise StatementError("That statement no longer exists.")
             if not statement.accepting(now):
                 raise StatementError(f"{bold_title(statement)} is closed: its list of signatures is final.")
-            withdrawn = await self.repo.withdraw(conn, statement_id, user_id)
+            if signature_id is None:
+                mine = await self.repo.live_signatures_of(statement_id, user_id, conn)
+                if len(mine) > 1:
+                    raise SeveralSignatures(mine)
+            withdrawn = await self.repo.withdraw(conn, statement_id, user_id, signature_id)
             if withdrawn is not None:
                 await self.repo.update_fields(conn, statement_id, message_dirty=1, site_dirty=1)
         if withdrawn is not None:
@@ -580,7 +662,12 @@ class StatementService:
         return withdrawn
 
     async def my_signature(self, statement_id: int, user_id: int) -> SignatureRow | None:
+        """The account's live personal signature."""
         return await self.repo.live_signature(statement_id, user_id)
+
+    async def my_signatures(self, statement_id: int, user_id: int) -> list[SignatureRow]:
+        """All the account's live signatures: personal first, then organizations in signing order."""
+        return await self.repo.live_signatures_of(statement_id, user_id)
 
     # -- moderation -----------------------------------------------------------------------------
 
@@ -680,8 +767,10 @@ class StatementService:
         return min(moments, default=None)
 
     async def _enqueue_site_update(self, conn: Any, statement: StatementRow) -> None:
-        signers = await self.repo.live_signatures(statement.id, public_only=True, conn=conn)
-        item = compose_statement(_site_statement(statement, signers))
+        live = await self.repo.live_signatures(statement.id, conn=conn)
+        counted = [s for s in live if s.hidden_at is None]
+        signers = [s for s in counted if s.public]
+        item = compose_statement(_site_statement(statement, signers, total=len(counted)))
         revision = statement.site_revision + 1
         await self.store.outbox.enqueue_item(conn, "update", item, revision=revision)
         await self.repo.update_fields(
@@ -713,13 +802,17 @@ class StatementService:
         await self.writer.drain()
 
 
-def _site_statement(statement: StatementRow, signers: Sequence[SignatureRow]) -> Statement:
+def _site_statement(statement: StatementRow, signers: Sequence[SignatureRow], *, total: int = 0) -> Statement:
+    """The site's copy: `signers` the public list, `total` every counted signature (private ones too)."""
     return Statement(
         id=statement.id,
         title=statement.title,
         body=statement.body,
         slug=statement.slug,
         closes_at=statement.closes_at,
+        status="closed" if statement.status == "closed" else "open",
+        signature_count=max(total, len(signers)),
+        closed_at=statement.closed_at if statement.status == "closed" else None,
         signatories=[
             Signatory(
                 name=s.name, role=s.role, organization=s.organization, city=s.city, country=s.country, kind=s.kind

@@ -30,6 +30,7 @@ from bot.statements import (
     ORGANIZATION_MAX,
     ROLE_MAX,
     Debouncer,
+    SeveralSignatures,
     SignRequest,
     Snapshot,
     StatementError,
@@ -37,7 +38,15 @@ from bot.statements import (
     parse_deadline,
     split_place,
 )
-from bot.store.statements import Counts, SignatureRow, SignKind, StatementRow, StatementsRepo
+from bot.store.statements import (
+    ORGANIZATIONS_PER_MEMBER,
+    Counts,
+    SignatureRow,
+    SignKind,
+    SignOutcome,
+    StatementRow,
+    StatementsRepo,
+)
 
 if TYPE_CHECKING:
     from bot.app import ReadersViewsBot
@@ -53,7 +62,9 @@ EMBED_MAX = 6000
 NONE = discord.AllowedMentions.none()
 RESTARTING = "I'm restarting right now, so nothing was recorded; please try again in a minute."
 CREATE_FORM = re.compile(r"^statements:createform:(\d+):(\d+):([01]):([01])$")
-SIGN_FORM = re.compile(r"^statements:signform:(\d+):(individual|organization)$")
+# An organization form that changes one of the member's signatures names it: `:organization:<id>`.
+SIGN_FORM = re.compile(r"^statements:signform:(\d+):(individual|organization)(?::(\d+))?$")
+MODAL_TITLE_MAX = 45
 EDIT_FORM = re.compile(r"^statements:editform:(\d+)$")
 
 
@@ -129,6 +140,8 @@ def statement_embed(snapshot: Snapshot, now: datetime) -> discord.Embed:
     total = f"**{counts.signed}**"
     if counts.signed != counts.public:
         total += f" ({counts.public} listed publicly)"
+    if counts.organizations:
+        total += f"\n{counts.organizations} on behalf of organizations"
     embed.add_field(name="Final count" if not accepting else "Signatures", value=total, inline=True)
     if statement.status == "closed" or not accepting:
         when = statement.closed_at or statement.closes_at
@@ -171,6 +184,23 @@ def describe_signature(s: SignatureRow | Any, statement: StatementRow) -> str:
     return "\n".join(parts)
 
 
+def signed_answer(outcome: SignOutcome) -> str:
+    """The private answer to a sign-on: which signature was created or changed, and what it says."""
+    recorded, statement = outcome.recorded, outcome.statement
+    assert recorded is not None and statement is not None
+    verb = "Signed" if outcome.status == "created" else "Updated your signature on"
+    if recorded.kind == "organization":
+        which = f" for **{_e(recorded.organization)}**"
+        after = (
+            "Use Sign for an organization to change it or to sign for another one; Withdraw removes it. "
+            "Your personal signature, if you have one, is unchanged."
+        )
+    else:
+        which = " (your personal signature)"
+        after = "Sign again to change it, or use Withdraw to remove it."
+    return f"{verb} **{_e(statement.title)}**{which}. Recorded:\n{describe_signature(recorded, statement)}\n{after}"
+
+
 _LABELS: dict[str, tuple[str, discord.ButtonStyle]] = {
     "sign": ("Sign", discord.ButtonStyle.success),
     "sign_org": ("Sign for an organization", discord.ButtonStyle.primary),
@@ -209,6 +239,60 @@ class StatementButton(
         await cog.on_button(interaction, self.statement_id, self.action)
 
 
+class SignatureChoiceButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]],
+    template=r"statements:(?P<action>orgedit|orgnew|unsign):(?P<sid>\d+):(?P<sig>\d+)",
+):
+    """A button on a private "which signature?" answer: change or withdraw one of the member's
+    signatures (`sig`, checked against the clicker in the DB), or sign for another organization."""
+
+    def __init__(
+        self, statement_id: int, action: str, signature_id: int, *, label: str = "…", disabled: bool = False
+    ) -> None:
+        style = discord.ButtonStyle.danger if action == "unsign" else discord.ButtonStyle.primary
+        super().__init__(
+            discord.ui.Button(
+                label=_short(label, 80),
+                style=style,
+                custom_id=f"statements:{action}:{statement_id}:{signature_id}",
+                disabled=disabled,
+            )
+        )
+        self.statement_id = statement_id
+        self.action = action
+        self.signature_id = signature_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> SignatureChoiceButton:
+        return cls(int(match["sid"]), match["action"], int(match["sig"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        cog = interaction.client.get_cog("Statements")  # type: ignore[attr-defined]
+        if not isinstance(cog, Statements):
+            await send_ephemeral(interaction, "Statements are not available right now; try again shortly.")
+            return
+        await cog.on_choice(interaction, self.statement_id, self.action, self.signature_id)
+
+
+def signature_label(s: SignatureRow) -> str:
+    """How a member's own signature is named on buttons (plain text: labels show no markdown)."""
+    if s.kind == "organization":
+        return f"for {s.organization}"
+    return f"personal ({s.name})"
+
+
+def choice_view(statement_id: int, buttons: Sequence[tuple[str, int, str, bool]]) -> discord.ui.View:
+    """A private answer's buttons, (action, signature id, label, disabled) each; kept out of the view
+    store (stopped): clicks reach `SignatureChoiceButton` by its custom_id, state comes from the DB."""
+    view = discord.ui.View(timeout=None)
+    for action, signature_id, label, disabled in buttons:
+        view.add_item(SignatureChoiceButton(statement_id, action, signature_id, label=label, disabled=disabled))
+    view.stop()
+    return view
+
+
 def modal_values(components: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """{custom_id: value (text input) or list of values (select)} from a modal submission."""
     found: dict[str, Any] = {}
@@ -243,14 +327,38 @@ class _FixedModal(discord.ui.Modal):
         return self._payload
 
 
-def sign_form(statement: StatementRow, kind: SignKind, current: SignatureRow | None) -> discord.ui.Modal:
-    title = "Sign for an organization" if kind == "organization" else "Sign the statement"
-    modal = _FixedModal(title=title, custom_id=f"statements:signform:{statement.id}:{kind}", timeout=None)
+def _short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def sign_form(
+    statement: StatementRow, kind: SignKind, current: SignatureRow | None, *, another: bool = False
+) -> discord.ui.Modal:
+    """The sign-on form; its title says which signature it creates or changes.
+
+    Personal: "Sign the statement" or "Change your personal signature". Organization: "Sign for an
+    organization" (or "another organization"), or, naming one of the member's organization
+    signatures (`current`), "Change: <organization>"; that form's custom_id carries the signature id.
+    """
+    custom_id = f"statements:signform:{statement.id}:{kind}"
+    if kind == "organization" and current is not None:
+        custom_id += f":{current.id}"
+        title = _short(f"Change: {current.organization or 'organization'}", MODAL_TITLE_MAX)
+    elif kind == "organization":
+        title = "Sign for another organization" if another else "Sign for an organization"
+    else:
+        title = "Change your personal signature" if current is not None else "Sign the statement"
+    modal = _FixedModal(title=title, custom_id=custom_id, timeout=None)
     place = ", ".join(p for p in ((current.city, current.country) if current else ()) if p) or None
     if kind == "organization":
         modal.add_item(
             discord.ui.Label(
                 text="Organization",
+                description=(
+                    "Changing the name changes this signature (it does not add one)."
+                    if current is not None
+                    else "A new signature for this organization; your personal signature stays as it is."
+                ),
                 component=_text_input(
                     "organization", max_length=ORGANIZATION_MAX, required=True, default=current and current.organization
                 ),
@@ -259,7 +367,11 @@ def sign_form(statement: StatementRow, kind: SignKind, current: SignatureRow | N
     modal.add_item(
         discord.ui.Label(
             text="Your name" if kind == "individual" else "Your name (signing for the organization)",
-            description=f"As it should appear, at most {NAME_MAX} characters.",
+            description=(
+                f"Your personal signature, at most {NAME_MAX} characters. Organizations sign separately."
+                if kind == "individual"
+                else f"As it should appear, at most {NAME_MAX} characters."
+            ),
             component=_text_input("name", max_length=NAME_MAX, required=True, default=current and current.name),
         )
     )
@@ -366,7 +478,7 @@ class Statements(commands.Cog):
         self._wake = asyncio.Event()
 
     async def cog_load(self) -> None:
-        self.bot.add_dynamic_items(StatementButton)
+        self.bot.add_dynamic_items(StatementButton, SignatureChoiceButton)
         self.timer.start()
 
     async def cog_unload(self) -> None:
@@ -376,7 +488,7 @@ class Statements(commands.Cog):
         self.timer.cancel()
         await self.service.aclose()
         await self.refresher.aclose()
-        self.bot.remove_dynamic_items(StatementButton)
+        self.bot.remove_dynamic_items(StatementButton, SignatureChoiceButton)
 
     def _changed(self, statement_id: int) -> None:
         self.refresher.mark(statement_id)
@@ -487,7 +599,8 @@ class Statements(commands.Cog):
         await self.bot.alert(
             statement.guild_id,
             f"The message of statement `{statement.slug}` in <#{statement.channel_id}> {what}, so it no longer "
-            f"shows the current count ({exc.text or exc}). Its signatures are still recorded.",
+            f"shows the current count ({exc.text or exc}). Its signatures are still recorded."
+            + (" An organizer can put it back with `/statement repost`." if isinstance(exc, discord.NotFound) else ""),
         )
 
     def _is_marked(self, statement_id: int) -> bool:
@@ -513,26 +626,28 @@ class Statements(commands.Cog):
         try:
             if action in ("sign", "sign_org"):
                 kind: SignKind = "organization" if action == "sign_org" else "individual"
-                # One DB read: the statement, whether the account is blocked, its live signature.
+                # One DB read: the statement, whether the account is blocked, its live personal signature.
                 statement, current = await self.service.prepare_sign(
                     statement_id, interaction.user.id, kind, guild_id=server_of(interaction)
                 )
-                if current is not None and current.kind != kind:
-                    current = None
+                if kind == "organization":
+                    await self._organization_form_or_choice(interaction, statement)
+                    return
                 await interaction.response.send_modal(self._sign_form(statement, kind, current))
             elif action == "withdraw":
-                withdrawn = await self.service.withdraw(
-                    statement_id, interaction.user.id, guild_id=server_of(interaction)
-                )
-                if withdrawn is None:
-                    await send_ephemeral(
-                        interaction, "You haven't signed this statement, so there is nothing to withdraw."
+                try:
+                    withdrawn = await self.service.withdraw(
+                        statement_id, interaction.user.id, guild_id=server_of(interaction)
                     )
-                else:
+                except SeveralSignatures as several:
+                    buttons = [("unsign", s.id, f"Withdraw {signature_label(s)}", False) for s in several.signatures]
                     await send_ephemeral(
                         interaction,
-                        f"Your signature as {_e(withdrawn.name)} was withdrawn. You can sign again while it is open.",
+                        "You have several signatures on this statement. Which one do you want to withdraw?",
+                        view=choice_view(statement_id, buttons[:25]),
                     )
+                    return
+                await self._answer_withdrawn(interaction, withdrawn)
             elif action == "who":
                 await self._who_signed(interaction, statement_id)
         except StatementError as exc:
@@ -546,6 +661,78 @@ class Statements(commands.Cog):
                 interaction, "Something went wrong on our side; it has been logged for the operator."
             )
 
+    async def _answer_withdrawn(self, interaction: discord.Interaction, withdrawn: SignatureRow | None) -> None:
+        if withdrawn is None:
+            await send_ephemeral(interaction, "You haven't signed this statement, so there is nothing to withdraw.")
+        elif withdrawn.kind == "organization":
+            await send_ephemeral(
+                interaction,
+                f"Your signature for {_e(withdrawn.organization)} (as {_e(withdrawn.name)}) was withdrawn. "
+                "Your other signatures stay. You can sign again while it is open.",
+            )
+        else:
+            await send_ephemeral(
+                interaction,
+                f"Your signature as {_e(withdrawn.name)} was withdrawn. You can sign again while it is open.",
+            )
+
+    async def _organization_form_or_choice(self, interaction: discord.Interaction, statement: StatementRow) -> None:
+        """A first organization signature opens the form at once; with some already, ask which to change."""
+        mine = [
+            s for s in await self.service.my_signatures(statement.id, interaction.user.id) if s.kind == "organization"
+        ]
+        if not mine:
+            await interaction.response.send_modal(self._sign_form(statement, "organization", None))
+            return
+        full = len(mine) >= ORGANIZATIONS_PER_MEMBER
+        buttons = [("orgedit", s.id, f"Change: {s.organization}", False) for s in mine]
+        buttons.append(("orgnew", 0, "Sign for another organization", full))
+        text = (
+            f"You have signed **{_e(statement.title)}** for "
+            + ", ".join(f"**{_e(s.organization)}**" for s in mine)
+            + ". Change one of those signatures, or sign for another organization"
+            + (f" (at most {ORGANIZATIONS_PER_MEMBER}: withdraw one first)." if full else ".")
+            + " Your personal signature is separate."
+        )
+        await send_ephemeral(interaction, text, view=choice_view(statement.id, buttons))
+
+    async def on_choice(
+        self, interaction: discord.Interaction, statement_id: int, action: str, signature_id: int
+    ) -> None:
+        """A click on a private "which signature?" answer: open that signature's form, or withdraw it."""
+        if await self._turned_away(interaction):
+            return
+        try:
+            if action == "unsign":
+                withdrawn = await self.service.withdraw(
+                    statement_id, interaction.user.id, signature_id, guild_id=server_of(interaction)
+                )
+                if withdrawn is None:
+                    raise StatementError("That signature is already withdrawn (or isn't yours); nothing changed.")
+                await self._answer_withdrawn(interaction, withdrawn)
+                return
+            statement, _ = await self.service.prepare_sign(
+                statement_id, interaction.user.id, "organization", guild_id=server_of(interaction)
+            )
+            if action == "orgnew":
+                await interaction.response.send_modal(sign_form(statement, "organization", None, another=True))
+                return
+            mine = {s.id: s for s in await self.service.my_signatures(statement_id, interaction.user.id)}
+            current = mine.get(signature_id)
+            if current is None or current.kind != "organization":
+                raise StatementError("That signature was withdrawn meanwhile; use Sign for an organization again.")
+            await interaction.response.send_modal(sign_form(statement, "organization", current))
+        except StatementError as exc:
+            await self._answer_safely(interaction, str(exc))
+        except discord.HTTPException as exc:
+            log.warning("statement choice %s:%s: could not answer user %s: %s", action, statement_id,
+                        interaction.user.id, exc)  # fmt: skip
+        except Exception:
+            log.exception("statement choice %s:%s failed for user %s", action, statement_id, interaction.user.id)
+            await self._answer_safely(
+                interaction, "Something went wrong on our side; it has been logged for the operator."
+            )
+
     async def _who_signed(self, interaction: discord.Interaction, statement_id: int) -> None:
         statement = await self.service.get(statement_id, guild_id=server_of(interaction))
         signers = await self.service.public_signers(statement_id)
@@ -553,6 +740,8 @@ class Statements(commands.Cog):
         head = f"**{_e(statement.title)}**: {counts.signed} signature{'s' if counts.signed != 1 else ''}"
         if counts.signed != counts.public:
             head += f", {counts.public} listed publicly"
+        if counts.organizations:
+            head += f" ({counts.organizations} on behalf of organizations)"
         lines = [head]
         size = len(head)
         for index, signer in enumerate(signers):
@@ -578,7 +767,13 @@ class Statements(commands.Cog):
             if match := SIGN_FORM.match(custom_id):
                 if await self._turned_away(interaction):
                     return
-                await self._submit_signature(interaction, int(match[1]), match[2], values)  # type: ignore[arg-type]
+                await self._submit_signature(
+                    interaction,
+                    int(match[1]),
+                    match[2],  # type: ignore[arg-type]
+                    values,
+                    replaces=int(match[3]) if match[3] else None,
+                )
             elif match := CREATE_FORM.match(custom_id):
                 await self._submit_create(interaction, match, values)
             elif match := EDIT_FORM.match(custom_id):
@@ -612,7 +807,13 @@ class Statements(commands.Cog):
             log.warning("could not answer user %s (interaction expired?): %s", interaction.user.id, exc)
 
     async def _submit_signature(
-        self, interaction: discord.Interaction, statement_id: int, kind: SignKind, values: dict[str, Any]
+        self,
+        interaction: discord.Interaction,
+        statement_id: int,
+        kind: SignKind,
+        values: dict[str, Any],
+        *,
+        replaces: int | None = None,
     ) -> None:
         city, country = split_place(values.get("place"))
         public_choice = values.get("public") or []
@@ -628,16 +829,10 @@ class Statements(commands.Cog):
             public=(public_choice[0] if public_choice else "yes") == "yes",
             account_created_at=interaction.user.created_at,
             guild_id=server_of(interaction),
+            replaces=replaces,
         )
         outcome = await self.service.sign(request)
-        assert outcome.recorded is not None and outcome.statement is not None
-        verb = "Signed" if outcome.status == "created" else "Updated your signature on"
-        await send_ephemeral(
-            interaction,
-            f"{verb} **{_e(outcome.statement.title)}**. Recorded:\n"
-            f"{describe_signature(outcome.recorded, outcome.statement)}\n"
-            "Sign again to change it, or use Withdraw to remove it.",
-        )
+        await send_ephemeral(interaction, signed_answer(outcome))
 
     async def _submit_create(
         self, interaction: discord.Interaction, match: re.Match[str], values: dict[str, Any]
@@ -661,7 +856,8 @@ class Statements(commands.Cog):
         )
         now = self.bot.clock.now()
         shown = dataclasses.replace(draft, status="open")  # what it will be once published
-        channel = self.bot.get_partial_messageable(channel_id)
+        # With its guild, the message's jump URL opens it (without, it points at "@me": DMs).
+        channel = self.bot.get_partial_messageable(channel_id, guild_id=interaction.guild.id)
         try:
             message = await channel.send(
                 embed=statement_embed(Snapshot(shown, Counts()), now),
@@ -824,6 +1020,78 @@ class Statements(commands.Cog):
         if dropped:
             text += " (its old deadline had passed, so it now has none: set one with `deadline:`)"
         await send_ephemeral(interaction, text + ".")
+
+    @statement.command(name="repost", description="Post a statement's message again (after it was deleted)")
+    @app_commands.describe(
+        statement="The statement (type to search)", channel="Where to post it (default: where it was)"
+    )
+    @app_commands.autocomplete(statement=_statement_choices)
+    @organizer_only()
+    async def repost(
+        self, interaction: discord.Interaction, statement: str, channel: discord.TextChannel | None = None
+    ) -> None:
+        """Put the statement's message back, with working buttons and the current count."""
+        found = await self._find(interaction, statement)
+        assert interaction.guild is not None
+        guild_id = interaction.guild.id
+        target_id = channel.id if channel is not None else found.channel_id
+        if target_id is None:
+            raise StatementError("Pick a channel for the statement with the `channel:` option.")
+        if channel is not None:
+            me = interaction.guild.me
+            perms = channel.permissions_for(me)
+            if not (perms.view_channel and perms.send_messages and perms.embed_links):
+                raise StatementError(f"I can't post in {channel.mention} (I need View, Send Messages and Embed Links).")
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        old = await self._existing_message(found, guild_id, must_check=target_id == found.channel_id)
+        if old is not None and old.channel.id == target_id:
+            raise StatementError(
+                f"The message of **{_e(found.title)}** is still there: {old.jump_url} "
+                "(it shows the current count; to move it, give another `channel:`)."
+            )
+        now = self.bot.clock.now()
+        snapshot = Snapshot(found, await self.repo.counts(found.id, latest=LATEST_SHOWN))
+        try:
+            message = await self.bot.get_partial_messageable(target_id, guild_id=guild_id).send(
+                embed=statement_embed(snapshot, now), view=statement_view(found, now), allowed_mentions=NONE
+            )
+        except discord.HTTPException as exc:
+            raise StatementError(f"I couldn't post the statement in <#{target_id}>: {exc.text or exc}.") from None
+        reposted = await self.service.reposted(
+            found.id, channel_id=target_id, message_id=message.id, actor_id=interaction.user.id
+        )
+        self._unreachable.discard(found.id)
+        moved = ""
+        if old is not None:
+            try:
+                await old.delete()
+                moved = " The old message was removed."
+            except discord.HTTPException as exc:
+                log.warning("statement %s: could not delete its old message %s: %s", found.id, old.id, exc)
+                moved = f" I couldn't remove the old message ({old.jump_url}); its buttons still work."
+        await send_ephemeral(
+            interaction, f"Posted **{_e(reposted.title)}** again in <#{target_id}>: {message.jump_url}.{moved}"
+        )
+
+    async def _existing_message(
+        self, statement: StatementRow, guild_id: int, *, must_check: bool
+    ) -> discord.Message | None:
+        """The statement's current message, or None if it was deleted (or never recorded, or, unless
+        `must_check`, can't be seen: reposting elsewhere needs no access to the old channel)."""
+        if statement.channel_id is None or statement.message_id is None:
+            return None
+        channel = self.bot.get_partial_messageable(statement.channel_id, guild_id=guild_id)
+        try:
+            return await channel.fetch_message(statement.message_id)
+        except discord.NotFound:
+            return None
+        except discord.Forbidden:
+            if not must_check:
+                return None
+            raise StatementError(
+                f"I can't see the statement's channel <#{statement.channel_id}> to check its message; give me "
+                "View Channel and Read Message History there, or repost it elsewhere with `channel:`."
+            ) from None
 
     @statement.command(name="signatures", description="Organizers' list of signatures with ids and spam flags")
     @app_commands.describe(statement="The statement (type to search)")

@@ -8,6 +8,7 @@ import json
 import re
 import threading
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +113,7 @@ async def test_error_classes(site: FakeSite, http):
 
 def _check(schema: dict[str, Any], value: Any, where: str = "$") -> None:
     """Enough of JSON Schema for our own schema: type, enum, required, properties, items."""
-    types = {"object": dict, "array": list, "string": str, "integer": int, "null": type(None)}
+    types = {"object": dict, "array": list, "string": str, "integer": int, "null": type(None), "boolean": bool}
     wanted = schema.get("type")
     if wanted is not None:
         names = wanted if isinstance(wanted, list) else [wanted]
@@ -137,8 +138,17 @@ def test_bodies_match_the_published_schema():
     schema = json.loads((DOCS / "webhook.schema.json").read_text())
     adapter = WebhookAdapter(WebhookSettings(url="https://p.example/hook"), "s", clock=FakeClock())
     statement = compose_statement(
-        Statement(id=2, title="S", body="B", signatories=[Signatory(name="N", city="C", kind="organization")])
+        Statement(
+            id=2,
+            title="S",
+            body="B",
+            signatories=[Signatory(name="N", city="C", kind="organization")],
+            status="closed",
+            signature_count=3,
+            closed_at=datetime(2026, 1, 1, tzinfo=UTC),
+        )
     ).model_copy(update={"idempotency_key": "statement:2:update:5"})
+    assert statement.metadata["final"] is True and statement.metadata["signature_count"] == 3
     bodies = [
         adapter.body_for("create", letter(), None),
         adapter.body_for("update", statement, "wh-9"),

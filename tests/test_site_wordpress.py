@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from html.parser import HTMLParser
 
 import httpx
@@ -238,6 +239,31 @@ async def test_digest_is_sent_as_draft_and_statement_as_page(site: FakeSite, htt
     assert site.post_by_id(d.remote_id or "")["status"] == "draft"
     assert site.post_by_id(s.remote_id or "")["type"] == "pages"
     assert await wp.lookup(statement) == s
+
+
+async def test_statement_post_says_open_or_final_with_the_total(site: FakeSite, http):
+    """The WordPress post says whether the statement is open or closed (final), with the total next to the list."""
+    wp = adapter(site, http, post_status="publish")
+    signers = [Signatory(name="Ann"), Signatory(name="Friends", kind="organization")]
+    deadline = datetime(2026, 12, 31, 18, 0, tzinfo=UTC)
+    opened = compose_statement(Statement(id=7, title="S", body="B", signatories=signers, signature_count=3,
+                                         closes_at=deadline))  # fmt: skip
+    ref = await wp.create(opened)
+    post = site.post_by_id(ref.remote_id or "")
+    assert (
+        '<p class="readersviews-statement-status"><strong>Open for signatures until 31 December 2026, 18:00 UTC.'
+        " 3 signatures so far, 2 of them listed publicly.</strong></p>"
+    ) in post["content"]
+    closed = compose_statement(Statement(id=7, title="S", body="B", signatories=signers, signature_count=3,
+                                         status="closed", closed_at=deadline))  # fmt: skip
+    await wp.update(ref.remote_id, closed)
+    assert (
+        "Closed on 31 December 2026, 18:00 UTC. Final count: 3 signatures, 2 of them listed publicly."
+        in (post["content"])
+    )
+    assert "Open for signatures" not in post["content"]
+    alone = compose_statement(Statement(id=8, title="T", body="B", signatories=[Signatory(name="Ann")]))
+    assert "Open for signatures. 1 signature so far.</strong>" in alone.html  # all listed: no "of them"
 
 
 async def test_lookup_finds_renamed_slug_only_with_matching_title(site: FakeSite, http):

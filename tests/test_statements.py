@@ -129,6 +129,56 @@ async def test_create_sign_resign_withdraw(running: Booted, world: World) -> Non
     assert "haven't signed" in await answer(click)
 
 
+async def test_create_answer_links_to_the_message(running: Booted, world: World) -> None:
+    """The organizer's answer to /statement create links to the posted message in its server."""
+    fake = world.fake
+    ix = await fake.slash(world.guild, world.organizer, "statement create", channel=world.discussion)
+    await ix.wait_response()
+    submit = await fake.submit_modal(world.guild, world.organizer, None, {"title": "Linked", "body": "Text."})
+    text = await answer(submit)
+    message = fake.messages_in(world.discussion)[-1]
+    assert f"https://discord.com/channels/{world.guild.id}/{world.discussion.id}/{message['id']}" in text, text
+    assert "@me" not in text
+
+
+async def test_repost_puts_a_deleted_message_back(running: Booted, world: World) -> None:
+    """/statement repost posts the message again with the current count and working buttons; refuses a duplicate."""
+    fake = world.fake
+    message = await create_statement(world, running, slug="library")
+    await sign(world, message, world.reader, {"name": "Rita Reader"})
+    await eventually(lambda: "**1**" in field(current(fake, message), "Signatures"))
+    await fake.message_delete(current(fake, message))
+
+    ix = await fake.slash(world.guild, world.organizer, "statement repost", statement="library")
+    text = await answer(ix)
+    [again] = fake.messages_in(world.discussion)
+    assert again["id"] != message["id"] and ix.ephemeral
+    assert f"https://discord.com/channels/{world.guild.id}/{world.discussion.id}/{again['id']}" in text, text
+    assert "**1**" in field(again, "Signatures") and "Rita Reader" in field(again, "Latest signers")
+    assert [c["custom_id"] for c in again["components"][0]["components"]] == [
+        f"statements:{a}:{sid(message)}" for a in ("sign", "sign_org", "withdraw", "who")
+    ]
+    assert "Signed" in await sign(world, again, world.editor, {"name": "Ed Editor"})
+    await eventually(lambda: "**2**" in field(current(fake, again), "Signatures"))
+
+    ix = await fake.slash(world.guild, world.organizer, "statement repost", statement="library")
+    assert "is still there" in await answer(ix)
+    assert len(fake.messages_in(world.discussion)) == 1
+
+    elsewhere = world.guild.add_text_channel("campaigns")
+    await fake.roundtrip()
+    ix = await fake.slash(world.guild, world.organizer, "statement repost", statement="library", channel=elsewhere)
+    assert "old message was removed" in await answer(ix)
+    [moved] = fake.messages_in(elsewhere)
+    assert fake.messages_in(world.discussion) == [] and "**2**" in field(moved, "Signatures")
+    row = await running.bot.store.db.fetchone(
+        "SELECT channel_id, message_id FROM statements WHERE id = ?", (sid(message),)
+    )
+    assert (row["channel_id"], row["message_id"]) == (elsewhere.id, int(moved["id"]))
+    audit = [a["action"] for a in await running.bot.store.audit.for_entity(f"statement:{sid(message)}")]
+    assert audit.count("statement.repost") == 2
+
+
 async def test_private_and_public_listing(running: Booted, world: World) -> None:
     """Public signers appear in the embed and 'Who signed'; private ones only count."""
     fake = world.fake
@@ -158,6 +208,75 @@ async def test_organization_signing_on_and_off(running: Booted, world: World) ->
     await eventually(
         lambda: "**Friends of the Library**, signed by Rita" in field(current(fake, message), "Latest signers")
     )
+
+
+def buttons_of(message: dict[str, Any]) -> dict[str, str]:
+    """{label: custom_id} of a message's buttons."""
+    return {c["label"]: c["custom_id"] for row in message.get("components", []) for c in row["components"]}
+
+
+async def test_member_signs_personally_and_for_organizations(running: Booted, world: World) -> None:
+    """Signing for an organization keeps the personal signature; each form says which one it creates or changes."""
+    fake = world.fake
+    message = await create_statement(world, running)
+    text = await sign(world, message, world.reader, {"name": "Rita Reader"})
+    assert "Signed **Save the library** (your personal signature)" in text
+
+    click = await fake.click(world.guild, world.reader, message, f"statements:sign_org:{sid(message)}")
+    await click.wait_response()
+    assert click.modal is not None and click.modal["title"] == "Sign for an organization"
+    submit = await fake.submit_modal(world.guild, world.reader, None, {"organization": "Friends", "name": "Rita"})
+    text = await answer(submit)
+    assert "Signed **Save the library** for **Friends**" in text and "personal signature" in text
+    await eventually(lambda: "**2**" in field(current(fake, message), "Signatures"))
+    assert "1 on behalf of organizations" in field(current(fake, message), "Signatures")
+    latest = field(current(fake, message), "Latest signers")
+    assert "• Rita Reader" in latest and "**Friends**, signed by Rita" in latest
+
+    click = await fake.click(world.guild, world.reader, current(fake, message), f"statements:sign:{sid(message)}")
+    await click.wait_response()
+    assert click.modal is not None and click.modal["title"] == "Change your personal signature"
+
+    # With an organization signature already, the button asks which one (or another organization).
+    click = await fake.click(world.guild, world.reader, current(fake, message), f"statements:sign_org:{sid(message)}")
+    text = await answer(click)
+    assert "You have signed **Save the library** for **Friends**" in text and click.ephemeral
+    assert click.original is not None
+    choices = buttons_of(click.original)
+    assert list(choices) == ["Change: Friends", "Sign for another organization"]
+    edit = await fake.click(world.guild, world.reader, click.original, choices["Change: Friends"])
+    await edit.wait_response()
+    assert edit.modal is not None and edit.modal["title"] == "Change: Friends"
+    submit = await fake.submit_modal(world.guild, world.reader, None, {"organization": "Friends of Leeds"})
+    assert "Updated your signature on **Save the library** for **Friends of Leeds**" in await answer(submit)
+    another = await fake.click(world.guild, world.reader, click.original, choices["Sign for another organization"])
+    await another.wait_response()
+    assert another.modal is not None and another.modal["title"] == "Sign for another organization"
+    submit = await fake.submit_modal(world.guild, world.reader, None, {"organization": "Parents", "name": "Rita"})
+    assert "Signed **Save the library** for **Parents**" in await answer(submit)
+    db = running.bot.store.db
+    rows = await db.fetchall("SELECT kind, name, organization FROM signatures WHERE withdrawn_at IS NULL ORDER BY id")
+    assert [tuple(r) for r in rows] == [
+        ("individual", "Rita Reader", None),
+        ("organization", "Rita", "Friends of Leeds"),
+        ("organization", "Rita", "Parents"),
+    ]
+
+    # Withdraw asks which; the personal one goes, the organizations stay.
+    click = await fake.click(world.guild, world.reader, current(fake, message), f"statements:withdraw:{sid(message)}")
+    assert "Which one" in await answer(click)
+    assert click.original is not None
+    choices = buttons_of(click.original)
+    assert list(choices) == ["Withdraw personal (Rita Reader)", "Withdraw for Friends of Leeds", "Withdraw for Parents"]
+    gone = await fake.click(world.guild, world.reader, click.original, choices["Withdraw personal (Rita Reader)"])
+    assert "Your signature as Rita Reader was withdrawn" in await answer(gone)
+    await eventually(lambda: "**2**" in field(current(fake, message), "Signatures"))
+    click = await fake.click(world.guild, world.admin, current(fake, message), f"statements:who:{sid(message)}")
+    assert "2 signatures (2 on behalf of organizations)" in await answer(click)
+    # Someone else's click on a forged choice id changes nothing.
+    forged = await fake.click(world.guild, world.editor, gone.message or {}, choices["Withdraw for Parents"])
+    assert "already withdrawn (or isn't yours)" in await answer(forged)
+    assert await db.scalar("SELECT count(*) FROM signatures WHERE withdrawn_at IS NULL") == 2
 
 
 async def test_untrusted_names_are_escaped(running: Booted, world: World) -> None:

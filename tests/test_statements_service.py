@@ -7,6 +7,7 @@ import csv
 import io
 import itertools
 import json
+import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 
 from bot.statements import (
     Debouncer,
+    SeveralSignatures,
     SignRequest,
     StatementError,
     StatementService,
@@ -24,7 +26,8 @@ from bot.statements import (
     split_place,
 )
 from bot.store import Store
-from bot.store.statements import StatementRow, StatementsRepo
+from bot.store.database import migration_files
+from bot.store.statements import ORGANIZATIONS_PER_MEMBER, StatementRow, StatementsRepo
 from tests.clock import FakeClock
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -124,6 +127,150 @@ async def test_closed_blocked_and_organization_rules(env: tuple[StatementService
     assert actions == ["statement.create", "statement.block", "statement.close"]
 
 
+def org(statement: StatementRow, user: int, organization: str, name: str = "Ann Example", **kw: object) -> SignRequest:
+    return req(statement, user, name, kind="organization", organization=organization, **kw)
+
+
+async def test_personal_and_organization_signatures_are_separate(
+    env: tuple[StatementService, Store, FakeClock],
+) -> None:
+    """Signing for an organization keeps the personal signature; one signature per organization name, capped."""
+    service, store, _clock = env
+    statement = await published(service)
+    assert (await service.sign(req(statement, 1, name="Ann Personal"))).status == "created"
+    assert (await service.sign(org(statement, 1, "Friends of the Library", role="Chair"))).status == "created"
+    live = await service.my_signatures(statement.id, 1)
+    assert [(s.kind, s.name, s.organization) for s in live] == [
+        ("individual", "Ann Personal", None),
+        ("organization", "Ann Example", "Friends of the Library"),
+    ], "the organization signature did not replace the personal one"
+    # The same organization, spelt differently, changes that signature; the personal one is untouched.
+    again = await service.sign(org(statement, 1, "  friends of the LIBRARY ", role="Treasurer"))
+    assert again.status == "updated"
+    assert (await service.sign(req(statement, 1, name="Ann P."))).status == "updated"
+    live = await service.my_signatures(statement.id, 1)
+    assert [(s.name, s.role) for s in live] == [("Ann P.", None), ("Ann Example", "Treasurer")]
+    counts = await service.repo.counts(statement.id)
+    assert (counts.signed, counts.organizations) == (2, 1)
+
+    for n in range(2, ORGANIZATIONS_PER_MEMBER + 1):
+        assert (await service.sign(org(statement, 1, f"Org {n}"))).status == "created"
+    with pytest.raises(StatementError, match=f"{ORGANIZATIONS_PER_MEMBER} organizations"):
+        await service.sign(org(statement, 1, "One Too Many"))
+    assert (await service.sign(org(statement, 1, "org 2", role="Still fine"))).status == "updated"
+    assert await store.db.scalar("SELECT count(*) FROM signatures WHERE withdrawn_at IS NULL") == 6
+    assert await store.db.scalar("SELECT count(*) FROM signatures") == 6, "updates change rows, never add"
+
+
+async def test_organization_form_changes_the_signature_it_names(
+    env: tuple[StatementService, Store, FakeClock],
+) -> None:
+    """A form for one organization signature renames that one; a name already used, or a withdrawn one, is refused."""
+    service, _store, _clock = env
+    statement = await published(service)
+    await service.sign(org(statement, 1, "Acme"))
+    await service.sign(org(statement, 1, "Beta"))
+    acme, beta = await service.my_signatures(statement.id, 1)
+    renamed = await service.sign(org(statement, 1, "Acme Ltd", replaces=acme.id))
+    assert renamed.status == "updated"
+    live = await service.my_signatures(statement.id, 1)
+    assert [(s.id, s.organization) for s in live] == [(acme.id, "Acme Ltd"), (beta.id, "Beta")]
+    with pytest.raises(StatementError, match="already signed"):
+        await service.sign(org(statement, 1, "beta", replaces=acme.id))
+    # The old name is free again: signing for it makes a new signature.
+    assert (await service.sign(org(statement, 1, "Acme"))).status == "created"
+    await service.withdraw(statement.id, 1, beta.id)
+    with pytest.raises(StatementError, match="withdrawn meanwhile"):
+        await service.sign(org(statement, 1, "Beta again", replaces=beta.id))
+    # Another account cannot change mine by naming its id.
+    with pytest.raises(StatementError, match="withdrawn meanwhile"):
+        await service.sign(org(statement, 2, "Hijack", replaces=acme.id))
+    assert [s.organization for s in await service.my_signatures(statement.id, 1)] == ["Acme Ltd", "Acme"]
+
+
+async def test_withdraw_asks_which_of_several_and_moderation_per_signature(
+    env: tuple[StatementService, Store, FakeClock],
+) -> None:
+    """Withdraw asks which of several signatures; hiding one hides only that one; the site lists both kinds."""
+    service, store, clock = env
+    statement = await published(service)
+    await service.sign(req(statement, 1, name="Ann Personal"))
+    await service.sign(org(statement, 1, "Acme", name="Ann for Acme"))
+    with pytest.raises(SeveralSignatures) as several:
+        await service.withdraw(statement.id, 1)
+    assert [s.name for s in several.value.signatures] == ["Ann Personal", "Ann for Acme"]
+    assert len(await service.my_signatures(statement.id, 1)) == 2, "nothing withdrawn without a choice"
+    personal, acme = several.value.signatures
+    await service.hide(statement.id, acme.id, actor_id=ORGANIZER)
+    assert [s.name for s in await service.public_signers(statement.id)] == ["Ann Personal"]
+    await service.hide(statement.id, acme.id, actor_id=ORGANIZER, hidden=False)
+    clock.advance(minutes=10)
+    await service.flush_site_updates()
+    update = (await store.outbox.for_entity(statement.entity))[-1]
+    assert [(s["name"], s["kind"]) for s in update.payload["metadata"]["signatories"]] == [
+        ("Ann Personal", "individual"),
+        ("Ann for Acme", "organization"),
+    ]
+    # Two hidden, one unhidden: the other stays hidden.
+    await service.hide(statement.id, personal.id, actor_id=ORGANIZER)
+    await service.hide(statement.id, acme.id, actor_id=ORGANIZER)
+    await service.hide(statement.id, acme.id, actor_id=ORGANIZER, hidden=False)
+    assert [s.name for s in await service.public_signers(statement.id)] == ["Ann for Acme"]
+    await service.hide(statement.id, personal.id, actor_id=ORGANIZER, hidden=False)
+    data = await export_statement(store, statement.slug, fmt="json", guild_id=None, include_discord_ids=True, bom=False)
+    exported = [(r["kind"], r["name"], r["organization"], r["discord_user_id"]) for r in json.loads(data)["signatures"]]
+    assert exported == [("individual", "Ann Personal", "", "1"), ("organization", "Ann for Acme", "Acme", "1")]
+    withdrawn = await service.withdraw(statement.id, 1, personal.id)
+    assert withdrawn is not None and withdrawn.id == personal.id
+    assert [s.id for s in await service.my_signatures(statement.id, 1)] == [acme.id]
+    last = await service.withdraw(statement.id, 1)  # only one left: no question
+    assert last is not None and last.id == acme.id
+    assert await service.withdraw(statement.id, 1) is None
+    # Blocking an account hides every one of its live signatures.
+    await service.sign(req(statement, 2, name="Bo"))
+    await service.sign(org(statement, 2, "Bo Corp", name="Bo"))
+    assert await service.block(statement.id, 2, actor_id=ORGANIZER) == (True, 2)
+    assert await service.public_signers(statement.id) == []
+
+
+async def test_signatures_from_before_the_migration_keep_working(tmp_path: Path) -> None:
+    """A database at schema 4 with an organization signature migrates; that member can now add a personal one."""
+    path = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(path)
+    for version, _name, sql in migration_files()[:4]:
+        conn.executescript(sql)
+        conn.execute(f"PRAGMA user_version = {version}")
+    stamp = START.isoformat()
+    conn.execute(
+        "INSERT INTO statements (id, guild_id, slug, title, body, organizer_id, status, created_at, updated_at)"
+        " VALUES (1, ?, 'old', 'Old', 'Body', ?, 'open', ?, ?)",
+        (GUILD, ORGANIZER, stamp, stamp),
+    )
+    conn.execute(
+        "INSERT INTO signatures (statement_id, user_id, kind, name, organization, created_at, updated_at)"
+        " VALUES (1, 7, 'organization', 'Ann', 'Café Rouge', ?, ?)",
+        (stamp, stamp),
+    )
+    conn.commit()
+    conn.close()
+    clock = FakeClock(START)
+    store = await Store.open(path, clock)
+    service = StatementService(store, StatementsRepo(store.db, clock), clock)
+    try:
+        statement = await service.get(1)
+        assert (await service.sign(req(statement, 7, name="Ann Personal"))).status == "created"
+        assert (await service.sign(org(statement, 7, "CAFÉ ROUGE", role="Owner"))).status == "updated"
+        live = await service.my_signatures(1, 7)
+        assert [(s.kind, s.organization, s.role) for s in live] == [
+            ("individual", None, None),
+            ("organization", "CAFÉ ROUGE", "Owner"),
+        ]
+        assert await store.db.scalar("SELECT count(*) FROM signatures") == 2
+    finally:
+        await service.aclose()
+        await store.close()
+
+
 async def test_organization_requires_name(env: tuple[StatementService, Store, FakeClock]) -> None:
     """Signing for an organization needs the organization's name."""
     service, _store, _clock = env
@@ -157,6 +304,13 @@ async def test_flags(env: tuple[StatementService, Store, FakeClock]) -> None:
     await service.sign(req(statement, 3, name="bob ", account_created_at=clock.now() - timedelta(days=400)))
     flags = {s.user_id: set(s.flags) for s in await service.signatures_for_organizers(statement.id)}
     assert flags == {1: {"link_in_name"}, 2: {"new_account", "repeated_name"}, 3: {"repeated_name"}}
+    # Two accounts signing for the same organization are flagged; one member's own two signatures are not.
+    await service.sign(org(statement, 4, "Acme", name="Dee", account_created_at=clock.now() - timedelta(days=400)))
+    await service.sign(org(statement, 5, " ACME ", name="Eve", account_created_at=clock.now() - timedelta(days=400)))
+    await service.sign(org(statement, 3, "Other", name="Bob", account_created_at=clock.now() - timedelta(days=400)))
+    flags = {(s.user_id, s.kind): set(s.flags) for s in await service.signatures_for_organizers(statement.id)}
+    assert flags[(4, "organization")] == flags[(5, "organization")] == {"repeated_organization"}
+    assert flags[(3, "organization")] == {"repeated_name"}  # Bob is also user 2's name; not user 3's own repeat
 
 
 async def test_slugs_unique_and_ascii(env: tuple[StatementService, Store, FakeClock]) -> None:
@@ -236,6 +390,25 @@ async def test_export_csv_json(env: tuple[StatementService, Store, FakeClock]) -
     with pytest.raises(LookupError, match="no statement"):
         await export_statement(store, "nope", fmt="csv", guild_id=None, include_discord_ids=True, bom=False)
     assert neutralise_formula("\tx") == "'\tx" and neutralise_formula("Ann") == "Ann"
+
+
+async def test_export_csv_neutralises_formulas_after_separators(
+    env: tuple[StatementService, Store, FakeClock],
+) -> None:
+    """A formula after ; , or tab inside a cell (a cell of its own in many locales) gets the apostrophe too."""
+    service, store, _clock = env
+    statement = await published(service, slug="library")
+    await service.sign(req(statement, 1, name="Bob;=1+2", role="Chair, +44", city="Leeds; @SUM(A1)", country="-UK"))
+    data = await export_statement(store, "library", fmt="csv", guild_id=None, include_discord_ids=False, bom=False)
+    row = next(csv.DictReader(io.StringIO(data.decode("utf-8"))))
+    assert (row["name"], row["role"], row["city"], row["country"]) == (
+        "Bob;'=1+2", "Chair, '+44", "Leeds; '@SUM(A1)", "'-UK",
+    )  # fmt: skip
+    # Opened in a ";" locale, no piece of any cell starts with a formula character.
+    for line in data.decode("utf-8").splitlines():
+        for piece in line.replace('"', "").replace(",", ";").split(";"):
+            assert not piece.strip().startswith(("=", "+", "-", "@")), piece
+    assert neutralise_formula("a\t=b") == "a\t'=b" and neutralise_formula("Ann; Bob") == "Ann; Bob"
 
 
 async def test_export_ambiguous_slug(env: tuple[StatementService, Store, FakeClock]) -> None:

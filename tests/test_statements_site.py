@@ -148,6 +148,12 @@ def names(event: dict[str, Any]) -> list[str]:
     return [s["name"] for s in event["data"]["metadata"]["signatories"]]
 
 
+def status_of(event: dict[str, Any]) -> tuple[str, bool, int, int]:
+    """(status, final, signature_count, signatory_count) of a statement event."""
+    metadata = event["data"]["metadata"]
+    return metadata["status"], metadata["final"], metadata["signature_count"], metadata["signatory_count"]
+
+
 def assert_signed_and_anonymous(site: RecordingSite, world: World, booted: Booted, clock: FakeClock) -> None:
     """Every request carries a valid HMAC of its exact body and no Discord id appears in any of them."""
     assert site.webhook_rejected == 0
@@ -175,6 +181,7 @@ async def test_statement_reaches_the_site_once_with_public_signers_throttled(
     [create] = site.accepted(entity)
     assert create["event"] == "statement.create" and create["id"] == f"{entity}:create:1"
     assert create["data"]["title"] == "Save the library" and names(create) == []
+    assert status_of(create) == ("open", False, 0, 0)
     remote_id = site.webhook_remote[entity]
 
     assert "Signed" in await sign(world, message, world.reader, {"name": "Rita Reader", "place": "Leeds, UK"})
@@ -199,6 +206,8 @@ async def test_statement_reaches_the_site_once_with_public_signers_throttled(
     [rita] = [s for s in first["data"]["metadata"]["signatories"] if s["name"] == "Rita Reader"]
     assert (rita["city"], rita["country"]) == ("Leeds", "UK")
     assert "Quiet Editor" not in first["data"]["html"] and "Pat Public" in first["data"]["html"]
+    assert status_of(first) == ("open", False, 4, 3), "the total counts the private signature too"
+    assert "Open for signatures. 4 signatures so far, 3 of them listed publicly." in first["data"]["html"]
 
     assert "Signed" in await sign(world, message, member(world, "sam-spam"), {"name": "Sam Late"})
     pat = await booted.bot.store.db.scalar("SELECT id FROM signatures WHERE name = 'Pat Public'")
@@ -214,6 +223,9 @@ async def test_statement_reaches_the_site_once_with_public_signers_throttled(
     *_, final = site.accepted(entity)
     assert final["event"] == "statement.update" and final["id"] == f"{entity}:update:2"
     assert names(final) == ["Rita Reader", "Ada", "Sam Late"], "the final list: hidden Pat gone, Sam added"
+    assert status_of(final) == ("closed", True, 4, 3), "closed, final, hidden Pat not counted"
+    assert "Final count: 4 signatures, 3 of them listed publicly." in final["data"]["html"]
+    assert final["data"]["metadata"]["closed_at"] == clock.now().isoformat()
     assert final["data"]["remote_id"] == remote_id
     clock.advance(minutes=UPDATE_MINUTES * 3)
     await tick(booted, clock)

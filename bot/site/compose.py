@@ -11,7 +11,7 @@ import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import nh3
@@ -79,6 +79,11 @@ class Statement:
     """Public signatories only, in the order to show them."""
     slug: str | None = None
     closes_at: datetime | None = None
+    status: Literal["open", "closed"] = "open"
+    """Closed: no more signatures; the list sent is final (unless an organizer reopens it)."""
+    signature_count: int | None = None
+    """Every counted signature, public and private (None: only the public list is known)."""
+    closed_at: datetime | None = None
 
 
 def slugify(text: str, max_len: int = SLUG_WORDS_MAX) -> str:
@@ -192,7 +197,13 @@ def compose_digest(digest: Digest, *, disclaimer: str | None) -> SiteItem:
 def compose_statement(statement: Statement, *, disclaimer: str | None = None) -> SiteItem:
     title = site_title(statement.title) or f"Statement {statement.id}"
     words = slugify(statement.slug or title)
-    parts = [_markdown(statement.body), _signatories_html(statement.signatories), _disclaimer(disclaimer)]
+    parts = [
+        _markdown(statement.body),
+        _statement_status_html(statement),
+        _signatories_html(statement.signatories),
+        _disclaimer(disclaimer),
+    ]
+    total = statement.signature_count if statement.signature_count is not None else len(statement.signatories)
     return SiteItem(
         kind="statement",
         entity=f"statement:{statement.id}",
@@ -203,6 +214,10 @@ def compose_statement(statement: Statement, *, disclaimer: str | None = None) ->
             "signatory_count": len(statement.signatories),
             "signatories": [_signatory_metadata(s) for s in statement.signatories],
             "closes_at": statement.closes_at.isoformat() if statement.closes_at else None,
+            "status": statement.status,
+            "signature_count": total,
+            "final": statement.status == "closed",
+            "closed_at": statement.closed_at.isoformat() if statement.closed_at else None,
         },
     )
 
@@ -260,6 +275,30 @@ def _disclaimer(text: str | None) -> str:
     if not text or not clean_line(text):
         return ""
     return f'<p class="readersviews-disclaimer"><em>{_e(text)}</em></p>'
+
+
+def _when(moment: datetime) -> str:
+    moment = moment.astimezone(UTC)
+    return f"{moment.day} {moment:%B %Y, %H:%M} UTC"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _statement_status_html(statement: Statement) -> str:
+    """Open or closed (final), and the total count next to how many of those are listed below."""
+    listed = len(statement.signatories)
+    total = statement.signature_count if statement.signature_count is not None else listed
+    if statement.status == "closed":
+        state = "Closed" + (f" on {_when(statement.closed_at)}" if statement.closed_at else "")
+        state += f". Final count: {_plural(total, 'signature')}"
+    else:
+        state = "Open for signatures" + (f" until {_when(statement.closes_at)}" if statement.closes_at else "")
+        state += f". {_plural(total, 'signature')} so far"
+    if total != listed:
+        state += f", {listed} of them listed publicly"
+    return f'<p class="readersviews-statement-status"><strong>{_e(state)}.</strong></p>'
 
 
 def _signatory_line(s: Signatory) -> str:

@@ -1,12 +1,17 @@
 """Statements and their signatures: plain SQL over `statements`, `signatures`, `statement_blocks`.
 
 Signatures are written in batches (`sign_batch`): one transaction checks every request against the
-statement's state and blocks, then upserts all of them with one `executemany`. The partial unique
-index `signatures_live` (one live signature per user per statement) is the conflict target, so two
-submits from the same account at once end as one row whatever the interleaving.
+statement's state and blocks, then upserts all of them with one `executemany`. A member has one
+personal signature and may also sign for up to `ORGANIZATIONS_PER_MEMBER` organizations, one
+signature per organization name: `sign_key` tells them apart ('' personal, 'org:<name key>'), and
+the partial unique index `signatures_live` (one live signature per user, statement and key) is the
+conflict target, so two submits from the same account at once end as one row whatever the
+interleaving. A form that changes one organization signature names it (`SignatureInput.replaces`),
+so renaming the organization changes that row instead of adding one.
 
-Hiding is per account: a signature made after withdrawing a hidden one starts hidden (with the
-same `hidden_at`/`hidden_by`), and unhiding clears every row of the account on that statement.
+Hiding is per account: while an account has a hidden signature (live or withdrawn), a new one it
+makes starts hidden (with the same `hidden_at`/`hidden_by`). Unhiding one signature also clears the
+account's withdrawn hidden rows, but not its other live signatures (each is moderated on its own).
 
 `statements.message_dirty` counts changes not yet shown on the Discord message (0: up to date).
 The refresher clears it only if it still holds the value read with the state it rendered, so a
@@ -17,9 +22,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import unicodedata
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import groupby
+from operator import itemgetter
 from typing import Any, Literal
 
 import aiosqlite
@@ -28,7 +37,18 @@ from bot.clock import Clock, from_db, to_db
 from bot.store.database import Database
 
 SignKind = Literal["individual", "organization"]
-SignStatus = Literal["created", "updated", "closed", "blocked", "no_organizations", "missing"]
+SignStatus = Literal[
+    "created", "updated", "closed", "blocked", "no_organizations", "missing", "too_many", "taken", "gone"
+]
+ORGANIZATIONS_PER_MEMBER = 5
+"""How many organizations one account may sign a statement for (besides its personal signature)."""
+
+
+def signature_key(kind: SignKind, organization: str | None) -> str:
+    """Which of a member's signatures this is: '' personal, 'org:<name>' per organization (case-folded)."""
+    if kind != "organization":
+        return ""
+    return "org:" + " ".join(unicodedata.normalize("NFKC", organization or "").casefold().split())
 
 
 @dataclass(frozen=True)
@@ -148,6 +168,12 @@ class SignatureInput:
     flags: tuple[str, ...] = ()
     guild_id: int | None = None
     """The server the sign-on came from; a statement of another server is answered as missing."""
+    replaces: int | None = None
+    """The id of the member's organization signature this changes (its form named it); None: by key."""
+
+    @property
+    def key(self) -> str:
+        return signature_key(self.kind, self.organization)
 
 
 @dataclass(frozen=True)
@@ -165,6 +191,8 @@ class Counts:
     """Live signatures not hidden by a moderator."""
     public: int = 0
     hidden: int = 0
+    organizations: int = 0
+    """Of `signed`, those made on behalf of organizations."""
     latest: list[SignatureRow] = field(default_factory=list)
 
 
@@ -176,11 +204,18 @@ def _dt(text: str) -> datetime:
 
 _UPSERT = (
     "INSERT INTO signatures (statement_id, user_id, kind, name, organization, role, city, country, public,"
-    " created_at, updated_at, flags, hidden_at, hidden_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    " ON CONFLICT (statement_id, user_id) WHERE withdrawn_at IS NULL DO UPDATE SET"
+    " created_at, updated_at, flags, hidden_at, hidden_by, sign_key)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (statement_id, user_id, sign_key) WHERE withdrawn_at IS NULL DO UPDATE SET"
     " kind = excluded.kind, name = excluded.name, organization = excluded.organization,"
     " role = excluded.role, city = excluded.city, country = excluded.country, public = excluded.public,"
     " updated_at = excluded.updated_at, flags = excluded.flags"
+)
+# Changes one live signature by id: an organization signature renamed by its form, or one from
+# before sign_key (which gets its proper key now).
+_UPDATE_BY_ID = (
+    "UPDATE signatures SET kind = ?, name = ?, organization = ?, role = ?, city = ?, country = ?, public = ?,"
+    " updated_at = ?, flags = ?, sign_key = ? WHERE id = ? AND withdrawn_at IS NULL"
 )
 
 
@@ -195,7 +230,7 @@ _SIGN_CONTEXT = (
     " EXISTS (SELECT 1 FROM statement_blocks b WHERE b.statement_id = req.sid AND b.user_id = req.uid) AS blocked, "
     + ", ".join(f"sig.{name} AS sig_{name}" for name in _SIGNATURE_COLUMNS)
     + " FROM req JOIN statements st ON st.id = req.sid LEFT JOIN signatures sig"
-    " ON sig.statement_id = req.sid AND sig.user_id = req.uid AND sig.withdrawn_at IS NULL"
+    " ON sig.statement_id = req.sid AND sig.user_id = req.uid AND sig.withdrawn_at IS NULL AND sig.sign_key = ''"
 )
 
 
@@ -344,7 +379,7 @@ class StatementsRepo:
     async def sign_context(
         self, statement_id: int, user_id: int
     ) -> tuple[StatementRow | None, bool, SignatureRow | None]:
-        """(statement, account blocked from it, its live signature) in one read."""
+        """(statement, account blocked from it, its live personal signature) in one read."""
         return (await self.sign_contexts([(statement_id, user_id)]))[(statement_id, user_id)]
 
     async def sign_contexts(
@@ -373,25 +408,50 @@ class StatementsRepo:
         return found
 
     async def live_signature(self, statement_id: int, user_id: int) -> SignatureRow | None:
+        """The account's live personal signature."""
         row = await self.db.fetchone(
-            "SELECT * FROM signatures WHERE statement_id = ? AND user_id = ? AND withdrawn_at IS NULL",
+            "SELECT * FROM signatures WHERE statement_id = ? AND user_id = ? AND withdrawn_at IS NULL"
+            " AND sign_key = ''",
             (statement_id, user_id),
         )
         return SignatureRow.from_row(row) if row else None
 
-    async def withdraw(self, conn: aiosqlite.Connection, statement_id: int, user_id: int) -> SignatureRow | None:
-        async with conn.execute(
+    async def live_signatures_of(
+        self, statement_id: int, user_id: int, conn: aiosqlite.Connection | None = None
+    ) -> list[SignatureRow]:
+        """Every live signature of the account: the personal one first, then organizations in signing order."""
+        sql = (
+            "SELECT * FROM signatures WHERE statement_id = ? AND user_id = ? AND withdrawn_at IS NULL"
+            " ORDER BY kind = 'organization', created_at, id"
+        )
+        if conn is not None:
+            async with conn.execute(sql, (statement_id, user_id)) as cursor:
+                rows = list(await cursor.fetchall())
+        else:
+            rows = await self.db.fetchall(sql, (statement_id, user_id))
+        return [SignatureRow.from_row(row) for row in rows]
+
+    async def withdraw(
+        self, conn: aiosqlite.Connection, statement_id: int, user_id: int, signature_id: int | None = None
+    ) -> SignatureRow | None:
+        """Withdraw one live signature of the account: `signature_id`, or else every live one
+        (callers pass no id only when the account has a single one)."""
+        sql = (
             "UPDATE signatures SET withdrawn_at = ?, updated_at = ? WHERE statement_id = ? AND user_id = ?"
-            " AND withdrawn_at IS NULL RETURNING *",
-            (to_db(self._clock.now()), to_db(self._clock.now()), statement_id, user_id),
-        ) as cursor:
+            " AND withdrawn_at IS NULL"
+        )
+        params: tuple[Any, ...] = (to_db(self._clock.now()), to_db(self._clock.now()), statement_id, user_id)
+        if signature_id is not None:
+            sql, params = sql + " AND id = ?", (*params, signature_id)
+        async with conn.execute(sql + " RETURNING *", params) as cursor:
             row = await cursor.fetchone()
         return SignatureRow.from_row(row) if row else None
 
     async def set_hidden(
         self, conn: aiosqlite.Connection, signature_id: int, hidden_by: int | None, hidden: bool
     ) -> SignatureRow | None:
-        """Hide one signature, or unhide its account on the statement (all its rows, withdrawn too)."""
+        """Hide one signature, or unhide it together with the account's withdrawn hidden rows (which
+        would hide its next signature); the account's other live signatures keep their own state."""
         async with conn.execute(
             "UPDATE signatures SET hidden_at = ?, hidden_by = ? WHERE id = ? RETURNING *",
             (to_db(self._clock.now()) if hidden else None, hidden_by if hidden else None, signature_id),
@@ -403,7 +463,7 @@ class StatementsRepo:
             # Otherwise a withdrawn hidden row would hide the account's next signature again.
             await conn.execute(
                 "UPDATE signatures SET hidden_at = NULL, hidden_by = NULL"
-                " WHERE statement_id = ? AND user_id = ? AND hidden_at IS NOT NULL",
+                " WHERE statement_id = ? AND user_id = ? AND hidden_at IS NOT NULL AND withdrawn_at IS NOT NULL",
                 (row["statement_id"], row["user_id"]),
             )
         return SignatureRow.from_row(row)
@@ -449,11 +509,21 @@ class StatementsRepo:
         row = await self.db.fetchone(
             "SELECT count(*) FILTER (WHERE hidden_at IS NULL),"
             " count(*) FILTER (WHERE hidden_at IS NULL AND public = 1),"
-            " count(*) FILTER (WHERE hidden_at IS NOT NULL)"
+            " count(*) FILTER (WHERE hidden_at IS NOT NULL),"
+            " count(*) FILTER (WHERE hidden_at IS NULL AND kind = 'organization')"
             " FROM signatures WHERE statement_id = ? AND withdrawn_at IS NULL",
             (statement_id,),
         )
-        counts = Counts(signed=int(row[0] or 0), public=int(row[1] or 0), hidden=int(row[2] or 0)) if row else Counts()
+        counts = (
+            Counts(
+                signed=int(row[0] or 0),
+                public=int(row[1] or 0),
+                hidden=int(row[2] or 0),
+                organizations=int(row[3] or 0),
+            )
+            if row
+            else Counts()
+        )
         if latest:
             rows = await self.db.fetchall(
                 "SELECT * FROM signatures WHERE statement_id = ? AND withdrawn_at IS NULL AND hidden_at IS NULL"
@@ -488,58 +558,100 @@ def _sign_batch(conn: sqlite3.Connection, requests: Sequence[SignatureInput], no
     blocked = _pairs(
         conn, "SELECT statement_id, user_id FROM statement_blocks", statement_ids, user_ids, live_only=False
     )
-    live = _pairs(conn, "SELECT statement_id, user_id FROM signatures", statement_ids, user_ids)
+    live = _live_keys(conn, statement_ids, user_ids)
     hidden = _hidden_accounts(conn, statement_ids, user_ids)
     outcomes: list[SignOutcome] = []
-    rows: list[tuple[Any, ...]] = []
+    writes: list[tuple[str, tuple[Any, ...]]] = []  # in order: a rename must land before a new row takes its old key
     touched: set[int] = set()
     for request in requests:
         statement = statements.get(request.statement_id)
-        key = (request.statement_id, request.user_id)
+        pair = (request.statement_id, request.user_id)
         if statement is None or statement.status == "draft":
             outcomes.append(SignOutcome("missing", statement))
-        elif request.guild_id is not None and statement.guild_id != request.guild_id:
+            continue
+        if request.guild_id is not None and statement.guild_id != request.guild_id:
             outcomes.append(SignOutcome("missing", None))
-        elif not statement.accepting(now):
+            continue
+        if not statement.accepting(now):
             outcomes.append(SignOutcome("closed", statement))
-        elif key in blocked:
+            continue
+        if pair in blocked:
             outcomes.append(SignOutcome("blocked", statement))
-        elif request.kind == "organization" and not statement.allow_organizations:
+            continue
+        if request.kind == "organization" and not statement.allow_organizations:
             outcomes.append(SignOutcome("no_organizations", statement))
+            continue
+        mine = live[pair]  # key -> (row id or None if written in this batch, key stored on the row)
+        key = signature_key(request.kind, request.organization) if request.kind == "organization" else ""
+        target = key
+        if request.replaces is not None and request.kind == "organization":
+            found = [k for k, (row_id, _) in mine.items() if row_id == request.replaces and k.startswith("org:")]
+            if not found:
+                outcomes.append(SignOutcome("gone", statement))
+                continue
+            target = found[0]
+            if key != target and key in mine:
+                outcomes.append(SignOutcome("taken", statement))
+                continue
+        elif key not in mine and key and sum(k.startswith("org:") for k in mine) >= ORGANIZATIONS_PER_MEMBER:
+            outcomes.append(SignOutcome("too_many", statement))
+            continue
+        fields = (
+            request.kind,
+            request.name,
+            request.organization,
+            request.role,
+            request.city,
+            request.country,
+            int(request.public),
+        )
+        flags = json.dumps(list(request.flags)) if request.flags else "[]"
+        if target in mine:
+            status: SignStatus = "updated"
+            row_id, stored_key = mine.pop(target)
+            if row_id is not None and (stored_key != key or target != key):
+                writes.append((_UPDATE_BY_ID, (*fields, stamp, flags, key, row_id)))
+            else:
+                writes.append((_UPSERT, (*pair, *fields, stamp, stamp, flags, None, None, key)))
+            mine[key] = (row_id, key)
         else:
-            status: SignStatus = "updated" if key in live else "created"
+            status = "created"
             # A new row of an account an organizer hid starts hidden (an update keeps its own).
-            hidden_at, hidden_by = hidden.get(key, (None, None)) if status == "created" else (None, None)
-            live.add(key)
-            became_dirty = not statement.site_dirty and statement.id not in touched
-            touched.add(statement.id)
-            outcomes.append(SignOutcome(status, statement, request, became_dirty))
-            rows.append(
-                (
-                    request.statement_id,
-                    request.user_id,
-                    request.kind,
-                    request.name,
-                    request.organization,
-                    request.role,
-                    request.city,
-                    request.country,
-                    int(request.public),
-                    stamp,
-                    stamp,
-                    json.dumps(list(request.flags)),
-                    hidden_at,
-                    hidden_by,
-                )
-            )
-    if rows:
-        conn.executemany(_UPSERT, rows)
+            hidden_at, hidden_by = hidden.get(pair, (None, None))
+            writes.append((_UPSERT, (*pair, *fields, stamp, stamp, flags, hidden_at, hidden_by, key)))
+            mine[key] = (None, key)
+        became_dirty = not statement.site_dirty and statement.id not in touched
+        touched.add(statement.id)
+        outcomes.append(SignOutcome(status, statement, request, became_dirty))
+    if writes:
+        for sql, run in groupby(writes, key=itemgetter(0)):
+            conn.executemany(sql, [params for _, params in run])
         marks = ",".join("?" * len(touched))
         conn.execute(
             f"UPDATE statements SET message_dirty = message_dirty + 1, site_dirty = 1 WHERE id IN ({marks})",
             sorted(touched),
         )
     return outcomes
+
+
+def _live_keys(
+    conn: sqlite3.Connection, statement_ids: Sequence[int], user_ids: Sequence[int]
+) -> defaultdict[tuple[int, int], dict[str, tuple[int | None, str]]]:
+    """{(statement id, user id): {key: (row id, key stored on the row)}} of live signatures.
+
+    The key is recomputed from the row (rows from before `sign_key` store a placeholder)."""
+    found: defaultdict[tuple[int, int], dict[str, tuple[int | None, str]]] = defaultdict(dict)
+    for start in range(0, len(user_ids), 900):
+        chunk = user_ids[start : start + 900]
+        sql = (
+            "SELECT statement_id, user_id, id, kind, organization, sign_key FROM signatures"
+            f" WHERE statement_id IN ({','.join('?' * len(statement_ids))})"
+            f" AND user_id IN ({','.join('?' * len(chunk))}) AND withdrawn_at IS NULL"
+        )
+        for sid, uid, row_id, kind, organization, stored in conn.execute(sql, (*statement_ids, *chunk)).fetchall():
+            key = signature_key(kind, organization) if stored.startswith("legacy:") else stored
+            found[(sid, uid)][key] = (row_id, stored)
+    return found
 
 
 def _statements_by_id(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, StatementRow]:

@@ -1142,6 +1142,8 @@ class Api:
             )
             if c.get("type") == 18 and not 1 <= len(c.get("label") or "") <= 45:
                 errs.setdefault("components", {}).setdefault(str(i), {})["label"] = E.bad_length(1, 45)
+            if c.get("type") == 18 and len(c.get("description") or "") > 100:
+                errs.setdefault("components", {}).setdefault(str(i), {})["description"] = E.max_length(100)
             for x in inner:
                 if x and x.get("type") == 4:
                     if x.get("type") == 4 and int(x.get("max_length") or 4000) > 4000:
