@@ -20,10 +20,11 @@ import httpx
 import yarl
 from discord.ext import commands
 
-from bot import __version__
+from bot import __version__, metrics
 from bot.clock import Clock, SystemClock
 from bot.config import Config, Secrets
 from bot.errors import on_app_command_error
+from bot.logs import ids
 from bot.outbox import DeliveredHook, OutboxWorker
 from bot.pacing import install_global_pacer
 from bot.shedding import Shedder
@@ -103,6 +104,8 @@ class ReadersViewsBot(commands.Bot):
         )
         # discord.py learns the global limit (50 requests/s) only from a 429: pace every REST request.
         self.pacer = install_global_pacer(self.http)
+        metrics.instrument_discord_http(self.http)  # REST requests, 429s, interaction answers
+        self.add_listener(self._log_login, "on_ready")
         self.config = config
         self.secrets = secrets
         self.store = store
@@ -133,6 +136,13 @@ class ReadersViewsBot(commands.Bot):
             self.outbox.start()
             self.on_shutdown(self.site.aclose)  # hooks run last-registered first: worker, then adapter
             self.on_shutdown(self.outbox.stop)
+            if self.config.metrics.listen:
+                self.on_shutdown(await metrics.start_server(self))
+
+    async def _log_login(self) -> None:
+        """Say who the bot is and where (on_ready also fires after a reconnect that needed a new session)."""
+        user = self.user
+        log.info("logged in as %s (id %s) in %d server(s)", user, user.id if user else None, len(self.guilds))
 
     async def _outbox_alert(self, text: str) -> None:
         """A stuck site delivery: tell the server whose item it is, never the others (it names the item)."""
@@ -183,6 +193,7 @@ class ReadersViewsBot(commands.Bot):
 
     async def alert(self, guild_id: int | None, text: str) -> bool:
         """Tell a server's admins about a problem in the alert channel; False if there is none."""
+        metrics.ALERTS.inc()
         self.health.note(self.clock.now().isoformat(timespec="seconds"), text, guild_id)
         if guild_id is None:
             log.warning("alert: %s", text)
@@ -197,6 +208,7 @@ class ReadersViewsBot(commands.Bot):
         except discord.HTTPException as exc:
             log.warning("could not post alert to channel %s: %s; alert was: %s", channel_id, exc, text)
             return False
+        log.info("alert raised in server %s: %s", guild_id, text, extra=ids(guild_id=guild_id, channel_id=channel_id))
         return True
 
     async def close(self) -> None:

@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
+from bot import metrics
+
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
@@ -149,6 +151,7 @@ class Database:
                 await self.conn.execute("ROLLBACK")
                 raise
             await self.conn.execute("COMMIT")
+            metrics.DB_WRITES.inc()
 
     async def run_in_transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """`work(connection)` on the database's thread as one transaction, in one hop.
@@ -171,6 +174,7 @@ class Database:
                 raw.execute("ROLLBACK")
                 raise
             raw.execute("COMMIT")
+            metrics.DB_WRITES.inc()
             return result
 
         async with self._lock:
@@ -180,6 +184,7 @@ class Database:
         """One autocommitted statement; returns lastrowid (for inserts) or rowcount."""
         async with self._lock:
             cursor = await self.conn.execute(sql, params)
+            metrics.DB_WRITES.inc()
             # A finished INSERT/UPDATE cursor holds nothing; closing it would cost another thread hop.
             if cursor.rowcount == 0:
                 return 0
