@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import json
 import logging
 import os
 import sqlite3
@@ -18,7 +19,7 @@ from discord.ext import commands
 
 from bot import __version__
 from bot.clock import SystemClock
-from bot.config import Config, ConfigError, Secrets, load
+from bot.config import Config, ConfigError, Secrets, load, resolve_config_path
 from bot.logs import setup_logging
 from bot.site.base import redact_text, redact_url
 from bot.store import Store, StoreError, latest_version
@@ -49,6 +50,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("run", help="start the bot (default)", description="Start the bot; SIGTERM/SIGINT stop it cleanly.")
     sub.add_parser("check", help="validate config, token, database and site; exit 1 on problems")
     sub.add_parser("migrate", help="apply database migrations and exit")
+    status = sub.add_parser(
+        "status",
+        help="what /readersviews status shows, for every server, read from the database (no Discord)",
+    )
+    status.add_argument("--json", action="store_true", help="one JSON document instead of text")
+    status.add_argument("--guild", type=int, metavar="ID", help="one server only")
+    sub.add_parser(
+        "health",
+        help="ask the running bot's /healthz (metrics.listen); exit 0 if healthy (for container health checks)",
+    )
     sync = sub.add_parser("sync-commands", help="force a sync of the slash commands with Discord")
     sync.add_argument("--guild", type=int, metavar="ID", help="sync to one server only (instant, for testing)")
 
@@ -107,9 +118,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load(args.config)
         secrets = Secrets.from_env()
-        setup_logging(config.logging.level, _secret_values(secrets))
+        setup_logging(config.logging.level, _secret_values(secrets), config.logging.format)
         if command == "run":
-            return asyncio.run(cmd_run(config, secrets))
+            path, _ = resolve_config_path(args.config)
+            without_file = None if path.exists() else (path.absolute(), config.database.path.absolute())
+            return asyncio.run(cmd_run(config, secrets, no_config=without_file))
         if command == "check":
             return asyncio.run(cmd_check(config, secrets))
         if command == "migrate":
@@ -120,6 +133,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(cmd_outbox(config, args))
         if command == "export":
             return asyncio.run(cmd_export(config, args))
+        if command == "status":
+            return asyncio.run(cmd_status(config, args))
+        if command == "health":
+            return cmd_health(config)
     except (ConfigError, StoreError, CliError) as exc:
         print(f"readersviews: error: {exc}", file=sys.stderr)
         return 1
@@ -158,16 +175,28 @@ async def _freeze_gc_once() -> None:
         gc.freeze()
 
 
-async def cmd_run(config: Config, secrets: Secrets) -> int:
+async def cmd_run(config: Config, secrets: Secrets, *, no_config: tuple[Path, Path] | None = None) -> int:
+    """Start the bot; `no_config`: (the config path looked for, the default database) when there was no file."""
+    from bot.app import Runtime
+
     token = _token(secrets)
+    if no_config is not None:
+        log.info(
+            "no config file at %s: using the built-in defaults (config/example.yaml lists them); database %s",
+            *no_config,
+        )
     # Every store call hands work to aiosqlite's thread and back; with Python's default 5 ms GIL
     # switch interval a busy event loop makes each hand-back wait. Measured (bench/signons.py, 250
     # sign-ons/s): p99 click/submit 404/770 ms at 5 ms, 208/292 ms at 1 ms, same CPU.
     sys.setswitchinterval(0.001)
-    from bot.app import Runtime
-
-    # The lease (one bot per database) is taken after the config is checked, before the database opens.
+    # The lease (one bot per database) is taken after the config is checked, before the database opens;
+    # a bad site setting fails here too, before any waiting for Discord.
     runtime = await Runtime.create(config, secrets, lease="run")
+    try:
+        await _wait_for_discord(config, token)
+    except BaseException:
+        await runtime.aclose()
+        raise
     runtime.bot.add_listener(_freeze_gc_once, "on_ready")
     try:
         await runtime.run_until_signalled(token)
@@ -183,6 +212,25 @@ async def cmd_run(config: Config, secrets: Secrets) -> int:
     except (commands.ExtensionError, discord.HTTPException, aiohttp.ClientError, OSError) as exc:
         raise CliError(_start_failure(config, exc)) from None
     return 0
+
+
+async def _wait_for_discord(config: Config, token: str) -> None:
+    """Retry with back-off while Discord can't be reached (network not up yet); a rejected token is final."""
+    from bot.app import DISCORD_API_BASE
+    from bot.boot import DiscordUnreachable, wait_for_discord
+
+    api = str(config.discord.api_base_url) if config.discord.api_base_url else DISCORD_API_BASE
+    try:
+        await wait_for_discord(api, token, config.discord.connect_timeout_seconds)
+    except discord.LoginFailure:
+        raise CliError(
+            "Discord rejected DISCORD_TOKEN (401): copy the bot token again from the developer portal"
+        ) from None
+    except DiscordUnreachable as exc:
+        raise CliError(
+            f"{_start_failure(config, exc.last)}; gave up after {exc.waited:.0f} s and {exc.attempts} attempt(s) "
+            "(discord.connect_timeout_seconds)"
+        ) from None
 
 
 def _start_failure(config: Config, exc: BaseException) -> str:
@@ -386,6 +434,58 @@ def _require_database(config: Config) -> None:
     if not config.database.path.exists() and not str(config.database.path).startswith("file:"):
         # Opening would create an empty database here and then answer from it ("nothing waiting").
         raise CliError(f"no database at {config.database.path}: run this where the bot runs, or pass its --config")
+
+
+async def cmd_status(config: Config, args: argparse.Namespace) -> int:
+    """`/readersviews status` for every server in the database, without connecting to Discord."""
+    from bot.status import collect_status, format_report, known_guilds, report_as_dict
+
+    _require_database(config)
+    store = await Store.open(config.database.path, SystemClock())
+    try:
+        guilds = [args.guild] if args.guild else await known_guilds(store)
+        now = store.clock.now()
+        reports = [
+            (gid, await collect_status(store, guild_id=gid, started_at=None, now=now, latency=None, recent=[]))
+            for gid in guilds
+        ]
+    finally:
+        await store.close()
+    if args.json:
+        servers = [{"guild_id": gid, **report_as_dict(report)} for gid, report in reports]
+        print(json.dumps({"servers": servers}, indent=2))
+        return 0
+    if not reports:
+        print(f"no server has used the bot yet (database {config.database.path})")
+    for n, (gid, report) in enumerate(reports):
+        print(("\n" if n else "") + f"== server {gid}")
+        print(format_report(report))
+    return 0
+
+
+def cmd_health(config: Config) -> int:
+    """GET /healthz of the bot running with this config; for HEALTHCHECK and monitoring scripts."""
+    import urllib.error
+    import urllib.request
+
+    address = config.metrics.address
+    if address is None:
+        raise CliError("metrics.listen is not set, so the bot serves no /healthz: set it, e.g. 127.0.0.1:9108")
+    host, port = address
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    url = f"http://{f'[{host}]' if ':' in host else host}:{port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            body = response.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        print(f"unhealthy: {exc.read().decode('utf-8', 'replace')}")
+        return 1
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        print(f"unhealthy: no answer from {url}: {reason}")
+        return 1
+    print(body)
+    return 0
 
 
 if __name__ == "__main__":

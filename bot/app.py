@@ -21,10 +21,11 @@ import httpx
 import yarl
 from discord.ext import commands
 
-from bot import __version__
+from bot import __version__, metrics
 from bot.clock import Clock, SystemClock
 from bot.config import Config, Secrets
 from bot.errors import on_app_command_error
+from bot.logs import ids
 from bot.netguard import AddressPolicy, guarded_client
 from bot.outbox import DeliveredHook, IncidentHook, OutboxWorker
 from bot.pacing import install_global_pacer
@@ -43,6 +44,26 @@ COMMAND_HASH_KEY = "command_hash"
 OUTBOX_ROW_IN_ALERT = re.compile(r"\(outbox #(\d+)\)")
 DISCORD_API_BASE = "https://discord.com/api/v10"
 DISCORD_GATEWAY = yarl.URL("wss://gateway.discord.gg/")
+
+
+# What the bot needs in a server (README "Discord application setup" lists the same; a test keeps them equal).
+INVITE_PERMISSIONS = discord.Permissions(
+    view_channel=True,
+    send_messages=True,
+    send_messages_in_threads=True,
+    create_public_threads=True,
+    manage_threads=True,
+    embed_links=True,
+    attach_files=True,
+    read_message_history=True,
+)
+
+
+def invite_url(application_id: int | str) -> str:
+    return (
+        f"https://discord.com/oauth2/authorize?client_id={application_id}"
+        f"&scope=bot+applications.commands&permissions={INVITE_PERMISSIONS.value}"
+    )
 
 
 def apply_endpoints(config: Config) -> None:
@@ -108,6 +129,8 @@ class ReadersViewsBot(commands.Bot):
         )
         # discord.py learns the global limit (50 requests/s) only from a 429: pace every REST request.
         self.pacer = install_global_pacer(self.http)
+        metrics.instrument_discord_http(self.http)  # REST requests, 429s, interaction answers
+        self.add_listener(self._log_login, "on_ready")
         self.config = config
         self.secrets = secrets
         self.store = store
@@ -161,6 +184,13 @@ class ReadersViewsBot(commands.Bot):
             self.outbox.start()
             self.on_shutdown(self.site.aclose)  # hooks run last-registered first: worker, then adapter
             self.on_shutdown(self.outbox.stop)
+            if self.config.metrics.listen:
+                self.on_shutdown(await metrics.start_server(self))
+
+    async def _log_login(self) -> None:
+        """Say who the bot is and where (on_ready also fires after a reconnect that needed a new session)."""
+        user = self.user
+        log.info("logged in as %s (id %s) in %d server(s)", user, user.id if user else None, len(self.guilds))
 
     async def _outbox_alert(self, text: str) -> None:
         """A stuck site delivery: tell the server whose item it is, never the others (it names the item)."""
@@ -227,6 +257,7 @@ class ReadersViewsBot(commands.Bot):
 
     async def alert(self, guild_id: int | None, text: str) -> bool:
         """Tell a server's admins about a problem in the alert channel; False if there is none."""
+        metrics.ALERTS.inc()
         self.health.note(self.clock.now().isoformat(timespec="seconds"), text, guild_id)
         if guild_id is None:
             log.warning("alert: %s", text)
@@ -244,6 +275,7 @@ class ReadersViewsBot(commands.Bot):
         except discord.HTTPException as exc:
             log.warning("could not post alert to channel %s: %s; alert was: %s", channel_id, exc, text)
             return False
+        log.info("alert raised in server %s: %s", guild_id, text, extra=ids(guild_id=guild_id, channel_id=channel_id))
         return True
 
     async def close(self) -> None:

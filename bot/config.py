@@ -57,6 +57,8 @@ class DiscordSettings(_Model):
     allowed_guild_ids: tuple[int, ...] = ()
     """The servers this bot serves; in any other it says once that it isn't enabled and does nothing.
     Empty: every server it is added to (`check` and the start-up log warn)."""
+    connect_timeout_seconds: float = Field(default=300.0, ge=0, le=86400)
+    """At start, keep retrying (with back-off) this long while Discord can't be reached, then exit 1."""
 
     @field_validator("api_base_url")
     @classmethod
@@ -77,11 +79,36 @@ class DatabaseSettings(_Model):
 
 class LoggingSettings(_Model):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+    """json: one object per line (time, level, logger, message and the ids involved)."""
 
     @field_validator("level", mode="before")
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+
+class MetricsSettings(_Model):
+    listen: str | None = None
+    """host:port for GET /metrics (Prometheus) and GET /healthz, e.g. 127.0.0.1:9108 (default: off)."""
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("must be host:port, e.g. 127.0.0.1:9108")
+        return value
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """(host, port) to listen on, brackets of an IPv6 host removed; None when off."""
+        if self.listen is None:
+            return None
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
 
 
 class WordPressSettings(_Model):
@@ -190,6 +217,7 @@ class Config(_Model):
     site: SiteSettings = SiteSettings()
     feeds: FeedSettings = FeedSettings()
     letters: LetterSettings = LetterSettings()
+    metrics: MetricsSettings = MetricsSettings()
     cogs: tuple[str, ...] = DEFAULT_COGS
     guilds: dict[int, GuildSeed] = {}
 
@@ -266,7 +294,23 @@ def load_config(path: Path, *, required: bool) -> Config:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path} must be a mapping of sections, got {type(raw).__name__}")
-    return parse_config(raw, source=str(path))
+    return relative_to_file(parse_config(raw, source=str(path)), path)
+
+
+def relative_to_file(config: Config, path: Path) -> Config:
+    """Relative paths in a config file mean "beside the file", not "wherever the bot was started"."""
+    db = config.database.path
+    if db.is_absolute():
+        return config
+    resolved = path.absolute().parent / db
+    if not resolved.exists() and db.exists() and resolved.absolute() != db.absolute():
+        # Such a path used to be taken from the working directory: don't start on a new, empty database.
+        raise ConfigError(
+            f"{path}: database.path '{db}' is relative to the config file's folder, so it means {resolved}, "
+            f"which does not exist; the database is at {db.absolute()}: move it there or give the absolute path"
+        )
+    database = config.database.model_copy(update={"path": resolved})
+    return config.model_copy(update={"database": database})
 
 
 def parse_config(raw: Mapping[str, Any], *, source: str = "config") -> Config:

@@ -31,7 +31,9 @@ from datetime import datetime, timedelta
 
 from pydantic import ValidationError
 
+from bot import metrics
 from bot.clock import Clock, to_db
+from bot.logs import entity_ids
 from bot.site.base import PermanentSiteError, RemoteRef, SiteAdapter, SiteItem, TransientSiteError, redact_text, short
 from bot.store.outbox import OutboxRepo, OutboxRow, SiteIncident, SiteIncidentRepo
 
@@ -135,7 +137,15 @@ class OutboxWorker:
     async def _settle(self, done: list[tuple[OutboxRow, RemoteRef]], unsent: list[int]) -> None:
         await self.repo.mark_delivered(done)
         for row, ref in done:
-            log.info("outbox #%s %s %s delivered (remote %s)", row.id, row.kind, row.entity, ref.remote_id)
+            log.info(
+                "outbox #%s %s %s delivered (remote %s)",
+                row.id,
+                row.kind,
+                row.entity,
+                ref.remote_id,
+                extra=entity_ids(row.entity, outbox_id=row.id),
+            )
+        metrics.SITE_DELIVERIES.labels("delivered").inc(len(done))
         await self.repo.release(unsent)
 
     def notify(self) -> None:
@@ -298,6 +308,7 @@ class OutboxWorker:
             )
             return
         delay = self.backoff(row.attempts, retry_after)
+        metrics.SITE_DELIVERIES.labels("retry").inc()
         log.warning(
             "outbox #%s %s %s: attempt %d failed (%s); retrying in %.1fs",
             row.id,
@@ -313,6 +324,7 @@ class OutboxWorker:
 
     async def _park(self, row: OutboxRow, error: str, *, outcome_unknown: bool = False) -> None:
         error = redact_text(error)
+        metrics.SITE_DELIVERIES.labels("dead").inc()
         log.error("outbox #%s %s %s is dead: %s", row.id, row.kind, row.entity, error)
         await self.repo.mark_dead(row.id, error, outcome_unknown=outcome_unknown)
         await self.send_owed_alerts()

@@ -20,6 +20,8 @@ import logging
 import time
 from collections.abc import Callable
 
+from bot import metrics
+
 log = logging.getLogger(__name__)
 
 DISCORD_EPOCH_MS = 1420070400000
@@ -85,6 +87,7 @@ class Shedder:
         if age - self.offset() <= self.budget:
             return False
         self.shed += 1
+        metrics.INTERACTIONS.labels("skipped").inc()
         if now - self._logged_at >= 60:
             log.warning(
                 "over capacity: skipped %d interaction(s) Discord had already expired (%.1f s old); "

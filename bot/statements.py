@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from bot.clock import Clock, to_db
 from bot.errors import UserFacingError
+from bot.logs import ids
 from bot.render import escape_discord_text
 from bot.site.compose import Signatory, Statement, compose_statement, slugify
 from bot.store.statements import (
@@ -508,6 +509,13 @@ class StatementService:
             )
         self._on_enqueued()
         self._on_changed(statement_id)
+        log.info(
+            "statement %s (%s) closed (%s)",
+            statement_id,
+            closed.slug,
+            reason,
+            extra=ids(guild_id=closed.guild_id, statement_id=statement_id),
+        )
         return closed
 
     async def reopen(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
 from bot import __version__
@@ -103,6 +103,25 @@ async def collect_status(
         last_errors=errors,
         shed=shed,
     )
+
+
+async def known_guilds(store: Store) -> list[int]:
+    """Every server the database holds something for (settings, feeds, letters, statements)."""
+    rows = await store.db.fetchall(
+        "SELECT guild_id FROM guild_settings UNION SELECT guild_id FROM feeds"
+        " UNION SELECT guild_id FROM contributions UNION SELECT guild_id FROM statements"
+        " UNION SELECT guild_id FROM audit_log WHERE guild_id IS NOT NULL ORDER BY 1"
+    )
+    return [int(row[0]) for row in rows if row[0] is not None]
+
+
+def report_as_dict(report: StatusReport) -> dict[str, object]:
+    """The report as JSON-ready data (uptime in seconds, problems redacted as in the text form)."""
+    data = asdict(report)
+    data["uptime_seconds"] = report.uptime.total_seconds() if report.uptime is not None else None
+    del data["uptime"]
+    data["last_errors"] = [redact_text(line) for line in report.last_errors]
+    return data
 
 
 def format_uptime(delta: timedelta | None) -> str:

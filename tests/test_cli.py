@@ -358,7 +358,10 @@ def test_mistyped_cog_fails_check(workdir: Path) -> None:
 def test_unreachable_discord_is_one_line(workdir: Path, command: str) -> None:
     """Discord (or the REST proxy) refusing connections is one clear line and exit 1, not a traceback."""
     api = f"http://127.0.0.1:{closed_port()}/api/v10?key=s3cret"
-    (workdir / "c.yaml").write_text(f"discord: {{api_base_url: '{api}'}}\ndatabase: {{path: db.sqlite3}}\n")
+    # connect_timeout_seconds 0: no retries at start (tests/test_ops.py covers them).
+    (workdir / "c.yaml").write_text(
+        f"discord: {{api_base_url: '{api}', connect_timeout_seconds: 0}}\ndatabase: {{path: db.sqlite3}}\n"
+    )
     assert cli("--config", "c.yaml", "migrate", cwd=workdir).returncode == 0
     result = cli("--config", "c.yaml", command, cwd=workdir, env={"DISCORD_TOKEN": "x.y.z"})
     assert result.returncode == 1, result.stderr

@@ -23,6 +23,8 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
+from bot import metrics
+
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
@@ -231,6 +233,7 @@ class Database:
                     await self.conn.execute("ROLLBACK")
                     raise
                 await self.conn.execute("COMMIT")
+                metrics.DB_WRITES.inc()
             finally:
                 _in_unit_of_work.reset(token)
 
@@ -255,6 +258,7 @@ class Database:
                 raw.execute("ROLLBACK")
                 raise
             raw.execute("COMMIT")
+            metrics.DB_WRITES.inc()
             return result
 
         async with self._lock:
@@ -264,6 +268,7 @@ class Database:
         """One autocommitted statement; returns lastrowid (for inserts) or rowcount."""
         async with self._lock:
             cursor = await self.conn.execute(sql, params)
+            metrics.DB_WRITES.inc()
             # A finished INSERT/UPDATE cursor holds nothing; closing it would cost another thread hop.
             if cursor.rowcount == 0:
                 return 0

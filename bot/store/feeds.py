@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import aiosqlite
 
+from bot import metrics
 from bot.clock import Clock, from_db, to_db
+from bot.logs import ids
 from bot.store.audit import insert_audit
 from bot.store.database import Database
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -200,6 +205,7 @@ class FeedsRepo:
         alerted: bool | None = None,
     ) -> None:
         """Store the outcome of one poll: success resets the error streak, failure extends it."""
+        metrics.FEED_POLLS.labels(status).inc()
         now = to_db(self._clock.now())
         if error is None:
             await self._db.write(
@@ -318,6 +324,13 @@ class ArticlesRepo:
             " message_id = ?, posted_at = ? WHERE id = ?",
             (channel_id, thread_id, message_id, to_db(self._clock.now()), article_id),
         )
+        metrics.ARTICLES_POSTED.inc()
+        log.info(
+            "article %s posted (message %s)",
+            article_id,
+            message_id,
+            extra=ids(article_id=article_id, channel_id=channel_id, thread_id=thread_id, message_id=message_id),
+        )
 
     async def mark_edited(self, article_id: int) -> None:
         await self._db.write(
@@ -329,6 +342,7 @@ class ArticlesRepo:
             "UPDATE articles SET status = 'failed', status_reason = ?, needs_edit = 0 WHERE id = ?",
             (reason, article_id),
         )
+        metrics.ARTICLES_FAILED.inc()
 
     async def reset_failed(self, feed_id: int) -> int:
         """After a feed is resumed, articles that failed because the channel was unusable get another go.

@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 import aiosqlite
 
+from bot import metrics
 from bot.clock import Clock, from_db, to_db
 from bot.store.database import Database
 
@@ -374,7 +375,9 @@ class StatementsRepo:
     async def sign_batch(self, requests: Sequence[SignatureInput]) -> list[SignOutcome]:
         """Check and store many sign-ons in one transaction; one outcome per request, in order."""
         now = self._clock.now()
-        return await self.db.run_in_transaction(lambda conn: _sign_batch(conn, requests, now))
+        outcomes = await self.db.run_in_transaction(lambda conn: _sign_batch(conn, requests, now))
+        metrics.SIGNATURES.inc(sum(outcome.recorded is not None for outcome in outcomes))
+        return outcomes
 
     async def sign_context(
         self, statement_id: int, user_id: int

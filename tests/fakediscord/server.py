@@ -137,7 +137,7 @@ class FakeDiscord:
         app.router.add_route("*", "/{tail:.*}", self.api.handle_unknown)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, 0, backlog=backlog)
+        site = web.TCPSite(self._runner, self.host, self.port, backlog=backlog)  # self.port set before start: that port
         await site.start()
         server: Any = site._server
         assert server is not None
