@@ -450,7 +450,8 @@ def test_config_is_accepted_after_the_subcommand(workdir: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "elsewhere.sqlite3" in result.stdout
     result = cli("outbox", "list", "--config", "c.yaml", cwd=workdir)
-    assert "no database at elsewhere.sqlite3" in one_error_line(result)
+    # Relative to the config file's folder (here the working directory), so shown as an absolute path.
+    assert f"no database at {workdir / 'elsewhere.sqlite3'}" in one_error_line(result)
     assert cli("migrate", "--config", "c.yaml", cwd=workdir).returncode == 0
     assert (workdir / "elsewhere.sqlite3").exists()
     # Before the subcommand still works, and the subcommand's own --config wins when both are given.
