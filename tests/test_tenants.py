@@ -213,6 +213,35 @@ async def test_sign_form_and_buttons_cannot_reach_another_servers_statement(
     assert [(r[0], r[1]) for r in rows] == [("Rita Weekly", None)]
 
 
+async def test_signature_choice_buttons_cannot_reach_another_servers_statement(
+    running: Booted, world: World, daily: Server
+) -> None:
+    """The private "which signature?" buttons (change, sign for another organization, withdraw one)
+    carry a statement id too: pointed at a Weekly statement from the Daily, they are refused."""
+    fake = world.fake
+    theirs = await create_statement(weekly(world), "Save the library")
+    ours = await create_statement(daily, "Fix the roads")
+    assert "Signed" in await sign(weekly(world), theirs, world.reader, "Rita Weekly")
+    their_id, our_id = statement_id(theirs), statement_id(ours)
+    signature = await running.bot.store.db.fetchone("SELECT id FROM signatures WHERE statement_id = ?", (their_id,))
+    assert signature is not None
+
+    old = f"statements:sign:{our_id}"
+    for forged_id in (
+        f"statements:unsign:{their_id}:{signature[0]}",
+        f"statements:orgnew:{their_id}:0",
+        f"statements:orgedit:{their_id}:{signature[0]}",
+    ):
+        forge_button(fake, ours, old, forged_id)
+        old = forged_id
+        await refused(await fake.click(daily.guild, daily.reader, ours, forged_id), "no longer exists")
+
+    rows = await running.bot.store.db.fetchall(
+        "SELECT name, withdrawn_at FROM signatures WHERE statement_id = ?", (their_id,)
+    )
+    assert [(r[0], r[1]) for r in rows] == [("Rita Weekly", None)]
+
+
 async def test_statement_commands_and_autocomplete_see_only_their_server(
     running: Booted, world: World, daily: Server
 ) -> None:
