@@ -228,10 +228,20 @@ async def review_clicks(fake: FakeDiscord, booted: Any, world: dict[str, Any]) -
     for n, letter_id in enumerate(ids):
         action = "edit" if n % 5 == 0 else "approve"
         started = time.perf_counter()
-        ix = await fake.click(guild, editor, cards[letter_id], f"letters:{action}:{letter_id}")
+        ix = await fake.click(guild, editor, cards[letter_id], card_button(cards[letter_id], action, letter_id))
         await ix.wait_response()
         timings.append(time.perf_counter() - started)
     return timings
+
+
+def card_button(card: dict[str, Any], action: str, letter_id: int) -> str:
+    """The custom_id of a card's button: Approve carries the version the editor saw (`letters:approve:<id>:<v>`)."""
+    for row in card["components"]:
+        for component in row["components"]:
+            custom_id = str(component.get("custom_id", ""))
+            if custom_id == f"letters:{action}:{letter_id}" or custom_id.startswith(f"letters:{action}:{letter_id}:"):
+                return custom_id
+    raise LookupError(f"no {action} button on the card of letter #{letter_id}")
 
 
 def pct(values: list[float], q: float) -> float:
