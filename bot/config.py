@@ -273,13 +273,14 @@ def resolve_config_path(
 
 def load_config(path: Path, *, required: bool) -> Config:
     """Read and validate the YAML file; raise ConfigError with one readable line."""
-    if not path.exists():
-        if required:
-            raise ConfigError(f"config file {path} does not exist")
-        return Config()
     try:
         text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if required:
+            raise ConfigError(f"config file {path} does not exist") from None
+        return Config()
     except OSError as exc:
+        # e.g. a folder the service user can't enter (/etc/readersviews without its group).
         raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"config file {path} is not UTF-8 text") from None

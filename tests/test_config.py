@@ -124,3 +124,10 @@ def test_url_with_credentials_is_refused_without_echoing_them(field: str, raw: d
     with pytest.raises(ConfigError, match=f"{field}: must not contain a user name or password") as raised:
         parse_config(raw)
     assert "hunter2pass" not in str(raised.value)
+
+
+def test_unreadable_config_path_is_one_line() -> None:
+    """A config path the bot can't even look at (here a name too long for the file system; for a
+    service user, a folder it may not enter) is one readable error, not a traceback."""
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(Path("x" * 300 + ".yaml"), required=True)
