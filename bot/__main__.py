@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import logging
 import os
+import signal
 import sqlite3
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import discord
@@ -193,10 +196,15 @@ async def cmd_run(config: Config, secrets: Secrets, *, no_config: tuple[Path, Pa
     # a bad site setting fails here too, before any waiting for Discord.
     runtime = await Runtime.create(config, secrets, lease="run")
     try:
-        await _wait_for_discord(config, token)
+        connected = await _until_signalled(_wait_for_discord(config, token))
     except BaseException:
         await runtime.aclose()
         raise
+    if not connected:
+        # Stopped (systemd, Ctrl-C) while the network was still down: nothing was started yet.
+        await runtime.aclose()
+        log.info("stopped before connecting to Discord")
+        return 0
     runtime.bot.add_listener(_freeze_gc_once, "on_ready")
     try:
         await runtime.run_until_signalled(token)
@@ -212,6 +220,34 @@ async def cmd_run(config: Config, secrets: Secrets, *, no_config: tuple[Path, Pa
     except (commands.ExtensionError, discord.HTTPException, aiohttp.ClientError, OSError) as exc:
         raise CliError(_start_failure(config, exc)) from None
     return 0
+
+
+async def _until_signalled(work: Coroutine[Any, Any, None]) -> bool:
+    """Run `work`; SIGTERM or SIGINT meanwhile cancels it. True if it finished, False if stopped."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(work)
+    signalled: list[str] = []
+
+    def stop(name: str) -> None:
+        signalled.append(name)
+        task.cancel()
+
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for sig in signals:
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop, sig.name)
+    try:
+        await task
+    except asyncio.CancelledError:
+        if not signalled:
+            raise  # cancelled from outside, not by a signal
+        log.info("received %s", signalled[0])
+        return False
+    finally:
+        for sig in signals:
+            with contextlib.suppress(NotImplementedError):
+                loop.remove_signal_handler(sig)
+    return True
 
 
 async def _wait_for_discord(config: Config, token: str) -> None:

@@ -281,6 +281,26 @@ async def test_run_gives_up_after_the_connect_timeout(tmp_path: Path) -> None:
     assert "Traceback" not in text
 
 
+async def test_sigterm_while_waiting_for_discord_stops_cleanly(tmp_path: Path) -> None:
+    """systemd stopping the unit while the bot still waits for the network: a clean exit 0 with a
+    log line, not death by the signal (exit 143) halfway through start-up."""
+    fake = FakeDiscord()
+    fake.port = free_port()  # never started
+    path = write_config(fake, tmp_path, discord={"connect_timeout_seconds": 120})
+    process = await spawn_run(path, fake.token)
+    seen: list[str] = []
+    try:
+        await read_until(process, "can't be reached yet", seen)
+        assert await stop(process, seen) == 0, "".join(seen)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    text = "".join(seen)
+    assert "stopped before connecting to Discord" in text, text
+    assert "Traceback" not in text
+
+
 async def test_rejected_token_exits_at_once_and_defaults_are_named(fake: FakeDiscord, tmp_path: Path) -> None:
     """No config file: `run` names the defaults and the database it uses; a wrong token is final (no retries)."""
     script = (
