@@ -259,12 +259,10 @@ class ArticleService:
         jitter = random.uniform(0.9, 1.1)
         return min(base * jitter, MAX_BACKOFF)
 
-    async def poll_due(
-        self, now: datetime, serves: Callable[[int], bool] | None = None
-    ) -> list[tuple[FeedRow, PollReport]]:
-        """Poll every due feed, a few at once (config feeds.poll_concurrency); with `serves`, only the
-        feeds of servers it accepts (discord.allowed_guild_ids: another server's feed is never fetched)."""
-        feeds = [feed for feed in await self.store.feeds.due(now) if serves is None or serves(feed.guild_id)]
+    async def poll_due(self, now: datetime, guilds: frozenset[int] | None = None) -> list[tuple[FeedRow, PollReport]]:
+        """Poll every due feed, a few at once (config feeds.poll_concurrency); with `guilds`, only the
+        feeds of those servers (discord.allowed_guild_ids: another server's feed is never fetched)."""
+        feeds = await self.store.feeds.due(now, guilds)
         reports = await map_bounded(self._poll_contained, feeds, self.settings.poll_concurrency)
         return list(zip(feeds, reports, strict=True))
 

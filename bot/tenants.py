@@ -54,6 +54,11 @@ class Tenants:
         """True if no list is configured: every server is served."""
         return not self.allowed
 
+    @property
+    def only(self) -> frozenset[int] | None:
+        """The served servers' ids for a query's filter, or None when every server is served."""
+        return None if self.open else self.allowed
+
     def serves(self, guild_id: int | None) -> bool:
         """Whether the bot works for this server (None: a DM, which belongs to no server)."""
         return self.open or guild_id is None or guild_id in self.allowed

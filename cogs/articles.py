@@ -104,15 +104,19 @@ class Articles(commands.Cog):
     @tasks.loop(count=None)
     async def poller(self) -> None:
         await self.run_cycle()
-        next_due = await self.bot.store.feeds.next_due_at()
-        delay = MAX_POLL_SLEEP
-        if next_due is not None:
-            delay = min(MAX_POLL_SLEEP, max(1.0, (next_due - self.bot.clock.now()).total_seconds()))
+        delay = await self.next_poll_delay()
         self._wake.clear()
         try:
             await asyncio.wait_for(self._wake.wait(), timeout=delay)
         except TimeoutError:
             pass
+
+    async def next_poll_delay(self) -> float:
+        """Seconds until the next served feed is due (at least 1, at most MAX_POLL_SLEEP)."""
+        next_due = await self.bot.store.feeds.next_due_at(self.bot.tenants.only)
+        if next_due is None:
+            return MAX_POLL_SLEEP
+        return min(MAX_POLL_SLEEP, max(1.0, (next_due - self.bot.clock.now()).total_seconds()))
 
     @poller.before_loop
     async def _before_poller(self) -> None:
@@ -131,7 +135,7 @@ class Articles(commands.Cog):
     async def run_cycle(self) -> int:
         """Poll every due feed, then post what is pending (capped per feed). Returns posts made."""
         async with self._cycle_lock:
-            for feed, report in await self.service.poll_due(self.bot.clock.now(), self.bot.tenants.serves):
+            for feed, report in await self.service.poll_due(self.bot.clock.now(), self.bot.tenants.only):
                 if report.alert:
                     await self.bot.alert(feed.guild_id, report.alert)
                 if report.recovered:
@@ -139,7 +143,7 @@ class Articles(commands.Cog):
             # Feeds publish concurrently: discord.py sleeps inside a request once a channel's bucket
             # is exhausted (5 messages per 5 s), which would stall every other channel behind it.
             # The global pacer (bot.pacing) keeps the sum under Discord's 50 requests/s.
-            feeds = [feed for feed in await self.bot.store.feeds.with_work() if self.bot.tenants.serves(feed.guild_id)]
+            feeds = await self.bot.store.feeds.with_work(self.bot.tenants.only)
             results = await map_bounded(self.publish, feeds, PUBLISH_CONCURRENCY, return_exceptions=True)
             failures: list[tuple[FeedRow, BaseException]] = [
                 (feed, r) for feed, r in zip(feeds, results, strict=True) if isinstance(r, BaseException)

@@ -513,12 +513,15 @@ async def test_feeds_of_a_server_not_on_the_allow_list_are_not_fetched(
     ids = {}
     for server in (world.guild, stranger.guild):
         ids[server.id] = await db.write(
-            "INSERT INTO feeds (guild_id, url, channel_id, channel_kind, created_at) VALUES (?, ?, ?, 'forum', ?)",
-            (server.id, "http://127.0.0.1:9/feed.xml", world.forum.id, "2026-01-01T00:00:00+00:00"),
+            "INSERT INTO feeds (guild_id, url, channel_id, channel_kind, created_at, next_poll_at)"
+            " VALUES (?, ?, ?, 'forum', ?, ?)",
+            (server.id, "http://127.0.0.1:9/feed.xml", world.forum.id, *["2026-01-01T00:00:00+00:00"] * 2),
         )
     await booted.cog("Articles").run_cycle()
     polled = {gid: await db.scalar("SELECT last_poll_at FROM feeds WHERE id = ?", (fid,)) for gid, fid in ids.items()}
     assert polled[world.guild.id] is not None and polled[stranger.guild.id] is None
+    # The unserved feed stays "due" for ever; it must not make the poller wake every second.
+    assert await booted.cog("Articles").next_poll_delay() > 1.0  # 1.0 is the floor: "due now"
     assert not await booted.bot.alert(stranger.guild.id, "feed trouble")
     assert [m for m in world.fake.messages_in(stranger.alerts) if "feed trouble" in m["content"]] == []
 

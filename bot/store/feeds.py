@@ -151,24 +151,31 @@ class FeedsRepo:
         rows = await self._db.fetchall("SELECT * FROM feeds WHERE guild_id = ? ORDER BY id", (guild_id,))
         return [FeedRow.from_row(r) for r in rows]
 
-    async def due(self, now: datetime) -> list[FeedRow]:
+    async def due(self, now: datetime, guilds: frozenset[int] | None = None) -> list[FeedRow]:
+        """Enabled feeds due for a poll; with `guilds`, only those servers' (the others are not served)."""
+        only, params = _only(guilds)
         rows = await self._db.fetchall(
-            "SELECT * FROM feeds WHERE enabled = 1 AND (next_poll_at IS NULL OR next_poll_at <= ?)"
+            f"SELECT * FROM feeds WHERE enabled = 1 AND (next_poll_at IS NULL OR next_poll_at <= ?){only}"
             " ORDER BY next_poll_at",
-            (to_db(now),),
+            (to_db(now), *params),
         )
         return [FeedRow.from_row(r) for r in rows]
 
-    async def with_work(self) -> list[FeedRow]:
-        """Enabled feeds with articles waiting to be posted or edited."""
+    async def with_work(self, guilds: frozenset[int] | None = None) -> list[FeedRow]:
+        """Enabled feeds with articles waiting to be posted or edited (with `guilds`, of those servers)."""
+        only, params = _only(guilds)
         rows = await self._db.fetchall(
             "SELECT * FROM feeds WHERE enabled = 1 AND id IN (SELECT feed_id FROM articles"
-            " WHERE status IN ('pending', 'posting') OR needs_edit = 1) ORDER BY id"
+            f" WHERE status IN ('pending', 'posting') OR needs_edit = 1){only} ORDER BY id",
+            params,
         )
         return [FeedRow.from_row(r) for r in rows]
 
-    async def next_due_at(self) -> datetime | None:
-        value = await self._db.scalar("SELECT min(next_poll_at) FROM feeds WHERE enabled = 1")
+    async def next_due_at(self, guilds: frozenset[int] | None = None) -> datetime | None:
+        """When the next poll is due. Feeds of servers outside `guilds` never count: they are never
+        polled, so their next_poll_at stays in the past and would wake the poller every second."""
+        only, params = _only(guilds)
+        value = await self._db.scalar(f"SELECT min(next_poll_at) FROM feeds WHERE enabled = 1{only}", params)
         return from_db(value)
 
     async def remove(self, feed_id: int, *, actor_id: int | None) -> None:
@@ -397,3 +404,11 @@ async def _audit(
         detail=detail,
         created_at=now,
     )
+
+
+def _only(guilds: frozenset[int] | None) -> tuple[str, tuple[int, ...]]:
+    """A `guild_id IN (...)` condition for the served servers; none when every server is served."""
+    if guilds is None:
+        return "", ()
+    ids = tuple(sorted(guilds))
+    return f" AND guild_id IN ({', '.join('?' * len(ids))})", ids
