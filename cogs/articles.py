@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from datetime import datetime, timedelta
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -25,6 +26,7 @@ from bot.articles import (
 )
 from bot.checks import admin_only, ensure_admin, may
 from bot.errors import UserFacingError
+from bot.publisher import Post, Publisher, Refused, Rejected, ThreadExists, Unknown
 from bot.render import truncate_words
 from bot.site.base import redact_text, redact_url
 from bot.store.feeds import ArticleRow, FeedRow
@@ -38,11 +40,8 @@ FORUM_NEEDS = ("view_channel", "send_messages", "send_messages_in_threads", "man
 TEXT_NEEDS = ("view_channel", "send_messages", "embed_links", "create_public_threads", "send_messages_in_threads")
 MAX_POLL_SLEEP = 60.0
 PUBLISH_CONCURRENCY = 50  # feeds publishing at once; the global pacer bounds the request rate
-MAX_SERVER_ERRORS = 5  # cycles in a row Discord may fail (5xx, timeout) on one article before it is failed...
-SERVER_ERROR_SPAN = timedelta(
-    minutes=30
-)  # ...and for at least this long: an outage of Discord's is not the article's fault
-DISCORD_TROUBLE = (discord.DiscordServerError, TimeoutError, aiohttp.ClientError)
+THREAD_ALREADY_CREATED = 160004  # Discord's code for a second thread on one message
+SHUTDOWN_GRACE = 10.0  # seconds a stop waits for the posts under way (a post and its thread)
 
 
 def missing_permissions(channel: discord.abc.GuildChannel, me: discord.Member) -> list[str]:
@@ -77,6 +76,144 @@ def describe_article_status(article: ArticleRow) -> str:
     return f"failed: {article.status_reason or 'unknown error'}"
 
 
+@contextlib.contextmanager
+def discord_outcomes(
+    refused: tuple[type[discord.HTTPException], ...] = (discord.Forbidden, discord.NotFound),
+) -> Iterator[None]:
+    """Discord's answers in the publisher's terms (bot.publisher): unknown, refused, rejected, thread exists."""
+    try:
+        yield
+    except discord.DiscordServerError as exc:  # Discord may or may not have done it
+        raise Unknown(str(exc)) from exc
+    except refused as exc:
+        raise Refused(exc.text or str(exc.status)) from exc
+    except discord.HTTPException as exc:
+        if exc.code == THREAD_ALREADY_CREATED:
+            raise ThreadExists(exc.text) from exc
+        raise Rejected(exc.text or str(exc)) from exc
+    except (TimeoutError, aiohttp.ClientError) as exc:  # timed out or lost the connection: as a 5xx
+        raise Unknown(str(exc) or type(exc).__name__) from exc
+
+
+class DiscordChannel:
+    """A feed's forum or text channel, as the publisher's `Channel` protocol."""
+
+    def __init__(
+        self, bot: ReadersViewsBot, feed: FeedRow, channel: discord.TextChannel | discord.ForumChannel
+    ) -> None:
+        self.bot = bot
+        self.feed = feed
+        self.channel = channel
+
+    @property
+    def id(self) -> int:
+        return self.channel.id
+
+    @property
+    def is_forum(self) -> bool:
+        return isinstance(self.channel, discord.ForumChannel)
+
+    async def post(self, plan: PostPlan, article: ArticleRow) -> Post:
+        none = discord.AllowedMentions.none()
+        with discord_outcomes():
+            if isinstance(self.channel, discord.ForumChannel):
+                created = await self.channel.create_thread(
+                    name=plan.title,
+                    content=plan.content,
+                    applied_tags=self._forum_tags(article),
+                    allowed_mentions=none,
+                )
+                return Post(message_id=created.message.id, thread_id=created.thread.id)
+            message = await self.channel.send(embed=article_embed(plan, article), allowed_mentions=none)
+            return Post(message_id=message.id, thread_id=None)
+
+    async def make_thread(self, message_id: int, title: str) -> int:
+        assert isinstance(self.channel, discord.TextChannel)
+        with discord_outcomes(refused=(discord.Forbidden,)):  # a deleted post (404) is that article's problem
+            thread = await self.channel.get_partial_message(message_id).create_thread(name=title)
+        return thread.id
+
+    async def find_thread(self, message_id: int) -> int | None:
+        assert isinstance(self.channel, discord.TextChannel)
+        with discord_outcomes(refused=(discord.Forbidden,)):
+            message = await self.channel.fetch_message(message_id)
+        return message.thread.id if message.thread is not None else None
+
+    def _forum_tags(self, article: ArticleRow) -> list[discord.ForumTag]:
+        channel, feed = self.channel, self.feed
+        assert isinstance(channel, discord.ForumChannel)
+        available = {tag.name: tag.id for tag in channel.available_tags}
+        tag_ids = set(choose_tags(article.categories, feed.tag_map, available))
+        if not tag_ids and channel.flags.require_tag and channel.available_tags:
+            # The forum started requiring a tag after the feed was added without a default: without a
+            # tag Discord refuses every post, so take the first one rather than fail them all.
+            log.warning("feed %s: %s requires a tag and no category matched; using its first tag", feed.id, channel.id)
+            tag_ids = {channel.available_tags[0].id}
+        return [tag for tag in channel.available_tags if tag.id in tag_ids]
+
+    async def find_post(self, plan: PostPlan, after: int, is_recorded: Callable[[int], Awaitable[bool]]) -> Post | None:
+        """Our post of this article newer than `after`, not already another article's.
+
+        In a forum where the starter message can't be read (no Read Message History), a thread of ours
+        with the article's title counts instead: the duplicate is the worse risk.
+        """
+        channel = self.channel
+        me = channel.guild.me
+        with discord_outcomes():
+            try:
+                if isinstance(channel, discord.ForumChannel):
+                    for thread in channel.threads:
+                        if thread.owner_id != me.id or thread.id <= after or await is_recorded(thread.id):
+                            continue
+                        try:
+                            starter = thread.starter_message or await thread.fetch_message(thread.id)
+                        except discord.NotFound:
+                            continue
+                        except discord.Forbidden as exc:
+                            if thread.name != plan.title:
+                                continue
+                            log.warning(
+                                "feed %s: can't read the starter of thread %s (%s); taking it by its title",
+                                self.feed.id,
+                                thread.id,
+                                exc.text or exc.status,
+                            )
+                            return Post(message_id=thread.id, thread_id=thread.id)
+                        if plan.is_forum_post(starter.content):
+                            return Post(message_id=thread.id, thread_id=thread.id)
+                    return None
+                async for message in channel.history(limit=50):
+                    if message.id <= after:
+                        break
+                    if message.author.id != me.id or not message.embeds:
+                        continue
+                    embed = message.embeds[0]
+                    if plan.is_text_post(embed.url, embed.footer.text) and not await is_recorded(message.id):
+                        return Post(message_id=message.id, thread_id=message.thread.id if message.thread else None)
+            except discord.DiscordServerError:
+                raise
+            except discord.HTTPException as exc:
+                log.warning("could not check channel %s for an interrupted post: %s", channel.id, exc)
+        return None
+
+    async def edit(self, post: Post, plan: PostPlan, article: ArticleRow) -> None:
+        channel = self.channel
+        with discord_outcomes():
+            if isinstance(channel, discord.ForumChannel) and post.thread_id:
+                thread = channel.get_thread(post.thread_id) or await self.bot.fetch_channel(post.thread_id)
+                if isinstance(thread, discord.Thread):
+                    if thread.name != plan.title:
+                        await thread.edit(name=plan.title)
+                    await thread.get_partial_message(post.message_id or thread.id).edit(
+                        content=plan.content, allowed_mentions=discord.AllowedMentions.none()
+                    )
+            elif isinstance(channel, discord.TextChannel):
+                await channel.get_partial_message(post.message_id).edit(embed=article_embed(plan, article))
+                text_thread = channel.guild.get_thread(post.thread_id) if post.thread_id else None
+                if text_thread is not None and text_thread.name != plan.title:
+                    await text_thread.edit(name=plan.title)
+
+
 class Articles(commands.Cog):
     feed = app_commands.Group(
         name="feed",
@@ -90,13 +227,15 @@ class Articles(commands.Cog):
         self.service = ArticleService(bot.store, bot.feed_client, bot.clock, bot.config.feeds)
         self._wake = asyncio.Event()
         self._cycle_lock = asyncio.Lock()
-        # Article id -> cycles in a row in which Discord failed (5xx, timeout) posting or checking it.
-        self._server_errors: dict[int, tuple[int, datetime]] = {}  # article id -> (failures in a row, first at)
+        self.publisher = Publisher(bot.store, bot.clock, bot.alert, per_poll_cap=bot.config.feeds.per_poll_cap)
 
     async def cog_load(self) -> None:
         self.poller.start()
 
     async def cog_unload(self) -> None:
+        # A stop lets the posts under way finish (bounded), so that none is cut between its message and
+        # its thread; polls and new posts are simply not started (what is left is recovered at start).
+        await self.publisher.stop(SHUTDOWN_GRACE)
         self.poller.cancel()
 
     # -- the poller ---------------------------------------------------------------------------
@@ -143,7 +282,7 @@ class Articles(commands.Cog):
             # Feeds publish concurrently: discord.py sleeps inside a request once a channel's bucket
             # is exhausted (5 messages per 5 s), which would stall every other channel behind it.
             # The global pacer (bot.pacing) keeps the sum under Discord's 50 requests/s.
-            feeds = await self.bot.store.feeds.with_work(self.bot.tenants.only)
+            feeds = await self.publisher.feeds_with_work(self.bot.tenants.only)
             results = await map_bounded(self.publish, feeds, PUBLISH_CONCURRENCY, return_exceptions=True)
             failures: list[tuple[FeedRow, BaseException]] = [
                 (feed, r) for feed, r in zip(feeds, results, strict=True) if isinstance(r, BaseException)
@@ -155,19 +294,11 @@ class Articles(commands.Cog):
             return sum(r for r in results if isinstance(r, int))
 
     async def publish(self, feed: FeedRow) -> int:
-        """Post up to the per-poll cap of a feed's pending articles, and apply pending edits."""
+        """Post up to the per-poll cap of a feed's pending articles, recover threads, apply pending edits."""
         channel = await self._resolve_channel(feed)
         if channel is None:
             return 0
-        posted = 0
-        for article in await self.bot.store.articles.pending(feed.id, self.bot.config.feeds.per_poll_cap):
-            ok = await self._post_one(feed, channel, article)
-            if ok is None:  # the feed was paused, or Discord is failing: try this feed again next cycle
-                return posted
-            posted += int(ok)
-        for article in await self.bot.store.articles.needing_edit(feed.id):
-            await self._edit_one(feed, channel, article)
-        return posted
+        return await self.publisher.publish(feed, DiscordChannel(self.bot, feed, channel))
 
     async def _resolve_channel(self, feed: FeedRow) -> discord.TextChannel | discord.ForumChannel | None:
         channel = self.bot.get_channel(feed.channel_id)
@@ -175,241 +306,15 @@ class Articles(commands.Cog):
             try:
                 channel = await self.bot.fetch_channel(feed.channel_id)
             except (discord.NotFound, discord.Forbidden) as exc:
-                await self._disable(feed, f"its channel is gone or hidden from me ({exc.text or exc.status})")
+                await self.publisher.pause(feed, f"its channel is gone or hidden from me ({exc.text or exc.status})")
                 return None
             except discord.HTTPException as exc:
                 log.warning("feed %s: cannot fetch channel %s: %s", feed.id, feed.channel_id, exc)
                 return None
         if not isinstance(channel, (discord.TextChannel, discord.ForumChannel)):
-            await self._disable(feed, "its channel is no longer a text or forum channel")
+            await self.publisher.pause(feed, "its channel is no longer a text or forum channel")
             return None
         return channel
-
-    async def _disable(self, feed: FeedRow, reason: str) -> None:
-        """A gone target stops retrying and alerts once."""
-        await self.bot.store.feeds.set_enabled(feed.id, False, reason=reason, actor_id=None)
-        await self.bot.alert(
-            feed.guild_id,
-            f"Feed {redact_url(feed.url)} is paused: {reason}. Fix the channel or permissions, then `/feed resume`.",
-        )
-
-    async def _post_one(
-        self, feed: FeedRow, channel: discord.TextChannel | discord.ForumChannel, article: ArticleRow
-    ) -> bool | None:
-        """True if posted, False if this article failed, None to stop this feed for now (paused, Discord failing)."""
-        outcome = await self._attempt(feed, channel, article)
-        if isinstance(outcome, BaseException):
-            return await self._discord_failed(feed, article, outcome)
-        self._server_errors.pop(article.id, None)
-        return outcome
-
-    async def _discord_failed(self, feed: FeedRow, article: ArticleRow, exc: BaseException) -> bool | None:
-        """Discord failed (5xx, timeout) posting or checking an article; it stays 'posting' so the next
-        cycle looks for the post first. After MAX_SERVER_ERRORS cycles in a row spanning at least
-        SERVER_ERROR_SPAN it is failed and the admins alerted, so that one article Discord keeps refusing
-        does not hold up its feed for ever, while a Discord outage of a few minutes fails nothing."""
-        now = self.bot.clock.now()
-        count, first = self._server_errors.get(article.id, (0, now))
-        count += 1
-        if count < MAX_SERVER_ERRORS or now - first < SERVER_ERROR_SPAN:
-            self._server_errors[article.id] = (count, first)
-            log.warning(
-                "feed %s: Discord failed posting or checking article %s (%r, %d in a row); will check and retry",
-                feed.id,
-                article.id,
-                exc,
-                count,
-            )
-            return None
-        self._server_errors.pop(article.id, None)
-        detail = str(exc) or type(exc).__name__
-        log.error("feed %s: giving up on article %s after %d Discord failures: %s", feed.id, article.id, count, detail)
-        await self.bot.store.articles.mark_failed(
-            article.id, f"Discord failed {count} times in a row (last: {detail}); it may or may not have been posted"
-        )
-        await self.bot.alert(
-            feed.guild_id,
-            f"Feed {redact_url(feed.url)}: Discord failed {count} times in a row posting "
-            f'"{truncate_words(article.title, 100)}" '
-            f"(last: {detail}), so I skipped it and carried on with the feed. `/feed resume` checks whether it "
-            "was posted after all and retries it.",
-        )
-        return False
-
-    async def _attempt(
-        self, feed: FeedRow, channel: discord.TextChannel | discord.ForumChannel, article: ArticleRow
-    ) -> bool | BaseException | None:
-        """`_post_one`'s work; a Discord failure whose outcome is unknown (5xx, timeout) is returned, not raised."""
-        if article.status == "posting":
-            try:
-                found = await self._reconcile(feed, channel, article)
-            except DISCORD_TROUBLE as exc:  # can't tell whether it was posted: don't post it again yet
-                return exc
-            if found is not False:
-                return found
-        try:
-            plan = await plan_post_async(article)
-        except ValueError as exc:  # one unrenderable article must not hold up the ones after it
-            log.warning("feed %s: article %s cannot be rendered: %s", feed.id, article.id, exc)
-            await self.bot.store.articles.mark_failed(article.id, f"can't be rendered for Discord: {exc}")
-            return False
-        await self.bot.store.articles.mark_posting(article.id)
-        none = discord.AllowedMentions.none()
-        try:
-            if isinstance(channel, discord.ForumChannel):
-                created = await channel.create_thread(
-                    name=plan.title,
-                    content=plan.content,
-                    applied_tags=self._forum_tags(feed, channel, article),
-                    allowed_mentions=none,
-                )
-                await self.bot.store.articles.mark_posted(
-                    article.id, channel_id=channel.id, thread_id=created.thread.id, message_id=created.message.id
-                )
-                return True
-            message = await channel.send(embed=article_embed(plan, article), allowed_mentions=none)
-        except discord.DiscordServerError as exc:
-            # Discord may or may not have made the post: stay 'posting', so the next cycle looks first.
-            return exc
-        except (discord.Forbidden, discord.NotFound) as exc:
-            await self.bot.store.articles.mark_failed(article.id, f"Discord refused: {exc.text or exc.status}")
-            await self._disable(feed, f"I can no longer post in <#{channel.id}> ({exc.text or exc.status})")
-            return None
-        except discord.HTTPException as exc:
-            log.warning("feed %s: article %s rejected by Discord: %s", feed.id, article.id, exc)
-            await self.bot.store.articles.mark_failed(article.id, f"Discord rejected the post: {exc.text or exc}")
-            return False
-        except (TimeoutError, aiohttp.ClientError) as exc:  # timed out or lost the connection: as a 5xx
-            return exc
-        await self.bot.store.articles.mark_posted(
-            article.id, channel_id=channel.id, thread_id=None, message_id=message.id
-        )
-        return await self._open_thread(feed, message, plan, article)
-
-    async def _open_thread(
-        self, feed: FeedRow, message: discord.Message, plan: PostPlan, article: ArticleRow
-    ) -> bool | None:
-        """The discussion thread under a text-channel post. The post stays recorded whatever happens here."""
-        try:
-            thread = await message.create_thread(name=plan.title)
-        except discord.Forbidden as exc:
-            await self._disable(
-                feed,
-                f"I posted in <#{message.channel.id}> but can't open discussion threads there "
-                f"({exc.text or exc.status})",
-            )
-            return None
-        except discord.HTTPException as exc:
-            log.warning("feed %s: article %s is posted, but its discussion thread failed: %s", feed.id, article.id, exc)
-            return True
-        await self.bot.store.articles.mark_posted(
-            article.id, channel_id=message.channel.id, thread_id=thread.id, message_id=message.id
-        )
-        return True
-
-    def _forum_tags(self, feed: FeedRow, channel: discord.ForumChannel, article: ArticleRow) -> list[discord.ForumTag]:
-        available = {tag.name: tag.id for tag in channel.available_tags}
-        tag_ids = set(choose_tags(article.categories, feed.tag_map, available))
-        if not tag_ids and channel.flags.require_tag and channel.available_tags:
-            # The forum started requiring a tag after the feed was added without a default: without a
-            # tag Discord refuses every post, so take the first one rather than fail them all.
-            log.warning("feed %s: %s requires a tag and no category matched; using its first tag", feed.id, channel.id)
-            tag_ids = {channel.available_tags[0].id}
-        return [tag for tag in channel.available_tags if tag.id in tag_ids]
-
-    async def _reconcile(
-        self, feed: FeedRow, channel: discord.TextChannel | discord.ForumChannel, article: ArticleRow
-    ) -> bool | None:
-        """After a crash or a failed call mid-post, look for the post before making it again.
-
-        True if found (False if not; None if found, but its feed has just been paused). A Discord
-        5xx or timeout is raised: whether the post exists is then unknown, so it must not be made again.
-
-        Only a post of ours that ends with this article's marker, is newer than every post recorded
-        before the attempt started, and is not already another article's post, counts. In a forum
-        where the starter message can't be read (no Read Message History), a thread of ours with the
-        article's title (newer, not another article's) counts instead: the duplicate is the worse risk.
-        """
-        store = self.bot.store.articles
-        me = channel.guild.me
-        plan = await plan_post_async(article)
-        after = await store.last_post_before(channel.id, article.posted_at) if article.posted_at else 0
-        try:
-            if isinstance(channel, discord.ForumChannel):
-                for thread in channel.threads:
-                    if thread.owner_id != me.id or thread.id <= after or await store.is_recorded_post(thread.id):
-                        continue
-                    try:
-                        starter = thread.starter_message or await thread.fetch_message(thread.id)
-                    except discord.NotFound:
-                        continue
-                    except discord.Forbidden as exc:
-                        if thread.name != plan.title:
-                            continue
-                        log.warning(
-                            "feed %s: can't read the starter of thread %s (%s); taking it for article %s by its title",
-                            feed.id,
-                            thread.id,
-                            exc.text or exc.status,
-                            article.id,
-                        )
-                        await store.mark_posted(
-                            article.id, channel_id=channel.id, thread_id=thread.id, message_id=thread.id
-                        )
-                        return True
-                    if plan.is_forum_post(starter.content):
-                        await store.mark_posted(
-                            article.id, channel_id=channel.id, thread_id=thread.id, message_id=thread.id
-                        )
-                        return True
-                return False
-            async for message in channel.history(limit=50):
-                if message.id <= after:
-                    break
-                if message.author.id != me.id or not message.embeds:
-                    continue
-                embed = message.embeds[0]
-                if plan.is_text_post(embed.url, embed.footer.text) and not await store.is_recorded_post(message.id):
-                    await store.mark_posted(
-                        article.id,
-                        channel_id=channel.id,
-                        thread_id=message.thread.id if message.thread else None,
-                        message_id=message.id,
-                    )
-                    if message.thread is None:  # the interruption came before the discussion thread
-                        return await self._open_thread(feed, message, plan, article)
-                    return True
-        except discord.DiscordServerError:
-            raise
-        except discord.HTTPException as exc:
-            log.warning("could not check channel %s for an interrupted post: %s", channel.id, exc)
-        return False
-
-    async def _edit_one(
-        self, feed: FeedRow, channel: discord.TextChannel | discord.ForumChannel, article: ArticleRow
-    ) -> None:
-        plan = await plan_post_async(article)
-        try:
-            if isinstance(channel, discord.ForumChannel) and article.thread_id:
-                thread = channel.get_thread(article.thread_id) or await self.bot.fetch_channel(article.thread_id)
-                if isinstance(thread, discord.Thread):
-                    if thread.name != plan.title:
-                        await thread.edit(name=plan.title)
-                    await thread.get_partial_message(article.message_id or thread.id).edit(
-                        content=plan.content, allowed_mentions=discord.AllowedMentions.none()
-                    )
-            elif isinstance(channel, discord.TextChannel) and article.message_id:
-                await channel.get_partial_message(article.message_id).edit(embed=article_embed(plan, article))
-                text_thread = channel.guild.get_thread(article.thread_id) if article.thread_id else None
-                if text_thread is not None and text_thread.name != plan.title:
-                    await text_thread.edit(name=plan.title)
-        except discord.DiscordServerError as exc:
-            log.warning("article %s: edit failed, will retry: %s", article.id, exc)
-            return
-        except discord.HTTPException as exc:
-            # Gone, locked or archived: Discord will refuse the same edit every time, so stop trying.
-            log.info("article %s: Discord refused the edit (%s); not editing", article.id, exc)
-        await self.bot.store.articles.mark_edited(article.id)
 
     # -- commands -----------------------------------------------------------------------------
 

@@ -465,7 +465,12 @@ class ContributionsRepo:
         return ArticleRef(row[0], row[1], row[2], row[3], row[4]) if row else None
 
     async def article_for_thread(self, thread_id: int) -> int | None:
-        value = await self._db.scalar("SELECT id FROM articles WHERE thread_id = ? LIMIT 1", (thread_id,))
+        # A text post's thread has the id of its message, recorded before the thread is made: a reply
+        # that arrives before the thread itself is recorded still belongs to the article.
+        value = await self._db.scalar(
+            "SELECT id FROM articles WHERE thread_id = ? OR (message_id = ? AND thread_step = 'wanted') LIMIT 1",
+            (thread_id, thread_id),
+        )
         return int(value) if value is not None else None
 
     async def recent_articles(self, guild_id: int, query: str = "", *, limit: int = 25) -> list[ArticleRef]:

@@ -87,6 +87,8 @@ class ArticleRow:
     needs_edit: bool
     # When posted; while 'posting' (or 'failed'), when the post was first attempted.
     posted_at: datetime | None = None
+    # A text post's discussion thread: None (nothing to do), 'wanted' (find or make it), 'given_up'.
+    thread_step: str | None = None
 
     @classmethod
     def from_row(cls, row: aiosqlite.Row) -> ArticleRow:
@@ -107,6 +109,7 @@ class ArticleRow:
             categories=json.loads(row["categories"] or "[]"),
             needs_edit=bool(row["needs_edit"]),
             posted_at=from_db(row["posted_at"]),
+            thread_step=row["thread_step"],
         )
 
 
@@ -166,7 +169,7 @@ class FeedsRepo:
         only, params = _only(guilds)
         rows = await self._db.fetchall(
             "SELECT * FROM feeds WHERE enabled = 1 AND id IN (SELECT feed_id FROM articles"
-            f" WHERE status IN ('pending', 'posting') OR needs_edit = 1){only} ORDER BY id",
+            f" WHERE status IN ('pending', 'posting') OR needs_edit = 1 OR thread_step = 'wanted'){only} ORDER BY id",
             params,
         )
         return [FeedRow.from_row(r) for r in rows]
@@ -269,10 +272,13 @@ class ArticlesRepo:
         )
 
     async def mark_changed(self, article_id: int, *, title: str, summary: str, content_hash: str) -> None:
-        """A posted article's title or summary changed on the site: edit the post later."""
+        """A posted article's title or summary changed on the site: edit the post later.
+
+        Also while 'posting': the interrupted post, if found, was made from the older version.
+        """
         await self._db.write(
             "UPDATE articles SET title = ?, summary = ?, content_hash = ?,"
-            " needs_edit = CASE WHEN status = 'posted' THEN 1 ELSE 0 END WHERE id = ?",
+            " needs_edit = CASE WHEN status IN ('posted', 'posting') THEN 1 ELSE 0 END WHERE id = ?",
             (title, summary, content_hash, article_id),
         )
 
@@ -292,8 +298,29 @@ class ArticlesRepo:
         )
 
     async def needing_edit(self, feed_id: int) -> list[ArticleRow]:
-        rows = await self._db.fetchall("SELECT * FROM articles WHERE feed_id = ? AND needs_edit = 1", (feed_id,))
+        rows = await self._db.fetchall(
+            "SELECT * FROM articles WHERE feed_id = ? AND needs_edit = 1 AND status = 'posted'", (feed_id,)
+        )
         return [ArticleRow.from_row(r) for r in rows]
+
+    async def threads_wanted(self, feed_id: int) -> list[ArticleRow]:
+        """Posted text-channel articles whose discussion thread is still to be found or made."""
+        rows = await self._db.fetchall(
+            "SELECT * FROM articles WHERE feed_id = ? AND status = 'posted' AND thread_step = 'wanted'"
+            " AND message_id IS NOT NULL ORDER BY id",
+            (feed_id,),
+        )
+        return [ArticleRow.from_row(r) for r in rows]
+
+    async def mark_thread(self, article_id: int, thread_id: int) -> None:
+        """A text post's discussion thread is made (or found): replies in it are now recorded."""
+        await self._db.write(
+            "UPDATE articles SET thread_id = ?, thread_step = NULL WHERE id = ?", (thread_id, article_id)
+        )
+        log.info("article %s: discussion thread %s recorded", article_id, thread_id)
+
+    async def thread_given_up(self, article_id: int) -> None:
+        await self._db.write("UPDATE articles SET thread_step = 'given_up' WHERE id = ?", (article_id,))
 
     async def mark_posting(self, article_id: int) -> None:
         """Written before the Discord call: after a crash, 'posting' means 'check before posting again'.
@@ -325,11 +352,32 @@ class ArticlesRepo:
         )
         return value is not None
 
-    async def mark_posted(self, article_id: int, *, channel_id: int, thread_id: int | None, message_id: int) -> None:
+    async def mark_posted(
+        self,
+        article_id: int,
+        *,
+        channel_id: int,
+        thread_id: int | None,
+        message_id: int,
+        thread_wanted: bool = False,
+        posted_hash: str | None = None,
+    ) -> None:
+        """Record the post. `thread_wanted`: a text post whose thread is still to make (recorded first, so a
+        crash before it is recovered). `posted_hash`: the content the post was made from; a pending edit
+        is dropped only if that is still the article's content (None: unknown, so the edit is kept)."""
         await self._db.write(
             "UPDATE articles SET status = 'posted', status_reason = NULL, channel_id = ?, thread_id = ?,"
-            " message_id = ?, posted_at = ? WHERE id = ?",
-            (channel_id, thread_id, message_id, to_db(self._clock.now()), article_id),
+            " message_id = ?, posted_at = ?, thread_step = ?,"
+            " needs_edit = CASE WHEN content_hash = ? THEN 0 ELSE needs_edit END WHERE id = ?",
+            (
+                channel_id,
+                thread_id,
+                message_id,
+                to_db(self._clock.now()),
+                "wanted" if thread_wanted else None,
+                posted_hash,
+                article_id,
+            ),
         )
         metrics.ARTICLES_POSTED.inc()
         log.info(
@@ -357,11 +405,15 @@ class ArticlesRepo:
         They go back as 'posting', not 'pending': a failure may have come after Discord made the post,
         so the channel is checked for it before posting again. One whose message is known is posted.
         """
-        return await self._db.write(
+        retried = await self._db.write(
             "UPDATE articles SET status = CASE WHEN message_id IS NOT NULL THEN 'posted' ELSE 'posting' END,"
             " status_reason = NULL WHERE feed_id = ? AND status = 'failed'",
             (feed_id,),
         )
+        await self._db.write(
+            "UPDATE articles SET thread_step = 'wanted' WHERE feed_id = ? AND thread_step = 'given_up'", (feed_id,)
+        )
+        return retried
 
     async def find(self, feed_id: int, key: str) -> ArticleRow | None:
         """By guid or link (for `/feed diagnose`)."""
