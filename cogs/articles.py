@@ -26,6 +26,7 @@ from bot.articles import (
 )
 from bot.checks import admin_only, ensure_admin, may
 from bot.errors import UserFacingError
+from bot.feed_admin import FeedAdmin
 from bot.publisher import Post, Publisher, Refused, Rejected, ThreadExists, Unknown
 from bot.render import truncate_words
 from bot.site.base import redact_text, redact_url
@@ -227,6 +228,7 @@ class Articles(commands.Cog):
         self.service = ArticleService(bot.store, bot.feed_client, bot.clock, bot.config.feeds)
         self._wake = asyncio.Event()
         self._cycle_lock = asyncio.Lock()
+        self.feeds = FeedAdmin(bot.store)
         self.publisher = Publisher(bot.store, bot.clock, bot.alert, per_poll_cap=bot.config.feeds.per_poll_cap)
 
     async def cog_load(self) -> None:
@@ -252,7 +254,7 @@ class Articles(commands.Cog):
 
     async def next_poll_delay(self) -> float:
         """Seconds until the next served feed is due (at least 1, at most MAX_POLL_SLEEP)."""
-        next_due = await self.bot.store.feeds.next_due_at(self.bot.tenants.only)
+        next_due = await self.feeds.next_due_at(self.bot.tenants.only)
         if next_due is None:
             return MAX_POLL_SLEEP
         return min(MAX_POLL_SLEEP, max(1.0, (next_due - self.bot.clock.now()).total_seconds()))
@@ -322,7 +324,7 @@ class Articles(commands.Cog):
         if interaction.guild is None or not await may(ensure_admin, interaction):
             return []
         choices = []
-        for feed in await self.bot.store.feeds.in_guild(interaction.guild.id):
+        for feed in await self.feeds.in_guild(interaction.guild.id):
             shown = redact_url(feed.url)  # matching the full URL would let its query string be probed
             label = f"#{feed.id} {feed.title or shown}"
             if current.lower() in label.lower() or current.lower() in shown.lower():
@@ -330,8 +332,8 @@ class Articles(commands.Cog):
         return choices[:25]
 
     async def _feed_in_guild(self, interaction: discord.Interaction, feed_id: int) -> FeedRow:
-        feed = await self.bot.store.feeds.get(feed_id)
-        if feed is None or interaction.guild is None or feed.guild_id != interaction.guild.id:
+        feed = await self.feeds.get_in_guild(interaction.guild.id, feed_id) if interaction.guild else None
+        if feed is None:
             raise UserFacingError(f"There is no feed #{feed_id} in this server: `/feed list` shows them.")
         return feed
 
@@ -410,20 +412,20 @@ class Articles(commands.Cog):
     @admin_only()
     async def remove(self, interaction: discord.Interaction, feed: int) -> None:
         row = await self._feed_in_guild(interaction, feed)
-        await self.bot.store.feeds.remove(row.id, actor_id=interaction.user.id)
+        await self.feeds.remove(row.id, actor_id=interaction.user.id)
         await interaction.response.send_message(f"Feed #{row.id} ({redact_url(row.url)}) removed.", ephemeral=True)
 
     @feed.command(name="list", description="Every feed with its health: last poll, status, items, errors")
     @admin_only()
     async def list_(self, interaction: discord.Interaction) -> None:
         assert interaction.guild is not None
-        feeds = await self.bot.store.feeds.in_guild(interaction.guild.id)
+        feeds = await self.feeds.in_guild(interaction.guild.id)
         if not feeds:
             await interaction.response.send_message("No feeds yet: add one with `/feed add`.", ephemeral=True)
             return
         lines = []
         for feed in feeds:
-            counts = await self.bot.store.articles.counts(feed.id)
+            counts = await self.feeds.counts(feed.id)
             state = "paused" if not feed.enabled else ("failing" if feed.consecutive_errors else "ok")
             polled = discord.utils.format_dt(feed.last_poll_at, "R") if feed.last_poll_at else "never"
             line = (
@@ -444,7 +446,7 @@ class Articles(commands.Cog):
     @admin_only()
     async def pause(self, interaction: discord.Interaction, feed: int) -> None:
         row = await self._feed_in_guild(interaction, feed)
-        await self.bot.store.feeds.set_enabled(row.id, False, reason="paused by an admin", actor_id=interaction.user.id)
+        await self.feeds.pause(row.id, actor_id=interaction.user.id)
         await interaction.response.send_message(f"Feed #{row.id} paused.", ephemeral=True)
 
     @feed.command(name="resume", description="Poll a paused feed again (and retry articles that failed)")
@@ -452,8 +454,7 @@ class Articles(commands.Cog):
     @admin_only()
     async def resume(self, interaction: discord.Interaction, feed: int) -> None:
         row = await self._feed_in_guild(interaction, feed)
-        await self.bot.store.feeds.set_enabled(row.id, True, reason=None, actor_id=interaction.user.id)
-        retried = await self.bot.store.articles.reset_failed(row.id)
+        retried = await self.feeds.resume(row.id, actor_id=interaction.user.id)
         extra = f"; {retried} failed article(s) will be checked for and retried" if retried else ""
         await interaction.response.send_message(f"Feed #{row.id} resumed{extra}.", ephemeral=True)
         self.wake()
@@ -511,7 +512,7 @@ class Articles(commands.Cog):
     @admin_only()
     async def diagnose(self, interaction: discord.Interaction, feed: int, article_url: str | None = None) -> None:
         row = await self._feed_in_guild(interaction, feed)
-        counts = await self.bot.store.articles.counts(row.id)
+        counts = await self.feeds.counts(row.id)
         lines = [f"**Feed #{row.id}** {redact_url(row.url)} → <#{row.channel_id}> ({row.channel_kind})"]
         lines.append(f"- enabled: {'yes' if row.enabled else 'no — ' + (row.disabled_reason or 'paused')}")
         if row.last_poll_at:
@@ -529,7 +530,7 @@ class Articles(commands.Cog):
             + ("" if row.etag or row.last_modified else "not offered by the site")
         )
         if article_url:
-            article = await self.bot.store.articles.find(row.id, article_url.strip())
+            article = await self.feeds.find_article(row.id, article_url.strip())
             if article is None:
                 lines.append(
                     f"- `{article_url[:200]}` was never seen in this feed: the last successful fetch listed "
