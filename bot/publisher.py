@@ -118,6 +118,16 @@ class Publisher:
             return False
         return True
 
+    async def settled(self, grace: float) -> bool:
+        """If posts are under way, wait (at most `grace` s) until they are recorded. True if it waited."""
+        if self._idle.is_set():
+            return False
+        try:
+            await asyncio.wait_for(self._idle.wait(), grace)
+        except TimeoutError:
+            log.warning("article posts still under way after %.0f s", grace)
+        return True
+
     @property
     def stopping(self) -> bool:
         return self._stopping

@@ -39,7 +39,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-NEGATIVE_TTL = 60.0  # seconds a "not an article thread" answer is trusted
+NEGATIVE_TTL = 60.0  # seconds a "not an article thread" answer is trusted (never for threads of ours)
+RECORDING_WAIT = 15.0  # seconds a reply in a thread of ours waits for the article posts under way
 PURGE_EVERY_HOURS = 6.0
 
 
@@ -136,17 +137,28 @@ class ReadersViews(commands.Cog):
 
     # -- recording ------------------------------------------------------------------------------------
 
-    async def _article_for(self, channel_id: int) -> int | None:
-        """The article a thread discusses; None if not an article thread; cached (negative answers briefly)."""
+    async def _article_for(self, channel: Any) -> int | None:
+        """The article a thread discusses; None if not an article thread; cached (negative answers briefly).
+
+        A thread the bot started may be an article post whose answer from Discord is still on its way:
+        no negative answer is kept for those, and one waits for the posts under way to be recorded.
+        """
+        channel_id = channel.id
         found = self._articles.get(channel_id)
         if found is not None:
             return found
+        me = self.bot.user
+        ours = isinstance(channel, discord.Thread) and me is not None and channel.owner_id == me.id
         checked = self._not_articles.get(channel_id)
-        if checked is not None and time.monotonic() - checked < NEGATIVE_TTL:
+        if not ours and checked is not None and time.monotonic() - checked < NEGATIVE_TTL:
             return None
         article_id = await self.bot.store.contributions.article_for_thread(channel_id)
+        publisher = getattr(self.bot.get_cog("Articles"), "publisher", None)
+        if article_id is None and ours and publisher is not None and await publisher.settled(RECORDING_WAIT):
+            article_id = await self.bot.store.contributions.article_for_thread(channel_id)
         if article_id is None:
-            self._not_articles[channel_id] = time.monotonic()
+            if not ours:
+                self._not_articles[channel_id] = time.monotonic()
         else:
             self._articles[channel_id] = article_id
             self._not_articles.pop(channel_id, None)
@@ -159,7 +171,7 @@ class ReadersViews(commands.Cog):
         if message.type not in (discord.MessageType.default, discord.MessageType.reply):
             return
         channel = message.channel
-        article_id = await self._article_for(channel.id)
+        article_id = await self._article_for(channel)
         if article_id is None:
             parent_id = getattr(channel, "parent_id", None)
             if channel.id not in self.record_channels and (parent_id is None or parent_id not in self.record_channels):

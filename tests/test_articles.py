@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import re
 from collections.abc import AsyncIterator
@@ -619,19 +620,72 @@ async def test_failed_thread_keeps_the_post_and_resume_does_not_repeat_it(
 
 
 async def test_thread_server_error_keeps_the_post(bot: Booted, world: World, site: FeedServer, clock) -> None:
-    """A 5xx opening the thread leaves the article posted; the feed keeps going."""
+    """A 5xx opening the thread leaves the article posted; the feed keeps going; the next cycle makes the thread."""
     site.set_feed("/feed", rss([]))
     await add_feed(world, site.url("/feed"), world.discussion)
     world.fake.fail_next("POST", r"/channels/\d+/messages/\d+/threads", 503)
     site.set_feed("/feed", rss([story(1)]))
     await poll(bot, clock, world)
     row = await article_row(bot, "story-1")
-    assert row["status"] == "posted" and row["message_id"] is not None
+    assert row["status"] == "posted" and row["message_id"] is not None and row["thread_id"] is None
     site.set_feed("/feed", rss([story(2), story(1)]))
     await poll(bot, clock, world)
     assert len(embeds_in(world, world.discussion)) == 2
     feed = await bot.bot.store.feeds.get(1)
     assert feed is not None and feed.enabled
+    threads = {t.id for t in world.fake.threads_in(world.discussion)}
+    rows = await bot.bot.store.db.fetchall("SELECT message_id, thread_id FROM articles WHERE status = 'posted'")
+    assert {r["thread_id"] for r in rows} == threads == {r["message_id"] for r in rows}
+
+
+async def test_lost_thread_answer_is_recovered(bot: Booted, world: World, site: FeedServer, clock) -> None:
+    """Discord made the thread but its answer was lost (5xx): the next cycle gets 160004, finds the thread on
+    the message and records it; replies in it meanwhile are recorded; no second thread."""
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.discussion)
+    world.fake.fail_next("POST", r"/channels/\d+/messages/\d+/threads", 503, after_effect=True)
+    site.set_feed("/feed", rss([story(1)]))
+    await poll(bot, clock, world)
+    [thread] = world.fake.threads_in(world.discussion)
+    row = await article_row(bot, "story-1")
+    assert row["thread_id"] is None and row["thread_step"] == "wanted"
+    reply = await world.fake.message_create(thread, world.reader, "Before the thread was recorded")
+    await world.fake.settle()
+    await bot.cog("ReadersViews").recorder.flush()
+    recorded = await bot.bot.store.contributions.by_message(int(reply["id"]))
+    assert recorded is not None and recorded.article_id == row["id"]
+
+    await poll(bot, clock, world)
+    row = await article_row(bot, "story-1")
+    assert row["thread_id"] == thread.id == row["message_id"] and row["thread_step"] is None
+    assert len(world.fake.threads_in(world.discussion)) == 1
+    tries = world.fake.requests_to("/messages/{message_id}/threads", method="POST")
+    assert [r.status for r in tries] == [503, 400]
+    assert tries[1].response["code"] == 160004
+
+
+async def test_reply_before_a_forum_post_is_recorded_is_kept(bot: Booted, world: World, site: FeedServer, clock):
+    """A member replies in a new forum post before the bot has its answer: the reply is recorded anyway."""
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    held = world.fake.hold_next("POST", r"/channels/\d+/threads$", after_effect=True)
+    site.set_feed("/feed", rss([story(1)]))
+    clock.advance(minutes=16)
+    cycle = asyncio.create_task(bot.cog("Articles").run_cycle())
+    await held.arrived.wait()
+    [post] = forum_posts(world)
+    first = await world.fake.message_create(post, world.reader, "First!")
+    await world.fake.settle()
+    held.release()
+    await cycle
+    await world.fake.roundtrip()
+    second = await world.fake.message_create(post, world.reader, "Second")
+    await world.fake.settle()
+    await bot.cog("ReadersViews").recorder.flush()
+    row = await article_row(bot, "story-1")
+    for message in (first, second):
+        recorded = await bot.bot.store.contributions.by_message(int(message["id"]))
+        assert recorded is not None and recorded.article_id == row["id"], message["content"]
 
 
 async def test_discord_server_error_is_retried_not_failed(bot: Booted, world: World, site: FeedServer, clock) -> None:

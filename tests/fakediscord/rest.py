@@ -186,11 +186,19 @@ class Api:
             record.status = 429
             record.response = rate_limited_body(verdict.retry_after, verdict.is_global)
             return json_response(record.response, 429, headers)
-        if rule is not None:
+        if rule is not None and not rule.after_effect:
             err = E.ApiError(rule.status, rule.code, rule.message, rule.errors)
             record.status = rule.status
             record.response = err.body()
             return json_response(record.response, rule.status, headers)
+        hold = fake._take_hold_rule(method, path)
+        if hold is not None and not hold.after_effect:
+            hold.arrived.set()
+            await hold.released.wait()
+            if hold.fail_status is not None:
+                record.status = hold.fail_status
+                record.response = {"message": "Service Unavailable", "code": 0}
+                return json_response(record.response, hold.fail_status, headers)
 
         ctx = Ctx(request, method, path, record.route, params, dict(request.query), body, uploads, record)
         try:
@@ -206,6 +214,18 @@ class Api:
             record.status = 400
             record.response = {"message": f"fakediscord internal error: {exc!r}", "code": 0}
             return json_response(record.response, 400, headers)
+        if hold is not None and hold.after_effect:
+            hold.arrived.set()
+            await hold.released.wait()
+            if hold.fail_status is not None:
+                record.status = hold.fail_status
+                record.response = {"message": "Service Unavailable", "code": 0}
+                return json_response(record.response, hold.fail_status, headers)
+        if rule is not None and rule.after_effect and reply.status < 400:
+            err = E.ApiError(rule.status, rule.code, rule.message, rule.errors)
+            record.status = rule.status
+            record.response = err.body()
+            return json_response(record.response, rule.status, headers)
         record.status = reply.status
         record.response = reply.body
         return json_response(reply.body, reply.status, headers)
