@@ -111,6 +111,8 @@ class Publisher:
     async def stop(self, grace: float) -> bool:
         """Start no new post, and wait (at most `grace` s) for the posts under way. True if none is left."""
         self._stopping = True
+        if self._in_flight:
+            log.info("waiting for %d article post(s) under way before stopping", self._in_flight)
         try:
             await asyncio.wait_for(self._idle.wait(), grace)
         except TimeoutError:
