@@ -601,7 +601,8 @@ async def test_overlong_link_is_left_out_and_does_not_block(bot: Booted, world: 
 async def test_failed_thread_keeps_the_post_and_resume_does_not_repeat_it(
     bot: Booted, world: World, site: FeedServer, clock: FakeClock
 ) -> None:
-    """Text channel: the message went out, the thread was refused (403): paused, and resuming never reposts."""
+    """Text channel: the message went out, the thread was refused (403): paused; resuming makes the thread and
+    never reposts."""
     site.set_feed("/feed", rss([]))
     await add_feed(world, site.url("/feed"), world.discussion)
     world.fake.fail_next("POST", r"/channels/\d+/messages/\d+/threads", 403, code=50013, message="Missing Permissions")
@@ -616,7 +617,9 @@ async def test_failed_thread_keeps_the_post_and_resume_does_not_repeat_it(
     await poll(bot, clock, world)
     await poll(bot, clock, world)
     assert len(embeds_in(world, world.discussion)) == 1
-    assert (await article_row(bot, "story-1"))["status"] == "posted"
+    row = await article_row(bot, "story-1")
+    [thread] = world.fake.threads_in(world.discussion)
+    assert row["status"] == "posted" and row["thread_id"] == thread.id, "after resume the thread is made"
 
 
 async def test_thread_server_error_keeps_the_post(bot: Booted, world: World, site: FeedServer, clock) -> None:
