@@ -905,3 +905,19 @@ async def test_reconcile_without_read_history_matches_the_title(bot: Booted, wor
     assert len(posts) == 1
     row = await article_row(bot, "story-1")
     assert row["status"] == "posted" and row["thread_id"] == posts[0].id
+
+
+async def test_edit_made_while_a_post_was_interrupted_is_applied(bot: Booted, world: World, site: FeedServer, clock):
+    """The article is corrected on the site while its post's outcome is unknown: once found, the post is edited."""
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    site.set_feed("/feed", rss([story(1, description="First version.")]))
+    await poll_losing_the_record(bot, clock, world)
+    site.set_feed("/feed", rss([story(1, title="Story number 1, corrected", description="Second version.")]))
+    await poll(bot, clock, world)
+    [post] = forum_posts(world)
+    assert post.name == "Story number 1, corrected"
+    starter = world.fake.find_message(post.id)
+    assert starter is not None and "Second version." in starter["content"]
+    row = await article_row(bot, "story-1")
+    assert row["status"] == "posted" and row["thread_id"] == post.id and row["needs_edit"] == 0
