@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
 from bot.store import Store
 from bot.store.feeds import ArticleRow, FeedRow
 
 
-@dataclass(frozen=True)
-class FeedPage:
-    """One page of a server's feeds for `/feed list`, with each feed's article counts."""
-
-    feeds: list[tuple[FeedRow, dict[str, int]]]
-    page: int  # 1-based, clamped to the pages there are
-    pages: int
-    total: int
+def paginate(blocks: list[str], limit: int) -> list[str]:
+    """Blocks of text joined into pages of at most `limit` characters, none split (an over-long one is cut)."""
+    pages: list[str] = []
+    current = ""
+    for block in blocks:
+        block = block if len(block) <= limit else block[: limit - 1] + "…"
+        if current and len(current) + 1 + len(block) > limit:
+            pages.append(current)
+            current = ""
+        current = f"{current}\n{block}" if current else block
+    if current or not pages:
+        pages.append(current)
+    return pages
 
 
 class FeedAdmin:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import discord
@@ -25,8 +26,8 @@ from bot.articles import (
     validate_feed_url,
 )
 from bot.checks import admin_only, ensure_admin, may
-from bot.errors import UserFacingError
-from bot.feed_admin import FeedAdmin
+from bot.errors import UserFacingError, describe_error, send_ephemeral
+from bot.feed_admin import FeedAdmin, paginate
 from bot.publisher import Post, Publisher, Refused, Rejected, ThreadExists, Unknown
 from bot.render import truncate_words
 from bot.site.base import redact_text, redact_url
@@ -42,6 +43,7 @@ TEXT_NEEDS = ("view_channel", "send_messages", "embed_links", "create_public_thr
 MAX_POLL_SLEEP = 60.0
 PUBLISH_CONCURRENCY = 50  # feeds publishing at once; the global pacer bounds the request rate
 THREAD_ALREADY_CREATED = 160004  # Discord's code for a second thread on one message
+LIST_PAGE_CHARS = 1900  # one /feed list page, under Discord's 2,000 with its heading
 SHUTDOWN_GRACE = 10.0  # seconds a stop waits for the posts under way (a post and its thread)
 
 
@@ -215,6 +217,49 @@ class DiscordChannel:
                     await text_thread.edit(name=plan.title)
 
 
+class FeedListButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]],
+    template=r"feeds:list:(?P<guild>\d+):(?P<page>\d+):(?P<way>prev|next)",
+):
+    """Prev / Next under `/feed list`: the page is rebuilt from the database on every click, for admins of
+    the server the list belongs to only."""
+
+    def __init__(self, guild_id: int, page: int, way: str, *, disabled: bool = False) -> None:
+        label = "◀ Prev" if way == "prev" else "Next ▶"
+        super().__init__(
+            discord.ui.Button(
+                label=label,
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"feeds:list:{guild_id}:{page}:{way}",
+                disabled=disabled,
+            )
+        )
+        self.guild_id = guild_id
+        self.page = page
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> FeedListButton:
+        return cls(int(match["guild"]), int(match["page"]), match["way"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        try:
+            if interaction.guild_id != self.guild_id:
+                raise UserFacingError("That list belongs to another server.")
+            await ensure_admin(interaction)
+            cog = interaction.client.get_cog("Articles")  # type: ignore[attr-defined]
+            if not isinstance(cog, Articles):
+                raise UserFacingError("Feeds are not available right now.")
+            text, view = await cog.feed_list_page(self.guild_id, self.page)
+            await interaction.response.edit_message(content=text, view=view)
+        except Exception as error:
+            message, loggable = describe_error(error)
+            if loggable:
+                log.error("/feed list page failed for user %s", interaction.user.id, exc_info=error)
+            await send_ephemeral(interaction, message)
+
+
 class Articles(commands.Cog):
     feed = app_commands.Group(
         name="feed",
@@ -232,6 +277,7 @@ class Articles(commands.Cog):
         self.publisher = Publisher(bot.store, bot.clock, bot.alert, per_poll_cap=bot.config.feeds.per_poll_cap)
 
     async def cog_load(self) -> None:
+        self.bot.add_dynamic_items(FeedListButton)
         self.poller.start()
 
     async def cog_unload(self) -> None:
@@ -239,6 +285,7 @@ class Articles(commands.Cog):
         # its thread; polls and new posts are simply not started (what is left is recovered at start).
         await self.publisher.stop(SHUTDOWN_GRACE)
         self.poller.cancel()
+        self.bot.remove_dynamic_items(FeedListButton)
 
     # -- the poller ---------------------------------------------------------------------------
 
@@ -416,30 +463,44 @@ class Articles(commands.Cog):
         await interaction.response.send_message(f"Feed #{row.id} ({redact_url(row.url)}) removed.", ephemeral=True)
 
     @feed.command(name="list", description="Every feed with its health: last poll, status, items, errors")
+    @app_commands.describe(page="Which page of the list (Prev / Next buttons move through it)")
     @admin_only()
-    async def list_(self, interaction: discord.Interaction) -> None:
+    async def list_(self, interaction: discord.Interaction, page: app_commands.Range[int, 1, 1000] = 1) -> None:
         assert interaction.guild is not None
-        feeds = await self.feeds.in_guild(interaction.guild.id)
+        text, view = await self.feed_list_page(interaction.guild.id, page)
+        if view is None:
+            await interaction.response.send_message(text, ephemeral=True)
+        else:
+            await interaction.response.send_message(text, view=view, ephemeral=True)
+
+    async def feed_list_page(self, guild_id: int, page: int) -> tuple[str, discord.ui.View | None]:
+        """One page of `/feed list` (clamped to the pages there are), with Prev / Next if there are several."""
+        feeds = await self.feeds.in_guild(guild_id)
         if not feeds:
-            await interaction.response.send_message("No feeds yet: add one with `/feed add`.", ephemeral=True)
-            return
-        lines = []
+            return "No feeds yet: add one with `/feed add`.", None
+        blocks = []
         for feed in feeds:
             counts = await self.feeds.counts(feed.id)
             state = "paused" if not feed.enabled else ("failing" if feed.consecutive_errors else "ok")
             polled = discord.utils.format_dt(feed.last_poll_at, "R") if feed.last_poll_at else "never"
-            line = (
+            block = (
                 f"**#{feed.id}** {state} · <#{feed.channel_id}> · {redact_url(feed.url)}\n"
                 f"  last poll {polled}, {feed.item_count} item(s) in feed, posted {counts.get('posted', 0)}, "
                 f"waiting {counts.get('pending', 0) + counts.get('posting', 0)}, failed {counts.get('failed', 0)}"
             )
             if feed.last_error:
-                line += f"\n  last error ({feed.consecutive_errors} in a row): {redact_text(feed.last_error)}"
+                block += f"\n  last error ({feed.consecutive_errors} in a row): {redact_text(feed.last_error)}"
             if feed.disabled_reason:
-                line += f"\n  paused: {feed.disabled_reason}"
-            lines.append(line)
-        text = "\n".join(lines)
-        await interaction.response.send_message(truncate_words(text, 2000), ephemeral=True)
+                block += f"\n  paused: {feed.disabled_reason}"
+            blocks.append(block)
+        pages = paginate(blocks, LIST_PAGE_CHARS)
+        page = min(max(page, 1), len(pages))
+        if len(pages) == 1:
+            return pages[0], None
+        view = discord.ui.View(timeout=None)
+        view.add_item(FeedListButton(guild_id, page - 1, "prev", disabled=page == 1))
+        view.add_item(FeedListButton(guild_id, page + 1, "next", disabled=page == len(pages)))
+        return f"Feeds, page {page} of {len(pages)} ({len(feeds)} feeds):\n{pages[page - 1]}", view
 
     @feed.command(name="pause", description="Stop polling a feed until resumed")
     @app_commands.autocomplete(feed=feed_autocomplete)

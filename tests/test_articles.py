@@ -921,3 +921,76 @@ async def test_edit_made_while_a_post_was_interrupted_is_applied(bot: Booted, wo
     assert starter is not None and "Second version." in starter["content"]
     row = await article_row(bot, "story-1")
     assert row["status"] == "posted" and row["thread_id"] == post.id and row["needs_edit"] == 0
+
+
+async def forty_feeds(bot: Booted, world: World) -> None:
+    for n in range(1, 41):
+        await bot.bot.store.feeds.add(
+            guild_id=world.guild.id,
+            url=f"https://paper-{n}.example/sections/{'news' * 5}/feed.xml",
+            channel_id=world.forum.id,
+            channel_kind="forum",
+            tag_map={},
+            poll_interval=900,
+            created_by=None,
+        )
+
+
+def feed_ids(text: str) -> list[int]:
+    return [int(n) for n in re.findall(r"\*\*#(\d+)\*\*", text)]
+
+
+def buttons(message: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["label"]: c for row in message["components"] for c in row["components"]}
+
+
+async def test_feed_list_pages_through_forty_feeds(bot: Booted, world: World) -> None:
+    """/feed list shows every feed across pages: Next walks them all once, `page` jumps to one, Prev goes back."""
+    await forty_feeds(bot, world)
+    ix = await world.fake.slash(world.guild, world.admin, "feed list")
+    await ix.wait_response()
+    message = ix.original
+    assert message is not None and "page 1 of" in message["content"] and len(message["content"]) <= 2000
+    pages = int(re.search(r"page 1 of (\d+)", message["content"])[1])  # type: ignore[index]
+    assert pages > 1 and buttons(message)["◀ Prev"].get("disabled")
+    seen = feed_ids(message["content"])
+    for page in range(2, pages + 1):
+        click = await world.fake.click(world.guild, world.admin, message, buttons(message)["Next ▶"]["custom_id"])
+        response = await click.wait_response()
+        assert response["type"] == 7
+        message = {**message, **response["data"]}
+        assert f"page {page} of {pages}" in message["content"] and len(message["content"]) <= 2000
+        seen += feed_ids(message["content"])
+    assert seen == list(range(1, 41))
+    assert buttons(message)["Next ▶"].get("disabled")
+
+    ix = await world.fake.slash(world.guild, world.admin, "feed list", page=2)
+    await ix.wait_response()
+    second = ix.original
+    assert second is not None and f"page 2 of {pages}" in second["content"]
+    click = await world.fake.click(world.guild, world.admin, second, buttons(second)["◀ Prev"]["custom_id"])
+    response = await click.wait_response()
+    assert "page 1 of" in response["data"]["content"] and feed_ids(response["data"]["content"])[0] == 1
+
+
+async def test_feed_list_buttons_check_server_and_permission(bot: Booted, world: World) -> None:
+    """A member without Manage Server, or a click carrying another server's id, gets no feeds."""
+    await forty_feeds(bot, world)
+    ix = await world.fake.slash(world.guild, world.admin, "feed list")
+    await ix.wait_response()
+    message = ix.original
+    assert message is not None
+    next_id = buttons(message)["Next ▶"]["custom_id"]
+    click = await world.fake.click(world.guild, world.reader, message, next_id)
+    response = await click.wait_response()
+    assert response["type"] == 4 and "Manage Server" in response["data"]["content"]
+    assert not feed_ids(response["data"]["content"])
+
+    other = world.fake.add_guild("Another paper")
+    foreign = next_id.replace(f"feeds:list:{world.guild.id}:", f"feeds:list:{other.id}:")
+    button = {**buttons(message)["Next ▶"], "custom_id": foreign}
+    forged = {**message, "components": [{"type": 1, "components": [button]}]}
+    world.fake.all_messages[int(message["id"])] = forged
+    click = await world.fake.click(world.guild, world.admin, forged, foreign)
+    response = await click.wait_response()
+    assert response["type"] == 4 and "another server" in response["data"]["content"]
