@@ -259,11 +259,24 @@ class ArticleService:
         jitter = random.uniform(0.9, 1.1)
         return min(base * jitter, MAX_BACKOFF)
 
-    async def poll_due(self, now: datetime, guilds: frozenset[int] | None = None) -> list[tuple[FeedRow, PollReport]]:
+    async def poll_due(
+        self,
+        now: datetime,
+        guilds: frozenset[int] | None = None,
+        on_polled: Callable[[FeedRow, PollReport], Awaitable[None]] | None = None,
+    ) -> list[tuple[FeedRow, PollReport]]:
         """Poll every due feed, a few at once (config feeds.poll_concurrency); with `guilds`, only the
-        feeds of those servers (discord.allowed_guild_ids: another server's feed is never fetched)."""
+        feeds of those servers (discord.allowed_guild_ids: another server's feed is never fetched).
+        `on_polled` hears of each feed as soon as it is polled, so one slow feed holds up no other."""
         feeds = await self.store.feeds.due(now, guilds)
-        reports = await map_bounded(self._poll_contained, feeds, self.settings.poll_concurrency)
+
+        async def poll_one(feed: FeedRow) -> PollReport:
+            report = await self._poll_contained(feed)
+            if on_polled is not None:
+                await on_polled(feed, report)
+            return report
+
+        reports = await map_bounded(poll_one, feeds, self.settings.poll_concurrency)
         return list(zip(feeds, reports, strict=True))
 
     async def _poll_contained(self, feed: FeedRow) -> PollReport:

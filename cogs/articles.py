@@ -18,9 +18,9 @@ from bot.articles import (
     DEFAULT_TAG_KEY,
     ArticleService,
     FeedProblem,
+    PollReport,
     PostPlan,
     choose_tags,
-    map_bounded,
     parse_tag_map,
     plan_post_async,
     validate_feed_url,
@@ -321,20 +321,44 @@ class Articles(commands.Cog):
         self._wake.set()
 
     async def run_cycle(self) -> int:
-        """Poll every due feed, then post what is pending (capped per feed). Returns posts made."""
+        """Poll every due feed and post what is pending (capped per feed). Returns posts made.
+
+        Each feed posts as soon as its own poll is done (one hanging feed delays no other), and feeds
+        with work left from before post at once. Feeds publish concurrently: discord.py sleeps inside
+        a request once a channel's bucket is exhausted (5 messages per 5 s), which would stall every
+        other channel behind it; the global pacer (bot.pacing) keeps the sum under 50 requests/s.
+        """
         async with self._cycle_lock:
-            for feed, report in await self.service.poll_due(self.bot.clock.now(), self.bot.tenants.only):
+            slots = asyncio.Semaphore(PUBLISH_CONCURRENCY)
+            feed_locks: dict[int, asyncio.Lock] = {}  # one feed never publishes twice at once
+            runs: list[tuple[FeedRow, asyncio.Task[int]]] = []
+
+            async def publish_one(feed: FeedRow) -> int:
+                async with feed_locks.setdefault(feed.id, asyncio.Lock()), slots:
+                    return await self.publish(feed)
+
+            def start(feed: FeedRow) -> None:
+                runs.append((feed, asyncio.create_task(publish_one(feed))))
+
+            async def polled(feed: FeedRow, report: PollReport) -> None:
                 if report.alert:
                     await self.bot.alert(feed.guild_id, report.alert)
                 if report.recovered:
                     await self.bot.alert(feed.guild_id, report.recovered)
-            # Feeds publish concurrently: discord.py sleeps inside a request once a channel's bucket
-            # is exhausted (5 messages per 5 s), which would stall every other channel behind it.
-            # The global pacer (bot.pacing) keeps the sum under Discord's 50 requests/s.
-            feeds = await self.publisher.feeds_with_work(self.bot.tenants.only)
-            results = await map_bounded(self.publish, feeds, PUBLISH_CONCURRENCY, return_exceptions=True)
+                if report.queued or report.changed:
+                    start(feed)
+
+            try:
+                for feed in await self.publisher.feeds_with_work(self.bot.tenants.only):
+                    start(feed)
+                await self.service.poll_due(self.bot.clock.now(), self.bot.tenants.only, on_polled=polled)
+                results = await asyncio.gather(*(task for _, task in runs), return_exceptions=True)
+            except BaseException:
+                for _, task in runs:
+                    task.cancel()
+                raise
             failures: list[tuple[FeedRow, BaseException]] = [
-                (feed, r) for feed, r in zip(feeds, results, strict=True) if isinstance(r, BaseException)
+                (feed, r) for (feed, _), r in zip(runs, results, strict=True) if isinstance(r, BaseException)
             ]
             for feed, failure in failures[1:]:
                 log.error("feed %s: publishing failed", feed.id, exc_info=failure)

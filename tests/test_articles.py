@@ -12,6 +12,7 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 import pytest
+from aiohttp import web
 
 from bot.articles import choose_tags
 from tests.clock import FakeClock
@@ -994,3 +995,35 @@ async def test_feed_list_buttons_check_server_and_permission(bot: Booted, world:
     click = await world.fake.click(world.guild, world.admin, forged, foreign)
     response = await click.wait_response()
     assert response["type"] == 4 and "another server" in response["data"]["content"]
+
+
+async def test_hanging_feed_does_not_delay_the_others(world: World, booter: Any, site: FeedServer, clock) -> None:
+    """Feed A's server hangs (until its 5-minute timeout); feed B's new article is posted meanwhile, not after A."""
+    bot: Booted = await booter(clock=clock, feeds={"timeout_seconds": 300})
+    site.set_feed("/a", rss([]))
+    site.set_feed("/b", rss([]))
+    await add_feed(world, site.url("/a"), world.discussion)
+    await add_feed(world, site.url("/b"), world.forum)
+    a_asked, a_answers = asyncio.Event(), asyncio.Event()
+
+    async def hanging(request: Any) -> Any:
+        a_asked.set()
+        await a_answers.wait()  # stands for the feed timeout running out
+        return web.Response(status=504)
+
+    site.set_handler("/a", hanging)
+    site.set_feed("/b", rss([story(1)]))
+    posted = world.fake.hold_next("POST", r"/channels/\d+/threads$", after_effect=True)
+    clock.advance(minutes=16)
+    cycle = asyncio.create_task(bot.cog("Articles").run_cycle())
+    try:
+        await asyncio.wait_for(a_asked.wait(), 30)
+        await asyncio.wait_for(posted.arrived.wait(), 30)  # B's post reaches Discord while A still hangs
+    finally:
+        posted.release()
+        a_answers.set()
+        await cycle
+    assert [p.name for p in forum_posts(world)] == ["Story number 1"]
+    assert (await article_row(bot, "story-1"))["status"] == "posted"
+    feed_a = await bot.bot.store.feeds.get(1)
+    assert feed_a is not None and feed_a.consecutive_errors == 1
