@@ -150,6 +150,8 @@ class Publisher:
 
     async def publish(self, feed: FeedRow, channel: Channel) -> int:
         """Recover wanted threads, post up to the per-poll cap of pending articles, apply edits. Returns posts made."""
+        if self._stopping:
+            return 0
         articles = self.store.articles
         for article in await articles.threads_wanted(feed.id):
             if self._stopping:
@@ -286,7 +288,8 @@ class Publisher:
         return Outcome.POSTED
 
     async def _thread_failed(self, feed: FeedRow, article: ArticleRow, exc: BaseException) -> Outcome:
-        """Discord failed making or finding a thread: the step stays wanted; alert once it keeps failing."""
+        """Discord failed making or finding a thread: the step stays wanted and is retried each cycle; after
+        MAX_SERVER_ERRORS cycles spanning SERVER_ERROR_SPAN it is given up with an alert (`/feed resume` retries)."""
         count = self._count_failure(("thread", article.id))
         if count is None:
             log.warning(
@@ -297,10 +300,13 @@ class Publisher:
             )
             return Outcome.POSTED
         detail = str(exc) or type(exc).__name__
+        log.error("feed %s: giving up on article %s's thread after %d Discord failures", feed.id, article.id, count)
+        await self.store.articles.thread_given_up(article.id)
         await self.alert(
             feed.guild_id,
             f'Feed {redact_url(feed.url)}: "{truncate_words(article.title, 100)}" is posted, but Discord failed '
-            f"{count} times in a row opening its discussion thread (last: {detail}). I keep trying.",
+            f"{count} times in a row opening its discussion thread (last: {detail}), so replies to it are not "
+            "recorded. `/feed resume` tries again.",
         )
         return Outcome.POSTED
 

@@ -66,6 +66,10 @@ def article_embed(plan: PostPlan, article: ArticleRow) -> discord.Embed:
 def describe_article_status(article: ArticleRow) -> str:
     if article.status == "posted":
         where = f"<#{article.thread_id}>" if article.thread_id else f"<#{article.channel_id}>"
+        if article.thread_step == "wanted":
+            return f"posted in {where}; its discussion thread is still to be made (tried again every poll)"
+        if article.thread_step == "given_up":
+            return f"posted in {where}, but Discord refused its discussion thread (`/feed resume` tries again)"
         return f"posted in {where}"
     if article.status == "seen":
         reason = article.status_reason or "not posted"

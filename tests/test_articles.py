@@ -1027,3 +1027,17 @@ async def test_hanging_feed_does_not_delay_the_others(world: World, booter: Any,
     assert (await article_row(bot, "story-1"))["status"] == "posted"
     feed_a = await bot.bot.store.feeds.get(1)
     assert feed_a is not None and feed_a.consecutive_errors == 1
+
+
+async def test_diagnose_tells_of_a_missing_discussion_thread(bot: Booted, world: World, site: FeedServer, clock):
+    """/feed diagnose says when a text post's thread is still to be made."""
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.discussion)
+    world.fake.fail_next("POST", r"/channels/\d+/messages/\d+/threads", 503)
+    site.set_feed("/feed", rss([story(1)]))
+    await poll(bot, clock, world)
+    ix = await world.fake.slash(
+        world.guild, world.admin, "feed diagnose", feed=1, article_url="https://paper.example/1"
+    )
+    text = (await ix.wait_response())["data"]["content"]
+    assert "discussion thread is still to be made" in text

@@ -318,3 +318,24 @@ async def test_outcomes_tell_the_feed_what_to_do(store: Store, publisher: Publis
     assert await publisher.post(feed, channel, await row(store, "c")) is Outcome.PAUSED
     assert await publisher.post(feed, channel, await row(store, "d")) is Outcome.POSTED
     assert [(await row(store, g)).status for g in "abcd"] == ["posting", "failed", "failed", "posted"]
+
+
+async def test_thread_discord_keeps_failing_is_given_up_with_one_alert(
+    store: Store, publisher: Publisher, clock: FakeClock, alerts: list[str]
+) -> None:
+    """The thread call failing cycle after cycle for half an hour: one alert, no more tries until resume."""
+    feed = await new_feed(store, "text", "a")
+    channel = MemoryChannel(is_forum=False, failures={"make_thread": [Unknown("503")] * 5})
+    for _ in range(4):
+        await publisher.publish(feed, channel)
+        clock.advance(minutes=10)
+        assert (await row(store, "a")).thread_step == "wanted"
+    assert alerts == []
+    await publisher.publish(feed, channel)
+    assert (await row(store, "a")).thread_step == "given_up"
+    assert len(alerts) == 1 and "5 times in a row" in alerts[0] and "/feed resume" in alerts[0]
+    await publisher.publish(feed, channel)
+    assert channel.calls.count("make_thread") == 5
+    await store.articles.reset_failed(feed.id)
+    await publisher.publish(feed, channel)
+    assert (await row(store, "a")).thread_id == channel.posts[0].id
