@@ -153,7 +153,7 @@ class Publisher:
         if self._stopping:
             return 0
         articles = self.store.articles
-        for article in await articles.threads_wanted(feed.id):
+        for article in await articles.threads_wanted(feed.id, self.per_poll_cap):
             if self._stopping:
                 return 0
             outcome = await self._guarded(self._thread_step(feed, channel, article, article.message_id or 0))

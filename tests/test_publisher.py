@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from bot.articles import PostPlan
 from bot.publisher import Outcome, Post, Publisher, Refused, Rejected, ThreadExists, Unknown
 from bot.store import Store
+from bot.store.database import migration_files
 from bot.store.feeds import ArticleRow, FeedRow
 from tests.clock import FakeClock
 
@@ -339,3 +341,34 @@ async def test_thread_discord_keeps_failing_is_given_up_with_one_alert(
     await store.articles.reset_failed(feed.id)
     await publisher.publish(feed, channel)
     assert (await row(store, "a")).thread_id == channel.posts[0].id
+
+
+async def test_upgrade_recovers_threads_lost_before_it(tmp_path: Path) -> None:
+    """Migration 0008: text posts an earlier version recorded without a thread want one; forum posts don't."""
+    path = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(path)
+    for version, _name, sql in migration_files():
+        if version >= 8:
+            break
+        conn.executescript(sql)
+        conn.execute(f"PRAGMA user_version = {version}")
+    for feed_id, kind in ((1, "text"), (2, "forum")):
+        conn.execute(
+            "INSERT INTO feeds (id, guild_id, url, channel_id, channel_kind, created_at) VALUES (?, 1, ?, 5, ?, '')",
+            (feed_id, f"https://paper.example/{kind}", kind),
+        )
+    rows = [(1, "lost", 11, None), (1, "whole", 12, 12), (2, "forum", 13, 13)]
+    for feed_id, guid, message_id, thread_id in rows:
+        conn.execute(
+            "INSERT INTO articles (feed_id, guid, title, link, content_hash, status, message_id, thread_id,"
+            " first_seen_at) VALUES (?, ?, 't', 'l', 'h', 'posted', ?, ?, '')",
+            (feed_id, guid, message_id, thread_id),
+        )
+    conn.commit()
+    conn.close()
+    store = await Store.open(path, FakeClock())
+    try:
+        steps = await store.db.fetchall("SELECT guid, thread_step FROM articles ORDER BY id")
+        assert [(r["guid"], r["thread_step"]) for r in steps] == [("lost", "wanted"), ("whole", None), ("forum", None)]
+    finally:
+        await store.close()

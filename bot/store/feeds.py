@@ -303,12 +303,12 @@ class ArticlesRepo:
         )
         return [ArticleRow.from_row(r) for r in rows]
 
-    async def threads_wanted(self, feed_id: int) -> list[ArticleRow]:
-        """Posted text-channel articles whose discussion thread is still to be found or made."""
+    async def threads_wanted(self, feed_id: int, limit: int) -> list[ArticleRow]:
+        """Posted text-channel articles whose discussion thread is still to be found or made (oldest first)."""
         rows = await self._db.fetchall(
             "SELECT * FROM articles WHERE feed_id = ? AND status = 'posted' AND thread_step = 'wanted'"
-            " AND message_id IS NOT NULL ORDER BY id",
-            (feed_id,),
+            " AND message_id IS NOT NULL ORDER BY id LIMIT ?",
+            (feed_id, limit),
         )
         return [ArticleRow.from_row(r) for r in rows]
 
