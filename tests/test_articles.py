@@ -18,6 +18,7 @@ from bot.articles import choose_tags
 from tests.clock import FakeClock
 from tests.conftest import Booted, World
 from tests.fakediscord import EPHEMERAL
+from tests.fakediscord.rest import DROP
 from tests.feedserver import FeedServer, LoopWatch, gzip_of_zeros, quadratic_html
 
 
@@ -642,12 +643,13 @@ async def test_thread_server_error_keeps_the_post(bot: Booted, world: World, sit
     assert {r["thread_id"] for r in rows} == threads == {r["message_id"] for r in rows}
 
 
-async def test_lost_thread_answer_is_recovered(bot: Booted, world: World, site: FeedServer, clock) -> None:
-    """Discord made the thread but its answer was lost (5xx): the next cycle gets 160004, finds the thread on
-    the message and records it; replies in it meanwhile are recorded; no second thread."""
+@pytest.mark.parametrize("lost_with", [503, DROP], ids=["5xx", "dropped connection"])
+async def test_lost_thread_answer_is_recovered(bot: Booted, world: World, site: FeedServer, clock, lost_with) -> None:
+    """Discord made the thread but its answer was lost (5xx, or the connection dropped): the next cycle gets
+    160004, finds the thread on the message and records it; replies in it meanwhile are recorded; one thread."""
     site.set_feed("/feed", rss([]))
     await add_feed(world, site.url("/feed"), world.discussion)
-    world.fake.fail_next("POST", r"/channels/\d+/messages/\d+/threads", 503, after_effect=True)
+    world.fake.fail_next("POST", r"/channels/\d+/messages/\d+/threads", lost_with, after_effect=True)
     site.set_feed("/feed", rss([story(1)]))
     await poll(bot, clock, world)
     [thread] = world.fake.threads_in(world.discussion)
@@ -664,7 +666,7 @@ async def test_lost_thread_answer_is_recovered(bot: Booted, world: World, site: 
     assert row["thread_id"] == thread.id == row["message_id"] and row["thread_step"] is None
     assert len(world.fake.threads_in(world.discussion)) == 1
     tries = world.fake.requests_to("/messages/{message_id}/threads", method="POST")
-    assert [r.status for r in tries] == [503, 400]
+    assert [r.status for r in tries] == [lost_with, 400]
     assert tries[1].response["code"] == 160004
 
 

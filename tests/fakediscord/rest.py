@@ -110,6 +110,9 @@ def _candidates(method: str, path: str) -> list[RouteDef]:
     return found
 
 
+DROP = 0  # fail_next(status=DROP, after_effect=True): carry the request out, then drop the connection
+
+
 def json_response(body: Any, status: int, headers: dict[str, str]) -> web.Response:
     if status == 204 or body is None:
         return web.Response(status=204 if status < 300 else status, headers=headers)
@@ -221,6 +224,13 @@ class Api:
                 record.status = hold.fail_status
                 record.response = {"message": "Service Unavailable", "code": 0}
                 return json_response(record.response, hold.fail_status, headers)
+        if rule is not None and rule.after_effect and reply.status < 400 and rule.status == DROP:
+            # Discord did it, then the connection died before the answer: the client sees a disconnect.
+            record.status = DROP
+            record.response = reply.body
+            if request.transport is not None:
+                request.transport.abort()
+            raise ConnectionResetError("fakediscord dropped the connection after the effect")
         if rule is not None and rule.after_effect and reply.status < 400:
             err = E.ApiError(rule.status, rule.code, rule.message, rule.errors)
             record.status = rule.status
