@@ -16,6 +16,7 @@ import httpx
 
 from bot.clock import Clock
 from bot.config import FeedSettings
+from bot.errors import UserFacingError
 from bot.feeds import Article, FeedFetchResult, FeedParseError, ParsedFeed, fetch_feed, parse_feed_async
 from bot.render import MESSAGE_LIMIT, article_post_body, article_title, html_to_discord, safe_url, truncate_words
 from bot.site.base import redact_text, redact_url
@@ -52,7 +53,7 @@ async def map_bounded(
     return list(await asyncio.gather(*(one(item) for item in items), return_exceptions=return_exceptions))
 
 
-class FeedProblem(Exception):
+class FeedProblem(UserFacingError):
     """A feed URL can't be used (bad URL, unreachable, not a feed): the message is for the admin."""
 
 

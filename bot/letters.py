@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from bot.clock import Clock
 from bot.config import LetterSettings
+from bot.errors import UserFacingError
 from bot.render import plain_text
 from bot.site.base import PermanentSiteError, StatusAdapter, TransientSiteError
 from bot.site.compose import Digest, Letter, clean_line, compose_digest, compose_letter, templated_title
@@ -90,7 +91,7 @@ WRITER_CHANGED_AFTER_EDIT = (
 )
 
 
-class LetterError(Exception):
+class LetterError(UserFacingError):
     """An expected refusal, phrased for the member or editor who asked."""
 
 

@@ -9,19 +9,17 @@ can import them.
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
-from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
 from bot.checks import editor_only, ensure_editor
-from bot.errors import UserFacingError, describe_error, send_ephemeral
+from bot.errors import answer_error, answers_errors, send_ephemeral
 from bot.forms import stateless, submitted_form
 from bot.letters import (
     STATE_LABELS,
@@ -43,7 +41,6 @@ if TYPE_CHECKING:
     from bot.app import ReadersViewsBot
 
 log = logging.getLogger(__name__)
-F = TypeVar("F", bound=Callable[..., Coroutine[Any, Any, None]])
 
 NO_MENTIONS = discord.AllowedMentions.none()
 STATE_COLOURS = {
@@ -115,33 +112,6 @@ def guild_of(interaction: discord.Interaction) -> int:
 
 def no_review_channel_text() -> str:
     return "No review channel is set yet: an admin can choose one with `/readersviews setup review_channel:`."
-
-
-async def report_error(interaction: discord.Interaction, error: Exception) -> None:
-    """The error policy for buttons and modals: one ephemeral sentence, the traceback to the log."""
-    if isinstance(error, LetterError):
-        text, loggable = str(error), False
-    else:
-        text, loggable = describe_error(error)
-    if loggable:
-        log.error("letters interaction failed for user %s", interaction.user.id, exc_info=error)
-    try:
-        await send_ephemeral(interaction, text)
-    except discord.HTTPException:
-        log.warning("could not tell user %s about an error (interaction expired?)", interaction.user.id)
-
-
-def letter_errors(func: F) -> F:
-    """For app commands: a service refusal (LetterError) reaches the member as a UserFacingError."""
-
-    @functools.wraps(func)
-    async def wrapper(*args: Any, **kwargs: Any) -> None:
-        try:
-            await func(*args, **kwargs)
-        except LetterError as exc:
-            raise UserFacingError(str(exc)) from None
-
-    return cast(F, wrapper)
 
 
 def editorial(interaction: discord.Interaction) -> Editorial:
@@ -293,11 +263,9 @@ class LetterButton(
         version = match["version"]
         return cls(match["action"], int(match["id"]), int(version) if version is not None else None)
 
+    @answers_errors
     async def callback(self, interaction: discord.Interaction) -> None:
-        try:
-            await editorial(interaction).on_button(interaction, self.action, self.letter_id, self.version)
-        except Exception as error:
-            await report_error(interaction, error)
+        await editorial(interaction).on_button(interaction, self.action, self.letter_id, self.version)
 
 
 class ConsentButton(
@@ -323,11 +291,9 @@ class ConsentButton(
     ) -> ConsentButton:
         return cls(int(match["id"]), match["answer"])
 
+    @answers_errors
     async def callback(self, interaction: discord.Interaction) -> None:
-        try:
-            await editorial(interaction).on_consent(interaction, self.letter_id, self.answer)
-        except Exception as error:
-            await report_error(interaction, error)
+        await editorial(interaction).on_consent(interaction, self.letter_id, self.answer)
 
 
 DYNAMIC_ITEMS = (LetterButton, ConsentButton)
@@ -650,7 +616,7 @@ class Editorial(commands.Cog):
             else:
                 await self.apply_reject(interaction, letter_id, version, values.get("reason"))
         except Exception as error:
-            await report_error(interaction, error)
+            await answer_error(interaction, error)
 
     # -- queue buttons ------------------------------------------------------------------------------
 
@@ -808,7 +774,6 @@ class Editorial(commands.Cog):
     # -- nomination and consent ---------------------------------------------------------------------
 
     @editor_only()
-    @letter_errors
     async def nominate(self, interaction: discord.Interaction, message: discord.Message) -> None:
         """Ask a reply's writer whether it may be published as a reader's view."""
         if message.author.bot or message.webhook_id is not None:
@@ -909,7 +874,6 @@ class Editorial(commands.Cog):
     @views.command(name="digest", description="Draft one Readers' Views post from the letters approved since a date")
     @app_commands.describe(since="First day to include, as YYYY-MM-DD", until="Day after the last one (default: now)")
     @editor_only()
-    @letter_errors
     async def digest(self, interaction: discord.Interaction, since: str, until: str | None = None) -> None:
         """Gather the period's approved letters into a draft digest on the site."""
         assert interaction.guild is not None
@@ -931,7 +895,6 @@ class Editorial(commands.Cog):
 
     @views.command(name="queue", description="Post submitted letters that are missing from the review channel")
     @editor_only()
-    @letter_errors
     async def requeue(self, interaction: discord.Interaction) -> None:
         """Put letters submitted before a review channel existed into the queue."""
         assert interaction.guild is not None
@@ -946,7 +909,6 @@ class Editorial(commands.Cog):
 
     @views.command(name="retract", description="Take a published letter down from the site")
     @editor_only()
-    @letter_errors
     async def retract(self, interaction: discord.Interaction, letter: int) -> None:
         """Retract an approved or published letter, after confirming (the site copy goes through the outbox)."""
         current = await self.service.letter_in(letter, guild_of(interaction))

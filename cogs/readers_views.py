@@ -15,7 +15,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands, tasks
 
-from bot.errors import send_ephemeral
+from bot.errors import PolicyView, answer_error, send_ephemeral
 from bot.forms import stateless, submitted_form
 from bot.letters import LetterError, LetterService, Recorder, public_url, state_label
 from bot.render import escape_discord_text, truncate_words
@@ -29,9 +29,7 @@ from cogs.editorial import (
     contribution_from_message,
     editorial,
     jump_url,
-    letter_errors,
     locate,
-    report_error,
 )
 
 if TYPE_CHECKING:
@@ -63,7 +61,7 @@ def write_form(article_id: int | None, display_name: str) -> discord.ui.Modal:
 WRITE_FORM = re.compile(r"^letters:write:(\d+)$")
 
 
-class ForgetView(discord.ui.View):
+class ForgetView(PolicyView):
     """Ephemeral confirmation for `/letter forget` (only the member who asked can press it)."""
 
     def __init__(self, cog: ReadersViews, user_id: int) -> None:
@@ -93,11 +91,6 @@ class ForgetView(discord.ui.View):
     async def cancel(self, interaction: discord.Interaction, button: discord.ui.Button[Any]) -> None:
         await interaction.response.edit_message(content="Nothing was deleted.", view=None)
         self.stop()
-
-    async def on_error(  # type: ignore[override]
-        self, interaction: discord.Interaction, error: Exception, item: discord.ui.Item[Any], /
-    ) -> None:
-        await report_error(interaction, error)
 
 
 def withdrawn_text(letter_id: int, *, live: bool, retracting: bool) -> str:
@@ -243,7 +236,6 @@ class ReadersViews(commands.Cog):
     # -- submitting -------------------------------------------------------------------------------------
 
     @app_commands.guild_only()
-    @letter_errors
     async def submit_message(self, interaction: discord.Interaction, message: discord.Message) -> None:
         """Send one of your own replies to the editors as a letter."""
         if message.author.id != interaction.user.id:
@@ -267,7 +259,6 @@ class ReadersViews(commands.Cog):
 
     @letter.command(name="submit", description="Write a letter to the editor about an article")
     @app_commands.describe(article="The article your letter is about (start typing its title)")
-    @letter_errors
     async def submit(self, interaction: discord.Interaction, article: int | None = None) -> None:
         """Open the letter form (text, byline, consent)."""
         assert interaction.guild is not None
@@ -289,7 +280,7 @@ class ReadersViews(commands.Cog):
         try:
             await self._submit_written(interaction, int(match[1]) or None, submitted[1])
         except Exception as error:
-            await report_error(interaction, error)
+            await answer_error(interaction, error)
 
     async def _submit_written(self, interaction: discord.Interaction, article_id: int | None, values: Any) -> None:
         if interaction.guild_id is None or interaction.channel_id is None:
@@ -329,7 +320,6 @@ class ReadersViews(commands.Cog):
 
     @letter.command(name="withdraw", description="Withdraw one of your letters (also from the site)")
     @app_commands.describe(letter="Your letter (start typing)")
-    @letter_errors
     async def withdraw(self, interaction: discord.Interaction, letter: int) -> None:
         """Withdraw a letter you submitted; a published copy is taken down."""
         was = await self.bot.store.contributions.get(letter)
@@ -362,7 +352,6 @@ class ReadersViews(commands.Cog):
     # -- privacy -----------------------------------------------------------------------------------------
 
     @letter.command(name="mine", description="What I have recorded from you, and the state of your letters")
-    @letter_errors
     async def mine(self, interaction: discord.Interaction) -> None:
         """List your recorded replies and letters with their states."""
         assert interaction.guild is not None
@@ -395,7 +384,6 @@ class ReadersViews(commands.Cog):
         await send_ephemeral(interaction, truncate_words("\n".join(lines), 2000))
 
     @letter.command(name="forget", description="Delete everything unpublished I hold about you (asks first)")
-    @letter_errors
     async def forget(self, interaction: discord.Interaction) -> None:
         """Delete your recorded replies and unpublished letters, after confirming."""
         assert interaction.guild is not None
