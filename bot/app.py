@@ -25,6 +25,7 @@ from bot import __version__, metrics
 from bot.clock import Clock, SystemClock
 from bot.config import Config, Secrets
 from bot.errors import on_app_command_error
+from bot.letters_feature import Letters
 from bot.logs import ids
 from bot.netguard import AddressPolicy, guarded_client
 from bot.outbox import DeliveredHook, IncidentHook, OutboxWorker
@@ -164,6 +165,8 @@ class ReadersViewsBot(commands.Bot):
             on_incident=self._on_incident,
             retention=timedelta(days=config.site.delivered_retention_days),
         )
+        # One letters feature (service, review queue, recorder, notices) shared by the letters cogs.
+        self.letters = Letters.build(self)
 
     async def on_guild_join(self, guild: discord.Guild) -> None:
         await self.tenants.announce(self, guild)

@@ -8,20 +8,26 @@ enqueues its outbox row in the same transaction as the state change.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from bot.clock import Clock
 from bot.config import LetterSettings
-from bot.errors import UserFacingError
+from bot.letter_states import (
+    STATE_LABELS,
+    WRITER_CHANGED_AFTER_EDIT,
+    Conflict,
+    LetterError,
+    conflict_text,
+    writer_text,
+)
+from bot.letters_site import LetterSite
 from bot.render import plain_text
-from bot.site.base import PermanentSiteError, StatusAdapter, TransientSiteError
-from bot.site.compose import Digest, Letter, clean_line, compose_digest, compose_letter, templated_title
+from bot.site.compose import clean_line, compose_letter
 from bot.store.contributions import (
     LIVE_STATES,
     Contribution,
@@ -40,95 +46,6 @@ log = logging.getLogger(__name__)
 BYLINE_MAX = 80
 LOCATION_MAX = 80
 _URL = re.compile(r"https?://\S+", re.I)
-
-STATE_LABELS = {
-    "recorded": "recorded (not submitted)",
-    "nominated": "nominated, waiting for the writer's consent",
-    "submitted": "waiting for review",
-    "approved": "approved, being published",
-    "rejected": "not selected",
-    "published": "published",
-    "retracted": "retracted by an editor",
-    "withdrawn": "withdrawn by the writer",
-    "declined": "nomination declined by the writer",
-}
-
-
-# Post statuses that mean the site holds the letter but the public can't read it yet.
-REVIEW_STATUSES = ("pending", "draft", "future", "private")
-# The site's editors took it down (trash) or deleted it.
-DROPPED_STATUSES = ("trash", "deleted")
-WITH_SITE_EDITORS = "sent to the site's editors"
-
-
-def with_site_editors(letter: Contribution) -> bool:
-    """The site has the letter, but as a pending/draft post the public can't open yet."""
-    return letter.state == "published" and letter.remote_status in REVIEW_STATUSES
-
-
-def dropped_by_site(letter: Contribution) -> bool:
-    return letter.state == "published" and letter.remote_status in DROPPED_STATUSES
-
-
-def state_label(letter: Contribution) -> str:
-    """What to tell people about a letter: as STATE_LABELS, but "published" only when the public can read it."""
-    if with_site_editors(letter):
-        return WITH_SITE_EDITORS
-    if dropped_by_site(letter):
-        return "not published by the site's editors"
-    return STATE_LABELS.get(letter.state, letter.state)
-
-
-def public_url(letter: Contribution) -> str | None:
-    """The letter's link on the site, only if the public can open it."""
-    if letter.state in LIVE_STATES and letter.remote_status in (None, "publish"):
-        return letter.remote_url
-    return None
-
-
-WRITER_CHANGED_AFTER_EDIT = (
-    "the writer changed their message after your edit (your text is kept; the Original link shows theirs)"
-)
-
-
-class LetterError(UserFacingError):
-    """An expected refusal, phrased for the member or editor who asked."""
-
-
-class Conflict(LetterError):
-    """Someone else changed the letter first; `current` is what it is now."""
-
-    def __init__(self, message: str, current: Contribution) -> None:
-        super().__init__(message)
-        self.current = current
-
-
-@dataclass(frozen=True)
-class DigestDraft:
-    key: str
-    title: str
-    letters: list[Contribution]
-    outbox_id: int
-
-
-def writer_text(letter: Contribution) -> str:
-    """The text as its writer last wrote it (an editor's edit keeps the writer's in `original_content`)."""
-    return letter.original_content if letter.original_content is not None else letter.content
-
-
-def describe_actor(contribution: Contribution) -> str:
-    """Who made the last decision, as text editors read (mention syntax renders but never pings in embeds)."""
-    return f"<@{contribution.reviewer_id}>" if contribution.reviewer_id else "someone"
-
-
-def conflict_text(current: Contribution) -> str:
-    state = current.state
-    who = describe_actor(current)
-    if state in ("approved", "published", "rejected", "retracted"):
-        return f"Too late: {who} already marked letter #{current.id} as {STATE_LABELS[state]}."
-    if state == "withdrawn":
-        return f"Letter #{current.id} was withdrawn by its writer."
-    return f"Letter #{current.id} changed while you were looking (now {STATE_LABELS.get(state, state)}); try again."
 
 
 class Recorder:
@@ -217,7 +134,7 @@ def publication_terms(byline: str, location: str | None, consent: bool) -> tuple
     return cleaned, clean_line(location, LOCATION_MAX) or None
 
 
-class LetterService:
+class LetterService(LetterSite):
     def __init__(self, store: Store, clock: Clock, settings: LetterSettings, *, disclaimer: str | None) -> None:
         self.store = store
         self.repo: ContributionsRepo = store.contributions
@@ -734,146 +651,6 @@ class LetterService:
                 conn=conn,
             )
         return queued
-
-    # -- the site -------------------------------------------------------------------------------
-
-    async def site_letter(
-        self,
-        letter: Contribution,
-        display_names: Mapping[int, str] | None = None,
-        *,
-        role_names: Mapping[int, str] | None = None,
-        channel_names: Mapping[int, str] | None = None,
-    ) -> Letter:
-        """The letter as the site shows it: title, byline, the article it answers and the letter it replies to.
-
-        Mentions show as the names given (members, roles, channels); unknown ones as "a member" or nothing.
-        """
-        article = await self.repo.article(letter.article_id) if letter.article_id else None
-        reply_title = reply_url = None
-        if letter.reply_to_message_id:
-            parent = await self.repo.by_message(letter.reply_to_message_id)
-            if parent is not None and parent.state in LIVE_STATES:
-                reply_title = f"Letter from {parent.byline or 'a reader'}"
-                reply_url = public_url(parent)  # never a pending post's ?p= link
-        names = dict(display_names or {})
-        roles = dict(role_names or {})
-        channels = dict(channel_names or {})
-        byline = letter.byline or letter.author_name
-        title = templated_title(
-            self.settings.title_template,
-            letter_id=letter.id,
-            byline=byline,
-            text=plain_text(letter.content, display_names=names, role_names=roles, channel_names=channels),
-            article=article.title if article else None,
-        )
-        return Letter(
-            id=letter.id,
-            text=letter.content,
-            byline=byline,
-            location=letter.location,
-            title=title,
-            article_title=article.title if article else None,
-            article_link=article.link if article else None,
-            in_reply_to_title=reply_title,
-            in_reply_to_url=reply_url,
-            display_names=names,
-            channel_names=channels,
-            role_names=roles,
-            submitted_at=letter.submitted_at,
-        )
-
-    async def mark_published(
-        self, letter_id: int, remote_id: str | None, url: str | None, status: str | None = None
-    ) -> tuple[Contribution, bool]:
-        """The site has the letter: remember where and in what status; True if this is its first delivery.
-
-        In the same transaction, the writer and the thread are owed a message: "published" (with the
-        public link) when the public can read it, else "sent to the site's editors". A pending post
-        becoming public later (seen by an update's answer or a status check) owes "published" then.
-        """
-        letter = await self._load(letter_id)
-        public = status in (None, "publish")
-        first = False
-        async with self.store.db.transaction() as conn:
-            await self.repo.set_site_status(conn, letter_id, remote_id, url, status, self.clock.now())
-            if letter.state == "approved":
-                cursor = await conn.execute(
-                    "UPDATE contributions SET state = 'published' WHERE id = ? AND state = 'approved'", (letter_id,)
-                )
-                first = cursor.rowcount > 0
-                await cursor.close()
-            if first:
-                event = "published" if public else "sent_for_review"
-                await self.store.notices.queue(conn, letter_id, event, ("writer", "thread"))
-            elif public and with_site_editors(letter):
-                await self.store.notices.queue(conn, letter_id, "published", ("writer", "thread"))
-        return await self._load(letter_id), first
-
-    async def apply_site_status(self, letter_id: int, status: str | None, url: str | None) -> Contribution | None:
-        """A status check's answer for a letter with the site's editors; the letter if something changed.
-
-        Published: the writer and the thread are owed the public link. Trashed or deleted: the writer
-        is told. Either message is queued in the same transaction as the new status.
-        """
-        letter = await self._load(letter_id)
-        if letter.state != "published":
-            return None
-        changed = status != letter.remote_status
-        async with self.store.db.transaction() as conn:
-            link = url if status == "publish" else None
-            await self.repo.set_site_status(conn, letter_id, None, link, status, self.clock.now())
-            if changed and status == "publish":
-                await self.store.notices.queue(conn, letter_id, "published", ("writer", "thread"))
-            elif changed and status in DROPPED_STATUSES:
-                await self.store.notices.queue(conn, letter_id, "dropped", ("writer",))
-        return await self._load(letter_id) if changed else None
-
-    async def check_on_site(self, adapter: StatusAdapter, *, limit: int = 50) -> list[Contribution]:
-        """Ask the site about letters with its editors; the letters whose status changed.
-
-        A failing site ends the round (the next one tries again); one unreadable post is skipped.
-        """
-        changed: list[Contribution] = []
-        for letter in await self.repo.awaiting_site_editors(REVIEW_STATUSES, limit=limit):
-            assert letter.remote_id is not None
-            try:
-                ref = await adapter.fetch_status(letter.remote_id, "letter")
-            except TransientSiteError as exc:
-                log.info("status check stopped: %s", exc)
-                break
-            except PermanentSiteError as exc:
-                if exc.site_wide:
-                    log.info("status check stopped: %s", exc)
-                    break
-                log.warning("could not check letter #%s on the site: %s", letter.id, exc)
-                continue
-            updated = await self.apply_site_status(letter.id, ref.status, ref.url)
-            if updated is not None:
-                changed.append(updated)
-        return changed
-
-    async def digest(self, guild_id: int, since: datetime, until: datetime, actor_id: int) -> DigestDraft:
-        """Draft one "Readers' Views" post from the letters approved in [since, until)."""
-        letters = await self.repo.for_digest(guild_id, since, until)
-        if not letters:
-            raise LetterError(f"No letters were approved between {since:%d %b %Y} and {until:%d %b %Y}.")
-        key = f"{guild_id}-{since:%Y%m%d}-{until:%Y%m%d}"
-        title = f"Readers' Views, {since:%d %B %Y} to {until:%d %B %Y}"
-        site_letters = [await self.site_letter(letter) for letter in letters]
-        item = compose_digest(Digest(key=key, title=title, letters=site_letters), disclaimer=self.disclaimer)
-        revision = hashlib.sha256(",".join(f"{c.id}.{c.version}" for c in letters).encode()).hexdigest()[:16]
-        async with self.store.db.transaction() as conn:
-            outbox_id = await self.store.outbox.enqueue_item(conn, "create", item, revision=revision)
-            await self.store.audit.record(
-                "digest.create",
-                guild_id=guild_id,
-                actor_id=actor_id,
-                entity=item.entity,
-                detail={"letters": [c.id for c in letters]},
-                conn=conn,
-            )
-        return DigestDraft(key=key, title=title, letters=letters, outbox_id=outbox_id)
 
     # -- privacy --------------------------------------------------------------------------------
 

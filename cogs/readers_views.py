@@ -7,7 +7,6 @@ cached and rows are written by a group-commit `Recorder`, never one transaction 
 from __future__ import annotations
 
 import logging
-import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -16,21 +15,20 @@ from discord import app_commands
 from discord.ext import commands, tasks
 
 from bot.errors import PolicyView, answer_error, send_ephemeral
-from bot.forms import stateless, submitted_form
-from bot.letters import LetterError, LetterService, Recorder, public_url, state_label
-from bot.render import escape_discord_text, truncate_words
-from bot.store.contributions import contribution_row
-from cogs.editorial import (
-    NO_MENTIONS,
-    ReviewQueue,
+from bot.forms import submitted_form
+from bot.letter_forms import (
+    LETTER_FORM,
+    WRITE_FORM,
     byline_form,
-    byline_inputs,
     consent_given,
     contribution_from_message,
-    editorial,
-    jump_url,
     locate,
+    write_form,
 )
+from bot.letter_states import LetterError, public_url, state_label
+from bot.render import escape_discord_text, truncate_words
+from bot.review import NO_MENTIONS, jump_url, no_review_channel_text
+from bot.store.contributions import Contribution, contribution_row
 
 if TYPE_CHECKING:
     from bot.app import ReadersViewsBot
@@ -39,26 +37,6 @@ log = logging.getLogger(__name__)
 
 NEGATIVE_TTL = 60.0  # seconds a "not an article thread" answer is trusted
 PURGE_EVERY_HOURS = 6.0
-
-
-def write_form(article_id: int | None, display_name: str) -> discord.ui.Modal:
-    """`/letter submit`: the letter, the byline and explicit consent in one form.
-
-    Answered statelessly (`ReadersViews.on_interaction`), so two members writing at once never share
-    a form, and a letter typed across a restart still arrives.
-    """
-    modal = discord.ui.Modal(
-        title="Write a letter to the editor", custom_id=f"letters:write:{article_id or 0}", timeout=None
-    )
-    modal.add_item(
-        discord.ui.TextInput(label="Your letter", custom_id="text", style=discord.TextStyle.paragraph, max_length=4000)
-    )
-    for item in byline_inputs(display_name):
-        modal.add_item(item)
-    return stateless(modal)
-
-
-WRITE_FORM = re.compile(r"^letters:write:(\d+)$")
 
 
 class ForgetView(PolicyView):
@@ -108,9 +86,9 @@ class ReadersViews(commands.Cog):
 
     def __init__(self, bot: ReadersViewsBot) -> None:
         self.bot = bot
-        self.service = LetterService(bot.store, bot.clock, bot.config.letters, disclaimer=bot.config.site.disclaimer)
-        self.queue = ReviewQueue(bot)
-        self.recorder = Recorder(bot.store.contributions)
+        self.service = bot.letters.service
+        self.queue = bot.letters.queue
+        self.recorder = bot.letters.recorder
         self.record_channels = frozenset(bot.config.letters.record_channel_ids)
         # thread id -> (article id or None, monotonic time of a negative answer)
         self._articles: dict[int, int] = {}
@@ -272,15 +250,84 @@ class ReadersViews(commands.Cog):
 
     @commands.Cog.listener()
     async def on_interaction(self, interaction: discord.Interaction) -> None:
-        """The `/letter submit` form, answered from its custom_id (see `bot.forms`)."""
-        submitted = submitted_form(interaction, "letters:write:")
-        match = WRITE_FORM.match(submitted[0]) if submitted else None
-        if submitted is None or match is None:
+        """The `/letter submit` and byline forms, answered from their custom_id (see `bot.forms`)."""
+        submitted = submitted_form(interaction, "letters:")
+        if submitted is None:
+            return
+        custom_id, values = submitted
+        written = WRITE_FORM.match(custom_id)
+        byline = LETTER_FORM.match(custom_id)
+        if written is None and (byline is None or byline["form"] != "byline"):
             return
         try:
-            await self._submit_written(interaction, int(match[1]) or None, submitted[1])
+            if written is not None:
+                await self._submit_written(interaction, int(written[1]) or None, values)
+            elif byline is not None:
+                await self._submit_byline(interaction, int(byline["id"]), values)
         except Exception as error:
             await answer_error(interaction, error)
+
+    async def _submit_byline(self, interaction: discord.Interaction, letter_id: int, values: Any) -> None:
+        # Whether it follows a nomination (no daily limit then); `submit` checks writer and server.
+        letter = await self.bot.store.contributions.get(letter_id)
+        await self.finish_submission(
+            interaction,
+            letter_id,
+            byline=str(values.get("byline") or ""),
+            location=values.get("location"),
+            consent=consent_given(str(values.get("consent") or "")),
+            nominated=letter is not None and letter.state == "nominated",
+        )
+
+    async def finish_submission(
+        self,
+        interaction: discord.Interaction,
+        letter_id: int,
+        *,
+        byline: str,
+        location: str | None,
+        consent: bool,
+        nominated: bool,
+    ) -> None:
+        """The byline modal was sent: queue the letter and tell the writer what happens next."""
+        letter = await self.service.submit(
+            letter_id,
+            guild_id=interaction.guild_id,
+            user_id=interaction.user.id,
+            byline=byline,
+            location=location,
+            consent=consent,
+            author_created_at=interaction.user.created_at,
+            rate_limited=not nominated,
+        )
+        await self.confirm_submitted(interaction, letter)
+        if nominated and interaction.message is not None:
+            try:
+                await interaction.message.edit(
+                    content=f"✅ {escape_discord_text(letter.byline or '')} agreed to publication; "
+                    "the letter is with the editors.",
+                    view=None,
+                    allowed_mentions=NO_MENTIONS,
+                )
+            except discord.HTTPException as exc:
+                log.info("could not update the consent request for letter #%s: %s", letter.id, exc)
+
+    async def confirm_submitted(self, interaction: discord.Interaction, letter: Contribution) -> None:
+        queued = await self.queue.channel(letter.guild_id) is not None
+        text = (
+            f"Thank you: letter #{letter.id} is with the editors, to be published as "
+            f"“{escape_discord_text(letter.byline or '')}”"
+            + (f", {escape_discord_text(letter.location)}" if letter.location else "")
+            + ". Editors may lightly edit it; you'll hear from me (by DM) when it's published or if it isn't "
+            "chosen. You can withdraw it any time with `/letter withdraw`."
+        )
+        if not queued:
+            text += f"\nHeads-up: the editors' queue isn't set up yet. {no_review_channel_text()}"
+        await send_ephemeral(interaction, text)
+        if queued:
+            await self.queue.post(letter)
+        else:
+            await self.bot.alert(letter.guild_id, f"Letter #{letter.id} was submitted. {no_review_channel_text()}")
 
     async def _submit_written(self, interaction: discord.Interaction, article_id: int | None, values: Any) -> None:
         if interaction.guild_id is None or interaction.channel_id is None:
@@ -307,7 +354,7 @@ class ReadersViews(commands.Cog):
             consent=consent_given(str(values.get("consent") or "")),
             author_created_at=interaction.user.created_at,
         )
-        await editorial(interaction).confirm_submitted(interaction, letter)
+        await self.confirm_submitted(interaction, letter)
 
     @submit.autocomplete("article")
     async def article_autocomplete(

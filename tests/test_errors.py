@@ -8,7 +8,7 @@ from discord import app_commands
 
 from bot.articles import FeedProblem
 from bot.errors import UNEXPECTED, UserFacingError, describe_error
-from bot.letters import Conflict, LetterError
+from bot.letter_states import Conflict, LetterError
 from bot.statements import StatementError
 
 

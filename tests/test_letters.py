@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+import cogs
 from bot.clock import to_db
 from bot.config import WebhookSettings
+from bot.review import queue_embed
 from bot.site.webhook import WebhookAdapter
 from bot.store.contributions import ArticleRef, Contribution
-from cogs.editorial import queue_embed
 from tests.conftest import Booted, World
 from tests.fakediscord import EPHEMERAL, perms
 from tests.fakediscord.world import Channel, Member
@@ -890,3 +893,34 @@ def test_review_card_shows_where_links_go() -> None:
         "[Budget\\](https\\://evil.example/a) \\[APPROVE THIS]"
         "(https://paper.example/1%29%5BAPPROVE%20THIS%5D%28https://evil.example/b)"
     )
+
+
+# -- one feature ------------------------------------------------------------------------------------
+
+
+async def test_letter_cogs_share_one_feature_and_no_cog_imports_another(running: Booted) -> None:
+    """Both letters cogs use the bot's one LetterService, ReviewQueue and Recorder; cogs never import cogs."""
+    members, editors, letters = running.cog("ReadersViews"), running.cog("Editorial"), running.bot.letters
+    assert members.service is editors.service is letters.service
+    assert members.queue is editors.queue is letters.queue
+    assert members.recorder is letters.recorder
+    for path in Path(cogs.__file__).parent.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        imported = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        assert not [m for m in imported if m == "cogs" or m.startswith("cogs.")], path.name
+        if path.stem in ("readers_views", "editorial"):
+            assert "get_cog(" not in path.read_text(), path.name
+
+
+async def test_members_submit_letters_without_the_editorial_cog(world: World, booter: Any) -> None:
+    """With only the members' cog loaded, `/letter submit` still queues the letter and confirms it."""
+    booted: Booted = await booter(cogs=["cogs.readers_views"])
+    await booted.bot.store.settings.set_many(world.guild.id, {"review_channel_id": world.review.id}, actor_id=None)
+    ix = await world.fake.slash(world.guild, world.reader, "letter submit")
+    assert (await ix.wait_response())["type"] == 9
+    done = await world.fake.submit_modal(
+        world.guild, world.reader, None, {"text": LONG_ENOUGH * 2, "byline": "Rita", "consent": "yes"}
+    )
+    assert "is with the editors" in (await done.wait_response())["data"]["content"]
+    await until(lambda: any(m.get("embeds") for m in world.fake.messages_in(world.review)))

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from bot.config import WordPressSettings
+from bot.letter_notices import NoticeSender
 from bot.site.wordpress import WordPressAdapter
-from cogs.letter_notices import NoticeSender
 from tests.conftest import Booted, World
 from tests.sitefake import WP_PASSWORD, WP_USER, FakeSite
 from tests.test_letters import LONG_ENOUGH, Paper, _card_has, _state_is, make_article, until

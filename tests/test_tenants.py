@@ -572,7 +572,7 @@ async def _letters_service(tmp_path: Any, **settings: Any) -> tuple[Any, Any]:
 
 async def test_daily_limit_holds_for_concurrent_submits(tmp_path: Any) -> None:
     """Twelve letters sent at once by one member against a limit of five: five arrive, seven are refused."""
-    from bot.letters import LetterError
+    from bot.letter_states import LetterError
 
     store, service = await _letters_service(tmp_path, submissions_per_day=5)
     try:
@@ -595,7 +595,7 @@ async def test_new_accounts_letters_waiting_for_review_are_capped_per_server(tmp
     """At most `new_account_queue_cap` letters of new accounts wait per server; older accounts are not held up."""
     from datetime import timedelta
 
-    from bot.letters import LetterError
+    from bot.letter_states import LetterError
 
     store, service = await _letters_service(tmp_path, new_account_queue_cap=3, new_account_days=7)
     try:
