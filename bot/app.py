@@ -8,7 +8,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -33,7 +32,6 @@ from bot.pacing import install_global_pacer
 from bot.shedding import Shedder
 from bot.site import SiteAdapter, make_adapter
 from bot.site.base import RemoteRef
-from bot.status import outbox_row_guild
 from bot.store import Store
 from bot.store.lease import Lease
 from bot.store.outbox import OutboxRow, SiteIncident
@@ -42,7 +40,6 @@ from bot.tenants import OPEN_WARNING, Tenants
 log = logging.getLogger(__name__)
 
 COMMAND_HASH_KEY = "command_hash"
-OUTBOX_ROW_IN_ALERT = re.compile(r"\(outbox #(\d+)\)")
 DISCORD_API_BASE = "https://discord.com/api/v10"
 DISCORD_GATEWAY = yarl.URL("wss://gateway.discord.gg/")
 
@@ -164,6 +161,7 @@ class ReadersViewsBot(commands.Bot):
             site_alert=self._site_alert,
             on_incident=self._on_incident,
             retention=timedelta(days=config.site.delivered_retention_days),
+            served_guilds=None if self.tenants.open else self.tenants.allowed,
         )
         # One letters feature (service, review queue, recorder, notices) shared by the letters cogs.
         self.letters = Letters.build(self)
@@ -195,10 +193,9 @@ class ReadersViewsBot(commands.Bot):
         user = self.user
         log.info("logged in as %s (id %s) in %d server(s)", user, user.id if user else None, len(self.guilds))
 
-    async def _outbox_alert(self, text: str) -> None:
+    async def _outbox_alert(self, row: OutboxRow, text: str) -> None:
         """A stuck site delivery: tell the server whose item it is, never the others (it names the item)."""
-        match = OUTBOX_ROW_IN_ALERT.search(text)
-        guild_id = await outbox_row_guild(self.store, int(match.group(1))) if match else None
+        guild_id = row.guild_id
         if guild_id is None or not await self.alert(guild_id, text):
             if guild_id is None:
                 self.health.note(self.clock.now().isoformat(timespec="seconds"), text)

@@ -640,7 +640,9 @@ class LetterService(LetterSite):
                 # Delivery is ordered per entity, so a retract queued behind an unsent create would
                 # publish the letter first: cancel what was never sent, retract only what may be there.
                 if verb != "retract" or await self.store.outbox.cancel_undelivered(conn, item.entity):
-                    await self.store.outbox.enqueue_item(conn, verb, item, revision=letter.version + 1)
+                    await self.store.outbox.enqueue_item(
+                        conn, verb, item, revision=letter.version + 1, guild_id=letter.guild_id
+                    )
                     queued = True
             await self.store.audit.record(
                 action,

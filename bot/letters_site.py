@@ -16,13 +16,15 @@ from bot.letter_states import DROPPED_STATUSES, REVIEW_STATUSES, DigestDraft, Le
 from bot.render import plain_text
 from bot.site.base import PermanentSiteError, StatusAdapter, TransientSiteError
 from bot.site.compose import Digest, Letter, compose_digest, templated_title
-from bot.store.contributions import LIVE_STATES, Contribution
+from bot.store.contributions import LIVE_STATES, Contribution, letter_id_of
 
 if TYPE_CHECKING:
     from bot.clock import Clock
     from bot.config import LetterSettings
+    from bot.site.base import RemoteRef
     from bot.store import Store
     from bot.store.contributions import ContributionsRepo
+    from bot.store.outbox import OutboxRow
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +86,22 @@ class LetterSite:
             role_names=roles,
             submitted_at=letter.submitted_at,
         )
+
+    async def on_delivered(self, row: OutboxRow, ref: RemoteRef) -> Contribution | None:
+        """The outbox delivered a letter's row: the letter as it is now (None: not a letter, or deleted since).
+
+        A create or update marks it published (queueing the writer's and the thread's notices).
+        """
+        letter_id = letter_id_of(row.entity) if row.kind.startswith("letter.") else None
+        if letter_id is None:
+            return None
+        try:
+            if row.action in ("create", "update"):
+                letter, _first = await self.mark_published(letter_id, ref.remote_id, ref.url, ref.status)
+                return letter
+            return await self.repo.get(letter_id)
+        except LetterError:
+            return None  # the writer has since deleted their records
 
     async def mark_published(
         self, letter_id: int, remote_id: str | None, url: str | None, status: str | None = None
@@ -166,7 +184,7 @@ class LetterSite:
         item = compose_digest(Digest(key=key, title=title, letters=site_letters), disclaimer=self.disclaimer)
         revision = hashlib.sha256(",".join(f"{c.id}.{c.version}" for c in letters).encode()).hexdigest()[:16]
         async with self.store.db.transaction() as conn:
-            outbox_id = await self.store.outbox.enqueue_item(conn, "create", item, revision=revision)
+            outbox_id = await self.store.outbox.enqueue_item(conn, "create", item, revision=revision, guild_id=guild_id)
             await self.store.audit.record(
                 "digest.create",
                 guild_id=guild_id,

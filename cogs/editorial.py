@@ -330,33 +330,21 @@ class Editorial(commands.Cog):
 
     async def on_delivered(self, row: OutboxRow, ref: RemoteRef) -> None:
         """The site has (or no longer has) a letter: tell the thread, the writer and the queue."""
-        kind, _, ident = row.entity.partition(":")
-        if kind == "digest":
-            guild_id = int(ident.split("-", 1)[0]) if ident.split("-", 1)[0].isdigit() else None
-            if guild_id is not None:
-                channel = await self.queue.channel(guild_id)
-                if channel is not None:
-                    where = f": {ref.url}" if ref.url else ""
-                    await channel.send(
-                        f"📝 The readers' views digest draft is on the site{where}", allowed_mentions=NO_MENTIONS
-                    )
+        if row.kind.startswith("digest."):
+            channel = await self.queue.channel(row.guild_id) if row.guild_id is not None else None
+            if channel is not None:
+                where = f": {ref.url}" if ref.url else ""
+                await channel.send(
+                    f"📝 The readers' views digest draft is on the site{where}", allowed_mentions=NO_MENTIONS
+                )
             return
-        if kind != "letter" or not ident.isdigit():
+        letter = await self.service.on_delivered(row, ref)
+        if letter is None:
             return
-        letter_id = int(ident)
-        try:
-            if row.action in ("create", "update"):
-                # The writer's DM and the thread's announcement are queued with the new state and
-                # sent by `self.notices` as steps of their own (a crash here loses neither).
-                letter, _first = await self.service.mark_published(letter_id, ref.remote_id, ref.url, ref.status)
-                self.notices.wake()
-            else:
-                found = await self.bot.store.contributions.get(letter_id)
-                if found is None:
-                    return
-                letter = found
-        except LetterError:
-            return  # the writer has since deleted their records
+        if row.action != "retract":
+            # The writer's DM and the thread's announcement were queued with the new state; they
+            # are sent by `self.notices` as steps of their own (a crash here loses neither).
+            self.notices.wake()
         await self.queue.refresh(letter)
 
     # -- commands ------------------------------------------------------------------------------------

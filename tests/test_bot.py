@@ -190,7 +190,12 @@ async def dead_letter(store: Any, guild_id: int, error: str) -> int:
     letter = await add_letter(store, guild_id)
     async with store.db.transaction() as conn:
         row_id = await store.outbox.enqueue(
-            conn, kind="letter.create", entity=f"letter:{letter}", payload={}, idempotency_key=f"letter:{letter}:c:1"
+            conn,
+            kind="letter.create",
+            entity=f"letter:{letter}",
+            payload={},
+            idempotency_key=f"letter:{letter}:c:1",
+            guild_id=guild_id,
         )
     await store.outbox.mark_dead(row_id, error)
     return int(row_id)
@@ -344,9 +349,9 @@ async def test_site_alert_goes_only_to_the_items_server(running: Booted, world: 
     bot = running.bot
     theirs = await bot.store.outbox.get(await dead_letter(bot.store, world.guild.id + 1, "their error"))
     mine = await bot.store.outbox.get(await dead_letter(bot.store, world.guild.id, "my error"))
-    await bot._outbox_alert(alert_text(theirs))
+    await bot._outbox_alert(theirs, alert_text(theirs))
     assert [gid for _, gid, text in bot.health.last_errors if "their error" in text] == [world.guild.id + 1]
-    await bot._outbox_alert(alert_text(mine))
+    await bot._outbox_alert(mine, alert_text(mine))
     assert [gid for _, gid, text in bot.health.last_errors if "my error" in text] == [world.guild.id]
 
 

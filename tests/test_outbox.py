@@ -71,11 +71,20 @@ class Harness:
         async def alert(text: str) -> None:
             self.alerts.append(text)
 
+        async def item_alert(row: OutboxRow, text: str) -> None:
+            self.alerts.append(text)
+
         async def on_delivered(row: OutboxRow, ref: RemoteRef) -> None:
             self.delivered.append((row, ref))
 
         return OutboxWorker(
-            self.repo, adapter, self.clock, alert=alert, on_delivered=on_delivered, rng=random.Random(1)
+            self.repo,
+            adapter,
+            self.clock,
+            alert=item_alert,
+            site_alert=alert,
+            on_delivered=on_delivered,
+            rng=random.Random(1),
         )
 
     async def enqueue(self, action: str, item: SiteItem, revision: int | str = 1) -> int:
@@ -729,3 +738,25 @@ async def test_delivered_letter_texts_are_purged_after_the_retention(
     assert await texts() == 0 and await h.repo.get(row_id) is None
     assert await h.repo.remote_for("letter:40") is not None
     assert (await h.row(waiting)).state == "dead"  # undelivered items are kept until someone acts
+
+
+async def test_items_of_a_server_no_longer_served_are_held(db: Database, clock: FakeClock, site: FakeSite, http):
+    """With `allowed_guild_ids` set, another server's items wait untouched: not sent, not given up, no alert."""
+    h = Harness(db, clock, wordpress(site, http, clock))
+    h.worker.served_guilds = frozenset({1})
+    async with db.transaction() as conn:
+        ours = await h.repo.enqueue_item(conn, "create", letter(1), revision=1, guild_id=1)
+        theirs = await h.repo.enqueue_item(conn, "create", letter(2), revision=1, guild_id=2)
+        nobodys = await h.repo.enqueue_item(conn, "create", letter(3), revision=1)
+    for _ in range(3):
+        await h.worker.run_once()
+        clock.advance(7200)
+    assert (await h.row(ours)).state == "done" and (await h.row(nobodys)).state == "done"
+    held = await h.row(theirs)
+    assert (held.state, held.attempts, held.guild_id, held.last_error) == ("pending", 0, 2, None)
+    assert len(posts_requests(site)) == 2 and h.alerts == []
+    assert await h.repo.next_due_at(served=h.worker.served_guilds) is None  # the worker doesn't wake for it
+
+    h.worker.served_guilds = None  # the server is listed again (or the list emptied): it goes out
+    await h.worker.run_once()
+    assert (await h.row(theirs)).state == "done"

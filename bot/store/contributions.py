@@ -23,6 +23,15 @@ LIVE_STATES = ("approved", "published")
 OPEN_STATES = ("submitted", "nominated")
 
 
+LETTER_ENTITY = "letter:"
+
+
+def letter_id_of(entity: str) -> int | None:
+    """The letter an outbox or site entity names (the inverse of `Contribution.entity`); None if none."""
+    ident = entity.removeprefix(LETTER_ENTITY)
+    return int(ident) if ident != entity and ident.isdigit() else None
+
+
 @dataclass(frozen=True)
 class NewContribution:
     guild_id: int
@@ -72,7 +81,7 @@ class Contribution:
 
     @property
     def entity(self) -> str:
-        return f"letter:{self.id}"
+        return f"{LETTER_ENTITY}{self.id}"
 
     @classmethod
     def from_row(cls, row: aiosqlite.Row) -> Contribution:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import builtins
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -42,6 +42,8 @@ class OutboxRow:
     updated_at: datetime
     outcome_unknown: bool
     alerted_at: datetime | None
+    guild_id: int | None = None
+    """The server the item belongs to (None: no server owns it)."""
     site_remote: RemoteRef | None = None
     """Where the entity lived on the site when the row was claimed (filled by `claim_due` only)."""
 
@@ -68,6 +70,7 @@ class OutboxRow:
             updated_at=_dt(row["updated_at"]),
             outcome_unknown=bool(row["outcome_unknown"]),
             alerted_at=from_db(row["alerted_at"]),
+            guild_id=row["guild_id"],
             site_remote=RemoteRef(row["r_remote_id"], row["r_remote_url"])
             if with_remote and row["r_entity"] is not None
             else None,
@@ -83,6 +86,21 @@ def _dt(text: str) -> datetime:
 def site_key(entity: str, action: str, revision: str | int) -> str:
     """The idempotency key convention: one key per intended delivery, e.g. "letter:42:update:3"."""
     return f"{entity}:{action}:{revision}"
+
+
+async def _statement_guild(conn: aiosqlite.Connection, entity: str) -> int | None:
+    async with conn.execute("SELECT guild_id FROM statements WHERE 'statement:' || id = ?", (entity,)) as cursor:
+        found = await cursor.fetchone()
+    return int(found[0]) if found else None
+
+
+# Rows of servers the bot serves (a JSON list of ids; NULL: every server) and rows of no server.
+SERVED = "(? IS NULL OR o.guild_id IS NULL OR o.guild_id IN (SELECT value FROM json_each(?)))"
+
+
+def _served(guild_ids: Collection[int] | None) -> tuple[str | None, str | None]:
+    served = None if guild_ids is None else json.dumps(sorted(guild_ids))
+    return served, served
 
 
 class OutboxRepo:
@@ -118,10 +136,12 @@ class OutboxRepo:
         entity: str,
         payload: dict[str, Any],
         idempotency_key: str,
+        guild_id: int | None,
         delay: timedelta | None = None,
     ) -> int:
         """Queue one delivery inside an open transaction (`async with db.transaction() as conn`).
 
+        `guild_id`: the server the item belongs to (alerts go there; held while it isn't served).
         Returns the row id; enqueuing a key that is already queued (or done) changes nothing and
         returns the existing row's id.
         """
@@ -130,8 +150,8 @@ class OutboxRepo:
         due = to_db(now + delay) if delay else stamp
         cursor = await conn.execute(
             "INSERT OR IGNORE INTO outbox (kind, entity, payload, idempotency_key, state, attempts,"
-            " next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?)",
-            (kind, entity, json.dumps(payload, separators=(",", ":")), idempotency_key, due, stamp, stamp),
+            " next_attempt_at, created_at, updated_at, guild_id) VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?)",
+            (kind, entity, json.dumps(payload, separators=(",", ":")), idempotency_key, due, stamp, stamp, guild_id),
         )
         inserted = cursor.rowcount
         row_id = cursor.lastrowid
@@ -143,37 +163,49 @@ class OutboxRepo:
         return int(found[0]) if found else 0
 
     async def enqueue_item(
-        self, conn: aiosqlite.Connection, action: str, item: SiteItem, *, revision: str | int
+        self,
+        conn: aiosqlite.Connection,
+        action: str,
+        item: SiteItem,
+        *,
+        revision: str | int,
+        guild_id: int | None = None,
     ) -> int:
         """Queue a composed item: kind "<item.kind>.<action>", key "<entity>:<action>:<revision>".
 
         `revision` tells deliveries of the same entity apart (e.g. the row's version counter): the
-        same revision enqueued twice (a double click) is one delivery.
+        same revision enqueued twice (a double click) is one delivery. `guild_id`: the item's server.
         """
         if action not in ACTIONS:
             raise ValueError(f"action must be one of {ACTIONS}, not {action!r}")
+        if guild_id is None and item.kind == "statement":
+            # Until bot.statements passes its statement's server: read it from the statement's row.
+            guild_id = await _statement_guild(conn, item.entity)
         return await self.enqueue(
             conn,
             kind=f"{item.kind}.{action}",
             entity=item.entity,
             payload=item.model_dump(mode="json", exclude={"idempotency_key", "occurred_at"}),
             idempotency_key=site_key(item.entity, action, revision),
+            guild_id=guild_id,
         )
 
     # -- the worker's side ----------------------------------------------------------------------
 
-    async def claim_due(self, limit: int = 50) -> list[OutboxRow]:
+    async def claim_due(self, limit: int = 50, *, served: Collection[int] | None = None) -> list[OutboxRow]:
         """Mark up to `limit` due rows inflight and return them (oldest due first).
 
-        Only the oldest not-done row of each entity is eligible, so per-entity order holds.
+        Only the oldest not-done row of each entity is eligible, so per-entity order holds. `served`:
+        the servers the bot serves (None: all); other servers' rows are held, pending, untouched.
         """
         now = to_db(self._clock.now())
         async with self._db.transaction() as conn:
             async with conn.execute(
                 "SELECT o.id FROM outbox o WHERE o.state = 'pending' AND o.next_attempt_at <= ?"
+                f" AND {SERVED}"
                 " AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.entity = o.entity AND p.id < o.id"
                 " AND p.state != 'done') ORDER BY o.next_attempt_at, o.id LIMIT ?",
-                (now, limit),
+                (now, *_served(served), limit),
             ) as cursor:
                 ids = [row[0] for row in await cursor.fetchall()]
             if not ids:
@@ -191,12 +223,13 @@ class OutboxRepo:
                 rows = {row["id"]: OutboxRow.from_row(row, with_remote=True) for row in await cursor.fetchall()}
         return [rows[i] for i in ids]
 
-    async def next_due_at(self) -> datetime | None:
+    async def next_due_at(self, *, served: Collection[int] | None = None) -> datetime | None:
         """When the earliest claimable row becomes due (None: nothing pending that could run)."""
         value = await self._scalar(
-            "SELECT min(o.next_attempt_at) FROM outbox o WHERE o.state = 'pending'"
+            f"SELECT min(o.next_attempt_at) FROM outbox o WHERE o.state = 'pending' AND {SERVED}"
             " AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.entity = o.entity AND p.id < o.id"
-            " AND p.state != 'done')"
+            " AND p.state != 'done')",
+            _served(served),
         )
         return from_db(value)
 
@@ -323,6 +356,16 @@ class OutboxRepo:
         marks = ",".join("?" * len(wanted))
         rows = await self._fetchall(
             f"SELECT * FROM outbox WHERE state IN ({marks}) ORDER BY id LIMIT ?", (*wanted, limit)
+        )
+        return [OutboxRow.from_row(row) for row in rows]
+
+    async def for_guild(self, guild_id: int, states: Iterable[str], *, limit: int = 100) -> builtins.list[OutboxRow]:
+        """A server's rows in `states` (oldest first); other servers' items stay hidden."""
+        wanted = [state for state in states if state in STATES]
+        marks = ",".join("?" * len(wanted))
+        rows = await self._fetchall(
+            f"SELECT * FROM outbox WHERE guild_id = ? AND state IN ({marks}) ORDER BY id LIMIT ?",
+            (guild_id, *wanted, limit),
         )
         return [OutboxRow.from_row(row) for row in rows]
 
