@@ -23,6 +23,7 @@ from discord.ext import commands
 from bot import __version__, metrics
 from bot.clock import Clock, SystemClock
 from bot.config import Config, Secrets
+from bot.discord_internals import pending_ready_task
 from bot.errors import on_app_command_error
 from bot.letters_feature import Letters
 from bot.logs import ids
@@ -282,7 +283,7 @@ class ReadersViewsBot(commands.Bot):
         # A stop during `guild_ready_timeout` (READY received, GUILD_CREATEs still awaited): discord.py
         # never cancels its pending ready task, which then dispatches `ready` into a closed client
         # (AttributeError on its loop, a traceback at exit). Cancel it first; it swallows the cancel.
-        ready_task: asyncio.Task[None] | None = getattr(self._connection, "_ready_task", None)
+        ready_task = pending_ready_task(self)
         if ready_task is not None and not ready_task.done():
             ready_task.cancel()
             await asyncio.gather(ready_task, return_exceptions=True)

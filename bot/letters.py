@@ -7,7 +7,6 @@ enqueues its outbox row in the same transaction as the state change.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from collections.abc import Iterable, Mapping
@@ -16,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from bot.clock import Clock
+from bot.concurrency import Batcher
 from bot.config import LetterSettings
 from bot.letter_states import (
     STATE_LABELS,
@@ -48,7 +48,7 @@ LOCATION_MAX = 80
 _URL = re.compile(r"https?://\S+", re.I)
 
 
-class Recorder:
+class Recorder(Batcher[tuple[object, ...], None]):
     """Group commit for recorded replies: rows are queued and written together every few ms or N rows.
 
     aiosqlite pays a thread hop per statement, so one transaction per message tops out at a few
@@ -56,72 +56,30 @@ class Recorder:
     """
 
     def __init__(self, repo: ContributionsRepo, *, max_rows: int = 500, max_delay: float = 0.005) -> None:
-        self._repo = repo
-        self.max_rows = max_rows
-        self.max_delay = max_delay
-        self._pending: list[tuple[object, ...]] = []
-        self._wake = asyncio.Event()
-        self._full = asyncio.Event()
-        self._lock = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
-        self.written = 0
-        self.failed = 0
+        async def write(rows: list[tuple[object, ...]]) -> list[None]:
+            await repo.record_rows(rows)
+            return [None] * len(rows)
 
-    def start(self) -> None:
-        if self._task is None or self._task.done():
-            self._stopping = False
-            self._task = asyncio.create_task(self._run(), name="letters-recorder")
-
-    async def stop(self) -> None:
-        """Write what is queued, then stop."""
-        self._stopping = True
-        self._wake.set()
-        task, self._task = self._task, None
-        if task is not None:
-            await task
-        await self.flush()
+        super().__init__(write, name="letters-recorder", max_batch=max_rows, linger=max_delay)
 
     def add(self, contribution: NewContribution) -> None:
-        self.add_row(row_of(contribution))
+        self.post(row_of(contribution))
 
     def add_row(self, row: tuple[object, ...]) -> None:
         """Queue a row made by `contribution_row` (the listener's hot path)."""
-        self._pending.append(row)
-        self._wake.set()
-        if len(self._pending) >= self.max_rows:
-            self._full.set()
+        self.post(row)
 
     @property
-    def pending(self) -> int:
-        return len(self._pending)
+    def written(self) -> int:
+        return self.done
 
     async def flush(self) -> None:
         """Write everything queued so far (and wait for a batch already being written)."""
-        async with self._lock:
-            while self._pending:
-                batch, self._pending = self._pending[: self.max_rows * 4], self._pending[self.max_rows * 4 :]
-                try:
-                    await self._repo.record_rows(batch)
-                    self.written += len(batch)
-                except Exception:
-                    self.failed += len(batch)
-                    log.exception("could not record %d replies", len(batch))
-            self._full.clear()
+        await self.drain()
 
-    async def _run(self) -> None:
-        while not self._stopping:
-            await self._wake.wait()
-            self._wake.clear()
-            if not self._pending:
-                continue
-            # Gather more rows for a moment, unless the batch is already full.
-            if len(self._pending) < self.max_rows:
-                try:
-                    await asyncio.wait_for(self._full.wait(), timeout=self.max_delay)
-                except TimeoutError:
-                    pass
-            await self.flush()
+    async def stop(self) -> None:
+        """Write what is queued (at shutdown, before the database closes)."""
+        await self.drain()
 
 
 def publication_terms(byline: str, location: str | None, consent: bool) -> tuple[str, str | None]:

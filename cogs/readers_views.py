@@ -96,7 +96,6 @@ class ReadersViews(commands.Cog):
         self.submit_menu = app_commands.ContextMenu(name="Submit as letter", callback=self.submit_message)
 
     async def cog_load(self) -> None:
-        self.recorder.start()
         self.bot.tree.add_command(self.submit_menu)
         self.purge.start()
 

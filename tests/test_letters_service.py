@@ -82,7 +82,6 @@ async def submitted(service: LetterService, message_id: int, author_id: int = 7,
 async def test_group_commit_records_everything_once(store: Store) -> None:
     """The recorder writes queued replies in batches; duplicates (gateway replays) are ignored."""
     recorder = Recorder(store.contributions, max_rows=100)
-    recorder.start()
     for i in range(1, 1001):
         recorder.add(reply(i))
     recorder.add(reply(5))
