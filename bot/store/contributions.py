@@ -227,10 +227,6 @@ class ContributionsRepo:
         """Record one reply (idempotent on the Discord message id); returns the row id or 0 if known."""
         return await self._db.write(_INSERT, row_of(contribution))
 
-    async def record_many(self, contributions: list[NewContribution]) -> None:
-        """Group commit: many replies in one transaction."""
-        await self._db.write_many(_INSERT, [row_of(c) for c in contributions])
-
     async def record_rows(self, rows: list[tuple[object, ...]]) -> None:
         """Group commit of ready-made rows (see `contribution_row`): the recording hot path."""
         await self._db.write_many(_INSERT, rows)

@@ -112,20 +112,6 @@ class OutboxRepo:
     def db(self) -> Database:
         return self._db
 
-    # Reads run execute + fetch in ONE hop to aiosqlite's thread. Database.fetchall takes two hops,
-    # and a write of another coroutine landing between them (same connection) modifies the table
-    # under a half-stepped SELECT, which SQLite leaves undefined: counts came back with state NULL.
-    async def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> builtins.list[aiosqlite.Row]:
-        return await self._db.fetchall(sql, params)
-
-    async def _fetchone(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None:
-        rows = await self._fetchall(sql, params)
-        return rows[0] if rows else None
-
-    async def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        row = await self._fetchone(sql, params)
-        return None if row is None else row[0]
-
     # -- writing, inside the caller's transaction ------------------------------------------------
 
     async def enqueue(
@@ -225,7 +211,7 @@ class OutboxRepo:
 
     async def next_due_at(self, *, served: Collection[int] | None = None) -> datetime | None:
         """When the earliest claimable row becomes due (None: nothing pending that could run)."""
-        value = await self._scalar(
+        value = await self._db.scalar(
             f"SELECT min(o.next_attempt_at) FROM outbox o WHERE o.state = 'pending' AND {SERVED}"
             " AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.entity = o.entity AND p.id < o.id"
             " AND p.state != 'done')",
@@ -233,32 +219,8 @@ class OutboxRepo:
         )
         return from_db(value)
 
-    async def mark_done(self, row_id: int, remote_id: str | None, url: str | None) -> None:
-        """Delivered. Remember where the entity lives (a retract forgets it)."""
-        now = to_db(self._clock.now())
-        async with self._db.transaction() as conn:
-            async with conn.execute("SELECT kind, entity FROM outbox WHERE id = ?", (row_id,)) as cursor:
-                found = await cursor.fetchone()
-            await conn.execute(
-                "UPDATE outbox SET state = 'done', remote_id = ?, remote_url = ?, last_error = NULL,"
-                " outcome_unknown = 0, updated_at = ? WHERE id = ?",
-                (remote_id, url, now, row_id),
-            )
-            if found is None:
-                return
-            kind, entity = found
-            if kind.endswith(".retract"):
-                await conn.execute("DELETE FROM remote_objects WHERE entity = ?", (entity,))
-            else:
-                await conn.execute(
-                    "INSERT INTO remote_objects (entity, remote_id, remote_url, updated_at) VALUES (?, ?, ?, ?)"
-                    " ON CONFLICT (entity) DO UPDATE SET remote_id = coalesce(excluded.remote_id, remote_id),"
-                    " remote_url = coalesce(excluded.remote_url, remote_url), updated_at = excluded.updated_at",
-                    (entity, remote_id, url, now),
-                )
-
     async def mark_delivered(self, deliveries: Sequence[tuple[OutboxRow, RemoteRef]]) -> None:
-        """`mark_done` for many rows in one transaction (the worker's group commit)."""
+        """Delivered, in one transaction: rows done, and where each entity lives (a retract forgets it)."""
         if not deliveries:
             return
         now = to_db(self._clock.now())
@@ -325,7 +287,7 @@ class OutboxRepo:
         await self._db.write("UPDATE outbox SET alerted_at = ? WHERE id = ?", (to_db(self._clock.now()), row_id))
 
     async def unalerted_dead(self) -> list[OutboxRow]:
-        rows = await self._fetchall("SELECT * FROM outbox WHERE state = 'dead' AND alerted_at IS NULL ORDER BY id")
+        rows = await self._db.fetchall("SELECT * FROM outbox WHERE state = 'dead' AND alerted_at IS NULL ORDER BY id")
         return [OutboxRow.from_row(row) for row in rows]
 
     async def recover(self) -> int:
@@ -344,7 +306,7 @@ class OutboxRepo:
     # -- reading and operator actions -----------------------------------------------------------
 
     async def get(self, row_id: int) -> OutboxRow | None:
-        row = await self._fetchone("SELECT * FROM outbox WHERE id = ?", (row_id,))
+        row = await self._db.fetchone("SELECT * FROM outbox WHERE id = ?", (row_id,))
         return OutboxRow.from_row(row) if row else None
 
     async def list(
@@ -354,7 +316,7 @@ class OutboxRepo:
         if not wanted:
             return []
         marks = ",".join("?" * len(wanted))
-        rows = await self._fetchall(
+        rows = await self._db.fetchall(
             f"SELECT * FROM outbox WHERE state IN ({marks}) ORDER BY id LIMIT ?", (*wanted, limit)
         )
         return [OutboxRow.from_row(row) for row in rows]
@@ -363,14 +325,14 @@ class OutboxRepo:
         """A server's rows in `states` (oldest first); other servers' items stay hidden."""
         wanted = [state for state in states if state in STATES]
         marks = ",".join("?" * len(wanted))
-        rows = await self._fetchall(
+        rows = await self._db.fetchall(
             f"SELECT * FROM outbox WHERE guild_id = ? AND state IN ({marks}) ORDER BY id LIMIT ?",
             (guild_id, *wanted, limit),
         )
         return [OutboxRow.from_row(row) for row in rows]
 
     async def for_entity(self, entity: str) -> builtins.list[OutboxRow]:
-        rows = await self._fetchall("SELECT * FROM outbox WHERE entity = ? ORDER BY id", (entity,))
+        rows = await self._db.fetchall("SELECT * FROM outbox WHERE entity = ? ORDER BY id", (entity,))
         return [OutboxRow.from_row(row) for row in rows]
 
     async def retry(self, row_id: int) -> bool:
@@ -383,15 +345,6 @@ class OutboxRepo:
         )
         return changed > 0
 
-    async def retry_dead(self) -> int:
-        """Every dead row due now (after fixing credentials, say). Returns how many."""
-        now = to_db(self._clock.now())
-        return await self._db.write(
-            "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?, alerted_at = NULL,"
-            " updated_at = ? WHERE state = 'dead'",
-            (now, now),
-        )
-
     async def retry_all(self) -> int:
         """Every dead or waiting row due now with a fresh back-off (`outbox retry --all`)."""
         now = to_db(self._clock.now())
@@ -403,7 +356,7 @@ class OutboxRepo:
 
     async def waiting(self) -> int:
         """Rows not yet delivered (pending, inflight or dead)."""
-        return int(await self._scalar("SELECT count(*) FROM outbox WHERE state != 'done'") or 0)
+        return int(await self._db.scalar("SELECT count(*) FROM outbox WHERE state != 'done'") or 0)
 
     async def drop(self, row_id: int) -> bool:
         """Forget a pending or dead row (it will never be sent). False if there is no such row."""
@@ -412,13 +365,13 @@ class OutboxRepo:
 
     async def backlog(self) -> dict[str, int]:
         counts = dict.fromkeys(STATES, 0)
-        for row in await self._fetchall("SELECT state, count(*) FROM outbox GROUP BY state"):
+        for row in await self._db.fetchall("SELECT state, count(*) FROM outbox GROUP BY state"):
             counts[row[0]] = int(row[1])
         return counts
 
     async def remote_for(self, entity: str) -> RemoteRef | None:
         """Where the entity lives on the site; None if it was never created (or was retracted)."""
-        row = await self._fetchone("SELECT remote_id, remote_url FROM remote_objects WHERE entity = ?", (entity,))
+        row = await self._db.fetchone("SELECT remote_id, remote_url FROM remote_objects WHERE entity = ?", (entity,))
         return RemoteRef(row[0], row[1]) if row else None
 
     async def purge_done(self, before: datetime) -> int:
