@@ -17,8 +17,8 @@ import yaml
 from bot.clock import SystemClock
 from bot.status import collect_status, format_report
 from bot.store import Store
-from tests.conftest import Booted, World, make_config
 from tests.fakediscord import EPHEMERAL, FakeDiscord
+from tests.helpers import Booted, World, dead_letter, make_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -174,31 +174,6 @@ async def test_outbox_command_shows_dead_letters_and_retries(running: Booted, wo
     ix = await world.fake.slash(world.guild, world.admin, "readersviews outbox", retry=row_id)
     text = (await ix.wait_response())["data"]["content"]
     assert "will be delivered again" in text
-
-
-async def add_letter(store: Any, guild_id: int) -> int:
-    """A letter row in `guild_id` (what an outbox `letter:<id>` entity points at)."""
-    return await store.db.write(
-        "INSERT INTO contributions (guild_id, channel_id, author_id, author_name, content, created_at)"
-        " VALUES (?, 1, 1, 'w', 'text', '2024-01-01T00:00:00+00:00')",
-        (guild_id,),
-    )
-
-
-async def dead_letter(store: Any, guild_id: int, error: str) -> int:
-    """A dead outbox item for a new letter of `guild_id`."""
-    letter = await add_letter(store, guild_id)
-    async with store.db.transaction() as conn:
-        row_id = await store.outbox.enqueue(
-            conn,
-            kind="letter.create",
-            entity=f"letter:{letter}",
-            payload={},
-            idempotency_key=f"letter:{letter}:c:1",
-            guild_id=guild_id,
-        )
-    await store.outbox.mark_dead(row_id, error)
-    return int(row_id)
 
 
 async def test_status_shows_only_this_servers_data(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from bot.discord_internals import connection_state, gateway_parsers, logged_in, pending_ready_task
 from bot.store.aiosqlite_internals import on_its_thread, raw_connection
-from tests.conftest import Booted
+from tests.helpers import Booted
 
 
 async def test_aiosqlite_runs_a_callable_on_its_thread_with_the_raw_connection(tmp_path: Path) -> None:

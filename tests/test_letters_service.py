@@ -21,7 +21,7 @@ from bot.store import Store
 from bot.store.contributions import Contribution, NewContribution
 from bot.store.notices import Notice
 from cogs.readers_views import ReadersViews, withdrawn_text
-from tests.clock import FakeClock
+from tests.helpers import FakeClock
 
 GUILD = 1
 TEXT = "A thoughtful letter about the cycle lanes, long enough to pass the minimum length for letters here. "
