@@ -13,9 +13,12 @@ from typing import Any
 
 import pytest
 
+from bot.config import WebhookSettings
+from bot.site.webhook import WebhookAdapter
 from tests.fakediscord import EPHEMERAL, FakeDiscord, perms
 from tests.fakediscord.world import Channel, Guild, Member, Role
 from tests.helpers import LONG_ENOUGH, Booted, FakeClock, Harness, World, button_id, eventually, letter, make_article
+from tests.sitefake import WEBHOOK_SECRET, FakeSite
 
 STATEMENT_TEXT = "We, the undersigned, ask the council to keep the library open."
 
@@ -693,3 +696,28 @@ async def test_feed_credentials_and_query_are_never_shown(
     assert "127.0.0.1:9/feed.xml" in listed and "127.0.0.1:9/feed.xml" in diagnosed
     for text in [alerts[0]["content"], listed, diagnosed, *(r.getMessage() for r in caplog.records)]:
         assert "hunter22" not in text and "s3cr3tkey" not in text and "ann:" not in text, text
+
+
+async def test_site_deliveries_of_a_server_not_on_the_allow_list_are_held(
+    world: World, stranger: Server, booter: Any, site: FakeSite
+) -> None:
+    """The running bot delivers its servers' items; another server's wait untouched, with no alert anywhere."""
+    booted: Booted = await booter(discord={"allowed_guild_ids": [world.guild.id]})
+    bot = booted.bot
+    bot.outbox.adapter = WebhookAdapter(WebhookSettings.model_validate({"url": site.webhook_url}), WEBHOOK_SECRET)
+    async with bot.store.db.transaction() as conn:
+        ours = await bot.store.outbox.enqueue_item(conn, "create", letter(1), revision=1, guild_id=world.guild.id)
+        theirs = await bot.store.outbox.enqueue_item(conn, "create", letter(2), revision=1, guild_id=stranger.guild.id)
+    bot.outbox.notify()
+    await eventually(lambda: _state(bot, ours, "done"))
+    await bot.outbox.run_once()
+    held = await bot.store.outbox.get(theirs)
+    assert (held.state, held.attempts, held.last_error) == ("pending", 0, None)
+    assert [e["entity"] for e in site.webhook_events] == ["letter:1"]
+    for channel in (stranger.alerts, world.alerts):
+        assert not [m for m in world.fake.messages_in(channel) if "Site mirroring" in m["content"]]
+
+
+async def _state(bot: Any, row_id: int, state: str) -> bool:
+    row = await bot.store.outbox.get(row_id)
+    return row is not None and row.state == state
