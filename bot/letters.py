@@ -30,6 +30,7 @@ from bot.render import plain_text
 from bot.site.compose import clean_line, compose_letter
 from bot.store.contributions import (
     LIVE_STATES,
+    ArticleRef,
     Contribution,
     ContributionsRepo,
     NewContribution,
@@ -612,10 +613,38 @@ class LetterService(LetterSite):
             )
         return queued
 
+    # -- reads for the Discord side (cogs ask the service, never the repository) ----------------
+
+    async def letter(self, letter_id: int) -> Contribution | None:
+        return await self.repo.get(letter_id)
+
+    async def in_state(self, state: str) -> list[Contribution]:
+        return await self.repo.in_state(state)
+
+    async def unposted_queue(self, guild_id: int) -> list[Contribution]:
+        """Submitted letters with no card in the review channel yet."""
+        return await self.repo.unposted_queue(guild_id)
+
+    async def article_for_thread(self, thread_id: int) -> int | None:
+        return await self.repo.article_for_thread(thread_id)
+
+    async def article_in(self, article_id: int, guild_id: int) -> ArticleRef | None:
+        """The article, only if one of this server's feeds posted it."""
+        return await self.repo.article(article_id, guild_id=guild_id)
+
+    async def recent_articles(self, guild_id: int, query: str = "", *, limit: int = 25) -> list[ArticleRef]:
+        return await self.repo.recent_articles(guild_id, query, limit=limit)
+
+    async def letters_of(self, guild_id: int, user_id: int, *, limit: int = 25) -> list[Contribution]:
+        return await self.repo.by_author(guild_id, user_id, limit=limit)
+
+    async def counts_of(self, guild_id: int, user_id: int) -> dict[str, int]:
+        return await self.repo.count_by_author(guild_id, user_id)
+
     # -- privacy --------------------------------------------------------------------------------
 
     async def mine(self, guild_id: int, user_id: int) -> tuple[list[Contribution], dict[str, int]]:
-        return await self.repo.by_author(guild_id, user_id), await self.repo.count_by_author(guild_id, user_id)
+        return await self.letters_of(guild_id, user_id), await self.counts_of(guild_id, user_id)
 
     async def forget(self, guild_id: int, user_id: int) -> list[Contribution]:
         deleted = await self.repo.forget(guild_id, user_id)

@@ -79,7 +79,7 @@ class Editorial(commands.Cog):
         """The site stopped (or resumed) taking deliveries: approved letters' cards say so."""
         if incident is None:
             return  # each card is refreshed as its letter is delivered
-        for letter in await self.bot.store.contributions.in_state("approved"):
+        for letter in await self.service.in_state("approved"):
             await self.queue.refresh(letter)
 
     # -- forms ------------------------------------------------------------------------------------------
@@ -209,7 +209,7 @@ class Editorial(commands.Cog):
 
     async def apply_edit(self, interaction: discord.Interaction, letter_id: int, version: int, text: str) -> None:
         await ensure_editor(interaction)
-        before = await self.bot.store.contributions.get(letter_id)
+        before = await self.service.letter(letter_id)
         try:
             letter = await self.service.edit(
                 letter_id,
@@ -379,7 +379,7 @@ class Editorial(commands.Cog):
         if await self.queue.channel(interaction.guild.id) is None:
             raise LetterError(no_review_channel_text())
         await interaction.response.defer(ephemeral=True, thinking=True)
-        waiting = await self.bot.store.contributions.unposted_queue(interaction.guild.id)
+        waiting = await self.service.unposted_queue(interaction.guild.id)
         posted = 0
         for letter in waiting:
             posted += int(await self.queue.post(letter))

@@ -114,7 +114,7 @@ class ReadersViews(commands.Cog):
         checked = self._not_articles.get(channel_id)
         if checked is not None and time.monotonic() - checked < NEGATIVE_TTL:
             return None
-        article_id = await self.bot.store.contributions.article_for_thread(channel_id)
+        article_id = await self.service.article_for_thread(channel_id)
         if article_id is None:
             self._not_articles[channel_id] = time.monotonic()
         else:
@@ -240,8 +240,8 @@ class ReadersViews(commands.Cog):
         """Open the letter form (text, byline, consent)."""
         assert interaction.guild is not None
         if article is not None:
-            found = await self.bot.store.contributions.article(article, guild_id=interaction.guild.id)
-            recent = await self.bot.store.contributions.recent_articles(interaction.guild.id, limit=500)
+            found = await self.service.article_in(article, interaction.guild.id)
+            recent = await self.service.recent_articles(interaction.guild.id, limit=500)
             if found is None or all(a.id != article for a in recent):
                 raise LetterError("I don't know that article: pick one from the list as you type.")
         await self.service.check_rate(interaction.guild.id, interaction.user.id, interaction.user.created_at)
@@ -268,7 +268,7 @@ class ReadersViews(commands.Cog):
 
     async def _submit_byline(self, interaction: discord.Interaction, letter_id: int, values: Any) -> None:
         # Whether it follows a nomination (no daily limit then); `submit` checks writer and server.
-        letter = await self.bot.store.contributions.get(letter_id)
+        letter = await self.service.letter(letter_id)
         await self.finish_submission(
             interaction,
             letter_id,
@@ -334,7 +334,7 @@ class ReadersViews(commands.Cog):
         article = None
         if article_id is not None:
             # The id comes from the form's custom_id: only an article of this server is accepted.
-            article = await self.bot.store.contributions.article(article_id, guild_id=interaction.guild_id)
+            article = await self.service.article_in(article_id, interaction.guild_id)
             if article is None:
                 raise LetterError(
                     "I don't know that article in this server. Nothing was sent; your letter: \n"
@@ -361,14 +361,14 @@ class ReadersViews(commands.Cog):
     ) -> list[app_commands.Choice[int]]:
         if interaction.guild is None:
             return []
-        articles = await self.bot.store.contributions.recent_articles(interaction.guild.id, current, limit=25)
+        articles = await self.service.recent_articles(interaction.guild.id, current, limit=25)
         return [app_commands.Choice(name=truncate_words(a.title, 100) or f"#{a.id}", value=a.id) for a in articles]
 
     @letter.command(name="withdraw", description="Withdraw one of your letters (also from the site)")
     @app_commands.describe(letter="Your letter (start typing)")
     async def withdraw(self, interaction: discord.Interaction, letter: int) -> None:
         """Withdraw a letter you submitted; a published copy is taken down."""
-        was = await self.bot.store.contributions.get(letter)
+        was = await self.service.letter(letter)
         assert interaction.guild is not None
         current, retracting = await self.service.withdraw_letter(
             letter, interaction.user.id, by_editor=False, guild_id=interaction.guild.id
@@ -385,7 +385,7 @@ class ReadersViews(commands.Cog):
     ) -> list[app_commands.Choice[int]]:
         if interaction.guild is None:
             return []
-        mine = await self.bot.store.contributions.by_author(interaction.guild.id, interaction.user.id, limit=100)
+        mine = await self.service.letters_of(interaction.guild.id, interaction.user.id, limit=100)
         choices = []
         for letter in mine:
             if letter.state not in ("submitted", "nominated", "approved", "published"):
@@ -433,7 +433,7 @@ class ReadersViews(commands.Cog):
     async def forget(self, interaction: discord.Interaction) -> None:
         """Delete your recorded replies and unpublished letters, after confirming."""
         assert interaction.guild is not None
-        counts = await self.bot.store.contributions.count_by_author(interaction.guild.id, interaction.user.id)
+        counts = await self.service.counts_of(interaction.guild.id, interaction.user.id)
         doomed = sum(n for state, n in counts.items() if state not in ("approved", "published"))
         if not doomed:
             await send_ephemeral(interaction, "I hold no unpublished records from you here.")

@@ -753,7 +753,7 @@ def test_review_card_shows_where_links_go() -> None:
 
 
 async def test_letter_cogs_share_one_feature_and_no_cog_imports_another(running: Booted) -> None:
-    """Both letters cogs use the bot's one LetterService, ReviewQueue and Recorder; cogs never import cogs."""
+    """Both letters cogs use the bot's one LetterService, ReviewQueue and Recorder; no cog imports a cog."""
     members, editors, letters = running.cog("ReadersViews"), running.cog("Editorial"), running.bot.letters
     assert members.service is editors.service is letters.service
     assert members.queue is editors.queue is letters.queue
@@ -765,6 +765,7 @@ async def test_letter_cogs_share_one_feature_and_no_cog_imports_another(running:
         assert not [m for m in imported if m == "cogs" or m.startswith("cogs.")], path.name
         if path.stem in ("readers_views", "editorial"):
             assert "get_cog(" not in path.read_text(), path.name
+            assert "bot.store." not in path.read_text().replace("from bot.store.", ""), path.name  # the service
 
 
 async def test_members_submit_letters_without_the_editorial_cog(world: World, booter: Any) -> None:
