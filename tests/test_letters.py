@@ -14,6 +14,7 @@ import pytest
 
 import cogs
 from bot.clock import to_db
+from bot.errors import UNEXPECTED
 from bot.review import queue_embed
 from bot.store.contributions import ArticleRef, Contribution
 from tests.fakediscord import EPHEMERAL, perms
@@ -268,6 +269,25 @@ async def test_non_editor_is_refused_on_editor_actions(paper: Paper) -> None:
     assert "Only members with the editor role" in (await ix.wait_response())["data"]["content"]
     ix = await paper.fake.slash(paper.world.guild, paper.world.reader, "views digest", since="2020-01-01")
     assert "Only members with the editor role" in (await ix.wait_response())["data"]["content"]
+
+
+async def test_an_unexpected_failure_is_answered_and_logged_once(
+    paper: Paper, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A button whose work fails unexpectedly: the editor reads one generic sentence; the log has one traceback."""
+    letter = await paper.submit(paper.world.reader, await paper.post(paper.world.reader, LONG_ENOUGH))
+
+    async def broken(*args: Any, **kwargs: Any) -> Contribution:
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(paper.bot.letters.service, "approve", broken)
+    caplog.set_level("ERROR")
+    ix = await paper.click(paper.world.editor, letter.id, "approve")
+    assert ix.response["data"]["flags"] & EPHEMERAL
+    assert ix.response["data"]["content"] == UNEXPECTED
+    logged = [r for r in caplog.records if r.exc_info and "the database went away" in str(r.exc_info[1])]
+    assert len(logged) == 1 and logged[0].name == "bot.errors"
+    assert f"letters:approve:{letter.id}" in logged[0].getMessage()
 
 
 # -- nomination ---------------------------------------------------------------------------------------
