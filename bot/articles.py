@@ -9,13 +9,14 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, TypeVar, overload
 from urllib.parse import urlsplit
 
 import httpx
 
 from bot.clock import Clock
+from bot.concurrency import map_bounded as map_bounded  # moved; cogs.articles imports it from here
 from bot.config import FeedSettings
+from bot.errors import UserFacingError
 from bot.feeds import Article, FeedFetchResult, FeedParseError, ParsedFeed, fetch_feed, parse_feed_async
 from bot.render import MESSAGE_LIMIT, article_post_body, article_title, html_to_discord, safe_url, truncate_words
 from bot.site.base import redact_text, redact_url
@@ -24,8 +25,6 @@ from bot.store.feeds import ArticleRow, FeedRow
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-R = TypeVar("R")
 
 MAX_BACKOFF = timedelta(hours=6)
 EMBED_SUMMARY_LIMIT = 1000
@@ -33,26 +32,7 @@ MAX_LINK_LENGTH = MESSAGE_LIMIT
 SUMMARY_STORE_LIMIT = 20_000
 
 
-@overload
-async def map_bounded(func: Callable[[T], Awaitable[R]], items: list[T], limit: int) -> list[R]: ...
-@overload
-async def map_bounded(
-    func: Callable[[T], Awaitable[R]], items: list[T], limit: int, *, return_exceptions: Literal[True]
-) -> list[R | BaseException]: ...
-async def map_bounded(
-    func: Callable[[T], Awaitable[R]], items: list[T], limit: int, *, return_exceptions: bool = False
-) -> list[Any]:
-    """`func` over `items`, at most `limit` at a time, results in order."""
-    slots = asyncio.Semaphore(limit)
-
-    async def one(item: T) -> R:
-        async with slots:
-            return await func(item)
-
-    return list(await asyncio.gather(*(one(item) for item in items), return_exceptions=return_exceptions))
-
-
-class FeedProblem(Exception):
+class FeedProblem(UserFacingError):
     """A feed URL can't be used (bad URL, unreachable, not a feed): the message is for the admin."""
 
 

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
+from bot.discord_internals import connection_state, gateway_parsers
+
 if TYPE_CHECKING:
     from bot.app import ReadersViewsBot
 
@@ -67,8 +69,8 @@ class Tenants:
         """Put the gate on discord.py's parsers for interactions and messages."""
         if self.open:
             return
-        state = bot._connection
-        parsers: dict[str, Callable[[Any], None]] = state.parsers
+        state = connection_state(bot)
+        parsers = gateway_parsers(bot)
         interactions = parsers["INTERACTION_CREATE"]
 
         def interaction_create(data: Any) -> None:

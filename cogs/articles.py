@@ -28,7 +28,7 @@ from bot.articles import (
 from bot.checks import admin_only, ensure_admin, may
 from bot.errors import UserFacingError, describe_error, send_ephemeral
 from bot.feed_admin import FeedAdmin, paginate
-from bot.publisher import Post, Publisher, Refused, Rejected, ThreadExists, Unknown
+from bot.publisher import Post, Refused, Rejected, ThreadExists, Unknown
 from bot.render import truncate_words
 from bot.site.base import redact_text, redact_url
 from bot.store.feeds import ArticleRow, FeedRow
@@ -278,7 +278,7 @@ class Articles(commands.Cog):
         self._wake = asyncio.Event()
         self._cycle_lock = asyncio.Lock()
         self.feeds = FeedAdmin(bot.store)
-        self.publisher = Publisher(bot.store, bot.clock, bot.alert, per_poll_cap=bot.config.feeds.per_poll_cap)
+        self.publisher = bot.publisher
 
     async def cog_load(self) -> None:
         self.bot.add_dynamic_items(FeedListButton)

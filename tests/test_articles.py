@@ -7,43 +7,16 @@ import gzip
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
 from typing import Any
-from xml.sax.saxutils import escape
 
 import pytest
 from aiohttp import web
 
 from bot.articles import choose_tags
-from tests.clock import FakeClock
-from tests.conftest import Booted, World
 from tests.fakediscord import EPHEMERAL
 from tests.fakediscord.rest import DROP
 from tests.feedserver import FeedServer, LoopWatch, gzip_of_zeros, quadratic_html
-
-
-def rss(items: list[dict[str, Any]], title: str = "The Weekly") -> bytes:
-    """A small RSS 2.0 document; each item may have guid, title, link, description, date, categories."""
-    parts = [f'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>{escape(title)}</title>']
-    parts.append("<link>https://paper.example/</link><description>news</description>")
-    for item in items:
-        parts.append("<item>")
-        if "guid" in item:
-            parts.append(f'<guid isPermaLink="false">{escape(item["guid"])}</guid>')
-        parts.append(f"<title>{escape(item.get('title', 'Untitled'))}</title>")
-        if "link" in item:
-            parts.append(f"<link>{escape(item['link'])}</link>")
-        parts.append(f"<description>{escape(item.get('description', 'A summary.'))}</description>")
-        parts.append(f"<pubDate>{format_datetime(item.get('date', datetime.now(UTC)))}</pubDate>")
-        for category in item.get("categories", []):
-            parts.append(f"<category>{escape(category)}</category>")
-        parts.append("</item>")
-    parts.append("</channel></rss>")
-    return "".join(parts).encode()
-
-
-def story(n: int, **extra: Any) -> dict[str, Any]:
-    return {"guid": f"story-{n}", "title": f"Story number {n}", "link": f"https://paper.example/{n}", **extra}
+from tests.helpers import Booted, FakeClock, World, add_feed, poll, rss, story
 
 
 @pytest.fixture
@@ -66,18 +39,6 @@ async def bot(world: World, booter: Any, clock: FakeClock) -> Booted:
     booted: Booted = await booter(clock=clock)
     await booted.bot.store.settings.set_many(world.guild.id, {"alert_channel_id": world.alerts.id}, actor_id=None)
     return booted
-
-
-async def add_feed(world: World, url: str, channel: Any, **options: Any) -> dict[str, Any]:
-    ix = await world.fake.slash(world.guild, world.admin, "feed add", url=url, channel=channel, **options)
-    await ix.wait_response()
-    return await ix.wait_followup()
-
-
-async def poll(bot: Booted, clock: FakeClock, world: World, minutes: float = 16) -> None:
-    clock.advance(minutes=minutes)
-    await bot.cog("Articles").run_cycle()
-    await world.fake.roundtrip()
 
 
 async def poll_losing_the_record(bot: Booted, clock: FakeClock, world: World, why: str = "killed mid-cycle") -> None:

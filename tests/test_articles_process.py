@@ -8,9 +8,8 @@ from pathlib import Path
 
 from bot.clock import SystemClock
 from bot.store import Store
-from tests.conftest import World
 from tests.fakediscord.server import HoldRule
-from tests.test_bot import spawn
+from tests.helpers import World, spawn
 
 THREAD_FROM_MESSAGE = r"/channels/\d+/messages/\d+/threads$"
 WAIT = 60  # seconds a step may take on a loaded machine before the test gives up (not a timing check)

@@ -25,7 +25,7 @@ from bot.__main__ import main
 from bot.statements import SignRequest, StatementService
 from bot.store import Store, latest_version
 from bot.store.statements import StatementsRepo
-from tests.clock import FakeClock
+from tests.helpers import FakeClock
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -16,7 +16,7 @@ from bot.publisher import Outcome, Post, Publisher, Refused, Rejected, ThreadExi
 from bot.store import Store
 from bot.store.database import migration_files
 from bot.store.feeds import ArticleRow, FeedRow
-from tests.clock import FakeClock
+from tests.helpers import FakeClock
 
 GUILD = 1
 

@@ -23,6 +23,15 @@ LIVE_STATES = ("approved", "published")
 OPEN_STATES = ("submitted", "nominated")
 
 
+LETTER_ENTITY = "letter:"
+
+
+def letter_id_of(entity: str) -> int | None:
+    """The letter an outbox or site entity names (the inverse of `Contribution.entity`); None if none."""
+    ident = entity.removeprefix(LETTER_ENTITY)
+    return int(ident) if ident != entity and ident.isdigit() else None
+
+
 @dataclass(frozen=True)
 class NewContribution:
     guild_id: int
@@ -72,7 +81,7 @@ class Contribution:
 
     @property
     def entity(self) -> str:
-        return f"letter:{self.id}"
+        return f"{LETTER_ENTITY}{self.id}"
 
     @classmethod
     def from_row(cls, row: aiosqlite.Row) -> Contribution:
@@ -217,10 +226,6 @@ class ContributionsRepo:
     async def record(self, contribution: NewContribution) -> int:
         """Record one reply (idempotent on the Discord message id); returns the row id or 0 if known."""
         return await self._db.write(_INSERT, row_of(contribution))
-
-    async def record_many(self, contributions: list[NewContribution]) -> None:
-        """Group commit: many replies in one transaction."""
-        await self._db.write_many(_INSERT, [row_of(c) for c in contributions])
 
     async def record_rows(self, rows: list[tuple[object, ...]]) -> None:
         """Group commit of ready-made rows (see `contribution_row`): the recording hot path."""

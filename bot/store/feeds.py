@@ -290,13 +290,6 @@ class ArticlesRepo:
         )
         return [ArticleRow.from_row(r) for r in rows]
 
-    async def pending_count(self, feed_id: int) -> int:
-        return int(
-            await self._db.scalar(
-                "SELECT count(*) FROM articles WHERE feed_id = ? AND status IN ('pending', 'posting')", (feed_id,)
-            )
-        )
-
     async def needing_edit(self, feed_id: int) -> list[ArticleRow]:
         rows = await self._db.fetchall(
             "SELECT * FROM articles WHERE feed_id = ? AND needs_edit = 1 AND status = 'posted'", (feed_id,)
