@@ -17,7 +17,18 @@ import httpx
 from bot.clock import Clock
 from bot.config import FeedSettings
 from bot.feeds import Article, FeedFetchResult, FeedParseError, ParsedFeed, fetch_feed, parse_feed_async
-from bot.render import MESSAGE_LIMIT, article_post_body, article_title, html_to_discord, safe_url, truncate_words
+from bot.render import (
+    MESSAGE_LIMIT,
+    article_post_body,
+    article_title,
+    drop_feed_boilerplate,
+    escape_discord_text,
+    excerpt,
+    html_to_discord,
+    neutralise_mentions,
+    safe_url,
+    truncate_words,
+)
 from bot.site.base import redact_text, redact_url
 from bot.store import Store
 from bot.store.feeds import ArticleRow, FeedRow
@@ -28,7 +39,6 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 MAX_BACKOFF = timedelta(hours=6)
-EMBED_SUMMARY_LIMIT = 1000
 MAX_LINK_LENGTH = MESSAGE_LIMIT
 SUMMARY_STORE_LIMIT = 20_000
 
@@ -64,6 +74,27 @@ def validate_feed_url(url: str) -> str:
     if not parts.hostname:
         raise FeedProblem(f"`{redact_text(url[:100])}` has no host name.")
     return url
+
+
+_TRACKING_PARAMETERS = ("utm_", "fbclid=", "gclid=", "mc_cid=", "mc_eid=")
+
+
+def link_key(link: str) -> str:
+    """An article link as one site means it, for spotting the same article in several feeds: scheme,
+    `www.`, a trailing slash, the fragment and tracking parameters don't count; '' for no link."""
+    link = link.strip()
+    if not link:
+        return ""
+    try:
+        parts = urlsplit(link)
+        host = (parts.hostname or "").lower().removeprefix("www.")
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return link
+    if not host:
+        return link
+    query = "&".join(sorted(p for p in parts.query.split("&") if p and not p.lower().startswith(_TRACKING_PARAMETERS)))
+    return f"{host}{port}{parts.path.rstrip('/')}" + (f"?{query}" if query else "")
 
 
 def parse_tag_map(text: str | None) -> dict[str, str]:
@@ -109,12 +140,25 @@ def choose_tags(categories: list[str], tag_map: dict[str, str], available: dict[
 
 
 @dataclass(frozen=True)
+class PostOptions:
+    """How a feed's posts are made (config defaults, then the feed's own settings)."""
+
+    summary_chars: int = 500
+
+
+IMAGE_URL_LIMIT = 2000
+AUTHOR_NAME_LIMIT = 100
+
+
+@dataclass(frozen=True)
 class PostPlan:
     title: str
     content: str
     embed_description: str
     link: str
     ref: str  # "ref <hash of the guid>": marks a post whose article has no (usable) link
+    author: str | None = None  # plain text, mentions broken (an embed's author line)
+    image_url: str | None = None  # http(s), percent-encoded
 
     @property
     def marker(self) -> str:
@@ -134,37 +178,54 @@ class PostPlan:
         return embed_url == self.link if self.link else footer == self.ref
 
 
-def plan_post(article: ArticleRow) -> PostPlan:
+def _image(url: str | None) -> str | None:
+    safe = safe_url(url or "")
+    if not safe or not safe.startswith(("https://", "http://")) or len(safe) > IMAGE_URL_LIMIT:
+        return None
+    return safe
+
+
+def plan_post(article: ArticleRow, options: PostOptions | None = None) -> PostPlan:
     """Title ≤ 100 chars on a word; body under 2,000 chars with the link always intact; no pings.
 
+    The summary loses WordPress's "The post … appeared first on …" line and is cut to
+    `options.summary_chars` after a sentence (else a word). A forum post starts with the byline.
     A link too long for a Discord message is left out (the post goes up without it). The post
     always ends with a marker of its article (the link, or a short ref), so that after a crash the
     post can be told apart from other posts with the same title.
     """
-    summary_md = html_to_discord(article.summary, max_len=4000)
+    options = options or PostOptions()
+    summary_md = excerpt(drop_feed_boilerplate(html_to_discord(article.summary, max_len=4000)), options.summary_chars)
     link = safe_url(article.link) or ""  # percent-encoded: a link can't end the post's markdown early
     if len(link) > MAX_LINK_LENGTH:
         log.info("article %s: its %d-character link is too long for Discord; posting without it", article.id, len(link))
         link = ""
+    author = truncate_words(article.author.strip(), AUTHOR_NAME_LIMIT) if article.author else ""
+    body_md = summary_md
+    if author:
+        byline = f"-# By {escape_discord_text(author)}"
+        body_md = f"{byline}\n{summary_md}" if summary_md else byline
     ref = "ref " + hashlib.sha256(article.guid.encode()).hexdigest()[:12]
     if link:
-        content = article_post_body(summary_md, link)
+        content = article_post_body(body_md, link)
     else:
         line = f"-# {ref}"
-        summary = article_post_body(summary_md, "", limit=MESSAGE_LIMIT - len(line) - 2)
+        summary = article_post_body(body_md, "", limit=MESSAGE_LIMIT - len(line) - 2)
         content = f"{summary}\n\n{line}" if summary else line
     return PostPlan(
         title=article_title(article.title),
         content=content,
-        embed_description=truncate_words(summary_md, EMBED_SUMMARY_LIMIT) if summary_md else "",
+        embed_description=summary_md,
         link=link,
         ref=ref,
+        author=neutralise_mentions(author) or None,
+        image_url=_image(article.image_url),
     )
 
 
-async def plan_post_async(article: ArticleRow) -> PostPlan:
+async def plan_post_async(article: ArticleRow, options: PostOptions | None = None) -> PostPlan:
     """`plan_post` in a worker thread: rendering a feed's HTML must not hold up the event loop."""
-    return await asyncio.to_thread(plan_post, article)
+    return await asyncio.to_thread(plan_post, article, options)
 
 
 @dataclass
@@ -187,6 +248,14 @@ class ArticleService:
         self.http = http_client
         self.clock = clock
         self.settings = settings
+
+    def post_options(self, feed: FeedRow) -> PostOptions:
+        """The config's defaults, overridden by what the feed's admins chose."""
+        return PostOptions(summary_chars=self.settings.summary_chars)
+
+    async def plan(self, feed: FeedRow, article: ArticleRow) -> PostPlan:
+        """What to post for an article of a feed, rendered off the event loop."""
+        return await plan_post_async(article, self.post_options(feed))
 
     async def fetch_parsed(self, url: str) -> ParsedFeed:
         """Fetch and parse now, for /feed add and /feed preview; raise FeedProblem with the reason."""
@@ -408,6 +477,9 @@ def _item(article: Article, status: str, reason: str | None) -> dict[str, object
         "status": status,
         "reason": reason,
         "categories": article.categories,
+        "author": article.author,
+        "image_url": article.image_url,
+        "link_key": link_key(article.link),
     }
 
 
@@ -416,8 +488,10 @@ __all__ = [
     "ArticleService",
     "FeedProblem",
     "PollReport",
+    "PostOptions",
     "PostPlan",
     "choose_tags",
+    "link_key",
     "parse_tag_map",
     "plan_post",
     "plan_post_async",

@@ -54,11 +54,20 @@ def missing_permissions(channel: discord.abc.GuildChannel, me: discord.Member) -
 def article_embed(plan: PostPlan, article: ArticleRow) -> discord.Embed:
     """A text-channel post: the article's title, link and summary (the footer marks link-less ones)."""
     embed = discord.Embed(title=plan.title, url=plan.link or None, description=plan.embed_description)
+    if plan.author:
+        embed.set_author(name=plan.author)
+    if plan.image_url:
+        embed.set_image(url=plan.image_url)
     if plan.embed_footer:
         embed.set_footer(text=plan.embed_footer)
     if article.published_at:
         embed.timestamp = article.published_at
     return embed
+
+
+def image_embeds(plan: PostPlan) -> list[discord.Embed]:
+    """A forum post shows the article's image in an embed of its own (its text stays in the content)."""
+    return [discord.Embed().set_image(url=plan.image_url)] if plan.image_url else []
 
 
 def describe_article_status(article: ArticleRow) -> str:
@@ -244,7 +253,7 @@ class Articles(commands.Cog):
             if found is not False:
                 return found
         try:
-            plan = await plan_post_async(article)
+            plan = await self.service.plan(feed, article)
         except ValueError as exc:  # one unrenderable article must not hold up the ones after it
             log.warning("feed %s: article %s cannot be rendered: %s", feed.id, article.id, exc)
             await self.bot.store.articles.mark_failed(article.id, f"can't be rendered for Discord: {exc}")
@@ -256,6 +265,7 @@ class Articles(commands.Cog):
                 created = await channel.create_thread(
                     name=plan.title,
                     content=plan.content,
+                    embeds=image_embeds(plan),
                     applied_tags=self._forum_tags(feed, channel, article),
                     allowed_mentions=none,
                 )
@@ -328,7 +338,7 @@ class Articles(commands.Cog):
         """
         store = self.bot.store.articles
         me = channel.guild.me
-        plan = await plan_post_async(article)
+        plan = await self.service.plan(feed, article)
         after = await store.last_post_before(channel.id, article.posted_at) if article.posted_at else 0
         try:
             if isinstance(channel, discord.ForumChannel):
@@ -384,7 +394,7 @@ class Articles(commands.Cog):
     async def _edit_one(
         self, feed: FeedRow, channel: discord.TextChannel | discord.ForumChannel, article: ArticleRow
     ) -> None:
-        plan = await plan_post_async(article)
+        plan = await self.service.plan(feed, article)
         try:
             if isinstance(channel, discord.ForumChannel) and article.thread_id:
                 thread = channel.get_thread(article.thread_id) or await self.bot.fetch_channel(article.thread_id)

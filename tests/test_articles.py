@@ -20,8 +20,10 @@ from tests.feedserver import FeedServer, LoopWatch, gzip_of_zeros, quadratic_htm
 
 
 def rss(items: list[dict[str, Any]], title: str = "The Weekly") -> bytes:
-    """A small RSS 2.0 document; each item may have guid, title, link, description, date, categories."""
-    parts = [f'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>{escape(title)}</title>']
+    """A small RSS 2.0 document; each item may have guid, title, link, description, date, categories, creator."""
+    parts = [
+        f'<?xml version="1.0" encoding="utf-8"?><rss version="2.0" xmlns:dc="http://purl.org/dc/elements/1.1/"><channel><title>{escape(title)}</title>'
+    ]
     parts.append("<link>https://paper.example/</link><description>news</description>")
     for item in items:
         parts.append("<item>")
@@ -34,6 +36,8 @@ def rss(items: list[dict[str, Any]], title: str = "The Weekly") -> bytes:
         parts.append(f"<pubDate>{format_datetime(item.get('date', datetime.now(UTC)))}</pubDate>")
         for category in item.get("categories", []):
             parts.append(f"<category>{escape(category)}</category>")
+        if "creator" in item:
+            parts.append(f"<dc:creator>{escape(item['creator'])}</dc:creator>")
         parts.append("</item>")
     parts.append("</channel></rss>")
     return "".join(parts).encode()
@@ -449,8 +453,9 @@ async def test_hostile_html_never_stalls_the_bot(bot: Booted, world: World, site
     async with LoopWatch() as previewing:
         ix = await world.fake.slash(world.guild, world.admin, "feed preview", url=site.url("/feed"))
         await ix.wait_response()
-        # Three full posts exceed Discord's 6,000 characters per message: as many as fit are shown.
-        assert len((await ix.wait_followup())["embeds"]) == 2
+        # Summaries are cut to a readable length (feeds.summary_chars), so all three fit in one message.
+        embeds = (await ix.wait_followup())["embeds"]
+        assert len(embeds) == 3 and sum(len(e["description"]) for e in embeds) < 6000
     starter = world.fake.find_message(forum_posts(world)[0].id)
     assert starter is not None and "paragraph 1" in starter["content"]
     for name, watch in (("posting", posting), ("editing", editing), ("previewing", previewing)):
@@ -848,3 +853,51 @@ async def test_reconcile_without_read_history_matches_the_title(bot: Booted, wor
     assert len(posts) == 1
     row = await article_row(bot, "story-1")
     assert row["status"] == "posted" and row["thread_id"] == posts[0].id
+
+
+def wordpress_item(n: int, paragraphs: int = 12) -> dict[str, Any]:
+    """An item as WordPress writes it: long excerpt, closing boilerplate, byline and an image in the content."""
+    body = "".join(
+        f"<p>Sentence {i} of the report on the harbour, which goes on for a while. Another one here.</p>"
+        for i in range(paragraphs)
+    )
+    boilerplate = (
+        f'<p>The post <a href="https://paper.example/{n}">Story number {n}</a> appeared first on '
+        '<a href="https://paper.example">The Weekly</a>.</p>'
+    )
+    return story(
+        n,
+        description=f'<p><img src="https://paper.example/img/{n}.jpg" alt=""></p>{body}{boilerplate}',
+        creator="Jo Writer",
+    )
+
+
+async def test_text_post_reads_well_by_default(bot: Booted, world: World, site: FeedServer, clock) -> None:
+    """No WordPress boilerplate, a byline, the item's image, and a summary cut after a sentence near 500 chars."""
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.discussion)
+    site.set_feed("/feed", rss([wordpress_item(1)]))
+    await poll(bot, clock, world)
+    embed = next(m for m in world.fake.messages_in(world.discussion) if m.get("embeds"))["embeds"][0]
+    assert embed["author"]["name"] == "Jo Writer"
+    assert embed["image"]["url"] == "https://paper.example/img/1.jpg"
+    description = embed["description"]
+    assert "appeared first on" not in description
+    assert 250 <= len(description) <= 500 and description.endswith("Another one here.")
+
+
+async def test_forum_post_reads_well_by_default(bot: Booted, world: World, site: FeedServer, clock) -> None:
+    """A forum post starts with the byline, shows the image, ends with the link; a description-only item is posted."""
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    untitled = "<item><description>Ferry timetable changes from Monday: the early boat is back.</description></item>"
+    site.set_feed("/feed", rss([wordpress_item(1)]).replace(b"</channel>", untitled.encode() + b"</channel>"))
+    await poll(bot, clock, world)
+    posts = {p.name: world.fake.find_message(p.id) for p in forum_posts(world)}
+    assert set(posts) == {"Story number 1", "Ferry timetable changes from Monday: the early boat is back."}
+    starter = posts["Story number 1"]
+    assert starter is not None
+    assert starter["content"].startswith("-# By Jo Writer\nSentence 0")
+    assert starter["content"].endswith("\n\nhttps://paper.example/1")
+    assert "appeared first on" not in starter["content"] and len(starter["content"]) < 600
+    assert [e["image"]["url"] for e in starter["embeds"]] == ["https://paper.example/img/1.jpg"]

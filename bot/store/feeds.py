@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -41,6 +41,7 @@ class FeedRow:
     disabled_reason: str | None
     title: str | None
     item_count: int
+    settings: dict[str, Any] = field(default_factory=dict)  # chosen in Discord: filters, formats, ...
 
     @classmethod
     def from_row(cls, row: aiosqlite.Row) -> FeedRow:
@@ -65,6 +66,7 @@ class FeedRow:
             disabled_reason=row["disabled_reason"],
             title=row["title"],
             item_count=row["item_count"],
+            settings=json.loads(row["settings"] or "{}"),
         )
 
 
@@ -87,6 +89,9 @@ class ArticleRow:
     needs_edit: bool
     # When posted; while 'posting' (or 'failed'), when the post was first attempted.
     posted_at: datetime | None = None
+    author: str | None = None
+    image_url: str | None = None
+    link_key: str = ""
 
     @classmethod
     def from_row(cls, row: aiosqlite.Row) -> ArticleRow:
@@ -107,6 +112,9 @@ class ArticleRow:
             categories=json.loads(row["categories"] or "[]"),
             needs_edit=bool(row["needs_edit"]),
             posted_at=from_db(row["posted_at"]),
+            author=row["author"],
+            image_url=row["image_url"],
+            link_key=row["link_key"],
         )
 
 
@@ -241,7 +249,8 @@ class ArticlesRepo:
         now = to_db(self._clock.now())
         await self._db.write_many(
             "INSERT INTO articles (feed_id, guid, title, link, summary, published_at, content_hash, status,"
-            " status_reason, categories, first_seen_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " status_reason, categories, first_seen_at, author, image_url, link_key)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (feed_id, guid) DO NOTHING",
             [
                 (
@@ -256,6 +265,9 @@ class ArticlesRepo:
                     item.get("reason"),
                     json.dumps(item.get("categories", [])),
                     now,
+                    item.get("author"),
+                    item.get("image_url"),
+                    item.get("link_key", ""),
                 )
                 for item in items
             ],
