@@ -236,6 +236,7 @@ class PollReport:
     queued: int = 0
     too_old: int = 0
     changed: int = 0
+    duplicates: int = 0  # new here, but another feed of the channel brought them already
     error: str | None = None
     problems: list[str] = field(default_factory=list)
     alert: str | None = None  # a sentence for the alert channel, at most once per streak
@@ -309,7 +310,7 @@ class ArticleService:
             _item(a, "pending" if a.guid in to_post else "seen", None if a.guid in to_post else "baseline")
             for a in parsed.articles
         ]
-        await self.store.articles.insert_many(feed_id, items)
+        await self.store.articles.insert_many(feed_id, items, channel_id=channel_id)
         now = self.clock.now()
         await self.store.feeds.record_poll(
             feed_id,
@@ -373,6 +374,10 @@ class ArticleService:
             return await self._record_failure(feed, error or "no body", now)
         report = PollReport(feed.id, "ok", problems=list(parsed.problems))
         await self._record_articles(feed, parsed.articles, report, now)
+        if report.queued >= self.settings.per_poll_cap:
+            # A burst: the site may publish more before the next poll, and a short feed may drop items
+            # before they are seen. Poll again soon, until a poll finds fewer new items than the cap.
+            next_ok = min(next_ok, now + timedelta(seconds=self.settings.burst_poll_seconds))
         await self._record_success(
             feed,
             report,
@@ -409,7 +414,9 @@ class ArticleService:
                 )
                 report.changed += 1
         if new_items:
-            await self.store.articles.insert_many(feed.id, new_items)
+            duplicates = await self.store.articles.insert_many(feed.id, new_items, channel_id=feed.channel_id)
+            report.queued -= duplicates
+            report.duplicates += duplicates
 
     async def _record_success(
         self,

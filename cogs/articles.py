@@ -113,10 +113,7 @@ class Articles(commands.Cog):
     @tasks.loop(count=None)
     async def poller(self) -> None:
         await self.run_cycle()
-        next_due = await self.bot.store.feeds.next_due_at()
-        delay = MAX_POLL_SLEEP
-        if next_due is not None:
-            delay = min(MAX_POLL_SLEEP, max(1.0, (next_due - self.bot.clock.now()).total_seconds()))
+        delay = await self.next_sleep()
         self._wake.clear()
         try:
             await asyncio.wait_for(self._wake.wait(), timeout=delay)
@@ -133,6 +130,13 @@ class Articles(commands.Cog):
         self.bot.health.note(self.bot.clock.now().isoformat(timespec="seconds"), f"feed poller crashed: {error}")
         await asyncio.sleep(5)
         self.poller.restart()
+
+    async def next_sleep(self) -> float:
+        """Seconds until the next cycle: the next feed due, at most MAX_POLL_SLEEP (a backlog drains per cycle)."""
+        next_due = await self.bot.store.feeds.next_due_at()
+        if next_due is None:
+            return MAX_POLL_SLEEP
+        return min(MAX_POLL_SLEEP, max(1.0, (next_due - self.bot.clock.now()).total_seconds()))
 
     def wake(self) -> None:
         self._wake.set()

@@ -901,3 +901,53 @@ async def test_forum_post_reads_well_by_default(bot: Booted, world: World, site:
     assert starter["content"].endswith("\n\nhttps://paper.example/1")
     assert "appeared first on" not in starter["content"] and len(starter["content"]) < 600
     assert [e["image"]["url"] for e in starter["embeds"]] == ["https://paper.example/img/1.jpg"]
+
+
+async def test_same_article_through_two_feeds_is_posted_once_per_channel(
+    bot: Booted, world: World, site: FeedServer, clock
+) -> None:
+    """A site's main feed and its category feed in one channel: the shared article is posted once there."""
+    site.set_feed("/feed", rss([]))
+    site.set_feed("/politics", rss([]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    await add_feed(world, site.url("/politics"), world.forum)
+    await add_feed(world, site.url("/politics"), world.discussion)
+    shared = story(1)
+    # The category feed writes the link with tracking parameters and its own guid.
+    site.set_feed("/feed", rss([shared, story(2)]))
+    site.set_feed(
+        "/politics",
+        rss([{**shared, "guid": "pol-1", "link": "http://www.paper.example/1/?utm_source=rss#top"}, story(3)]),
+    )
+    await poll(bot, clock, world)
+    assert sorted(p.name for p in forum_posts(world)) == ["Story number 1", "Story number 2", "Story number 3"]
+    # Another channel is another audience: it gets the article too.
+    assert len([m for m in world.fake.messages_in(world.discussion) if m.get("embeds")]) == 2
+    ix = await world.fake.slash(
+        world.guild, world.admin, "feed diagnose", feed=2, article_url="http://www.paper.example/1/?utm_source=rss#top"
+    )
+    assert "already in this channel through feed #1" in (await ix.wait_response())["data"]["content"]
+
+
+async def test_burst_of_twenty_is_caught_up_within_five_minutes(
+    world: World, booter: Any, site: FeedServer, clock: FakeClock
+) -> None:
+    """Twenty articles in two bursts (the feed lists only the newest ten) all appear within 5 minutes, no 429."""
+    booted: Booted = await booter(clock=clock)
+    world.fake.rate_limits.enable()
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    cog = booted.cog("Articles")
+    clock.advance(minutes=16)
+    site.set_feed("/feed", rss([story(n) for n in range(10, 0, -1)]))
+    elapsed = 0.0
+    while elapsed <= 300 and len(forum_posts(world)) < 20:
+        if elapsed >= 30:  # half a minute later ten more are published; the first ten drop off the feed
+            site.set_feed("/feed", rss([story(n) for n in range(20, 10, -1)]))
+        await cog.run_cycle()
+        await world.fake.roundtrip()
+        step = await cog.next_sleep()
+        clock.advance(seconds=step)
+        elapsed += step
+    assert len(forum_posts(world)) == 20, f"{len(forum_posts(world))} of 20 posted after {elapsed:.0f} s"
+    assert world.fake.count_429 == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -244,33 +245,57 @@ class ArticlesRepo:
         )
         return {r["guid"]: (r["id"], r["content_hash"], r["status"]) for r in rows}
 
-    async def insert_many(self, feed_id: int, items: list[dict[str, Any]]) -> None:
-        """Insert newly seen articles; an already-known guid is left alone (dedupe survives races)."""
+    async def insert_many(self, feed_id: int, items: list[dict[str, Any]], *, channel_id: int | None = None) -> int:
+        """Insert newly seen articles; an already-known guid is left alone (dedupe survives races).
+
+        With `channel_id`, an article to be posted that another feed of the channel already has
+        (posted, or on its way: same normalised link or same guid) is recorded as seen instead: a
+        channel gets an article once, whichever of its feeds brings it first. The check and the
+        insert are one transaction, so two feeds polled at once can't both queue it. Returns how
+        many were such duplicates.
+        """
         now = to_db(self._clock.now())
-        await self._db.write_many(
-            "INSERT INTO articles (feed_id, guid, title, link, summary, published_at, content_hash, status,"
-            " status_reason, categories, first_seen_at, author, image_url, link_key)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (feed_id, guid) DO NOTHING",
-            [
-                (
-                    feed_id,
-                    item["guid"],
-                    item["title"],
-                    item["link"],
-                    item["summary"],
-                    to_db(item["published"]),
-                    item["content_hash"],
-                    item["status"],
-                    item.get("reason"),
-                    json.dumps(item.get("categories", [])),
-                    now,
-                    item.get("author"),
-                    item.get("image_url"),
-                    item.get("link_key", ""),
-                )
-                for item in items
-            ],
+        rows = [self._article_values(feed_id, item, now) for item in items]
+
+        def work(conn: sqlite3.Connection) -> int:
+            duplicates = 0
+            if (
+                channel_id is not None
+                and conn.execute(
+                    "SELECT 1 FROM feeds WHERE channel_id = ? AND id != ? LIMIT 1", (channel_id, feed_id)
+                ).fetchone()
+            ):
+                for number, item in enumerate(items):
+                    if item["status"] != "pending":
+                        continue
+                    other = _in_channel_already(conn, channel_id, feed_id, item.get("link_key", ""), item["guid"])
+                    if other is not None:
+                        values = list(rows[number])
+                        values[7], values[8] = "seen", f"already in this channel through feed #{other}"
+                        rows[number] = tuple(values)
+                        duplicates += 1
+            conn.executemany(_INSERT_ARTICLE, rows)
+            return duplicates
+
+        return await self._db.run_in_transaction(work)
+
+    @staticmethod
+    def _article_values(feed_id: int, item: dict[str, Any], now: str | None) -> tuple[Any, ...]:
+        return (
+            feed_id,
+            item["guid"],
+            item["title"],
+            item["link"],
+            item["summary"],
+            to_db(item["published"]),
+            item["content_hash"],
+            item["status"],
+            item.get("reason"),
+            json.dumps(item.get("categories", [])),
+            now,
+            item.get("author"),
+            item.get("image_url"),
+            item.get("link_key", ""),
         )
 
     async def mark_changed(self, article_id: int, *, title: str, summary: str, content_hash: str) -> None:
@@ -389,6 +414,31 @@ class ArticlesRepo:
             "SELECT status, count(*) AS n FROM articles WHERE feed_id = ? GROUP BY status", (feed_id,)
         )
         return {r["status"]: int(r["n"]) for r in rows}
+
+
+_INSERT_ARTICLE = (
+    "INSERT INTO articles (feed_id, guid, title, link, summary, published_at, content_hash, status,"
+    " status_reason, categories, first_seen_at, author, image_url, link_key)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (feed_id, guid) DO NOTHING"
+)
+# Statuses of an article that is, or is about to be, in its channel ('seen' ones never will be).
+_IN_CHANNEL = "('pending', 'posting', 'posted', 'failed')"
+
+
+def _in_channel_already(conn: sqlite3.Connection, channel_id: int, feed_id: int, key: str, guid: str) -> int | None:
+    """The id of another feed of the channel that has this article (by normalised link, then guid)."""
+    for column, value in (("link_key", key), ("guid", guid)):
+        if not value:
+            continue
+        row = conn.execute(
+            f"SELECT a.feed_id FROM articles a JOIN feeds f ON f.id = a.feed_id WHERE a.{column} = ?"
+            f" AND a.feed_id != ? AND f.channel_id = ? AND a.status IN {_IN_CHANNEL} LIMIT 1",
+            (value, feed_id, channel_id),
+        ).fetchone()
+        if row is not None:
+            return int(row[0])
+    return None
 
 
 async def _audit(
