@@ -16,6 +16,7 @@ import httpx
 
 from bot.clock import Clock
 from bot.config import FeedSettings
+from bot.feed_rules import FilterInput, filter_out_async, rules_of
 from bot.feeds import Article, FeedFetchResult, FeedParseError, ParsedFeed, fetch_feed, parse_feed_async
 from bot.render import (
     MESSAGE_LIMIT,
@@ -237,6 +238,7 @@ class PollReport:
     too_old: int = 0
     changed: int = 0
     duplicates: int = 0  # new here, but another feed of the channel brought them already
+    filtered: int = 0  # new, but the feed's filter rules drop them
     error: str | None = None
     problems: list[str] = field(default_factory=list)
     alert: str | None = None  # a sentence for the alert channel, at most once per streak
@@ -392,7 +394,8 @@ class ArticleService:
     async def _record_articles(self, feed: FeedRow, articles: list[Article], report: PollReport, now: datetime) -> None:
         known = await self.store.articles.known(feed.id)
         oldest_allowed = now - timedelta(days=self.settings.max_age_days)
-        new_items = []
+        new_items: list[dict[str, object]] = []
+        to_post: list[Article] = []
         for article in articles:
             seen = known.get(article.guid)
             if seen is None:
@@ -401,8 +404,7 @@ class ArticleService:
                     new_items.append(_item(article, "seen", f"older than {self.settings.max_age_days:g} days"))
                     report.too_old += 1
                 else:
-                    new_items.append(_item(article, "pending", None))
-                    report.queued += 1
+                    to_post.append(article)
                 report.new += 1
             elif seen[1] != article.content_hash:
                 article_id, _, _status = seen
@@ -413,6 +415,17 @@ class ArticleService:
                     content_hash=article.content_hash,
                 )
                 report.changed += 1
+        verdicts = await filter_out_async(
+            rules_of(feed.settings),
+            [FilterInput(a.title, _summary(a), a.categories, a.author) for a in to_post],
+        )
+        for article, verdict in zip(to_post, verdicts, strict=True):
+            if verdict is None:
+                new_items.append(_item(article, "pending", None))
+                report.queued += 1
+            else:
+                new_items.append(_item(article, "seen", verdict))
+                report.filtered += 1
         if new_items:
             duplicates = await self.store.articles.insert_many(feed.id, new_items, channel_id=feed.channel_id)
             report.queued -= duplicates

@@ -28,6 +28,7 @@ from bot.errors import UserFacingError
 from bot.render import truncate_words
 from bot.site.base import redact_text, redact_url
 from bot.store.feeds import ArticleRow, FeedRow
+from cogs.feed_options import FilterCommands
 
 if TYPE_CHECKING:
     from bot.app import ReadersViewsBot
@@ -93,6 +94,7 @@ class Articles(commands.Cog):
         guild_only=True,
         default_permissions=discord.Permissions(manage_guild=True),
     )
+    filters = FilterCommands(parent=feed)  # /feed filter ... (cogs.feed_options)
 
     def __init__(self, bot: ReadersViewsBot) -> None:
         self.bot = bot

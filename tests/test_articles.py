@@ -951,3 +951,51 @@ async def test_burst_of_twenty_is_caught_up_within_five_minutes(
         elapsed += step
     assert len(forum_posts(world)) == 20, f"{len(forum_posts(world))} of 20 posted after {elapsed:.0f} s"
     assert world.fake.count_429 == 0
+
+
+async def slash_text(world: World, name: str, **options: Any) -> str:
+    ix = await world.fake.slash(world.guild, world.admin, name, **options)
+    return str((await ix.wait_response())["data"]["content"])
+
+
+async def test_filters_drop_articles_and_diagnose_names_the_rule(
+    bot: Booted, world: World, site: FeedServer, clock
+) -> None:
+    """Exclude by category and pattern, include by keyword; `/feed diagnose` says which rule dropped an item."""
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    assert "every new article is posted" in await slash_text(world, "feed filter list", feed=1)
+    ac = await world.fake.autocomplete(world.guild, world.admin, "feed filter list", "feed", "")
+    await ac.wait_response()
+    assert [c["value"] for c in ac.choices or []] == [1]
+    reply = await slash_text(world, "feed filter add", feed=1, action="exclude", field="category", value="sport")
+    assert "1. exclude category “sport”" in reply
+    await slash_text(world, "feed filter add", feed=1, action="exclude", field="regex", value=r"^sponsored\b")
+    refused = await slash_text(world, "feed filter add", feed=1, action="include", field="regex", value="(open")
+    assert "not a valid regular expression" in refused
+    site.set_feed(
+        "/feed",
+        rss(
+            [
+                story(1, categories=["Sport"]),
+                {**story(2), "title": "Sponsored: a new sofa"},
+                story(3, categories=["Politics"]),
+            ]
+        ),
+    )
+    await poll(bot, clock, world)
+    assert [p.name for p in forum_posts(world)] == ["Story number 3"]
+    why = await slash_text(world, "feed diagnose", feed=1, article_url="https://paper.example/1")
+    assert "filtered out by rule 1 (exclude category “sport”)" in why
+    why = await slash_text(world, "feed diagnose", feed=1, article_url="https://paper.example/2")
+    assert "filtered out by rule 2 (exclude pattern “^sponsored\\b”)" in why
+
+    await slash_text(world, "feed filter remove", feed=1, number=2)
+    await slash_text(world, "feed filter add", feed=1, action="include", field="keyword", value="harbour")
+    site.set_feed("/feed", rss([story(4, description="The harbour reopens."), story(5, description="Schools close.")]))
+    await poll(bot, clock, world)
+    assert sorted(p.name for p in forum_posts(world)) == ["Story number 3", "Story number 4"]
+    why = await slash_text(world, "feed diagnose", feed=1, article_url="https://paper.example/5")
+    assert "filtered out by rule 2 (include keyword “harbour”): it does not match" in why
+    await slash_text(world, "feed filter clear", feed=1)
+    assert (await bot.bot.store.feeds.get(1)).settings["filters"] == []

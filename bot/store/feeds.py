@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -187,6 +188,21 @@ class FeedsRepo:
             await conn.execute("DELETE FROM feeds WHERE id = ?", (feed_id,))
             if row:
                 await _audit(conn, row["guild_id"], actor_id, "feed.remove", feed_id, {"url": row["url"]}, now)
+
+    async def update_settings(
+        self, feed_id: int, change: Callable[[dict[str, Any]], dict[str, Any]], *, actor_id: int | None, what: str
+    ) -> dict[str, Any]:
+        """Read, change and write a feed's settings in one transaction (two admins can't lose each other's
+        change); audited as `feed.settings` with `what`. Returns the new settings."""
+        now = to_db(self._clock.now())
+        async with self._db.transaction() as conn:
+            row = await (await conn.execute("SELECT guild_id, settings FROM feeds WHERE id = ?", (feed_id,))).fetchone()
+            if row is None:
+                raise LookupError(f"no feed #{feed_id}")
+            settings = change(json.loads(row["settings"] or "{}"))
+            await conn.execute("UPDATE feeds SET settings = ? WHERE id = ?", (json.dumps(settings), feed_id))
+            await _audit(conn, row["guild_id"], actor_id, "feed.settings", feed_id, {"change": what}, now)
+        return settings
 
     async def set_enabled(self, feed_id: int, enabled: bool, *, reason: str | None, actor_id: int | None) -> None:
         now = to_db(self._clock.now())

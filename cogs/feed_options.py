@@ -1,0 +1,144 @@
+"""/feed subcommand groups for a feed's own choices (filters, ...), attached to the Articles cog's /feed.
+
+They live here so that cogs/articles.py keeps the poller and the posting path: it only adds
+`FilterCommands(parent=feed)` to its class. The rules themselves are in bot.feed_rules.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Literal
+
+import discord
+from discord import app_commands
+
+from bot.checks import admin_only
+from bot.errors import UserFacingError
+from bot.feed_rules import MAX_RULES, RuleProblem, make_rule, rules_of
+from bot.render import escape_discord_text, truncate_words
+from bot.store.feeds import FeedRow
+
+if TYPE_CHECKING:
+    from bot.app import ReadersViewsBot
+
+log = logging.getLogger(__name__)
+
+
+def describe_rules(settings: dict[str, Any]) -> str:
+    rules = rules_of(settings)
+    if not rules:
+        return "No filter rules: every new article is posted."
+    lines = [f"{number}. {escape_discord_text(rule.describe())}" for number, rule in enumerate(rules, start=1)]
+    lines.append("-# Exclude rules drop what they match; with include rules, only what matches one is posted.")
+    return "\n".join(lines)
+
+
+def bot_of(interaction: discord.Interaction) -> ReadersViewsBot:
+    return interaction.client  # type: ignore[return-value]
+
+
+async def feed_choices(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[int]]:
+    """The Articles cog's feed autocomplete (only admins see the server's feeds)."""
+    articles: Any = bot_of(interaction).get_cog("Articles")
+    return [] if articles is None else list(await articles.feed_autocomplete(interaction, current))
+
+
+async def feed_in_guild(interaction: discord.Interaction, feed_id: int) -> FeedRow:
+    feed = await bot_of(interaction).store.feeds.get(feed_id)
+    if feed is None or interaction.guild is None or feed.guild_id != interaction.guild.id:
+        raise UserFacingError(f"There is no feed #{feed_id} in this server: `/feed list` shows them.")
+    return feed
+
+
+async def change_settings(interaction: discord.Interaction, feed: FeedRow, what: str, change: Any) -> dict[str, Any]:
+    """Change a feed's settings in one transaction, audited with `what`."""
+    try:
+        return await bot_of(interaction).store.feeds.update_settings(
+            feed.id, change, actor_id=interaction.user.id, what=what
+        )
+    except LookupError:
+        raise UserFacingError(f"Feed #{feed.id} was just removed.") from None
+
+
+class FilterCommands(app_commands.Group):
+    """`/feed filter add|list|remove|clear`: which of a feed's new articles are posted."""
+
+    def __init__(self, parent: app_commands.Group) -> None:
+        super().__init__(name="filter", description="Choose which of a feed's articles are posted", parent=parent)
+
+    # -- filters --------------------------------------------------------------------------------
+
+    @app_commands.command(name="add", description="Add a rule: include or exclude articles by category, author, text")
+    @app_commands.describe(
+        feed="The feed",
+        action="include: post only what matches an include rule; exclude: never post what matches",
+        field="What the rule looks at (keyword and regex: the title and summary)",
+        value="The category, author, keyword (case-insensitive) or regular expression",
+    )
+    @app_commands.autocomplete(feed=feed_choices)
+    @admin_only()
+    async def add(
+        self,
+        interaction: discord.Interaction,
+        feed: int,
+        action: Literal["include", "exclude"],
+        field: Literal["category", "author", "keyword", "regex"],
+        value: str,
+    ) -> None:
+        """Check the rule (a pattern must compile) and add it to the feed's rules."""
+        row = await feed_in_guild(interaction, feed)
+        try:
+            rule = make_rule(action, field, value)
+        except RuleProblem as exc:
+            raise UserFacingError(str(exc)) from None
+
+        def add(settings: dict[str, Any]) -> dict[str, Any]:
+            filters = list(settings.get("filters") or [])
+            if len(filters) >= MAX_RULES:
+                raise UserFacingError(f"Feed #{row.id} has {MAX_RULES} rules already; remove one first.")
+            return {**settings, "filters": [*filters, rule.to_json()]}
+
+        settings = await change_settings(interaction, row, f"filter add {rule.describe()}", add)
+        await interaction.response.send_message(
+            truncate_words(f"Feed #{row.id}: rule added. Filters now:\n{describe_rules(settings)}", 2000),
+            ephemeral=True,
+        )
+
+    @app_commands.command(name="list", description="A feed's filter rules")
+    @app_commands.autocomplete(feed=feed_choices)
+    @admin_only()
+    async def list_(self, interaction: discord.Interaction, feed: int) -> None:
+        row = await feed_in_guild(interaction, feed)
+        await interaction.response.send_message(
+            truncate_words(f"Feed #{row.id}:\n{describe_rules(row.settings)}", 2000), ephemeral=True
+        )
+
+    @app_commands.command(name="remove", description="Remove one filter rule (by its number in /feed filter list)")
+    @app_commands.autocomplete(feed=feed_choices)
+    @admin_only()
+    async def remove(
+        self, interaction: discord.Interaction, feed: int, number: app_commands.Range[int, 1, MAX_RULES]
+    ) -> None:
+        row = await feed_in_guild(interaction, feed)
+
+        def remove(settings: dict[str, Any]) -> dict[str, Any]:
+            filters = list(settings.get("filters") or [])
+            if number > len(filters):
+                raise UserFacingError(f"Feed #{row.id} has no rule {number}: `/feed filter list` shows them.")
+            del filters[number - 1]
+            return {**settings, "filters": filters}
+
+        settings = await change_settings(interaction, row, f"filter remove {number}", remove)
+        await interaction.response.send_message(
+            truncate_words(f"Feed #{row.id}: rule {number} removed.\n{describe_rules(settings)}", 2000), ephemeral=True
+        )
+
+    @app_commands.command(name="clear", description="Remove all of a feed's filter rules")
+    @app_commands.autocomplete(feed=feed_choices)
+    @admin_only()
+    async def clear(self, interaction: discord.Interaction, feed: int) -> None:
+        row = await feed_in_guild(interaction, feed)
+        await change_settings(interaction, row, "filter clear", lambda s: {**s, "filters": []})
+        await interaction.response.send_message(
+            f"Feed #{row.id}: no filter rules; every new article is posted.", ephemeral=True
+        )

@@ -1,0 +1,57 @@
+"""Filter rules: what they keep and drop, and hostile patterns that must not hold up a poll."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.feed_rules import FilterInput, RuleProblem, filter_out, make_rule, text_of
+
+
+def item(title: str = "Council votes", summary: str = "<p>The harbour plan.</p>", **extra: object) -> FilterInput:
+    return FilterInput(
+        title=title,
+        summary_html=summary,
+        categories=list(extra.get("categories", ["Politics"])),  # type: ignore[call-overload]
+        author=extra.get("author", "Jo Writer"),  # type: ignore[arg-type]
+    )
+
+
+def test_exclude_rules_name_the_rule_that_dropped_an_item() -> None:
+    """Category and author match whole (case-insensitive); keywords match the title and summary text."""
+    rules = [make_rule("exclude", "category", "sport"), make_rule("exclude", "keyword", "HARBOUR")]
+    assert filter_out(rules, item(categories=["Sport"])) == "filtered out by rule 1 (exclude category “sport”)"
+    assert filter_out(rules, item()) == "filtered out by rule 2 (exclude keyword “HARBOUR”)"
+    assert filter_out(rules, item(summary="<p>Schools.</p>")) is None
+    assert filter_out([make_rule("exclude", "author", "jo writer")], item()) is not None
+    assert filter_out([make_rule("exclude", "author", "jo")], item()) is None
+
+
+def test_include_rules_keep_only_what_matches_one() -> None:
+    rules = [make_rule("include", "category", "Politics"), make_rule("include", "regex", r"^breaking\b")]
+    assert filter_out(rules, item()) is None
+    assert filter_out(rules, item(title="Breaking: storm", categories=[])) is None
+    assert filter_out(rules, item(categories=["Arts"])) == (
+        "filtered out by rules 1, 2: it matches none of these include rules"
+    )
+
+
+def test_keyword_does_not_match_markup_or_scripts() -> None:
+    """Rules see the text a reader sees, not attribute values or script."""
+    summary = '<p class="harbour">Schools.</p><script>harbour()</script>'
+    assert text_of(summary) == "Schools."
+    assert filter_out([make_rule("exclude", "keyword", "harbour")], item(summary=summary)) is None
+
+
+def test_bad_rules_are_refused_with_the_field_named() -> None:
+    with pytest.raises(RuleProblem, match="not a valid regular expression"):
+        make_rule("exclude", "regex", "(unclosed")
+    with pytest.raises(RuleProblem, match="`value` is 201 characters"):
+        make_rule("exclude", "keyword", "x" * 201)
+    with pytest.raises(RuleProblem, match="`field` must be one of"):
+        make_rule("exclude", "colour", "red")
+
+
+def test_catastrophic_pattern_is_stopped_and_counts_as_no_match() -> None:
+    """A pattern that backtracks exponentially on a title gives up (regex timeout) instead of hanging."""
+    rule = make_rule("exclude", "regex", r"^(a|aa)+$")
+    assert filter_out([rule], item(title="a" * 60 + "b", summary="")) is None
