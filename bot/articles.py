@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeVar, overload
@@ -16,10 +16,11 @@ import httpx
 
 from bot.clock import Clock
 from bot.config import FeedSettings
-from bot.feed_rules import FilterInput, filter_out_async, rules_of
+from bot.feed_rules import FilterInput, filter_out_async, formats_of, render_format, rules_of
 from bot.feeds import Article, FeedFetchResult, FeedParseError, ParsedFeed, fetch_feed, parse_feed_async
 from bot.render import (
     MESSAGE_LIMIT,
+    THREAD_TITLE_LIMIT,
     article_post_body,
     article_title,
     drop_feed_boilerplate,
@@ -41,6 +42,7 @@ R = TypeVar("R")
 
 MAX_BACKOFF = timedelta(hours=6)
 MAX_LINK_LENGTH = MESSAGE_LIMIT
+EMBED_TOTAL_LIMIT = 6000
 SUMMARY_STORE_LIMIT = 20_000
 
 
@@ -145,6 +147,8 @@ class PostOptions:
     """How a feed's posts are made (config defaults, then the feed's own settings)."""
 
     summary_chars: int = 500
+    formats: Mapping[str, str] = field(default_factory=dict)  # checked templates by field (bot.feed_rules)
+    feed_title: str = ""
 
 
 IMAGE_URL_LIMIT = 2000
@@ -160,6 +164,9 @@ class PostPlan:
     ref: str  # "ref <hash of the guid>": marks a post whose article has no (usable) link
     author: str | None = None  # plain text, mentions broken (an embed's author line)
     image_url: str | None = None  # http(s), percent-encoded
+    message: str = ""  # a text-channel post's message text (the feed's `content` format); forums use `content`
+    embed_title: str = ""  # '' means `title`
+    footer: str | None = None  # the feed's footer format, for articles with a link (link-less ones show the ref)
 
     @property
     def marker(self) -> str:
@@ -168,7 +175,7 @@ class PostPlan:
 
     @property
     def embed_footer(self) -> str | None:
-        return None if self.link else self.ref
+        return self.footer if self.link else self.ref
 
     def is_forum_post(self, content: str) -> bool:
         """Whether a forum starter message with this content was made for this article."""
@@ -196,32 +203,79 @@ def plan_post(article: ArticleRow, options: PostOptions | None = None) -> PostPl
     post can be told apart from other posts with the same title.
     """
     options = options or PostOptions()
+    formats = options.formats
     summary_md = excerpt(drop_feed_boilerplate(html_to_discord(article.summary, max_len=4000)), options.summary_chars)
     link = safe_url(article.link) or ""  # percent-encoded: a link can't end the post's markdown early
     if len(link) > MAX_LINK_LENGTH:
         log.info("article %s: its %d-character link is too long for Discord; posting without it", article.id, len(link))
         link = ""
     author = truncate_words(article.author.strip(), AUTHOR_NAME_LIMIT) if article.author else ""
-    body_md = summary_md
-    if author:
-        byline = f"-# By {escape_discord_text(author)}"
-        body_md = f"{byline}\n{summary_md}" if summary_md else byline
+    image = _image(article.image_url)
     ref = "ref " + hashlib.sha256(article.guid.encode()).hexdigest()[:12]
-    if link:
-        content = article_post_body(body_md, link)
+    marker = link or f"-# {ref}"
+    plain = _placeholder_values(article, options, author, summary_md, link, image)
+    markdown = {
+        **plain,
+        "title": escape_discord_text(plain["title"]),
+        "author": escape_discord_text(author),
+        "categories": escape_discord_text(plain["categories"]),
+        "feed": escape_discord_text(plain["feed"]),
+    }
+    if "content" in formats:
+        body = render_format(formats["content"], markdown, MESSAGE_LIMIT - len(marker) - 2)
+        content = body if body.endswith(marker) else (f"{body}\n\n{marker}" if body else marker)
+        message = render_format(formats["content"], markdown, MESSAGE_LIMIT)
     else:
-        line = f"-# {ref}"
-        summary = article_post_body(body_md, "", limit=MESSAGE_LIMIT - len(line) - 2)
-        content = f"{summary}\n\n{line}" if summary else line
+        message = ""
+        body_md = summary_md
+        if author:
+            byline = f"-# By {escape_discord_text(author)}"
+            body_md = f"{byline}\n{summary_md}" if summary_md else byline
+        if link:
+            content = article_post_body(body_md, link)
+        else:
+            summary = article_post_body(body_md, "", limit=MESSAGE_LIMIT - len(marker) - 2)
+            content = f"{summary}\n\n{marker}" if summary else marker
+    title = article_title(
+        render_format(formats["forum_title"], plain, THREAD_TITLE_LIMIT) if "forum_title" in formats else article.title
+    )
+    embed_title = render_format(formats["embed_title"], plain, 256) if "embed_title" in formats else ""
+    footer = render_format(formats["embed_footer"], plain, 2048) if "embed_footer" in formats else None
+    # An embed holds 6,000 characters in all: the description gets what title, footer and author leave.
+    room = min(4096, EMBED_TOTAL_LIMIT - len(embed_title or title) - len(footer or ref) - len(author))
+    if "embed_description" in formats:
+        description = render_format(formats["embed_description"], markdown, room)
+    else:
+        description = truncate_words(summary_md, room)
     return PostPlan(
-        title=article_title(article.title),
+        title=title,
         content=content,
-        embed_description=summary_md,
+        embed_description=description,
         link=link,
         ref=ref,
         author=neutralise_mentions(author) or None,
-        image_url=_image(article.image_url),
+        image_url=image,
+        message=message,
+        embed_title=embed_title,
+        footer=footer or None,
     )
+
+
+def _placeholder_values(
+    article: ArticleRow, options: PostOptions, author: str, summary_md: str, link: str, image: str | None
+) -> dict[str, str]:
+    """Template values as plain text (mentions broken); markdown fields escape them again."""
+    published = article.published_at.strftime("%Y-%m-%d %H:%M UTC") if article.published_at else ""
+    return {
+        "title": neutralise_mentions(" ".join(article.title.split())),
+        "link": link,
+        "summary": summary_md,
+        "author": neutralise_mentions(author),
+        "categories": neutralise_mentions(", ".join(article.categories)),
+        "published": published,
+        "image": image or "",
+        "feed": neutralise_mentions(options.feed_title),
+    }
 
 
 async def plan_post_async(article: ArticleRow, options: PostOptions | None = None) -> PostPlan:
@@ -254,7 +308,11 @@ class ArticleService:
 
     def post_options(self, feed: FeedRow) -> PostOptions:
         """The config's defaults, overridden by what the feed's admins chose."""
-        return PostOptions(summary_chars=self.settings.summary_chars)
+        return PostOptions(
+            summary_chars=self.settings.summary_chars,
+            formats=formats_of(feed.settings),
+            feed_title=feed.title or "",
+        )
 
     async def plan(self, feed: FeedRow, article: ArticleRow) -> PostPlan:
         """What to post for an article of a feed, rendered off the event loop."""

@@ -1,4 +1,4 @@
-"""A feed's own choices, kept in `feeds.settings` (JSON): filters so far. No Discord, no database.
+"""A feed's own choices, kept in `feeds.settings` (JSON): filters and post formats. No Discord, no database.
 
 Filters are admins' input run against untrusted feed text: regular expressions use the `regex`
 package with a time limit per match and a cap on pattern and text size, and every evaluation runs
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
@@ -159,16 +160,94 @@ async def filter_out_async(rules: Sequence[Rule], items: Sequence[FilterInput]) 
     return await asyncio.to_thread(lambda: [filter_out(rules, item) for item in items])
 
 
+# --- formats ---------------------------------------------------------------------------------
+
+# Template fields and Discord's limit for each (message 2,000; embed title 256, description 4,096,
+# footer 2,048; thread title 100).
+FORMAT_LIMITS: dict[str, int] = {
+    "content": 2000,
+    "embed_title": 256,
+    "embed_description": 4096,
+    "embed_footer": 2048,
+    "forum_title": 100,
+}
+FORMAT_FIELDS = tuple(FORMAT_LIMITS)
+PLACEHOLDERS = ("title", "link", "summary", "author", "categories", "published", "image", "feed")
+
+
+def check_format(field: str, template: str) -> str:
+    """A template checked against Discord's limit for its field, or RuleProblem naming the field."""
+    if field not in FORMAT_LIMITS:
+        raise RuleProblem(f"`field` must be one of {', '.join(FORMAT_FIELDS)}.")
+    template = template.replace("\\n", "\n")  # slash-command options are one line: `\n` starts a new one
+    if not template.strip():
+        raise RuleProblem(f"The {field} template is empty (`/feed format reset` goes back to the default).")
+    limit = FORMAT_LIMITS[field]
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise RuleProblem(
+            f"The {field} template can't be read ({exc}); write a literal brace as {{{{ or }}}}."
+        ) from None
+    literal = 0
+    for text, name, spec, conversion in parts:
+        literal += len(text)
+        if name is None:
+            continue
+        if name not in PLACEHOLDERS:
+            raise RuleProblem(
+                f"The {field} template has an unknown placeholder {{{name[:40]}}}; "
+                f"known ones: {', '.join('{' + p + '}' for p in PLACEHOLDERS)}."
+            )
+        if spec or conversion:
+            raise RuleProblem(f"The {field} template: write placeholders plainly, as {{{name}}}.")
+    if literal > limit // 2:
+        raise RuleProblem(
+            f"The {field} template has {literal} characters of its own text; Discord allows {limit} in a {field}, "
+            f"so keep it under {limit // 2} to leave room for the article."
+        )
+    return template
+
+
+def formats_of(settings: dict[str, Any]) -> dict[str, str]:
+    """The feed's custom templates (fields without one use the default look)."""
+    formats = settings.get("formats") or {}
+    return {k: str(v) for k, v in formats.items() if k in FORMAT_LIMITS and isinstance(v, str) and v.strip()}
+
+
+def render_format(template: str, values: dict[str, str], limit: int) -> str:
+    """Fill a checked template in one pass (values are not re-read as templates), cut to `limit`."""
+    from bot.render import truncate_words
+
+    parts = list(string.Formatter().parse(template))
+
+    def fill(vals: dict[str, str]) -> str:
+        return "".join(text + (vals.get(name, "") if name is not None else "") for text, name, _, _ in parts).strip()
+
+    out = fill(values)
+    if len(out) > limit and values.get("summary"):  # shorten the summary first, so the rest (the link) stays whole
+        uses = sum(1 for _, name, _, _ in parts if name == "summary")
+        room = (limit - len(fill({**values, "summary": ""}))) // max(1, uses)
+        out = fill({**values, "summary": truncate_words(values["summary"], room) if room >= 20 else ""})
+    return truncate_words(out, limit)
+
+
 __all__ = [
     "ACTIONS",
     "FIELDS",
+    "FORMAT_FIELDS",
+    "FORMAT_LIMITS",
     "MAX_RULES",
+    "PLACEHOLDERS",
     "FilterInput",
     "Rule",
     "RuleProblem",
+    "check_format",
     "filter_out",
     "filter_out_async",
+    "formats_of",
     "make_rule",
+    "render_format",
     "rules_of",
     "text_of",
 ]

@@ -25,10 +25,11 @@ from bot.articles import (
 )
 from bot.checks import admin_only, ensure_admin, may
 from bot.errors import UserFacingError
+from bot.feed_rules import FilterInput, filter_out_async, rules_of
 from bot.render import truncate_words
 from bot.site.base import redact_text, redact_url
 from bot.store.feeds import ArticleRow, FeedRow
-from cogs.feed_options import FilterCommands
+from cogs.feed_options import FilterCommands, FormatCommands
 
 if TYPE_CHECKING:
     from bot.app import ReadersViewsBot
@@ -54,7 +55,9 @@ def missing_permissions(channel: discord.abc.GuildChannel, me: discord.Member) -
 
 def article_embed(plan: PostPlan, article: ArticleRow) -> discord.Embed:
     """A text-channel post: the article's title, link and summary (the footer marks link-less ones)."""
-    embed = discord.Embed(title=plan.title, url=plan.link or None, description=plan.embed_description)
+    embed = discord.Embed(
+        title=plan.embed_title or plan.title, url=plan.link or None, description=plan.embed_description
+    )
     if plan.author:
         embed.set_author(name=plan.author)
     if plan.image_url:
@@ -95,6 +98,7 @@ class Articles(commands.Cog):
         default_permissions=discord.Permissions(manage_guild=True),
     )
     filters = FilterCommands(parent=feed)  # /feed filter ... (cogs.feed_options)
+    formats = FormatCommands(parent=feed)  # /feed format ...
 
     def __init__(self, bot: ReadersViewsBot) -> None:
         self.bot = bot
@@ -279,7 +283,9 @@ class Articles(commands.Cog):
                     article.id, channel_id=channel.id, thread_id=created.thread.id, message_id=created.message.id
                 )
                 return True
-            message = await channel.send(embed=article_embed(plan, article), allowed_mentions=none)
+            message = await channel.send(
+                content=plan.message or None, embed=article_embed(plan, article), allowed_mentions=none
+            )
         except discord.DiscordServerError as exc:
             # Discord may or may not have made the post: stay 'posting', so the next cycle looks first.
             return exc
@@ -566,8 +572,18 @@ class Articles(commands.Cog):
         self.wake()
 
     @feed.command(name="preview", description="Show the next posts exactly as they would look (only to you)")
+    @app_commands.describe(
+        feed="A feed of this server: its current items with its formats and filters",
+        url="Or any feed's address, with the default look",
+    )
+    @app_commands.autocomplete(feed=feed_autocomplete)
     @admin_only()
-    async def preview(self, interaction: discord.Interaction, url: str) -> None:
+    async def preview(self, interaction: discord.Interaction, feed: int | None = None, url: str | None = None) -> None:
+        row = await self._feed_in_guild(interaction, feed) if feed is not None else None
+        if row is not None:
+            url = row.url
+        if not url:
+            raise UserFacingError("Name a `feed` (its formats and filters apply) or a feed `url`.")
         try:
             url = validate_feed_url(url)
         except FeedProblem as exc:
@@ -582,11 +598,17 @@ class Articles(commands.Cog):
                 f"{redact_url(url)} is a feed, but it has no items right now.", ephemeral=True
             )
             return
-        embeds = []
-        for article in parsed.articles[:3]:
-            row = ArticleRow(
+        items = parsed.articles[:3]
+        verdicts = await filter_out_async(
+            rules_of(row.settings) if row else [],
+            [FilterInput(a.title, a.summary_html or a.content_html or "", a.categories, a.author) for a in items],
+        )
+        embeds: list[discord.Embed] = []
+        texts: list[str] = []
+        for number, (article, verdict) in enumerate(zip(items, verdicts, strict=True), start=1):
+            article_row = ArticleRow(
                 id=0,
-                feed_id=0,
+                feed_id=row.id if row else 0,
                 guid=article.guid,
                 title=article.title,
                 link=article.link,
@@ -600,16 +622,29 @@ class Articles(commands.Cog):
                 channel_id=None,
                 categories=article.categories,
                 needs_edit=False,
+                author=article.author,
+                image_url=article.image_url,
             )
-            plan = await plan_post_async(row)
-            embed = discord.Embed(title=plan.title, description=plan.content)
-            if article.categories:
-                embed.set_footer(text=truncate_words("Categories: " + ", ".join(article.categories), 200))
+            plan = await (self.service.plan(row, article_row) if row else plan_post_async(article_row))
+            if row is not None and row.channel_kind == "text":
+                embed = article_embed(plan, article_row)
+                if plan.message:
+                    texts.append(f"{number}. message text: {plan.message}")
+            else:
+                embed = discord.Embed(title=plan.title, description=plan.content)
+                if plan.image_url:
+                    embed.set_image(url=plan.image_url)
+                if article.categories:
+                    embed.set_footer(text=truncate_words("Categories: " + ", ".join(article.categories), 200))
+            if verdict:
+                texts.append(f"{number}. not posted: {verdict}")
             embeds.append(embed)
         while len(embeds) > 1 and sum(len(embed) for embed in embeds) > 6000:  # Discord's limit per message
             embeds.pop()
         shown = discord.utils.escape_markdown(parsed.title or redact_url(url))
         heading = f"The next posts from **{shown}** would look like this:"
+        if texts:
+            heading = truncate_words(heading + "\n" + "\n".join(texts), 2000)
         await interaction.followup.send(heading, embeds=embeds, ephemeral=True)
 
     @feed.command(name="diagnose", description="Why wasn't it posted? A feed's last fetch, and one article's fate")

@@ -14,7 +14,7 @@ from discord import app_commands
 
 from bot.checks import admin_only
 from bot.errors import UserFacingError
-from bot.feed_rules import MAX_RULES, RuleProblem, make_rule, rules_of
+from bot.feed_rules import FORMAT_FIELDS, MAX_RULES, RuleProblem, check_format, formats_of, make_rule, rules_of
 from bot.render import escape_discord_text, truncate_words
 from bot.store.feeds import FeedRow
 
@@ -141,4 +141,85 @@ class FilterCommands(app_commands.Group):
         await change_settings(interaction, row, "filter clear", lambda s: {**s, "filters": []})
         await interaction.response.send_message(
             f"Feed #{row.id}: no filter rules; every new article is posted.", ephemeral=True
+        )
+
+
+def describe_formats(settings: dict[str, Any]) -> str:
+    formats = formats_of(settings)
+    if not formats:
+        return "The default look (no custom formats)."
+    lines = [f"- {field}: `{truncate_words(formats[field], 300)}`" for field in FORMAT_FIELDS if field in formats]
+    return "\n".join(lines)
+
+
+class FormatCommands(app_commands.Group):
+    """`/feed format set|show|reset`: a feed's own templates for its posts."""
+
+    def __init__(self, parent: app_commands.Group) -> None:
+        super().__init__(
+            name="format", description="How a feed's posts look: templates with placeholders", parent=parent
+        )
+
+    @app_commands.command(name="set", description="Set one template: {title} {link} {summary} {author} {categories} …")
+    @app_commands.describe(
+        feed="The feed",
+        field="content: message text (forum: the post); embed_*: text channels; forum_title: post/thread title",
+        template="{title} {link} {summary} {author} {categories} {published} {image} {feed}; \\n: new line",
+    )
+    @app_commands.autocomplete(feed=feed_choices)
+    @admin_only()
+    async def set_(
+        self,
+        interaction: discord.Interaction,
+        feed: int,
+        field: Literal["content", "embed_title", "embed_description", "embed_footer", "forum_title"],
+        template: str,
+    ) -> None:
+        """Check the template against Discord's limit for the field, then save it."""
+        row = await feed_in_guild(interaction, feed)
+        try:
+            checked = check_format(field, template)
+        except RuleProblem as exc:
+            raise UserFacingError(str(exc)) from None
+
+        def set_one(settings: dict[str, Any]) -> dict[str, Any]:
+            return {**settings, "formats": {**formats_of(settings), field: checked}}
+
+        settings = await change_settings(interaction, row, f"format set {field}", set_one)
+        await interaction.response.send_message(
+            truncate_words(
+                f"Feed #{row.id}: {field} format saved (`/feed preview feed:{row.id}` shows the result).\n"
+                + describe_formats(settings),
+                2000,
+            ),
+            ephemeral=True,
+        )
+
+    @app_commands.command(name="show", description="A feed's templates")
+    @app_commands.autocomplete(feed=feed_choices)
+    @admin_only()
+    async def show(self, interaction: discord.Interaction, feed: int) -> None:
+        row = await feed_in_guild(interaction, feed)
+        await interaction.response.send_message(
+            truncate_words(f"Feed #{row.id}:\n{describe_formats(row.settings)}", 2000), ephemeral=True
+        )
+
+    @app_commands.command(name="reset", description="Back to the default look (one field, or all)")
+    @app_commands.autocomplete(feed=feed_choices)
+    @admin_only()
+    async def reset(
+        self,
+        interaction: discord.Interaction,
+        feed: int,
+        field: Literal["content", "embed_title", "embed_description", "embed_footer", "forum_title"] | None = None,
+    ) -> None:
+        row = await feed_in_guild(interaction, feed)
+
+        def reset_some(settings: dict[str, Any]) -> dict[str, Any]:
+            formats = {k: v for k, v in formats_of(settings).items() if field is not None and k != field}
+            return {**settings, "formats": formats}
+
+        settings = await change_settings(interaction, row, f"format reset {field or 'all'}", reset_some)
+        await interaction.response.send_message(
+            f"Feed #{row.id}: {field or 'every'} format reset.\n{describe_formats(settings)}", ephemeral=True
         )

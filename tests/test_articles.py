@@ -999,3 +999,58 @@ async def test_filters_drop_articles_and_diagnose_names_the_rule(
     assert "filtered out by rule 2 (include keyword “harbour”): it does not match" in why
     await slash_text(world, "feed filter clear", feed=1)
     assert (await bot.bot.store.feeds.get(1)).settings["filters"] == []
+
+
+async def test_formats_per_feed_are_checked_previewed_posted_and_reset(
+    bot: Booted, world: World, site: FeedServer, clock
+) -> None:
+    """`/feed format set` templates a text channel's message, embed and thread; a bad one names its field."""
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.discussion)
+    refused = await slash_text(world, "feed format set", feed=1, field="embed_title", template="{headline}")
+    assert "embed_title template has an unknown placeholder {headline}" in refused
+    for field, template in (
+        ("content", "New from {feed}: **{title}**"),
+        ("embed_title", "{title} ({categories})"),
+        ("embed_footer", "{author} · {feed}"),
+        ("forum_title", "Discuss: {title}"),
+    ):
+        reply = await slash_text(world, "feed format set", feed=1, field=field, template=template)
+        assert f"{field} format saved" in reply
+    item = story(1, categories=["Politics"], creator="Jo Writer", description="Council votes.")
+    site.set_feed("/feed", rss([item]))
+
+    ix = await world.fake.slash(world.guild, world.admin, "feed preview", feed=1)
+    await ix.wait_response()
+    preview = await ix.wait_followup()
+    assert preview["embeds"][0]["title"] == "Story number 1 (Politics)"
+    assert "message text: New from The Weekly: **Story number 1**" in preview["content"]
+
+    await poll(bot, clock, world)
+    posted = next(m for m in world.fake.messages_in(world.discussion) if m.get("embeds"))
+    assert posted["content"] == "New from The Weekly: **Story number 1**"
+    embed = posted["embeds"][0]
+    assert embed["title"] == preview["embeds"][0]["title"]
+    assert embed["footer"]["text"] == "Jo Writer · The Weekly" and embed["url"] == "https://paper.example/1"
+    assert embed["description"] == "Council votes."
+    assert [t.name for t in world.fake.threads_in(world.discussion)] == ["Discuss: Story number 1"]
+
+    assert "every format reset" in await slash_text(world, "feed format reset", feed=1)
+    site.set_feed("/feed", rss([story(2), item]))
+    await poll(bot, clock, world)
+    latest = [m for m in world.fake.messages_in(world.discussion) if m.get("embeds")][-1]
+    assert latest["embeds"][0]["title"] == "Story number 2" and not latest.get("content")
+
+
+async def test_forum_format_keeps_the_link_as_the_last_line(bot: Booted, world: World, site: FeedServer, clock):
+    """A forum post's content template may leave out the link: it is added, so the post stays recognisable."""
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    await slash_text(world, "feed format set", feed=1, field="content", template="{summary}\\n-# {categories}")
+    await slash_text(world, "feed format set", feed=1, field="forum_title", template="[{categories}] {title}")
+    site.set_feed("/feed", rss([story(1, categories=["Sport"], description="A long match report. " * 200)]))
+    await poll(bot, clock, world)
+    [post] = forum_posts(world)
+    assert post.name == "[Sport] Story number 1"
+    content = world.fake.find_message(post.id)["content"]
+    assert content.endswith("\n-# Sport\n\nhttps://paper.example/1") and len(content) <= 2000

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.feed_rules import FilterInput, RuleProblem, filter_out, make_rule, text_of
+from bot.feed_rules import FilterInput, RuleProblem, check_format, filter_out, make_rule, render_format, text_of
 
 
 def item(title: str = "Council votes", summary: str = "<p>The harbour plan.</p>", **extra: object) -> FilterInput:
@@ -55,3 +55,24 @@ def test_catastrophic_pattern_is_stopped_and_counts_as_no_match() -> None:
     """A pattern that backtracks exponentially on a title gives up (regex timeout) instead of hanging."""
     rule = make_rule("exclude", "regex", r"^(a|aa)+$")
     assert filter_out([rule], item(title="a" * 60 + "b", summary="")) is None
+
+
+def test_format_errors_name_the_field() -> None:
+    """Unknown placeholders, format tricks and over-long templates are refused, naming the field."""
+    with pytest.raises(RuleProblem, match=r"embed_title template has an unknown placeholder \{titel\}"):
+        check_format("embed_title", "{titel}")
+    with pytest.raises(RuleProblem, match="forum_title template: write placeholders plainly"):
+        check_format("forum_title", "{title!r}")
+    with pytest.raises(RuleProblem, match="forum_title template has 60 characters of its own text"):
+        check_format("forum_title", "x" * 60 + "{title}")
+    with pytest.raises(RuleProblem, match="content template can't be read"):
+        check_format("content", "{title")
+    assert check_format("content", "**{title}**\\n{link}") == "**{title}**\n{link}"
+
+
+def test_rendering_shortens_the_summary_so_the_link_stays_whole() -> None:
+    values = {"title": "T", "summary": "word " * 1000, "link": "https://p.example/a"}
+    out = render_format("{title}: {summary}\n{link}", values, 300)
+    assert len(out) <= 300 and out.endswith("\nhttps://p.example/a")
+    # A value is never read as a template itself.
+    assert render_format("{title}", {"title": "{link}", "link": "x"}, 100) == "{link}"
