@@ -43,6 +43,7 @@ R = TypeVar("R")
 MAX_BACKOFF = timedelta(hours=6)
 MAX_LINK_LENGTH = MESSAGE_LIMIT
 EMBED_TOTAL_LIMIT = 6000
+MAX_ROLE_PINGS = 3
 SUMMARY_STORE_LIMIT = 20_000
 
 
@@ -149,6 +150,8 @@ class PostOptions:
     summary_chars: int = 500
     formats: Mapping[str, str] = field(default_factory=dict)  # checked templates by field (bot.feed_rules)
     feed_title: str = ""
+    mention_role_id: int | None = None  # pinged on every post of the feed (opt-in by an admin)
+    category_roles: Mapping[str, int] = field(default_factory=dict)  # case-folded category -> role pinged
 
 
 IMAGE_URL_LIMIT = 2000
@@ -167,6 +170,7 @@ class PostPlan:
     message: str = ""  # a text-channel post's message text (the feed's `content` format); forums use `content`
     embed_title: str = ""  # '' means `title`
     footer: str | None = None  # the feed's footer format, for articles with a link (link-less ones show the ref)
+    mention_roles: tuple[int, ...] = ()  # roles pinged by the post (its first line); no one else may be
 
     @property
     def marker(self) -> str:
@@ -213,6 +217,9 @@ def plan_post(article: ArticleRow, options: PostOptions | None = None) -> PostPl
     image = _image(article.image_url)
     ref = "ref " + hashlib.sha256(article.guid.encode()).hexdigest()[:12]
     marker = link or f"-# {ref}"
+    roles = _roles_to_ping(article, options)
+    ping = " ".join(f"<@&{role}>" for role in roles)
+    limit = MESSAGE_LIMIT - (len(ping) + 1 if ping else 0)
     plain = _placeholder_values(article, options, author, summary_md, link, image)
     markdown = {
         **plain,
@@ -222,9 +229,9 @@ def plan_post(article: ArticleRow, options: PostOptions | None = None) -> PostPl
         "feed": escape_discord_text(plain["feed"]),
     }
     if "content" in formats:
-        body = render_format(formats["content"], markdown, MESSAGE_LIMIT - len(marker) - 2)
+        body = render_format(formats["content"], markdown, limit - len(marker) - 2)
         content = body if body.endswith(marker) else (f"{body}\n\n{marker}" if body else marker)
-        message = render_format(formats["content"], markdown, MESSAGE_LIMIT)
+        message = render_format(formats["content"], markdown, limit)
     else:
         message = ""
         body_md = summary_md
@@ -232,10 +239,13 @@ def plan_post(article: ArticleRow, options: PostOptions | None = None) -> PostPl
             byline = f"-# By {escape_discord_text(author)}"
             body_md = f"{byline}\n{summary_md}" if summary_md else byline
         if link:
-            content = article_post_body(body_md, link)
+            content = article_post_body(body_md, link, limit=limit)
         else:
-            summary = article_post_body(body_md, "", limit=MESSAGE_LIMIT - len(marker) - 2)
+            summary = article_post_body(body_md, "", limit=limit - len(marker) - 2)
             content = f"{summary}\n\n{marker}" if summary else marker
+    if ping:
+        content = f"{ping}\n{content}"
+        message = f"{ping}\n{message}" if message else ping
     title = article_title(
         render_format(formats["forum_title"], plain, THREAD_TITLE_LIMIT) if "forum_title" in formats else article.title
     )
@@ -258,7 +268,17 @@ def plan_post(article: ArticleRow, options: PostOptions | None = None) -> PostPl
         message=message,
         embed_title=embed_title,
         footer=footer or None,
+        mention_roles=roles,
     )
+
+
+def _roles_to_ping(article: ArticleRow, options: PostOptions) -> tuple[int, ...]:
+    roles = [options.mention_role_id] if options.mention_role_id else []
+    for category in article.categories:
+        role = options.category_roles.get(category.strip().casefold())
+        if role and role not in roles:
+            roles.append(role)
+    return tuple(roles[:MAX_ROLE_PINGS])
 
 
 def _placeholder_values(
@@ -308,10 +328,13 @@ class ArticleService:
 
     def post_options(self, feed: FeedRow) -> PostOptions:
         """The config's defaults, overridden by what the feed's admins chose."""
+        mention = feed.settings.get("mention") or {}
         return PostOptions(
             summary_chars=self.settings.summary_chars,
             formats=formats_of(feed.settings),
             feed_title=feed.title or "",
+            mention_role_id=mention.get("role_id"),
+            category_roles=mention.get("categories") or {},
         )
 
     async def plan(self, feed: FeedRow, article: ArticleRow) -> PostPlan:

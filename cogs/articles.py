@@ -29,7 +29,7 @@ from bot.feed_rules import FilterInput, filter_out_async, rules_of
 from bot.render import truncate_words
 from bot.site.base import redact_text, redact_url
 from bot.store.feeds import ArticleRow, FeedRow
-from cogs.feed_options import FilterCommands, FormatCommands
+from cogs.feed_options import FilterCommands, FormatCommands, MentionCommands
 
 if TYPE_CHECKING:
     from bot.app import ReadersViewsBot
@@ -69,6 +69,15 @@ def article_embed(plan: PostPlan, article: ArticleRow) -> discord.Embed:
     return embed
 
 
+def post_mentions(plan: PostPlan) -> discord.AllowedMentions:
+    """Pings allowed in a post: none, or exactly the roles an admin opted in for this feed."""
+    if not plan.mention_roles:
+        return discord.AllowedMentions.none()
+    return discord.AllowedMentions(
+        everyone=False, users=False, roles=[discord.Object(role) for role in plan.mention_roles], replied_user=False
+    )
+
+
 def image_embeds(plan: PostPlan) -> list[discord.Embed]:
     """A forum post shows the article's image in an embed of its own (its text stays in the content)."""
     return [discord.Embed().set_image(url=plan.image_url)] if plan.image_url else []
@@ -99,6 +108,7 @@ class Articles(commands.Cog):
     )
     filters = FilterCommands(parent=feed)  # /feed filter ... (cogs.feed_options)
     formats = FormatCommands(parent=feed)  # /feed format ...
+    mentions = MentionCommands(parent=feed)  # /feed mention ...
 
     def __init__(self, bot: ReadersViewsBot) -> None:
         self.bot = bot
@@ -269,7 +279,7 @@ class Articles(commands.Cog):
             await self.bot.store.articles.mark_failed(article.id, f"can't be rendered for Discord: {exc}")
             return False
         await self.bot.store.articles.mark_posting(article.id)
-        none = discord.AllowedMentions.none()
+        none = post_mentions(plan)  # nobody, or only the roles the feed's admins chose
         try:
             if isinstance(channel, discord.ForumChannel):
                 created = await channel.create_thread(

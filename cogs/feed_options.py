@@ -223,3 +223,79 @@ class FormatCommands(app_commands.Group):
         await interaction.response.send_message(
             f"Feed #{row.id}: {field or 'every'} format reset.\n{describe_formats(settings)}", ephemeral=True
         )
+
+
+def describe_mentions(settings: dict[str, Any]) -> str:
+    mention = settings.get("mention") or {}
+    lines = []
+    if mention.get("role_id"):
+        lines.append(f"- every post pings <@&{mention['role_id']}>")
+    for category, role in sorted((mention.get("categories") or {}).items()):
+        lines.append(f"- posts in category “{escape_discord_text(category)}” ping <@&{role}>")
+    return "\n".join(lines) or "Posts ping nobody."
+
+
+class MentionCommands(app_commands.Group):
+    """`/feed mention set|clear|show`: a role pinged by a feed's posts (all, or one category's)."""
+
+    def __init__(self, parent: app_commands.Group) -> None:
+        super().__init__(name="mention", description="Ping a role when a feed posts (opt-in)", parent=parent)
+
+    @app_commands.command(name="set", description="Ping a role with every post of a feed, or with one category's")
+    @app_commands.describe(feed="The feed", role="The role to ping", category="Only posts in this category")
+    @app_commands.autocomplete(feed=feed_choices)
+    @admin_only()
+    async def set_(
+        self, interaction: discord.Interaction, feed: int, role: discord.Role, category: str | None = None
+    ) -> None:
+        """Only a role the bot can actually ping is accepted; posts then allow that role's mention alone."""
+        row = await feed_in_guild(interaction, feed)
+        assert interaction.guild is not None
+        if role.is_default():
+            raise UserFacingError("Posts can't ping @everyone; make a role for readers who want the news.")
+        channel = interaction.guild.get_channel(row.channel_id)
+        me = interaction.guild.me
+        perms = channel.permissions_for(me) if channel is not None else me.guild_permissions
+        if not role.mentionable and not perms.mention_everyone:
+            raise UserFacingError(
+                f"I can't ping {role.mention}: make it mentionable (Server Settings → Roles), "
+                "or give me Mention @everyone, @here and All Roles in that channel."
+            )
+        key = " ".join(category.split()).casefold()[:100] if category else None
+
+        def set_one(settings: dict[str, Any]) -> dict[str, Any]:
+            mention = dict(settings.get("mention") or {})
+            if key:
+                mention["categories"] = {**(mention.get("categories") or {}), key: role.id}
+            else:
+                mention["role_id"] = role.id
+            return {**settings, "mention": mention}
+
+        settings = await change_settings(interaction, row, f"mention set {role.id} {key or '*'}", set_one)
+        await interaction.response.send_message(
+            truncate_words(f"Feed #{row.id}:\n{describe_mentions(settings)}", 2000),
+            ephemeral=True,
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
+
+    @app_commands.command(name="clear", description="Stop pinging (for the feed, or one category)")
+    @app_commands.autocomplete(feed=feed_choices)
+    @admin_only()
+    async def clear(self, interaction: discord.Interaction, feed: int, category: str | None = None) -> None:
+        row = await feed_in_guild(interaction, feed)
+        key = " ".join(category.split()).casefold() if category else None
+
+        def clear_some(settings: dict[str, Any]) -> dict[str, Any]:
+            mention = dict(settings.get("mention") or {})
+            if key:
+                mention["categories"] = {k: v for k, v in (mention.get("categories") or {}).items() if k != key}
+            else:
+                mention = {}
+            return {**settings, "mention": mention}
+
+        settings = await change_settings(interaction, row, f"mention clear {key or '*'}", clear_some)
+        await interaction.response.send_message(
+            truncate_words(f"Feed #{row.id}:\n{describe_mentions(settings)}", 2000),
+            ephemeral=True,
+            allowed_mentions=discord.AllowedMentions.none(),
+        )

@@ -1054,3 +1054,44 @@ async def test_forum_format_keeps_the_link_as_the_last_line(bot: Booted, world: 
     assert post.name == "[Sport] Story number 1"
     content = world.fake.find_message(post.id)["content"]
     assert content.endswith("\n-# Sport\n\nhttps://paper.example/1") and len(content) <= 2000
+
+
+async def test_role_mention_per_feed_and_category_pings_only_that_role(
+    bot: Booted, world: World, site: FeedServer, clock
+) -> None:
+    """An admin opts a feed in to ping a role (and a category's role); posts allow exactly those roles."""
+    readers = world.guild.add_role("Readers", mentionable=True)
+    sport_fans = world.guild.add_role("Sport fans", mentionable=True)
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    await add_feed(world, site.url("/feed"), world.discussion)
+    refused = await slash_text(world, "feed mention set", feed=1, role=world.guild.everyone)
+    assert "can't ping @everyone" in refused
+    assert "every post pings" in await slash_text(world, "feed mention set", feed=1, role=readers)
+    reply = await slash_text(world, "feed mention set", feed=1, role=sport_fans, category="Sport")
+    assert "category “sport” ping" in reply
+    await slash_text(world, "feed mention set", feed=2, role=readers)
+    hostile = {**story(2), "title": f"Alert <@&{world.editor_role.id}> @everyone"}
+    site.set_feed("/feed", rss([story(1, categories=["Sport"]), hostile]))
+    await poll(bot, clock, world)
+
+    def starter(name: str) -> dict[str, Any]:
+        post = next(p for p in forum_posts(world) if p.name.startswith(name))
+        message = world.fake.find_message(post.id)
+        assert message is not None
+        return message
+
+    sport = starter("Story number 1")
+    assert sport["content"].startswith(f"<@&{readers.id}> <@&{sport_fans.id}>\n")
+    assert sport["mention_roles"] == [str(readers.id), str(sport_fans.id)]
+    other = starter("Alert")
+    assert other["mention_roles"] == [str(readers.id)] and not other["mention_everyone"]
+    allowed = world.fake.message_meta[int(other["id"])]["allowed_mentions"]
+    assert allowed["parse"] == [] and [int(r) for r in allowed["roles"]] == [readers.id]
+    text_post = next(m for m in world.fake.messages_in(world.discussion) if m.get("embeds"))
+    assert text_post["content"] == f"<@&{readers.id}>" and text_post["mention_roles"] == [str(readers.id)]
+
+    await slash_text(world, "feed mention clear", feed=1)
+    site.set_feed("/feed", rss([story(3, categories=["Sport"]), story(1, categories=["Sport"]), hostile]))
+    await poll(bot, clock, world)
+    assert starter("Story number 3")["mention_roles"] == []
