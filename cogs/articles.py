@@ -29,7 +29,7 @@ from bot.feed_rules import FilterInput, filter_out_async, rules_of
 from bot.render import truncate_words
 from bot.site.base import redact_text, redact_url
 from bot.store.feeds import ArticleRow, FeedRow
-from cogs.feed_options import FilterCommands, FormatCommands, MentionCommands
+from cogs.feed_options import FilterCommands, FormatCommands, MentionCommands, export_feeds, import_feeds
 
 if TYPE_CHECKING:
     from bot.app import ReadersViewsBot
@@ -527,6 +527,29 @@ class Articles(commands.Cog):
         await interaction.followup.send(text, ephemeral=True)
         if queued:
             self.wake()
+
+    @feed.command(name="import", description="Add every feed of an OPML file (from a feed reader) to a channel")
+    @app_commands.describe(
+        file="An .opml file", channel="Where their articles go", tags="Forum tags, as in /feed add (*=Tag: default)"
+    )
+    @admin_only()
+    async def import_(
+        self,
+        interaction: discord.Interaction,
+        file: discord.Attachment,
+        channel: discord.ForumChannel | discord.TextChannel,
+        tags: str | None = None,
+    ) -> None:
+        assert interaction.guild is not None
+        missing = missing_permissions(channel, interaction.guild.me)
+        if missing:
+            raise UserFacingError(f"I can't post in {channel.mention}: I need {', '.join(missing)} there first.")
+        await import_feeds(self.service, interaction, file, channel, tags)  # cogs.feed_options
+
+    @feed.command(name="export", description="This server's feeds as an OPML file (for feed readers)")
+    @admin_only()
+    async def export(self, interaction: discord.Interaction) -> None:
+        await export_feeds(interaction)  # cogs.feed_options
 
     @feed.command(name="remove", description="Stop posting a feed (posts already made stay)")
     @app_commands.autocomplete(feed=feed_autocomplete)

@@ -6,20 +6,25 @@ They live here so that cogs/articles.py keeps the poller and the posting path: i
 
 from __future__ import annotations
 
+import io
 import logging
 from typing import TYPE_CHECKING, Any, Literal
 
 import discord
 from discord import app_commands
 
+from bot.articles import DEFAULT_TAG_KEY, FeedProblem, parse_tag_map, validate_feed_url
 from bot.checks import admin_only
 from bot.errors import UserFacingError
 from bot.feed_rules import FORMAT_FIELDS, MAX_RULES, RuleProblem, check_format, formats_of, make_rule, rules_of
+from bot.opml import MAX_IMPORT, MAX_OPML_BYTES, OpmlFeed, OpmlProblem, build_opml, parse_opml_async
 from bot.render import escape_discord_text, truncate_words
+from bot.site.base import redact_url
 from bot.store.feeds import FeedRow
 
 if TYPE_CHECKING:
     from bot.app import ReadersViewsBot
+    from bot.articles import ArticleService
 
 log = logging.getLogger(__name__)
 
@@ -299,3 +304,90 @@ class MentionCommands(app_commands.Group):
             ephemeral=True,
             allowed_mentions=discord.AllowedMentions.none(),
         )
+
+
+# -- OPML (the /feed import and /feed export commands in cogs/articles.py call these) ------------
+
+
+async def import_feeds(
+    service: ArticleService,
+    interaction: discord.Interaction,
+    file: discord.Attachment,
+    channel: discord.ForumChannel | discord.TextChannel,
+    tags: str | None,
+) -> None:
+    """Add every feed of an OPML file to one channel (each recorded as it stands: nothing old is posted)."""
+    assert interaction.guild is not None
+    if file.size > MAX_OPML_BYTES:
+        raise UserFacingError(f"That file is over {MAX_OPML_BYTES // 1000} kB; an OPML list of feeds is far smaller.")
+    try:
+        tag_map = parse_tag_map(tags)
+    except FeedProblem as exc:
+        raise UserFacingError(str(exc)) from None
+    if isinstance(channel, discord.ForumChannel) and channel.flags.require_tag and DEFAULT_TAG_KEY not in tag_map:
+        raise UserFacingError(
+            f"{channel.mention} requires a tag on every post: give `tags` a default such as `*=News`."
+        )
+    await interaction.response.defer(ephemeral=True, thinking=True)
+    try:
+        feeds = await parse_opml_async(await file.read())
+    except OpmlProblem as exc:
+        raise UserFacingError(str(exc)) from None
+    except discord.HTTPException as exc:
+        raise UserFacingError(f"Couldn't download the file from Discord ({exc.status}); try again.") from None
+    if not feeds:
+        raise UserFacingError("The file lists no feeds (no outline with an `xmlUrl`).")
+    added: list[str] = []
+    skipped: list[str] = []
+    failed: list[str] = []
+    for entry in feeds[:MAX_IMPORT]:
+        name = escape_discord_text(entry.title or redact_url(entry.url))
+        try:
+            url = validate_feed_url(entry.url)
+            if await bot_of(interaction).store.feeds.find(interaction.guild.id, url, channel.id):
+                skipped.append(name)
+                continue
+            feed_id, _, _ = await service.add_feed(
+                guild_id=interaction.guild.id,
+                url=url,
+                channel_id=channel.id,
+                channel_kind="forum" if isinstance(channel, discord.ForumChannel) else "text",
+                tag_map=tag_map,
+                interval_minutes=None,
+                backfill=0,
+                actor_id=interaction.user.id,
+            )
+            added.append(f"#{feed_id} {name}")
+        except FeedProblem as exc:
+            failed.append(f"{name}: {exc}")
+    lines = [
+        f"Imported into {channel.mention}: {len(added)} added, {len(skipped)} already there, {len(failed)} failed."
+    ]
+    if len(feeds) > MAX_IMPORT:
+        lines.append(f"Only the first {MAX_IMPORT} of {len(feeds)} feeds were read; import the rest separately.")
+    if added:
+        lines.append("Added (new articles from now on): " + ", ".join(added))
+    lines.extend(f"- failed: {line}" for line in failed[:10])
+    await interaction.followup.send(truncate_words("\n".join(lines), 2000), ephemeral=True)
+
+
+async def export_feeds(interaction: discord.Interaction) -> None:
+    """The server's feeds as an OPML file, one outline per channel."""
+    assert interaction.guild is not None
+    bot = bot_of(interaction)
+    feeds = await bot.store.feeds.in_guild(interaction.guild.id)
+    if not feeds:
+        raise UserFacingError("No feeds to export yet: add one with `/feed add` or `/feed import`.")
+    groups: dict[int, list[OpmlFeed]] = {}
+    for feed in feeds:
+        groups.setdefault(feed.channel_id, []).append(OpmlFeed(url=feed.url, title=feed.title or ""))
+    named = []
+    for channel_id, items in groups.items():
+        channel = interaction.guild.get_channel(channel_id)
+        named.append((f"#{channel.name}" if channel else f"channel {channel_id}", items))
+    data = build_opml(f"{interaction.guild.name} feeds (readersviews)", named, bot.clock.now())
+    await interaction.response.send_message(
+        f"{len(feeds)} feed(s) in OPML, for feed readers or another bot.",
+        file=discord.File(io.BytesIO(data), filename="feeds.opml"),
+        ephemeral=True,
+    )

@@ -1095,3 +1095,46 @@ async def test_role_mention_per_feed_and_category_pings_only_that_role(
     site.set_feed("/feed", rss([story(3, categories=["Sport"]), story(1, categories=["Sport"]), hostile]))
     await poll(bot, clock, world)
     assert starter("Story number 3")["mention_roles"] == []
+
+
+async def test_opml_import_and_export(bot: Booted, world: World, site: FeedServer, clock) -> None:
+    """`/feed import` adds an OPML file's feeds (nested, once each, baseline only); `/feed export` gives them back."""
+    site.set_feed("/feed", rss([story(1)], title="Main"))
+    site.set_feed("/politics", rss([story(2)], title="Politics"))
+    await add_feed(world, site.url("/feed"), world.forum)
+    opml = f"""<?xml version="1.0" encoding="UTF-8"?>
+<opml version="2.0"><head><title>My reader</title></head><body>
+  <outline text="News">
+    <outline type="rss" text="Main" xmlUrl="{site.url("/feed")}"/>
+    <outline type="rss" text="Politics &amp; more" xmlUrl="{site.url("/politics")}"/>
+    <outline type="rss" text="Gone" xmlUrl="{site.url("/missing")}"/>
+  </outline>
+  <outline type="rss" text="Politics again" xmlUrl="{site.url("/politics")}"/>
+</body></opml>""".encode()
+    ix = await world.fake.slash(
+        world.guild, world.admin, "feed import", file=("reader.opml", opml), channel=world.forum
+    )
+    await ix.wait_response()
+    reply = (await ix.wait_followup())["content"]
+    assert "1 added, 1 already there, 1 failed" in reply
+    assert "Politics & more" in reply and "failed: Gone" in reply
+    assert [f.url for f in await bot.bot.store.feeds.in_guild(world.guild.id)] == [
+        site.url("/feed"),
+        site.url("/politics"),
+    ]
+    await poll(bot, clock, world)
+    assert forum_posts(world) == []  # what the imported feeds held is the baseline, as with /feed add
+
+    ix = await world.fake.slash(world.guild, world.admin, "feed export")
+    await ix.wait_original()
+    [attachment] = ix.messages[0]["attachments"]
+    assert attachment["filename"] == "feeds.opml"
+    from bot.opml import parse_opml
+
+    back = parse_opml(world.fake.attachment_bytes(attachment))
+    assert [(f.url, f.title) for f in back] == [(site.url("/feed"), "Main"), (site.url("/politics"), "Politics")]
+
+    evil = b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]><opml><body/></opml>'
+    ix = await world.fake.slash(world.guild, world.admin, "feed import", file=("x.opml", evil), channel=world.forum)
+    await ix.wait_response()
+    assert "declares a DOCTYPE" in (await ix.wait_followup())["content"]
