@@ -27,6 +27,8 @@ from bot.render import (
     escape_discord_text,
     excerpt,
     html_to_discord,
+    inert_text,
+    masked_link,
     neutralise_mentions,
     safe_url,
     truncate_words,
@@ -44,6 +46,9 @@ MAX_BACKOFF = timedelta(hours=6)
 MAX_LINK_LENGTH = MESSAGE_LIMIT
 EMBED_TOTAL_LIMIT = 6000
 MAX_ROLE_PINGS = 3
+ARCHIVE_LINKS = 3  # earlier articles in a "From the archives" reply
+ARCHIVE_CANDIDATES = 60  # posted articles sharing a category that are looked at, newest first
+ARCHIVE_HEADING = "**From the archives**"
 SUMMARY_STORE_LIMIT = 20_000
 
 
@@ -341,6 +346,34 @@ class ArticleService:
         """What to post for an article of a feed, rendered off the event loop."""
         return await plan_post_async(article, self.post_options(feed))
 
+    async def archive_reply(self, feed: FeedRow, article: ArticleRow) -> str | None:
+        """The "From the archives" reply for a newly posted article, or None if nothing fits.
+
+        Up to ARCHIVE_LINKS earlier articles of the same site (host of the link) that share a category
+        with it and were posted in this server, newest first; never the article itself (by normalised
+        link or guid, whichever feed brought it), each once.
+        """
+        own_key = article.link_key or link_key(article.link)
+        site = _site_of(own_key)
+        if not site or not article.categories:
+            return None
+        candidates = await self.store.articles.posted_in_guild_sharing(
+            feed.guild_id, article.categories, article.id, ARCHIVE_CANDIDATES
+        )
+        chosen: list[ArticleRow] = []
+        seen = {own_key}
+        for other in candidates:
+            key = other.link_key or link_key(other.link)
+            if not key or key in seen or other.guid == article.guid or _site_of(key) != site:
+                continue
+            if article.published_at and other.published_at and other.published_at >= article.published_at:
+                continue  # the archives are what came before
+            seen.add(key)
+            chosen.append(other)
+            if len(chosen) == ARCHIVE_LINKS:
+                break
+        return render_archive_reply(chosen) if chosen else None
+
     async def fetch_parsed(self, url: str) -> ParsedFeed:
         """Fetch and parse now, for /feed add and /feed preview; raise FeedProblem with the reason."""
         return (await self._fetch_and_parse(url))[0]
@@ -559,6 +592,21 @@ class ArticleService:
         return report
 
 
+def _site_of(key: str) -> str:
+    return key.split("/", 1)[0] if "." in key.split("/", 1)[0] else ""
+
+
+def render_archive_reply(articles: list[ArticleRow]) -> str:
+    """A short reply: a heading, then one line per earlier article (its link, and its discussion if any)."""
+    lines = [ARCHIVE_HEADING]
+    for article in articles:
+        line = "- " + masked_link(inert_text(article_title(article.title)), article.link)
+        if article.thread_id:
+            line += f" · <#{article.thread_id}>"
+        lines.append(line)
+    return truncate_words("\n".join(lines), MESSAGE_LIMIT)
+
+
 def _recency(article: Article) -> datetime:
     return article.published or article.updated or datetime.min.replace(tzinfo=UTC)
 
@@ -596,5 +644,6 @@ __all__ = [
     "parse_tag_map",
     "plan_post",
     "plan_post_async",
+    "render_archive_reply",
     "validate_feed_url",
 ]

@@ -29,7 +29,16 @@ from bot.feed_rules import FilterInput, filter_out_async, rules_of
 from bot.render import truncate_words
 from bot.site.base import redact_text, redact_url
 from bot.store.feeds import ArticleRow, FeedRow
-from cogs.feed_options import FilterCommands, FormatCommands, MentionCommands, export_feeds, import_feeds
+from cogs.feed_options import (
+    FilterCommands,
+    FormatCommands,
+    MentionCommands,
+    OptionsCommands,
+    archive_links_on,
+    export_feeds,
+    import_feeds,
+    post_archive_links,
+)
 
 if TYPE_CHECKING:
     from bot.app import ReadersViewsBot
@@ -109,6 +118,7 @@ class Articles(commands.Cog):
     filters = FilterCommands(parent=feed)  # /feed filter ... (cogs.feed_options)
     formats = FormatCommands(parent=feed)  # /feed format ...
     mentions = MentionCommands(parent=feed)  # /feed mention ...
+    options = OptionsCommands(parent=feed)  # /feed options ...
 
     def __init__(self, bot: ReadersViewsBot) -> None:
         self.bot = bot
@@ -192,6 +202,7 @@ class Articles(commands.Cog):
             posted += int(ok)
         for article in await self.bot.store.articles.needing_edit(feed.id):
             await self._edit_one(feed, channel, article)
+        await post_archive_links(self.bot, self.service, feed)  # cogs.feed_options
         return posted
 
     async def _resolve_channel(self, feed: FeedRow) -> discord.TextChannel | discord.ForumChannel | None:
@@ -465,6 +476,7 @@ class Articles(commands.Cog):
         tags="Forum tags: Category=Tag, comma-separated (categories named like a tag match it); *=Tag: default",
         interval="Minutes between polls (default from the config)",
         backfill="Also post this many of the newest existing articles now (default 0: only new ones)",
+        archive_links="Reply under each post with up to 3 earlier related articles (“From the archives”)",
     )
     @admin_only()
     async def add(
@@ -475,6 +487,7 @@ class Articles(commands.Cog):
         tags: str | None = None,
         interval: app_commands.Range[int, 1, 1440] | None = None,
         backfill: app_commands.Range[int, 0, 50] = 0,
+        archive_links: bool = False,
     ) -> None:
         """Validate the URL and the channel's permissions, then save the feed."""
         assert interaction.guild is not None
@@ -516,6 +529,9 @@ class Articles(commands.Cog):
             )
         except FeedProblem as exc:
             raise UserFacingError(str(exc)) from None
+        if archive_links:
+            change = archive_links_on(True, self.bot.clock.now())
+            await self.bot.store.feeds.update_settings(feed_id, change, actor_id=interaction.user.id, what="options")
         name = discord.utils.escape_markdown(parsed.title or redact_url(url))
         text = (
             f"Feed #{feed_id} **{name}** added: {len(parsed.articles)} current article(s) recorded"

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import io
 import logging
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+import aiohttp
 import discord
 from discord import app_commands
 
@@ -27,6 +29,8 @@ if TYPE_CHECKING:
     from bot.articles import ArticleService
 
 log = logging.getLogger(__name__)
+
+ARCHIVE_BATCH = 10  # "From the archives" replies sent per feed per cycle
 
 
 def describe_rules(settings: dict[str, Any]) -> str:
@@ -391,3 +395,72 @@ async def export_feeds(interaction: discord.Interaction) -> None:
         file=discord.File(io.BytesIO(data), filename="feeds.opml"),
         ephemeral=True,
     )
+
+
+# -- options and "From the archives" ---------------------------------------------------------------
+
+
+def archive_links_on(enabled: bool, now: datetime) -> Any:
+    """A settings change turning "From the archives" replies on (for articles posted from now) or off."""
+
+    def change(settings: dict[str, Any]) -> dict[str, Any]:
+        if not enabled:
+            return {**settings, "archive_links": False}
+        if settings.get("archive_links"):
+            return settings
+        return {**settings, "archive_links": True, "archive_links_since": now.isoformat()}
+
+    return change
+
+
+class OptionsCommands(app_commands.Group):
+    """`/feed options set`: a feed's switches."""
+
+    def __init__(self, parent: app_commands.Group) -> None:
+        super().__init__(name="options", description="A feed's switches", parent=parent)
+
+    @app_commands.command(name="set", description="Turn a feed's options on or off")
+    @app_commands.describe(
+        feed="The feed",
+        archive_links="Reply under each new post with up to 3 earlier related articles (“From the archives”)",
+    )
+    @app_commands.autocomplete(feed=feed_choices)
+    @admin_only()
+    async def set_(self, interaction: discord.Interaction, feed: int, archive_links: bool) -> None:
+        row = await feed_in_guild(interaction, feed)
+        change = archive_links_on(archive_links, bot_of(interaction).clock.now())
+        await change_settings(interaction, row, f"options archive_links={archive_links}", change)
+        state = "on: new posts get" if archive_links else "off: new posts don't get"
+        await interaction.response.send_message(
+            f"Feed #{row.id}: archive links {state} a “From the archives” reply.", ephemeral=True
+        )
+
+
+async def post_archive_links(bot: ReadersViewsBot, service: ArticleService, feed: FeedRow) -> None:
+    """Reply "From the archives" in the threads of a feed's newly posted articles, if the feed chose it.
+
+    Each article is handled once (its state is recorded after the reply); a Discord failure whose
+    outcome is unknown leaves it for the next cycle, a refusal gives up on it.
+    """
+    since_text = feed.settings.get("archive_links_since")
+    if not feed.settings.get("archive_links") or not since_text:
+        return
+    since = datetime.fromisoformat(since_text)
+    for article in await bot.store.articles.needing_archive(feed.id, since, ARCHIVE_BATCH):
+        text = await service.archive_reply(feed, article)
+        if text is None or article.thread_id is None:
+            await bot.store.articles.mark_archive(article.id, "none")
+            continue
+        thread = bot.get_partial_messageable(
+            article.thread_id, guild_id=feed.guild_id, type=discord.ChannelType.public_thread
+        )
+        try:
+            await thread.send(text, allowed_mentions=discord.AllowedMentions.none())
+        except (discord.DiscordServerError, TimeoutError, aiohttp.ClientError) as exc:
+            log.warning("article %s: archive links not sent yet (%s); will retry", article.id, exc)
+            return
+        except discord.HTTPException as exc:
+            log.info("article %s: Discord refused the archive links (%s); not retrying", article.id, exc)
+            await bot.store.articles.mark_archive(article.id, "none")
+            continue
+        await bot.store.articles.mark_archive(article.id, "done")

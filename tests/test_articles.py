@@ -1138,3 +1138,44 @@ async def test_opml_import_and_export(bot: Booted, world: World, site: FeedServe
     ix = await world.fake.slash(world.guild, world.admin, "feed import", file=("x.opml", evil), channel=world.forum)
     await ix.wait_response()
     assert "declares a DOCTYPE" in (await ix.wait_followup())["content"]
+
+
+async def test_archive_links_reply_with_earlier_related_articles(
+    bot: Booted, world: World, site: FeedServer, clock
+) -> None:
+    """A new post's thread gets "From the archives": up to 3 earlier posted articles sharing a category."""
+    base = datetime.now(UTC) - timedelta(hours=12)
+
+    def dated(n: int, *categories: str) -> dict[str, Any]:
+        return story(n, date=base + timedelta(hours=n), categories=list(categories))
+
+    baseline = dated(0, "Politics")  # in the feed when it was added: never posted, so never in the archives
+    site.set_feed("/feed", rss([baseline]))
+    await add_feed(world, site.url("/feed"), world.forum, archive_links=True)
+    await add_feed(world, site.url("/feed"), world.discussion)  # the same articles, another channel
+    earlier = [dated(1, "Politics"), dated(2, "Sport"), dated(3, "Politics", "Council"), dated(4, "council")]
+    site.set_feed("/feed", rss([*earlier, baseline]))
+    await poll(bot, clock, world)
+    site.set_feed("/feed", rss([dated(5, "Politics"), *earlier, baseline]))
+    await poll(bot, clock, world)
+    site.set_feed("/feed", rss([dated(6, "Council", "Politics"), dated(5, "Politics"), *earlier, baseline]))
+    await poll(bot, clock, world)
+
+    def archive_reply(name: str) -> str | None:
+        thread = next(t for t in forum_posts(world) if t.name == name)
+        replies = [m["content"] for m in world.fake.messages_in(thread) if m["content"].startswith("**From")]
+        assert len(replies) <= 1
+        return replies[0] if replies else None
+
+    reply = archive_reply("Story number 6")
+    assert reply is not None
+    links = re.findall(r"\]\((https://paper\.example/\d+)\)", reply)
+    assert links == ["https://paper.example/5", "https://paper.example/4", "https://paper.example/3"]
+    assert archive_reply("Story number 2") is None  # nothing earlier shares "Sport"
+    first = archive_reply("Story number 3")
+    assert first is not None and re.findall(r"paper\.example/(\d+)\)", first) == ["1"]
+    # The text channel's feed did not ask for them.
+    for thread in world.fake.threads_in(world.discussion):
+        assert not any(m["content"].startswith("**From") for m in world.fake.messages_in(thread))
+    await poll(bot, clock, world)
+    assert archive_reply("Story number 6") == reply  # once

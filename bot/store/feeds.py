@@ -94,6 +94,7 @@ class ArticleRow:
     author: str | None = None
     image_url: str | None = None
     link_key: str = ""
+    archive_state: str | None = None
 
     @classmethod
     def from_row(cls, row: aiosqlite.Row) -> ArticleRow:
@@ -117,6 +118,7 @@ class ArticleRow:
             author=row["author"],
             image_url=row["image_url"],
             link_key=row["link_key"],
+            archive_state=row["archive_state"],
         )
 
 
@@ -408,6 +410,34 @@ class ArticlesRepo:
             " status_reason = NULL WHERE feed_id = ? AND status = 'failed'",
             (feed_id,),
         )
+
+    async def needing_archive(self, feed_id: int, since: datetime, limit: int) -> list[ArticleRow]:
+        """Articles posted with a thread since `since` whose "From the archives" reply is not handled yet."""
+        rows = await self._db.fetchall(
+            "SELECT * FROM articles WHERE feed_id = ? AND status = 'posted' AND thread_id IS NOT NULL"
+            " AND archive_state IS NULL AND posted_at >= ? ORDER BY posted_at, id LIMIT ?",
+            (feed_id, to_db(since), limit),
+        )
+        return [ArticleRow.from_row(r) for r in rows]
+
+    async def mark_archive(self, article_id: int, state: str) -> None:
+        await self._db.write("UPDATE articles SET archive_state = ? WHERE id = ?", (state, article_id))
+
+    async def posted_in_guild_sharing(
+        self, guild_id: int, categories: list[str], exclude_id: int, limit: int
+    ) -> list[ArticleRow]:
+        """Articles posted in a server that share one of `categories` (case-insensitive), newest first."""
+        keys = sorted({c.strip().lower() for c in categories if c.strip()})[:20]
+        if not keys:
+            return []
+        marks = ", ".join("?" for _ in keys)
+        rows = await self._db.fetchall(
+            "SELECT DISTINCT a.* FROM articles a JOIN feeds f ON f.id = a.feed_id, json_each(a.categories) c"
+            f" WHERE f.guild_id = ? AND a.status = 'posted' AND a.id != ? AND lower(c.value) IN ({marks})"
+            " ORDER BY coalesce(a.published_at, a.posted_at) DESC, a.id DESC LIMIT ?",
+            (guild_id, exclude_id, *keys, limit),
+        )
+        return [ArticleRow.from_row(r) for r in rows]
 
     async def find(self, feed_id: int, key: str) -> ArticleRow | None:
         """By guid or link (for `/feed diagnose`)."""

@@ -8,3 +8,5 @@ ALTER TABLE articles ADD COLUMN image_url TEXT;
 ALTER TABLE articles ADD COLUMN link_key TEXT NOT NULL DEFAULT '';
 CREATE INDEX articles_link_key ON articles(link_key);
 CREATE INDEX articles_guid ON articles(guid);
+-- 'done' or 'none' once an article's "From the archives" reply has been handled (NULL: not yet, or not wanted).
+ALTER TABLE articles ADD COLUMN archive_state TEXT;
