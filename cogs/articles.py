@@ -39,6 +39,7 @@ from cogs.feed_options import (
     import_feeds,
     post_archive_links,
 )
+from cogs.feed_webhooks import Webhooks
 
 if TYPE_CHECKING:
     from bot.app import ReadersViewsBot
@@ -123,6 +124,7 @@ class Articles(commands.Cog):
     def __init__(self, bot: ReadersViewsBot) -> None:
         self.bot = bot
         self.service = ArticleService(bot.store, bot.feed_client, bot.clock, bot.config.feeds)
+        self.webhooks = Webhooks(bot)
         self._wake = asyncio.Event()
         self._cycle_lock = asyncio.Lock()
         # Article id -> cycles in a row in which Discord failed (5xx, timeout) posting or checking it.
@@ -289,11 +291,12 @@ class Articles(commands.Cog):
             log.warning("feed %s: article %s cannot be rendered: %s", feed.id, article.id, exc)
             await self.bot.store.articles.mark_failed(article.id, f"can't be rendered for Discord: {exc}")
             return False
+        hook = await self.webhooks.poster_for(feed, channel)  # None: post as the bot (cogs.feed_webhooks)
         await self.bot.store.articles.mark_posting(article.id)
         none = post_mentions(plan)  # nobody, or only the roles the feed's admins chose
         try:
             if isinstance(channel, discord.ForumChannel):
-                created = await channel.create_thread(
+                created = await (hook or channel).create_thread(
                     name=plan.title,
                     content=plan.content,
                     embeds=image_embeds(plan),
@@ -304,7 +307,7 @@ class Articles(commands.Cog):
                     article.id, channel_id=channel.id, thread_id=created.thread.id, message_id=created.message.id
                 )
                 return True
-            message = await channel.send(
+            message = await (hook or channel).send(
                 content=plan.message or None, embed=article_embed(plan, article), allowed_mentions=none
             )
         except discord.DiscordServerError as exc:
@@ -370,13 +373,13 @@ class Articles(commands.Cog):
         article's title (newer, not another article's) counts instead: the duplicate is the worse risk.
         """
         store = self.bot.store.articles
-        me = channel.guild.me
+        ours = {channel.guild.me.id, *self.webhooks.ids(feed)}  # the bot, or its webhook for this feed
         plan = await self.service.plan(feed, article)
         after = await store.last_post_before(channel.id, article.posted_at) if article.posted_at else 0
         try:
             if isinstance(channel, discord.ForumChannel):
                 for thread in channel.threads:
-                    if thread.owner_id != me.id or thread.id <= after or await store.is_recorded_post(thread.id):
+                    if thread.owner_id not in ours or thread.id <= after or await store.is_recorded_post(thread.id):
                         continue
                     try:
                         starter = thread.starter_message or await thread.fetch_message(thread.id)
@@ -405,7 +408,7 @@ class Articles(commands.Cog):
             async for message in channel.history(limit=50):
                 if message.id <= after:
                     break
-                if message.author.id != me.id or not message.embeds:
+                if message.author.id not in ours or not message.embeds:
                     continue
                 embed = message.embeds[0]
                 if plan.is_text_post(embed.url, embed.footer.text) and not await store.is_recorded_post(message.id):
@@ -428,17 +431,29 @@ class Articles(commands.Cog):
         self, feed: FeedRow, channel: discord.TextChannel | discord.ForumChannel, article: ArticleRow
     ) -> None:
         plan = await self.service.plan(feed, article)
+        hook = await self.webhooks.poster_for(feed, channel)  # a webhook's posts are edited through it
         try:
             if isinstance(channel, discord.ForumChannel) and article.thread_id:
                 thread = channel.get_thread(article.thread_id) or await self.bot.fetch_channel(article.thread_id)
                 if isinstance(thread, discord.Thread):
                     if thread.name != plan.title:
                         await thread.edit(name=plan.title)
-                    await thread.get_partial_message(article.message_id or thread.id).edit(
-                        content=plan.content, allowed_mentions=discord.AllowedMentions.none()
-                    )
+                    if hook is not None:
+                        await hook.edit_message(
+                            article.message_id or thread.id,
+                            thread_id=thread.id,
+                            content=plan.content,
+                            allowed_mentions=discord.AllowedMentions.none(),
+                        )
+                    else:
+                        await thread.get_partial_message(article.message_id or thread.id).edit(
+                            content=plan.content, allowed_mentions=discord.AllowedMentions.none()
+                        )
             elif isinstance(channel, discord.TextChannel) and article.message_id:
-                await channel.get_partial_message(article.message_id).edit(embed=article_embed(plan, article))
+                if hook is not None:
+                    await hook.edit_message(article.message_id, embed=article_embed(plan, article))
+                else:
+                    await channel.get_partial_message(article.message_id).edit(embed=article_embed(plan, article))
                 text_thread = channel.guild.get_thread(article.thread_id) if article.thread_id else None
                 if text_thread is not None and text_thread.name != plan.title:
                     await text_thread.edit(name=plan.title)

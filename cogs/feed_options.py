@@ -20,9 +20,10 @@ from bot.checks import admin_only
 from bot.errors import UserFacingError
 from bot.feed_rules import FORMAT_FIELDS, MAX_RULES, RuleProblem, check_format, formats_of, make_rule, rules_of
 from bot.opml import MAX_IMPORT, MAX_OPML_BYTES, OpmlFeed, OpmlProblem, build_opml, parse_opml_async
-from bot.render import escape_discord_text, truncate_words
+from bot.render import escape_discord_text, safe_url, truncate_words
 from bot.site.base import redact_url
 from bot.store.feeds import FeedRow
+from cogs.feed_webhooks import can_manage_webhooks, display_name
 
 if TYPE_CHECKING:
     from bot.app import ReadersViewsBot
@@ -423,16 +424,72 @@ class OptionsCommands(app_commands.Group):
     @app_commands.describe(
         feed="The feed",
         archive_links="Reply under each new post with up to 3 earlier related articles (“From the archives”)",
+        webhook="Post through a channel webhook, under the feed's name and avatar (needs Manage Webhooks)",
+        webhook_name="The name posts show with webhook delivery (default: the feed's title)",
+        webhook_avatar="An https:// image address for the posts' avatar with webhook delivery",
     )
     @app_commands.autocomplete(feed=feed_choices)
     @admin_only()
-    async def set_(self, interaction: discord.Interaction, feed: int, archive_links: bool) -> None:
+    async def set_(
+        self,
+        interaction: discord.Interaction,
+        feed: int,
+        archive_links: bool | None = None,
+        webhook: bool | None = None,
+        webhook_name: app_commands.Range[str, 1, 80] | None = None,
+        webhook_avatar: str | None = None,
+    ) -> None:
+        """Each option given is changed; a webhook without Manage Webhooks is refused with the reason."""
+        assert interaction.guild is not None
         row = await feed_in_guild(interaction, feed)
-        change = archive_links_on(archive_links, bot_of(interaction).clock.now())
-        await change_settings(interaction, row, f"options archive_links={archive_links}", change)
-        state = "on: new posts get" if archive_links else "off: new posts don't get"
+        lines: list[str] = []
+        if archive_links is not None:
+            change = archive_links_on(archive_links, bot_of(interaction).clock.now())
+            await change_settings(interaction, row, f"options archive_links={archive_links}", change)
+            lines.append(f"archive links {'on' if archive_links else 'off'}")
+        if webhook_avatar is not None and (
+            not webhook_avatar.startswith("https://") or safe_url(webhook_avatar) != webhook_avatar
+        ):
+            raise UserFacingError("`webhook_avatar` must be a plain https:// address of an image.")
+        if webhook or webhook_name is not None or webhook_avatar is not None:
+            channel = interaction.guild.get_channel(row.channel_id)
+            if webhook and (channel is None or not can_manage_webhooks(channel, interaction.guild.me)):
+                lines.append(
+                    f"webhook delivery not turned on: I can't manage webhooks in <#{row.channel_id}>, so I keep "
+                    "posting as myself. Give me Manage Webhooks there and run this again"
+                )
+                webhook = None
+            updates: dict[str, Any] = {}
+            if webhook:
+                updates["enabled"] = True
+            if webhook_name is not None:
+                updates["name"] = display_name(webhook_name)
+            if webhook_avatar is not None:
+                updates["avatar_url"] = webhook_avatar
+            if updates:
+                await change_settings(
+                    interaction,
+                    row,
+                    f"options webhook {sorted(updates)}",
+                    lambda s: {**s, "webhook": {**(s.get("webhook") or {}), **updates}},
+                )
+                if webhook:
+                    name = updates.get("name") or display_name(row.settings.get("webhook", {}).get("name") or row.title)
+                    lines.append(f"webhook delivery on: posts come from “{escape_discord_text(name)}”")
+                elif "name" in updates or "avatar_url" in updates:
+                    lines.append("webhook name and avatar saved")
+        if webhook is False:
+            await change_settings(
+                interaction,
+                row,
+                "options webhook off",
+                lambda s: {**s, "webhook": {**(s.get("webhook") or {}), "enabled": False}},
+            )
+            lines.append("webhook delivery off: I post as myself")
+        if not lines:
+            raise UserFacingError("Name an option to change (archive_links, webhook, webhook_name, webhook_avatar).")
         await interaction.response.send_message(
-            f"Feed #{row.id}: archive links {state} a “From the archives” reply.", ephemeral=True
+            truncate_words(f"Feed #{row.id}: " + "; ".join(lines) + ".", 2000), ephemeral=True
         )
 
 

@@ -1179,3 +1179,67 @@ async def test_archive_links_reply_with_earlier_related_articles(
         assert not any(m["content"].startswith("**From") for m in world.fake.messages_in(thread))
     await poll(bot, clock, world)
     assert archive_reply("Story number 6") == reply  # once
+
+
+async def test_webhook_delivery_posts_under_the_feeds_name(
+    world: World, booter: Any, site: FeedServer, clock: FakeClock
+) -> None:
+    """With Manage Webhooks, a feed posts through a channel webhook (forum and text) under its own name and avatar."""
+    from tests.fakediscord import perms
+
+    world.guild.bot_role.permissions |= perms.MANAGE_WEBHOOKS  # type: ignore[attr-defined]
+    booted: Booted = await booter(clock=clock)
+    site.set_feed("/feed", rss([], title="The Weekly Discord edition"))
+    await add_feed(world, site.url("/feed"), world.forum)
+    await add_feed(world, site.url("/feed"), world.discussion)
+    reply = await slash_text(world, "feed options set", feed=1, webhook=True)
+    assert "webhook delivery on: posts come from “The Weekly edition”" in reply
+    await slash_text(
+        world,
+        "feed options set",
+        feed=2,
+        webhook=True,
+        webhook_name="Weekly desk",
+        webhook_avatar="https://paper.example/logo.png",
+    )
+    site.set_feed("/feed", rss([story(1)], title="The Weekly Discord edition"))
+    await poll(booted, clock, world)
+
+    [post] = forum_posts(world)
+    starter = world.fake.find_message(post.id)
+    assert starter is not None and starter["webhook_id"] and starter["author"]["username"] == "The Weekly edition"
+    assert post.owner_id == int(starter["webhook_id"])
+    text_post = next(m for m in world.fake.messages_in(world.discussion) if m.get("embeds"))
+    assert text_post["author"]["username"] == "Weekly desk" and text_post["webhook_id"]
+    assert len(world.fake.channel_webhooks) == 2  # one per channel, made once
+    [thread] = world.fake.threads_in(world.discussion)
+    row = await booted.bot.store.articles.by_thread(thread.id)
+    assert row is not None and row.message_id == int(text_post["id"])
+
+    # An edited article is edited through the webhook (the bot may not edit a webhook's message).
+    site.set_feed("/feed", rss([story(1, description="Corrected summary.")], title="The Weekly Discord edition"))
+    await poll(booted, clock, world)
+    assert "Corrected summary." in world.fake.find_message(post.id)["content"]
+    assert world.fake.find_message(int(text_post["id"]))["embeds"][0]["description"] == "Corrected summary."
+    assert len(world.fake.channel_webhooks) == 2
+
+
+async def test_webhook_without_manage_webhooks_says_so_and_posts_as_the_bot(
+    bot: Booted, world: World, site: FeedServer, clock
+) -> None:
+    """Refused when asked for without the permission; if the permission goes later, one alert, then posts as itself."""
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    reply = await slash_text(world, "feed options set", feed=1, webhook=True)
+    assert "webhook delivery not turned on: I can't manage webhooks in" in reply
+    assert not (await bot.bot.store.feeds.get(1)).settings.get("webhook", {}).get("enabled")
+    # As if it had been turned on while the bot still had the permission.
+    await bot.bot.store.feeds.update_settings(1, lambda s: {**s, "webhook": {"enabled": True}}, actor_id=None, what="t")
+    site.set_feed("/feed", rss([story(1)]))
+    await poll(bot, clock, world)
+    site.set_feed("/feed", rss([story(2), story(1)]))
+    await poll(bot, clock, world)
+    posts = forum_posts(world)
+    assert len(posts) == 2
+    assert all(not world.fake.find_message(p.id).get("webhook_id") for p in posts)
+    assert len([a for a in alerts(world) if "can't manage webhooks" in a]) == 1
