@@ -584,8 +584,26 @@ _IMG_SCAN_LIMIT = 50_000
 
 def first_image(html_text: str | None) -> str | None:
     """The `src` of the first `<img>` in feed HTML (absolute http(s) only), read with the linear tokenizer."""
-    if not html_text or "<img" not in html_text.lower():
+    if not html_text:
         return None
+    lowered = html_text[:_IMG_SCAN_LIMIT].lower()
+    start = lowered.find("<img")
+    if start < 0:
+        return None
+    from bot.render import html_tokens  # render does not import this module
+
+    # Only the first few candidates, each tokenized alone: a content's size must not matter.
+    for _ in range(5):
+        for kind, name, attrs in html_tokens(html_text[start : start + 4096], frozenset({"img"})):
+            if kind in ("start", "startend") and name == "img":
+                src = (attrs.get("src") or "").strip()
+                if src.startswith(("https://", "http://")):
+                    return src
+            break
+        start = lowered.find("<img", start + 4)
+        if start < 0:
+            break
+    return None
     from bot.render import html_tokens  # render does not import this module
 
     for kind, name, attrs in html_tokens(html_text[:_IMG_SCAN_LIMIT], frozenset({"img"})):
