@@ -529,10 +529,12 @@ class ArticleService:
                     content_hash=article.content_hash,
                 )
                 report.changed += 1
+        rules = rules_of(feed.settings)
         verdicts = await filter_out_async(
-            rules_of(feed.settings),
-            [FilterInput(a.title, _summary(a), a.categories, a.author) for a in to_post],
+            rules, [FilterInput(a.title, _summary(a), a.categories, a.author) for a in to_post] if rules else []
         )
+        if not rules:
+            verdicts = [None] * len(to_post)
         for article, verdict in zip(to_post, verdicts, strict=True):
             if verdict is None:
                 new_items.append(_item(article, "pending", None))
