@@ -1243,3 +1243,30 @@ async def test_webhook_without_manage_webhooks_says_so_and_posts_as_the_bot(
     assert len(posts) == 2
     assert all(not world.fake.find_message(p.id).get("webhook_id") for p in posts)
     assert len([a for a in alerts(world) if "can't manage webhooks" in a]) == 1
+
+
+async def test_interrupted_webhook_posts_are_found_not_repeated(
+    world: World, booter: Any, site: FeedServer, clock: FakeClock
+) -> None:
+    """A webhook made the post but its record was lost (crash): the next cycles find it (forum and text channel)."""
+    from tests.fakediscord import perms
+
+    world.guild.bot_role.permissions |= perms.MANAGE_WEBHOOKS  # type: ignore[attr-defined]
+    first: Booted = await booter(clock=clock)
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    await add_feed(world, site.url("/feed"), world.discussion)
+    await slash_text(world, "feed options set", feed=1, webhook=True)
+    await slash_text(world, "feed options set", feed=2, webhook=True)
+    site.set_feed("/feed", rss([story(1)]))
+    await poll_losing_the_record(first, clock, world)
+    await first.stop()
+
+    second: Booted = await booter(clock=clock)  # a restart: the webhooks are looked up again
+    await poll(second, clock, world)
+    await poll(second, clock, world)
+    assert len(forum_posts(world)) == 1
+    assert len([m for m in world.fake.messages_in(world.discussion) if m.get("embeds")]) == 1
+    for feed_id in (1, 2):
+        counts = await second.bot.store.articles.counts(feed_id)
+        assert counts == {"posted": 1}
