@@ -76,3 +76,17 @@ def test_rendering_shortens_the_summary_so_the_link_stays_whole() -> None:
     assert len(out) <= 300 and out.endswith("\nhttps://p.example/a")
     # A value is never read as a template itself.
     assert render_format("{title}", {"title": "{link}", "link": "x"}, 100) == "{link}"
+
+
+def test_link_key_ignores_what_does_not_change_the_article() -> None:
+    """Scheme, www., a trailing slash, the fragment and tracking parameters don't make another article."""
+    from bot.articles import link_key
+
+    same = [
+        "https://paper.example/2026/12/vote/",
+        "http://www.paper.example/2026/12/vote?utm_source=rss&utm_medium=feed#comments",
+        "https://PAPER.example/2026/12/vote",
+    ]
+    assert {link_key(url) for url in same} == {"paper.example/2026/12/vote"}
+    assert link_key("https://paper.example/?p=12") != link_key("https://paper.example/?p=13")
+    assert link_key("") == "" and link_key("not a url") == "not a url"
