@@ -1,7 +1,10 @@
-"""/feed subcommand groups for a feed's own choices (filters, ...), attached to the Articles cog's /feed.
+"""/feed subcommand groups for a feed's own choices, attached to the Articles cog's /feed group:
+`/feed filter`, `/feed format`, `/feed mention`, `/feed options`; plus the work of `/feed import`,
+`/feed export` (OPML) and of the "From the archives" replies.
 
 They live here so that cogs/articles.py keeps the poller and the posting path: it only adds
-`FilterCommands(parent=feed)` to its class. The rules themselves are in bot.feed_rules.
+`FilterCommands(parent=feed)` and the like to its class, and calls the functions at the end.
+The rules themselves are in bot.feed_rules (filters, formats) and bot.opml.
 """
 
 from __future__ import annotations
