@@ -12,6 +12,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -21,6 +22,7 @@ import yarl
 from discord.ext import commands
 
 from bot import __version__, metrics
+from bot.articles import plan_for
 from bot.clock import Clock, SystemClock
 from bot.config import Config, Secrets
 from bot.discord_internals import pending_ready_task
@@ -169,7 +171,13 @@ class ReadersViewsBot(commands.Bot):
         self.letters = Letters.build(self)
         # The article publisher: the Articles cog posts through it, ReadersViews waits on it for a thread
         # being recorded (no cog looks up another).
-        self.publisher = Publisher(store, clock, self.alert, per_poll_cap=config.feeds.per_poll_cap)
+        self.publisher = Publisher(
+            store,
+            clock,
+            self.alert,
+            per_poll_cap=config.feeds.per_poll_cap,
+            plan=partial(plan_for, settings=config.feeds),
+        )
 
     async def on_guild_join(self, guild: discord.Guild) -> None:
         await self.tenants.announce(self, guild)

@@ -89,15 +89,24 @@ class Channel(Protocol):
 
 
 Alert = Callable[[int, str], Awaitable[object]]
+Planner = Callable[[FeedRow, ArticleRow], Awaitable[PostPlan]]
+
+
+async def default_plan(feed: FeedRow, article: ArticleRow) -> PostPlan:
+    """The default look (no per-feed formats); the bot passes bot.articles.plan_for with its settings."""
+    return await plan_post_async(article)
 
 
 class Publisher:
     """Posts a feed's pending articles once each, recovers interrupted posts and threads, applies edits."""
 
-    def __init__(self, store: Store, clock: Clock, alert: Alert, *, per_poll_cap: int) -> None:
+    def __init__(
+        self, store: Store, clock: Clock, alert: Alert, *, per_poll_cap: int, plan: Planner = default_plan
+    ) -> None:
         self.store = store
         self.clock = clock
         self.alert = alert
+        self.plan = plan  # what a feed's article looks like on Discord (its formats and mentions)
         self.per_poll_cap = per_poll_cap
         # (step, article id) -> (Discord failures in a row, first at); in memory: a restart starts afresh.
         self._server_errors: dict[tuple[str, int], tuple[int, datetime]] = {}
@@ -170,7 +179,7 @@ class Publisher:
         for article in await articles.needing_edit(feed.id):
             if self._stopping:
                 return posted
-            await self._guarded(self.edit(channel, article))
+            await self._guarded(self.edit(feed, channel, article))
         return posted
 
     async def _guarded(self, work: Awaitable[T]) -> T:
@@ -198,13 +207,13 @@ class Publisher:
     async def _attempt(self, feed: FeedRow, channel: Channel, article: ArticleRow) -> Outcome:
         articles = self.store.articles
         if article.status == "posting":
-            found = await self._reconcile(channel, article)
+            found = await self._reconcile(feed, channel, article)
             if found is not None:
                 if channel.is_forum or found.thread_id is not None:
                     return Outcome.POSTED
                 return await self._thread_step(feed, channel, article, found.message_id)
         try:
-            plan = await plan_post_async(article)
+            plan = await self.plan(feed, article)
         except ValueError as exc:  # one unrenderable article must not hold up the ones after it
             log.warning("feed %s: article %s cannot be rendered: %s", feed.id, article.id, exc)
             await articles.mark_failed(article.id, f"can't be rendered for Discord: {exc}")
@@ -232,14 +241,14 @@ class Publisher:
             return Outcome.POSTED
         return await self._thread_step(feed, channel, article, post.message_id)
 
-    async def _reconcile(self, channel: Channel, article: ArticleRow) -> Post | None:
+    async def _reconcile(self, feed: FeedRow, channel: Channel, article: ArticleRow) -> Post | None:
         """After a crash or a failed call mid-post, look for the post before making it again.
 
         Only a post of ours newer than every post recorded before the attempt started, and not already
         another article's post, counts (see Channel.find_post). Raises Unknown if that can't be told.
         """
         articles = self.store.articles
-        plan = await plan_post_async(article)
+        plan = await self.plan(feed, article)
         after = await articles.last_post_before(channel.id, article.posted_at) if article.posted_at else 0
         found = await channel.find_post(plan, after, articles.is_recorded_post)
         if found is None:
@@ -262,7 +271,7 @@ class Publisher:
         key = ("thread", article.id)
         try:
             current = await self.store.articles.get(article.id)  # the title may have changed meanwhile
-            plan = await plan_post_async(current or article)
+            plan = await self.plan(feed, current or article)
             try:
                 thread_id = await channel.make_thread(message_id, plan.title)
             except ThreadExists:  # a lost answer, or an earlier run: Discord made it, so look it up
@@ -351,12 +360,12 @@ class Publisher:
         )
         return Outcome.FAILED
 
-    async def edit(self, channel: Channel, article: ArticleRow) -> None:
+    async def edit(self, feed: FeedRow, channel: Channel, article: ArticleRow) -> None:
         """Apply a changed title or summary to the post; a refused edit is not retried."""
         if article.message_id is None:
             await self.store.articles.mark_edited(article.id)
             return
-        plan = await plan_post_async(article)
+        plan = await self.plan(feed, article)
         try:
             await channel.edit(Post(article.message_id, article.thread_id), plan, article)
         except Unknown as exc:

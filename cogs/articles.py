@@ -28,6 +28,18 @@ from bot.articles import (
 from bot.checks import admin_only, ensure_admin, may
 from bot.errors import UserFacingError, describe_error, send_ephemeral
 from bot.feed_admin import FeedAdmin, paginate
+from bot.feed_commands import (
+    FilterCommands,
+    FormatCommands,
+    MentionCommands,
+    OptionsCommands,
+    archive_links_on,
+    export_feeds,
+    import_feeds,
+    post_archive_links,
+)
+from bot.feed_rules import FilterInput, filter_out_async, rules_of
+from bot.feed_webhooks import Webhooks
 from bot.publisher import Post, Refused, Rejected, ThreadExists, Unknown
 from bot.render import truncate_words
 from bot.site.base import redact_text, redact_url
@@ -55,12 +67,32 @@ def missing_permissions(channel: discord.abc.GuildChannel, me: discord.Member) -
 
 def article_embed(plan: PostPlan, article: ArticleRow) -> discord.Embed:
     """A text-channel post: the article's title, link and summary (the footer marks link-less ones)."""
-    embed = discord.Embed(title=plan.title, url=plan.link or None, description=plan.embed_description)
+    embed = discord.Embed(
+        title=plan.embed_title or plan.title, url=plan.link or None, description=plan.embed_description
+    )
+    if plan.author:
+        embed.set_author(name=plan.author)
+    if plan.image_url:
+        embed.set_image(url=plan.image_url)
     if plan.embed_footer:
         embed.set_footer(text=plan.embed_footer)
     if article.published_at:
         embed.timestamp = article.published_at
     return embed
+
+
+def post_mentions(plan: PostPlan) -> discord.AllowedMentions:
+    """Pings allowed in a post: none, or exactly the roles an admin opted in for this feed."""
+    if not plan.mention_roles:
+        return discord.AllowedMentions.none()
+    return discord.AllowedMentions(
+        everyone=False, users=False, roles=[discord.Object(role) for role in plan.mention_roles], replied_user=False
+    )
+
+
+def image_embeds(plan: PostPlan) -> list[discord.Embed]:
+    """A forum post shows the article's image in an embed of its own (its text stays in the content)."""
+    return [discord.Embed().set_image(url=plan.image_url)] if plan.image_url else []
 
 
 def describe_article_status(article: ArticleRow) -> str:
@@ -106,11 +138,16 @@ class DiscordChannel:
     """A feed's forum or text channel, as the publisher's `Channel` protocol."""
 
     def __init__(
-        self, bot: ReadersViewsBot, feed: FeedRow, channel: discord.TextChannel | discord.ForumChannel
+        self,
+        bot: ReadersViewsBot,
+        feed: FeedRow,
+        channel: discord.TextChannel | discord.ForumChannel,
+        webhooks: Webhooks,
     ) -> None:
         self.bot = bot
         self.feed = feed
         self.channel = channel
+        self.webhooks = webhooks  # a feed may post through a channel webhook under its own name
 
     @property
     def id(self) -> int:
@@ -121,17 +158,21 @@ class DiscordChannel:
         return isinstance(self.channel, discord.ForumChannel)
 
     async def post(self, plan: PostPlan, article: ArticleRow) -> Post:
-        none = discord.AllowedMentions.none()
+        hook = await self.webhooks.poster_for(self.feed, self.channel)  # None: post as the bot
+        pings = post_mentions(plan)  # nobody, or only the roles the feed's admins chose
         with discord_outcomes():
             if isinstance(self.channel, discord.ForumChannel):
-                created = await self.channel.create_thread(
+                created = await (hook or self.channel).create_thread(
                     name=plan.title,
                     content=plan.content,
+                    embeds=image_embeds(plan),
                     applied_tags=self._forum_tags(article),
-                    allowed_mentions=none,
+                    allowed_mentions=pings,
                 )
                 return Post(message_id=created.message.id, thread_id=created.thread.id)
-            message = await self.channel.send(embed=article_embed(plan, article), allowed_mentions=none)
+            message = await (hook or self.channel).send(
+                content=plan.message or None, embed=article_embed(plan, article), allowed_mentions=pings
+            )
             return Post(message_id=message.id, thread_id=None)
 
     async def make_thread(self, message_id: int, title: str) -> int:
@@ -165,12 +206,12 @@ class DiscordChannel:
         with the article's title counts instead: the duplicate is the worse risk.
         """
         channel = self.channel
-        me = channel.guild.me
+        ours = {channel.guild.me.id, *self.webhooks.ids(self.feed)}  # the bot, or its webhook for this feed
         with discord_outcomes():
             try:
                 if isinstance(channel, discord.ForumChannel):
                     for thread in channel.threads:
-                        if thread.owner_id != me.id or thread.id <= after or await is_recorded(thread.id):
+                        if thread.owner_id not in ours or thread.id <= after or await is_recorded(thread.id):
                             continue
                         try:
                             starter = thread.starter_message or await thread.fetch_message(thread.id)
@@ -192,7 +233,7 @@ class DiscordChannel:
                 async for message in channel.history(limit=50):
                     if message.id <= after:
                         break
-                    if message.author.id != me.id or not message.embeds:
+                    if message.author.id not in ours or not message.embeds:
                         continue
                     embed = message.embeds[0]
                     if plan.is_text_post(embed.url, embed.footer.text) and not await is_recorded(message.id):
@@ -205,17 +246,30 @@ class DiscordChannel:
 
     async def edit(self, post: Post, plan: PostPlan, article: ArticleRow) -> None:
         channel = self.channel
+        hook = await self.webhooks.poster_for(self.feed, channel)  # a webhook's posts are edited through it
+        none = discord.AllowedMentions.none()
         with discord_outcomes():
             if isinstance(channel, discord.ForumChannel) and post.thread_id:
                 thread = channel.get_thread(post.thread_id) or await self.bot.fetch_channel(post.thread_id)
                 if isinstance(thread, discord.Thread):
                     if thread.name != plan.title:
                         await thread.edit(name=plan.title)
-                    await thread.get_partial_message(post.message_id or thread.id).edit(
-                        content=plan.content, allowed_mentions=discord.AllowedMentions.none()
-                    )
+                    if hook is not None:
+                        await hook.edit_message(
+                            post.message_id or thread.id,
+                            thread_id=thread.id,
+                            content=plan.content,
+                            allowed_mentions=none,
+                        )
+                    else:
+                        await thread.get_partial_message(post.message_id or thread.id).edit(
+                            content=plan.content, allowed_mentions=none
+                        )
             elif isinstance(channel, discord.TextChannel):
-                await channel.get_partial_message(post.message_id).edit(embed=article_embed(plan, article))
+                if hook is not None:
+                    await hook.edit_message(post.message_id, embed=article_embed(plan, article))
+                else:
+                    await channel.get_partial_message(post.message_id).edit(embed=article_embed(plan, article))
                 text_thread = channel.guild.get_thread(post.thread_id) if post.thread_id else None
                 if text_thread is not None and text_thread.name != plan.title:
                     await text_thread.edit(name=plan.title)
@@ -271,10 +325,15 @@ class Articles(commands.Cog):
         guild_only=True,
         default_permissions=discord.Permissions(manage_guild=True),
     )
+    filters = FilterCommands(parent=feed)  # /feed filter ... (bot.feed_commands)
+    formats = FormatCommands(parent=feed)  # /feed format ...
+    mentions = MentionCommands(parent=feed)  # /feed mention ...
+    options = OptionsCommands(parent=feed)  # /feed options ...
 
     def __init__(self, bot: ReadersViewsBot) -> None:
         self.bot = bot
         self.service = ArticleService(bot.store, bot.feed_client, bot.clock, bot.config.feeds)
+        self.webhooks = Webhooks(bot)
         self._wake = asyncio.Event()
         self._cycle_lock = asyncio.Lock()
         self.feeds = FeedAdmin(bot.store)
@@ -375,7 +434,9 @@ class Articles(commands.Cog):
         channel = await self._resolve_channel(feed)
         if channel is None:
             return 0
-        return await self.publisher.publish(feed, DiscordChannel(self.bot, feed, channel))
+        posted = await self.publisher.publish(feed, DiscordChannel(self.bot, feed, channel, self.webhooks))
+        await post_archive_links(self.bot, self.service, feed)  # bot.feed_commands
+        return posted
 
     async def _resolve_channel(self, feed: FeedRow) -> discord.TextChannel | discord.ForumChannel | None:
         channel = self.bot.get_channel(feed.channel_id)
@@ -419,6 +480,7 @@ class Articles(commands.Cog):
         tags="Forum tags: Category=Tag, comma-separated (categories named like a tag match it); *=Tag: default",
         interval="Minutes between polls (default from the config)",
         backfill="Also post this many of the newest existing articles now (default 0: only new ones)",
+        archive_links="Reply under each post with up to 3 earlier related articles (“From the archives”)",
     )
     @admin_only()
     async def add(
@@ -429,6 +491,7 @@ class Articles(commands.Cog):
         tags: str | None = None,
         interval: app_commands.Range[int, 1, 1440] | None = None,
         backfill: app_commands.Range[int, 0, 50] = 0,
+        archive_links: bool = False,
     ) -> None:
         """Validate the URL and the channel's permissions, then save the feed."""
         assert interaction.guild is not None
@@ -470,6 +533,9 @@ class Articles(commands.Cog):
             )
         except FeedProblem as exc:
             raise UserFacingError(str(exc)) from None
+        if archive_links:
+            change = archive_links_on(True, self.bot.clock.now())
+            await self.bot.store.feeds.update_settings(feed_id, change, actor_id=interaction.user.id, what="options")
         name = discord.utils.escape_markdown(parsed.title or redact_url(url))
         text = (
             f"Feed #{feed_id} **{name}** added: {len(parsed.articles)} current article(s) recorded"
@@ -481,6 +547,29 @@ class Articles(commands.Cog):
         await interaction.followup.send(text, ephemeral=True)
         if queued:
             self.wake()
+
+    @feed.command(name="import", description="Add every feed of an OPML file (from a feed reader) to a channel")
+    @app_commands.describe(
+        file="An .opml file", channel="Where their articles go", tags="Forum tags, as in /feed add (*=Tag: default)"
+    )
+    @admin_only()
+    async def import_(
+        self,
+        interaction: discord.Interaction,
+        file: discord.Attachment,
+        channel: discord.ForumChannel | discord.TextChannel,
+        tags: str | None = None,
+    ) -> None:
+        assert interaction.guild is not None
+        missing = missing_permissions(channel, interaction.guild.me)
+        if missing:
+            raise UserFacingError(f"I can't post in {channel.mention}: I need {', '.join(missing)} there first.")
+        await import_feeds(self.service, interaction, file, channel, tags)  # bot.feed_commands
+
+    @feed.command(name="export", description="This server's feeds as an OPML file (for feed readers)")
+    @admin_only()
+    async def export(self, interaction: discord.Interaction) -> None:
+        await export_feeds(interaction)  # bot.feed_commands
 
     @feed.command(name="remove", description="Stop posting a feed (posts already made stay)")
     @app_commands.autocomplete(feed=feed_autocomplete)
@@ -549,8 +638,18 @@ class Articles(commands.Cog):
         self.wake()
 
     @feed.command(name="preview", description="Show the next posts exactly as they would look (only to you)")
+    @app_commands.describe(
+        feed="A feed of this server: its current items with its formats and filters",
+        url="Or any feed's address, with the default look",
+    )
+    @app_commands.autocomplete(feed=feed_autocomplete)
     @admin_only()
-    async def preview(self, interaction: discord.Interaction, url: str) -> None:
+    async def preview(self, interaction: discord.Interaction, feed: int | None = None, url: str | None = None) -> None:
+        row = await self._feed_in_guild(interaction, feed) if feed is not None else None
+        if row is not None:
+            url = row.url
+        if not url:
+            raise UserFacingError("Name a `feed` (its formats and filters apply) or a feed `url`.")
         try:
             url = validate_feed_url(url)
         except FeedProblem as exc:
@@ -565,11 +664,17 @@ class Articles(commands.Cog):
                 f"{redact_url(url)} is a feed, but it has no items right now.", ephemeral=True
             )
             return
-        embeds = []
-        for article in parsed.articles[:3]:
-            row = ArticleRow(
+        items = parsed.articles[:3]
+        verdicts = await filter_out_async(
+            rules_of(row.settings) if row else [],
+            [FilterInput(a.title, a.summary_html or a.content_html or "", a.categories, a.author) for a in items],
+        )
+        embeds: list[discord.Embed] = []
+        texts: list[str] = []
+        for number, (article, verdict) in enumerate(zip(items, verdicts, strict=True), start=1):
+            article_row = ArticleRow(
                 id=0,
-                feed_id=0,
+                feed_id=row.id if row else 0,
                 guid=article.guid,
                 title=article.title,
                 link=article.link,
@@ -583,16 +688,29 @@ class Articles(commands.Cog):
                 channel_id=None,
                 categories=article.categories,
                 needs_edit=False,
+                author=article.author,
+                image_url=article.image_url,
             )
-            plan = await plan_post_async(row)
-            embed = discord.Embed(title=plan.title, description=plan.content)
-            if article.categories:
-                embed.set_footer(text=truncate_words("Categories: " + ", ".join(article.categories), 200))
+            plan = await (self.service.plan(row, article_row) if row else plan_post_async(article_row))
+            if row is not None and row.channel_kind == "text":
+                embed = article_embed(plan, article_row)
+                if plan.message:
+                    texts.append(f"{number}. message text: {plan.message}")
+            else:
+                embed = discord.Embed(title=plan.title, description=plan.content)
+                if plan.image_url:
+                    embed.set_image(url=plan.image_url)
+                if article.categories:
+                    embed.set_footer(text=truncate_words("Categories: " + ", ".join(article.categories), 200))
+            if verdict:
+                texts.append(f"{number}. not posted: {verdict}")
             embeds.append(embed)
         while len(embeds) > 1 and sum(len(embed) for embed in embeds) > 6000:  # Discord's limit per message
             embeds.pop()
         shown = discord.utils.escape_markdown(parsed.title or redact_url(url))
         heading = f"The next posts from **{shown}** would look like this:"
+        if texts:
+            heading = truncate_words(heading + "\n" + "\n".join(texts), 2000)
         await interaction.followup.send(heading, embeds=embeds, ephemeral=True)
 
     @feed.command(name="diagnose", description="Why wasn't it posted? A feed's last fetch, and one article's fate")

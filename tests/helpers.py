@@ -406,8 +406,10 @@ def letter(n: int, text: str = "A thoughtful reply.", title: str | None = None) 
 
 
 def rss(items: list[dict[str, Any]], title: str = "The Weekly") -> bytes:
-    """A small RSS 2.0 document; each item may have guid, title, link, description, date, categories."""
-    parts = [f'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>{escape(title)}</title>']
+    """A small RSS 2.0 document; each item may have guid, title, link, description, date, categories, creator."""
+    parts = [
+        f'<?xml version="1.0" encoding="utf-8"?><rss version="2.0" xmlns:dc="http://purl.org/dc/elements/1.1/"><channel><title>{escape(title)}</title>'
+    ]
     parts.append("<link>https://paper.example/</link><description>news</description>")
     for item in items:
         parts.append("<item>")
@@ -420,6 +422,8 @@ def rss(items: list[dict[str, Any]], title: str = "The Weekly") -> bytes:
         parts.append(f"<pubDate>{format_datetime(item.get('date', datetime.now(UTC)))}</pubDate>")
         for category in item.get("categories", []):
             parts.append(f"<category>{escape(category)}</category>")
+        if "creator" in item:
+            parts.append(f"<dc:creator>{escape(item['creator'])}</dc:creator>")
         parts.append("</item>")
     parts.append("</channel></rss>")
     return "".join(parts).encode()

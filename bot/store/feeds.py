@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -41,6 +43,7 @@ class FeedRow:
     disabled_reason: str | None
     title: str | None
     item_count: int
+    settings: dict[str, Any] = field(default_factory=dict)  # chosen in Discord: filters, formats, ...
 
     @classmethod
     def from_row(cls, row: aiosqlite.Row) -> FeedRow:
@@ -65,6 +68,7 @@ class FeedRow:
             disabled_reason=row["disabled_reason"],
             title=row["title"],
             item_count=row["item_count"],
+            settings=json.loads(row["settings"] or "{}"),
         )
 
 
@@ -89,6 +93,10 @@ class ArticleRow:
     posted_at: datetime | None = None
     # A text post's discussion thread: None (nothing to do), 'wanted' (find or make it), 'given_up'.
     thread_step: str | None = None
+    author: str | None = None
+    image_url: str | None = None
+    link_key: str = ""
+    archive_state: str | None = None
 
     @classmethod
     def from_row(cls, row: aiosqlite.Row) -> ArticleRow:
@@ -110,6 +118,10 @@ class ArticleRow:
             needs_edit=bool(row["needs_edit"]),
             posted_at=from_db(row["posted_at"]),
             thread_step=row["thread_step"],
+            author=row["author"],
+            image_url=row["image_url"],
+            link_key=row["link_key"],
+            archive_state=row["archive_state"],
         )
 
 
@@ -189,6 +201,21 @@ class FeedsRepo:
             if row:
                 await _audit(conn, row["guild_id"], actor_id, "feed.remove", feed_id, {"url": row["url"]}, now)
 
+    async def update_settings(
+        self, feed_id: int, change: Callable[[dict[str, Any]], dict[str, Any]], *, actor_id: int | None, what: str
+    ) -> dict[str, Any]:
+        """Read, change and write a feed's settings in one transaction (two admins can't lose each other's
+        change); audited as `feed.settings` with `what`. Returns the new settings."""
+        now = to_db(self._clock.now())
+        async with self._db.transaction() as conn:
+            row = await (await conn.execute("SELECT guild_id, settings FROM feeds WHERE id = ?", (feed_id,))).fetchone()
+            if row is None:
+                raise LookupError(f"no feed #{feed_id}")
+            settings = change(json.loads(row["settings"] or "{}"))
+            await conn.execute("UPDATE feeds SET settings = ? WHERE id = ?", (json.dumps(settings), feed_id))
+            await _audit(conn, row["guild_id"], actor_id, "feed.settings", feed_id, {"change": what}, now)
+        return settings
+
     async def set_enabled(self, feed_id: int, enabled: bool, *, reason: str | None, actor_id: int | None) -> None:
         now = to_db(self._clock.now())
         async with self._db.transaction() as conn:
@@ -246,29 +273,57 @@ class ArticlesRepo:
         )
         return {r["guid"]: (r["id"], r["content_hash"], r["status"]) for r in rows}
 
-    async def insert_many(self, feed_id: int, items: list[dict[str, Any]]) -> None:
-        """Insert newly seen articles; an already-known guid is left alone (dedupe survives races)."""
+    async def insert_many(self, feed_id: int, items: list[dict[str, Any]], *, channel_id: int | None = None) -> int:
+        """Insert newly seen articles; an already-known guid is left alone (dedupe survives races).
+
+        With `channel_id`, an article to be posted that another feed of the channel already has
+        (posted, or on its way: same normalised link or same guid) is recorded as seen instead: a
+        channel gets an article once, whichever of its feeds brings it first. The check and the
+        insert are one transaction, so two feeds polled at once can't both queue it. Returns how
+        many were such duplicates.
+        """
         now = to_db(self._clock.now())
-        await self._db.write_many(
-            "INSERT INTO articles (feed_id, guid, title, link, summary, published_at, content_hash, status,"
-            " status_reason, categories, first_seen_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (feed_id, guid) DO NOTHING",
-            [
-                (
-                    feed_id,
-                    item["guid"],
-                    item["title"],
-                    item["link"],
-                    item["summary"],
-                    to_db(item["published"]),
-                    item["content_hash"],
-                    item["status"],
-                    item.get("reason"),
-                    json.dumps(item.get("categories", [])),
-                    now,
-                )
-                for item in items
-            ],
+        rows = [self._article_values(feed_id, item, now) for item in items]
+
+        def work(conn: sqlite3.Connection) -> int:
+            duplicates = 0
+            if (
+                channel_id is not None
+                and conn.execute(
+                    "SELECT 1 FROM feeds WHERE channel_id = ? AND id != ? LIMIT 1", (channel_id, feed_id)
+                ).fetchone()
+            ):
+                for number, item in enumerate(items):
+                    if item["status"] != "pending":
+                        continue
+                    other = _in_channel_already(conn, channel_id, feed_id, item.get("link_key", ""), item["guid"])
+                    if other is not None:
+                        values = list(rows[number])
+                        values[7], values[8] = "seen", f"already in this channel through feed #{other}"
+                        rows[number] = tuple(values)
+                        duplicates += 1
+            conn.executemany(_INSERT_ARTICLE, rows)
+            return duplicates
+
+        return await self._db.run_in_transaction(work)
+
+    @staticmethod
+    def _article_values(feed_id: int, item: dict[str, Any], now: str | None) -> tuple[Any, ...]:
+        return (
+            feed_id,
+            item["guid"],
+            item["title"],
+            item["link"],
+            item["summary"],
+            to_db(item["published"]),
+            item["content_hash"],
+            item["status"],
+            item.get("reason"),
+            json.dumps(item.get("categories", [])),
+            now,
+            item.get("author"),
+            item.get("image_url"),
+            item.get("link_key", ""),
         )
 
     async def mark_changed(self, article_id: int, *, title: str, summary: str, content_hash: str) -> None:
@@ -408,6 +463,34 @@ class ArticlesRepo:
         )
         return retried
 
+    async def needing_archive(self, feed_id: int, since: datetime, limit: int) -> list[ArticleRow]:
+        """Articles posted with a thread since `since` whose "From the archives" reply is not handled yet."""
+        rows = await self._db.fetchall(
+            "SELECT * FROM articles WHERE feed_id = ? AND status = 'posted' AND thread_id IS NOT NULL"
+            " AND archive_state IS NULL AND posted_at >= ? ORDER BY posted_at, id LIMIT ?",
+            (feed_id, to_db(since), limit),
+        )
+        return [ArticleRow.from_row(r) for r in rows]
+
+    async def mark_archive(self, article_id: int, state: str) -> None:
+        await self._db.write("UPDATE articles SET archive_state = ? WHERE id = ?", (state, article_id))
+
+    async def posted_in_guild_sharing(
+        self, guild_id: int, categories: list[str], exclude_id: int, limit: int
+    ) -> list[ArticleRow]:
+        """Articles posted in a server that share one of `categories` (case-insensitive), newest first."""
+        keys = sorted({c.strip().lower() for c in categories if c.strip()})[:20]
+        if not keys:
+            return []
+        marks = ", ".join("?" for _ in keys)
+        rows = await self._db.fetchall(
+            "SELECT DISTINCT a.* FROM articles a JOIN feeds f ON f.id = a.feed_id, json_each(a.categories) c"
+            f" WHERE f.guild_id = ? AND a.status = 'posted' AND a.id != ? AND lower(c.value) IN ({marks})"
+            " ORDER BY coalesce(a.published_at, a.posted_at) DESC, a.id DESC LIMIT ?",
+            (guild_id, exclude_id, *keys, limit),
+        )
+        return [ArticleRow.from_row(r) for r in rows]
+
     async def find(self, feed_id: int, key: str) -> ArticleRow | None:
         """By guid or link (for `/feed diagnose`)."""
         row = await self._db.fetchone(
@@ -429,6 +512,31 @@ class ArticlesRepo:
             "SELECT status, count(*) AS n FROM articles WHERE feed_id = ? GROUP BY status", (feed_id,)
         )
         return {r["status"]: int(r["n"]) for r in rows}
+
+
+_INSERT_ARTICLE = (
+    "INSERT INTO articles (feed_id, guid, title, link, summary, published_at, content_hash, status,"
+    " status_reason, categories, first_seen_at, author, image_url, link_key)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (feed_id, guid) DO NOTHING"
+)
+# Statuses of an article that is, or is about to be, in its channel ('seen' ones never will be).
+_IN_CHANNEL = "('pending', 'posting', 'posted', 'failed')"
+
+
+def _in_channel_already(conn: sqlite3.Connection, channel_id: int, feed_id: int, key: str, guid: str) -> int | None:
+    """The id of another feed of the channel that has this article (by normalised link, then guid)."""
+    for column, value in (("link_key", key), ("guid", guid)):
+        if not value:
+            continue
+        row = conn.execute(
+            f"SELECT a.feed_id FROM articles a JOIN feeds f ON f.id = a.feed_id WHERE a.{column} = ?"
+            f" AND a.feed_id != ? AND f.channel_id = ? AND a.status IN {_IN_CHANNEL} LIMIT 1",
+            (value, feed_id, channel_id),
+        ).fetchone()
+        if row is not None:
+            return int(row[0])
+    return None
 
 
 async def _audit(

@@ -129,6 +129,7 @@ class FakeDiscord:
         self.edits: list[Edit] = []
         self.deleted_messages: list[dict[str, Any]] = []
         self.interactions: dict[int, I.FakeInteraction] = {}
+        self.channel_webhooks: dict[int, dict[str, Any]] = {}  # id -> webhook object (with its token)
         self.modals: dict[int, tuple[dict[str, Any], I.FakeInteraction]] = {}  # user id -> last modal
         self.attachments: dict[int, bytes] = {}
         self.message_meta: dict[int, dict[str, Any]] = {}  # allowed_mentions, uploads per message id
