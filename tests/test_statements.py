@@ -599,3 +599,26 @@ async def test_sign_ons_during_shutdown_are_asked_to_retry(running: Booted, worl
     assert "restarting" in await answer(click)
     assert await running.bot.store.db.scalar("SELECT count(*) FROM signatures") == 0
     statements._closing = False
+
+
+async def test_sign_ons_are_answered_from_the_gateway_payload(running: Booted, world: World) -> None:
+    """Sign clicks and sign forms skip discord.py's `interaction` event (a parsed message and a task
+    per listener each: the sign-on hot path); other buttons still take it; answers stay private."""
+    fake = world.fake
+    message = await create_statement(world, running)
+    seen: list[str] = []
+
+    async def on_interaction(interaction: Any) -> None:
+        seen.append(str((interaction.data or {}).get("custom_id")))
+
+    running.bot.add_listener(on_interaction)
+    try:
+        click = await fake.click(world.guild, world.reader, message, f"statements:sign:{sid(message)}")
+        assert (await click.wait_response())["type"] == 9
+        submit = await fake.submit_modal(world.guild, world.reader, None, {"name": "Rita Reader"})
+        assert "Signed **Save the library**" in await answer(submit) and submit.ephemeral
+        click = await fake.click(world.guild, world.reader, message, f"statements:who:{sid(message)}")
+        assert "Rita Reader" in await answer(click)
+    finally:
+        running.bot.remove_listener(on_interaction)
+    assert seen == [f"statements:who:{sid(message)}"]
