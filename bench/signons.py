@@ -5,6 +5,7 @@
     python bench/signons.py --sweep 150,200,250,300,400,500   # both clients at several rates
     python bench/signons.py --in-process    # bot in the bench's own process and event loop
     python bench/signons.py --kill          # bot in a subprocess, SIGKILLed mid-burst, restarted
+    python bench/signons.py --hops          # CPU of one Sign-click read: direct vs through aiosqlite's thread
 
 The baseline is bench/_barebot.py: a bare discord.py client that answers the same clicks and forms
 with no work of its own (no database, no DynamicItem). Its figures are the floor discord.py sets on
@@ -481,6 +482,41 @@ async def killed_mid_burst(users: int, seconds: float, seed: int) -> None:
         await fake.stop()
 
 
+async def hops(reads: int = 3000) -> None:
+    """CPU per Sign-click read (statement, block, live signature), one click at a time: through
+    aiosqlite's thread (a hop there and back) and on the event loop's own connection, as the bot does."""
+    from bot.clock import SystemClock
+    from bot.statements import StatementService
+    from bot.store import Store
+    from bot.store.statements import StatementsRepo
+
+    sys.setswitchinterval(0.001)  # as `readersviews run` sets it
+    tmp = Path(tempfile.mkdtemp(prefix="rv-signons-hops-"))
+    clock = SystemClock()
+    store = await Store.open(tmp / "readersviews.sqlite3", clock)
+    repo = StatementsRepo(store.db, clock)
+    service = StatementService(store, repo, clock)
+    try:
+        draft = await service.create_draft(
+            guild_id=1, organizer_id=2, title="Bench", body="We sign.", channel_id=3, closes_at=None
+        )
+        statement = await service.publish(draft.id, channel_id=3, message_id=4, actor_id=2)
+        figures: dict[str, tuple[float, float]] = {}
+        for name, read in (
+            ("through aiosqlite's thread", lambda uid: repo.sign_contexts([(statement.id, uid)])),
+            ("direct, on the event loop", lambda uid: service.reader.get(statement.id, uid)),
+        ):
+            cpu, wall = time.process_time(), time.perf_counter()
+            for uid in range(reads):
+                await read(uid)
+            figures[name] = ((time.process_time() - cpu) / reads * 1e6, (time.perf_counter() - wall) / reads * 1e6)
+            print(f"  {name:28s} CPU {figures[name][0]:6.1f} µs per read (wall {figures[name][1]:6.1f} µs)")
+        assert service.reader.direct_reads == reads
+    finally:
+        await service.aclose()
+        await store.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=5000)
@@ -491,11 +527,14 @@ def main() -> None:
         "--no-baseline", action="store_true", help="skip the bare discord.py client run (and the ratios)"
     )
     parser.add_argument("--seed", type=int, default=int(time.time()))
+    parser.add_argument("--hops", action="store_true", help="CPU of one Sign-click read, direct vs via aiosqlite")
     parser.add_argument(
         "--sweep", metavar="RATES", help="comma-separated accounts/s, e.g. 200,300,400: bare client vs readersviews"
     )
     args = parser.parse_args()
-    if args.sweep:
+    if args.hops:
+        asyncio.run(hops())
+    elif args.sweep:
         asyncio.run(sweep([int(r) for r in args.sweep.split(",")], min(args.seconds, 6.0)))
     elif args.kill:
         asyncio.run(killed_mid_burst(args.users, args.seconds, args.seed))

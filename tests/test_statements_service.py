@@ -8,6 +8,7 @@ import io
 import itertools
 import json
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -552,3 +553,25 @@ async def test_message_dirty_cleared_only_if_unchanged(env: tuple[StatementServi
     assert await repo.message_dirty() == []
     await service.withdraw(statement.id, 1)
     assert [s.id for s in await repo.message_dirty()] == [statement.id]
+
+
+async def test_sign_click_read_does_not_queue_behind_the_reading_thread(
+    env: tuple[StatementService, Store, FakeClock],
+) -> None:
+    """The read behind a click on Sign has a connection of its own: a slow read holding the database's
+    reading thread (an export, say) does not hold clicks up, and the click sees what was committed."""
+    service, store, _clock = env
+    statement = await published(service)
+    await service.sign(req(statement, 1, name="Ann Example"))
+    assert store.db.reader is not None
+    release = threading.Event()
+    slow_read = asyncio.ensure_future(store.db.reader._execute(release.wait, 30))
+    try:
+        found, current = await asyncio.wait_for(
+            service.prepare_sign(statement.id, 1, "individual", guild_id=GUILD), timeout=10
+        )
+        assert found.id == statement.id and current is not None and current.name == "Ann Example"
+        assert not slow_read.done()
+    finally:
+        release.set()
+        await slow_read
