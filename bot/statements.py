@@ -2,12 +2,13 @@
 
 - A statement is created as a draft, posted by the cog, then published: status open and the site
   create enqueued in one transaction.
-- Sign-ons go through `SignatureWriter`, a group-commit queue: each submit waits for the commit
-  of its batch, so an answer "signed" always means "on disk", and bursts cost one transaction per
-  batch rather than one per signature (aiosqlite manages ~4.5k commits/s).
+- Sign-ons go through `SignatureWriter`: each submit waits for its commit, so an answer "signed"
+  always means "on disk". With nothing queued it commits at once on a connection used in the event
+  loop's thread (`LoopConnection`: no hop to aiosqlite's thread, which costs more than the write);
+  otherwise it joins a group commit, one transaction per batch (aiosqlite manages ~4.5k commits/s).
 - A click on Sign reads the statement, the block list and the account's live signature through
-  `SignContextReader`, a group read: clicks that arrive while a read is in flight share the next
-  query, so a burst costs one hop to the DB thread per batch rather than three per click.
+  `SignContextReader`: directly on that connection (WAL readers never wait), else as a group read
+  where clicks that arrive while a read is in flight share the next hop to the DB thread.
 - The site copy is refreshed at most every `site_update_minutes`: a signature only marks the
   statement `site_dirty`; `flush_site_updates` (run by the cog's timer) composes the public list
   from the DB and enqueues one update with key `statement:<id>:update:<revision>`. Closing enqueues
@@ -53,6 +54,7 @@ from bot.store.statements import (
 
 if TYPE_CHECKING:
     from bot.store import Store
+    from bot.store.database import Database
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -273,17 +275,85 @@ class Batcher(Generic[T, R]):
                 if not future.done():
                     future.set_result(result)
 
+    def idle(self) -> bool:
+        """Nothing queued and no batch in flight."""
+        return not self._queue and (self._worker is None or self._worker.done())
+
     async def drain(self) -> None:
         """Finish what was submitted (at shutdown, before the database closes)."""
         if self._worker is not None:
             await asyncio.shield(self._worker)
 
 
-class SignatureWriter(Batcher[SignatureInput, SignOutcome]):
-    """Group commit: submits queue up; one flusher writes everything queued in one transaction."""
+class LoopConnection:
+    """A plain sqlite3 connection to the database file for the sign-on hot path, used only in the
+    event loop's thread, and only for one short transaction or read at a time.
 
-    def __init__(self, repo: StatementsRepo, *, max_batch: int = 500) -> None:
+    Why: every call through aiosqlite is a hop to its thread and back, and that hop costs several
+    times the query (`python bench/signons.py --hops`: ~140 µs of CPU per read through the thread,
+    ~26-36 µs directly). In WAL mode a reader never waits for the writer, and a writer that finds
+    the file locked is told so at once (`busy_timeout = 0`): the caller then takes the aiosqlite
+    path, which waits, so the event loop never does. Checkpoints are left to the main connection.
+    Without a database file (`:memory:`, URIs: no reading connection either) there is none.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self._path = db.path if db.reader is not None else None
+        self._conn: sqlite3.Connection | None = None
+
+    def get(self) -> sqlite3.Connection | None:
+        if self._conn is None and self._path is not None:
+            conn = sqlite3.connect(self._path, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            for pragma in ("busy_timeout = 0", "synchronous = NORMAL", "foreign_keys = ON", "wal_autocheckpoint = 0"):
+                conn.execute(f"PRAGMA {pragma}")
+            self._conn = conn
+        return self._conn
+
+    def reset(self, exc: sqlite3.Error) -> None:
+        """After an error other than "locked": start over with a fresh connection next time."""
+        log.info("sign-on connection: %s; reconnecting on the next sign-on", exc)
+        self.close()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def is_locked(exc: sqlite3.Error) -> bool:
+    """SQLite answered "busy" or "locked": another connection is writing."""
+    return getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+class SignatureWriter(Batcher[SignatureInput, SignOutcome]):
+    """Writes sign-ons: committed before `write` returns, so an answer "signed" means "on disk".
+
+    When nothing is queued and the file is free, a sign-on is committed at once on the
+    `LoopConnection` (one short transaction in the event loop's thread). Otherwise it joins the
+    group commit: submits queue up and one flusher writes everything queued in one transaction
+    through aiosqlite. Going direct only while the queue is empty keeps sign-ons in arrival order.
+    """
+
+    def __init__(self, repo: StatementsRepo, *, max_batch: int = 500, direct: LoopConnection | None = None) -> None:
         super().__init__(repo.sign_batch, name="statement-signature-writer", max_batch=max_batch)
+        self._repo = repo
+        self._direct = direct
+        self.direct_writes = 0
+
+    async def write(self, request: SignatureInput) -> SignOutcome:
+        conn = self._direct.get() if self._direct is not None and self.idle() else None
+        if conn is not None:
+            try:
+                outcome = self._repo.sign_batch_on(conn, [request])[0]
+            except sqlite3.Error as exc:
+                if not is_locked(exc):
+                    assert self._direct is not None
+                    self._direct.reset(exc)
+            else:
+                self.direct_writes += 1
+                return outcome
+        return await self.submit(request)
 
 
 SignContext = tuple[StatementRow | None, bool, SignatureRow | None]
@@ -292,53 +362,36 @@ SignContext = tuple[StatementRow | None, bool, SignatureRow | None]
 class SignContextReader(Batcher[tuple[int, int], SignContext]):
     """The read behind a click on Sign: the statement, the block list and the account's live signature.
 
-    On a database file it is one indexed read on a connection of its own, in the event loop's
-    thread. In WAL mode a reader never waits for the writer and sees every committed change, and
-    such a read costs ~26 µs of CPU where a hop to aiosqlite's thread and back costs ~140 µs
-    (bench/signons.py's machine, `python bench/signons.py --hops`): in a sign-on burst the hop,
-    not the query, was the cost. Should that read ever fail (the file busy during recovery, say),
-    the click takes the group read instead: lookups queued while one is in flight share the next
-    hop to aiosqlite's reading thread. Each read starts after its click arrived, so it sees every
-    change committed before.
+    On a database file it is one indexed read on the `LoopConnection`, in the event loop's thread:
+    in WAL mode a reader never waits for the writer and sees every committed change. Should that
+    read fail (the file busy during recovery, say), or without a file, the click takes the group
+    read: lookups queued while one is in flight share the next hop to aiosqlite's reading thread.
+    Each read starts after its click arrived, so it sees every change committed before.
     """
 
-    def __init__(self, repo: StatementsRepo, *, max_batch: int = 400) -> None:
+    def __init__(self, repo: StatementsRepo, *, max_batch: int = 400, direct: LoopConnection | None = None) -> None:
         async def read(pairs: list[tuple[int, int]]) -> list[SignContext]:
             found = await repo.sign_contexts(pairs)
             return [found[pair] for pair in pairs]
 
         super().__init__(read, name="statement-sign-context-reader", max_batch=max_batch)
-        # A database with a reading connection is a file in WAL mode (not `:memory:`): read it directly.
-        self._path = repo.db.path if repo.db.reader is not None else None
-        self._direct: sqlite3.Connection | None = None
+        self._direct = direct
         self.direct_reads = 0
-
-    def _connection(self) -> sqlite3.Connection | None:
-        if self._direct is None and self._path is not None:
-            conn = sqlite3.connect(self._path, isolation_level=None)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA query_only = ON")
-            conn.execute("PRAGMA busy_timeout = 0")  # never wait on the event loop: take the group read
-            self._direct = conn
-        return self._direct
 
     async def get(self, statement_id: int, user_id: int) -> SignContext:
         pair = (statement_id, user_id)
-        try:
-            conn = self._connection()
-            if conn is not None:
+        conn = self._direct.get() if self._direct is not None else None
+        if conn is not None:
+            try:
                 context = sign_contexts_on(conn, [pair])[pair]
+            except sqlite3.Error as exc:
+                if not is_locked(exc):
+                    assert self._direct is not None
+                    self._direct.reset(exc)
+            else:
                 self.direct_reads += 1
                 return context
-        except sqlite3.Error as exc:
-            log.info("direct read of a sign-on failed (%s); reading through the database thread", exc)
-            self.close()
         return await self.submit(pair)
-
-    def close(self) -> None:
-        if self._direct is not None:
-            self._direct.close()
-            self._direct = None
 
 
 class StatementService:
@@ -363,8 +416,9 @@ class StatementService:
         self._on_changed = on_changed or (lambda _id: None)
         # Called when a deadline or an owed site update may have moved (the timer recomputes).
         self._on_schedule = on_schedule or (lambda: None)
-        self.writer = SignatureWriter(repo, max_batch=max_batch)
-        self.reader = SignContextReader(repo)
+        self.direct = LoopConnection(repo.db)
+        self.writer = SignatureWriter(repo, max_batch=max_batch, direct=self.direct)
+        self.reader = SignContextReader(repo, direct=self.direct)
 
     # -- lifecycle of a statement ---------------------------------------------------------------
 
@@ -639,7 +693,7 @@ class StatementService:
 
     async def sign(self, request: SignRequest) -> SignOutcome:
         """Record (or update) a signature; raises StatementError with the reason when refused."""
-        outcome = await self.writer.submit(self.validate(request))
+        outcome = await self.writer.write(self.validate(request))
         self._refuse(outcome)
         self._on_changed(request.statement_id)
         if outcome.became_dirty:
@@ -840,8 +894,8 @@ class StatementService:
         return data
 
     async def aclose(self) -> None:
-        self.reader.close()
         await self.writer.drain()
+        self.direct.close()
 
 
 def _site_statement(statement: StatementRow, signers: Sequence[SignatureRow], *, total: int = 0) -> Statement:

@@ -575,3 +575,46 @@ async def test_sign_click_read_does_not_queue_behind_the_reading_thread(
     finally:
         release.set()
         await slow_read
+
+
+async def test_sign_on_commits_without_waiting_for_the_writing_thread(
+    env: tuple[StatementService, Store, FakeClock], tmp_path: Path
+) -> None:
+    """With nothing queued, a sign-on is committed at once on a connection of its own: a slow job on
+    the database's writing thread (not holding the file) does not hold it up, and it is on disk."""
+    service, store, _clock = env
+    statement = await published(service)
+    release = threading.Event()
+    slow_job = asyncio.ensure_future(store.db.conn._execute(release.wait, 30))
+    try:
+        outcome = await asyncio.wait_for(service.sign(req(statement, 1, name="Ann Example")), timeout=10)
+        assert outcome.status == "created" and not slow_job.done()
+        other = sqlite3.connect(tmp_path / "s.sqlite3")
+        try:
+            assert other.execute("SELECT name FROM signatures").fetchall() == [("Ann Example",)]
+        finally:
+            other.close()
+    finally:
+        release.set()
+        await slow_job
+
+
+async def test_sign_on_waits_for_a_locked_file_without_blocking_the_loop(
+    env: tuple[StatementService, Store, FakeClock], tmp_path: Path
+) -> None:
+    """While another connection writes, a sign-on joins the group commit (which waits) instead of
+    failing or stalling the event loop; it is recorded once the file is free."""
+    service, _store, _clock = env
+    statement = await published(service)
+    other = sqlite3.connect(tmp_path / "s.sqlite3", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        signing = asyncio.ensure_future(service.sign(req(statement, 1, name="Ann Example")))
+        for _ in range(20):
+            await asyncio.sleep(0.01)  # the loop keeps turning while the sign-on waits
+        assert not signing.done()
+    finally:
+        other.execute("COMMIT")
+        other.close()
+    assert (await asyncio.wait_for(signing, timeout=10)).status == "created"
+    assert [s.name for s in await service.repo.live_signatures(statement.id)] == ["Ann Example"]

@@ -411,6 +411,21 @@ class StatementsRepo:
         metrics.SIGNATURES.inc(sum(outcome.recorded is not None for outcome in outcomes))
         return outcomes
 
+    def sign_batch_on(self, conn: sqlite3.Connection, requests: Sequence[SignatureInput]) -> list[SignOutcome]:
+        """`sign_batch` on a plain sqlite3 connection in the caller's thread (raises if the file is locked)."""
+        now = self._clock.now()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            outcomes = _sign_batch(conn, requests, now)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        metrics.DB_WRITES.inc()
+        metrics.SIGNATURES.inc(sum(outcome.recorded is not None for outcome in outcomes))
+        return outcomes
+
     async def sign_context(
         self, statement_id: int, user_id: int
     ) -> tuple[StatementRow | None, bool, SignatureRow | None]:
