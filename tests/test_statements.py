@@ -7,8 +7,10 @@ import csv
 import io
 import json
 import re
+import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +21,7 @@ from tests.clock import FakeClock
 from tests.conftest import Booted, World
 from tests.fakediscord import FakeDiscord
 from tests.fakediscord.world import Member
+from tests.test_bot import spawn
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -622,3 +625,64 @@ async def test_sign_ons_are_answered_from_the_gateway_payload(running: Booted, w
     finally:
         running.bot.remove_listener(on_interaction)
     assert seen == [f"statements:who:{sid(message)}"]
+
+
+async def test_sigkill_amid_a_sign_on_burst_loses_no_answered_signature(world: World, tmp_path: Path) -> None:
+    """`readersviews run` killed (SIGKILL, no clean-up) amid a burst of sign-ons: every member who was
+    answered "Signed" has exactly one signature after the restart, and Sign still works."""
+    fake = world.fake
+    members = [world.guild.add_member(f"signer{i}") for i in range(400)]
+    database = tmp_path / "readersviews.sqlite3"
+    settings = {"guilds": {world.guild.id: {"organizer_role_id": world.organizer_role.id}}}
+    processes = [await spawn(world, tmp_path, "-m", "bot", "--config", "{config}", "run", **settings)]
+    tasks: list[asyncio.Future[None]] = []
+    try:
+        await fake.wait_for_ready(timeout=30)
+        await fake.roundtrip()
+        ix = await fake.slash(world.guild, world.organizer, "statement create", channel=world.discussion)
+        assert (await ix.wait_response(timeout=30))["type"] == 9
+        submit = await fake.submit_modal(world.guild, world.organizer, None, {"title": "Burst", "body": "We sign."})
+        await submit.wait_original(timeout=30)
+        message = fake.messages_in(world.discussion)[-1]
+        signed: set[int] = set()
+
+        async def sign_on(member: Member) -> None:
+            click = await fake.click(world.guild, member, message, f"statements:sign:{sid(message)}")
+            if (await click.wait_response(timeout=60))["type"] == 9:
+                submit = await fake.submit_modal(world.guild, member, None, {"name": f"Signer {member.id}"})
+                if str((await submit.wait_response(timeout=60))["data"]["content"]).startswith("Signed"):
+                    signed.add(member.id)
+
+        tasks = [asyncio.ensure_future(sign_on(member)) for member in members]
+        await eventually(lambda: len(signed) >= 100, timeout=60)
+        processes[0].kill()
+        await processes[0].wait()
+        answered = set(signed)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+        conn = sqlite3.connect(database)
+        try:
+            rows = conn.execute(
+                "SELECT user_id, count(*) FROM signatures WHERE withdrawn_at IS NULL GROUP BY user_id"
+            ).fetchall()
+        finally:
+            conn.close()
+        assert answered <= {int(uid) for uid, _ in rows}
+        assert all(n == 1 for _, n in rows)
+
+        fake.gateway.ready.clear()
+        processes.append(await spawn(world, tmp_path, "-m", "bot", "--config", "{config}", "run", **settings))
+        await fake.wait_for_ready(timeout=30)
+        await fake.roundtrip()
+        late = next(m for m in members if m.id not in answered)
+        click = await fake.click(world.guild, late, message, f"statements:sign:{sid(message)}")
+        assert (await click.wait_response(timeout=30))["type"] == 9
+    finally:
+        for task in tasks:
+            task.cancel()
+        for process in processes:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
