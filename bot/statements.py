@@ -326,34 +326,70 @@ def is_locked(exc: sqlite3.Error) -> bool:
     return getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
+_TAKE_THE_QUEUE: Any = object()  # a direct batch could not be written: its sign-ons join the group commit
+
+
 class SignatureWriter(Batcher[SignatureInput, SignOutcome]):
     """Writes sign-ons: committed before `write` returns, so an answer "signed" means "on disk".
 
-    When nothing is queued and the file is free, a sign-on is committed at once on the
-    `LoopConnection` (one short transaction in the event loop's thread). Otherwise it joins the
-    group commit: submits queue up and one flusher writes everything queued in one transaction
-    through aiosqlite. Going direct only while the queue is empty keeps sign-ons in arrival order.
+    While nothing waits in the group commit, sign-ons are committed on the `LoopConnection`, in the
+    event loop's thread: those that arrive in the same turn of the loop (a burst's gateway frames
+    come several at a time) are collected and written together in one short transaction, at the end
+    of that turn. If the file is locked (another writer), they join the group commit instead:
+    submits queue up and one flusher writes everything queued in one transaction through aiosqlite.
+    Going direct only while that queue is empty keeps sign-ons in arrival order.
     """
 
     def __init__(self, repo: StatementsRepo, *, max_batch: int = 500, direct: LoopConnection | None = None) -> None:
         super().__init__(repo.sign_batch, name="statement-signature-writer", max_batch=max_batch)
         self._repo = repo
         self._direct = direct
+        self._turn: list[tuple[SignatureInput, asyncio.Future[SignOutcome]]] = []
         self.direct_writes = 0
+        self.direct_batches = 0
 
     async def write(self, request: SignatureInput) -> SignOutcome:
-        conn = self._direct.get() if self._direct is not None and self.idle() else None
-        if conn is not None:
-            try:
-                outcome = self._repo.sign_batch_on(conn, [request])[0]
-            except sqlite3.Error as exc:
-                if not is_locked(exc):
-                    assert self._direct is not None
-                    self._direct.reset(exc)
-            else:
-                self.direct_writes += 1
+        if self._direct is not None and (self._turn or self.idle()):
+            future: asyncio.Future[SignOutcome] = asyncio.get_running_loop().create_future()
+            self._turn.append((request, future))
+            if len(self._turn) == 1:
+                asyncio.get_running_loop().call_soon(self._write_turn)
+            outcome = await asyncio.shield(future)
+            if outcome is not _TAKE_THE_QUEUE:
                 return outcome
         return await self.submit(request)
+
+    def _write_turn(self) -> None:
+        """Commit the sign-ons collected in this turn of the loop (those the file refuses take the queue)."""
+        batch, self._turn = self._turn, []
+        if not batch:
+            return
+        assert self._direct is not None
+        conn = self._direct.get()
+        outcomes: list[SignOutcome] | None = None
+        if conn is not None:
+            try:
+                outcomes = self._repo.sign_batch_on(conn, [request for request, _ in batch])
+            except sqlite3.Error as exc:
+                if not is_locked(exc):
+                    self._direct.reset(exc)
+            except Exception as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                return
+        if outcomes is None:
+            outcomes = [_TAKE_THE_QUEUE] * len(batch)
+        else:
+            self.direct_writes += len(batch)
+            self.direct_batches += 1
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
+            if not future.done():
+                future.set_result(outcome)
+
+    async def drain(self) -> None:
+        self._write_turn()
+        await super().drain()
 
 
 SignContext = tuple[StatementRow | None, bool, SignatureRow | None]

@@ -609,12 +609,30 @@ async def test_sign_on_waits_for_a_locked_file_without_blocking_the_loop(
     other = sqlite3.connect(tmp_path / "s.sqlite3", isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
     try:
-        signing = asyncio.ensure_future(service.sign(req(statement, 1, name="Ann Example")))
+        signing = asyncio.gather(*(service.sign(req(statement, user, name=f"Signer {user}")) for user in (1, 2, 3)))
         for _ in range(20):
-            await asyncio.sleep(0.01)  # the loop keeps turning while the sign-on waits
+            await asyncio.sleep(0.01)  # the loop keeps turning while the sign-ons wait
         assert not signing.done()
     finally:
         other.execute("COMMIT")
         other.close()
-    assert (await asyncio.wait_for(signing, timeout=10)).status == "created"
-    assert [s.name for s in await service.repo.live_signatures(statement.id)] == ["Ann Example"]
+    assert [o.status for o in await asyncio.wait_for(signing, timeout=10)] == ["created"] * 3
+    assert sorted(s.name for s in await service.repo.live_signatures(statement.id)) == [
+        "Signer 1",
+        "Signer 2",
+        "Signer 3",
+    ]
+
+
+async def test_sign_ons_of_one_turn_share_one_transaction(env: tuple[StatementService, Store, FakeClock]) -> None:
+    """Sign-ons that arrive together (a burst's gateway frames come several at a time) are committed
+    in one transaction, each answered with its own outcome; the next ones in a transaction of their own."""
+    service, _store, _clock = env
+    statement = await published(service)
+    first = await asyncio.gather(*(service.sign(req(statement, user, name=f"Signer {user}")) for user in range(1, 6)))
+    assert [o.status for o in first] == ["created"] * 5
+    assert [o.recorded.name for o in first if o.recorded] == [f"Signer {user}" for user in range(1, 6)]
+    assert (service.writer.direct_batches, service.writer.direct_writes) == (1, 5)
+    again = await service.sign(req(statement, 3, name="Signer three"))
+    assert again.status == "updated"
+    assert (service.writer.direct_batches, service.writer.direct_writes) == (2, 6)
