@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
+from bot import metrics
 from bot.statements import export_statement
-from cogs.statements import cut_line
+from cogs.statements import CALLBACK_PATH, cut_line
 from tests.clock import FakeClock
 from tests.conftest import Booted, World
 from tests.fakediscord import FakeDiscord
@@ -686,3 +687,28 @@ async def test_sigkill_amid_a_sign_on_burst_loses_no_answered_signature(world: W
             if process.returncode is None:
                 process.kill()
                 await process.wait()
+
+
+async def test_sign_on_answers_skip_the_rest_hooks_and_are_still_counted(
+    running: Booted, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sign-on answers go out on a session of their own, without the REST trace hooks (pacer, metrics:
+    callbacks are not under the global limit), and are counted in the metrics once all the same."""
+    fake = world.fake
+    message = await create_statement(world, running)
+    counted: list[str] = []
+    count = metrics.count_discord_answer
+
+    def recording(method: str, path: str, status: int) -> None:
+        counted.append(path)
+        count(method, path, status)
+
+    monkeypatch.setattr(metrics, "count_discord_answer", recording)
+    answered = metrics.REGISTRY.get_sample_value("readersviews_interactions_total", {"outcome": "answered"}) or 0
+    assert "Signed" in await sign(world, message, world.reader, {"name": "Rita Reader"})
+    click = await fake.click(world.guild, world.reader, message, f"statements:who:{sid(message)}")
+    assert "Rita Reader" in await answer(click)
+    by_hook = f"/api/v10/interactions/{click.id}/{click.token}/callback"  # what the REST hook sees
+    assert [path for path in counted if "/interactions/" in path] == [CALLBACK_PATH, CALLBACK_PATH, by_hook]
+    after = metrics.REGISTRY.get_sample_value("readersviews_interactions_total", {"outcome": "answered"})
+    assert after == answered + 3  # the click on Sign, the form, the click on Who signed
