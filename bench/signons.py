@@ -12,6 +12,10 @@ The baseline is bench/_barebot.py: a bare discord.py client that answers the sam
 with no work of its own (no database, no DynamicItem). Its figures are the floor discord.py sets on
 this machine, and readersviews' are printed as ratios to it.
 
+To see where the bot's time goes, attach py-spy (in the dev extra) to it during a burst:
+`py-spy record --pid PID --nonblocking --format raw -o bot.folded`, or run it under cProfile with
+RV_BENCH_PYARGS="-m cProfile -o /tmp/bot.prof".
+
 By default the bot runs in its own process, as in production: the fake Discord and the load (which
 cost about as much CPU as the bot) would otherwise share its event loop and its core, and the
 figures would measure the harness. Latency is measured on the fake's side either way.
@@ -519,12 +523,13 @@ async def killed_mid_burst(users: int, seconds: float, seed: int) -> None:
 async def hops(reads: int = 3000) -> None:
     """CPU per Sign-click read (statement, block, live signature), one click at a time: through
     aiosqlite's thread (a hop there and back) and on the event loop's own connection, as the bot does."""
+    from bot import tuning
     from bot.clock import SystemClock
     from bot.statements import StatementService
     from bot.store import Store
     from bot.store.statements import StatementsRepo
 
-    sys.setswitchinterval(0.001)  # as `readersviews run` sets it
+    tuning.apply_at_start()  # as `readersviews run` does
     tmp = Path(tempfile.mkdtemp(prefix="rv-signons-hops-"))
     clock = SystemClock()
     store = await Store.open(tmp / "readersviews.sqlite3", clock)
