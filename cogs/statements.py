@@ -4,6 +4,8 @@ A thin adapter over `bot.statements.StatementService`: buttons are `DynamicItem`
 carries the statement id, and every click reads the statement from the DB. Forms (modals) are
 answered from `on_interaction` by their custom_id, not from a stored `Modal` object, so a form
 opened before a restart can still be submitted after it, and concurrent forms never share state.
+Clicks on Sign and sign forms, nearly all of a sign-on burst, take a hot path straight from the
+gateway payload (see "the sign-on hot path" below for why and what it keeps).
 """
 
 from __future__ import annotations
@@ -749,7 +751,7 @@ class Statements(commands.Cog):
 
     async def _sign_click(self, reply: SignReply, statement_id: int) -> None:
         """Sign: the personal sign form, filled in with the member's signature if there is one."""
-        # One (group) DB read: the statement, whether the account is blocked, its live personal signature.
+        # One DB read: the statement, whether the account is blocked, its live personal signature.
         statement, current = await self.service.prepare_sign(
             statement_id, reply.user_id, "individual", guild_id=server_of(reply)
         )
