@@ -250,10 +250,13 @@ class Batcher(Generic[T, R]):
 
     async def submit(self, item: T) -> R:
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._enqueue(item, future)
+        return await asyncio.shield(future)
+
+    def _enqueue(self, item: T, future: asyncio.Future[R]) -> None:
         self._queue.append((item, future))
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._work(), name=self.name)
-        return await asyncio.shield(future)
 
     async def _work(self) -> None:
         while self._queue:
@@ -326,9 +329,6 @@ def is_locked(exc: sqlite3.Error) -> bool:
     return getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
-_TAKE_THE_QUEUE: Any = object()  # a direct batch could not be written: its sign-ons join the group commit
-
-
 class SignatureWriter(Batcher[SignatureInput, SignOutcome]):
     """Writes sign-ons: committed before `write` returns, so an answer "signed" means "on disk".
 
@@ -349,15 +349,13 @@ class SignatureWriter(Batcher[SignatureInput, SignOutcome]):
         self.direct_batches = 0
 
     async def write(self, request: SignatureInput) -> SignOutcome:
-        if self._direct is not None and (self._turn or self.idle()):
-            future: asyncio.Future[SignOutcome] = asyncio.get_running_loop().create_future()
-            self._turn.append((request, future))
-            if len(self._turn) == 1:
-                asyncio.get_running_loop().call_soon(self._write_turn)
-            outcome = await asyncio.shield(future)
-            if outcome is not _TAKE_THE_QUEUE:
-                return outcome
-        return await self.submit(request)
+        if self._direct is None or not (self._turn or self.idle()):
+            return await self.submit(request)
+        future: asyncio.Future[SignOutcome] = asyncio.get_running_loop().create_future()
+        self._turn.append((request, future))
+        if len(self._turn) == 1:
+            asyncio.get_running_loop().call_soon(self._write_turn)
+        return await asyncio.shield(future)
 
     def _write_turn(self) -> None:
         """Commit the sign-ons collected in this turn of the loop (those the file refuses take the queue)."""
@@ -378,11 +376,12 @@ class SignatureWriter(Batcher[SignatureInput, SignOutcome]):
                     if not future.done():
                         future.set_exception(exc)
                 return
-        if outcomes is None:
-            outcomes = [_TAKE_THE_QUEUE] * len(batch)
-        else:
-            self.direct_writes += len(batch)
-            self.direct_batches += 1
+        if outcomes is None:  # in the queue at once, in order, before any later sign-on can go direct
+            for request, future in batch:
+                self._enqueue(request, future)
+            return
+        self.direct_writes += len(batch)
+        self.direct_batches += 1
         for (_, future), outcome in zip(batch, outcomes, strict=True):
             if not future.done():
                 future.set_result(outcome)
