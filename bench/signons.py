@@ -20,10 +20,11 @@ By default the bot runs in its own process, as in production: the fake Discord a
 cost about as much CPU as the bot) would otherwise share its event loop and its core, and the
 figures would measure the harness. Latency is measured on the fake's side either way.
 
-Prints: signatures recorded (and duplicates), interactions answered, latency from dispatching
+Prints, for the bare client and readersviews in the same run: signatures recorded (and
+duplicates), interactions answered, CPU per interaction and its ratio, latency from dispatching
 INTERACTION_CREATE to the fake receiving the callback (p50/p95/p99/max, click and submit), edits of
-the statement message and the most edits seen in any 5-second window, and how many write batches
-the group-commit writer needed. Never asserts on time.
+the statement message and the most edits seen in any 5-second window, and (--in-process) how
+many write transactions the sign-ons needed. Never asserts on time.
 """
 
 from __future__ import annotations
@@ -213,7 +214,8 @@ async def in_process(users: int, seconds: float) -> None:
         await booted.bot.store.settings.set_many(guild.id, {"organizer_role_id": role.id}, actor_id=None)
         message, sid = await create_statement(fake, guild, organizer, channel)
         cog = booted.cog("Statements")
-        batches_before = cog.service.writer.batches
+        writer = cog.service.writer
+        batches_before = writer.batches + writer.direct_batches
         load = Load(fake, guild, members, message, sid)
         elapsed = await load.run(seconds)
         await cog.refresher.wait_idle()
@@ -222,8 +224,11 @@ async def in_process(users: int, seconds: float) -> None:
         distinct = await db.scalar("SELECT count(DISTINCT user_id) FROM signatures WHERE statement_id = ?", (sid,))
         print(f"in-process: {users} accounts over {seconds:g} s (took {elapsed:.1f} s)")
         report(load, users, int(total), int(distinct), fake, int(message["id"]))
-        batches = cog.service.writer.batches - batches_before
-        print(f"  write batches {batches} (avg {total / max(1, batches):.1f} signatures/batch)")
+        batches = writer.batches + writer.direct_batches - batches_before
+        print(
+            f"  write transactions {batches} (avg {total / max(1, batches):.1f} signatures each;"
+            f" {writer.direct_batches} on the loop's own connection, {writer.batches} through aiosqlite)"
+        )
     finally:
         await booted.stop()
         await fake.stop()
