@@ -15,6 +15,7 @@ import dataclasses
 import io
 import logging
 import re
+import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -596,6 +597,7 @@ class Statements(commands.Cog):
         self._closing = False  # set at unload: new sign-ons are asked to retry
         self._fast_tasks: set[asyncio.Task[None]] = set()
         self._callback_session: aiohttp.ClientSession | None = None
+        self._late_answers, self._late_logged_at = 0, float("-inf")
         self._uninstall_fast_path: Callable[[], None] = lambda: None
         self.timer_cap = MAX_TIMER_SLEEP
         self._wake = asyncio.Event()
@@ -818,13 +820,24 @@ class Statements(commands.Cog):
                 )
         except StatementError as exc:
             await self._reply_safely(reply, str(exc))
+        except discord.NotFound as exc:
+            # 10062: answered too late (over capacity). What was recorded stays recorded; the metrics
+            # count each one, the log says so once a minute (a line each would add to the overload).
+            self._answered_late(exc)
         except discord.HTTPException as exc:
-            # Typically 10062: answered too late. What was recorded stays recorded.
             log.warning("sign-on %s (%s): could not answer user %s: %s", route, data.get("custom_id"),
                         reply.user_id, exc)  # fmt: skip
         except Exception:
             log.exception("sign-on %s (%s) failed for user %s", route, data.get("custom_id"), reply.user_id)
             await self._reply_safely(reply, OUR_FAULT)
+
+    def _answered_late(self, exc: discord.HTTPException) -> None:
+        self._late_answers += 1
+        now = time.monotonic()
+        if now - self._late_logged_at >= 60:
+            log.warning("%d sign-on answer(s) came too late for Discord (%s); their members see "
+                        "'This interaction failed' and can try again", self._late_answers, exc)  # fmt: skip
+            self._late_answers, self._late_logged_at = 0, now
 
     async def _reply_safely(self, reply: RawSignReply, text: str) -> None:
         if reply.answered:

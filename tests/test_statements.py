@@ -6,6 +6,7 @@ import asyncio
 import csv
 import io
 import json
+import logging
 import re
 import sqlite3
 from collections.abc import Callable
@@ -712,3 +713,28 @@ async def test_sign_on_answers_skip_the_rest_hooks_and_are_still_counted(
     assert [path for path in counted if "/interactions/" in path] == [CALLBACK_PATH, CALLBACK_PATH, by_hook]
     after = metrics.REGISTRY.get_sample_value("readersviews_interactions_total", {"outcome": "answered"})
     assert after == answered + 3  # the click on Sign, the form, the click on Who signed
+
+
+async def test_late_sign_on_answers_are_counted_and_logged_once(
+    running: Booted, world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Answers Discord refuses as too late (10062, when a burst outruns the bot) are each counted in
+    the metrics; the log says so once, not once each (a line per answer would add to the overload)."""
+    fake = world.fake
+    message = await create_statement(world, running)
+    before = metrics.REGISTRY.get_sample_value("readersviews_interactions_total", {"outcome": "late"}) or 0
+    fake.interaction_timeout = 0.0  # every answer arrives after Discord gave up
+    try:
+        with caplog.at_level(logging.WARNING, logger="cogs.statements"):
+            for member in (world.reader, world.editor, world.organizer):
+                click = await fake.click(world.guild, member, message, f"statements:sign:{sid(message)}")
+                await click.wait_for(lambda ix: len(ix.callbacks) == 1)
+            await eventually(
+                lambda: (
+                    metrics.REGISTRY.get_sample_value("readersviews_interactions_total", {"outcome": "late"})
+                    == before + 3
+                )
+            )
+    finally:
+        fake.interaction_timeout = 3.0
+    assert len([r for r in caplog.records if "too late" in r.getMessage() or "could not answer" in r.getMessage()]) == 1
