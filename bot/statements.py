@@ -278,10 +278,6 @@ class Batcher(Generic[T, R]):
                 if not future.done():
                     future.set_result(result)
 
-    def idle(self) -> bool:
-        """Nothing queued and no batch in flight."""
-        return not self._queue and (self._worker is None or self._worker.done())
-
     async def drain(self) -> None:
         """Finish what was submitted (at shutdown, before the database closes)."""
         if self._worker is not None:
@@ -349,13 +345,17 @@ class SignatureWriter(Batcher[SignatureInput, SignOutcome]):
         self.direct_batches = 0
 
     async def write(self, request: SignatureInput) -> SignOutcome:
-        if self._direct is None or not (self._turn or self.idle()):
+        if self._direct is None or not (self._turn or self._group_idle()):
             return await self.submit(request)
         future: asyncio.Future[SignOutcome] = asyncio.get_running_loop().create_future()
         self._turn.append((request, future))
         if len(self._turn) == 1:
             asyncio.get_running_loop().call_soon(self._write_turn)
         return await asyncio.shield(future)
+
+    def _group_idle(self) -> bool:
+        """Nothing waits in the group commit, and no batch of it is being written."""
+        return not self._queue and (self._worker is None or self._worker.done())
 
     def _write_turn(self) -> None:
         """Commit the sign-ons collected in this turn of the loop (those the file refuses take the queue)."""
