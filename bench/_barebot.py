@@ -23,6 +23,7 @@ import discord  # noqa: E402
 
 from bot.app import apply_endpoints  # noqa: E402
 from bot.config import load_config  # noqa: E402
+from bot.tuning import SWITCH_INTERVAL  # noqa: E402
 
 
 class BareBot(discord.Client):
@@ -60,7 +61,7 @@ class BareBot(discord.Client):
 
 
 async def main() -> None:
-    sys.setswitchinterval(0.001)
+    sys.setswitchinterval(SWITCH_INTERVAL)  # as `readersviews run` sets it (bot/tuning.py)
     apply_endpoints(load_config(Path(sys.argv[1]), required=True))
     client = BareBot()
     loop = asyncio.get_running_loop()

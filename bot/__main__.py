@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import json
 import logging
 import os
@@ -20,7 +19,7 @@ import aiohttp
 import discord
 from discord.ext import commands
 
-from bot import __version__
+from bot import __version__, tuning
 from bot.clock import SystemClock
 from bot.config import Config, ConfigError, Secrets, load, resolve_config_path
 from bot.logs import setup_logging
@@ -167,17 +166,6 @@ def _token(secrets: Secrets) -> str:
     return secrets.discord_token.get_secret_value()
 
 
-async def _freeze_gc_once() -> None:
-    """Move what start-up built (modules, caches) out of the collector's view, once.
-
-    A full collection otherwise walks all of it: measured in a sign-on burst (bench/signons.py,
-    250/s), the longest pause fell from 95 ms to 43 ms.
-    """
-    if not gc.get_freeze_count():
-        gc.collect()
-        gc.freeze()
-
-
 async def cmd_run(config: Config, secrets: Secrets, *, no_config: tuple[Path, Path] | None = None) -> int:
     """Start the bot; `no_config`: (the config path looked for, the default database) when there was no file."""
     from bot.app import Runtime
@@ -188,10 +176,7 @@ async def cmd_run(config: Config, secrets: Secrets, *, no_config: tuple[Path, Pa
             "no config file at %s: using the built-in defaults (config/example.yaml lists them); database %s",
             *no_config,
         )
-    # Every store call hands work to aiosqlite's thread and back; with Python's default 5 ms GIL
-    # switch interval a busy event loop makes each hand-back wait. Measured (bench/signons.py, 250
-    # sign-ons/s): p99 click/submit 404/770 ms at 5 ms, 208/292 ms at 1 ms, same CPU.
-    sys.setswitchinterval(0.001)
+    tuning.apply_at_start()  # measured tunings, with their figures: bot/tuning.py
     # The lease (one bot per database) is taken after the config is checked, before the database opens;
     # a bad site setting fails here too, before any waiting for Discord.
     runtime = await Runtime.create(config, secrets, lease="run")
@@ -205,7 +190,7 @@ async def cmd_run(config: Config, secrets: Secrets, *, no_config: tuple[Path, Pa
         await runtime.aclose()
         log.info("stopped before connecting to Discord")
         return 0
-    runtime.bot.add_listener(_freeze_gc_once, "on_ready")
+    runtime.bot.add_listener(tuning.freeze_gc_once, "on_ready")
     try:
         await runtime.run_until_signalled(token)
     except discord.LoginFailure:

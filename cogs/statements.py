@@ -4,6 +4,8 @@ A thin adapter over `bot.statements.StatementService`: buttons are `DynamicItem`
 carries the statement id, and every click reads the statement from the DB. Forms (modals) are
 answered from `on_interaction` by their custom_id, not from a stored `Modal` object, so a form
 opened before a restart can still be submitted after it, and concurrent forms never share state.
+Clicks on Sign and sign forms, nearly all of a sign-on burst, take a hot path straight from the
+gateway payload (see "the sign-on hot path" below for why and what it keeps).
 """
 
 from __future__ import annotations
@@ -13,15 +15,20 @@ import dataclasses
 import io
 import logging
 import re
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+import aiohttp
 import discord
 from discord import app_commands
 from discord.ext import commands, tasks
+from discord.webhook.async_ import async_context, interaction_message_response_params, interaction_response_params
 
+from bot import metrics
 from bot.checks import ensure_organizer, may, organizer_only
+from bot.discord_internals import gateway_parsers
 from bot.errors import send_ephemeral
 from bot.render import inert_text
 from bot.statements import (
@@ -60,10 +67,15 @@ LATEST_NAME = "Latest signers"
 FIELD_VALUE_MAX = 1024  # Discord's limits: one embed field's value, and a whole embed
 EMBED_MAX = 6000
 NONE = discord.AllowedMentions.none()
+FAST_PATH_DRAIN = 10.0  # seconds sign-ons in flight at unload get to be answered
 RESTARTING = "I'm restarting right now, so nothing was recorded; please try again in a minute."
+OUR_FAULT = "Something went wrong on our side; it has been logged for the operator."
 CREATE_FORM = re.compile(r"^statements:createform:(\d+):(\d+):([01]):([01])$")
 # An organization form that changes one of the member's signatures names it: `:organization:<id>`.
 SIGN_FORM = re.compile(r"^statements:signform:(\d+):(individual|organization)(?::(\d+))?$")
+SIGN_CLICK = re.compile(r"^statements:sign:(\d+)$")  # StatementButton's custom_id for the Sign button
+COMPONENT_INTERACTION, MODAL_SUBMIT_INTERACTION = 3, 5  # Discord's interaction types
+BUTTON = 2  # Discord's component type
 MODAL_TITLE_MAX = 45
 EDIT_FORM = re.compile(r"^statements:editform:(\d+)$")
 
@@ -448,11 +460,121 @@ def statement_form(custom_id: str, title: str, current: StatementRow | None = No
 # -- the cog --------------------------------------------------------------------------------------
 
 
-def server_of(interaction: discord.Interaction) -> int:
+def server_of(interaction: discord.Interaction | SignReply) -> int:
     """The server a click or form comes from: statements of any other server are out of its reach."""
     if interaction.guild_id is None:
         raise StatementError("Statements work only inside a server.")
     return interaction.guild_id
+
+
+class SignReply(Protocol):
+    """Who is signing, where, and how to answer them: a `discord.Interaction` (`InteractionReply`) or
+    the raw gateway payload of the sign-on hot path (`RawSignReply`)."""
+
+    id: int
+    user_id: int
+    guild_id: int | None
+
+    @property
+    def account_created_at(self) -> datetime: ...
+
+    async def text(self, content: str) -> None: ...
+
+    async def form(self, modal: discord.ui.Modal) -> None: ...
+
+
+class InteractionReply:
+    """A `SignReply` over a discord.py `Interaction` (buttons and forms that took the usual path)."""
+
+    def __init__(self, interaction: discord.Interaction) -> None:
+        self.interaction = interaction
+        self.id = interaction.id
+        self.user_id = interaction.user.id
+        self.guild_id = interaction.guild_id
+
+    @property
+    def account_created_at(self) -> datetime:
+        return self.interaction.user.created_at
+
+    async def text(self, content: str) -> None:
+        await send_ephemeral(self.interaction, content)
+
+    async def form(self, modal: discord.ui.Modal) -> None:
+        await self.interaction.response.send_modal(modal)
+
+
+CALLBACK_PATH = "/interactions/{id}/{token}/callback"  # for the metrics: what was answered, how
+
+
+class RawSignReply:
+    """A `SignReply` read straight from an INTERACTION_CREATE payload, answered through discord.py's
+    own interaction-callback request (same rate-limit handling and errors as `InteractionResponse`).
+
+    `session` is an aiohttp session on discord.py's connector (its connections and limit) without
+    the bot's trace hooks: measured, they cost a third of an interaction callback's client-side CPU,
+    and callbacks are exempt from the global limit the pacer keeps. The answer is counted in the
+    metrics here instead (the final status; a 429 retried inside discord.py is not seen)."""
+
+    def __init__(
+        self, http: discord.http.HTTPClient, session: aiohttp.ClientSession, data: Mapping[str, Any], guild_id: int
+    ) -> None:
+        self._http = http
+        self._session = session
+        self.id = int(data["id"])
+        self.token: str = data["token"]
+        self.user_id = int(data["member"]["user"]["id"])
+        self.guild_id: int | None = guild_id
+        self.answered = False
+
+    @property
+    def account_created_at(self) -> datetime:
+        return discord.utils.snowflake_time(self.user_id)
+
+    async def _callback(self, params: Any) -> None:
+        http = self._http
+        try:
+            await async_context.get().create_interaction_response(
+                self.id, self.token, session=self._session, proxy=http.proxy, proxy_auth=http.proxy_auth, params=params
+            )
+        except discord.HTTPException as exc:
+            metrics.count_discord_answer("POST", CALLBACK_PATH, exc.status)
+            raise
+        metrics.count_discord_answer("POST", CALLBACK_PATH, 200)
+        self.answered = True
+
+    async def text(self, content: str) -> None:
+        if self.answered:
+            raise RuntimeError("a sign-on is answered once")
+        await self._callback(
+            interaction_message_response_params(
+                type=discord.InteractionResponseType.channel_message.value,
+                content=content,
+                flags=discord.MessageFlags(ephemeral=True),
+                allowed_mentions=NONE,
+            )
+        )
+
+    async def form(self, modal: discord.ui.Modal) -> None:
+        await self._callback(interaction_response_params(discord.InteractionResponseType.modal.value, modal.to_dict()))
+
+
+def sign_route(data: Any) -> tuple[str, re.Match[str]] | None:
+    """("click", match) for a click on a Sign button, ("form", match) for a sign form submitted in a
+    server; None for every other interaction (they take discord.py's usual path)."""
+    if not isinstance(data, dict) or "member" not in data or not data.get("guild_id"):
+        return None
+    inner = data.get("data") or {}
+    custom_id = inner.get("custom_id")
+    if not isinstance(custom_id, str) or not custom_id.startswith("statements:sign"):
+        return None
+    kind = data.get("type")
+    if kind == COMPONENT_INTERACTION and inner.get("component_type") == BUTTON:
+        match = SIGN_CLICK.match(custom_id)
+        return ("click", match) if match else None
+    if kind == MODAL_SUBMIT_INTERACTION:
+        match = SIGN_FORM.match(custom_id)
+        return ("form", match) if match else None
+    return None
 
 
 class Statements(commands.Cog):
@@ -474,20 +596,30 @@ class Statements(commands.Cog):
         self._blank_forms: dict[tuple[int, str, bool], discord.ui.Modal] = {}
         self._unreachable: set[int] = set()  # statements whose message answered 403/404 (already reported)
         self._closing = False  # set at unload: new sign-ons are asked to retry
+        self._fast_tasks: set[asyncio.Task[None]] = set()
+        self._callback_session: aiohttp.ClientSession | None = None
+        self._late_answers, self._late_logged_at = 0, float("-inf")
+        self._uninstall_fast_path: Callable[[], None] = lambda: None
         self.timer_cap = MAX_TIMER_SLEEP
         self._wake = asyncio.Event()
 
     async def cog_load(self) -> None:
         self.bot.add_dynamic_items(StatementButton, SignatureChoiceButton)
+        self._install_fast_path()
         self.timer.start()
 
     async def cog_unload(self) -> None:
         # discord.py unloads cogs before it closes the gateway: sign-ons arriving from here on are
         # told to retry instead of racing the writer's drain and the store closing under them.
         self._closing = True
+        self._uninstall_fast_path()
         self.timer.cancel()
+        if self._fast_tasks:  # sign-ons already taken: let them be answered before their session closes
+            await asyncio.wait(list(self._fast_tasks), timeout=FAST_PATH_DRAIN)
         await self.service.aclose()
         await self.refresher.aclose()
+        if self._callback_session is not None:
+            await self._callback_session.close()
         self.bot.remove_dynamic_items(StatementButton, SignatureChoiceButton)
 
     def _changed(self, statement_id: int) -> None:
@@ -620,20 +752,113 @@ class Statements(commands.Cog):
             form = self._blank_forms[key] = sign_form(statement, kind, None)
         return form
 
+    async def _sign_click(self, reply: SignReply, statement_id: int) -> None:
+        """Sign: the personal sign form, filled in with the member's signature if there is one."""
+        # One DB read: the statement, whether the account is blocked, its live personal signature.
+        statement, current = await self.service.prepare_sign(
+            statement_id, reply.user_id, "individual", guild_id=server_of(reply)
+        )
+        await reply.form(self._sign_form(statement, "individual", current))
+
+    # -- the sign-on hot path -------------------------------------------------------------------
+    #
+    # Why it exists: in a sign-on burst nearly every interaction is a click on Sign or a sign form,
+    # and discord.py's usual path costs more than the sign-on itself. It builds an `Interaction`
+    # (parsing the whole clicked message: embed, components, author), dispatches it to every cog's
+    # `on_interaction` (a task each), then rebuilds a View from the message to find the
+    # `DynamicItem` (measured with bench/signons.py: about a third of the bot's CPU per sign-on).
+    # These two interactions need only ids, the token and the form's values, so they are taken
+    # from the gateway payload and answered with discord.py's own interaction-callback request.
+    # Everything else stays the same: the custom ids are unchanged (old buttons keep working, and
+    # `StatementButton` still answers a click that reaches it), servers not served are refused by
+    # the tenants gate first, the statement's server is checked against the click's, late
+    # interactions are skipped, and signatures go through the same group-commit writer.
+
+    def _install_fast_path(self) -> None:
+        parsers = gateway_parsers(self.bot)  # bot.discord_internals: the one place that knows the attribute
+        usual = parsers["INTERACTION_CREATE"]  # with the tenants gate on it, if servers are listed
+        tenants, http = self.bot.tenants, self.bot.http
+        session = self._callback_session = aiohttp.ClientSession(
+            connector=http.connector, connector_owner=False, cookie_jar=aiohttp.DummyCookieJar()
+        )
+
+        def interaction_create(data: Any) -> None:
+            route = sign_route(data)
+            if route is None or not tenants.serves(int(data["guild_id"])):
+                usual(data)
+                return
+            reply = RawSignReply(http, session, data, int(data["guild_id"]))
+            self._spawn(self._fast_sign(reply, *route, data["data"]))
+
+        def uninstall() -> None:
+            if parsers.get("INTERACTION_CREATE") is interaction_create:
+                parsers["INTERACTION_CREATE"] = usual
+
+        parsers["INTERACTION_CREATE"] = interaction_create
+        self._uninstall_fast_path = uninstall
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._fast_tasks.add(task)
+        task.add_done_callback(self._fast_tasks.discard)
+
+    async def _fast_sign(self, reply: RawSignReply, route: str, match: re.Match[str], data: Mapping[str, Any]) -> None:
+        """A Sign click or a sign form from the hot path, with the same answers as the usual one."""
+        if self.bot.shedder.late(reply.id):
+            return
+        try:
+            if self._closing:
+                await reply.text(RESTARTING)
+            elif route == "click":
+                await self._sign_click(reply, int(match[1]))
+            else:
+                await self._submit_signature(
+                    reply,
+                    int(match[1]),
+                    match[2],  # type: ignore[arg-type]
+                    modal_values(data.get("components", [])),
+                    replaces=int(match[3]) if match[3] else None,
+                )
+        except StatementError as exc:
+            await self._reply_safely(reply, str(exc))
+        except discord.NotFound as exc:
+            # 10062: answered too late (over capacity). What was recorded stays recorded; the metrics
+            # count each one, the log says so once a minute (a line each would add to the overload).
+            self._answered_late(exc)
+        except discord.HTTPException as exc:
+            log.warning("sign-on %s (%s): could not answer user %s: %s", route, data.get("custom_id"),
+                        reply.user_id, exc)  # fmt: skip
+        except Exception:
+            log.exception("sign-on %s (%s) failed for user %s", route, data.get("custom_id"), reply.user_id)
+            await self._reply_safely(reply, OUR_FAULT)
+
+    def _answered_late(self, exc: discord.HTTPException) -> None:
+        self._late_answers += 1
+        now = time.monotonic()
+        if now - self._late_logged_at >= 60:
+            log.warning("%d sign-on answer(s) came too late for Discord (%s); their members see "
+                        "'This interaction failed' and can try again", self._late_answers, exc)  # fmt: skip
+            self._late_answers, self._late_logged_at = 0, now
+
+    async def _reply_safely(self, reply: RawSignReply, text: str) -> None:
+        if reply.answered:
+            return
+        try:
+            await reply.text(text)
+        except Exception as exc:  # the last answer there is; the cause was logged already
+            log.warning("could not answer user %s (interaction expired?): %s", reply.user_id, exc)
+
     async def on_button(self, interaction: discord.Interaction, statement_id: int, action: str) -> None:
         if await self._turned_away(interaction):
             return
         try:
-            if action in ("sign", "sign_org"):
-                kind: SignKind = "organization" if action == "sign_org" else "individual"
-                # One DB read: the statement, whether the account is blocked, its live personal signature.
-                statement, current = await self.service.prepare_sign(
-                    statement_id, interaction.user.id, kind, guild_id=server_of(interaction)
+            if action == "sign":
+                await self._sign_click(InteractionReply(interaction), statement_id)
+            elif action == "sign_org":
+                statement, _ = await self.service.prepare_sign(
+                    statement_id, interaction.user.id, "organization", guild_id=server_of(interaction)
                 )
-                if kind == "organization":
-                    await self._organization_form_or_choice(interaction, statement)
-                    return
-                await interaction.response.send_modal(self._sign_form(statement, kind, current))
+                await self._organization_form_or_choice(interaction, statement)
             elif action == "withdraw":
                 try:
                     withdrawn = await self.service.withdraw(
@@ -657,9 +882,7 @@ class Statements(commands.Cog):
                         interaction.user.id, exc)  # fmt: skip
         except Exception:
             log.exception("statement button %s:%s failed for user %s", action, statement_id, interaction.user.id)
-            await self._answer_safely(
-                interaction, "Something went wrong on our side; it has been logged for the operator."
-            )
+            await self._answer_safely(interaction, OUR_FAULT)
 
     async def _answer_withdrawn(self, interaction: discord.Interaction, withdrawn: SignatureRow | None) -> None:
         if withdrawn is None:
@@ -729,9 +952,7 @@ class Statements(commands.Cog):
                         interaction.user.id, exc)  # fmt: skip
         except Exception:
             log.exception("statement choice %s:%s failed for user %s", action, statement_id, interaction.user.id)
-            await self._answer_safely(
-                interaction, "Something went wrong on our side; it has been logged for the operator."
-            )
+            await self._answer_safely(interaction, OUR_FAULT)
 
     async def _who_signed(self, interaction: discord.Interaction, statement_id: int) -> None:
         statement = await self.service.get(statement_id, guild_id=server_of(interaction))
@@ -768,7 +989,7 @@ class Statements(commands.Cog):
                 if await self._turned_away(interaction):
                     return
                 await self._submit_signature(
-                    interaction,
+                    InteractionReply(interaction),
                     int(match[1]),
                     match[2],  # type: ignore[arg-type]
                     values,
@@ -785,9 +1006,7 @@ class Statements(commands.Cog):
             log.warning("statement form %s: could not answer user %s: %s", custom_id, interaction.user.id, exc)
         except Exception:
             log.exception("statement form %s failed for user %s", custom_id, interaction.user.id)
-            await self._answer_safely(
-                interaction, "Something went wrong on our side; it has been logged for the operator."
-            )
+            await self._answer_safely(interaction, OUR_FAULT)
 
     async def _turned_away(self, interaction: discord.Interaction) -> bool:
         """True if this click or form is not worked on (nothing is recorded): Discord already gave up
@@ -808,7 +1027,7 @@ class Statements(commands.Cog):
 
     async def _submit_signature(
         self,
-        interaction: discord.Interaction,
+        reply: SignReply,
         statement_id: int,
         kind: SignKind,
         values: dict[str, Any],
@@ -819,7 +1038,7 @@ class Statements(commands.Cog):
         public_choice = values.get("public") or []
         request = SignRequest(
             statement_id=statement_id,
-            user_id=interaction.user.id,
+            user_id=reply.user_id,
             kind=kind,
             name=values.get("name"),
             role=values.get("role"),
@@ -827,12 +1046,12 @@ class Statements(commands.Cog):
             city=city,
             country=country,
             public=(public_choice[0] if public_choice else "yes") == "yes",
-            account_created_at=interaction.user.created_at,
-            guild_id=server_of(interaction),
+            account_created_at=reply.account_created_at,
+            guild_id=server_of(reply),
             replaces=replaces,
         )
         outcome = await self.service.sign(request)
-        await send_ephemeral(interaction, signed_answer(outcome))
+        await reply.text(signed_answer(outcome))
 
     async def _submit_create(
         self, interaction: discord.Interaction, match: re.Match[str], values: dict[str, Any]

@@ -365,7 +365,7 @@ async def main() -> None:
     secrets = Secrets.from_env()
     runtime = await Runtime.create(load_config(Path(sys.argv[1]), required=True), secrets)
 
-    async def on_ready() -> None:  # as `readersviews run` listens (bot.__main__._freeze_gc_once)
+    async def on_ready() -> None:  # as `readersviews run` listens (bot.tuning.freeze_gc_once)
         print("ready", flush=True)
 
     runtime.bot.add_listener(on_ready, "on_ready")

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
+import logging
 import re
+import sqlite3
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bot import metrics
 from bot.statements import export_statement
-from cogs.statements import cut_line
+from cogs.statements import CALLBACK_PATH, cut_line
 from tests.fakediscord import FakeDiscord
-from tests.helpers import Booted, FakeClock, World, answer, cog, create_statement, eventually, sid, sign
+from tests.fakediscord.world import Member
+from tests.helpers import Booted, FakeClock, World, answer, cog, create_statement, eventually, sid, sign, spawn
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -530,3 +536,139 @@ async def test_sign_ons_during_shutdown_are_asked_to_retry(running: Booted, worl
     assert "restarting" in await answer(click)
     assert await running.bot.store.db.scalar("SELECT count(*) FROM signatures") == 0
     statements._closing = False
+
+
+async def test_sign_ons_are_answered_from_the_gateway_payload(running: Booted, world: World) -> None:
+    """Sign clicks and sign forms skip discord.py's `interaction` event (a parsed message and a task
+    per listener each: the sign-on hot path); other buttons still take it; answers stay private."""
+    fake = world.fake
+    message = await create_statement(world, running)
+    seen: list[str] = []
+
+    async def on_interaction(interaction: Any) -> None:
+        seen.append(str((interaction.data or {}).get("custom_id")))
+
+    running.bot.add_listener(on_interaction)
+    try:
+        click = await fake.click(world.guild, world.reader, message, f"statements:sign:{sid(message)}")
+        assert (await click.wait_response())["type"] == 9
+        submit = await fake.submit_modal(world.guild, world.reader, None, {"name": "Rita Reader"})
+        assert "Signed **Save the library**" in await answer(submit) and submit.ephemeral
+        click = await fake.click(world.guild, world.reader, message, f"statements:who:{sid(message)}")
+        assert "Rita Reader" in await answer(click)
+    finally:
+        running.bot.remove_listener(on_interaction)
+    assert seen == [f"statements:who:{sid(message)}"]
+
+
+async def test_sigkill_amid_a_sign_on_burst_loses_no_answered_signature(world: World, tmp_path: Path) -> None:
+    """`readersviews run` killed (SIGKILL, no clean-up) amid a burst of sign-ons: every member who was
+    answered "Signed" has exactly one signature after the restart, and Sign still works."""
+    fake = world.fake
+    members = [world.guild.add_member(f"signer{i}") for i in range(400)]
+    database = tmp_path / "readersviews.sqlite3"
+    settings = {"guilds": {world.guild.id: {"organizer_role_id": world.organizer_role.id}}}
+    processes = [await spawn(world, tmp_path, "-m", "bot", "--config", "{config}", "run", **settings)]
+    tasks: list[asyncio.Future[None]] = []
+    try:
+        await fake.wait_for_ready(timeout=30)
+        await fake.roundtrip()
+        ix = await fake.slash(world.guild, world.organizer, "statement create", channel=world.discussion)
+        assert (await ix.wait_response(timeout=30))["type"] == 9
+        submit = await fake.submit_modal(world.guild, world.organizer, None, {"title": "Burst", "body": "We sign."})
+        await submit.wait_original(timeout=30)
+        message = fake.messages_in(world.discussion)[-1]
+        signed: set[int] = set()
+
+        async def sign_on(member: Member) -> None:
+            click = await fake.click(world.guild, member, message, f"statements:sign:{sid(message)}")
+            if (await click.wait_response(timeout=60))["type"] == 9:
+                submit = await fake.submit_modal(world.guild, member, None, {"name": f"Signer {member.id}"})
+                if str((await submit.wait_response(timeout=60))["data"]["content"]).startswith("Signed"):
+                    signed.add(member.id)
+
+        tasks = [asyncio.ensure_future(sign_on(member)) for member in members]
+        await eventually(lambda: len(signed) >= 100, timeout=60)
+        processes[0].kill()
+        await processes[0].wait()
+        answered = set(signed)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+        conn = sqlite3.connect(database)
+        try:
+            rows = conn.execute(
+                "SELECT user_id, count(*) FROM signatures WHERE withdrawn_at IS NULL GROUP BY user_id"
+            ).fetchall()
+        finally:
+            conn.close()
+        assert answered <= {int(uid) for uid, _ in rows}
+        assert all(n == 1 for _, n in rows)
+
+        fake.gateway.ready.clear()
+        processes.append(await spawn(world, tmp_path, "-m", "bot", "--config", "{config}", "run", **settings))
+        await fake.wait_for_ready(timeout=30)
+        await fake.roundtrip()
+        late = next(m for m in members if m.id not in answered)
+        click = await fake.click(world.guild, late, message, f"statements:sign:{sid(message)}")
+        assert (await click.wait_response(timeout=30))["type"] == 9
+    finally:
+        for task in tasks:
+            task.cancel()
+        for process in processes:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+
+
+async def test_sign_on_answers_skip_the_rest_hooks_and_are_still_counted(
+    running: Booted, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sign-on answers go out on a session of their own, without the REST trace hooks (pacer, metrics:
+    callbacks are not under the global limit), and are counted in the metrics once all the same."""
+    fake = world.fake
+    message = await create_statement(world, running)
+    counted: list[str] = []
+    count = metrics.count_discord_answer
+
+    def recording(method: str, path: str, status: int) -> None:
+        counted.append(path)
+        count(method, path, status)
+
+    monkeypatch.setattr(metrics, "count_discord_answer", recording)
+    answered = metrics.REGISTRY.get_sample_value("readersviews_interactions_total", {"outcome": "answered"}) or 0
+    assert "Signed" in await sign(world, message, world.reader, {"name": "Rita Reader"})
+    click = await fake.click(world.guild, world.reader, message, f"statements:who:{sid(message)}")
+    assert "Rita Reader" in await answer(click)
+    by_hook = f"/api/v10/interactions/{click.id}/{click.token}/callback"  # what the REST hook sees
+    # Counted once the bot has read each answer, which can be just after the fake got it.
+    await eventually(lambda: len([path for path in counted if "/interactions/" in path]) == 3)
+    assert [path for path in counted if "/interactions/" in path] == [CALLBACK_PATH, CALLBACK_PATH, by_hook]
+    after = metrics.REGISTRY.get_sample_value("readersviews_interactions_total", {"outcome": "answered"})
+    assert after == answered + 3  # the click on Sign, the form, the click on Who signed
+
+
+async def test_late_sign_on_answers_are_counted_and_logged_once(
+    running: Booted, world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Answers Discord refuses as too late (10062, when a burst outruns the bot) are each counted in
+    the metrics; the log says so once, not once each (a line per answer would add to the overload)."""
+    fake = world.fake
+    message = await create_statement(world, running)
+    before = metrics.REGISTRY.get_sample_value("readersviews_interactions_total", {"outcome": "late"}) or 0
+    fake.interaction_timeout = 0.0  # every answer arrives after Discord gave up
+    try:
+        with caplog.at_level(logging.WARNING, logger="cogs.statements"):
+            for member in (world.reader, world.editor, world.organizer):
+                click = await fake.click(world.guild, member, message, f"statements:sign:{sid(message)}")
+                await click.wait_for(lambda ix: len(ix.callbacks) == 1)
+            await eventually(
+                lambda: (
+                    metrics.REGISTRY.get_sample_value("readersviews_interactions_total", {"outcome": "late"})
+                    == before + 3
+                )
+            )
+    finally:
+        fake.interaction_timeout = 3.0
+    assert len([r for r in caplog.records if "too late" in r.getMessage() or "could not answer" in r.getMessage()]) == 1

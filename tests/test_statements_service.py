@@ -8,6 +8,7 @@ import io
 import itertools
 import json
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -552,3 +553,86 @@ async def test_message_dirty_cleared_only_if_unchanged(env: tuple[StatementServi
     assert await repo.message_dirty() == []
     await service.withdraw(statement.id, 1)
     assert [s.id for s in await repo.message_dirty()] == [statement.id]
+
+
+async def test_sign_click_read_does_not_queue_behind_the_reading_thread(
+    env: tuple[StatementService, Store, FakeClock],
+) -> None:
+    """The read behind a click on Sign has a connection of its own: a slow read holding the database's
+    reading thread (an export, say) does not hold clicks up, and the click sees what was committed."""
+    service, store, _clock = env
+    statement = await published(service)
+    await service.sign(req(statement, 1, name="Ann Example"))
+    assert store.db.reader is not None
+    release = threading.Event()
+    slow_read = asyncio.ensure_future(store.db.reader._execute(release.wait, 30))
+    try:
+        found, current = await asyncio.wait_for(
+            service.prepare_sign(statement.id, 1, "individual", guild_id=GUILD), timeout=10
+        )
+        assert found.id == statement.id and current is not None and current.name == "Ann Example"
+        assert not slow_read.done()
+    finally:
+        release.set()
+        await slow_read
+
+
+async def test_sign_on_commits_without_waiting_for_the_writing_thread(
+    env: tuple[StatementService, Store, FakeClock], tmp_path: Path
+) -> None:
+    """With nothing queued, a sign-on is committed at once on a connection of its own: a slow job on
+    the database's writing thread (not holding the file) does not hold it up, and it is on disk."""
+    service, store, _clock = env
+    statement = await published(service)
+    release = threading.Event()
+    slow_job = asyncio.ensure_future(store.db.conn._execute(release.wait, 30))
+    try:
+        outcome = await asyncio.wait_for(service.sign(req(statement, 1, name="Ann Example")), timeout=10)
+        assert outcome.status == "created" and not slow_job.done()
+        other = sqlite3.connect(tmp_path / "s.sqlite3")
+        try:
+            assert other.execute("SELECT name FROM signatures").fetchall() == [("Ann Example",)]
+        finally:
+            other.close()
+    finally:
+        release.set()
+        await slow_job
+
+
+async def test_sign_on_waits_for_a_locked_file_without_blocking_the_loop(
+    env: tuple[StatementService, Store, FakeClock], tmp_path: Path
+) -> None:
+    """While another connection writes, a sign-on joins the group commit (which waits) instead of
+    failing or stalling the event loop; it is recorded once the file is free."""
+    service, _store, _clock = env
+    statement = await published(service)
+    other = sqlite3.connect(tmp_path / "s.sqlite3", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        signing = asyncio.gather(*(service.sign(req(statement, user, name=f"Signer {user}")) for user in (1, 2, 3)))
+        for _ in range(20):
+            await asyncio.sleep(0.01)  # the loop keeps turning while the sign-ons wait
+        assert not signing.done()
+    finally:
+        other.execute("COMMIT")
+        other.close()
+    assert [o.status for o in await asyncio.wait_for(signing, timeout=10)] == ["created"] * 3
+    assert sorted(s.name for s in await service.repo.live_signatures(statement.id)) == [
+        "Signer 1",
+        "Signer 2",
+        "Signer 3",
+    ]
+
+
+async def test_sign_ons_of_one_turn_share_one_transaction(env: tuple[StatementService, Store, FakeClock]) -> None:
+    """Sign-ons that arrive together (a burst's gateway frames come several at a time) are committed
+    in one transaction, each answered with its own outcome; the next ones in a transaction of their own."""
+    service, _store, _clock = env
+    statement = await published(service)
+    first = await asyncio.gather(*(service.sign(req(statement, user, name=f"Signer {user}")) for user in range(1, 6)))
+    assert [o.status for o in first] == ["created"] * 5
+    assert [o.recorded.name for o in first if o.recorded] == [f"Signer {user}" for user in range(1, 6)]
+    assert (service.writer.direct_batches, service.writer.direct_writes) == (1, 5)
+    again = await service.sign(req(statement, 3, name="Signer three"))
+    assert again.status == "updated"
+    assert (service.writer.direct_batches, service.writer.direct_writes) == (2, 6)

@@ -24,7 +24,7 @@ import json
 import sqlite3
 import unicodedata
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import groupby
@@ -235,6 +235,38 @@ _SIGN_CONTEXT = (
 )
 
 
+SignContextRows = dict[tuple[int, int], tuple["StatementRow | None", bool, "SignatureRow | None"]]
+
+
+def sign_context_query(pairs: Sequence[tuple[int, int]]) -> tuple[str, list[int]]:
+    """The read behind `StatementsRepo.sign_contexts` for up to 400 (statement id, user id) pairs."""
+    return _SIGN_CONTEXT.format(values=",".join(["(?, ?)"] * len(pairs))), [v for pair in pairs for v in pair]
+
+
+def sign_contexts_on(conn: sqlite3.Connection, pairs: Sequence[tuple[int, int]]) -> SignContextRows:
+    """`StatementsRepo.sign_contexts` on a plain sqlite3 connection (rows as `sqlite3.Row`), in the caller's thread."""
+    wanted = list(dict.fromkeys(pairs))
+    found: SignContextRows = {pair: (None, False, None) for pair in wanted}
+    for start in range(0, len(wanted), 400):
+        sql, params = sign_context_query(wanted[start : start + 400])
+        _read_sign_contexts(conn.execute(sql, params).fetchall(), found)
+    return found
+
+
+def _read_sign_contexts(rows: Iterable[Any], found: SignContextRows) -> None:
+    statements: dict[int, StatementRow] = {}
+    for row in rows:
+        statement = statements.get(row["id"])
+        if statement is None:
+            statement = statements[row["id"]] = StatementRow.from_row(row)
+        signature = None
+        if row["sig_id"] is not None:
+            signature = SignatureRow.from_row(
+                {name: row[f"sig_{name}"] for name in _SIGNATURE_COLUMNS}  # type: ignore[arg-type]
+            )
+        found[(row["req_sid"], row["req_uid"])] = (statement, bool(row["blocked"]), signature)
+
+
 class StatementsRepo:
     def __init__(self, db: Database, clock: Clock) -> None:
         self.db = db
@@ -379,6 +411,21 @@ class StatementsRepo:
         metrics.SIGNATURES.inc(sum(outcome.recorded is not None for outcome in outcomes))
         return outcomes
 
+    def sign_batch_on(self, conn: sqlite3.Connection, requests: Sequence[SignatureInput]) -> list[SignOutcome]:
+        """`sign_batch` on a plain sqlite3 connection in the caller's thread (raises if the file is locked)."""
+        now = self._clock.now()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            outcomes = _sign_batch(conn, requests, now)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        metrics.DB_WRITES.inc()
+        metrics.SIGNATURES.inc(sum(outcome.recorded is not None for outcome in outcomes))
+        return outcomes
+
     async def sign_context(
         self, statement_id: int, user_id: int
     ) -> tuple[StatementRow | None, bool, SignatureRow | None]:
@@ -395,19 +442,8 @@ class StatementsRepo:
         }
         for start in range(0, len(wanted), 400):
             chunk = wanted[start : start + 400]
-            sql = _SIGN_CONTEXT.format(values=",".join(["(?, ?)"] * len(chunk)))
-            rows = await self.db.fetchall(sql, [value for pair in chunk for value in pair])
-            statements: dict[int, StatementRow] = {}
-            for row in rows:
-                statement = statements.get(row["id"])
-                if statement is None:
-                    statement = statements[row["id"]] = StatementRow.from_row(row)
-                signature = None
-                if row["sig_id"] is not None:
-                    signature = SignatureRow.from_row(
-                        {name: row[f"sig_{name}"] for name in _SIGNATURE_COLUMNS}  # type: ignore[arg-type]
-                    )
-                found[(row["req_sid"], row["req_uid"])] = (statement, bool(row["blocked"]), signature)
+            sql, params = sign_context_query(chunk)
+            _read_sign_contexts(await self.db.fetchall(sql, params), found)
         return found
 
     async def live_signature(self, statement_id: int, user_id: int) -> SignatureRow | None:
