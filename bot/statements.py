@@ -388,8 +388,11 @@ class StatementService:
         on_changed: Callable[[int], None] | None = None,
         on_schedule: Callable[[], None] | None = None,
         max_batch: int = 500,
+        served_guilds: frozenset[int] | None = None,
     ) -> None:
         self.store = store
+        # With discord.allowed_guild_ids set, deadlines of other servers' statements are not acted on.
+        self.served_guilds = served_guilds
         self.repo = repo
         self.clock = clock
         self.site_update_interval = timedelta(minutes=site_update_minutes)
@@ -809,7 +812,7 @@ class StatementService:
     async def close_due(self) -> list[StatementRow]:
         """Close every open statement whose deadline has passed."""
         closed = []
-        for statement in await self.repo.due_to_close(self.clock.now()):
+        for statement in await self.repo.due_to_close(self.clock.now(), self.served_guilds):
             done = await self.close(statement.id, actor_id=None, reason="deadline")
             if done is not None:
                 log.info("statement %s (%s) closed at its deadline", statement.id, statement.slug)
@@ -839,7 +842,7 @@ class StatementService:
 
     async def next_timer_at(self) -> datetime | None:
         """The earliest deadline or owed site update (None: nothing scheduled)."""
-        moments = [moment for moment in [await self.repo.next_close_at()] if moment is not None]
+        moments = [moment for moment in [await self.repo.next_close_at(self.served_guilds)] if moment is not None]
         moments += [self._site_due_at(s) for s in await self.repo.site_dirty()]
         return min(moments, default=None)
 

@@ -591,6 +591,7 @@ class Statements(commands.Cog):
             on_enqueued=bot.outbox.notify,
             on_changed=self._changed,
             on_schedule=self.wake_timer,
+            served_guilds=bot.tenants.only,
         )
         self.refresher = Debouncer(self._refresh_message, EDIT_INTERVAL)
         self._blank_forms: dict[tuple[int, str, bool], discord.ui.Modal] = {}

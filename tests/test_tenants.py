@@ -513,6 +513,29 @@ async def test_feeds_of_a_server_not_on_the_allow_list_are_not_fetched(
     assert [m for m in world.fake.messages_in(stranger.alerts) if "feed trouble" in m["content"]] == []
 
 
+async def test_deadlines_of_a_server_not_on_the_allow_list_are_left_alone(
+    world: World, stranger: Server, booter: Any
+) -> None:
+    """A statement left from before the list is not closed by its deadline, and its timer doesn't spin."""
+    booted: Booted = await booter(discord={"allowed_guild_ids": [world.guild.id]})
+    db = booted.bot.store.db
+    past = "2026-01-01T00:00:00+00:00"
+    for n, server in enumerate((world.guild, stranger.guild), start=1):
+        await db.write(
+            "INSERT INTO statements (id, guild_id, slug, title, body, organizer_id, created_at, updated_at,"
+            " status, closes_at) VALUES (?, ?, ?, 'S', 'b', 1, ?, ?, 'open', ?)",
+            (n, server.id, f"s{n}", past, past, past),
+        )
+    statements = booted.cog("Statements")
+    await statements.run_timer_once()
+    status = {
+        gid: await db.scalar("SELECT status FROM statements WHERE guild_id = ?", (gid,))
+        for gid in (world.guild.id, stranger.guild.id)
+    }
+    assert status == {world.guild.id: "closed", stranger.guild.id: "open"}
+    assert await statements.service.next_timer_at() is None  # the unserved deadline never counts as due
+
+
 async def test_empty_allow_list_serves_every_server_and_warns(
     world: World, stranger: Server, booter: Any, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -17,6 +17,7 @@ from bot.clock import Clock, from_db, to_db
 from bot.logs import ids
 from bot.store.audit import insert_audit
 from bot.store.database import Database
+from bot.store.tenancy import only_guilds
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +169,7 @@ class FeedsRepo:
 
     async def due(self, now: datetime, guilds: frozenset[int] | None = None) -> list[FeedRow]:
         """Enabled feeds due for a poll; with `guilds`, only those servers' (the others are not served)."""
-        only, params = _only(guilds)
+        only, params = only_guilds(guilds)
         rows = await self._db.fetchall(
             f"SELECT * FROM feeds WHERE enabled = 1 AND (next_poll_at IS NULL OR next_poll_at <= ?){only}"
             " ORDER BY next_poll_at",
@@ -178,7 +179,7 @@ class FeedsRepo:
 
     async def with_work(self, guilds: frozenset[int] | None = None) -> list[FeedRow]:
         """Enabled feeds with articles waiting to be posted or edited (with `guilds`, of those servers)."""
-        only, params = _only(guilds)
+        only, params = only_guilds(guilds)
         rows = await self._db.fetchall(
             "SELECT * FROM feeds WHERE enabled = 1 AND id IN (SELECT feed_id FROM articles"
             f" WHERE status IN ('pending', 'posting') OR needs_edit = 1 OR thread_step = 'wanted'){only} ORDER BY id",
@@ -189,7 +190,7 @@ class FeedsRepo:
     async def next_due_at(self, guilds: frozenset[int] | None = None) -> datetime | None:
         """When the next poll is due. Feeds of servers outside `guilds` never count: they are never
         polled, so their next_poll_at stays in the past and would wake the poller every second."""
-        only, params = _only(guilds)
+        only, params = only_guilds(guilds)
         value = await self._db.scalar(f"SELECT min(next_poll_at) FROM feeds WHERE enabled = 1{only}", params)
         return from_db(value)
 
@@ -557,11 +558,3 @@ async def _audit(
         detail=detail,
         created_at=now,
     )
-
-
-def _only(guilds: frozenset[int] | None) -> tuple[str, tuple[int, ...]]:
-    """A `guild_id IN (...)` condition for the served servers; none when every server is served."""
-    if guilds is None:
-        return "", ()
-    ids = tuple(sorted(guilds))
-    return f" AND guild_id IN ({', '.join('?' * len(ids))})", ids

@@ -36,6 +36,7 @@ import aiosqlite
 from bot import metrics
 from bot.clock import Clock, from_db, to_db
 from bot.store.database import Database
+from bot.store.tenancy import only_guilds
 
 SignKind = Literal["individual", "organization"]
 SignStatus = Literal[
@@ -364,17 +365,22 @@ class StatementsRepo:
         """Delete a statement that is still a draft; False if there is none (e.g. it was published)."""
         return await self.db.write("DELETE FROM statements WHERE id = ? AND status = 'draft'", (statement_id,)) > 0
 
-    async def due_to_close(self, now: datetime) -> list[StatementRow]:
+    async def due_to_close(self, now: datetime, guilds: frozenset[int] | None = None) -> list[StatementRow]:
+        """Open statements past their deadline; with `guilds`, only those servers' (the others aren't served)."""
+        only, params = only_guilds(guilds)
         rows = await self.db.fetchall(
-            "SELECT * FROM statements WHERE status = 'open' AND closes_at IS NOT NULL AND closes_at <= ? ORDER BY id",
-            (to_db(now),),
+            "SELECT * FROM statements WHERE status = 'open' AND closes_at IS NOT NULL AND closes_at <= ?"
+            f"{only} ORDER BY id",
+            (to_db(now), *params),
         )
         return [StatementRow.from_row(row) for row in rows]
 
-    async def next_close_at(self) -> datetime | None:
+    async def next_close_at(self, guilds: frozenset[int] | None = None) -> datetime | None:
+        only, params = only_guilds(guilds)
         return from_db(
             await self.db.scalar(
-                "SELECT min(closes_at) FROM statements WHERE status = 'open' AND closes_at IS NOT NULL"
+                f"SELECT min(closes_at) FROM statements WHERE status = 'open' AND closes_at IS NOT NULL{only}",
+                params,
             )
         )
 
