@@ -30,7 +30,10 @@ _BANNED_IN_NAMES = re.compile(r"clyde|discord", re.I)  # Discord refuses webhook
 
 def display_name(name: str | None) -> str:
     """A name Discord accepts for a webhook message: 1-80 characters without "clyde" or "discord"."""
-    cleaned = " ".join(_BANNED_IN_NAMES.sub("", name or "").split())[:80].strip()
+    cleaned = name or ""
+    while _BANNED_IN_NAMES.search(cleaned):  # until none is left: "disclydecord" without "clyde" is "discord"
+        cleaned = _BANNED_IN_NAMES.sub("", cleaned)
+    cleaned = " ".join(cleaned.split())[:80].strip()
     return cleaned or WEBHOOK_NAME
 
 

@@ -1376,6 +1376,26 @@ async def test_webhook_delivery_posts_under_the_feeds_name(
     assert len(world.fake.channel_webhooks) == 2
 
 
+async def test_webhook_name_hiding_a_banned_word_is_still_accepted_by_discord(
+    world: World, booter: Any, site: FeedServer, clock: FakeClock
+) -> None:
+    """A feed titled so that removing "clyde" leaves "discord" still posts through its webhook."""
+    from tests.fakediscord import perms
+
+    world.guild.bot_role.permissions |= perms.MANAGE_WEBHOOKS  # type: ignore[attr-defined]
+    booted: Booted = await booter(clock=clock)
+    site.set_feed("/feed", rss([], title="The DisClydeCord Gazette"))
+    await add_feed(world, site.url("/feed"), world.forum)
+    await slash_text(world, "feed options set", feed=1, webhook=True)
+    site.set_feed("/feed", rss([story(1)], title="The DisClydeCord Gazette"))
+    await poll(booted, clock, world)
+
+    [post] = forum_posts(world)
+    starter = world.fake.find_message(post.id)
+    assert starter is not None and starter["webhook_id"]
+    assert starter["author"]["username"] == "The Gazette"
+
+
 async def test_webhook_without_manage_webhooks_says_so_and_posts_as_the_bot(
     bot: Booted, world: World, site: FeedServer, clock
 ) -> None:
