@@ -1292,6 +1292,22 @@ async def test_opml_import_and_export(bot: Booted, world: World, site: FeedServe
     assert "declares a DOCTYPE" in (await ix.wait_followup())["content"]
 
 
+async def test_opml_import_refuses_a_doctype_hidden_after_padding_or_in_utf16(
+    bot: Booted, world: World, site: FeedServer
+) -> None:
+    """A DOCTYPE behind a long comment, or in UTF-16, is refused like any other: no entity is expanded."""
+    site.set_feed("/feed", rss([story(1)], title="Main"))
+    doctype = f'<!DOCTYPE opml [<!ENTITY u "{site.url("/feed")}">]>'
+    body = '<opml version="2.0"><body><outline type="rss" text="x" xmlUrl="&u;"/></body></opml>'
+    padded = f'<?xml version="1.0"?><!--{" " * 5000}-->{doctype}{body}'.encode()
+    utf16 = f'<?xml version="1.0" encoding="UTF-16"?>{doctype}{body}'.encode("utf-16")
+    for name, data in (("padded.opml", padded), ("utf16.opml", utf16)):
+        ix = await world.fake.slash(world.guild, world.admin, "feed import", file=(name, data), channel=world.forum)
+        await ix.wait_response()
+        assert "declares a DOCTYPE" in (await ix.wait_followup())["content"], name
+    assert await bot.bot.store.feeds.in_guild(world.guild.id) == []
+
+
 async def test_archive_links_reply_with_earlier_related_articles(
     bot: Booted, world: World, site: FeedServer, clock
 ) -> None:
