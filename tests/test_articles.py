@@ -1308,6 +1308,26 @@ async def test_opml_import_refuses_a_doctype_hidden_after_padding_or_in_utf16(
     assert await bot.bot.store.feeds.in_guild(world.guild.id) == []
 
 
+async def test_opml_import_goes_through_the_same_address_policy_as_feed_add(
+    world: World, booter: Any, site: FeedServer, clock: FakeClock
+) -> None:
+    """Outlines pointing at loopback or private addresses are refused on import, as `/feed add` refuses them."""
+    booted: Booted = await booter(clock=clock, feeds={"allowed_networks": []})
+    site.set_feed("/feed", rss([story(1)]))
+    port = site.url().split(":")[2].split("/")[0]
+    outlines = "".join(
+        f'<outline type="rss" text="h{n}" xmlUrl="http://{host}:{port}/feed"/>'
+        for n, host in enumerate(("127.0.0.1", "[::1]", "localhost", "169.254.169.254", "2130706433"))
+    )
+    opml = f'<?xml version="1.0"?><opml version="2.0"><body>{outlines}</body></opml>'.encode()
+    ix = await world.fake.slash(world.guild, world.admin, "feed import", file=("x.opml", opml), channel=world.forum)
+    await ix.wait_response()
+    reply = (await ix.wait_followup())["content"]
+    assert "0 added, 0 already there, 5 failed" in reply, reply
+    assert reply.count("that address is not allowed") == 5
+    assert await booted.bot.store.feeds.in_guild(world.guild.id) == []
+
+
 async def test_archive_links_reply_with_earlier_related_articles(
     bot: Booted, world: World, site: FeedServer, clock
 ) -> None:
