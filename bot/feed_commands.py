@@ -22,9 +22,10 @@ from bot.articles import DEFAULT_TAG_KEY, FeedProblem, parse_tag_map, validate_f
 from bot.checks import admin_only
 from bot.errors import UserFacingError
 from bot.feed_rules import FORMAT_FIELDS, MAX_RULES, RuleProblem, check_format, formats_of, make_rule, rules_of
-from bot.feed_webhooks import can_manage_webhooks, display_name
+from bot.feed_webhooks import avatar_url_problem, can_manage_webhooks, display_name
+from bot.netguard import AddressPolicy
 from bot.opml import MAX_IMPORT, MAX_OPML_BYTES, OpmlFeed, OpmlProblem, build_opml, parse_opml_async
-from bot.render import escape_discord_text, safe_url, truncate_words
+from bot.render import escape_discord_text, truncate_words
 from bot.site.base import redact_url
 from bot.store.feeds import FeedRow
 
@@ -450,10 +451,11 @@ class OptionsCommands(app_commands.Group):
             change = archive_links_on(archive_links, bot_of(interaction).clock.now())
             await change_settings(interaction, row, f"options archive_links={archive_links}", change)
             lines.append(f"archive links {'on' if archive_links else 'off'}")
-        if webhook_avatar is not None and (
-            not webhook_avatar.startswith("https://") or safe_url(webhook_avatar) != webhook_avatar
-        ):
-            raise UserFacingError("`webhook_avatar` must be a plain https:// address of an image.")
+        if webhook_avatar is not None:
+            policy = AddressPolicy(bot_of(interaction).config.feeds.allowed_networks)
+            problem = avatar_url_problem(webhook_avatar, policy)
+            if problem:
+                raise UserFacingError(problem)
         if webhook or webhook_name is not None or webhook_avatar is not None:
             channel = interaction.guild.get_channel(row.channel_id)
             if webhook and (channel is None or not can_manage_webhooks(channel, interaction.guild.me)):

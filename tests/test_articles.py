@@ -1432,6 +1432,26 @@ async def test_webhook_name_hiding_a_banned_word_is_still_accepted_by_discord(
     assert starter["author"]["username"] == "The Gazette"
 
 
+async def test_webhook_avatar_at_a_private_address_is_refused(bot: Booted, world: World, site: FeedServer) -> None:
+    """An avatar address written as a private or local address, in any spelling, is refused like a feed URL."""
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    for avatar in (
+        "https://169.254.169.254/latest/meta-data",
+        "https://10.1/a.png",
+        "https://[::ffff:192.168.0.1]/a.png",
+        "https://0.0.0.0/a.png",
+    ):  # (loopback is allowed in the tests' config: tests/feedserver.py lives there)
+        reply = await slash_text(world, "feed options set", feed=1, webhook_avatar=avatar)
+        assert "private or local address" in reply, (avatar, reply)
+    assert "must be a plain https://" in await slash_text(
+        world, "feed options set", feed=1, webhook_avatar="javascript:alert(1)"
+    )
+    assert "webhook" not in (await bot.bot.store.feeds.get(1)).settings
+    reply = await slash_text(world, "feed options set", feed=1, webhook_avatar="https://paper.example/logo.png")
+    assert "webhook name and avatar saved" in reply
+
+
 async def test_webhook_without_manage_webhooks_says_so_and_posts_as_the_bot(
     bot: Booted, world: World, site: FeedServer, clock
 ) -> None:
