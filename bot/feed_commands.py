@@ -498,6 +498,17 @@ class OptionsCommands(app_commands.Group):
         )
 
 
+async def feeds_with_archive_work(bot: ReadersViewsBot) -> list[FeedRow]:
+    """Feeds with a "From the archives" reply still to send (one that failed is retried on the next
+    cycle, whether or not the feed has anything else to do)."""
+    waiting = []
+    for feed in await bot.store.feeds.with_archive_links(bot.tenants.only):
+        since_text = feed.settings.get("archive_links_since")
+        if since_text and await bot.store.articles.needing_archive(feed.id, datetime.fromisoformat(since_text), 1):
+            waiting.append(feed)
+    return waiting
+
+
 async def post_archive_links(bot: ReadersViewsBot, service: ArticleService, feed: FeedRow) -> None:
     """Reply "From the archives" in the threads of a feed's newly posted articles, if the feed chose it.
 

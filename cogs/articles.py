@@ -35,6 +35,7 @@ from bot.feed_commands import (
     OptionsCommands,
     archive_links_on,
     export_feeds,
+    feeds_with_archive_work,
     import_feeds,
     post_archive_links,
 )
@@ -414,6 +415,10 @@ class Articles(commands.Cog):
             try:
                 for feed in await self.publisher.feeds_with_work(self.bot.tenants.only):
                     start(feed)
+                started = {feed.id for feed, _ in runs}
+                for feed in await feeds_with_archive_work(self.bot):  # e.g. a reply Discord failed last time
+                    if feed.id not in started:
+                        start(feed)
                 await self.service.poll_due(self.bot.clock.now(), self.bot.tenants.only, on_polled=polled)
                 results = await asyncio.gather(*(task for _, task in runs), return_exceptions=True)
             except BaseException:

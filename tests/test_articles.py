@@ -1369,6 +1369,31 @@ async def test_archive_links_reply_with_earlier_related_articles(
     assert archive_reply("Story number 6") == reply  # once
 
 
+async def test_archive_reply_that_discord_failed_is_retried_next_cycle_on_its_own(
+    bot: Booted, world: World, site: FeedServer, clock
+) -> None:
+    """A "From the archives" reply that got a Discord 5xx is sent on the next cycle, though the feed has nothing new."""
+    base = datetime.now(UTC) - timedelta(hours=12)
+    first, second = (story(n, date=base + timedelta(hours=n), categories=["Politics"]) for n in (1, 2))
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.forum, archive_links=True)
+    site.set_feed("/feed", rss([first]))
+    await poll(bot, clock, world)
+    site.set_feed("/feed", rss([second, first]))
+    world.fake.fail_next("POST", r"/channels/\d+/messages$", 503)
+    await poll(bot, clock, world)
+    thread = next(t for t in forum_posts(world) if t.name == "Story number 2")
+    assert not [m for m in world.fake.messages_in(thread) if m["content"].startswith("**From")]
+
+    await bot.cog("Articles").run_cycle()  # no feed is due: only the reply is left to do
+    await world.fake.roundtrip()
+    [reply] = [m["content"] for m in world.fake.messages_in(thread) if m["content"].startswith("**From")]
+    assert "https://paper.example/1" in reply
+    await bot.cog("Articles").run_cycle()
+    await world.fake.roundtrip()
+    assert len([m for m in world.fake.messages_in(thread) if m["content"].startswith("**From")]) == 1
+
+
 async def test_webhook_delivery_posts_under_the_feeds_name(
     world: World, booter: Any, site: FeedServer, clock: FakeClock
 ) -> None:

@@ -186,6 +186,15 @@ class FeedsRepo:
         )
         return [FeedRow.from_row(r) for r in rows]
 
+    async def with_archive_links(self, guilds: frozenset[int] | None = None) -> list[FeedRow]:
+        """Enabled feeds that chose "From the archives" replies (with `guilds`, of those servers)."""
+        only, params = _only(guilds)
+        rows = await self._db.fetchall(
+            f"SELECT * FROM feeds WHERE enabled = 1 AND json_extract(settings, '$.archive_links'){only} ORDER BY id",
+            params,
+        )
+        return [FeedRow.from_row(r) for r in rows]
+
     async def next_due_at(self, guilds: frozenset[int] | None = None) -> datetime | None:
         """When the next poll is due. Feeds of servers outside `guilds` never count: they are never
         polled, so their next_poll_at stays in the past and would wake the poller every second."""
