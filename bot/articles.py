@@ -521,15 +521,26 @@ class ArticleService:
                 else:
                     to_post.append(article)
                 report.new += 1
-            elif seen[1] != article.content_hash:
-                article_id, _, _status = seen
-                await self.store.articles.mark_changed(
-                    article_id,
-                    title=article.title,
-                    summary=_summary(article),
-                    content_hash=article.content_hash,
-                )
-                report.changed += 1
+            else:
+                article_id, content_hash, _status, author, image_url = seen
+                # Rows stored before bylines and images were recorded have neither: filling them in is
+                # not an edit (every post of every feed would be edited once after the upgrade).
+                recorded = author is not None or image_url is not None
+                byline_changed = (author, image_url) != (article.author, article.image_url)
+                if content_hash != article.content_hash or (recorded and byline_changed):
+                    await self.store.articles.mark_changed(
+                        article_id,
+                        title=article.title,
+                        summary=_summary(article),
+                        content_hash=article.content_hash,
+                        author=article.author,
+                        image_url=article.image_url,
+                    )
+                    report.changed += 1
+                elif byline_changed:
+                    await self.store.articles.record_byline(
+                        article_id, author=article.author, image_url=article.image_url
+                    )
         rules = rules_of(feed.settings)
         verdicts = await filter_out_async(
             rules, [FilterInput(a.title, _summary(a), a.categories, a.author) for a in to_post] if rules else []

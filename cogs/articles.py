@@ -260,11 +260,12 @@ class DiscordChannel:
                             post.message_id or thread.id,
                             thread_id=thread.id,
                             content=plan.content,
+                            embeds=image_embeds(plan),
                             allowed_mentions=none,
                         )
                     else:
                         await thread.get_partial_message(post.message_id or thread.id).edit(
-                            content=plan.content, allowed_mentions=none
+                            content=plan.content, embeds=image_embeds(plan), allowed_mentions=none
                         )
             elif isinstance(channel, discord.TextChannel):
                 if hook is not None:

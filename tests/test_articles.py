@@ -1394,6 +1394,58 @@ async def test_archive_reply_that_discord_failed_is_retried_next_cycle_on_its_ow
     assert len([m for m in world.fake.messages_in(thread) if m["content"].startswith("**From")]) == 1
 
 
+async def test_an_edit_of_the_byline_or_image_alone_updates_the_post(
+    bot: Booted, world: World, site: FeedServer, clock
+) -> None:
+    """A site that corrects only an article's author or image gets its forum post and text post edited."""
+    date = datetime.now(UTC) - timedelta(hours=1)
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    await add_feed(world, site.url("/feed"), world.discussion)
+    site.set_feed("/feed", rss([story(1, date=date, creator="Ana Lopez", image="https://paper.example/a.jpg")]))
+    await poll(bot, clock, world)
+    [post] = forum_posts(world)
+    text_post = next(m for m in world.fake.messages_in(world.discussion) if m.get("embeds"))
+    assert "Ana Lopez" in world.fake.find_message(post.id)["content"]
+
+    site.set_feed("/feed", rss([story(1, date=date, creator="Ana López", image="https://paper.example/b.jpg")]))
+    await poll(bot, clock, world)
+    starter = world.fake.find_message(post.id)
+    assert "By Ana López" in starter["content"]
+    assert [e["image"]["url"] for e in starter["embeds"]] == ["https://paper.example/b.jpg"]
+    embed = world.fake.find_message(int(text_post["id"]))["embeds"][0]
+    assert embed["author"]["name"] == "Ana López" and embed["image"]["url"] == "https://paper.example/b.jpg"
+
+    site.set_feed("/feed", rss([story(1, date=date, creator="Ana López")]))  # the image taken down
+    await poll(bot, clock, world)
+    assert world.fake.find_message(post.id)["embeds"] == []
+    assert "image" not in world.fake.find_message(int(text_post["id"]))["embeds"][0]
+
+
+async def test_bylines_of_articles_stored_before_they_were_recorded_are_filled_in_without_an_edit(
+    bot: Booted, world: World, site: FeedServer, clock
+) -> None:
+    """After the upgrade, a posted article gaining its (always present) byline is not edited: only recorded."""
+    date = datetime.now(UTC) - timedelta(hours=1)
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    site.set_feed("/feed", rss([story(1, date=date, creator="Ana")]))
+    await poll(bot, clock, world)
+    [post] = forum_posts(world)
+    await bot.bot.store.db.write("UPDATE articles SET author = NULL, image_url = NULL")  # as stored before 0010
+    before = world.fake.find_message(post.id)
+
+    site.set_feed("/feed", rss([story(1, date=date, creator="Ana", image="https://paper.example/a.jpg")]))
+    await poll(bot, clock, world)
+    assert world.fake.find_message(post.id) == before
+    row = await bot.bot.store.articles.by_thread(post.id)
+    assert row is not None and (row.author, row.image_url, row.needs_edit) == (
+        "Ana",
+        "https://paper.example/a.jpg",
+        False,
+    )
+
+
 async def test_webhook_delivery_posts_under_the_feeds_name(
     world: World, booter: Any, site: FeedServer, clock: FakeClock
 ) -> None:

@@ -275,12 +275,12 @@ class ArticlesRepo:
         self._db = db
         self._clock = clock
 
-    async def known(self, feed_id: int) -> dict[str, tuple[int, str, str]]:
-        """guid -> (article id, content hash, status) for everything seen in a feed."""
+    async def known(self, feed_id: int) -> dict[str, tuple[int, str, str, str | None, str | None]]:
+        """guid -> (article id, content hash, status, author, image URL) for everything seen in a feed."""
         rows = await self._db.fetchall(
-            "SELECT id, guid, content_hash, status FROM articles WHERE feed_id = ?", (feed_id,)
+            "SELECT id, guid, content_hash, status, author, image_url FROM articles WHERE feed_id = ?", (feed_id,)
         )
-        return {r["guid"]: (r["id"], r["content_hash"], r["status"]) for r in rows}
+        return {r["guid"]: (r["id"], r["content_hash"], r["status"], r["author"], r["image_url"]) for r in rows}
 
     async def insert_many(self, feed_id: int, items: list[dict[str, Any]], *, channel_id: int | None = None) -> int:
         """Insert newly seen articles; an already-known guid is left alone (dedupe survives races).
@@ -335,15 +335,30 @@ class ArticlesRepo:
             item.get("link_key", ""),
         )
 
-    async def mark_changed(self, article_id: int, *, title: str, summary: str, content_hash: str) -> None:
-        """A posted article's title or summary changed on the site: edit the post later.
+    async def mark_changed(
+        self,
+        article_id: int,
+        *,
+        title: str,
+        summary: str,
+        content_hash: str,
+        author: str | None = None,
+        image_url: str | None = None,
+    ) -> None:
+        """A posted article's title, summary, byline or image changed on the site: edit the post later.
 
         Also while 'posting': the interrupted post, if found, was made from the older version.
         """
         await self._db.write(
-            "UPDATE articles SET title = ?, summary = ?, content_hash = ?,"
+            "UPDATE articles SET title = ?, summary = ?, content_hash = ?, author = ?, image_url = ?,"
             " needs_edit = CASE WHEN status IN ('posted', 'posting') THEN 1 ELSE 0 END WHERE id = ?",
-            (title, summary, content_hash, article_id),
+            (title, summary, content_hash, author, image_url, article_id),
+        )
+
+    async def record_byline(self, article_id: int, *, author: str | None, image_url: str | None) -> None:
+        """Byline and image of an article stored before they were recorded: kept, the post left as it is."""
+        await self._db.write(
+            "UPDATE articles SET author = ?, image_url = ? WHERE id = ?", (author, image_url, article_id)
         )
 
     async def pending(self, feed_id: int, limit: int) -> list[ArticleRow]:
