@@ -383,6 +383,12 @@ class ArticleService:
         except FeedParseError as exc:
             raise FeedProblem(f"{redact_url(url)} is not a usable feed: {redact_text(str(exc))}") from None
 
+    async def backfill_link_keys(self) -> None:
+        """Normalised links for articles stored before they were recorded (once, at start)."""
+        filled = await self.store.articles.backfill_link_keys(link_key)
+        if filled:
+            log.info("recorded the normalised link of %d article(s) stored before it was kept", filled)
+
     async def add_feed(
         self,
         *,

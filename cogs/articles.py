@@ -343,6 +343,7 @@ class Articles(commands.Cog):
 
     async def cog_load(self) -> None:
         self.bot.add_dynamic_items(FeedListButton)
+        await self.service.backfill_link_keys()  # before the first poll: its dedupe needs them
         self.poller.start()
 
     async def cog_unload(self) -> None:

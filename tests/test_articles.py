@@ -107,6 +107,32 @@ async def test_restart_does_not_repost(world: World, booter: Any, site: FeedServ
     assert len(forum_posts(world)) == 1
 
 
+async def test_articles_stored_before_link_keys_still_dedupe_across_feeds_after_restart(
+    world: World, booter: Any, site: FeedServer, clock: FakeClock
+) -> None:
+    """An article posted before normalised links were stored is still posted once when another feed of the
+    channel brings it under another guid and a tracking-parameter link."""
+    first: Booted = await booter(clock=clock)
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    site.set_feed("/feed", rss([story(1)]))
+    await poll(first, clock, world)
+    assert len(forum_posts(world)) == 1
+    await first.bot.store.db.write("UPDATE articles SET link_key = ''")  # as stored before 0010
+    await first.stop()
+    site.set_feed("/politics", rss([]))
+
+    second: Booted = await booter(clock=clock)
+    await add_feed(world, site.url("/politics"), world.forum)
+    site.set_feed(
+        "/politics", rss([{**story(1), "guid": "pol-1", "link": "https://www.paper.example/1/?utm_source=x"}])
+    )
+    await poll(second, clock, world)
+    assert len(forum_posts(world)) == 1
+    [row] = await second.bot.store.db.fetchall("SELECT status, status_reason FROM articles WHERE feed_id = 2")
+    assert (row["status"], row["status_reason"]) == ("seen", "already in this channel through feed #1")
+
+
 async def test_interrupted_post_is_not_repeated(bot: Booted, world: World, site: FeedServer, clock) -> None:
     """A crash after Discord created the post but before it was recorded: the next cycle finds it."""
     site.set_feed("/feed", rss([story(1)]))

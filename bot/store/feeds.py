@@ -275,6 +275,26 @@ class ArticlesRepo:
         self._db = db
         self._clock = clock
 
+    async def backfill_link_keys(self, key_of: Callable[[str], str], batch: int = 1000) -> int:
+        """Fill in `link_key` for articles stored before it existed (migration 0010 left them ''), so
+        that the cross-feed dedupe sees them. Returns how many were filled; cheap once done."""
+        last = filled = 0
+        while True:
+            rows = await self._db.fetchall(
+                "SELECT id, link FROM articles WHERE link_key = '' AND link != '' AND id > ? ORDER BY id LIMIT ?",
+                (last, batch),
+            )
+            if not rows:
+                return filled
+            last = rows[-1]["id"]
+            keys = [(key, row["id"]) for row in rows if (key := key_of(row["link"]))]
+
+            def fill(conn: sqlite3.Connection, keys: list[tuple[str, int]] = keys) -> None:
+                conn.executemany("UPDATE articles SET link_key = ? WHERE id = ? AND link_key = ''", keys)
+
+            await self._db.run_in_transaction(fill)
+            filled += len(keys)
+
     async def known(self, feed_id: int) -> dict[str, tuple[int, str, str, str | None, str | None]]:
         """guid -> (article id, content hash, status, author, image URL) for everything seen in a feed."""
         rows = await self._db.fetchall(
