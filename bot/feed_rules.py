@@ -109,7 +109,7 @@ def text_of(html_text: str, limit: int = TEXT_LIMIT) -> str:
     return " ".join("".join(parts).split())[:limit]
 
 
-def _matches(rule: Rule, item: FilterInput, text: str) -> bool:
+def _matches(rule: Rule, item: FilterInput, text: str, slow: set[str]) -> bool:
     value = rule.value.casefold()
     if rule.field == "category":
         return any(category.strip().casefold() == value for category in item.categories)
@@ -117,21 +117,31 @@ def _matches(rule: Rule, item: FilterInput, text: str) -> bool:
         return (item.author or "").strip().casefold() == value
     if rule.field == "keyword":
         return value in text.casefold()
+    if rule.value in slow:  # it overran on an earlier article of this batch: not given the time again
+        return False
     try:
         return (
             regex.search(rule.value, text, regex.IGNORECASE | regex.V0, timeout=REGEX_TIMEOUT, concurrent=True)
             is not None
         )
     except TimeoutError:
-        log.warning("filter pattern %r ran over %s s on an article; taken as no match", rule.value, REGEX_TIMEOUT)
+        slow.add(rule.value)
+        log.warning(
+            "filter pattern %r ran over %s s on an article; taken as no match for this poll's articles",
+            rule.value,
+            REGEX_TIMEOUT,
+        )
         return False
 
 
-def filter_out(rules: Sequence[Rule], item: FilterInput) -> str | None:
+def filter_out(rules: Sequence[Rule], item: FilterInput, slow: set[str] | None = None) -> str | None:
     """Why the rules drop an item ("filtered out by rule 2 (exclude category “Sport”)"), or None to keep it.
 
     An item is dropped if it matches any exclude rule, or if there are include rules and it matches none.
+    `slow` (shared over a batch) holds patterns that overran: they count as no match without running, so
+    a batch costs at most one timeout per pattern, not one per pattern per article.
     """
+    slow = set() if slow is None else slow
     if not rules:
         return None
     text = ""
@@ -142,9 +152,9 @@ def filter_out(rules: Sequence[Rule], item: FilterInput) -> str | None:
     for number, rule in enumerate(rules, start=1):
         if rule.action == "include":
             includes.append(number)
-            if not included and _matches(rule, item, text):
+            if not included and _matches(rule, item, text, slow):
                 included = True
-        elif _matches(rule, item, text):
+        elif _matches(rule, item, text, slow):
             return f"filtered out by rule {number} ({rule.describe()})"
     if includes and not included:
         if len(includes) == 1:
@@ -157,7 +167,8 @@ async def filter_out_async(rules: Sequence[Rule], items: Sequence[FilterInput]) 
     """`filter_out` for many items in a worker thread (patterns must not run on the event loop)."""
     if not rules:
         return [None] * len(items)
-    return await asyncio.to_thread(lambda: [filter_out(rules, item) for item in items])
+    slow: set[str] = set()
+    return await asyncio.to_thread(lambda: [filter_out(rules, item, slow) for item in items])
 
 
 # --- formats ---------------------------------------------------------------------------------

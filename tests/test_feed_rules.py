@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
-from bot.feed_rules import FilterInput, RuleProblem, check_format, filter_out, make_rule, render_format, text_of
+from bot.feed_rules import (
+    FilterInput,
+    RuleProblem,
+    check_format,
+    filter_out,
+    filter_out_async,
+    make_rule,
+    render_format,
+    text_of,
+)
 
 
 def item(title: str = "Council votes", summary: str = "<p>The harbour plan.</p>", **extra: object) -> FilterInput:
@@ -55,6 +66,18 @@ def test_catastrophic_pattern_is_stopped_and_counts_as_no_match() -> None:
     """A pattern that backtracks exponentially on a title gives up (regex timeout) instead of hanging."""
     rule = make_rule("exclude", "regex", r"^(a|aa)+$")
     assert filter_out([rule], item(title="a" * 60 + "b", summary="")) is None
+
+
+async def test_a_batch_gives_a_catastrophic_pattern_one_timeout_not_one_per_article(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """25 articles against a backtracking pattern: it overruns once, then counts as no match for the rest."""
+    rules = [make_rule("exclude", "regex", r"^(a|aa)+$"), make_rule("exclude", "keyword", "sport")]
+    items = [item(title="a" * 60 + "b", summary="") for _ in range(24)] + [item(title="Sport " + "a" * 60)]
+    with caplog.at_level(logging.WARNING, logger="bot.feed_rules"):
+        verdicts = await filter_out_async(rules, items)
+    assert verdicts[:24] == [None] * 24 and verdicts[24] == "filtered out by rule 2 (exclude keyword “sport”)"
+    assert len([r for r in caplog.records if "ran over" in r.getMessage()]) == 1
 
 
 def test_format_errors_name_the_field() -> None:
