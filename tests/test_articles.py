@@ -987,6 +987,52 @@ async def test_feed_list_buttons_check_server_and_permission(bot: Booted, world:
     assert response["type"] == 4 and "another server" in response["data"]["content"]
 
 
+async def test_another_servers_admin_can_neither_see_nor_change_a_feed(
+    bot: Booted, world: World, site: FeedServer
+) -> None:
+    """Every /feed subcommand and the feed autocomplete, used by an admin of another server, treat feed #1 as absent."""
+    from tests.fakediscord import perms
+
+    site.set_feed("/feed", rss([story(1)]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    before = await bot.bot.store.feeds.get(1)
+    rival = world.fake.add_guild("Rival paper")
+    mallory = rival.add_member("mallory", roles=[rival.add_role("Admins", permissions=perms.MANAGE_GUILD)])
+    rival_role = rival.add_role("Rivals", mentionable=True)
+    rival.add_text_channel("general")
+    attempts: list[tuple[str, dict[str, Any]]] = [
+        ("feed filter add", {"action": "exclude", "field": "keyword", "value": "x"}),
+        ("feed filter list", {}),
+        ("feed filter remove", {"number": 1}),
+        ("feed filter clear", {}),
+        ("feed format set", {"field": "content", "template": "{title} @everyone"}),
+        ("feed format show", {}),
+        ("feed format reset", {}),
+        ("feed mention set", {"role": rival_role}),
+        ("feed mention clear", {}),
+        ("feed options set", {"archive_links": True, "webhook": True}),
+        ("feed preview", {}),
+        ("feed diagnose", {}),
+        ("feed pause", {}),
+        ("feed resume", {}),
+        ("feed remove", {}),
+    ]
+    for name, options in attempts:
+        ix = await world.fake.slash(rival, mallory, name, feed=1, **options)
+        response = await ix.wait_response()
+        text = response["data"]["content"] if response["type"] == 4 else (await ix.wait_followup())["content"]
+        assert "There is no feed #1 in this server" in text, (name, text)
+        ac = await world.fake.autocomplete(rival, mallory, name, "feed", "", **options)
+        await ac.wait_response()
+        assert not ac.choices, name
+    ix = await world.fake.slash(rival, mallory, "feed export")
+    assert "No feeds to export yet" in (await ix.wait_response())["data"]["content"]
+    ix = await world.fake.slash(rival, mallory, "feed list")
+    assert site.url("/feed") not in str(await ix.wait_response())
+    after = await bot.bot.store.feeds.get(1)
+    assert after is not None and (after.settings, after.enabled) == (before.settings, before.enabled)
+
+
 async def test_hanging_feed_does_not_delay_the_others(world: World, booter: Any, site: FeedServer, clock) -> None:
     """Feed A's server hangs (until its 5-minute timeout); feed B's new article is posted meanwhile, not after A."""
     bot: Booted = await booter(clock=clock, feeds={"timeout_seconds": 300})
