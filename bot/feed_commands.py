@@ -9,6 +9,7 @@ The rules themselves are in bot.feed_rules (filters, formats) and bot.opml.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 from datetime import datetime
@@ -317,6 +318,8 @@ class MentionCommands(app_commands.Group):
 
 # -- OPML (the /feed import and /feed export commands in cogs/articles.py call these) ------------
 
+IMPORT_CONCURRENCY = 4  # feeds of one import fetched at once
+
 
 async def import_feeds(
     service: ArticleService,
@@ -346,29 +349,36 @@ async def import_feeds(
         raise UserFacingError(f"Couldn't download the file from Discord ({exc.status}); try again.") from None
     if not feeds:
         raise UserFacingError("The file lists no feeds (no outline with an `xmlUrl`).")
-    added: list[str] = []
-    skipped: list[str] = []
-    failed: list[str] = []
-    for entry in feeds[:MAX_IMPORT]:
+    guild_id = interaction.guild.id
+    slots = asyncio.Semaphore(IMPORT_CONCURRENCY)
+
+    async def import_one(entry: OpmlFeed) -> tuple[str, str]:
         name = escape_discord_text(entry.title or redact_url(entry.url))
         try:
             url = validate_feed_url(entry.url)
-            if await bot_of(interaction).store.feeds.find(interaction.guild.id, url, channel.id):
-                skipped.append(name)
-                continue
-            feed_id, _, _ = await service.add_feed(
-                guild_id=interaction.guild.id,
-                url=url,
-                channel_id=channel.id,
-                channel_kind="forum" if isinstance(channel, discord.ForumChannel) else "text",
-                tag_map=tag_map,
-                interval_minutes=None,
-                backfill=0,
-                actor_id=interaction.user.id,
-            )
-            added.append(f"#{feed_id} {name}")
+            async with slots:
+                if await bot_of(interaction).store.feeds.find(guild_id, url, channel.id):
+                    return "skipped", name
+                feed_id, _, _ = await service.add_feed(
+                    guild_id=guild_id,
+                    url=url,
+                    channel_id=channel.id,
+                    channel_kind="forum" if isinstance(channel, discord.ForumChannel) else "text",
+                    tag_map=tag_map,
+                    interval_minutes=None,
+                    backfill=0,
+                    actor_id=interaction.user.id,
+                )
+            return "added", f"#{feed_id} {name}"
         except FeedProblem as exc:
-            failed.append(f"{name}: {exc}")
+            return "failed", f"{name}: {exc}"
+
+    # A few at a time: 50 feeds that each hang until the fetch timeout, one after another, would outlast
+    # the interaction's 15 minutes and the admin would never hear back.
+    outcomes = await asyncio.gather(*(import_one(entry) for entry in feeds[:MAX_IMPORT]))
+    added = [text for kind, text in outcomes if kind == "added"]
+    skipped = [text for kind, text in outcomes if kind == "skipped"]
+    failed = [text for kind, text in outcomes if kind == "failed"]
     lines = [
         f"Imported into {channel.mention}: {len(added)} added, {len(skipped)} already there, {len(failed)} failed."
     ]

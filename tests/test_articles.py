@@ -1364,6 +1364,41 @@ async def test_opml_import_and_export(bot: Booted, world: World, site: FeedServe
     assert "declares a DOCTYPE" in (await ix.wait_followup())["content"]
 
 
+async def test_opml_import_fetches_a_few_feeds_at_once(
+    world: World, booter: Any, site: FeedServer, clock: FakeClock
+) -> None:
+    """Slow feeds of an import are fetched a few at a time, not one after another (50 hanging feeds in a row
+    would outlast the 15 minutes in which the admin can be answered)."""
+    booted: Booted = await booter(clock=clock, feeds={"timeout_seconds": 2})
+    waiting = 0
+    peak = 0
+    together = asyncio.Event()
+
+    async def slow(request: Any) -> Any:
+        nonlocal waiting, peak
+        waiting += 1
+        peak = max(peak, waiting)
+        if waiting >= 4:
+            together.set()
+        try:
+            await together.wait()  # sequential fetches never get here together: each times out alone
+        finally:
+            waiting -= 1
+        return web.Response(body=rss([story(1)]), content_type="application/rss+xml")
+
+    for n in range(8):
+        site.set_handler(f"/slow/{n}", slow)
+    outlines = "".join(f'<outline type="rss" text="s{n}" xmlUrl="{site.url(f"/slow/{n}")}"/>' for n in range(8))
+    opml = f'<?xml version="1.0"?><opml version="2.0"><body>{outlines}</body></opml>'.encode()
+    ix = await world.fake.slash(world.guild, world.admin, "feed import", file=("x.opml", opml), channel=world.forum)
+    await ix.wait_response()
+    reply = (await ix.wait_followup())["content"]
+    assert peak >= 4
+    assert "8 added, 0 already there, 0 failed" in reply, reply
+    imported = {f.url for f in await booted.bot.store.feeds.in_guild(world.guild.id)}
+    assert imported == {site.url(f"/slow/{n}") for n in range(8)}
+
+
 async def test_opml_import_refuses_a_doctype_hidden_after_padding_or_in_utf16(
     bot: Booted, world: World, site: FeedServer
 ) -> None:
