@@ -8,6 +8,7 @@ and parsed with the stdlib's expat, which fetches nothing.
 from __future__ import annotations
 
 import asyncio
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from datetime import datetime
@@ -80,18 +81,28 @@ async def parse_opml_async(data: bytes) -> list[OpmlFeed]:
     return await asyncio.to_thread(parse_opml, data)
 
 
+# Characters XML 1.0 does not allow (C0 controls but tab and newlines, surrogates, U+FFFE/U+FFFF):
+# ElementTree writes them as they are, and the file would then be refused by every reader.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _xml_text(text: str) -> str:
+    return _NOT_XML.sub("", text)
+
+
 def build_opml(title: str, groups: list[tuple[str, list[OpmlFeed]]], created: datetime) -> bytes:
     """An OPML 2.0 document: one outline per group (e.g. per channel) holding its feeds."""
     root = ET.Element("opml", version="2.0")
     head = ET.SubElement(root, "head")
-    ET.SubElement(head, "title").text = title
+    ET.SubElement(head, "title").text = _xml_text(title)
     ET.SubElement(head, "dateCreated").text = created.strftime("%a, %d %b %Y %H:%M:%S GMT")
     body = ET.SubElement(root, "body")
     for group, feeds in groups:
+        group = _xml_text(group)
         parent = ET.SubElement(body, "outline", text=group, title=group)
         for feed in feeds:
-            name = feed.title or feed.url
-            ET.SubElement(parent, "outline", type="rss", text=name, title=name, xmlUrl=feed.url)
+            name = _xml_text(feed.title or feed.url)
+            ET.SubElement(parent, "outline", type="rss", text=name, title=name, xmlUrl=_xml_text(feed.url))
     ET.indent(root)
     return ET.tostring(root, encoding="utf-8", xml_declaration=True)
 

@@ -113,3 +113,15 @@ def test_link_key_ignores_what_does_not_change_the_article() -> None:
     assert {link_key(url) for url in same} == {"paper.example/2026/12/vote"}
     assert link_key("https://paper.example/?p=12") != link_key("https://paper.example/?p=13")
     assert link_key("") == "" and link_key("not a url") == "not a url"
+
+
+def test_opml_export_of_titles_with_control_characters_reads_back() -> None:
+    """A feed title carrying characters XML forbids still exports as a file readers (and /feed import) accept."""
+    from datetime import UTC, datetime
+
+    from bot.opml import OpmlFeed, build_opml, parse_opml
+
+    data = build_opml(
+        "Paper\x01", [("#news", [OpmlFeed("https://a.example/f?x=1&y=2", "A\x0bB \ud800C")])], datetime.now(UTC)
+    )
+    assert parse_opml(data) == [OpmlFeed("https://a.example/f?x=1&y=2", "AB C")]
