@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +30,62 @@ MAX_RULES = 25
 MAX_VALUE = 200  # characters of a rule's value (a pattern included)
 TEXT_LIMIT = 10_000  # characters of title + summary text a keyword or pattern is matched against
 REGEX_TIMEOUT = 0.05  # seconds per pattern per article; a pattern that runs longer does not match
+
+
+MAX_PATTERN_SIZE = 10_000  # a pattern's atoms with its counted repeats multiplied out (see _pattern_size)
+_COUNTED = re.compile(r"\{(\d*)(,?)(\d*)\}")
+
+
+def _pattern_size(pattern: str) -> int:
+    """An upper estimate of the size of a pattern's compiled program: atoms, with `{n,m}` repeats multiplied
+    out (nested ones multiply). Compiling is not time-limited and the `regex` package expands counted
+    repeats: `(?:(?:(?:a{99}){99}){99}){99}` is 200 characters that take gigabytes to compile."""
+    frames: list[list[int]] = [[0, 0]]  # per open group: [size so far, size of its last element]
+    i, n = 0, len(pattern)
+
+    def add(size: int) -> None:
+        frames[-1][0] += size
+        frames[-1][1] = size
+
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            if pattern[i + 1 : i + 3] in ("p{", "P{", "N{", "x{"):
+                end = pattern.find("}", i + 3)
+                i = n if end == -1 else end + 1
+            else:
+                i += 2
+            add(1)
+        elif c == "[":
+            j = i + 1
+            if pattern[j : j + 1] == "^":
+                j += 1
+            if pattern[j : j + 1] == "]":
+                j += 1
+            while j < n and pattern[j] != "]":
+                j += 2 if pattern[j] == "\\" else 1
+            i = j + 1
+            add(1)
+        elif c == "(":
+            frames.append([0, 0])
+            i += 1
+        elif c == ")":
+            if len(frames) > 1:
+                add(max(1, frames.pop()[0]))
+            i += 1
+        elif c == "{" and (count := _COUNTED.match(pattern, i)) and (count[1] or count[3]):
+            times = max(int(count[1] or 0), int(count[3] or 0))
+            last = frames[-1][1]
+            frames[-1][0] += last * times - last
+            frames[-1][1] = last * times
+            i = count.end()
+        else:
+            if c not in "*+?|":
+                add(1)
+            i += 1
+        if any(frame[0] > MAX_PATTERN_SIZE for frame in frames):
+            return MAX_PATTERN_SIZE + 1
+    return sum(frame[0] for frame in frames)
 
 
 class RuleProblem(ValueError):
@@ -61,6 +118,11 @@ def make_rule(action: str, field: str, value: str) -> Rule:
     if len(value) > MAX_VALUE:
         raise RuleProblem(f"`value` is {len(value)} characters; at most {MAX_VALUE}.")
     if field == "regex":
+        if _pattern_size(value) > MAX_PATTERN_SIZE:
+            raise RuleProblem(
+                "`value` repeats too much to be used safely (nested or large `{n}` counts); "
+                "use `+` or `*`, or smaller counts."
+            )
         try:
             regex.compile(value, regex.IGNORECASE | regex.V0)
         except regex.error as exc:

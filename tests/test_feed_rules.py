@@ -68,6 +68,15 @@ def test_catastrophic_pattern_is_stopped_and_counts_as_no_match() -> None:
     assert filter_out([rule], item(title="a" * 60 + "b", summary="")) is None
 
 
+def test_patterns_whose_repeats_explode_when_compiled_are_refused_before_compiling() -> None:
+    """Nested counted repeats (cheap to type, huge to compile on the event loop) are refused; ordinary counts pass."""
+    for pattern in (r"(?:a{1000}){1000}", r"((ab){100}){100}", r"[\w\W]{65535}"):
+        with pytest.raises(RuleProblem, match="repeats too much"):
+            make_rule("exclude", "regex", pattern)
+    for pattern in (r"\d{4}-\d{2}-\d{2}", r"(live|breaking){1,3}", r"^sponsored\b", r"\p{L}{2,40}"):
+        assert make_rule("exclude", "regex", pattern).value == pattern
+
+
 async def test_a_batch_gives_a_catastrophic_pattern_one_timeout_not_one_per_article(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
