@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import logging
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
@@ -336,19 +336,21 @@ class ArticleService:
         """What to post for an article of a feed, rendered off the event loop."""
         return await plan_for(feed, article, self.settings)
 
-    async def archive_reply(self, feed: FeedRow, article: ArticleRow) -> str | None:
+    async def archive_reply(
+        self, feed: FeedRow, article: ArticleRow, channel_ids: Collection[int] | None = None
+    ) -> str | None:
         """The "From the archives" reply for a newly posted article, or None if nothing fits.
 
         Up to ARCHIVE_LINKS earlier articles of the same site (host of the link) that share a category
-        with it and were posted in this server, newest first; never the article itself (by normalised
-        link or guid, whichever feed brought it), each once.
+        with it and were posted in this server (with `channel_ids`, in those channels), newest first; never
+        the article itself (by normalised link or guid, whichever feed brought it), each once.
         """
         own_key = article.link_key or link_key(article.link)
         site = _site_of(own_key)
         if not site or not article.categories:
             return None
         candidates = await self.store.articles.posted_in_guild_sharing(
-            feed.guild_id, article.categories, article.id, ARCHIVE_CANDIDATES
+            feed.guild_id, article.categories, article.id, ARCHIVE_CANDIDATES, channel_ids
         )
         chosen: list[ArticleRow] = []
         seen = {own_key}

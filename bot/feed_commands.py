@@ -529,8 +529,22 @@ async def post_archive_links(bot: ReadersViewsBot, service: ArticleService, feed
     if not feed.settings.get("archive_links") or not since_text:
         return
     since = datetime.fromisoformat(since_text)
-    for article in await bot.store.articles.needing_archive(feed.id, since, ARCHIVE_BATCH):
-        text = await service.archive_reply(feed, article)
+    articles = await bot.store.articles.needing_archive(feed.id, since, ARCHIVE_BATCH)
+    if not articles:
+        return
+    # A reply must not show readers of this channel what a private channel got (a staff-only feed of the
+    # same site): only articles posted in this channel or in channels everyone in the server can see.
+    readable = {feed.channel_id}
+    guild = bot.get_guild(feed.guild_id)
+    if guild is not None:
+        readable.update(
+            channel.id
+            for channel in guild.channels
+            if isinstance(channel, (discord.TextChannel, discord.ForumChannel))
+            and channel.permissions_for(guild.default_role).view_channel
+        )
+    for article in articles:
+        text = await service.archive_reply(feed, article, readable)
         if text is None or article.thread_id is None:
             await bot.store.articles.mark_archive(article.id, "none")
             continue

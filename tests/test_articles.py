@@ -1476,6 +1476,43 @@ async def test_archive_links_reply_with_earlier_related_articles(
     assert archive_reply("Story number 6") == reply  # once
 
 
+async def test_archive_links_never_reveal_an_article_of_a_private_channel(
+    bot: Booted, world: World, site: FeedServer, clock
+) -> None:
+    """A staff-only channel's article of the same site is never linked "From the archives" in a public thread."""
+    from tests.fakediscord import perms
+
+    staff = world.guild.add_forum_channel(
+        "staff-wire",
+        tags=["News"],
+        overwrites=[
+            {"id": str(world.guild.id), "type": 0, "allow": "0", "deny": str(perms.VIEW_CHANNEL)},
+            *(
+                {"id": str(u.id), "type": 1, "allow": str(perms.VIEW_CHANNEL), "deny": "0"}
+                for u in (world.fake.bot, world.admin)
+            ),
+        ],
+    )
+    base = datetime.now(UTC) - timedelta(hours=12)
+    internal = {**story(1, date=base, categories=["Politics"]), "title": "Embargoed: council deal"}
+    public_old = story(2, date=base + timedelta(hours=1), categories=["Politics"])
+    public_new = story(3, date=base + timedelta(hours=2), categories=["Politics"])
+    site.set_feed("/internal", rss([]))
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/internal"), staff)
+    await add_feed(world, site.url("/feed"), world.forum, archive_links=True)
+    site.set_feed("/internal", rss([internal]))
+    site.set_feed("/feed", rss([public_old]))
+    await poll(bot, clock, world)
+    site.set_feed("/feed", rss([public_new, public_old]))
+    await poll(bot, clock, world)
+
+    thread = next(t for t in forum_posts(world) if t.name == "Story number 3")
+    [reply] = [m["content"] for m in world.fake.messages_in(thread) if m["content"].startswith("**From")]
+    assert "https://paper.example/2" in reply
+    assert "Embargoed" not in reply and "https://paper.example/1" not in reply
+
+
 async def test_archive_reply_that_discord_failed_is_retried_next_cycle_on_its_own(
     bot: Booted, world: World, site: FeedServer, clock
 ) -> None:

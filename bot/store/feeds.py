@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -520,18 +520,26 @@ class ArticlesRepo:
         await self._db.write("UPDATE articles SET archive_state = ? WHERE id = ?", (state, article_id))
 
     async def posted_in_guild_sharing(
-        self, guild_id: int, categories: list[str], exclude_id: int, limit: int
+        self,
+        guild_id: int,
+        categories: list[str],
+        exclude_id: int,
+        limit: int,
+        channel_ids: Collection[int] | None = None,
     ) -> list[ArticleRow]:
-        """Articles posted in a server that share one of `categories` (case-insensitive), newest first."""
+        """Articles posted in a server (with `channel_ids`, in those of its channels) that share one of
+        `categories` (case-insensitive), newest first."""
         keys = sorted({c.strip().lower() for c in categories if c.strip()})[:20]
-        if not keys:
+        if not keys or (channel_ids is not None and not channel_ids):
             return []
         marks = ", ".join("?" for _ in keys)
+        channels = sorted(channel_ids or ())
+        in_channels = f" AND f.channel_id IN ({', '.join('?' for _ in channels)})" if channel_ids is not None else ""
         rows = await self._db.fetchall(
             "SELECT DISTINCT a.* FROM articles a JOIN feeds f ON f.id = a.feed_id, json_each(a.categories) c"
-            f" WHERE f.guild_id = ? AND a.status = 'posted' AND a.id != ? AND lower(c.value) IN ({marks})"
+            f" WHERE f.guild_id = ? AND a.status = 'posted' AND a.id != ? AND lower(c.value) IN ({marks}){in_channels}"
             " ORDER BY coalesce(a.published_at, a.posted_at) DESC, a.id DESC LIMIT ?",
-            (guild_id, exclude_id, *keys, limit),
+            (guild_id, exclude_id, *keys, *channels, limit),
         )
         return [ArticleRow.from_row(r) for r in rows]
 
