@@ -240,6 +240,9 @@ class FormatCommands(app_commands.Group):
         )
 
 
+MAX_CATEGORY_MENTIONS = 25  # categories of one feed with a role of their own
+
+
 def describe_mentions(settings: dict[str, Any]) -> str:
     mention = settings.get("mention") or {}
     lines = []
@@ -281,7 +284,13 @@ class MentionCommands(app_commands.Group):
         def set_one(settings: dict[str, Any]) -> dict[str, Any]:
             mention = dict(settings.get("mention") or {})
             if key:
-                mention["categories"] = {**(mention.get("categories") or {}), key: role.id}
+                categories = mention.get("categories") or {}
+                if key not in categories and len(categories) >= MAX_CATEGORY_MENTIONS:
+                    raise UserFacingError(
+                        f"Feed #{row.id} pings roles for {MAX_CATEGORY_MENTIONS} categories already; "
+                        "clear one first (`/feed mention clear`)."
+                    )
+                mention["categories"] = {**categories, key: role.id}
             else:
                 mention["role_id"] = role.id
             return {**settings, "mention": mention}

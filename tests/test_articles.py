@@ -1280,6 +1280,21 @@ async def test_forum_format_keeps_the_link_as_the_last_line(bot: Booted, world: 
     assert content.endswith("\n-# Sport\n\nhttps://paper.example/1") and len(content) <= 2000
 
 
+async def test_category_mentions_per_feed_are_capped(bot: Booted, world: World, site: FeedServer) -> None:
+    """A feed pings roles for at most 25 categories; the 26th is refused with the way out, a known one can change."""
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    readers = world.guild.add_role("Readers", mentionable=True)
+    for n in range(25):
+        await slash_text(world, "feed mention set", feed=1, role=readers, category=f"Topic {n}")
+    refused = await slash_text(world, "feed mention set", feed=1, role=readers, category="Topic 25")
+    assert "pings roles for 25 categories already" in refused
+    others = world.guild.add_role("Others", mentionable=True)
+    assert "ping" in await slash_text(world, "feed mention set", feed=1, role=others, category="topic 3")
+    categories = (await bot.bot.store.feeds.get(1)).settings["mention"]["categories"]
+    assert len(categories) == 25 and categories["topic 3"] == others.id
+
+
 async def test_role_mention_per_feed_and_category_pings_only_that_role(
     bot: Booted, world: World, site: FeedServer, clock
 ) -> None:
