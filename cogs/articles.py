@@ -268,10 +268,12 @@ class DiscordChannel:
                             content=plan.content, embeds=image_embeds(plan), allowed_mentions=none
                         )
             elif isinstance(channel, discord.TextChannel):
+                # The message text too: a `content` format may show the title, byline or image.
+                fields: dict[str, Any] = {"content": plan.message or None, "embed": article_embed(plan, article)}
                 if hook is not None:
-                    await hook.edit_message(post.message_id, embed=article_embed(plan, article))
+                    await hook.edit_message(post.message_id, allowed_mentions=none, **fields)
                 else:
-                    await channel.get_partial_message(post.message_id).edit(embed=article_embed(plan, article))
+                    await channel.get_partial_message(post.message_id).edit(allowed_mentions=none, **fields)
                 text_thread = channel.guild.get_thread(post.thread_id) if post.thread_id else None
                 if text_thread is not None and text_thread.name != plan.title:
                     await text_thread.edit(name=plan.title)

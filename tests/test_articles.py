@@ -1581,6 +1581,26 @@ async def test_an_edit_of_the_byline_or_image_alone_updates_the_post(
     assert "image" not in world.fake.find_message(int(text_post["id"]))["embeds"][0]
 
 
+async def test_an_edit_updates_a_text_posts_custom_message_too(
+    bot: Booted, world: World, site: FeedServer, clock
+) -> None:
+    """With a `content` format, a corrected byline reaches the text post's message, not only its embed."""
+    date = datetime.now(UTC) - timedelta(hours=1)
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.discussion)
+    await slash_text(world, "feed format set", feed=1, field="content", template="New from {author}: {title}")
+    site.set_feed("/feed", rss([story(1, date=date, creator="Ana Lopez")]))
+    await poll(bot, clock, world)
+    post = next(m for m in world.fake.messages_in(world.discussion) if m.get("embeds"))
+    assert post["content"].startswith("New from Ana Lopez: Story number 1")
+
+    site.set_feed("/feed", rss([story(1, date=date, creator="Ana López")]))
+    await poll(bot, clock, world)
+    edited = world.fake.find_message(int(post["id"]))
+    assert edited["content"].startswith("New from Ana López: Story number 1")
+    assert edited["embeds"][0]["author"]["name"] == "Ana López"
+
+
 async def test_bylines_of_articles_stored_before_they_were_recorded_are_filled_in_without_an_edit(
     bot: Booted, world: World, site: FeedServer, clock
 ) -> None:
