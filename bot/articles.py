@@ -55,8 +55,13 @@ class FeedProblem(UserFacingError):
     """A feed URL can't be used (bad URL, unreachable, not a feed): the message is for the admin."""
 
 
+MAX_FEED_URL = 2048  # characters; what browsers and servers reliably take (an OPML attribute has no limit)
+
+
 def validate_feed_url(url: str) -> str:
     url = url.strip()
+    if len(url) > MAX_FEED_URL:
+        raise FeedProblem(f"That URL is {len(url)} characters long; a feed URL has at most {MAX_FEED_URL}.")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
         raise FeedProblem(f"Feed URLs must start with http:// or https:// (got `{redact_text(url[:100])}`).")

@@ -1414,6 +1414,23 @@ async def test_opml_import_fetches_a_few_feeds_at_once(
     assert imported == {site.url(f"/slow/{n}") for n in range(8)}
 
 
+async def test_opml_import_refuses_an_overlong_url_without_fetching_it(
+    bot: Booted, world: World, site: FeedServer
+) -> None:
+    """An outline whose URL is hundreds of kilobytes is refused by length (and the reply stays short)."""
+    site.set_feed("/feed", rss([story(1)]))
+    huge = site.url("/feed") + "?q=" + "x" * 300_000
+    opml = f'<?xml version="1.0"?><opml version="2.0"><body><outline text="big" xmlUrl="{huge}"/></body></opml>'
+    ix = await world.fake.slash(
+        world.guild, world.admin, "feed import", file=("x.opml", opml.encode()), channel=world.forum
+    )
+    await ix.wait_response()
+    reply = (await ix.wait_followup())["content"]
+    assert "0 added, 0 already there, 1 failed" in reply and "at most 2048" in reply, reply[:300]
+    assert site.count("/feed") == 0
+    assert await bot.bot.store.feeds.in_guild(world.guild.id) == []
+
+
 async def test_opml_import_refuses_a_doctype_hidden_after_padding_or_in_utf16(
     bot: Booted, world: World, site: FeedServer
 ) -> None:
