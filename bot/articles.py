@@ -62,7 +62,11 @@ def validate_feed_url(url: str) -> str:
     url = url.strip()
     if len(url) > MAX_FEED_URL:
         raise FeedProblem(f"That URL is {len(url)} characters long; a feed URL has at most {MAX_FEED_URL}.")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (reading it checks it: out of range raises ValueError)
+    except ValueError as exc:  # a broken IPv6 host, a port out of range
+        raise FeedProblem(f"`{redact_text(url[:100])}` is not a valid URL ({exc}).") from None
     if parts.scheme not in ("http", "https"):
         raise FeedProblem(f"Feed URLs must start with http:// or https:// (got `{redact_text(url[:100])}`).")
     if not parts.hostname:

@@ -1431,6 +1431,25 @@ async def test_opml_import_refuses_an_overlong_url_without_fetching_it(
     assert await bot.bot.store.feeds.in_guild(world.guild.id) == []
 
 
+async def test_opml_import_reports_malformed_urls_and_adds_the_rest(
+    bot: Booted, world: World, site: FeedServer
+) -> None:
+    """Outlines with URLs Python can't even split (a broken IPv6 host, a bad port) fail one by one, clearly."""
+    site.set_feed("/feed", rss([story(1)]))
+    bad = ("http://[::1/feed", "http://[zz]/feed", "http://paper.example:99999/feed")
+    outlines = "".join(f'<outline text="bad{n}" xmlUrl="{url}"/>' for n, url in enumerate(bad))
+    outlines += f'<outline text="good" xmlUrl="{site.url("/feed")}"/>'
+    opml = f'<?xml version="1.0"?><opml version="2.0"><body>{outlines}</body></opml>'.encode()
+    ix = await world.fake.slash(world.guild, world.admin, "feed import", file=("x.opml", opml), channel=world.forum)
+    await ix.wait_response()
+    reply = (await ix.wait_followup())["content"]
+    assert "1 added, 0 already there, 3 failed" in reply, reply
+    assert reply.count("is not a valid URL") == 3
+    assert [f.url for f in await bot.bot.store.feeds.in_guild(world.guild.id)] == [site.url("/feed")]
+    ix = await world.fake.slash(world.guild, world.admin, "feed add", url="http://[::1/feed", channel=world.forum)
+    assert "is not a valid URL" in (await ix.wait_response())["data"]["content"]
+
+
 async def test_opml_import_refuses_a_doctype_hidden_after_padding_or_in_utf16(
     bot: Booted, world: World, site: FeedServer
 ) -> None:
