@@ -391,6 +391,20 @@ async def test_links_in_a_feed_cannot_hide_or_break_out(bot: Booted, world: Worl
     assert "](" not in content
 
 
+async def test_an_item_whose_link_python_cannot_split_is_posted_without_it(
+    bot: Booted, world: World, site: FeedServer, clock
+) -> None:
+    """A hostile item link (a broken IPv6 host) neither crashes the feed nor blocks the item: it posts, link-less."""
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    broken = {**story(1), "link": "http://[::1/evil", "description": 'See <a href="http://[zz]/x">this</a>.'}
+    site.set_feed("/feed", rss([broken, story(2)]))
+    await poll(bot, clock, world)
+    posts = {p.name: world.fake.find_message(p.id) for p in forum_posts(world)}
+    assert set(posts) == {"Story number 1", "Story number 2"}
+    assert "[::1" not in posts["Story number 1"]["content"] and "-# ref " in posts["Story number 1"]["content"]
+
+
 async def test_non_public_addresses_are_refused_by_default(
     world: World, booter: Any, site: FeedServer, clock: FakeClock
 ) -> None:
@@ -1736,9 +1750,8 @@ async def test_webhook_avatar_at_a_private_address_is_refused(bot: Booted, world
     ):  # (loopback is allowed in the tests' config: tests/feedserver.py lives there)
         reply = await slash_text(world, "feed options set", feed=1, webhook_avatar=avatar)
         assert "private or local address" in reply, (avatar, reply)
-    assert "must be a plain https://" in await slash_text(
-        world, "feed options set", feed=1, webhook_avatar="javascript:alert(1)"
-    )
+    for avatar in ("javascript:alert(1)", "https://[::1/a.png", "https://[zz]/a.png"):
+        assert "must be a plain https://" in await slash_text(world, "feed options set", feed=1, webhook_avatar=avatar)
     assert "webhook" not in (await bot.bot.store.feeds.get(1)).settings
     reply = await slash_text(world, "feed options set", feed=1, webhook_avatar="https://paper.example/logo.png")
     assert "webhook name and avatar saved" in reply
