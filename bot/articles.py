@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import logging
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
@@ -55,9 +55,18 @@ class FeedProblem(UserFacingError):
     """A feed URL can't be used (bad URL, unreachable, not a feed): the message is for the admin."""
 
 
+MAX_FEED_URL = 2048  # characters; what browsers and servers reliably take (an OPML attribute has no limit)
+
+
 def validate_feed_url(url: str) -> str:
     url = url.strip()
-    parts = urlsplit(url)
+    if len(url) > MAX_FEED_URL:
+        raise FeedProblem(f"That URL is {len(url)} characters long; a feed URL has at most {MAX_FEED_URL}.")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (reading it checks it: out of range raises ValueError)
+    except ValueError as exc:  # a broken IPv6 host, a port out of range
+        raise FeedProblem(f"`{redact_text(url[:100])}` is not a valid URL ({exc}).") from None
     if parts.scheme not in ("http", "https"):
         raise FeedProblem(f"Feed URLs must start with http:// or https:// (got `{redact_text(url[:100])}`).")
     if not parts.hostname:
@@ -336,19 +345,21 @@ class ArticleService:
         """What to post for an article of a feed, rendered off the event loop."""
         return await plan_for(feed, article, self.settings)
 
-    async def archive_reply(self, feed: FeedRow, article: ArticleRow) -> str | None:
+    async def archive_reply(
+        self, feed: FeedRow, article: ArticleRow, channel_ids: Collection[int] | None = None
+    ) -> str | None:
         """The "From the archives" reply for a newly posted article, or None if nothing fits.
 
         Up to ARCHIVE_LINKS earlier articles of the same site (host of the link) that share a category
-        with it and were posted in this server, newest first; never the article itself (by normalised
-        link or guid, whichever feed brought it), each once.
+        with it and were posted in this server (with `channel_ids`, in those channels), newest first; never
+        the article itself (by normalised link or guid, whichever feed brought it), each once.
         """
         own_key = article.link_key or link_key(article.link)
         site = _site_of(own_key)
         if not site or not article.categories:
             return None
         candidates = await self.store.articles.posted_in_guild_sharing(
-            feed.guild_id, article.categories, article.id, ARCHIVE_CANDIDATES
+            feed.guild_id, article.categories, article.id, ARCHIVE_CANDIDATES, channel_ids
         )
         chosen: list[ArticleRow] = []
         seen = {own_key}
@@ -382,6 +393,12 @@ class ArticleService:
             return await parse_feed_async(result.body, url=url, content_type=result.content_type), result
         except FeedParseError as exc:
             raise FeedProblem(f"{redact_url(url)} is not a usable feed: {redact_text(str(exc))}") from None
+
+    async def backfill_link_keys(self) -> None:
+        """Normalised links for articles stored before they were recorded (once, at start)."""
+        filled = await self.store.articles.backfill_link_keys(link_key)
+        if filled:
+            log.info("recorded the normalised link of %d article(s) stored before it was kept", filled)
 
     async def add_feed(
         self,
@@ -521,15 +538,26 @@ class ArticleService:
                 else:
                     to_post.append(article)
                 report.new += 1
-            elif seen[1] != article.content_hash:
-                article_id, _, _status = seen
-                await self.store.articles.mark_changed(
-                    article_id,
-                    title=article.title,
-                    summary=_summary(article),
-                    content_hash=article.content_hash,
-                )
-                report.changed += 1
+            else:
+                article_id, content_hash, _status, author, image_url = seen
+                # Rows stored before bylines and images were recorded have neither: filling them in is
+                # not an edit (every post of every feed would be edited once after the upgrade).
+                recorded = author is not None or image_url is not None
+                byline_changed = (author, image_url) != (article.author, article.image_url)
+                if content_hash != article.content_hash or (recorded and byline_changed):
+                    await self.store.articles.mark_changed(
+                        article_id,
+                        title=article.title,
+                        summary=_summary(article),
+                        content_hash=article.content_hash,
+                        author=article.author,
+                        image_url=article.image_url,
+                    )
+                    report.changed += 1
+                elif byline_changed:
+                    await self.store.articles.record_byline(
+                        article_id, author=article.author, image_url=article.image_url
+                    )
         rules = rules_of(feed.settings)
         verdicts = await filter_out_async(
             rules, [FilterInput(a.title, _summary(a), a.categories, a.author) for a in to_post] if rules else []

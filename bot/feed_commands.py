@@ -9,6 +9,7 @@ The rules themselves are in bot.feed_rules (filters, formats) and bot.opml.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 from datetime import datetime
@@ -22,9 +23,10 @@ from bot.articles import DEFAULT_TAG_KEY, FeedProblem, parse_tag_map, validate_f
 from bot.checks import admin_only
 from bot.errors import UserFacingError
 from bot.feed_rules import FORMAT_FIELDS, MAX_RULES, RuleProblem, check_format, formats_of, make_rule, rules_of
-from bot.feed_webhooks import can_manage_webhooks, display_name
+from bot.feed_webhooks import avatar_url_problem, can_manage_webhooks, display_name
+from bot.netguard import AddressPolicy
 from bot.opml import MAX_IMPORT, MAX_OPML_BYTES, OpmlFeed, OpmlProblem, build_opml, parse_opml_async
-from bot.render import escape_discord_text, safe_url, truncate_words
+from bot.render import escape_discord_text, truncate_words
 from bot.site.base import redact_url
 from bot.store.feeds import FeedRow
 
@@ -238,6 +240,9 @@ class FormatCommands(app_commands.Group):
         )
 
 
+MAX_CATEGORY_MENTIONS = 25  # categories of one feed with a role of their own
+
+
 def describe_mentions(settings: dict[str, Any]) -> str:
     mention = settings.get("mention") or {}
     lines = []
@@ -279,7 +284,13 @@ class MentionCommands(app_commands.Group):
         def set_one(settings: dict[str, Any]) -> dict[str, Any]:
             mention = dict(settings.get("mention") or {})
             if key:
-                mention["categories"] = {**(mention.get("categories") or {}), key: role.id}
+                categories = mention.get("categories") or {}
+                if key not in categories and len(categories) >= MAX_CATEGORY_MENTIONS:
+                    raise UserFacingError(
+                        f"Feed #{row.id} pings roles for {MAX_CATEGORY_MENTIONS} categories already; "
+                        "clear one first (`/feed mention clear`)."
+                    )
+                mention["categories"] = {**categories, key: role.id}
             else:
                 mention["role_id"] = role.id
             return {**settings, "mention": mention}
@@ -316,6 +327,8 @@ class MentionCommands(app_commands.Group):
 
 # -- OPML (the /feed import and /feed export commands in cogs/articles.py call these) ------------
 
+IMPORT_CONCURRENCY = 4  # feeds of one import fetched at once
+
 
 async def import_feeds(
     service: ArticleService,
@@ -345,29 +358,36 @@ async def import_feeds(
         raise UserFacingError(f"Couldn't download the file from Discord ({exc.status}); try again.") from None
     if not feeds:
         raise UserFacingError("The file lists no feeds (no outline with an `xmlUrl`).")
-    added: list[str] = []
-    skipped: list[str] = []
-    failed: list[str] = []
-    for entry in feeds[:MAX_IMPORT]:
+    guild_id = interaction.guild.id
+    slots = asyncio.Semaphore(IMPORT_CONCURRENCY)
+
+    async def import_one(entry: OpmlFeed) -> tuple[str, str]:
         name = escape_discord_text(entry.title or redact_url(entry.url))
         try:
             url = validate_feed_url(entry.url)
-            if await bot_of(interaction).store.feeds.find(interaction.guild.id, url, channel.id):
-                skipped.append(name)
-                continue
-            feed_id, _, _ = await service.add_feed(
-                guild_id=interaction.guild.id,
-                url=url,
-                channel_id=channel.id,
-                channel_kind="forum" if isinstance(channel, discord.ForumChannel) else "text",
-                tag_map=tag_map,
-                interval_minutes=None,
-                backfill=0,
-                actor_id=interaction.user.id,
-            )
-            added.append(f"#{feed_id} {name}")
+            async with slots:
+                if await bot_of(interaction).store.feeds.find(guild_id, url, channel.id):
+                    return "skipped", name
+                feed_id, _, _ = await service.add_feed(
+                    guild_id=guild_id,
+                    url=url,
+                    channel_id=channel.id,
+                    channel_kind="forum" if isinstance(channel, discord.ForumChannel) else "text",
+                    tag_map=tag_map,
+                    interval_minutes=None,
+                    backfill=0,
+                    actor_id=interaction.user.id,
+                )
+            return "added", f"#{feed_id} {name}"
         except FeedProblem as exc:
-            failed.append(f"{name}: {exc}")
+            return "failed", f"{name}: {exc}"
+
+    # A few at a time: 50 feeds that each hang until the fetch timeout, one after another, would outlast
+    # the interaction's 15 minutes and the admin would never hear back.
+    outcomes = await asyncio.gather(*(import_one(entry) for entry in feeds[:MAX_IMPORT]))
+    added = [text for kind, text in outcomes if kind == "added"]
+    skipped = [text for kind, text in outcomes if kind == "skipped"]
+    failed = [text for kind, text in outcomes if kind == "failed"]
     lines = [
         f"Imported into {channel.mention}: {len(added)} added, {len(skipped)} already there, {len(failed)} failed."
     ]
@@ -450,10 +470,11 @@ class OptionsCommands(app_commands.Group):
             change = archive_links_on(archive_links, bot_of(interaction).clock.now())
             await change_settings(interaction, row, f"options archive_links={archive_links}", change)
             lines.append(f"archive links {'on' if archive_links else 'off'}")
-        if webhook_avatar is not None and (
-            not webhook_avatar.startswith("https://") or safe_url(webhook_avatar) != webhook_avatar
-        ):
-            raise UserFacingError("`webhook_avatar` must be a plain https:// address of an image.")
+        if webhook_avatar is not None:
+            policy = AddressPolicy(bot_of(interaction).config.feeds.allowed_networks)
+            problem = avatar_url_problem(webhook_avatar, policy)
+            if problem:
+                raise UserFacingError(problem)
         if webhook or webhook_name is not None or webhook_avatar is not None:
             channel = interaction.guild.get_channel(row.channel_id)
             if webhook and (channel is None or not can_manage_webhooks(channel, interaction.guild.me)):
@@ -496,6 +517,17 @@ class OptionsCommands(app_commands.Group):
         )
 
 
+async def feeds_with_archive_work(bot: ReadersViewsBot) -> list[FeedRow]:
+    """Feeds with a "From the archives" reply still to send (one that failed is retried on the next
+    cycle, whether or not the feed has anything else to do)."""
+    waiting = []
+    for feed in await bot.store.feeds.with_archive_links(bot.tenants.only):
+        since_text = feed.settings.get("archive_links_since")
+        if since_text and await bot.store.articles.needing_archive(feed.id, datetime.fromisoformat(since_text), 1):
+            waiting.append(feed)
+    return waiting
+
+
 async def post_archive_links(bot: ReadersViewsBot, service: ArticleService, feed: FeedRow) -> None:
     """Reply "From the archives" in the threads of a feed's newly posted articles, if the feed chose it.
 
@@ -506,8 +538,22 @@ async def post_archive_links(bot: ReadersViewsBot, service: ArticleService, feed
     if not feed.settings.get("archive_links") or not since_text:
         return
     since = datetime.fromisoformat(since_text)
-    for article in await bot.store.articles.needing_archive(feed.id, since, ARCHIVE_BATCH):
-        text = await service.archive_reply(feed, article)
+    articles = await bot.store.articles.needing_archive(feed.id, since, ARCHIVE_BATCH)
+    if not articles:
+        return
+    # A reply must not show readers of this channel what a private channel got (a staff-only feed of the
+    # same site): only articles posted in this channel or in channels everyone in the server can see.
+    readable = {feed.channel_id}
+    guild = bot.get_guild(feed.guild_id)
+    if guild is not None:
+        readable.update(
+            channel.id
+            for channel in guild.channels
+            if isinstance(channel, (discord.TextChannel, discord.ForumChannel))
+            and channel.permissions_for(guild.default_role).view_channel
+        )
+    for article in articles:
+        text = await service.archive_reply(feed, article, readable)
         if text is None or article.thread_id is None:
             await bot.store.articles.mark_archive(article.id, "none")
             continue

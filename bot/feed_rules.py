@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +30,62 @@ MAX_RULES = 25
 MAX_VALUE = 200  # characters of a rule's value (a pattern included)
 TEXT_LIMIT = 10_000  # characters of title + summary text a keyword or pattern is matched against
 REGEX_TIMEOUT = 0.05  # seconds per pattern per article; a pattern that runs longer does not match
+
+
+MAX_PATTERN_SIZE = 10_000  # a pattern's atoms with its counted repeats multiplied out (see _pattern_size)
+_COUNTED = re.compile(r"\{(\d*)(,?)(\d*)\}")
+
+
+def _pattern_size(pattern: str) -> int:
+    """An upper estimate of the size of a pattern's compiled program: atoms, with `{n,m}` repeats multiplied
+    out (nested ones multiply). Compiling is not time-limited and the `regex` package expands counted
+    repeats: `(?:(?:(?:a{99}){99}){99}){99}` is 200 characters that take gigabytes to compile."""
+    frames: list[list[int]] = [[0, 0]]  # per open group: [size so far, size of its last element]
+    i, n = 0, len(pattern)
+
+    def add(size: int) -> None:
+        frames[-1][0] += size
+        frames[-1][1] = size
+
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            if pattern[i + 1 : i + 3] in ("p{", "P{", "N{", "x{"):
+                end = pattern.find("}", i + 3)
+                i = n if end == -1 else end + 1
+            else:
+                i += 2
+            add(1)
+        elif c == "[":
+            j = i + 1
+            if pattern[j : j + 1] == "^":
+                j += 1
+            if pattern[j : j + 1] == "]":
+                j += 1
+            while j < n and pattern[j] != "]":
+                j += 2 if pattern[j] == "\\" else 1
+            i = j + 1
+            add(1)
+        elif c == "(":
+            frames.append([0, 0])
+            i += 1
+        elif c == ")":
+            if len(frames) > 1:
+                add(max(1, frames.pop()[0]))
+            i += 1
+        elif c == "{" and (count := _COUNTED.match(pattern, i)) and (count[1] or count[3]):
+            times = max(int(count[1] or 0), int(count[3] or 0))
+            last = frames[-1][1]
+            frames[-1][0] += last * times - last
+            frames[-1][1] = last * times
+            i = count.end()
+        else:
+            if c not in "*+?|":
+                add(1)
+            i += 1
+        if any(frame[0] > MAX_PATTERN_SIZE for frame in frames):
+            return MAX_PATTERN_SIZE + 1
+    return sum(frame[0] for frame in frames)
 
 
 class RuleProblem(ValueError):
@@ -61,6 +118,11 @@ def make_rule(action: str, field: str, value: str) -> Rule:
     if len(value) > MAX_VALUE:
         raise RuleProblem(f"`value` is {len(value)} characters; at most {MAX_VALUE}.")
     if field == "regex":
+        if _pattern_size(value) > MAX_PATTERN_SIZE:
+            raise RuleProblem(
+                "`value` repeats too much to be used safely (nested or large `{n}` counts); "
+                "use `+` or `*`, or smaller counts."
+            )
         try:
             regex.compile(value, regex.IGNORECASE | regex.V0)
         except regex.error as exc:
@@ -109,7 +171,7 @@ def text_of(html_text: str, limit: int = TEXT_LIMIT) -> str:
     return " ".join("".join(parts).split())[:limit]
 
 
-def _matches(rule: Rule, item: FilterInput, text: str) -> bool:
+def _matches(rule: Rule, item: FilterInput, text: str, slow: set[str]) -> bool:
     value = rule.value.casefold()
     if rule.field == "category":
         return any(category.strip().casefold() == value for category in item.categories)
@@ -117,21 +179,31 @@ def _matches(rule: Rule, item: FilterInput, text: str) -> bool:
         return (item.author or "").strip().casefold() == value
     if rule.field == "keyword":
         return value in text.casefold()
+    if rule.value in slow:  # it overran on an earlier article of this batch: not given the time again
+        return False
     try:
         return (
             regex.search(rule.value, text, regex.IGNORECASE | regex.V0, timeout=REGEX_TIMEOUT, concurrent=True)
             is not None
         )
     except TimeoutError:
-        log.warning("filter pattern %r ran over %s s on an article; taken as no match", rule.value, REGEX_TIMEOUT)
+        slow.add(rule.value)
+        log.warning(
+            "filter pattern %r ran over %s s on an article; taken as no match for this poll's articles",
+            rule.value,
+            REGEX_TIMEOUT,
+        )
         return False
 
 
-def filter_out(rules: Sequence[Rule], item: FilterInput) -> str | None:
+def filter_out(rules: Sequence[Rule], item: FilterInput, slow: set[str] | None = None) -> str | None:
     """Why the rules drop an item ("filtered out by rule 2 (exclude category “Sport”)"), or None to keep it.
 
     An item is dropped if it matches any exclude rule, or if there are include rules and it matches none.
+    `slow` (shared over a batch) holds patterns that overran: they count as no match without running, so
+    a batch costs at most one timeout per pattern, not one per pattern per article.
     """
+    slow = set() if slow is None else slow
     if not rules:
         return None
     text = ""
@@ -142,9 +214,9 @@ def filter_out(rules: Sequence[Rule], item: FilterInput) -> str | None:
     for number, rule in enumerate(rules, start=1):
         if rule.action == "include":
             includes.append(number)
-            if not included and _matches(rule, item, text):
+            if not included and _matches(rule, item, text, slow):
                 included = True
-        elif _matches(rule, item, text):
+        elif _matches(rule, item, text, slow):
             return f"filtered out by rule {number} ({rule.describe()})"
     if includes and not included:
         if len(includes) == 1:
@@ -157,7 +229,8 @@ async def filter_out_async(rules: Sequence[Rule], items: Sequence[FilterInput]) 
     """`filter_out` for many items in a worker thread (patterns must not run on the event loop)."""
     if not rules:
         return [None] * len(items)
-    return await asyncio.to_thread(lambda: [filter_out(rules, item) for item in items])
+    slow: set[str] = set()
+    return await asyncio.to_thread(lambda: [filter_out(rules, item, slow) for item in items])
 
 
 # --- formats ---------------------------------------------------------------------------------

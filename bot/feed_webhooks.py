@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import discord
 
+from bot.netguard import AddressPolicy
+from bot.render import safe_url
 from bot.site.base import redact_url
 from bot.store.feeds import FeedRow
 
@@ -30,8 +34,31 @@ _BANNED_IN_NAMES = re.compile(r"clyde|discord", re.I)  # Discord refuses webhook
 
 def display_name(name: str | None) -> str:
     """A name Discord accepts for a webhook message: 1-80 characters without "clyde" or "discord"."""
-    cleaned = " ".join(_BANNED_IN_NAMES.sub("", name or "").split())[:80].strip()
+    cleaned = name or ""
+    while _BANNED_IN_NAMES.search(cleaned):  # until none is left: "disclydecord" without "clyde" is "discord"
+        cleaned = _BANNED_IN_NAMES.sub("", cleaned)
+    cleaned = " ".join(cleaned.split())[:80].strip()
     return cleaned or WEBHOOK_NAME
+
+
+def avatar_url_problem(url: str, policy: AddressPolicy) -> str | None:
+    """Why an avatar address can't be used, or None: it must be a plain https:// URL, and a host written
+    as an address (in any spelling: `127.1`, `2130706433`, `[::1]`) or `localhost` must pass the
+    address policy that feed URLs pass."""
+    if not url.startswith("https://") or safe_url(url) != url:
+        return "`webhook_avatar` must be a plain https:// address of an image."
+    host = (urlsplit(url).hostname or "").rstrip(".").lower()
+    address: str | None = host
+    if host == "localhost" or host.endswith(".localhost"):
+        address = "127.0.0.1"
+    elif ":" not in host:
+        try:
+            address = socket.inet_ntoa(socket.inet_aton(host))  # the legacy numeric spellings too
+        except OSError:
+            address = None  # a name: Discord resolves it, from its own network
+    if address is not None and not policy.allows(address):
+        return "`webhook_avatar` points at a private or local address; give a public image address."
+    return None
 
 
 @dataclass(frozen=True)

@@ -405,7 +405,11 @@ def safe_url(url: str) -> str | None:
     url = url.strip()
     if not url or _URL_CONTROL.search(url):
         return None
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (reading it checks it)
+    except ValueError:  # a broken IPv6 host ("http://[::1/x"), a port out of range
+        return None
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         return None
     netloc = parts.netloc

@@ -35,6 +35,7 @@ from bot.feed_commands import (
     OptionsCommands,
     archive_links_on,
     export_feeds,
+    feeds_with_archive_work,
     import_feeds,
     post_archive_links,
 )
@@ -259,17 +260,20 @@ class DiscordChannel:
                             post.message_id or thread.id,
                             thread_id=thread.id,
                             content=plan.content,
+                            embeds=image_embeds(plan),
                             allowed_mentions=none,
                         )
                     else:
                         await thread.get_partial_message(post.message_id or thread.id).edit(
-                            content=plan.content, allowed_mentions=none
+                            content=plan.content, embeds=image_embeds(plan), allowed_mentions=none
                         )
             elif isinstance(channel, discord.TextChannel):
+                # The message text too: a `content` format may show the title, byline or image.
+                fields: dict[str, Any] = {"content": plan.message or None, "embed": article_embed(plan, article)}
                 if hook is not None:
-                    await hook.edit_message(post.message_id, embed=article_embed(plan, article))
+                    await hook.edit_message(post.message_id, allowed_mentions=none, **fields)
                 else:
-                    await channel.get_partial_message(post.message_id).edit(embed=article_embed(plan, article))
+                    await channel.get_partial_message(post.message_id).edit(allowed_mentions=none, **fields)
                 text_thread = channel.guild.get_thread(post.thread_id) if post.thread_id else None
                 if text_thread is not None and text_thread.name != plan.title:
                     await text_thread.edit(name=plan.title)
@@ -341,6 +345,7 @@ class Articles(commands.Cog):
 
     async def cog_load(self) -> None:
         self.bot.add_dynamic_items(FeedListButton)
+        await self.service.backfill_link_keys()  # before the first poll: its dedupe needs them
         self.poller.start()
 
     async def cog_unload(self) -> None:
@@ -414,6 +419,10 @@ class Articles(commands.Cog):
             try:
                 for feed in await self.publisher.feeds_with_work(self.bot.tenants.only):
                     start(feed)
+                started = {feed.id for feed, _ in runs}
+                for feed in await feeds_with_archive_work(self.bot):  # e.g. a reply Discord failed last time
+                    if feed.id not in started:
+                        start(feed)
                 await self.service.poll_due(self.bot.clock.now(), self.bot.tenants.only, on_polled=polled)
                 results = await asyncio.gather(*(task for _, task in runs), return_exceptions=True)
             except BaseException:

@@ -406,7 +406,8 @@ def letter(n: int, text: str = "A thoughtful reply.", title: str | None = None) 
 
 
 def rss(items: list[dict[str, Any]], title: str = "The Weekly") -> bytes:
-    """A small RSS 2.0 document; each item may have guid, title, link, description, date, categories, creator."""
+    """A small RSS 2.0 document; each item may have guid, title, link, description, date, categories, creator,
+    image (an image enclosure)."""
     parts = [
         f'<?xml version="1.0" encoding="utf-8"?><rss version="2.0" xmlns:dc="http://purl.org/dc/elements/1.1/"><channel><title>{escape(title)}</title>'
     ]
@@ -424,6 +425,8 @@ def rss(items: list[dict[str, Any]], title: str = "The Weekly") -> bytes:
             parts.append(f"<category>{escape(category)}</category>")
         if "creator" in item:
             parts.append(f"<dc:creator>{escape(item['creator'])}</dc:creator>")
+        if "image" in item:
+            parts.append(f'<enclosure url="{escape(item["image"])}" type="image/jpeg" length="1000"/>')
         parts.append("</item>")
     parts.append("</channel></rss>")
     return "".join(parts).encode()

@@ -107,6 +107,32 @@ async def test_restart_does_not_repost(world: World, booter: Any, site: FeedServ
     assert len(forum_posts(world)) == 1
 
 
+async def test_articles_stored_before_link_keys_still_dedupe_across_feeds_after_restart(
+    world: World, booter: Any, site: FeedServer, clock: FakeClock
+) -> None:
+    """An article posted before normalised links were stored is still posted once when another feed of the
+    channel brings it under another guid and a tracking-parameter link."""
+    first: Booted = await booter(clock=clock)
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    site.set_feed("/feed", rss([story(1)]))
+    await poll(first, clock, world)
+    assert len(forum_posts(world)) == 1
+    await first.bot.store.db.write("UPDATE articles SET link_key = ''")  # as stored before 0010
+    await first.stop()
+    site.set_feed("/politics", rss([]))
+
+    second: Booted = await booter(clock=clock)
+    await add_feed(world, site.url("/politics"), world.forum)
+    site.set_feed(
+        "/politics", rss([{**story(1), "guid": "pol-1", "link": "https://www.paper.example/1/?utm_source=x"}])
+    )
+    await poll(second, clock, world)
+    assert len(forum_posts(world)) == 1
+    [row] = await second.bot.store.db.fetchall("SELECT status, status_reason FROM articles WHERE feed_id = 2")
+    assert (row["status"], row["status_reason"]) == ("seen", "already in this channel through feed #1")
+
+
 async def test_interrupted_post_is_not_repeated(bot: Booted, world: World, site: FeedServer, clock) -> None:
     """A crash after Discord created the post but before it was recorded: the next cycle finds it."""
     site.set_feed("/feed", rss([story(1)]))
@@ -363,6 +389,20 @@ async def test_links_in_a_feed_cannot_hide_or_break_out(bot: Booted, world: Worl
     assert "click to verify (<https://evil.example/login>)" in content
     assert content.endswith("\n\nhttps://paper.example/1%29%5BAPPROVE%20THIS%5D%28https://evil.example/x")
     assert "](" not in content
+
+
+async def test_an_item_whose_link_python_cannot_split_is_posted_without_it(
+    bot: Booted, world: World, site: FeedServer, clock
+) -> None:
+    """A hostile item link (a broken IPv6 host) neither crashes the feed nor blocks the item: it posts, link-less."""
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    broken = {**story(1), "link": "http://[::1/evil", "description": 'See <a href="http://[zz]/x">this</a>.'}
+    site.set_feed("/feed", rss([broken, story(2)]))
+    await poll(bot, clock, world)
+    posts = {p.name: world.fake.find_message(p.id) for p in forum_posts(world)}
+    assert set(posts) == {"Story number 1", "Story number 2"}
+    assert "[::1" not in posts["Story number 1"]["content"] and "-# ref " in posts["Story number 1"]["content"]
 
 
 async def test_non_public_addresses_are_refused_by_default(
@@ -961,6 +1001,52 @@ async def test_feed_list_buttons_check_server_and_permission(bot: Booted, world:
     assert response["type"] == 4 and "another server" in response["data"]["content"]
 
 
+async def test_another_servers_admin_can_neither_see_nor_change_a_feed(
+    bot: Booted, world: World, site: FeedServer
+) -> None:
+    """Every /feed subcommand and the feed autocomplete, used by an admin of another server, treat feed #1 as absent."""
+    from tests.fakediscord import perms
+
+    site.set_feed("/feed", rss([story(1)]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    before = await bot.bot.store.feeds.get(1)
+    rival = world.fake.add_guild("Rival paper")
+    mallory = rival.add_member("mallory", roles=[rival.add_role("Admins", permissions=perms.MANAGE_GUILD)])
+    rival_role = rival.add_role("Rivals", mentionable=True)
+    rival.add_text_channel("general")
+    attempts: list[tuple[str, dict[str, Any]]] = [
+        ("feed filter add", {"action": "exclude", "field": "keyword", "value": "x"}),
+        ("feed filter list", {}),
+        ("feed filter remove", {"number": 1}),
+        ("feed filter clear", {}),
+        ("feed format set", {"field": "content", "template": "{title} @everyone"}),
+        ("feed format show", {}),
+        ("feed format reset", {}),
+        ("feed mention set", {"role": rival_role}),
+        ("feed mention clear", {}),
+        ("feed options set", {"archive_links": True, "webhook": True}),
+        ("feed preview", {}),
+        ("feed diagnose", {}),
+        ("feed pause", {}),
+        ("feed resume", {}),
+        ("feed remove", {}),
+    ]
+    for name, options in attempts:
+        ix = await world.fake.slash(rival, mallory, name, feed=1, **options)
+        response = await ix.wait_response()
+        text = response["data"]["content"] if response["type"] == 4 else (await ix.wait_followup())["content"]
+        assert "There is no feed #1 in this server" in text, (name, text)
+        ac = await world.fake.autocomplete(rival, mallory, name, "feed", "", **options)
+        await ac.wait_response()
+        assert not ac.choices, name
+    ix = await world.fake.slash(rival, mallory, "feed export")
+    assert "No feeds to export yet" in (await ix.wait_response())["data"]["content"]
+    ix = await world.fake.slash(rival, mallory, "feed list")
+    assert site.url("/feed") not in str(await ix.wait_response())
+    after = await bot.bot.store.feeds.get(1)
+    assert after is not None and (after.settings, after.enabled) == (before.settings, before.enabled)
+
+
 async def test_hanging_feed_does_not_delay_the_others(world: World, booter: Any, site: FeedServer, clock) -> None:
     """Feed A's server hangs (until its 5-minute timeout); feed B's new article is posted meanwhile, not after A."""
     bot: Booted = await booter(clock=clock, feeds={"timeout_seconds": 300})
@@ -1208,6 +1294,21 @@ async def test_forum_format_keeps_the_link_as_the_last_line(bot: Booted, world: 
     assert content.endswith("\n-# Sport\n\nhttps://paper.example/1") and len(content) <= 2000
 
 
+async def test_category_mentions_per_feed_are_capped(bot: Booted, world: World, site: FeedServer) -> None:
+    """A feed pings roles for at most 25 categories; the 26th is refused with the way out, a known one can change."""
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    readers = world.guild.add_role("Readers", mentionable=True)
+    for n in range(25):
+        await slash_text(world, "feed mention set", feed=1, role=readers, category=f"Topic {n}")
+    refused = await slash_text(world, "feed mention set", feed=1, role=readers, category="Topic 25")
+    assert "pings roles for 25 categories already" in refused
+    others = world.guild.add_role("Others", mentionable=True)
+    assert "ping" in await slash_text(world, "feed mention set", feed=1, role=others, category="topic 3")
+    categories = (await bot.bot.store.feeds.get(1)).settings["mention"]["categories"]
+    assert len(categories) == 25 and categories["topic 3"] == others.id
+
+
 async def test_role_mention_per_feed_and_category_pings_only_that_role(
     bot: Booted, world: World, site: FeedServer, clock
 ) -> None:
@@ -1292,6 +1393,113 @@ async def test_opml_import_and_export(bot: Booted, world: World, site: FeedServe
     assert "declares a DOCTYPE" in (await ix.wait_followup())["content"]
 
 
+async def test_opml_import_fetches_a_few_feeds_at_once(
+    world: World, booter: Any, site: FeedServer, clock: FakeClock
+) -> None:
+    """Slow feeds of an import are fetched a few at a time, not one after another (50 hanging feeds in a row
+    would outlast the 15 minutes in which the admin can be answered)."""
+    booted: Booted = await booter(clock=clock, feeds={"timeout_seconds": 2})
+    waiting = 0
+    peak = 0
+    together = asyncio.Event()
+
+    async def slow(request: Any) -> Any:
+        nonlocal waiting, peak
+        waiting += 1
+        peak = max(peak, waiting)
+        if waiting >= 4:
+            together.set()
+        try:
+            await together.wait()  # sequential fetches never get here together: each times out alone
+        finally:
+            waiting -= 1
+        return web.Response(body=rss([story(1)]), content_type="application/rss+xml")
+
+    for n in range(8):
+        site.set_handler(f"/slow/{n}", slow)
+    outlines = "".join(f'<outline type="rss" text="s{n}" xmlUrl="{site.url(f"/slow/{n}")}"/>' for n in range(8))
+    opml = f'<?xml version="1.0"?><opml version="2.0"><body>{outlines}</body></opml>'.encode()
+    ix = await world.fake.slash(world.guild, world.admin, "feed import", file=("x.opml", opml), channel=world.forum)
+    await ix.wait_response()
+    reply = (await ix.wait_followup())["content"]
+    assert peak >= 4
+    assert "8 added, 0 already there, 0 failed" in reply, reply
+    imported = {f.url for f in await booted.bot.store.feeds.in_guild(world.guild.id)}
+    assert imported == {site.url(f"/slow/{n}") for n in range(8)}
+
+
+async def test_opml_import_refuses_an_overlong_url_without_fetching_it(
+    bot: Booted, world: World, site: FeedServer
+) -> None:
+    """An outline whose URL is hundreds of kilobytes is refused by length (and the reply stays short)."""
+    site.set_feed("/feed", rss([story(1)]))
+    huge = site.url("/feed") + "?q=" + "x" * 300_000
+    opml = f'<?xml version="1.0"?><opml version="2.0"><body><outline text="big" xmlUrl="{huge}"/></body></opml>'
+    ix = await world.fake.slash(
+        world.guild, world.admin, "feed import", file=("x.opml", opml.encode()), channel=world.forum
+    )
+    await ix.wait_response()
+    reply = (await ix.wait_followup())["content"]
+    assert "0 added, 0 already there, 1 failed" in reply and "at most 2048" in reply, reply[:300]
+    assert site.count("/feed") == 0
+    assert await bot.bot.store.feeds.in_guild(world.guild.id) == []
+
+
+async def test_opml_import_reports_malformed_urls_and_adds_the_rest(
+    bot: Booted, world: World, site: FeedServer
+) -> None:
+    """Outlines with URLs Python can't even split (a broken IPv6 host, a bad port) fail one by one, clearly."""
+    site.set_feed("/feed", rss([story(1)]))
+    bad = ("http://[::1/feed", "http://[zz]/feed", "http://paper.example:99999/feed")
+    outlines = "".join(f'<outline text="bad{n}" xmlUrl="{url}"/>' for n, url in enumerate(bad))
+    outlines += f'<outline text="good" xmlUrl="{site.url("/feed")}"/>'
+    opml = f'<?xml version="1.0"?><opml version="2.0"><body>{outlines}</body></opml>'.encode()
+    ix = await world.fake.slash(world.guild, world.admin, "feed import", file=("x.opml", opml), channel=world.forum)
+    await ix.wait_response()
+    reply = (await ix.wait_followup())["content"]
+    assert "1 added, 0 already there, 3 failed" in reply, reply
+    assert reply.count("is not a valid URL") == 3
+    assert [f.url for f in await bot.bot.store.feeds.in_guild(world.guild.id)] == [site.url("/feed")]
+    ix = await world.fake.slash(world.guild, world.admin, "feed add", url="http://[::1/feed", channel=world.forum)
+    assert "is not a valid URL" in (await ix.wait_response())["data"]["content"]
+
+
+async def test_opml_import_refuses_a_doctype_hidden_after_padding_or_in_utf16(
+    bot: Booted, world: World, site: FeedServer
+) -> None:
+    """A DOCTYPE behind a long comment, or in UTF-16, is refused like any other: no entity is expanded."""
+    site.set_feed("/feed", rss([story(1)], title="Main"))
+    doctype = f'<!DOCTYPE opml [<!ENTITY u "{site.url("/feed")}">]>'
+    body = '<opml version="2.0"><body><outline type="rss" text="x" xmlUrl="&u;"/></body></opml>'
+    padded = f'<?xml version="1.0"?><!--{" " * 5000}-->{doctype}{body}'.encode()
+    utf16 = f'<?xml version="1.0" encoding="UTF-16"?>{doctype}{body}'.encode("utf-16")
+    for name, data in (("padded.opml", padded), ("utf16.opml", utf16)):
+        ix = await world.fake.slash(world.guild, world.admin, "feed import", file=(name, data), channel=world.forum)
+        await ix.wait_response()
+        assert "declares a DOCTYPE" in (await ix.wait_followup())["content"], name
+    assert await bot.bot.store.feeds.in_guild(world.guild.id) == []
+
+
+async def test_opml_import_goes_through_the_same_address_policy_as_feed_add(
+    world: World, booter: Any, site: FeedServer, clock: FakeClock
+) -> None:
+    """Outlines pointing at loopback or private addresses are refused on import, as `/feed add` refuses them."""
+    booted: Booted = await booter(clock=clock, feeds={"allowed_networks": []})
+    site.set_feed("/feed", rss([story(1)]))
+    port = site.url().split(":")[2].split("/")[0]
+    outlines = "".join(
+        f'<outline type="rss" text="h{n}" xmlUrl="http://{host}:{port}/feed"/>'
+        for n, host in enumerate(("127.0.0.1", "[::1]", "localhost", "169.254.169.254", "2130706433"))
+    )
+    opml = f'<?xml version="1.0"?><opml version="2.0"><body>{outlines}</body></opml>'.encode()
+    ix = await world.fake.slash(world.guild, world.admin, "feed import", file=("x.opml", opml), channel=world.forum)
+    await ix.wait_response()
+    reply = (await ix.wait_followup())["content"]
+    assert "0 added, 0 already there, 5 failed" in reply, reply
+    assert reply.count("that address is not allowed") == 5
+    assert await booted.bot.store.feeds.in_guild(world.guild.id) == []
+
+
 async def test_archive_links_reply_with_earlier_related_articles(
     bot: Booted, world: World, site: FeedServer, clock
 ) -> None:
@@ -1331,6 +1539,140 @@ async def test_archive_links_reply_with_earlier_related_articles(
         assert not any(m["content"].startswith("**From") for m in world.fake.messages_in(thread))
     await poll(bot, clock, world)
     assert archive_reply("Story number 6") == reply  # once
+
+
+async def test_archive_links_never_reveal_an_article_of_a_private_channel(
+    bot: Booted, world: World, site: FeedServer, clock
+) -> None:
+    """A staff-only channel's article of the same site is never linked "From the archives" in a public thread."""
+    from tests.fakediscord import perms
+
+    staff = world.guild.add_forum_channel(
+        "staff-wire",
+        tags=["News"],
+        overwrites=[
+            {"id": str(world.guild.id), "type": 0, "allow": "0", "deny": str(perms.VIEW_CHANNEL)},
+            *(
+                {"id": str(u.id), "type": 1, "allow": str(perms.VIEW_CHANNEL), "deny": "0"}
+                for u in (world.fake.bot, world.admin)
+            ),
+        ],
+    )
+    base = datetime.now(UTC) - timedelta(hours=12)
+    internal = {**story(1, date=base, categories=["Politics"]), "title": "Embargoed: council deal"}
+    public_old = story(2, date=base + timedelta(hours=1), categories=["Politics"])
+    public_new = story(3, date=base + timedelta(hours=2), categories=["Politics"])
+    site.set_feed("/internal", rss([]))
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/internal"), staff)
+    await add_feed(world, site.url("/feed"), world.forum, archive_links=True)
+    site.set_feed("/internal", rss([internal]))
+    site.set_feed("/feed", rss([public_old]))
+    await poll(bot, clock, world)
+    site.set_feed("/feed", rss([public_new, public_old]))
+    await poll(bot, clock, world)
+
+    thread = next(t for t in forum_posts(world) if t.name == "Story number 3")
+    [reply] = [m["content"] for m in world.fake.messages_in(thread) if m["content"].startswith("**From")]
+    assert "https://paper.example/2" in reply
+    assert "Embargoed" not in reply and "https://paper.example/1" not in reply
+
+
+async def test_archive_reply_that_discord_failed_is_retried_next_cycle_on_its_own(
+    bot: Booted, world: World, site: FeedServer, clock
+) -> None:
+    """A "From the archives" reply that got a Discord 5xx is sent on the next cycle, though the feed has nothing new."""
+    base = datetime.now(UTC) - timedelta(hours=12)
+    first, second = (story(n, date=base + timedelta(hours=n), categories=["Politics"]) for n in (1, 2))
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.forum, archive_links=True)
+    site.set_feed("/feed", rss([first]))
+    await poll(bot, clock, world)
+    site.set_feed("/feed", rss([second, first]))
+    world.fake.fail_next("POST", r"/channels/\d+/messages$", 503)
+    await poll(bot, clock, world)
+    thread = next(t for t in forum_posts(world) if t.name == "Story number 2")
+    assert not [m for m in world.fake.messages_in(thread) if m["content"].startswith("**From")]
+
+    await bot.cog("Articles").run_cycle()  # no feed is due: only the reply is left to do
+    await world.fake.roundtrip()
+    [reply] = [m["content"] for m in world.fake.messages_in(thread) if m["content"].startswith("**From")]
+    assert "https://paper.example/1" in reply
+    await bot.cog("Articles").run_cycle()
+    await world.fake.roundtrip()
+    assert len([m for m in world.fake.messages_in(thread) if m["content"].startswith("**From")]) == 1
+
+
+async def test_an_edit_of_the_byline_or_image_alone_updates_the_post(
+    bot: Booted, world: World, site: FeedServer, clock
+) -> None:
+    """A site that corrects only an article's author or image gets its forum post and text post edited."""
+    date = datetime.now(UTC) - timedelta(hours=1)
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    await add_feed(world, site.url("/feed"), world.discussion)
+    site.set_feed("/feed", rss([story(1, date=date, creator="Ana Lopez", image="https://paper.example/a.jpg")]))
+    await poll(bot, clock, world)
+    [post] = forum_posts(world)
+    text_post = next(m for m in world.fake.messages_in(world.discussion) if m.get("embeds"))
+    assert "Ana Lopez" in world.fake.find_message(post.id)["content"]
+
+    site.set_feed("/feed", rss([story(1, date=date, creator="Ana López", image="https://paper.example/b.jpg")]))
+    await poll(bot, clock, world)
+    starter = world.fake.find_message(post.id)
+    assert "By Ana López" in starter["content"]
+    assert [e["image"]["url"] for e in starter["embeds"]] == ["https://paper.example/b.jpg"]
+    embed = world.fake.find_message(int(text_post["id"]))["embeds"][0]
+    assert embed["author"]["name"] == "Ana López" and embed["image"]["url"] == "https://paper.example/b.jpg"
+
+    site.set_feed("/feed", rss([story(1, date=date, creator="Ana López")]))  # the image taken down
+    await poll(bot, clock, world)
+    assert world.fake.find_message(post.id)["embeds"] == []
+    assert "image" not in world.fake.find_message(int(text_post["id"]))["embeds"][0]
+
+
+async def test_an_edit_updates_a_text_posts_custom_message_too(
+    bot: Booted, world: World, site: FeedServer, clock
+) -> None:
+    """With a `content` format, a corrected byline reaches the text post's message, not only its embed."""
+    date = datetime.now(UTC) - timedelta(hours=1)
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.discussion)
+    await slash_text(world, "feed format set", feed=1, field="content", template="New from {author}: {title}")
+    site.set_feed("/feed", rss([story(1, date=date, creator="Ana Lopez")]))
+    await poll(bot, clock, world)
+    post = next(m for m in world.fake.messages_in(world.discussion) if m.get("embeds"))
+    assert post["content"].startswith("New from Ana Lopez: Story number 1")
+
+    site.set_feed("/feed", rss([story(1, date=date, creator="Ana López")]))
+    await poll(bot, clock, world)
+    edited = world.fake.find_message(int(post["id"]))
+    assert edited["content"].startswith("New from Ana López: Story number 1")
+    assert edited["embeds"][0]["author"]["name"] == "Ana López"
+
+
+async def test_bylines_of_articles_stored_before_they_were_recorded_are_filled_in_without_an_edit(
+    bot: Booted, world: World, site: FeedServer, clock
+) -> None:
+    """After the upgrade, a posted article gaining its (always present) byline is not edited: only recorded."""
+    date = datetime.now(UTC) - timedelta(hours=1)
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    site.set_feed("/feed", rss([story(1, date=date, creator="Ana")]))
+    await poll(bot, clock, world)
+    [post] = forum_posts(world)
+    await bot.bot.store.db.write("UPDATE articles SET author = NULL, image_url = NULL")  # as stored before 0010
+    before = world.fake.find_message(post.id)
+
+    site.set_feed("/feed", rss([story(1, date=date, creator="Ana", image="https://paper.example/a.jpg")]))
+    await poll(bot, clock, world)
+    assert world.fake.find_message(post.id) == before
+    row = await bot.bot.store.articles.by_thread(post.id)
+    assert row is not None and (row.author, row.image_url, row.needs_edit) == (
+        "Ana",
+        "https://paper.example/a.jpg",
+        False,
+    )
 
 
 async def test_webhook_delivery_posts_under_the_feeds_name(
@@ -1374,6 +1716,45 @@ async def test_webhook_delivery_posts_under_the_feeds_name(
     assert "Corrected summary." in world.fake.find_message(post.id)["content"]
     assert world.fake.find_message(int(text_post["id"]))["embeds"][0]["description"] == "Corrected summary."
     assert len(world.fake.channel_webhooks) == 2
+
+
+async def test_webhook_name_hiding_a_banned_word_is_still_accepted_by_discord(
+    world: World, booter: Any, site: FeedServer, clock: FakeClock
+) -> None:
+    """A feed titled so that removing "clyde" leaves "discord" still posts through its webhook."""
+    from tests.fakediscord import perms
+
+    world.guild.bot_role.permissions |= perms.MANAGE_WEBHOOKS  # type: ignore[attr-defined]
+    booted: Booted = await booter(clock=clock)
+    site.set_feed("/feed", rss([], title="The DisClydeCord Gazette"))
+    await add_feed(world, site.url("/feed"), world.forum)
+    await slash_text(world, "feed options set", feed=1, webhook=True)
+    site.set_feed("/feed", rss([story(1)], title="The DisClydeCord Gazette"))
+    await poll(booted, clock, world)
+
+    [post] = forum_posts(world)
+    starter = world.fake.find_message(post.id)
+    assert starter is not None and starter["webhook_id"]
+    assert starter["author"]["username"] == "The Gazette"
+
+
+async def test_webhook_avatar_at_a_private_address_is_refused(bot: Booted, world: World, site: FeedServer) -> None:
+    """An avatar address written as a private or local address, in any spelling, is refused like a feed URL."""
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    for avatar in (
+        "https://169.254.169.254/latest/meta-data",
+        "https://10.1/a.png",
+        "https://[::ffff:192.168.0.1]/a.png",
+        "https://0.0.0.0/a.png",
+    ):  # (loopback is allowed in the tests' config: tests/feedserver.py lives there)
+        reply = await slash_text(world, "feed options set", feed=1, webhook_avatar=avatar)
+        assert "private or local address" in reply, (avatar, reply)
+    for avatar in ("javascript:alert(1)", "https://[::1/a.png", "https://[zz]/a.png"):
+        assert "must be a plain https://" in await slash_text(world, "feed options set", feed=1, webhook_avatar=avatar)
+    assert "webhook" not in (await bot.bot.store.feeds.get(1)).settings
+    reply = await slash_text(world, "feed options set", feed=1, webhook_avatar="https://paper.example/logo.png")
+    assert "webhook name and avatar saved" in reply
 
 
 async def test_webhook_without_manage_webhooks_says_so_and_posts_as_the_bot(

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
-from bot.feed_rules import FilterInput, RuleProblem, check_format, filter_out, make_rule, render_format, text_of
+from bot.feed_rules import (
+    FilterInput,
+    RuleProblem,
+    check_format,
+    filter_out,
+    filter_out_async,
+    make_rule,
+    render_format,
+    text_of,
+)
 
 
 def item(title: str = "Council votes", summary: str = "<p>The harbour plan.</p>", **extra: object) -> FilterInput:
@@ -57,6 +68,27 @@ def test_catastrophic_pattern_is_stopped_and_counts_as_no_match() -> None:
     assert filter_out([rule], item(title="a" * 60 + "b", summary="")) is None
 
 
+def test_patterns_whose_repeats_explode_when_compiled_are_refused_before_compiling() -> None:
+    """Nested counted repeats (cheap to type, huge to compile on the event loop) are refused; ordinary counts pass."""
+    for pattern in (r"(?:a{1000}){1000}", r"((ab){100}){100}", r"[\w\W]{65535}"):
+        with pytest.raises(RuleProblem, match="repeats too much"):
+            make_rule("exclude", "regex", pattern)
+    for pattern in (r"\d{4}-\d{2}-\d{2}", r"(live|breaking){1,3}", r"^sponsored\b", r"\p{L}{2,40}"):
+        assert make_rule("exclude", "regex", pattern).value == pattern
+
+
+async def test_a_batch_gives_a_catastrophic_pattern_one_timeout_not_one_per_article(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """25 articles against a backtracking pattern: it overruns once, then counts as no match for the rest."""
+    rules = [make_rule("exclude", "regex", r"^(a|aa)+$"), make_rule("exclude", "keyword", "sport")]
+    items = [item(title="a" * 60 + "b", summary="") for _ in range(24)] + [item(title="Sport " + "a" * 60)]
+    with caplog.at_level(logging.WARNING, logger="bot.feed_rules"):
+        verdicts = await filter_out_async(rules, items)
+    assert verdicts[:24] == [None] * 24 and verdicts[24] == "filtered out by rule 2 (exclude keyword “sport”)"
+    assert len([r for r in caplog.records if "ran over" in r.getMessage()]) == 1
+
+
 def test_format_errors_name_the_field() -> None:
     """Unknown placeholders, format tricks and over-long templates are refused, naming the field."""
     with pytest.raises(RuleProblem, match=r"embed_title template has an unknown placeholder \{titel\}"):
@@ -90,3 +122,15 @@ def test_link_key_ignores_what_does_not_change_the_article() -> None:
     assert {link_key(url) for url in same} == {"paper.example/2026/12/vote"}
     assert link_key("https://paper.example/?p=12") != link_key("https://paper.example/?p=13")
     assert link_key("") == "" and link_key("not a url") == "not a url"
+
+
+def test_opml_export_of_titles_with_control_characters_reads_back() -> None:
+    """A feed title carrying characters XML forbids still exports as a file readers (and /feed import) accept."""
+    from datetime import UTC, datetime
+
+    from bot.opml import OpmlFeed, build_opml, parse_opml
+
+    data = build_opml(
+        "Paper\x01", [("#news", [OpmlFeed("https://a.example/f?x=1&y=2", "A\x0bB \ud800C")])], datetime.now(UTC)
+    )
+    assert parse_opml(data) == [OpmlFeed("https://a.example/f?x=1&y=2", "AB C")]

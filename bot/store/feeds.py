@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -187,6 +187,15 @@ class FeedsRepo:
         )
         return [FeedRow.from_row(r) for r in rows]
 
+    async def with_archive_links(self, guilds: frozenset[int] | None = None) -> list[FeedRow]:
+        """Enabled feeds that chose "From the archives" replies (with `guilds`, of those servers)."""
+        only, params = only_guilds(guilds)
+        rows = await self._db.fetchall(
+            f"SELECT * FROM feeds WHERE enabled = 1 AND json_extract(settings, '$.archive_links'){only} ORDER BY id",
+            params,
+        )
+        return [FeedRow.from_row(r) for r in rows]
+
     async def next_due_at(self, guilds: frozenset[int] | None = None) -> datetime | None:
         """When the next poll is due. Feeds of servers outside `guilds` never count: they are never
         polled, so their next_poll_at stays in the past and would wake the poller every second."""
@@ -267,12 +276,32 @@ class ArticlesRepo:
         self._db = db
         self._clock = clock
 
-    async def known(self, feed_id: int) -> dict[str, tuple[int, str, str]]:
-        """guid -> (article id, content hash, status) for everything seen in a feed."""
+    async def backfill_link_keys(self, key_of: Callable[[str], str], batch: int = 1000) -> int:
+        """Fill in `link_key` for articles stored before it existed (migration 0010 left them ''), so
+        that the cross-feed dedupe sees them. Returns how many were filled; cheap once done."""
+        last = filled = 0
+        while True:
+            rows = await self._db.fetchall(
+                "SELECT id, link FROM articles WHERE link_key = '' AND link != '' AND id > ? ORDER BY id LIMIT ?",
+                (last, batch),
+            )
+            if not rows:
+                return filled
+            last = rows[-1]["id"]
+            keys = [(key, row["id"]) for row in rows if (key := key_of(row["link"]))]
+
+            def fill(conn: sqlite3.Connection, keys: list[tuple[str, int]] = keys) -> None:
+                conn.executemany("UPDATE articles SET link_key = ? WHERE id = ? AND link_key = ''", keys)
+
+            await self._db.run_in_transaction(fill)
+            filled += len(keys)
+
+    async def known(self, feed_id: int) -> dict[str, tuple[int, str, str, str | None, str | None]]:
+        """guid -> (article id, content hash, status, author, image URL) for everything seen in a feed."""
         rows = await self._db.fetchall(
-            "SELECT id, guid, content_hash, status FROM articles WHERE feed_id = ?", (feed_id,)
+            "SELECT id, guid, content_hash, status, author, image_url FROM articles WHERE feed_id = ?", (feed_id,)
         )
-        return {r["guid"]: (r["id"], r["content_hash"], r["status"]) for r in rows}
+        return {r["guid"]: (r["id"], r["content_hash"], r["status"], r["author"], r["image_url"]) for r in rows}
 
     async def insert_many(self, feed_id: int, items: list[dict[str, Any]], *, channel_id: int | None = None) -> int:
         """Insert newly seen articles; an already-known guid is left alone (dedupe survives races).
@@ -327,15 +356,30 @@ class ArticlesRepo:
             item.get("link_key", ""),
         )
 
-    async def mark_changed(self, article_id: int, *, title: str, summary: str, content_hash: str) -> None:
-        """A posted article's title or summary changed on the site: edit the post later.
+    async def mark_changed(
+        self,
+        article_id: int,
+        *,
+        title: str,
+        summary: str,
+        content_hash: str,
+        author: str | None = None,
+        image_url: str | None = None,
+    ) -> None:
+        """A posted article's title, summary, byline or image changed on the site: edit the post later.
 
         Also while 'posting': the interrupted post, if found, was made from the older version.
         """
         await self._db.write(
-            "UPDATE articles SET title = ?, summary = ?, content_hash = ?,"
+            "UPDATE articles SET title = ?, summary = ?, content_hash = ?, author = ?, image_url = ?,"
             " needs_edit = CASE WHEN status IN ('posted', 'posting') THEN 1 ELSE 0 END WHERE id = ?",
-            (title, summary, content_hash, article_id),
+            (title, summary, content_hash, author, image_url, article_id),
+        )
+
+    async def record_byline(self, article_id: int, *, author: str | None, image_url: str | None) -> None:
+        """Byline and image of an article stored before they were recorded: kept, the post left as it is."""
+        await self._db.write(
+            "UPDATE articles SET author = ?, image_url = ? WHERE id = ?", (author, image_url, article_id)
         )
 
     async def pending(self, feed_id: int, limit: int) -> list[ArticleRow]:
@@ -477,18 +521,26 @@ class ArticlesRepo:
         await self._db.write("UPDATE articles SET archive_state = ? WHERE id = ?", (state, article_id))
 
     async def posted_in_guild_sharing(
-        self, guild_id: int, categories: list[str], exclude_id: int, limit: int
+        self,
+        guild_id: int,
+        categories: list[str],
+        exclude_id: int,
+        limit: int,
+        channel_ids: Collection[int] | None = None,
     ) -> list[ArticleRow]:
-        """Articles posted in a server that share one of `categories` (case-insensitive), newest first."""
+        """Articles posted in a server (with `channel_ids`, in those of its channels) that share one of
+        `categories` (case-insensitive), newest first."""
         keys = sorted({c.strip().lower() for c in categories if c.strip()})[:20]
-        if not keys:
+        if not keys or (channel_ids is not None and not channel_ids):
             return []
         marks = ", ".join("?" for _ in keys)
+        channels = sorted(channel_ids or ())
+        in_channels = f" AND f.channel_id IN ({', '.join('?' for _ in channels)})" if channel_ids is not None else ""
         rows = await self._db.fetchall(
             "SELECT DISTINCT a.* FROM articles a JOIN feeds f ON f.id = a.feed_id, json_each(a.categories) c"
-            f" WHERE f.guild_id = ? AND a.status = 'posted' AND a.id != ? AND lower(c.value) IN ({marks})"
+            f" WHERE f.guild_id = ? AND a.status = 'posted' AND a.id != ? AND lower(c.value) IN ({marks}){in_channels}"
             " ORDER BY coalesce(a.published_at, a.posted_at) DESC, a.id DESC LIMIT ?",
-            (guild_id, exclude_id, *keys, limit),
+            (guild_id, exclude_id, *keys, *channels, limit),
         )
         return [ArticleRow.from_row(r) for r in rows]
 
