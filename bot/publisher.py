@@ -139,10 +139,6 @@ class Publisher:
             log.warning("article posts still under way after %.0f s", grace)
         return True
 
-    @property
-    def stopping(self) -> bool:
-        return self._stopping
-
     # -- the feed -----------------------------------------------------------------------------------
 
     async def feeds_with_work(self, guilds: frozenset[int] | None = None) -> list[FeedRow]:
