@@ -36,7 +36,8 @@ from bot.render import (
 )
 from bot.site.base import redact_text, redact_url
 from bot.store import Store
-from bot.store.feeds import ArticleRow, FeedRow
+from bot.store.articles import ArticleRow
+from bot.store.feeds import FeedRow
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from bot.store import Store
-from bot.store.feeds import ArticleRow, FeedRow
+from bot.store.articles import ArticleRow
+from bot.store.feeds import FeedRow
 
 
 def paginate(blocks: list[str], limit: int) -> list[str]:

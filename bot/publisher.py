@@ -22,7 +22,8 @@ from bot.clock import Clock
 from bot.render import truncate_words
 from bot.site.base import redact_url
 from bot.store import Store
-from bot.store.feeds import ArticleRow, FeedRow
+from bot.store.articles import ArticleRow
+from bot.store.feeds import FeedRow
 
 log = logging.getLogger(__name__)
 

@@ -43,7 +43,8 @@ from bot.feed_webhooks import Webhooks
 from bot.publisher import Post, Refused, Rejected, ThreadExists, Unknown
 from bot.render import truncate_words
 from bot.site.base import redact_text, redact_url
-from bot.store.feeds import ArticleRow, FeedRow
+from bot.store.articles import ArticleRow
+from bot.store.feeds import FeedRow
 
 if TYPE_CHECKING:
     from bot.app import ReadersViewsBot
