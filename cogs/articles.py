@@ -17,7 +17,6 @@ from discord.ext import commands, tasks
 from bot.articles import (
     DEFAULT_TAG_KEY,
     ArticleService,
-    FeedProblem,
     PollReport,
     PostPlan,
     choose_tags,
@@ -26,7 +25,7 @@ from bot.articles import (
     validate_feed_url,
 )
 from bot.checks import admin_only, ensure_admin, may
-from bot.errors import UserFacingError, describe_error, send_ephemeral
+from bot.errors import UserFacingError, answers_errors
 from bot.feed_admin import FeedAdmin, paginate
 from bot.feed_commands import (
     FilterCommands,
@@ -302,21 +301,16 @@ class FeedListButton(
     ) -> FeedListButton:
         return cls(int(match["guild"]), int(match["page"]), match["way"])
 
+    @answers_errors
     async def callback(self, interaction: discord.Interaction) -> None:
-        try:
-            if interaction.guild_id != self.guild_id:
-                raise UserFacingError("That list belongs to another server.")
-            await ensure_admin(interaction)
-            cog = interaction.client.get_cog("Articles")  # type: ignore[attr-defined]
-            if not isinstance(cog, Articles):
-                raise UserFacingError("Feeds are not available right now.")
-            text, view = await cog.feed_list_page(self.guild_id, self.page)
-            await interaction.response.edit_message(content=text, view=view)
-        except Exception as error:
-            message, loggable = describe_error(error)
-            if loggable:
-                log.error("/feed list page failed for user %s", interaction.user.id, exc_info=error)
-            await send_ephemeral(interaction, message)
+        if interaction.guild_id != self.guild_id:
+            raise UserFacingError("That list belongs to another server.")
+        await ensure_admin(interaction)
+        cog = interaction.client.get_cog("Articles")  # type: ignore[attr-defined]
+        if not isinstance(cog, Articles):
+            raise UserFacingError("Feeds are not available right now.")
+        text, view = await cog.feed_list_page(self.guild_id, self.page)
+        await interaction.response.edit_message(content=text, view=view)
 
 
 class Articles(commands.Cog):
@@ -496,11 +490,8 @@ class Articles(commands.Cog):
     ) -> None:
         """Validate the URL and the channel's permissions, then save the feed."""
         assert interaction.guild is not None
-        try:
-            url = validate_feed_url(url)
-            tag_map = parse_tag_map(tags)
-        except FeedProblem as exc:
-            raise UserFacingError(str(exc)) from None
+        url = validate_feed_url(url)
+        tag_map = parse_tag_map(tags)
         me = interaction.guild.me
         missing = missing_permissions(channel, me)
         if missing:
@@ -521,19 +512,16 @@ class Articles(commands.Cog):
                     f"{', '.join(t.name for t in channel.available_tags) or 'none'}."
                 )
         await interaction.response.defer(ephemeral=True, thinking=True)
-        try:
-            feed_id, parsed, queued = await self.service.add_feed(
-                guild_id=interaction.guild.id,
-                url=url,
-                channel_id=channel.id,
-                channel_kind="forum" if isinstance(channel, discord.ForumChannel) else "text",
-                tag_map=tag_map,
-                interval_minutes=interval,
-                backfill=backfill,
-                actor_id=interaction.user.id,
-            )
-        except FeedProblem as exc:
-            raise UserFacingError(str(exc)) from None
+        feed_id, parsed, queued = await self.service.add_feed(
+            guild_id=interaction.guild.id,
+            url=url,
+            channel_id=channel.id,
+            channel_kind="forum" if isinstance(channel, discord.ForumChannel) else "text",
+            tag_map=tag_map,
+            interval_minutes=interval,
+            backfill=backfill,
+            actor_id=interaction.user.id,
+        )
         if archive_links:
             change = archive_links_on(True, self.bot.clock.now())
             await self.bot.store.feeds.update_settings(feed_id, change, actor_id=interaction.user.id, what="options")
@@ -651,15 +639,9 @@ class Articles(commands.Cog):
             url = row.url
         if not url:
             raise UserFacingError("Name a `feed` (its formats and filters apply) or a feed `url`.")
-        try:
-            url = validate_feed_url(url)
-        except FeedProblem as exc:
-            raise UserFacingError(str(exc)) from None
+        url = validate_feed_url(url)
         await interaction.response.defer(ephemeral=True, thinking=True)
-        try:
-            parsed = await self.service.fetch_parsed(url)
-        except FeedProblem as exc:
-            raise UserFacingError(str(exc)) from None
+        parsed = await self.service.fetch_parsed(url)
         if not parsed.articles:
             await interaction.followup.send(
                 f"{redact_url(url)} is a feed, but it has no items right now.", ephemeral=True

@@ -114,3 +114,34 @@ def test_each_repository_lives_in_the_module_named_for_its_table() -> None:
                 if kept_with.get(node.name, table) != path.stem:
                     misplaced[node.name] = path.name
     assert misplaced == {}
+
+
+def test_errors_are_answered_through_the_one_policy() -> None:
+    """Only bot/errors.py turns an error into an answer, and nobody re-wraps a message already written for members."""
+    import importlib
+
+    from bot.errors import UserFacingError
+
+    offenders = []
+    for path in PRODUCT:
+        module = module_name(path)
+        tree = ast.parse(path.read_text())
+        if module != "bot.errors" and "describe_error" in names_used_in(tree):
+            offenders.append(f"{module} decides how to answer an error itself (use answer_error / answers_errors)")
+        loaded = importlib.import_module(module)
+        for handler in (node for node in ast.walk(tree) if isinstance(node, ast.ExceptHandler)):
+            caught = getattr(loaded, handler.type.id, None) if isinstance(handler.type, ast.Name) else None
+            reraised = [node for node in handler.body if isinstance(node, ast.Raise) and node.exc is not None]
+            rewraps = any(
+                isinstance(node.exc, ast.Call) and getattr(node.exc.func, "id", "") == "UserFacingError"
+                for node in reraised
+            )
+            if isinstance(caught, type) and issubclass(caught, UserFacingError) and rewraps:
+                offenders.append(f"{module}:{handler.lineno} re-wraps {caught.__name__}, already a UserFacingError")
+    assert offenders == []
+
+
+def names_used_in(tree: ast.Module) -> set[str]:
+    return {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)} | {
+        alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) for alias in node.names
+    }
