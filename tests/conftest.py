@@ -12,6 +12,7 @@ import pytest
 from bot.app import apply_endpoints
 from bot.config import Config
 from tests.fakediscord import FakeDiscord, perms
+from tests.feedserver import FeedServer
 from tests.helpers import Booted, World, boot, make_config
 from tests.sitefake import FakeSite
 
@@ -23,6 +24,13 @@ async def site() -> AsyncIterator[FakeSite]:
     await fake_site.start()
     yield fake_site
     await fake_site.stop()
+
+
+@pytest.fixture
+async def feed_site() -> AsyncIterator[FeedServer]:
+    """A loopback news site serving feeds (and pages, images) that records every request."""
+    async with FeedServer() as server:
+        yield server
 
 
 @pytest.fixture

@@ -145,3 +145,23 @@ def names_used_in(tree: ast.Module) -> set[str]:
     return {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)} | {
         alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) for alias in node.names
     }
+
+
+def test_loopback_servers_are_fixtures_of_conftest_only() -> None:
+    """The fake Discord, the fake site and the feed server each have one fixture, in conftest.py."""
+    servers = {"FakeDiscord", "FakeSite", "FeedServer"}
+    fixtures: dict[str, list[str]] = {name: [] for name in servers}
+    for path in TESTS.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            is_fixture = isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and any(
+                "fixture" in ast.unparse(decorator) for decorator in node.decorator_list
+            )
+            if is_fixture:
+                made = {
+                    call.func.id
+                    for call in ast.walk(node)
+                    if isinstance(call, ast.Call) and isinstance(call.func, ast.Name)
+                }
+                for name in servers & made:
+                    fixtures[name].append(path.name)
+    assert fixtures == {name: ["conftest.py"] for name in servers}

@@ -10,7 +10,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -63,20 +62,10 @@ async def healthz(port: int) -> tuple[int, dict[str, Any]]:
         return response.status, await response.json()
 
 
-@pytest.fixture
-async def site() -> AsyncIterator[FeedServer]:
-    server = FeedServer()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
 # -- metrics and health --------------------------------------------------------------------------
 
 
-async def test_metrics_move_while_the_bot_works(world: World, booter: Any, site: FeedServer) -> None:
+async def test_metrics_move_while_the_bot_works(world: World, booter: Any, feed_site: FeedServer) -> None:
     """A scrape while the bot posts an article, answers a command and raises an alert shows each counted."""
     port = free_port()
     clock = FakeClock()
@@ -87,9 +76,9 @@ async def test_metrics_move_while_the_bot_works(world: World, booter: Any, site:
     assert before["readersviews_guilds"] == 1
     assert before['readersviews_build_info{version="0.1.0"}'] == 1
 
-    site.set_feed("/feed", rss([story(1)]))
-    await add_feed(world, site.url("/feed"), world.forum)
-    site.set_feed("/feed", rss([story(2), story(1)]))
+    feed_site.set_feed("/feed", rss([story(1)]))
+    await add_feed(world, feed_site.url("/feed"), world.forum)
+    feed_site.set_feed("/feed", rss([story(2), story(1)]))
     await poll(booted, clock, world)
     assert [post.name for post in world.fake.threads_in(world.forum)] == ["Story number 2"]
     await booted.bot.alert(world.guild.id, "the site refuses credentials")
