@@ -19,11 +19,6 @@ from tests.helpers import Booted, FakeClock, World, add_feed, poll, rss, story
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 async def bot(world: World, booter: Any, clock: FakeClock) -> Booted:
     booted: Booted = await booter(clock=clock)
     await booted.bot.store.settings.set_many(world.guild.id, {"alert_channel_id": world.alerts.id}, actor_id=None)

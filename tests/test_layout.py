@@ -177,3 +177,15 @@ def test_every_module_is_a_file_a_person_can_hold() -> None:
         if (lines := len(path.read_text().splitlines())) > 700 and str(path.relative_to(ROOT)) not in pending
     }
     assert too_long == {}
+
+
+def test_no_helper_or_fixture_is_copied_between_test_modules() -> None:
+    """A function or fixture with the same name and body in two test files belongs in conftest or helpers."""
+    seen: dict[str, list[str]] = {}
+    for path in sorted(TESTS.rglob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not node.name.startswith("test_"):
+                body = node.body[1:] if ast.get_docstring(node) else node.body
+                key = node.name + ast.dump(ast.Module(body=body, type_ignores=[]))
+                seen.setdefault(key, []).append(f"{path.relative_to(TESTS)}:{node.name}")
+    assert [places for places in seen.values() if len(places) > 1] == []
