@@ -35,6 +35,7 @@ from tests.helpers import (
     make_config,
     poll,
     read_until,
+    reaped,
     rss,
     stop,
     story,
@@ -215,17 +216,15 @@ async def test_run_waits_for_discord_to_come_up(tmp_path: Path) -> None:
     process = await spawn_run(path, fake.token)
     seen: list[str] = []
     try:
-        await read_until(process, "can't be reached yet", seen)
-        await read_until(process, "can't be reached yet", seen)  # a second attempt: it keeps trying
-        await fake.start()
-        await fake.wait_for_ready(timeout=60)
-        await read_until(process, "logged in as", seen)
-        assert f"in {len(fake.guilds)} server(s)" in seen[-1] and guild.id in fake.guilds
-        assert await stop(process, seen) == 0, "".join(seen)
+        async with reaped(process):
+            await read_until(process, "can't be reached yet", seen)
+            await read_until(process, "can't be reached yet", seen)  # a second attempt: it keeps trying
+            await fake.start()
+            await fake.wait_for_ready(timeout=60)
+            await read_until(process, "logged in as", seen)
+            assert f"in {len(fake.guilds)} server(s)" in seen[-1] and guild.id in fake.guilds
+            assert await stop(process, seen) == 0, "".join(seen)
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
         await fake.stop()
     text = "".join(seen)
     assert "retrying in 1 s" in text and "retrying in 2 s" in text, text
@@ -256,13 +255,9 @@ async def test_sigterm_while_waiting_for_discord_stops_cleanly(tmp_path: Path) -
     path = write_config(fake, tmp_path, discord={"connect_timeout_seconds": 120})
     process = await spawn_run(path, fake.token)
     seen: list[str] = []
-    try:
+    async with reaped(process):
         await read_until(process, "can't be reached yet", seen)
         assert await stop(process, seen) == 0, "".join(seen)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
     text = "".join(seen)
     assert "stopped before connecting to Discord" in text, text
     assert "Traceback" not in text
