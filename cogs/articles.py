@@ -30,6 +30,7 @@ from bot.feed_commands import (
     OptionsCommands,
     archive_links_on,
     export_feeds,
+    feed_in_guild,
     import_feeds,
     post_archive_links,
 )
@@ -266,12 +267,6 @@ class Articles(commands.Cog):
                 choices.append(app_commands.Choice(name=truncate_words(label, 100), value=feed.id))
         return choices[:25]
 
-    async def _feed_in_guild(self, interaction: discord.Interaction, feed_id: int) -> FeedRow:
-        feed = await self.feeds.get_in_guild(interaction.guild.id, feed_id) if interaction.guild else None
-        if feed is None:
-            raise UserFacingError(f"There is no feed #{feed_id} in this server: `/feed list` shows them.")
-        return feed
-
     @feed.command(name="add", description="Post a feed's new articles into a forum or text channel")
     @app_commands.describe(
         url="The feed's address (RSS or Atom), http:// or https://",
@@ -368,7 +363,7 @@ class Articles(commands.Cog):
     @app_commands.autocomplete(feed=feed_autocomplete)
     @admin_only()
     async def remove(self, interaction: discord.Interaction, feed: int) -> None:
-        row = await self._feed_in_guild(interaction, feed)
+        row = await feed_in_guild(interaction, feed)
         await self.feeds.remove(row.id, actor_id=interaction.user.id)
         await interaction.response.send_message(f"Feed #{row.id} ({redact_url(row.url)}) removed.", ephemeral=True)
 
@@ -416,7 +411,7 @@ class Articles(commands.Cog):
     @app_commands.autocomplete(feed=feed_autocomplete)
     @admin_only()
     async def pause(self, interaction: discord.Interaction, feed: int) -> None:
-        row = await self._feed_in_guild(interaction, feed)
+        row = await feed_in_guild(interaction, feed)
         await self.feeds.pause(row.id, actor_id=interaction.user.id)
         await interaction.response.send_message(f"Feed #{row.id} paused.", ephemeral=True)
 
@@ -424,7 +419,7 @@ class Articles(commands.Cog):
     @app_commands.autocomplete(feed=feed_autocomplete)
     @admin_only()
     async def resume(self, interaction: discord.Interaction, feed: int) -> None:
-        row = await self._feed_in_guild(interaction, feed)
+        row = await feed_in_guild(interaction, feed)
         retried = await self.feeds.resume(row.id, actor_id=interaction.user.id)
         extra = f"; {retried} failed article(s) will be checked for and retried" if retried else ""
         await interaction.response.send_message(f"Feed #{row.id} resumed{extra}.", ephemeral=True)
@@ -438,7 +433,7 @@ class Articles(commands.Cog):
     @app_commands.autocomplete(feed=feed_autocomplete)
     @admin_only()
     async def preview(self, interaction: discord.Interaction, feed: int | None = None, url: str | None = None) -> None:
-        row = await self._feed_in_guild(interaction, feed) if feed is not None else None
+        row = await feed_in_guild(interaction, feed) if feed is not None else None
         if row is not None:
             url = row.url
         if not url:
@@ -505,7 +500,7 @@ class Articles(commands.Cog):
     @app_commands.autocomplete(feed=feed_autocomplete)
     @admin_only()
     async def diagnose(self, interaction: discord.Interaction, feed: int, article_url: str | None = None) -> None:
-        row = await self._feed_in_guild(interaction, feed)
+        row = await feed_in_guild(interaction, feed)
         counts = await self.feeds.counts(row.id)
         lines = [f"**Feed #{row.id}** {redact_url(row.url)} → <#{row.channel_id}> ({row.channel_kind})"]
         lines.append(f"- enabled: {'yes' if row.enabled else 'no — ' + (row.disabled_reason or 'paused')}")
