@@ -33,6 +33,7 @@ from tests.helpers import (
     dead_letter,
     free_port,
     make_config,
+    output_of,
     poll,
     read_until,
     reaped,
@@ -237,8 +238,8 @@ async def test_run_gives_up_after_the_connect_timeout(tmp_path: Path) -> None:
     fake.port = free_port()  # never started
     path = write_config(fake, tmp_path, discord={"connect_timeout_seconds": 2})
     process = await spawn_run(path, fake.token)
-    output, _ = await asyncio.wait_for(process.communicate(), timeout=60)
-    text = output.decode()
+    async with reaped(process):
+        text = await output_of(process, 60)
     assert process.returncode == 1, text
     errors = [line for line in text.splitlines() if line.startswith("readersviews: error:")]
     assert len(errors) == 1, text
