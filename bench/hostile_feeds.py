@@ -6,7 +6,7 @@ Three feeds are served by a loopback site in its own process (this script with -
   bomb       a "Content-Encoding: gzip, gzip" body of ~5 kB that inflates to 2 GiB of zeros
 
 Each is polled the way the bot does it: ArticleService.poll (fetch through the bot's feed client,
-parse, record) and then the post of every new article is planned (rendered) as cogs.articles does,
+parse, record) and then the post of every new article is planned (rendered) as the publisher does,
 while a 1 ms ticker records the longest gap in the event loop. A second pass under tracemalloc
 gives the poll's peak memory. Prints figures and ratios; asserts nothing about time.
 
@@ -108,7 +108,7 @@ def feed_client() -> httpx.AsyncClient:
 
 
 def renderer() -> Callable[[Any], Awaitable[Any]]:
-    """How cogs.articles plans a post: in a worker thread where the bot does so, else inline."""
+    """How the publisher plans a post: in a worker thread where the bot does so, else inline."""
     if hasattr(articles_module, "plan_post_async"):
         return articles_module.plan_post_async  # type: ignore[no-any-return]
 

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from bot.clock import Clock
-from bot.concurrency import map_bounded as map_bounded  # moved; cogs.articles imports it from here
+from bot.concurrency import map_bounded
 from bot.config import FeedSettings
 from bot.errors import UserFacingError
 from bot.feed_rules import FilterInput, filter_out_async, formats_of, render_format, rules_of
@@ -36,7 +36,8 @@ from bot.render import (
 )
 from bot.site.base import redact_text, redact_url
 from bot.store import Store
-from bot.store.feeds import ArticleRow, FeedRow
+from bot.store.articles import ArticleRow
+from bot.store.feeds import FeedRow
 
 log = logging.getLogger(__name__)
 

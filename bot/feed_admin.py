@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from bot.store import Store
-from bot.store.feeds import ArticleRow, FeedRow
+from bot.store.articles import ArticleRow
+from bot.store.feeds import FeedRow
 
 
 def paginate(blocks: list[str], limit: int) -> list[str]:
@@ -33,11 +34,6 @@ class FeedAdmin:
 
     async def in_guild(self, guild_id: int) -> list[FeedRow]:
         return await self.store.feeds.in_guild(guild_id)
-
-    async def get_in_guild(self, guild_id: int, feed_id: int) -> FeedRow | None:
-        """The feed if it belongs to this server (another server's feed is not there)."""
-        feed = await self.store.feeds.get(feed_id)
-        return feed if feed is not None and feed.guild_id == guild_id else None
 
     async def remove(self, feed_id: int, *, actor_id: int) -> None:
         await self.store.feeds.remove(feed_id, actor_id=actor_id)

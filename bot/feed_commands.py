@@ -341,10 +341,7 @@ async def import_feeds(
     assert interaction.guild is not None
     if file.size > MAX_OPML_BYTES:
         raise UserFacingError(f"That file is over {MAX_OPML_BYTES // 1000} kB; an OPML list of feeds is far smaller.")
-    try:
-        tag_map = parse_tag_map(tags)
-    except FeedProblem as exc:
-        raise UserFacingError(str(exc)) from None
+    tag_map = parse_tag_map(tags)
     if isinstance(channel, discord.ForumChannel) and channel.flags.require_tag and DEFAULT_TAG_KEY not in tag_map:
         raise UserFacingError(
             f"{channel.mention} requires a tag on every post: give `tags` a default such as `*=News`."

@@ -86,14 +86,6 @@ class ParsedFeed:
     problems: list[str] = field(default_factory=list)
 
 
-def user_agent(version: str, contact_url: str | None = None) -> str:
-    """The User-Agent the caller's httpx client should send, e.g. "readersviews/0.1 (+https://...)"."""
-    agent = f"readersviews/{version}"
-    if contact_url:
-        agent += f" (+{contact_url})"
-    return agent
-
-
 def format_size(size: int) -> str:
     """Human size in decimal units: 5_000_000 -> "5 MB", 1500 -> "1.5 kB"."""
     for unit, scale in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):

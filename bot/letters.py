@@ -26,8 +26,8 @@ from bot.letter_states import (
     writer_text,
 )
 from bot.letters_site import LetterSite
-from bot.render import plain_text
 from bot.site.compose import clean_line, compose_letter
+from bot.site_html import plain_text
 from bot.store.contributions import (
     LIVE_STATES,
     ArticleRef,

@@ -13,9 +13,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from bot.letter_states import DROPPED_STATUSES, REVIEW_STATUSES, DigestDraft, LetterError, public_url, with_site_editors
-from bot.render import plain_text
 from bot.site.base import PermanentSiteError, StatusAdapter, TransientSiteError
 from bot.site.compose import Digest, Letter, compose_digest, templated_title
+from bot.site_html import plain_text
 from bot.store.contributions import LIVE_STATES, Contribution, letter_id_of
 
 if TYPE_CHECKING:

@@ -22,7 +22,8 @@ from bot.clock import Clock
 from bot.render import truncate_words
 from bot.site.base import redact_url
 from bot.store import Store
-from bot.store.feeds import ArticleRow, FeedRow
+from bot.store.articles import ArticleRow
+from bot.store.feeds import FeedRow
 
 log = logging.getLogger(__name__)
 
@@ -138,10 +139,6 @@ class Publisher:
         except TimeoutError:
             log.warning("article posts still under way after %.0f s", grace)
         return True
-
-    @property
-    def stopping(self) -> bool:
-        return self._stopping
 
     # -- the feed -----------------------------------------------------------------------------------
 

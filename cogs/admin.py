@@ -9,6 +9,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.checks import admin_only
+from bot.errors import UserFacingError
 from bot.site.base import redact_text
 from bot.status import collect_status, format_report
 from bot.store.settings import SETTINGS, setup_option
@@ -87,8 +88,7 @@ class Admin(commands.Cog):
         for what, role in (("editor", editor_role), ("organizer", organizer_role)):
             refusal = unusable_role_reason(role, what) if role is not None else None
             if refusal:
-                await interaction.response.send_message(refusal + " Nothing was saved.", ephemeral=True)
-                return
+                raise UserFacingError(refusal + " Nothing was saved.")
         chosen: dict[str, Any] = {}
         for key, value in (
             ("alert_channel_id", alert_channel),
@@ -99,12 +99,10 @@ class Admin(commands.Cog):
             if value is not None:
                 chosen[key] = value.id
         if not chosen:
-            await interaction.response.send_message(
+            raise UserFacingError(
                 "Nothing to change: pick at least one option, e.g. `/readersviews setup alert_channel:#mod-log`. "
-                "`/readersviews settings` shows the current choices.",
-                ephemeral=True,
+                "`/readersviews settings` shows the current choices."
             )
-            return
         problems = []
         me = interaction.guild.me
         for channel in (alert_channel, review_channel):

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import discord
 from discord import app_commands
 from discord.ext import commands, tasks
@@ -17,17 +14,15 @@ from discord.ext import commands, tasks
 from bot.articles import (
     DEFAULT_TAG_KEY,
     ArticleService,
-    FeedProblem,
     PollReport,
-    PostPlan,
-    choose_tags,
     parse_tag_map,
     plan_post_async,
     validate_feed_url,
 )
 from bot.checks import admin_only, ensure_admin, may
-from bot.errors import UserFacingError, describe_error, send_ephemeral
+from bot.errors import UserFacingError, answers_errors
 from bot.feed_admin import FeedAdmin, paginate
+from bot.feed_channel import DiscordChannel, article_embed
 from bot.feed_commands import (
     FilterCommands,
     FormatCommands,
@@ -35,16 +30,17 @@ from bot.feed_commands import (
     OptionsCommands,
     archive_links_on,
     export_feeds,
+    feed_in_guild,
     feeds_with_archive_work,
     import_feeds,
     post_archive_links,
 )
 from bot.feed_rules import FilterInput, filter_out_async, rules_of
 from bot.feed_webhooks import Webhooks
-from bot.publisher import Post, Refused, Rejected, ThreadExists, Unknown
 from bot.render import truncate_words
 from bot.site.base import redact_text, redact_url
-from bot.store.feeds import ArticleRow, FeedRow
+from bot.store.articles import ArticleRow
+from bot.store.feeds import FeedRow
 
 if TYPE_CHECKING:
     from bot.app import ReadersViewsBot
@@ -55,7 +51,6 @@ FORUM_NEEDS = ("view_channel", "send_messages", "send_messages_in_threads", "man
 TEXT_NEEDS = ("view_channel", "send_messages", "embed_links", "create_public_threads", "send_messages_in_threads")
 MAX_POLL_SLEEP = 60.0
 PUBLISH_CONCURRENCY = 50  # feeds publishing at once; the global pacer bounds the request rate
-THREAD_ALREADY_CREATED = 160004  # Discord's code for a second thread on one message
 LIST_PAGE_CHARS = 1900  # one /feed list page, under Discord's 2,000 with its heading
 SHUTDOWN_GRACE = 10.0  # seconds a stop waits for the posts under way (a post and its thread)
 
@@ -64,36 +59,6 @@ def missing_permissions(channel: discord.abc.GuildChannel, me: discord.Member) -
     perms = channel.permissions_for(me)
     needed = FORUM_NEEDS if isinstance(channel, discord.ForumChannel) else TEXT_NEEDS
     return [name.replace("_", " ").title() for name in needed if not getattr(perms, name)]
-
-
-def article_embed(plan: PostPlan, article: ArticleRow) -> discord.Embed:
-    """A text-channel post: the article's title, link and summary (the footer marks link-less ones)."""
-    embed = discord.Embed(
-        title=plan.embed_title or plan.title, url=plan.link or None, description=plan.embed_description
-    )
-    if plan.author:
-        embed.set_author(name=plan.author)
-    if plan.image_url:
-        embed.set_image(url=plan.image_url)
-    if plan.embed_footer:
-        embed.set_footer(text=plan.embed_footer)
-    if article.published_at:
-        embed.timestamp = article.published_at
-    return embed
-
-
-def post_mentions(plan: PostPlan) -> discord.AllowedMentions:
-    """Pings allowed in a post: none, or exactly the roles an admin opted in for this feed."""
-    if not plan.mention_roles:
-        return discord.AllowedMentions.none()
-    return discord.AllowedMentions(
-        everyone=False, users=False, roles=[discord.Object(role) for role in plan.mention_roles], replied_user=False
-    )
-
-
-def image_embeds(plan: PostPlan) -> list[discord.Embed]:
-    """A forum post shows the article's image in an embed of its own (its text stays in the content)."""
-    return [discord.Embed().set_image(url=plan.image_url)] if plan.image_url else []
 
 
 def describe_article_status(article: ArticleRow) -> str:
@@ -114,169 +79,6 @@ def describe_article_status(article: ArticleRow) -> str:
     if article.status == "posting":
         return "a post was attempted and is being checked"
     return f"failed: {article.status_reason or 'unknown error'}"
-
-
-@contextlib.contextmanager
-def discord_outcomes(
-    refused: tuple[type[discord.HTTPException], ...] = (discord.Forbidden, discord.NotFound),
-) -> Iterator[None]:
-    """Discord's answers in the publisher's terms (bot.publisher): unknown, refused, rejected, thread exists."""
-    try:
-        yield
-    except discord.DiscordServerError as exc:  # Discord may or may not have done it
-        raise Unknown(str(exc)) from exc
-    except refused as exc:
-        raise Refused(exc.text or str(exc.status)) from exc
-    except discord.HTTPException as exc:
-        if exc.code == THREAD_ALREADY_CREATED:
-            raise ThreadExists(exc.text) from exc
-        raise Rejected(exc.text or str(exc)) from exc
-    except (TimeoutError, aiohttp.ClientError) as exc:  # timed out or lost the connection: as a 5xx
-        raise Unknown(str(exc) or type(exc).__name__) from exc
-
-
-class DiscordChannel:
-    """A feed's forum or text channel, as the publisher's `Channel` protocol."""
-
-    def __init__(
-        self,
-        bot: ReadersViewsBot,
-        feed: FeedRow,
-        channel: discord.TextChannel | discord.ForumChannel,
-        webhooks: Webhooks,
-    ) -> None:
-        self.bot = bot
-        self.feed = feed
-        self.channel = channel
-        self.webhooks = webhooks  # a feed may post through a channel webhook under its own name
-
-    @property
-    def id(self) -> int:
-        return self.channel.id
-
-    @property
-    def is_forum(self) -> bool:
-        return isinstance(self.channel, discord.ForumChannel)
-
-    async def post(self, plan: PostPlan, article: ArticleRow) -> Post:
-        hook = await self.webhooks.poster_for(self.feed, self.channel)  # None: post as the bot
-        pings = post_mentions(plan)  # nobody, or only the roles the feed's admins chose
-        with discord_outcomes():
-            if isinstance(self.channel, discord.ForumChannel):
-                created = await (hook or self.channel).create_thread(
-                    name=plan.title,
-                    content=plan.content,
-                    embeds=image_embeds(plan),
-                    applied_tags=self._forum_tags(article),
-                    allowed_mentions=pings,
-                )
-                return Post(message_id=created.message.id, thread_id=created.thread.id)
-            message = await (hook or self.channel).send(
-                content=plan.message or None, embed=article_embed(plan, article), allowed_mentions=pings
-            )
-            return Post(message_id=message.id, thread_id=None)
-
-    async def make_thread(self, message_id: int, title: str) -> int:
-        assert isinstance(self.channel, discord.TextChannel)
-        with discord_outcomes(refused=(discord.Forbidden,)):  # a deleted post (404) is that article's problem
-            thread = await self.channel.get_partial_message(message_id).create_thread(name=title)
-        return thread.id
-
-    async def find_thread(self, message_id: int) -> int | None:
-        assert isinstance(self.channel, discord.TextChannel)
-        with discord_outcomes(refused=(discord.Forbidden,)):
-            message = await self.channel.fetch_message(message_id)
-        return message.thread.id if message.thread is not None else None
-
-    def _forum_tags(self, article: ArticleRow) -> list[discord.ForumTag]:
-        channel, feed = self.channel, self.feed
-        assert isinstance(channel, discord.ForumChannel)
-        available = {tag.name: tag.id for tag in channel.available_tags}
-        tag_ids = set(choose_tags(article.categories, feed.tag_map, available))
-        if not tag_ids and channel.flags.require_tag and channel.available_tags:
-            # The forum started requiring a tag after the feed was added without a default: without a
-            # tag Discord refuses every post, so take the first one rather than fail them all.
-            log.warning("feed %s: %s requires a tag and no category matched; using its first tag", feed.id, channel.id)
-            tag_ids = {channel.available_tags[0].id}
-        return [tag for tag in channel.available_tags if tag.id in tag_ids]
-
-    async def find_post(self, plan: PostPlan, after: int, is_recorded: Callable[[int], Awaitable[bool]]) -> Post | None:
-        """Our post of this article newer than `after`, not already another article's.
-
-        In a forum where the starter message can't be read (no Read Message History), a thread of ours
-        with the article's title counts instead: the duplicate is the worse risk.
-        """
-        channel = self.channel
-        ours = {channel.guild.me.id, *self.webhooks.ids(self.feed)}  # the bot, or its webhook for this feed
-        with discord_outcomes():
-            try:
-                if isinstance(channel, discord.ForumChannel):
-                    for thread in channel.threads:
-                        if thread.owner_id not in ours or thread.id <= after or await is_recorded(thread.id):
-                            continue
-                        try:
-                            starter = thread.starter_message or await thread.fetch_message(thread.id)
-                        except discord.NotFound:
-                            continue
-                        except discord.Forbidden as exc:
-                            if thread.name != plan.title:
-                                continue
-                            log.warning(
-                                "feed %s: can't read the starter of thread %s (%s); taking it by its title",
-                                self.feed.id,
-                                thread.id,
-                                exc.text or exc.status,
-                            )
-                            return Post(message_id=thread.id, thread_id=thread.id)
-                        if plan.is_forum_post(starter.content):
-                            return Post(message_id=thread.id, thread_id=thread.id)
-                    return None
-                async for message in channel.history(limit=50):
-                    if message.id <= after:
-                        break
-                    if message.author.id not in ours or not message.embeds:
-                        continue
-                    embed = message.embeds[0]
-                    if plan.is_text_post(embed.url, embed.footer.text) and not await is_recorded(message.id):
-                        return Post(message_id=message.id, thread_id=message.thread.id if message.thread else None)
-            except discord.DiscordServerError:
-                raise
-            except discord.HTTPException as exc:
-                log.warning("could not check channel %s for an interrupted post: %s", channel.id, exc)
-        return None
-
-    async def edit(self, post: Post, plan: PostPlan, article: ArticleRow) -> None:
-        channel = self.channel
-        hook = await self.webhooks.poster_for(self.feed, channel)  # a webhook's posts are edited through it
-        none = discord.AllowedMentions.none()
-        with discord_outcomes():
-            if isinstance(channel, discord.ForumChannel) and post.thread_id:
-                thread = channel.get_thread(post.thread_id) or await self.bot.fetch_channel(post.thread_id)
-                if isinstance(thread, discord.Thread):
-                    if thread.name != plan.title:
-                        await thread.edit(name=plan.title)
-                    if hook is not None:
-                        await hook.edit_message(
-                            post.message_id or thread.id,
-                            thread_id=thread.id,
-                            content=plan.content,
-                            embeds=image_embeds(plan),
-                            allowed_mentions=none,
-                        )
-                    else:
-                        await thread.get_partial_message(post.message_id or thread.id).edit(
-                            content=plan.content, embeds=image_embeds(plan), allowed_mentions=none
-                        )
-            elif isinstance(channel, discord.TextChannel):
-                # The message text too: a `content` format may show the title, byline or image.
-                fields: dict[str, Any] = {"content": plan.message or None, "embed": article_embed(plan, article)}
-                if hook is not None:
-                    await hook.edit_message(post.message_id, allowed_mentions=none, **fields)
-                else:
-                    await channel.get_partial_message(post.message_id).edit(allowed_mentions=none, **fields)
-                text_thread = channel.guild.get_thread(post.thread_id) if post.thread_id else None
-                if text_thread is not None and text_thread.name != plan.title:
-                    await text_thread.edit(name=plan.title)
 
 
 class FeedListButton(
@@ -305,21 +107,16 @@ class FeedListButton(
     ) -> FeedListButton:
         return cls(int(match["guild"]), int(match["page"]), match["way"])
 
+    @answers_errors
     async def callback(self, interaction: discord.Interaction) -> None:
-        try:
-            if interaction.guild_id != self.guild_id:
-                raise UserFacingError("That list belongs to another server.")
-            await ensure_admin(interaction)
-            cog = interaction.client.get_cog("Articles")  # type: ignore[attr-defined]
-            if not isinstance(cog, Articles):
-                raise UserFacingError("Feeds are not available right now.")
-            text, view = await cog.feed_list_page(self.guild_id, self.page)
-            await interaction.response.edit_message(content=text, view=view)
-        except Exception as error:
-            message, loggable = describe_error(error)
-            if loggable:
-                log.error("/feed list page failed for user %s", interaction.user.id, exc_info=error)
-            await send_ephemeral(interaction, message)
+        if interaction.guild_id != self.guild_id:
+            raise UserFacingError("That list belongs to another server.")
+        await ensure_admin(interaction)
+        cog = interaction.client.get_cog("Articles")  # type: ignore[attr-defined]
+        if not isinstance(cog, Articles):
+            raise UserFacingError("Feeds are not available right now.")
+        text, view = await cog.feed_list_page(self.guild_id, self.page)
+        await interaction.response.edit_message(content=text, view=view)
 
 
 class Articles(commands.Cog):
@@ -476,12 +273,6 @@ class Articles(commands.Cog):
                 choices.append(app_commands.Choice(name=truncate_words(label, 100), value=feed.id))
         return choices[:25]
 
-    async def _feed_in_guild(self, interaction: discord.Interaction, feed_id: int) -> FeedRow:
-        feed = await self.feeds.get_in_guild(interaction.guild.id, feed_id) if interaction.guild else None
-        if feed is None:
-            raise UserFacingError(f"There is no feed #{feed_id} in this server: `/feed list` shows them.")
-        return feed
-
     @feed.command(name="add", description="Post a feed's new articles into a forum or text channel")
     @app_commands.describe(
         url="The feed's address (RSS or Atom), http:// or https://",
@@ -504,11 +295,8 @@ class Articles(commands.Cog):
     ) -> None:
         """Validate the URL and the channel's permissions, then save the feed."""
         assert interaction.guild is not None
-        try:
-            url = validate_feed_url(url)
-            tag_map = parse_tag_map(tags)
-        except FeedProblem as exc:
-            raise UserFacingError(str(exc)) from None
+        url = validate_feed_url(url)
+        tag_map = parse_tag_map(tags)
         me = interaction.guild.me
         missing = missing_permissions(channel, me)
         if missing:
@@ -529,19 +317,16 @@ class Articles(commands.Cog):
                     f"{', '.join(t.name for t in channel.available_tags) or 'none'}."
                 )
         await interaction.response.defer(ephemeral=True, thinking=True)
-        try:
-            feed_id, parsed, queued = await self.service.add_feed(
-                guild_id=interaction.guild.id,
-                url=url,
-                channel_id=channel.id,
-                channel_kind="forum" if isinstance(channel, discord.ForumChannel) else "text",
-                tag_map=tag_map,
-                interval_minutes=interval,
-                backfill=backfill,
-                actor_id=interaction.user.id,
-            )
-        except FeedProblem as exc:
-            raise UserFacingError(str(exc)) from None
+        feed_id, parsed, queued = await self.service.add_feed(
+            guild_id=interaction.guild.id,
+            url=url,
+            channel_id=channel.id,
+            channel_kind="forum" if isinstance(channel, discord.ForumChannel) else "text",
+            tag_map=tag_map,
+            interval_minutes=interval,
+            backfill=backfill,
+            actor_id=interaction.user.id,
+        )
         if archive_links:
             change = archive_links_on(True, self.bot.clock.now())
             await self.bot.store.feeds.update_settings(feed_id, change, actor_id=interaction.user.id, what="options")
@@ -584,7 +369,7 @@ class Articles(commands.Cog):
     @app_commands.autocomplete(feed=feed_autocomplete)
     @admin_only()
     async def remove(self, interaction: discord.Interaction, feed: int) -> None:
-        row = await self._feed_in_guild(interaction, feed)
+        row = await feed_in_guild(interaction, feed)
         await self.feeds.remove(row.id, actor_id=interaction.user.id)
         await interaction.response.send_message(f"Feed #{row.id} ({redact_url(row.url)}) removed.", ephemeral=True)
 
@@ -632,7 +417,7 @@ class Articles(commands.Cog):
     @app_commands.autocomplete(feed=feed_autocomplete)
     @admin_only()
     async def pause(self, interaction: discord.Interaction, feed: int) -> None:
-        row = await self._feed_in_guild(interaction, feed)
+        row = await feed_in_guild(interaction, feed)
         await self.feeds.pause(row.id, actor_id=interaction.user.id)
         await interaction.response.send_message(f"Feed #{row.id} paused.", ephemeral=True)
 
@@ -640,7 +425,7 @@ class Articles(commands.Cog):
     @app_commands.autocomplete(feed=feed_autocomplete)
     @admin_only()
     async def resume(self, interaction: discord.Interaction, feed: int) -> None:
-        row = await self._feed_in_guild(interaction, feed)
+        row = await feed_in_guild(interaction, feed)
         retried = await self.feeds.resume(row.id, actor_id=interaction.user.id)
         extra = f"; {retried} failed article(s) will be checked for and retried" if retried else ""
         await interaction.response.send_message(f"Feed #{row.id} resumed{extra}.", ephemeral=True)
@@ -654,20 +439,14 @@ class Articles(commands.Cog):
     @app_commands.autocomplete(feed=feed_autocomplete)
     @admin_only()
     async def preview(self, interaction: discord.Interaction, feed: int | None = None, url: str | None = None) -> None:
-        row = await self._feed_in_guild(interaction, feed) if feed is not None else None
+        row = await feed_in_guild(interaction, feed) if feed is not None else None
         if row is not None:
             url = row.url
         if not url:
             raise UserFacingError("Name a `feed` (its formats and filters apply) or a feed `url`.")
-        try:
-            url = validate_feed_url(url)
-        except FeedProblem as exc:
-            raise UserFacingError(str(exc)) from None
+        url = validate_feed_url(url)
         await interaction.response.defer(ephemeral=True, thinking=True)
-        try:
-            parsed = await self.service.fetch_parsed(url)
-        except FeedProblem as exc:
-            raise UserFacingError(str(exc)) from None
+        parsed = await self.service.fetch_parsed(url)
         if not parsed.articles:
             await interaction.followup.send(
                 f"{redact_url(url)} is a feed, but it has no items right now.", ephemeral=True
@@ -727,7 +506,7 @@ class Articles(commands.Cog):
     @app_commands.autocomplete(feed=feed_autocomplete)
     @admin_only()
     async def diagnose(self, interaction: discord.Interaction, feed: int, article_url: str | None = None) -> None:
-        row = await self._feed_in_guild(interaction, feed)
+        row = await feed_in_guild(interaction, feed)
         counts = await self.feeds.counts(row.id)
         lines = [f"**Feed #{row.id}** {redact_url(row.url)} → <#{row.channel_id}> ({row.channel_kind})"]
         lines.append(f"- enabled: {'yes' if row.enabled else 'no — ' + (row.disabled_reason or 'paused')}")

@@ -7,12 +7,14 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from bot.app import apply_endpoints
 from bot.config import Config
 from tests.fakediscord import FakeDiscord, perms
-from tests.helpers import Booted, World, boot, make_config
+from tests.feedserver import FeedServer
+from tests.helpers import Booted, FakeClock, World, boot, make_config
 from tests.sitefake import FakeSite
 
 
@@ -23,6 +25,26 @@ async def site() -> AsyncIterator[FakeSite]:
     await fake_site.start()
     yield fake_site
     await fake_site.stop()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A fake clock starting now; tests move it with `advance` (a module may start it elsewhere)."""
+    return FakeClock()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for adapters under test (closed at the end)."""
+    async with httpx.AsyncClient() as client:
+        yield client
+
+
+@pytest.fixture
+async def feed_site() -> AsyncIterator[FeedServer]:
+    """A loopback news site serving feeds (and pages, images) that records every request."""
+    async with FeedServer() as server:
+        yield server
 
 
 @pytest.fixture

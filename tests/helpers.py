@@ -15,7 +15,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -491,15 +491,29 @@ async def read_until(process: asyncio.subprocess.Process, needle: str, seen: lis
                 return
 
 
-async def stop(process: asyncio.subprocess.Process, seen: list[str]) -> int:
-    process.send_signal(signal.SIGTERM)
+@contextlib.asynccontextmanager
+async def reaped(*processes: asyncio.subprocess.Process | None) -> AsyncIterator[None]:
+    """Whatever happens in the block, no process is left running after it (killed, then waited for)."""
     try:
-        output, _ = await asyncio.wait_for(process.communicate(), timeout=30)
+        yield
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    seen.extend(output.decode().splitlines(keepends=True))
+        for process in processes:
+            if process is not None and process.returncode is None:
+                process.kill()
+                await process.wait()
+
+
+async def output_of(process: asyncio.subprocess.Process, timeout: float = 30) -> str:  # noqa: ASYNC109
+    """The rest of the process's output once it has exited."""
+    output, _ = await asyncio.wait_for(process.communicate(), timeout)
+    return output.decode()
+
+
+async def stop(process: asyncio.subprocess.Process, seen: list[str]) -> int:
+    """SIGTERM, then the exit status; what it printed is added to `seen`."""
+    process.send_signal(signal.SIGTERM)
+    async with reaped(process):
+        seen.extend((await output_of(process)).splitlines(keepends=True))
     assert process.returncode is not None
     return process.returncode
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from bot.clock import SystemClock
 from bot.store import Store
 from tests.fakediscord.server import HoldRule
-from tests.helpers import World, spawn
+from tests.helpers import World, output_of, reaped, spawn
 
 THREAD_FROM_MESSAGE = r"/channels/\d+/messages/\d+/threads$"
 WAIT = 60  # seconds a step may take on a loaded machine before the test gives up (not a timing check)
@@ -61,26 +61,21 @@ async def test_sigkill_between_post_and_thread_is_recovered_at_start(world: Worl
     await one_pending_text_article(world, tmp_path)
     held = world.fake.hold_next("POST", THREAD_FROM_MESSAGE)
     first = await spawn(world, tmp_path, "-m", "bot", "--config", "{config}", "run")
-    second = None
-    try:
+    async with reaped(first):
         await until_held(held)
         first.kill()
         await first.wait()
         held.release(fail=503)  # the killed bot's request never reached Discord
         assert len(embeds(world)) == 1 and world.fake.threads_in(world.discussion) == []
 
-        made = world.fake.hold_next("POST", THREAD_FROM_MESSAGE, after_effect=True)
-        second = await spawn(world, tmp_path, "-m", "bot", "--config", "{config}", "run")
+    made = world.fake.hold_next("POST", THREAD_FROM_MESSAGE, after_effect=True)
+    second = await spawn(world, tmp_path, "-m", "bot", "--config", "{config}", "run")
+    async with reaped(second):
         await until_held(made)  # the restarted bot made the thread; its answer is on its way
         second.send_signal(signal.SIGTERM)
         made.release()
-        output, _ = await asyncio.wait_for(second.communicate(), WAIT)
-        assert second.returncode == 0, output.decode()
-    finally:
-        for process in (first, second):
-            if process is not None and process.returncode is None:
-                process.kill()
-                await process.wait()
+        text = await output_of(second, WAIT)
+    assert second.returncode == 0, text
     [thread] = world.fake.threads_in(world.discussion)
     [message] = embeds(world)
     assert await recorded_thread(tmp_path) == (int(message["id"]), thread.id, None)  # type: ignore[call-overload]
@@ -92,7 +87,7 @@ async def test_sigterm_during_the_thread_step_waits_for_it(world: World, tmp_pat
     held = world.fake.hold_next("POST", THREAD_FROM_MESSAGE)
     process = await spawn(world, tmp_path, "-m", "bot", "--config", "{config}", "run")
     lines: list[str] = []
-    try:
+    async with reaped(process):
         await until_held(held)
         process.send_signal(signal.SIGTERM)
         assert process.stdout is not None
@@ -102,12 +97,7 @@ async def test_sigterm_during_the_thread_step_waits_for_it(world: World, tmp_pat
                 assert line, "".join(lines)
                 lines.append(line.decode())
         held.release()
-        output, _ = await asyncio.wait_for(process.communicate(), WAIT)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    text = "".join(lines) + output.decode()
+        text = "".join(lines) + await output_of(process, WAIT)
     assert process.returncode == 0, text
     [thread] = world.fake.threads_in(world.discussion)
     [message] = embeds(world)

@@ -14,7 +14,7 @@ from bot.clock import SystemClock
 from bot.status import collect_status, format_report
 from bot.store import Store
 from tests.fakediscord import EPHEMERAL, FakeDiscord
-from tests.helpers import Booted, World, dead_letter, spawn
+from tests.helpers import Booted, World, dead_letter, output_of, reaped, spawn
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -119,16 +119,11 @@ async def test_messages_never_ping(running: Booted, world: World) -> None:
 async def test_sigterm_shuts_down_cleanly(world: World, tmp_path: Path) -> None:
     """`readersviews run` in its own process: SIGTERM closes the bot, the HTTP client and the DB; exit 0."""
     process = await spawn(world, tmp_path, "-m", "bot", "--config", "{config}", "run")
-    try:
+    async with reaped(process):
         await world.fake.wait_for_ready(timeout=30)
         await world.fake.roundtrip()
         process.send_signal(signal.SIGTERM)
-        output, _ = await asyncio.wait_for(process.communicate(), timeout=30)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    text = output.decode()
+        text = await output_of(process)
     assert process.returncode == 0, text
     assert "stopped cleanly" in text
     assert "Traceback" not in text
@@ -226,7 +221,7 @@ async def test_second_sigterm_exits_during_a_slow_shutdown(world: World, tmp_pat
     """A second SIGTERM while shutdown hangs exits at once with status 1, saying so."""
     process = await spawn(world, tmp_path, "-c", SLOW_SHUTDOWN, "{config}")
     seen: list[bytes] = []
-    try:
+    async with reaped(process):
         await world.fake.wait_for_ready(timeout=30)
         await world.fake.roundtrip()
         process.send_signal(signal.SIGTERM)
@@ -235,12 +230,7 @@ async def test_second_sigterm_exits_during_a_slow_shutdown(world: World, tmp_pat
             assert line, b"".join(seen).decode()
             seen.append(line)
         process.send_signal(signal.SIGTERM)
-        output, _ = await asyncio.wait_for(process.communicate(), timeout=30)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    text = b"".join(seen).decode() + output.decode()
+        text = b"".join(seen).decode() + await output_of(process)
     assert process.returncode == 1, text
     assert "second signal: exiting now" in text
 
@@ -251,13 +241,8 @@ async def test_cog_that_fails_to_load_is_one_line(world: World, tmp_path: Path) 
     process = await spawn(
         world, tmp_path, "-m", "bot", "--config", "{config}", "run", cogs=["cogs.admin", "bot.config"]
     )
-    try:
-        output, _ = await asyncio.wait_for(process.communicate(), timeout=30)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    text = output.decode()
+    async with reaped(process):
+        text = await output_of(process)
     assert process.returncode == 1, text
     assert "Traceback" not in text
     assert text.strip().splitlines()[-1].startswith("readersviews: error: cannot load cog 'bot.config'"), text
@@ -314,36 +299,28 @@ async def test_one_bot_per_database(world: World, tmp_path: Path) -> None:
     """A second `run` (or a `migrate`) on a running bot's database refuses in one line naming the running one;
     once that one is killed (SIGKILL: no clean-up), a new `run` takes over at once."""
     first = await spawn(world, tmp_path, "-m", "bot", "--config", "{config}", "run")
-    processes = [first]
-    try:
+    async with reaped(first):
         await world.fake.wait_for_ready(timeout=30)
         await world.fake.roundtrip()
         for command in ("run", "migrate"):
             second = await spawn(world, tmp_path, "-m", "bot", "--config", "{config}", command)
-            processes.append(second)
-            output, _ = await asyncio.wait_for(second.communicate(), timeout=30)
-            lines = output.decode().strip().splitlines()
+            async with reaped(second):
+                lines = (await output_of(second)).strip().splitlines()
             assert second.returncode == 1, lines
             assert len(lines) == 1, lines
             assert lines[0].startswith("readersviews: error: another readersviews is using "), lines
             assert f"run on host {socket.gethostname()}, pid {first.pid}, since 20" in lines[0], lines
         assert world.fake.identify_count == 1, "the second bot must not connect (it would post everything again)"
-
         first.kill()
         await first.wait()
-        world.fake.gateway.ready.clear()
-        third = await spawn(world, tmp_path, "-m", "bot", "--config", "{config}", "run")
-        processes.append(third)
+    world.fake.gateway.ready.clear()
+    third = await spawn(world, tmp_path, "-m", "bot", "--config", "{config}", "run")
+    async with reaped(third):
         await world.fake.wait_for_ready(timeout=30)
         assert world.fake.identify_count == 2
         third.send_signal(signal.SIGTERM)
-        output, _ = await asyncio.wait_for(third.communicate(), timeout=30)
-        assert third.returncode == 0, output.decode()
-    finally:
-        for process in processes:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
+        text = await output_of(third)
+    assert third.returncode == 0, text
 
 
 STOP_BEFORE_READY = r"""
@@ -379,15 +356,10 @@ async def test_sigterm_before_ready_leaves_no_ready_event_behind(world: World, t
     """SIGTERM while discord.py still waits out `guild_ready_timeout`: its pending ready is cancelled, not
     dispatched into the closed client (which printed a traceback at exit)."""
     process = await spawn(world, tmp_path, "-c", STOP_BEFORE_READY, "{config}", discord={"guild_ready_timeout": 2.0})
-    try:
+    async with reaped(process):
         await world.fake.wait_for_ready(timeout=30)
         process.send_signal(signal.SIGTERM)
-        output, _ = await asyncio.wait_for(process.communicate(), timeout=30)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    text = output.decode()
+        text = await output_of(process)
     assert process.returncode == 0, text
     assert "client closed" in text
     assert "Traceback" not in text and "Task exception was never retrieved" not in text, text

@@ -21,7 +21,6 @@ from bot.feeds import (
     format_size,
     parse_feed,
     parse_feed_async,
-    user_agent,
 )
 from tests.feedserver import FeedServer, LoopWatch, gzip_of_zeros
 
@@ -86,14 +85,8 @@ def rss(items: str, *, declaration: str = '<?xml version="1.0" encoding="UTF-8"?
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[FeedServer]:
-    async with FeedServer() as feed_server:
-        yield feed_server
-
-
-@pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(headers={"User-Agent": user_agent("0.1", "https://news.example.org/bot")}) as c:
+    async with httpx.AsyncClient(headers={"User-Agent": "readersviews/0.1 (+https://news.example.org/bot)"}) as c:
         yield c
 
 
@@ -339,9 +332,7 @@ async def test_parse_feed_async_raises_parse_errors() -> None:
         await parse_feed_async(b"<html><body><p>hi</p></body></html>", url=FEED_URL, content_type="text/html")
 
 
-def test_user_agent_and_sizes_read_well() -> None:
-    assert user_agent("0.1", "https://news.example.org/bot") == "readersviews/0.1 (+https://news.example.org/bot)"
-    assert user_agent("0.1") == "readersviews/0.1"
+def test_sizes_read_well() -> None:
     assert format_size(5_000_000) == "5 MB"
     assert format_size(1_500) == "1.5 kB"
 
@@ -349,11 +340,11 @@ def test_user_agent_and_sizes_read_well() -> None:
 # --- fetching ------------------------------------------------------------------------------
 
 
-async def test_fetch_then_conditional_refetch_gets_304(server: FeedServer, client: httpx.AsyncClient) -> None:
+async def test_fetch_then_conditional_refetch_gets_304(feed_site: FeedServer, client: httpx.AsyncClient) -> None:
     """First fetch returns body and validators; the second sends them back and gets not_modified."""
-    server.set_feed("/feed", RSS_WITH_CONTENT, etag='"v1"', last_modified="Tue, 02 Jan 2024 10:00:00 GMT")
+    feed_site.set_feed("/feed", RSS_WITH_CONTENT, etag='"v1"', last_modified="Tue, 02 Jan 2024 10:00:00 GMT")
 
-    first = await fetch_feed(client, server.url("/feed"))
+    first = await fetch_feed(client, feed_site.url("/feed"))
     assert first.status == "ok"
     assert first.http_status == 200
     assert first.body == RSS_WITH_CONTENT
@@ -362,17 +353,17 @@ async def test_fetch_then_conditional_refetch_gets_304(server: FeedServer, clien
     assert first.content_type is not None and first.content_type.startswith("application/rss+xml")
     assert first.error is None
 
-    second = await fetch_feed(client, server.url("/feed"), etag=first.etag, last_modified=first.last_modified)
+    second = await fetch_feed(client, feed_site.url("/feed"), etag=first.etag, last_modified=first.last_modified)
     assert second.status == "not_modified"
     assert second.http_status == 304
     assert second.body is None
     assert second.etag == '"v1"'
 
-    request = server.requests_for("/feed")[1]
+    request = feed_site.requests_for("/feed")[1]
     assert request.header("If-None-Match") == '"v1"'
     assert request.header("If-Modified-Since") == "Tue, 02 Jan 2024 10:00:00 GMT"
     assert request.header("User-Agent") == "readersviews/0.1 (+https://news.example.org/bot)"
-    assert server.count("/feed") == 2
+    assert feed_site.count("/feed") == 2
 
 
 async def test_non_ascii_validators_are_dropped() -> None:
@@ -395,108 +386,108 @@ async def test_non_ascii_validators_are_dropped() -> None:
     assert "If-None-Match" not in sent[1] and "If-Modified-Since" not in sent[1]
 
 
-async def test_changed_feed_is_fetched_again_despite_old_etag(server: FeedServer, client: httpx.AsyncClient) -> None:
+async def test_changed_feed_is_fetched_again_despite_old_etag(feed_site: FeedServer, client: httpx.AsyncClient) -> None:
     """When the server's ETag changes, the stale validator yields the new body."""
-    server.set_feed("/feed", b"<rss/>", etag='"v2"')
-    result = await fetch_feed(client, server.url("/feed"), etag='"v1"')
+    feed_site.set_feed("/feed", b"<rss/>", etag='"v2"')
+    result = await fetch_feed(client, feed_site.url("/feed"), etag='"v1"')
     assert result.status == "ok"
     assert result.etag == '"v2"'
 
 
-async def test_if_modified_since_alone_gets_304(server: FeedServer, client: httpx.AsyncClient) -> None:
-    server.set_feed("/feed", b"<rss/>", last_modified="Tue, 02 Jan 2024 10:00:00 GMT")
-    result = await fetch_feed(client, server.url("/feed"), last_modified="Tue, 02 Jan 2024 10:00:00 GMT")
+async def test_if_modified_since_alone_gets_304(feed_site: FeedServer, client: httpx.AsyncClient) -> None:
+    feed_site.set_feed("/feed", b"<rss/>", last_modified="Tue, 02 Jan 2024 10:00:00 GMT")
+    result = await fetch_feed(client, feed_site.url("/feed"), last_modified="Tue, 02 Jan 2024 10:00:00 GMT")
     assert result.status == "not_modified"
     assert result.last_modified == "Tue, 02 Jan 2024 10:00:00 GMT"
 
 
-async def test_redirect_is_followed_and_final_url_reported(server: FeedServer, client: httpx.AsyncClient) -> None:
-    server.set_redirect("/old", "/new", status=301)
-    server.set_feed("/new", RSS_WITH_CONTENT)
-    result = await fetch_feed(client, server.url("/old"))
+async def test_redirect_is_followed_and_final_url_reported(feed_site: FeedServer, client: httpx.AsyncClient) -> None:
+    feed_site.set_redirect("/old", "/new", status=301)
+    feed_site.set_feed("/new", RSS_WITH_CONTENT)
+    result = await fetch_feed(client, feed_site.url("/old"))
     assert result.status == "ok"
-    assert result.final_url == server.url("/new")
+    assert result.final_url == feed_site.url("/new")
     assert result.body == RSS_WITH_CONTENT
 
 
-async def test_redirect_loop_is_a_clear_error(server: FeedServer, client: httpx.AsyncClient) -> None:
-    server.set_redirect("/a", "/b")
-    server.set_redirect("/b", "/a")
-    result = await fetch_feed(client, server.url("/a"))
+async def test_redirect_loop_is_a_clear_error(feed_site: FeedServer, client: httpx.AsyncClient) -> None:
+    feed_site.set_redirect("/a", "/b")
+    feed_site.set_redirect("/b", "/a")
+    result = await fetch_feed(client, feed_site.url("/a"))
     assert result.status == "error"
     assert result.error is not None and result.error.startswith("redirect loop")
-    assert server.count() == 2
+    assert feed_site.count() == 2
 
 
-async def test_redirect_chain_longer_than_limit_stops(server: FeedServer, client: httpx.AsyncClient) -> None:
+async def test_redirect_chain_longer_than_limit_stops(feed_site: FeedServer, client: httpx.AsyncClient) -> None:
     for hop in range(10):
-        server.set_redirect(f"/r{hop}", f"/r{hop + 1}")
-    result = await fetch_feed(client, server.url("/r0"), max_redirects=5)
+        feed_site.set_redirect(f"/r{hop}", f"/r{hop + 1}")
+    result = await fetch_feed(client, feed_site.url("/r0"), max_redirects=5)
     assert result.status == "error"
     assert result.error == "too many redirects (max 5)"
-    assert server.count() == 6
+    assert feed_site.count() == 6
 
 
-async def test_huge_streamed_response_is_cut_off_at_limit(server: FeedServer, client: httpx.AsyncClient) -> None:
+async def test_huge_streamed_response_is_cut_off_at_limit(feed_site: FeedServer, client: httpx.AsyncClient) -> None:
     """A 50 MB chunked body is abandoned once past max_bytes, with a readable error."""
-    server.set_stream("/huge", 50_000_000)
-    result = await fetch_feed(client, server.url("/huge"), max_bytes=5_000_000)
+    feed_site.set_stream("/huge", 50_000_000)
+    result = await fetch_feed(client, feed_site.url("/huge"), max_bytes=5_000_000)
     assert result.status == "error"
     assert result.error == "response larger than 5 MB limit"
     assert result.body is None
 
 
 async def test_declared_oversize_content_length_is_refused_before_reading(
-    server: FeedServer, client: httpx.AsyncClient
+    feed_site: FeedServer, client: httpx.AsyncClient
 ) -> None:
-    server.set_stream("/huge", 50_000_000, declare_length=True)
-    result = await fetch_feed(client, server.url("/huge"), max_bytes=1_000_000)
+    feed_site.set_stream("/huge", 50_000_000, declare_length=True)
+    result = await fetch_feed(client, feed_site.url("/huge"), max_bytes=1_000_000)
     assert result.error == "response larger than 1 MB limit"
 
 
-async def test_body_at_the_limit_is_accepted(server: FeedServer, client: httpx.AsyncClient) -> None:
-    server.set_stream("/exact", 100_000, chunk_size=4096)
-    result = await fetch_feed(client, server.url("/exact"), max_bytes=100_000)
+async def test_body_at_the_limit_is_accepted(feed_site: FeedServer, client: httpx.AsyncClient) -> None:
+    feed_site.set_stream("/exact", 100_000, chunk_size=4096)
+    result = await fetch_feed(client, feed_site.url("/exact"), max_bytes=100_000)
     assert result.status == "ok"
     assert result.body is not None and len(result.body) == 100_000
 
 
-async def test_slow_server_times_out(server: FeedServer, client: httpx.AsyncClient) -> None:
-    server.set_slow("/slow", delay=30)
-    result = await fetch_feed(client, server.url("/slow"), timeout=0.5)
+async def test_slow_server_times_out(feed_site: FeedServer, client: httpx.AsyncClient) -> None:
+    feed_site.set_slow("/slow", delay=30)
+    result = await fetch_feed(client, feed_site.url("/slow"), timeout=0.5)
     assert result.status == "error"
     assert result.error == "timed out after 0.5 s"
 
 
-async def test_trickling_server_hits_the_overall_deadline(server: FeedServer, client: httpx.AsyncClient) -> None:
+async def test_trickling_server_hits_the_overall_deadline(feed_site: FeedServer, client: httpx.AsyncClient) -> None:
     """A byte every 0.1 s never trips a per-read timeout, but the whole fetch is bounded."""
-    server.set_trickle("/trickle", interval=0.1)
-    result = await fetch_feed(client, server.url("/trickle"), timeout=0.5)
+    feed_site.set_trickle("/trickle", interval=0.1)
+    result = await fetch_feed(client, feed_site.url("/trickle"), timeout=0.5)
     assert result.status == "error"
     assert result.error == "timed out after 0.5 s"
 
 
-async def test_503_is_reported_without_raising(server: FeedServer, client: httpx.AsyncClient) -> None:
-    server.set_status("/down", 503, b"maintenance", headers={"Retry-After": "120"})
-    result = await fetch_feed(client, server.url("/down"))
+async def test_503_is_reported_without_raising(feed_site: FeedServer, client: httpx.AsyncClient) -> None:
+    feed_site.set_status("/down", 503, b"maintenance", headers={"Retry-After": "120"})
+    result = await fetch_feed(client, feed_site.url("/down"))
     assert result.status == "error"
     assert result.http_status == 503
     assert result.error == "HTTP 503"
     assert result.body is None
 
 
-async def test_html_page_served_as_feed_is_an_error(server: FeedServer, client: httpx.AsyncClient) -> None:
+async def test_html_page_served_as_feed_is_an_error(feed_site: FeedServer, client: httpx.AsyncClient) -> None:
     page = b"<!doctype html><html><body>Moved to our new site</body></html>"
-    server.set_feed("/feed", page, content_type="text/html; charset=utf-8")
-    result = await fetch_feed(client, server.url("/feed"))
+    feed_site.set_feed("/feed", page, content_type="text/html; charset=utf-8")
+    result = await fetch_feed(client, feed_site.url("/feed"))
     assert result.status == "error"
     assert result.error == "not a feed: got text/html page"
 
 
-async def test_feed_mislabelled_as_html_is_still_fetched(server: FeedServer, client: httpx.AsyncClient) -> None:
+async def test_feed_mislabelled_as_html_is_still_fetched(feed_site: FeedServer, client: httpx.AsyncClient) -> None:
     """Some servers send real RSS as text/html; the body decides, not the label."""
-    server.set_feed("/feed", RSS_WITH_CONTENT, content_type="text/html")
-    result = await fetch_feed(client, server.url("/feed"))
+    feed_site.set_feed("/feed", RSS_WITH_CONTENT, content_type="text/html")
+    result = await fetch_feed(client, feed_site.url("/feed"))
     assert result.status == "ok"
 
 
@@ -514,25 +505,25 @@ async def test_invalid_url_is_an_error(client: httpx.AsyncClient) -> None:
     assert result.error is not None and "invalid feed URL" in result.error
 
 
-async def test_custom_handler_and_fetch_then_parse(server: FeedServer, client: httpx.AsyncClient) -> None:
+async def test_custom_handler_and_fetch_then_parse(feed_site: FeedServer, client: httpx.AsyncClient) -> None:
     """A programmed handler sees the request; the fetched bytes and content type parse end to end."""
 
     async def handler(request: web.Request) -> web.StreamResponse:
         body = RSS_WITH_CONTENT.replace(b"Second piece", request.headers["User-Agent"].encode())
         return web.Response(body=body, content_type="application/rss+xml", charset="utf-8")
 
-    server.set_handler("/dynamic", handler)
-    fetched = await fetch_feed(client, server.url("/dynamic"))
+    feed_site.set_handler("/dynamic", handler)
+    fetched = await fetch_feed(client, feed_site.url("/dynamic"))
     assert fetched.body is not None
     feed = await parse_feed_async(fetched.body, url=fetched.final_url, content_type=fetched.content_type)
     assert feed.articles[1].title.startswith("readersviews/0.1")
 
 
-async def test_event_loop_keeps_running_during_fetches(server: FeedServer, client: httpx.AsyncClient) -> None:
+async def test_event_loop_keeps_running_during_fetches(feed_site: FeedServer, client: httpx.AsyncClient) -> None:
     """Concurrent fetches of different feeds all complete (no shared state between calls)."""
     for n in range(4):
-        server.set_feed(f"/f{n}", rss(f"<item><guid>{n}</guid><title>t{n}</title></item>").encode())
-    results = await asyncio.gather(*(fetch_feed(client, server.url(f"/f{n}")) for n in range(4)))
+        feed_site.set_feed(f"/f{n}", rss(f"<item><guid>{n}</guid><title>t{n}</title></item>").encode())
+    results = await asyncio.gather(*(fetch_feed(client, feed_site.url(f"/f{n}")) for n in range(4)))
     assert [r.status for r in results] == ["ok"] * 4
     titles = [parse_feed(r.body or b"", url=FEED_URL).articles[0].title for r in results]
     assert titles == ["t0", "t1", "t2", "t3"]
@@ -569,14 +560,14 @@ def layered(body: bytes, *encodings: str) -> bytes:
     "encodings",
     [("gzip",), ("deflate",), ("raw-deflate",), ("gzip", "gzip"), ("deflate", "gzip"), ("identity",), ()],
 )
-async def test_compressed_feeds_are_decoded(server: FeedServer, client: httpx.AsyncClient, encodings: tuple) -> None:
+async def test_compressed_feeds_are_decoded(feed_site: FeedServer, client: httpx.AsyncClient, encodings: tuple) -> None:
     """gzip, deflate (zlib-wrapped or raw) and stacked encodings decode to the feed's bytes."""
     header = ", ".join("deflate" if e == "raw-deflate" else e for e in encodings)
     headers = {"Content-Encoding": header} if header else {}
-    server.set_feed("/feed", layered(RSS_WITH_CONTENT, *encodings), headers=headers)
-    result = await fetch_feed(client, server.url("/feed"))
+    feed_site.set_feed("/feed", layered(RSS_WITH_CONTENT, *encodings), headers=headers)
+    result = await fetch_feed(client, feed_site.url("/feed"))
     assert result.ok and result.body == RSS_WITH_CONTENT
-    assert server.requests_for("/feed")[0].header("Accept-Encoding") == "gzip, deflate"
+    assert feed_site.requests_for("/feed")[0].header("Accept-Encoding") == "gzip, deflate"
 
 
 @pytest.mark.parametrize(
@@ -589,26 +580,26 @@ async def test_compressed_feeds_are_decoded(server: FeedServer, client: httpx.As
     ],
 )
 async def test_undecodable_bodies_are_clear_errors(
-    server: FeedServer, client: httpx.AsyncClient, body: bytes, header: str, error: str
+    feed_site: FeedServer, client: httpx.AsyncClient, body: bytes, header: str, error: str
 ) -> None:
-    server.set_feed("/feed", body, headers={"Content-Encoding": header})
-    result = await fetch_feed(client, server.url("/feed"))
+    feed_site.set_feed("/feed", body, headers={"Content-Encoding": header})
+    result = await fetch_feed(client, feed_site.url("/feed"))
     assert result.status == "error" and result.error is not None and error in result.error
 
 
 @pytest.mark.parametrize("encoding", ["gzip", "gzip, gzip"])
 async def test_compression_bomb_is_cut_off_within_the_cap(
-    server: FeedServer, client: httpx.AsyncClient, encoding: str
+    feed_site: FeedServer, client: httpx.AsyncClient, encoding: str
 ) -> None:
     """256 MiB of zeros in a few kB: refused at the cap, with peak memory near the cap and the loop running."""
     bomb = gzip_of_zeros(256)
     if encoding == "gzip, gzip":
         bomb = gzip.compress(bomb)
-    server.set_feed("/bomb", bomb, headers={"Content-Encoding": encoding})
+    feed_site.set_feed("/bomb", bomb, headers={"Content-Encoding": encoding})
     async with LoopWatch() as watch:
         tracemalloc.start()
         try:
-            result = await fetch_feed(client, server.url("/bomb"), max_bytes=1_000_000)
+            result = await fetch_feed(client, feed_site.url("/bomb"), max_bytes=1_000_000)
             _, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()

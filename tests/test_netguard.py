@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import httpcore
@@ -71,10 +71,10 @@ def test_allowed_networks_are_an_explicit_opt_in() -> None:
 
 
 @pytest.fixture
-async def site() -> AsyncIterator[FeedServer]:
-    async with FeedServer() as server:
-        server.set_feed("/feed", FEED)
-        yield server
+def feed_site(feed_site: FeedServer) -> FeedServer:
+    """The shared feed server, serving FEED at /feed."""
+    feed_site.set_feed("/feed", FEED)
+    return feed_site
 
 
 def fake_dns(table: dict[str, Sequence[str] | list[Sequence[str]]]) -> Any:
@@ -98,33 +98,33 @@ LOOPBACK_SPELLINGS = ["127.0.0.1", "127.0.0.2", "0.0.0.0", "2130706433", "0x7f00
 
 
 @pytest.mark.parametrize("host", [*LOOPBACK_SPELLINGS, "[::ffff:127.0.0.1]", "localhost"])
-async def test_every_spelling_of_loopback_is_refused_before_connecting(site: FeedServer, host: str) -> None:
+async def test_every_spelling_of_loopback_is_refused_before_connecting(feed_site: FeedServer, host: str) -> None:
     """Numeric, hex, short, IPv6 and named spellings of this machine are refused, and no request is sent."""
-    port = site.url().split(":")[2].split("/")[0]
+    port = feed_site.url().split(":")[2].split("/")[0]
     async with guarded_client(AddressPolicy()) as client:
         result = await fetch_feed(client, f"http://{host}:{port}/feed")
     assert result.status == "error" and result.error == NOT_ALLOWED
-    assert site.count() == 0
+    assert feed_site.count() == 0
 
 
-async def test_refusal_does_not_tell_whether_a_port_is_open(site: FeedServer) -> None:
+async def test_refusal_does_not_tell_whether_a_port_is_open(feed_site: FeedServer) -> None:
     """The answer for a listening port and a closed one is the same sentence."""
     async with FeedServer() as closed:
         closed_url = closed.url("/feed")
     async with guarded_client(AddressPolicy()) as client:
-        open_port = await fetch_feed(client, site.url("/feed"))
+        open_port = await fetch_feed(client, feed_site.url("/feed"))
         closed_port = await fetch_feed(client, closed_url)
     assert open_port.error == closed_port.error == NOT_ALLOWED
 
 
-async def test_allowed_network_reaches_the_site(site: FeedServer) -> None:
+async def test_allowed_network_reaches_the_site(feed_site: FeedServer) -> None:
     """With 127.0.0.0/8 opted in (as the tests' config does), the loopback site is fetched."""
     async with guarded_client(AddressPolicy(["127.0.0.0/8"])) as client:
-        result = await fetch_feed(client, site.url("/feed"))
+        result = await fetch_feed(client, feed_site.url("/feed"))
     assert result.ok and result.body == FEED
 
 
-async def test_names_resolving_to_private_addresses_are_refused(site: FeedServer) -> None:
+async def test_names_resolving_to_private_addresses_are_refused(feed_site: FeedServer) -> None:
     """A public-looking name that resolves to a private address is refused; so is one with any such address."""
     dns = fake_dns({"intranet.example": ["10.0.0.5"], "mixed.example": ["93.184.216.34", "127.0.0.1"]})
     async with guarded_client(AddressPolicy(), resolver=dns) as client:
@@ -136,9 +136,9 @@ async def test_names_resolving_to_private_addresses_are_refused(site: FeedServer
     assert dns.lookups == ["intranet.example", "mixed.example", "nowhere.example"]
 
 
-async def test_redirect_to_a_private_address_is_refused(site: FeedServer) -> None:
+async def test_redirect_to_a_private_address_is_refused(feed_site: FeedServer) -> None:
     """Every redirect hop is checked: an allowed site can't bounce the bot into the private network."""
-    port = int(site.url().split(":")[2].split("/")[0])
+    port = int(feed_site.url().split(":")[2].split("/")[0])
     # news.example stands for a public site: it resolves to the one address the policy allows.
     dns = fake_dns({"news.example": ["127.0.0.1"], "metadata.example": ["169.254.169.254"], "localhost": ["::1"]})
     targets = {
@@ -149,27 +149,27 @@ async def test_redirect_to_a_private_address_is_refused(site: FeedServer) -> Non
         "/to-localhost": f"http://localhost:{port}/feed",
     }
     for path, target in targets.items():
-        site.set_redirect(path, target)
+        feed_site.set_redirect(path, target)
     async with guarded_client(AddressPolicy(["127.0.0.1/32"]), resolver=dns) as client:
         assert (await fetch_feed(client, f"http://news.example:{port}/feed")).ok
         for path in targets:
             result = await fetch_feed(client, f"http://news.example:{port}{path}")
             assert result.status == "error" and result.error == NOT_ALLOWED, path
     # The first hop of each reached the site (by name: the Host header is kept), no second hop did.
-    assert [r.path for r in site.requests] == ["/feed", *targets]
-    assert {r.header("Host") for r in site.requests} == {f"news.example:{port}"}
+    assert [r.path for r in feed_site.requests] == ["/feed", *targets]
+    assert {r.header("Host") for r in feed_site.requests} == {f"news.example:{port}"}
 
 
-async def test_each_connection_resolves_and_checks_again(site: FeedServer) -> None:
+async def test_each_connection_resolves_and_checks_again(feed_site: FeedServer) -> None:
     """DNS rebinding: a name that answered a public address once and a private one next is refused next."""
-    port = int(site.url().split(":")[2].split("/")[0])
+    port = int(feed_site.url().split(":")[2].split("/")[0])
     dns = fake_dns({"rebind.example": [["127.0.0.1"], ["10.0.0.1"]]})
     policy = AddressPolicy(["127.0.0.1/32"])
     async with guarded_client(policy, resolver=dns) as client:
         assert (await fetch_feed(client, f"http://rebind.example:{port}/feed")).ok
     async with guarded_client(policy, resolver=dns) as client:
         assert (await fetch_feed(client, f"http://rebind.example:{port}/feed")).error == NOT_ALLOWED
-    assert site.count() == 1
+    assert feed_site.count() == 1
 
 
 class _StreamTo(httpcore.AsyncMockStream):

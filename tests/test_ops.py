@@ -10,7 +10,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +33,10 @@ from tests.helpers import (
     dead_letter,
     free_port,
     make_config,
+    output_of,
     poll,
     read_until,
+    reaped,
     rss,
     stop,
     story,
@@ -63,20 +64,10 @@ async def healthz(port: int) -> tuple[int, dict[str, Any]]:
         return response.status, await response.json()
 
 
-@pytest.fixture
-async def site() -> AsyncIterator[FeedServer]:
-    server = FeedServer()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
 # -- metrics and health --------------------------------------------------------------------------
 
 
-async def test_metrics_move_while_the_bot_works(world: World, booter: Any, site: FeedServer) -> None:
+async def test_metrics_move_while_the_bot_works(world: World, booter: Any, feed_site: FeedServer) -> None:
     """A scrape while the bot posts an article, answers a command and raises an alert shows each counted."""
     port = free_port()
     clock = FakeClock()
@@ -87,9 +78,9 @@ async def test_metrics_move_while_the_bot_works(world: World, booter: Any, site:
     assert before["readersviews_guilds"] == 1
     assert before['readersviews_build_info{version="0.1.0"}'] == 1
 
-    site.set_feed("/feed", rss([story(1)]))
-    await add_feed(world, site.url("/feed"), world.forum)
-    site.set_feed("/feed", rss([story(2), story(1)]))
+    feed_site.set_feed("/feed", rss([story(1)]))
+    await add_feed(world, feed_site.url("/feed"), world.forum)
+    feed_site.set_feed("/feed", rss([story(2), story(1)]))
     await poll(booted, clock, world)
     assert [post.name for post in world.fake.threads_in(world.forum)] == ["Story number 2"]
     await booted.bot.alert(world.guild.id, "the site refuses credentials")
@@ -226,17 +217,15 @@ async def test_run_waits_for_discord_to_come_up(tmp_path: Path) -> None:
     process = await spawn_run(path, fake.token)
     seen: list[str] = []
     try:
-        await read_until(process, "can't be reached yet", seen)
-        await read_until(process, "can't be reached yet", seen)  # a second attempt: it keeps trying
-        await fake.start()
-        await fake.wait_for_ready(timeout=60)
-        await read_until(process, "logged in as", seen)
-        assert f"in {len(fake.guilds)} server(s)" in seen[-1] and guild.id in fake.guilds
-        assert await stop(process, seen) == 0, "".join(seen)
+        async with reaped(process):
+            await read_until(process, "can't be reached yet", seen)
+            await read_until(process, "can't be reached yet", seen)  # a second attempt: it keeps trying
+            await fake.start()
+            await fake.wait_for_ready(timeout=60)
+            await read_until(process, "logged in as", seen)
+            assert f"in {len(fake.guilds)} server(s)" in seen[-1] and guild.id in fake.guilds
+            assert await stop(process, seen) == 0, "".join(seen)
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
         await fake.stop()
     text = "".join(seen)
     assert "retrying in 1 s" in text and "retrying in 2 s" in text, text
@@ -249,8 +238,8 @@ async def test_run_gives_up_after_the_connect_timeout(tmp_path: Path) -> None:
     fake.port = free_port()  # never started
     path = write_config(fake, tmp_path, discord={"connect_timeout_seconds": 2})
     process = await spawn_run(path, fake.token)
-    output, _ = await asyncio.wait_for(process.communicate(), timeout=60)
-    text = output.decode()
+    async with reaped(process):
+        text = await output_of(process, 60)
     assert process.returncode == 1, text
     errors = [line for line in text.splitlines() if line.startswith("readersviews: error:")]
     assert len(errors) == 1, text
@@ -267,13 +256,9 @@ async def test_sigterm_while_waiting_for_discord_stops_cleanly(tmp_path: Path) -
     path = write_config(fake, tmp_path, discord={"connect_timeout_seconds": 120})
     process = await spawn_run(path, fake.token)
     seen: list[str] = []
-    try:
+    async with reaped(process):
         await read_until(process, "can't be reached yet", seen)
         assert await stop(process, seen) == 0, "".join(seen)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
     text = "".join(seen)
     assert "stopped before connecting to Discord" in text, text
     assert "Traceback" not in text

@@ -30,17 +30,6 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
     await database.close()
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as client:
-        yield client
-
-
 def posts_requests(site: FakeSite, method: str = "POST") -> list[str]:
     return [path for m, path in site.requests if m == method and "/wp/v2/posts" in path]
 

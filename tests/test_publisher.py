@@ -14,8 +14,9 @@ import pytest
 from bot.articles import PostPlan
 from bot.publisher import Outcome, Post, Publisher, Refused, Rejected, ThreadExists, Unknown
 from bot.store import Store
+from bot.store.articles import ArticleRow
 from bot.store.database import migration_files
-from bot.store.feeds import ArticleRow, FeedRow
+from bot.store.feeds import FeedRow
 from tests.helpers import FakeClock
 
 GUILD = 1
@@ -109,11 +110,6 @@ async def store(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Store]:
         yield opened
     finally:
         await opened.close()
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from bot.render import (
     ZWSP,
     article_post_body,
     article_title,
-    discord_to_html,
     drop_feed_boilerplate,
     escape_discord_text,
     excerpt,
@@ -21,11 +20,11 @@ from bot.render import (
     inert_text,
     masked_link,
     neutralise_mentions,
-    plain_text,
     reveal_links,
     safe_url,
     truncate_words,
 )
+from bot.site_html import discord_to_html, plain_text
 
 # --- feed HTML -> Discord ------------------------------------------------------------------
 

@@ -7,7 +7,6 @@ import hmac
 import json
 import re
 import threading
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,12 +22,6 @@ from tests.helpers import FakeClock
 from tests.sitefake import WEBHOOK_SECRET, FakeSite
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as client:
-        yield client
 
 
 def hook(url: str, http: httpx.AsyncClient, secret: str = WEBHOOK_SECRET) -> WebhookAdapter:

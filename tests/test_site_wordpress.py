@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 
@@ -26,12 +25,6 @@ from bot.site.webhook import WebhookAdapter
 from bot.site.wordpress import WordPressAdapter
 from tests.helpers import FakeClock
 from tests.sitefake import WP_PASSWORD, WP_USER, FakeSite
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as client:
-        yield client
 
 
 def adapter(site: FakeSite, http: httpx.AsyncClient, **settings) -> WordPressAdapter:

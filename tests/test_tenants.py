@@ -8,7 +8,6 @@ to point at The Weekly's objects, exactly as such a client would, and check that
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -16,46 +15,36 @@ import pytest
 from bot.config import WebhookSettings
 from bot.site.webhook import WebhookAdapter
 from tests.fakediscord import EPHEMERAL, FakeDiscord, perms
-from tests.fakediscord.world import Channel, Guild, Member, Role
-from tests.helpers import LONG_ENOUGH, Booted, FakeClock, Harness, World, button_id, eventually, letter, make_article
+from tests.fakediscord.world import Member
+from tests.helpers import (
+    LONG_ENOUGH,
+    Booted,
+    FakeClock,
+    Harness,
+    World,
+    answer,
+    button_id,
+    create_statement,
+    eventually,
+    letter,
+    make_article,
+    sid,
+    sign,
+)
 from tests.sitefake import WEBHOOK_SECRET, FakeSite
 
 STATEMENT_TEXT = "We, the undersigned, ask the council to keep the library open."
 
 
-@dataclass
-class Server:
-    """One server's people and channels, as the bot sees them once set up."""
-
-    fake: FakeDiscord
-    guild: Guild
-    admin: Member
-    organizer: Member
-    editor: Member
-    reader: Member
-    editor_role: Role
-    organizer_role: Role
-    alerts: Channel
-    review: Channel
-    forum: Channel
-    discussion: Channel
-
-
-def weekly(world: World) -> Server:
-    w = world
-    return Server(w.fake, w.guild, w.admin, w.organizer, w.editor, w.reader, w.editor_role, w.organizer_role,
-                  w.alerts, w.review, w.forum, w.discussion)  # fmt: skip
-
-
 @pytest.fixture
-async def daily(running: Booted, world: World) -> Server:
+async def daily(running: Booted, world: World) -> World:
     """A second server with its own staff and settings; its reader is also a member of The Weekly."""
     fake = world.fake
     guild = fake.add_guild("The Daily")
     editor_role = guild.add_role("Editor")
     organizer_role = guild.add_role("Organizer")
     admins = guild.add_role("Admins", permissions=perms.MANAGE_GUILD)
-    server = Server(
+    server = World(
         fake=fake,
         guild=guild,
         admin=guild.add_member("mallory-admin", roles=[admins]),
@@ -68,6 +57,7 @@ async def daily(running: Booted, world: World) -> Server:
         review=guild.add_text_channel("review"),
         forum=guild.add_forum_channel("articles", tags=["News"]),
         discussion=guild.add_text_channel("discussion"),
+        locked=guild.add_text_channel("announcements"),
     )
     await fake.settle()
     await running.bot.store.settings.set_many(
@@ -82,14 +72,6 @@ async def daily(running: Booted, world: World) -> Server:
     )
     running.cog("Statements").refresher.interval = 0.05
     return server
-
-
-async def answer(ix: Any) -> str:
-    """What the member was told (a deferred answer is waited for)."""
-    response = await ix.wait_response()
-    if response["type"] == 5:
-        return str((await ix.wait_original())["content"])
-    return str(response["data"].get("content", ""))
 
 
 async def refused(ix: Any, words: str) -> None:
@@ -116,52 +98,32 @@ def forge_button(fake: FakeDiscord, message: dict[str, Any], old: str, new: str)
                 component["custom_id"] = new
 
 
-async def create_statement(server: Server, title: str) -> dict[str, Any]:
-    fake = server.fake
-    ix = await fake.slash(server.guild, server.organizer, "statement create", channel=server.discussion)
-    assert (await ix.wait_response())["type"] == 9
-    submit = await fake.submit_modal(server.guild, server.organizer, None, {"title": title, "body": STATEMENT_TEXT})
-    assert "Published" in await answer(submit)
-    return fake.messages_in(server.discussion)[-1]
-
-
-def statement_id(message: dict[str, Any]) -> int:
-    return int(message["components"][0]["components"][0]["custom_id"].rsplit(":", 1)[1])
-
-
-async def sign(server: Server, message: dict[str, Any], member: Member, name: str) -> str:
-    fake = server.fake
-    click = await fake.click(server.guild, member, message, f"statements:sign:{statement_id(message)}")
-    assert (await click.wait_response())["type"] == 9
-    return await answer(await fake.submit_modal(server.guild, member, None, {"name": name}))
-
-
 # -- statements ---------------------------------------------------------------------------------------
 
 
 async def test_statement_edit_form_cannot_rewrite_another_servers_statement(
-    running: Booted, world: World, daily: Server
+    running: Booted, world: World, daily: World
 ) -> None:
     """Daily's organizer edits their own statement, with the form's id pointed at the Weekly's: refused."""
     fake = world.fake
-    theirs = await create_statement(weekly(world), "Save the library")
-    ours = await create_statement(daily, "Fix the roads")
+    theirs = await create_statement(world, running, title="Save the library")
+    ours = await create_statement(daily, running, title="Fix the roads")
     ix = await fake.slash(daily.guild, daily.organizer, "statement edit", statement="fix-the-roads")
     assert (await ix.wait_response())["type"] == 9
-    forge_form(fake, daily.organizer, f"statements:editform:{statement_id(theirs)}")
+    forge_form(fake, daily.organizer, f"statements:editform:{sid(theirs)}")
     submit = await fake.submit_modal(daily.guild, daily.organizer, None, {"title": "Hacked", "body": "Hacked body"})
     await refused(submit, "no longer exists")
 
     statement = await running.bot.store.db.fetchone(
-        "SELECT title, body, site_dirty FROM statements WHERE id = ?", (statement_id(theirs),)
+        "SELECT title, body, site_dirty FROM statements WHERE id = ?", (sid(theirs),)
     )
     assert statement is not None and (statement[0], statement[1]) == ("Save the library", STATEMENT_TEXT)
     assert not [m for m in fake.messages_in(world.discussion) if "was edited" in m["content"]]
-    assert statement_id(ours) != statement_id(theirs)
+    assert sid(ours) != sid(theirs)
 
 
 async def test_statement_create_form_cannot_post_in_another_servers_channel(
-    running: Booted, world: World, daily: Server
+    running: Booted, world: World, daily: World
 ) -> None:
     """The channel id in the create form's custom_id must be a channel of the form's own server."""
     fake = world.fake
@@ -175,14 +137,14 @@ async def test_statement_create_form_cannot_post_in_another_servers_channel(
 
 
 async def test_sign_form_and_buttons_cannot_reach_another_servers_statement(
-    running: Booted, world: World, daily: Server
+    running: Booted, world: World, daily: World
 ) -> None:
     """Sign, withdraw and "who signed" with a Weekly statement's id, from the Daily: answered as missing."""
     fake = world.fake
-    theirs = await create_statement(weekly(world), "Save the library")
-    ours = await create_statement(daily, "Fix the roads")
-    assert "Signed" in await sign(weekly(world), theirs, world.reader, "Rita Weekly")
-    their_id, our_id = statement_id(theirs), statement_id(ours)
+    theirs = await create_statement(world, running, title="Save the library")
+    ours = await create_statement(daily, running, title="Fix the roads")
+    assert "Signed" in await sign(world, theirs, world.reader, {"name": "Rita Weekly"})
+    their_id, our_id = sid(theirs), sid(ours)
 
     click = await fake.click(daily.guild, daily.editor, ours, f"statements:sign:{our_id}")
     assert (await click.wait_response())["type"] == 9
@@ -201,15 +163,15 @@ async def test_sign_form_and_buttons_cannot_reach_another_servers_statement(
 
 
 async def test_signature_choice_buttons_cannot_reach_another_servers_statement(
-    running: Booted, world: World, daily: Server
+    running: Booted, world: World, daily: World
 ) -> None:
     """The private "which signature?" buttons (change, sign for another organization, withdraw one)
     carry a statement id too: pointed at a Weekly statement from the Daily, they are refused."""
     fake = world.fake
-    theirs = await create_statement(weekly(world), "Save the library")
-    ours = await create_statement(daily, "Fix the roads")
-    assert "Signed" in await sign(weekly(world), theirs, world.reader, "Rita Weekly")
-    their_id, our_id = statement_id(theirs), statement_id(ours)
+    theirs = await create_statement(world, running, title="Save the library")
+    ours = await create_statement(daily, running, title="Fix the roads")
+    assert "Signed" in await sign(world, theirs, world.reader, {"name": "Rita Weekly"})
+    their_id, our_id = sid(theirs), sid(ours)
     signature = await running.bot.store.db.fetchone("SELECT id FROM signatures WHERE statement_id = ?", (their_id,))
     assert signature is not None
 
@@ -230,12 +192,12 @@ async def test_signature_choice_buttons_cannot_reach_another_servers_statement(
 
 
 async def test_statement_commands_and_autocomplete_see_only_their_server(
-    running: Booted, world: World, daily: Server
+    running: Booted, world: World, daily: World
 ) -> None:
     """A slug of another server is unknown; autocomplete lists only this server's, and nothing to non-organizers."""
     fake = world.fake
-    await create_statement(weekly(world), "Save the library")
-    await create_statement(daily, "Fix the roads")
+    await create_statement(world, running, title="Save the library")
+    await create_statement(daily, running, title="Fix the roads")
     ix = await fake.slash(daily.guild, daily.organizer, "statement close", statement="save-the-library")
     await refused(ix, "No statement")
     assert await running.bot.store.db.scalar("SELECT status FROM statements WHERE slug = 'save-the-library'") == "open"
@@ -252,7 +214,7 @@ async def test_statement_commands_and_autocomplete_see_only_their_server(
 
 
 async def test_feed_commands_and_autocomplete_see_only_their_server(
-    running: Booted, world: World, daily: Server
+    running: Booted, world: World, daily: World
 ) -> None:
     """A Weekly feed's number is unknown to the Daily's admin; autocomplete is for admins and this server."""
     fake = world.fake
@@ -297,7 +259,7 @@ async def submitted_letter(running: Booted, world: World) -> tuple[int, dict[str
     return letter.id, card[-1]
 
 
-async def test_letter_forms_cannot_reach_another_servers_letter(running: Booted, world: World, daily: Server) -> None:
+async def test_letter_forms_cannot_reach_another_servers_letter(running: Booted, world: World, daily: World) -> None:
     """Edit and reject forms pointed at a Weekly letter, from the Daily's editor: refused, the letter unchanged."""
     fake = world.fake
     letter_id, _ = await submitted_letter(running, world)
@@ -332,7 +294,7 @@ async def test_letter_forms_cannot_reach_another_servers_letter(running: Booted,
 
 
 async def test_write_and_byline_forms_cannot_reach_another_servers_objects(
-    running: Booted, world: World, daily: Server
+    running: Booted, world: World, daily: World
 ) -> None:
     """A write form naming a Weekly article, and a byline form naming a Weekly letter, from the Daily: refused."""
     fake = world.fake
@@ -362,7 +324,7 @@ async def test_write_and_byline_forms_cannot_reach_another_servers_objects(
     await refused(ix, "no longer exists")
 
 
-async def test_consent_button_from_another_server_is_refused(running: Booted, world: World, daily: Server) -> None:
+async def test_consent_button_from_another_server_is_refused(running: Booted, world: World, daily: World) -> None:
     """A nomination's Agree, forged onto a Daily message by its writer: refused; the nomination stands."""
     fake = world.fake
     thread, _ = await make_article(running, world)
@@ -372,8 +334,8 @@ async def test_consent_button_from_another_server_is_refused(running: Booted, wo
     assert "I asked" in await answer(ix)
     letter = await running.bot.store.contributions.by_message(int(message["id"]))
     assert letter is not None and letter.state == "nominated"
-    ours = await create_statement(daily, "Fix the roads")
-    old = f"statements:who:{statement_id(ours)}"
+    ours = await create_statement(daily, running, title="Fix the roads")
+    old = f"statements:who:{sid(ours)}"
     forge_button(fake, ours, old, f"letters:consent:{letter.id}:decline")
     forged = await fake.click(daily.guild, daily.reader, ours, f"letters:consent:{letter.id}:decline")
     await refused(forged, "no longer exists")
@@ -438,7 +400,7 @@ async def test_letter_form_opened_before_a_restart_is_received_after_it(world: W
 
 
 @pytest.fixture
-def stranger(world: World) -> Server:
+def stranger(world: World) -> World:
     """A server the operator never enabled, with a system channel and a would-be admin."""
     fake = world.fake
     guild = fake.add_guild("Somebody Else")
@@ -447,13 +409,13 @@ def stranger(world: World) -> Server:
     admins = guild.add_role("Admins", permissions=perms.MANAGE_GUILD)
     admin = guild.add_member("sam-admin", roles=[admins])
     organizer_role = guild.add_role("Organizer")
-    return Server(fake, guild, admin, guild.add_member("ora", roles=[organizer_role]), admin,
-                  guild.add_member("reg-reader"), organizer_role, organizer_role, general, general,
-                  guild.add_forum_channel("articles"), general)  # fmt: skip
+    return World(fake, guild, admin, admin, guild.add_member("ora", roles=[organizer_role]),
+                 guild.add_member("reg-reader"), organizer_role, organizer_role, general, general,
+                 guild.add_forum_channel("articles"), general, general)  # fmt: skip
 
 
 async def test_server_not_on_the_allow_list_is_told_once_and_refused(
-    world: World, stranger: Server, booter: Any, caplog: pytest.LogCaptureFixture
+    world: World, stranger: World, booter: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Outside discord.allowed_guild_ids: one notice (not repeated after a restart), then a refusal for everything."""
     fake = world.fake
@@ -492,7 +454,7 @@ async def test_server_not_on_the_allow_list_is_told_once_and_refused(
 
 
 async def test_feeds_of_a_server_not_on_the_allow_list_are_not_fetched(
-    world: World, stranger: Server, booter: Any
+    world: World, stranger: World, booter: Any
 ) -> None:
     """A feed left from before the list (same URL as a served one) is never fetched, and alerts stay home."""
     booted: Booted = await booter(discord={"allowed_guild_ids": [world.guild.id]})
@@ -514,7 +476,7 @@ async def test_feeds_of_a_server_not_on_the_allow_list_are_not_fetched(
 
 
 async def test_deadlines_of_a_server_not_on_the_allow_list_are_left_alone(
-    world: World, stranger: Server, booter: Any
+    world: World, stranger: World, booter: Any
 ) -> None:
     """A statement left from before the list is not closed by its deadline, and its timer doesn't spin."""
     booted: Booted = await booter(discord={"allowed_guild_ids": [world.guild.id]})
@@ -537,7 +499,7 @@ async def test_deadlines_of_a_server_not_on_the_allow_list_are_left_alone(
 
 
 async def test_empty_allow_list_serves_every_server_and_warns(
-    world: World, stranger: Server, booter: Any, caplog: pytest.LogCaptureFixture
+    world: World, stranger: World, booter: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Without a list every server is served, as before, and the start-up log says how to restrict it."""
     caplog.set_level("WARNING")
@@ -725,7 +687,7 @@ async def test_feed_credentials_and_query_are_never_shown(
 
 
 async def test_site_deliveries_of_a_server_not_on_the_allow_list_are_held(
-    world: World, stranger: Server, booter: Any, site: FakeSite
+    world: World, stranger: World, booter: Any, site: FakeSite
 ) -> None:
     """The running bot delivers its servers' items; another server's wait untouched, with no alert anywhere."""
     booted: Booted = await booter(discord={"allowed_guild_ids": [world.guild.id]})

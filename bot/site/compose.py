@@ -1,7 +1,7 @@
 """Turn letters, digests and statements into `SiteItem`s: safe HTML, ASCII slugs, webhook metadata.
 
 Pure functions; everything a member or organizer wrote is escaped (member markdown goes through
-`render.discord_to_html`), and the whole fragment passes nh3 once more at the end.
+`site_html.discord_to_html`), and the whole fragment passes nh3 once more at the end.
 """
 
 from __future__ import annotations
@@ -243,7 +243,7 @@ def _markdown(
     channel_names: Mapping[int, str] | None = None,
     role_names: Mapping[int, str] | None = None,
 ) -> str:
-    from bot.render import discord_to_html
+    from bot.site_html import discord_to_html
 
     return discord_to_html(
         text, display_names=display_names or {}, channel_names=channel_names or {}, role_names=role_names or {}

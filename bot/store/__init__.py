@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from bot.clock import Clock
+from bot.store.articles import ArticlesRepo
 from bot.store.audit import AuditRepo
 from bot.store.contributions import ContributionsRepo
 from bot.store.database import Database, StoreError, latest_version
-from bot.store.feeds import ArticlesRepo, FeedsRepo
+from bot.store.feeds import FeedsRepo
 from bot.store.notices import NoticesRepo
 from bot.store.outbox import OutboxRepo
 from bot.store.settings import GuildSettingsRepo, MetaRepo

@@ -322,13 +322,6 @@ class ContributionsRepo:
             (flag, contribution_id, flag),
         )
 
-    async def set_remote(self, contribution_id: int, remote_id: str | None, url: str | None) -> None:
-        await self._db.write(
-            "UPDATE contributions SET remote_id = coalesce(?, remote_id), remote_url = coalesce(?, remote_url)"
-            " WHERE id = ?",
-            (remote_id, url, contribution_id),
-        )
-
     async def set_site_status(
         self,
         conn: aiosqlite.Connection,
