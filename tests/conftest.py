@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import importlib.util
 import os
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,62 @@ ALL_COGS = tuple(
     for name in ("cogs.admin", "cogs.articles", "cogs.readers_views", "cogs.editorial", "cogs.statements")
     if importlib.util.find_spec(name) is not None
 )
+
+
+PG_URL_ENV = "READERSVIEWS_TEST_PG_URL"
+STORES = ("sqlite", "postgres")
+
+
+async def fresh_postgres_location(base_url: str) -> tuple[str, Callable[[], Any]]:
+    """A URL to an empty schema of its own in the test PostgreSQL, and a coroutine function dropping it.
+
+    One schema per test (not one database): creating a schema is cheap, and the URL's
+    `search_path` setting points every connection of the store at it.
+    """
+    import asyncpg
+
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    conn = await asyncpg.connect(base_url)
+    try:
+        await conn.execute(f'CREATE SCHEMA "{schema}"')
+    finally:
+        await conn.close()
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(base_url)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await conn.close()
+
+    separator = "&" if "?" in base_url else "?"
+    return f"{base_url}{separator}search_path={schema}", drop
+
+
+def postgres_base_url() -> str:
+    """The test PostgreSQL's URL (scripts/postgres-local.sh up); skip, or fail in CI, without one."""
+    url = os.environ.get(PG_URL_ENV, "")
+    if url:
+        return url
+    if os.environ.get("READERSVIEWS_REQUIRE_POSTGRES"):
+        pytest.fail(f"{PG_URL_ENV} is not set, and CI requires the PostgreSQL store's tests")
+    pytest.skip(f"no PostgreSQL: `bash scripts/postgres-local.sh up`, then set {PG_URL_ENV} (see README)")
+
+
+@pytest.fixture(params=STORES)
+async def store_location(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """Where a test's store lives: a new SQLite file, or a new schema in the test PostgreSQL.
+
+    Tests taking this fixture run once per store.
+    """
+    if request.param == "sqlite":
+        yield str(tmp_path / "store.sqlite3")
+        return
+    location, drop = await fresh_postgres_location(postgres_base_url())
+    try:
+        yield location
+    finally:
+        await drop()
 
 
 @dataclass

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from bot import metrics
+from bot.store.dialect import SQLITE
 
 T = TypeVar("T")
 
@@ -115,15 +116,25 @@ class Database:
     waits for the write lock instead.
     """
 
+    dialect = SQLITE
+
     def __init__(self, conn: aiosqlite.Connection, path: Path, reader: aiosqlite.Connection | None = None) -> None:
         self.conn = conn
         self.path = path
+        self.location = str(path)
         self.reader = reader
         self._lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, path: Path | str, *, migrate: bool = True) -> Database:
-        """Open (creating if needed) and bring the schema up to date."""
+    async def open(cls, path: Path | str, *, migrate: bool = True, password: str | None = None) -> Database:
+        """Open (creating if needed) and bring the schema up to date.
+
+        A `postgresql://` URL opens the PostgreSQL store (`password`: see bot.store.postgres).
+        """
+        from bot.store.postgres import PostgresDatabase, is_postgres_url
+
+        if is_postgres_url(path):
+            return await PostgresDatabase.open_url(str(path), migrate=migrate, password=password)
         uri = str(path).startswith("file:")  # e.g. file:/srv/rv.sqlite3?mode=ro
         path = Path(path)
         on_disk = str(path) != ":memory:" and not uri
@@ -185,6 +196,10 @@ class Database:
         if str(self.path) != ":memory:" and str(mode).lower() != "wal":
             log.warning("database %s: journal mode is %s, not WAL", self.path, mode)
 
+    async def server_version(self) -> str:
+        """The engine and its version, e.g. "SQLite 3.40.1" (for `readersviews check`)."""
+        return f"SQLite {sqlite3.sqlite_version}"
+
     async def schema_version(self) -> int:
         return int(await self._scalar_on_writer("PRAGMA user_version") or 0)
 
@@ -221,7 +236,7 @@ class Database:
             await self.conn.close()
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def transaction(self) -> AsyncIterator[Any]:
         """One unit of work: everything inside commits together or not at all."""
         async with self._lock:
             token = _in_unit_of_work.set(self)

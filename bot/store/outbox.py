@@ -432,7 +432,7 @@ class SiteIncidentRepo:
         self._clock = clock
 
     async def get(self) -> SiteIncident | None:
-        rows = list(await self._db.conn.execute_fetchall("SELECT * FROM site_incident WHERE id = 1"))
+        rows = list(await self._db.fetchall("SELECT * FROM site_incident WHERE id = 1"))
         if not rows:
             return None
         row = rows[0]
