@@ -336,13 +336,15 @@ class Runtime:
         try:
             # A missing site setting fails here, before anything is written.
             site = make_adapter(config.site, secrets, http_client, clock=clock)
-            held = Lease.acquire(config.database.path, lease) if lease else None
+            # PostgreSQL: no file to lock; the database's own guard is taken when it opens (below).
+            held = Lease.acquire(config.database.path, lease) if lease and not config.database.is_postgres else None
         except BaseException:
             await http_client.aclose()
             raise
         try:
             seeds = {gid: seed.model_dump() for gid, seed in config.guilds.items()}
-            store = await Store.open(config.database.path, clock, seeds=seeds)
+            password = secrets.database_password.get_secret_value() if secrets.database_password else None
+            store = await Store.open(config.database.location, clock, seeds=seeds, password=password)
         except BaseException:
             await http_client.aclose()
             await feed_client.aclose()

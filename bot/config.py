@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -75,6 +76,32 @@ class DiscordSettings(_Model):
 
 class DatabaseSettings(_Model):
     path: Path = Path("data/readersviews.sqlite3")
+    """The embedded SQLite file (the default store)."""
+    url: str | None = None
+    """postgresql://user@host:port/db selects PostgreSQL instead of `path` (password from the environment)."""
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("postgresql", "postgres"):
+            raise ValueError("must be a PostgreSQL URL: postgresql://user@host:port/database")
+        if parts.password is not None:
+            raise ValueError(
+                "must not contain the password: set READERSVIEWS_DATABASE_PASSWORD (or PGPASSWORD, or ~/.pgpass)"
+            )
+        return value
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.url is not None
+
+    @property
+    def location(self) -> str:
+        """What Store.open takes: the PostgreSQL URL, or the SQLite file's path."""
+        return self.url if self.url is not None else str(self.path)
 
 
 class LoggingSettings(_Model):
@@ -243,6 +270,7 @@ class Secrets(_Model):
     discord_token: SecretStr | None = None
     wordpress_password: SecretStr | None = None
     webhook_secret: SecretStr | None = None
+    database_password: SecretStr | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Secrets:
@@ -256,6 +284,7 @@ class Secrets(_Model):
             discord_token=get("DISCORD_TOKEN"),
             wordpress_password=get("READERSVIEWS_WP_APP_PASSWORD"),
             webhook_secret=get("READERSVIEWS_WEBHOOK_SECRET"),
+            database_password=get("READERSVIEWS_DATABASE_PASSWORD"),
         )
 
 
@@ -301,7 +330,7 @@ def load_config(path: Path, *, required: bool) -> Config:
 def relative_to_file(config: Config, path: Path) -> Config:
     """Relative paths in a config file mean "beside the file", not "wherever the bot was started"."""
     db = config.database.path
-    if db.is_absolute():
+    if db.is_absolute() or config.database.is_postgres:
         return config
     resolved = path.absolute().parent / db
     if not resolved.exists() and db.exists() and resolved.absolute() != db.absolute():

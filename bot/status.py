@@ -96,7 +96,7 @@ async def collect_status(
         version=__version__,
         uptime=(now - started_at) if started_at else None,
         latency_ms=latency_ms,
-        db_path=str(store.db.path),
+        db_path=store.db.location,
         schema_version=await store.db.schema_version(),
         counts=counts,
         outbox=outbox,

@@ -82,6 +82,16 @@ async def store_location(request: pytest.FixtureRequest, tmp_path: Path) -> Asyn
         await drop()
 
 
+@pytest.fixture
+async def pg_location() -> AsyncIterator[str]:
+    """A new, empty schema in the test PostgreSQL (for PostgreSQL-only tests)."""
+    location, drop = await fresh_postgres_location(postgres_base_url())
+    try:
+        yield location
+    finally:
+        await drop()
+
+
 @dataclass
 class World:
     """A weekly paper's server: staff roles, an alert and a review channel, an articles forum."""
