@@ -36,9 +36,9 @@ ORGANIZER = 222
 
 
 @pytest.fixture
-async def env(tmp_path: Path) -> AsyncIterator[tuple[StatementService, Store, FakeClock]]:
+async def env(store_location: str) -> AsyncIterator[tuple[StatementService, Store, FakeClock]]:
     clock = FakeClock(START)
-    store = await Store.open(tmp_path / "s.sqlite3", clock)
+    store = await Store.open(store_location, clock)
     service = StatementService(store, StatementsRepo(store.db, clock), clock, site_update_minutes=10)
     try:
         yield service, store, clock

@@ -219,8 +219,10 @@ class OutboxRepo:
             else:
                 await conn.execute(
                     "INSERT INTO remote_objects (entity, remote_id, remote_url, updated_at) VALUES (?, ?, ?, ?)"
-                    " ON CONFLICT (entity) DO UPDATE SET remote_id = coalesce(excluded.remote_id, remote_id),"
-                    " remote_url = coalesce(excluded.remote_url, remote_url), updated_at = excluded.updated_at",
+                    " ON CONFLICT (entity) DO UPDATE SET"
+                    " remote_id = coalesce(excluded.remote_id, remote_objects.remote_id),"
+                    " remote_url = coalesce(excluded.remote_url, remote_objects.remote_url),"
+                    " updated_at = excluded.updated_at",
                     (entity, remote_id, url, now),
                 )
 
@@ -242,8 +244,10 @@ class OutboxRepo:
             if live:
                 await conn.executemany(
                     "INSERT INTO remote_objects (entity, remote_id, remote_url, updated_at) VALUES (?, ?, ?, ?)"
-                    " ON CONFLICT (entity) DO UPDATE SET remote_id = coalesce(excluded.remote_id, remote_id),"
-                    " remote_url = coalesce(excluded.remote_url, remote_url), updated_at = excluded.updated_at",
+                    " ON CONFLICT (entity) DO UPDATE SET"
+                    " remote_id = coalesce(excluded.remote_id, remote_objects.remote_id),"
+                    " remote_url = coalesce(excluded.remote_url, remote_objects.remote_url),"
+                    " updated_at = excluded.updated_at",
                     live,
                 )
 
