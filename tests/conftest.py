@@ -205,11 +205,16 @@ async def boot(fake: FakeDiscord, config: Config, *, clock: Any = None, secrets:
 
 
 @pytest.fixture
-async def booter(fake: FakeDiscord, tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
-    """`await booter(**config_sections)` boots a bot; every bot is stopped at the end of the test."""
+async def booter(fake: FakeDiscord, tmp_path: Path, store_location: str) -> AsyncIterator[Callable[..., Any]]:
+    """`await booter(**config_sections)` boots a bot; every bot is stopped at the end of the test.
+
+    The bots of one test share one store: the SQLite file, or (the `postgres` run) a PostgreSQL schema.
+    """
     started: list[Booted] = []
 
     async def start(clock: Any = None, **sections: Any) -> Booted:
+        if store_location.startswith("postgresql://") and "database" not in sections:
+            sections["database"] = {"url": store_location}
         booted = await boot(fake, make_config(fake, tmp_path, **sections), clock=clock)
         started.append(booted)
         return booted

@@ -53,7 +53,10 @@ async def test_status_answers_admin(running: Booted, world: World) -> None:
     assert response["data"]["flags"] & EPHEMERAL
     text = response["data"]["content"]
     assert "readersviews" in text and "schema v" in text and "Outbox:" in text
-    assert "readersviews.sqlite3" in text
+    if running.bot.store.db.dialect == "postgres":
+        assert "Database: `postgresql://readersviews@" in text  # the URL (never with a password)
+    else:
+        assert "readersviews.sqlite3" in text
 
 
 async def test_non_admin_is_refused_clearly(running: Booted, world: World) -> None:

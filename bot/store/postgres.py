@@ -172,10 +172,20 @@ def _numeric(text: str) -> int | float | Decimal:
     return int(value) if value == value.to_integral_value() else float(value)
 
 
+def _bool_text(value: object) -> str:
+    return "t" if value else "f"
+
+
+def _text_bool(text: str) -> bool:
+    return text == "t"
+
+
 async def _init_connection(raw: Any) -> None:
     await raw.set_type_codec("numeric", schema="pg_catalog", encoder=str, decoder=_numeric, format="text")
     # SQLite stores an int given for a TEXT column as text; asyncpg would refuse it.
     await raw.set_type_codec("text", schema="pg_catalog", encoder=str, decoder=str, format="text")
+    # SQLite has no booleans: the repositories pass 0/1 where a condition is a parameter (CASE WHEN ?).
+    await raw.set_type_codec("bool", schema="pg_catalog", encoder=_bool_text, decoder=_text_bool, format="text")
 
 
 class PostgresDatabase(Database):

@@ -395,7 +395,8 @@ class StatementsRepo:
         }
         for start in range(0, len(wanted), 400):
             chunk = wanted[start : start + 400]
-            sql = _SIGN_CONTEXT.format(values=",".join(["(?, ?)"] * len(chunk)))
+            # Typed: PostgreSQL takes untyped VALUES parameters for text (SQLite's BIGINT is INTEGER).
+            sql = _SIGN_CONTEXT.format(values=",".join(["(CAST(? AS BIGINT), CAST(? AS BIGINT))"] * len(chunk)))
             rows = await self.db.fetchall(sql, [value for pair in chunk for value in pair])
             statements: dict[int, StatementRow] = {}
             for row in rows:
