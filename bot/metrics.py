@@ -108,7 +108,7 @@ async def refresh(bot: ReadersViewsBot) -> None:
     db = bot.store.db
     feeds = {"ok": 0, "failing": 0, "paused": 0}
     for row in await db.fetchall(
-        "SELECT CASE WHEN NOT enabled THEN 'paused' WHEN consecutive_errors > 0 THEN 'failing' ELSE 'ok' END"
+        "SELECT CASE WHEN enabled = 0 THEN 'paused' WHEN consecutive_errors > 0 THEN 'failing' ELSE 'ok' END"
         " AS state, count(*) AS n FROM feeds GROUP BY 1"
     ):
         feeds[row["state"]] = int(row["n"])
