@@ -53,7 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("run", help="start the bot (default)", description="Start the bot; SIGTERM/SIGINT stop it cleanly.")
     sub.add_parser("check", help="validate config, token, database and site; exit 1 on problems")
-    sub.add_parser("migrate", help="apply database migrations and exit")
+    migrate = sub.add_parser("migrate", help="apply database migrations and exit")
+    migrate.add_argument(
+        "--copy-from",
+        metavar="SQLITE_FILE",
+        type=Path,
+        help="copy this SQLite database into the (empty) PostgreSQL database of database.url, then migrate",
+    )
     status = sub.add_parser(
         "status",
         help="what /readersviews status shows, for every server, read from the database (no Discord)",
@@ -131,6 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command == "check":
             return asyncio.run(cmd_check(config, secrets))
         if command == "migrate":
+            if args.copy_from is not None:
+                return asyncio.run(cmd_copy_from(config, args.copy_from))
             return asyncio.run(cmd_migrate(config))
         if command == "sync-commands":
             return asyncio.run(cmd_sync(config, secrets, args.guild))
@@ -389,6 +397,36 @@ async def cmd_migrate(config: Config) -> int:
     if created:
         print(f"no database at {config.database.path} yet: created it")
     print(f"applied {', '.join(applied)}" if applied else "nothing to apply")
+    print(f"database {_database_name(config)} is at schema v{version}")
+    return 0
+
+
+async def cmd_copy_from(config: Config, source: Path) -> int:
+    """`migrate --copy-from FILE`: the SQLite database into the empty PostgreSQL one (bot.store.copy)."""
+    from bot.store.copy import copy_from_sqlite
+    from bot.store.postgres import PostgresDatabase
+
+    if not config.database.is_postgres:
+        raise CliError("--copy-from copies into PostgreSQL: set database.url in the config first")
+    if not source.is_file():
+        raise CliError(f"no SQLite database at {source}")
+    # No bot may write to the file while it is copied: take its lease as `run` would.
+    lease = Lease.acquire(source.absolute(), "migrate --copy-from")
+    try:
+        db = await Database.open(config.database.location, migrate=False, password=_database_password())
+        assert isinstance(db, PostgresDatabase)
+        try:
+            copied = await copy_from_sqlite(source.absolute(), db)
+            version = await db.schema_version()
+        finally:
+            await db.close()
+    finally:
+        if lease is not None:
+            lease.release()
+    width = max(map(len, copied), default=0)
+    for table, count in copied.items():
+        print(f"{table:<{width}}  {count} row(s), same as in {source.name}")
+    print(f"copied {sum(copied.values())} row(s) of {len(copied)} table(s) into {_database_name(config)}")
     print(f"database {_database_name(config)} is at schema v{version}")
     return 0
 

@@ -207,13 +207,15 @@ class Database:
         rows = list(await self.conn.execute_fetchall(sql))
         return rows[0][0] if rows else None
 
-    async def migrate(self) -> list[str]:
-        """Apply every migration newer than the DB's version, each in its own transaction."""
+    async def migrate(self, up_to: int | None = None) -> list[str]:
+        """Apply every migration newer than the DB's version (up to `up_to`), each in its own transaction."""
         applied = []
         current = await self.schema_version()
         for version, name, sql in migration_files():
             if version <= current:
                 continue
+            if up_to is not None and version > up_to:
+                break
             async with self._lock:
                 # executescript would COMMIT first; run statements one by one inside our transaction.
                 await self.conn.execute("BEGIN IMMEDIATE")

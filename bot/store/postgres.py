@@ -180,7 +180,11 @@ def _text_bool(text: str) -> bool:
     return text == "t"
 
 
-async def _init_connection(raw: Any) -> None:
+TEXT_CODECS = ("numeric", "text", "bool")
+
+
+async def init_connection(raw: Any) -> None:
+    """Codecs giving SQLite's leniency and answers (see each line); every pooled connection gets them."""
     await raw.set_type_codec("numeric", schema="pg_catalog", encoder=str, decoder=_numeric, format="text")
     # SQLite stores an int given for a TEXT column as text; asyncpg would refuse it.
     await raw.set_type_codec("text", schema="pg_catalog", encoder=str, decoder=str, format="text")
@@ -216,7 +220,7 @@ class PostgresDatabase(Database):
                 password=password or None,
                 min_size=1,
                 max_size=max_connections,
-                init=_init_connection,
+                init=init_connection,
                 timeout=15,
             )
         except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
@@ -255,9 +259,12 @@ class PostgresDatabase(Database):
         async with self._pool.acquire() as raw:
             return await _schema_version(raw)
 
-    async def migrate(self) -> list[str]:
+    async def migrate(self, up_to: int | None = None) -> list[str]:
+        """Apply every migration newer than the database's version (up to `up_to`), each in its own transaction."""
         applied = []
         for version, name, sql in migration_files():
+            if up_to is not None and version > up_to:
+                break
             async with self._lock, self._pool.acquire() as raw, raw.transaction():
                 await raw.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
                 current = await _schema_version(raw)
