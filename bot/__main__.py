@@ -138,7 +138,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(cmd_check(config, secrets))
         if command == "migrate":
             if args.copy_from is not None:
-                return asyncio.run(cmd_copy_from(config, args.copy_from))
+                if not config.database.is_postgres:
+                    raise CliError("--copy-from copies into PostgreSQL: set database.url in the config first")
+                if not args.copy_from.is_file():
+                    raise CliError(f"no SQLite database at {args.copy_from}")
+                return asyncio.run(cmd_copy_from(config, args.copy_from.absolute()))
             return asyncio.run(cmd_migrate(config))
         if command == "sync-commands":
             return asyncio.run(cmd_sync(config, secrets, args.guild))
@@ -402,21 +406,17 @@ async def cmd_migrate(config: Config) -> int:
 
 
 async def cmd_copy_from(config: Config, source: Path) -> int:
-    """`migrate --copy-from FILE`: the SQLite database into the empty PostgreSQL one (bot.store.copy)."""
+    """`migrate --copy-from FILE` (an existing file, absolute): into the empty PostgreSQL database (bot.store.copy)."""
     from bot.store.copy import copy_from_sqlite
     from bot.store.postgres import PostgresDatabase
 
-    if not config.database.is_postgres:
-        raise CliError("--copy-from copies into PostgreSQL: set database.url in the config first")
-    if not source.is_file():
-        raise CliError(f"no SQLite database at {source}")
     # No bot may write to the file while it is copied: take its lease as `run` would.
-    lease = Lease.acquire(source.absolute(), "migrate --copy-from")
+    lease = Lease.acquire(source, "migrate --copy-from")
     try:
         db = await Database.open(config.database.location, migrate=False, password=_database_password())
         assert isinstance(db, PostgresDatabase)
         try:
-            copied = await copy_from_sqlite(source.absolute(), db)
+            copied = await copy_from_sqlite(source, db)
             version = await db.schema_version()
         finally:
             await db.close()

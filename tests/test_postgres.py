@@ -108,12 +108,14 @@ def fill(path: Path) -> None:
     )
     conn.execute("INSERT INTO meta (key, value) VALUES ('commands_hash', 'abc')")
     conn.execute(
-        "INSERT INTO feeds (id, guild_id, url, channel_id, channel_kind, created_at) VALUES (3, ?, 'https://x/feed', ?, 'forum', ?)",
+        "INSERT INTO feeds (id, guild_id, url, channel_id, channel_kind, created_at)"
+        " VALUES (3, ?, 'https://x/feed', ?, 'forum', ?)",
         (big, big + 1, now),
     )
     for n in range(1, 121):
         conn.execute(
-            "INSERT INTO articles (feed_id, guid, title, link, content_hash, first_seen_at) VALUES (3, ?, ?, ?, 'h', ?)",
+            "INSERT INTO articles (feed_id, guid, title, link, content_hash, first_seen_at)"
+            " VALUES (3, ?, ?, ?, 'h', ?)",
             (f"g{n}", f"Story {n}", f"https://x/{n}", now),
         )
     conn.execute("DELETE FROM articles WHERE id = 7")

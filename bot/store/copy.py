@@ -27,6 +27,8 @@ class CopyRefused(StoreError):
 
 def _read_source(path: Path) -> tuple[int, dict[str, list[str]], list[str]]:
     """(schema version, {table: columns}, tables with parents first) of the SQLite file."""
+    if not path.is_file():
+        raise CopyRefused(f"no SQLite database at {path}")
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
@@ -88,8 +90,6 @@ def _convert(value: Any, pg_type: str) -> Any:
 
 async def copy_from_sqlite(source: Path, target: PostgresDatabase) -> dict[str, int]:
     """Copy `source` into `target` (empty); return the rows copied per table. See the module's docstring."""
-    if not source.is_file():
-        raise CopyRefused(f"no SQLite database at {source}")
     version, columns, tables = await asyncio.to_thread(_read_source, source)
     latest = latest_version()
     if version > latest:
