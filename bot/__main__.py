@@ -29,6 +29,7 @@ from bot.site.base import redact_text, redact_url
 from bot.store import Store, StoreError, latest_version
 from bot.store.database import Database
 from bot.store.lease import Lease
+from bot.store.postgres import PostgresDatabase
 from bot.tenants import OPEN_WARNING
 
 log = logging.getLogger("readersviews")
@@ -391,6 +392,8 @@ async def cmd_migrate(config: Config) -> int:
     try:
         db = await Database.open(config.database.location, migrate=False, password=_database_password())
         try:
+            if isinstance(db, PostgresDatabase):
+                await db.hold_guard("migrate")  # not under a running bot (as the file lease for SQLite)
             applied = await db.migrate()
             version = await db.schema_version()
         finally:
@@ -408,7 +411,6 @@ async def cmd_migrate(config: Config) -> int:
 async def cmd_copy_from(config: Config, source: Path) -> int:
     """`migrate --copy-from FILE` (an existing file, absolute): into the empty PostgreSQL database (bot.store.copy)."""
     from bot.store.copy import copy_from_sqlite
-    from bot.store.postgres import PostgresDatabase
 
     # No bot may write to the file while it is copied: take its lease as `run` would.
     lease = Lease.acquire(source, "migrate --copy-from")
@@ -416,6 +418,7 @@ async def cmd_copy_from(config: Config, source: Path) -> int:
         db = await Database.open(config.database.location, migrate=False, password=_database_password())
         assert isinstance(db, PostgresDatabase)
         try:
+            await db.hold_guard("migrate")
             copied = await copy_from_sqlite(source, db)
             version = await db.schema_version()
         finally:

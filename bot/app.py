@@ -36,6 +36,7 @@ from bot.status import outbox_row_guild
 from bot.store import Store
 from bot.store.lease import Lease
 from bot.store.outbox import OutboxRow, SiteIncident
+from bot.store.postgres import PostgresDatabase
 from bot.tenants import OPEN_WARNING, Tenants
 
 log = logging.getLogger(__name__)
@@ -345,6 +346,12 @@ class Runtime:
             seeds = {gid: seed.model_dump() for gid, seed in config.guilds.items()}
             password = secrets.database_password.get_secret_value() if secrets.database_password else None
             store = await Store.open(config.database.location, clock, seeds=seeds, password=password)
+            if lease and isinstance(store.db, PostgresDatabase):
+                try:
+                    await store.db.hold_guard(lease)  # one bot per database, as the file lease is for SQLite
+                except BaseException:
+                    await store.close()
+                    raise
         except BaseException:
             await http_client.aclose()
             await feed_client.aclose()

@@ -353,16 +353,19 @@ async def test_site_alert_goes_only_to_the_items_server(running: Booted, world: 
     assert [gid for _, gid, text in bot.health.last_errors if "my error" in text] == [world.guild.id]
 
 
-async def test_one_bot_per_database(world: World, tmp_path: Path) -> None:
+async def test_one_bot_per_database(world: World, tmp_path: Path, store_location: str) -> None:
     """A second `run` (or a `migrate`) on a running bot's database refuses in one line naming the running one;
-    once that one is killed (SIGKILL: no clean-up), a new `run` takes over at once."""
-    first = await spawn(world, tmp_path, "-m", "bot", "--config", "{config}", "run")
+    once that one is killed (SIGKILL: no clean-up), a new `run` takes over at once.
+
+    SQLite: a lock on a file beside the database; PostgreSQL: an advisory lock held by a connection."""
+    sections = {"database": {"url": store_location}} if store_location.startswith("postgresql://") else {}
+    first = await spawn(world, tmp_path, "-m", "bot", "--config", "{config}", "run", **sections)
     processes = [first]
     try:
         await world.fake.wait_for_ready(timeout=30)
         await world.fake.roundtrip()
         for command in ("run", "migrate"):
-            second = await spawn(world, tmp_path, "-m", "bot", "--config", "{config}", command)
+            second = await spawn(world, tmp_path, "-m", "bot", "--config", "{config}", command, **sections)
             processes.append(second)
             output, _ = await asyncio.wait_for(second.communicate(), timeout=30)
             lines = output.decode().strip().splitlines()
@@ -375,7 +378,7 @@ async def test_one_bot_per_database(world: World, tmp_path: Path) -> None:
         first.kill()
         await first.wait()
         world.fake.gateway.ready.clear()
-        third = await spawn(world, tmp_path, "-m", "bot", "--config", "{config}", "run")
+        third = await spawn(world, tmp_path, "-m", "bot", "--config", "{config}", "run", **sections)
         processes.append(third)
         await world.fake.wait_for_ready(timeout=30)
         assert world.fake.identify_count == 2

@@ -19,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import os
 import re
+import socket
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -197,9 +199,11 @@ class PostgresDatabase(Database):
 
     dialect = POSTGRES
 
-    def __init__(self, pool: Any, url: str) -> None:
+    def __init__(self, pool: Any, url: str, password: str | None = None) -> None:
         self._pool = pool
         self.url = url
+        self._password = password
+        self._guard: Any = None  # the connection holding this process's guard (`hold_guard`)
         self.location = display_url(url)
         self.reader = None
         self._lock = asyncio.Lock()
@@ -225,7 +229,7 @@ class PostgresDatabase(Database):
             )
         except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
             raise StoreError(f"cannot connect to PostgreSQL at {where}: {_one_line(exc)}") from None
-        db = cls(pool, url)
+        db = cls(pool, url, password)
         try:
             version = await db.schema_version()
             latest = latest_version()
@@ -281,8 +285,52 @@ class PostgresDatabase(Database):
             await self._learn_id_tables()
         return applied
 
+    async def hold_guard(self, command: str) -> None:
+        """One bot per database: take its guard for `command` ("run", "migrate") or raise DatabaseInUse.
+
+        The guard is a session advisory lock (one per schema) on a connection of its own, held until
+        `close()`. PostgreSQL drops it when that connection ends, so a killed process (SIGKILL, OOM)
+        gives the database up as soon as the server sees its connection close: no expiry to wait for.
+        The connection's application_name names the holder for the refusal.
+        """
+        import asyncpg
+
+        from bot.store.lease import DatabaseInUse
+
+        if self._guard is not None:
+            return
+        holder = f"readersviews {command} {os.getpid()}@{socket.gethostname()}"[:63]
+        try:
+            conn = await asyncpg.connect(
+                self.url, password=self._password or None, server_settings={"application_name": holder}, timeout=15
+            )
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StoreError(f"cannot connect to PostgreSQL at {self.location}: {_one_line(exc)}") from None
+        try:
+            key = await conn.fetchval("SELECT hashtextextended(current_schema() || ':readersviews-run', 0)")
+            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
+                row = await conn.fetchrow(
+                    "SELECT a.application_name, a.backend_start FROM pg_locks l"
+                    " JOIN pg_stat_activity a ON a.pid = l.pid"
+                    " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
+                    " AND l.classid::bigint = ($1::bigint >> 32) & 4294967295"
+                    " AND l.objid::bigint = $1::bigint & 4294967295",
+                    key,
+                )
+                raise DatabaseInUse(
+                    f"another readersviews is using {self.location} ({_describe_holder(row)}); stop it first "
+                    "(a process that was killed gives the database up at once)"
+                )
+        except BaseException:
+            await conn.close()
+            raise
+        self._guard = conn
+
     async def close(self) -> None:
         async with self._lock:
+            if self._guard is not None:
+                guard, self._guard = self._guard, None
+                await guard.close()
             await self._pool.close()
 
     @asynccontextmanager
@@ -345,6 +393,18 @@ async def _schema_version(raw: Any) -> int:
     if not exists:
         return 0
     return int(await raw.fetchval("SELECT max(version) FROM schema_version") or 0)
+
+
+def _describe_holder(row: Any) -> str:
+    """ "run on host H, pid P, since T" from the holder's application_name and connection time."""
+    if row is None:
+        return "it is starting"
+    parts = str(row["application_name"] or "").split()
+    since = row["backend_start"].isoformat(timespec="seconds") if row["backend_start"] else "?"
+    if len(parts) == 3 and parts[0] == "readersviews" and "@" in parts[2]:
+        pid, _, host = parts[2].partition("@")
+        return f"{parts[1]} on host {host}, pid {pid}, since {since}"
+    return f"{row['application_name'] or 'a connection'}, since {since}"
 
 
 def _one_line(exc: BaseException) -> str:
