@@ -9,11 +9,14 @@ from typing import Any
 
 import pytest
 
+from bot.claims import FEEDS, JOBS, JobClaims
 from bot.clock import SystemClock
 from bot.config import ConfigError, parse_config
 from bot.store import Store, latest_version
 from bot.store.database import Database, migration_files
 from bot.store.dialect import ddl_to_postgres, to_postgres
+from bot.store.lease import DatabaseInUse
+from bot.store.postgres import PostgresDatabase
 from tests.test_cli import cli, one_error_line, workdir  # noqa: F401 (fixture)
 
 
@@ -200,3 +203,64 @@ def test_copy_from_needs_a_postgresql_target_and_a_file(workdir: Path) -> None: 
     write_config(workdir, "postgresql://rv@127.0.0.1:1/rv")
     line = one_error_line(cli("--config", "c.yaml", "migrate", "--copy-from", "absent.sqlite3", cwd=workdir))
     assert "no SQLite database at absent.sqlite3" in line
+
+
+async def test_each_shard_runs_in_one_process_only(pg_location: str) -> None:
+    """Processes with different shards share the database; a second claim on a shard, or a process
+    without shards (all of them) next to sharded ones, is refused naming the holder."""
+    opened: list[Database] = []
+
+    async def process() -> PostgresDatabase:
+        db = await Database.open(pg_location)
+        opened.append(db)
+        assert isinstance(db, PostgresDatabase)
+        return db
+
+    try:
+        await (await process()).hold_guard("run", [0], 2)
+        await (await process()).hold_guard("run", [1], 2)
+        with pytest.raises(DatabaseInUse, match=r"another readersviews runs shard 0 of 2 on postgresql://.*pid \d+"):
+            await (await process()).hold_guard("run", [0], 2)
+        with pytest.raises(DatabaseInUse, match="another readersviews is using postgresql://"):
+            await (await process()).hold_guard("run")
+        with pytest.raises(DatabaseInUse, match="another readersviews is using postgresql://"):
+            await (await process()).hold_guard("migrate")
+        await opened[0].close()  # the process of shard 0 ends: its shard is free at once
+        await (await process()).hold_guard("run", [0], 2)
+    finally:
+        for db in opened:
+            await db.close()
+
+
+async def test_jobs_run_in_one_process_and_are_taken_over_when_it_dies(pg_location: str) -> None:
+    """Work that is not per server is claimed: one process holds each job; when it ends (its
+    connection closes, as when it is killed), another takes the jobs over at its next try."""
+    first, second = await Database.open(pg_location), await Database.open(pg_location)
+    claims_one, claims_two = JobClaims(first, retry_seconds=3600), JobClaims(second, retry_seconds=3600)
+    taken: list[str] = []
+    claims_two.on_claimed(taken.append)
+    try:
+        await claims_one.start()
+        await claims_two.start()
+        assert claims_one.held == set(JOBS)
+        assert claims_two.held == set() and not claims_two.holds(FEEDS)
+        assert await claims_two.try_claims() == set(), "held jobs are not taken twice"
+        await claims_one.stop()
+        await first.close()
+        assert await claims_two.try_claims() == set(JOBS)
+        assert claims_two.holds(FEEDS) and sorted(taken) == sorted(JOBS)
+    finally:
+        await claims_two.stop()
+        await second.close()
+        await first.close()
+
+
+async def test_sqlite_holds_every_job(tmp_path: Path) -> None:
+    db = await Database.open(tmp_path / "one.sqlite3")
+    claims = JobClaims(db)
+    try:
+        await claims.start()
+        assert claims.held == set(JOBS)
+    finally:
+        await claims.stop()
+        await db.close()

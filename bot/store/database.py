@@ -231,6 +231,10 @@ class Database:
             applied.append(name)
         return applied
 
+    async def claim_jobs(self, jobs: Sequence[str]) -> list[str]:
+        """The jobs (bot.claims) this process holds of `jobs`: all of them (one process per SQLite file)."""
+        return list(jobs)
+
     async def close(self) -> None:
         async with self._lock:
             if self.reader is not None:

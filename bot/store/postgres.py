@@ -203,7 +203,8 @@ class PostgresDatabase(Database):
         self._pool = pool
         self.url = url
         self._password = password
-        self._guard: Any = None  # the connection holding this process's guard (`hold_guard`)
+        self._guard: Any = None  # the connection holding this process's guard and job claims
+        self._guard_lock = asyncio.Lock()
         self.location = display_url(url)
         self.reader = None
         self._lock = asyncio.Lock()
@@ -285,46 +286,76 @@ class PostgresDatabase(Database):
             await self._learn_id_tables()
         return applied
 
-    async def hold_guard(self, command: str) -> None:
-        """One bot per database: take its guard for `command` ("run", "migrate") or raise DatabaseInUse.
-
-        The guard is a session advisory lock (one per schema) on a connection of its own, held until
-        `close()`. PostgreSQL drops it when that connection ends, so a killed process (SIGKILL, OOM)
-        gives the database up as soon as the server sees its connection close: no expiry to wait for.
-        The connection's application_name names the holder for the refusal.
-        """
+    async def _guard_connection(self, command: str) -> Any:
+        """The connection holding this process's guard and job claims (opened once, closed by `close`)."""
         import asyncpg
 
-        from bot.store.lease import DatabaseInUse
-
         if self._guard is not None:
-            return
+            return self._guard
         holder = f"readersviews {command} {os.getpid()}@{socket.gethostname()}"[:63]
         try:
-            conn = await asyncpg.connect(
+            self._guard = await asyncpg.connect(
                 self.url, password=self._password or None, server_settings={"application_name": holder}, timeout=15
             )
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StoreError(f"cannot connect to PostgreSQL at {self.location}: {_one_line(exc)}") from None
+        return self._guard
+
+    async def hold_guard(
+        self, command: str, shard_ids: Sequence[int] | None = None, shard_count: int | None = None
+    ) -> None:
+        """One bot per database, or per shard: take the guard for `command` or raise DatabaseInUse.
+
+        Without shards (and for `migrate`) the guard is exclusive: no other process may run on the
+        database. A process running shards `shard_ids` shares the database with processes running
+        other shards, and takes each of its shards exclusively: two processes claiming one shard
+        refuse to run. The guard is session advisory locks (one set per schema) on a connection of
+        its own, held until `close()`. PostgreSQL drops them when that connection ends, so a killed
+        process (SIGKILL, OOM) gives the database up as soon as the server sees its connection close:
+        no expiry to wait for. The connection's application_name names the holder for the refusal.
+        """
+        from bot.store.lease import DatabaseInUse
+
+        conn = await self._guard_connection(command)
         try:
-            key = await conn.fetchval("SELECT hashtextextended(current_schema() || ':readersviews-run', 0)")
-            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
-                row = await conn.fetchrow(
-                    "SELECT a.application_name, a.backend_start FROM pg_locks l"
-                    " JOIN pg_stat_activity a ON a.pid = l.pid"
-                    " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
-                    " AND l.classid::bigint = ($1::bigint >> 32) & 4294967295"
-                    " AND l.objid::bigint = $1::bigint & 4294967295",
-                    key,
-                )
+            whole = await _lock_key(conn, "readersviews-run")
+            if shard_ids is None:
+                if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", whole):
+                    holder = await _holder(conn, whole)
+                    raise DatabaseInUse(
+                        f"another readersviews is using {self.location} ({holder}); stop it first "
+                        "(a process that was killed gives the database up at once)"
+                    )
+                return
+            if not await conn.fetchval("SELECT pg_try_advisory_lock_shared($1)", whole):
+                holder = await _holder(conn, whole)
                 raise DatabaseInUse(
-                    f"another readersviews is using {self.location} ({_describe_holder(row)}); stop it first "
-                    "(a process that was killed gives the database up at once)"
+                    f"another readersviews is using all of {self.location} ({holder}); stop it first, or give "
+                    "every process discord.shard_ids"
                 )
+            for shard_id in shard_ids:
+                key = await _lock_key(conn, f"readersviews-shard:{shard_id}")
+                if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
+                    holder = await _holder(conn, key)
+                    raise DatabaseInUse(
+                        f"another readersviews runs shard {shard_id} of {shard_count} on {self.location} "
+                        f"({holder}); each shard may run in one process only"
+                    )
         except BaseException:
-            await conn.close()
+            guard, self._guard = self._guard, None
+            await guard.close()
             raise
-        self._guard = conn
+
+    async def claim_jobs(self, jobs: Sequence[str]) -> list[str]:
+        """The jobs (bot.claims) this process now holds of `jobs`: session advisory locks, kept until close."""
+        conn = await self._guard_connection("run")
+        taken = []
+        async with self._guard_lock:
+            for job in jobs:
+                key = await _lock_key(conn, f"readersviews-job:{job}")
+                if await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
+                    taken.append(job)
+        return taken
 
     async def close(self) -> None:
         async with self._lock:
@@ -393,6 +424,23 @@ async def _schema_version(raw: Any) -> int:
     if not exists:
         return 0
     return int(await raw.fetchval("SELECT max(version) FROM schema_version") or 0)
+
+
+async def _lock_key(conn: Any, name: str) -> int:
+    """An advisory lock's key: the name within the current schema (tests share a database)."""
+    return int(await conn.fetchval("SELECT hashtextextended(current_schema() || ':' || $1, 0)", name))
+
+
+async def _holder(conn: Any, key: int) -> str:
+    row = await conn.fetchrow(
+        "SELECT a.application_name, a.backend_start FROM pg_locks l"
+        " JOIN pg_stat_activity a ON a.pid = l.pid"
+        " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND a.pid <> pg_backend_pid()"
+        " AND l.classid::bigint = ($1::bigint >> 32) & 4294967295"
+        " AND l.objid::bigint = $1::bigint & 4294967295 ORDER BY a.backend_start LIMIT 1",
+        key,
+    )
+    return _describe_holder(row)
 
 
 def _describe_holder(row: Any) -> str:
