@@ -21,6 +21,7 @@ import logging
 from collections.abc import Callable
 
 from bot.store.database import Database
+from bot.store.dialect import POSTGRES
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,8 @@ class JobClaims:
     def __init__(self, db: Database, *, retry_seconds: float = 5.0) -> None:
         self._db = db
         self.retry_seconds = retry_seconds
-        self._held: set[str] = set()
+        # One process per SQLite file: it holds every job from the start.
+        self._held: set[str] = set(JOBS) if db.dialect != POSTGRES else set()
         self._listeners: list[Callable[[str], None]] = []
         self._task: asyncio.Task[None] | None = None
 

@@ -23,6 +23,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 DEFAULT_CONFIG_PATH = Path("config/config.yaml")
@@ -60,6 +61,29 @@ class DiscordSettings(_Model):
     Empty: every server it is added to (`check` and the start-up log warn)."""
     connect_timeout_seconds: float = Field(default=300.0, ge=0, le=86400)
     """At start, keep retrying (with back-off) this long while Discord can't be reached, then exit 1."""
+    shard_count: int | None = Field(default=None, ge=1, le=10000)
+    """Run the bot as this many Discord shards (discord.py's AutoShardedBot); default: not sharded."""
+    shard_ids: tuple[int, ...] | None = None
+    """The shards this process runs (default: all of shard_count). Processes running other shards
+    share the PostgreSQL database (database.url); each shard may run in one process only."""
+
+    @model_validator(mode="after")
+    def _shards(self) -> DiscordSettings:
+        if self.shard_ids is not None:
+            if self.shard_count is None:
+                raise ValueError("shard_ids needs shard_count (how many shards the bot has in all)")
+            if not self.shard_ids or len(set(self.shard_ids)) != len(self.shard_ids):
+                raise ValueError("shard_ids must list each shard once")
+            wrong = [i for i in self.shard_ids if not 0 <= i < self.shard_count]
+            if wrong:
+                raise ValueError(
+                    f"shard_ids {wrong} are not shards of {self.shard_count} (0 to {self.shard_count - 1})"
+                )
+        return self
+
+    @property
+    def sharded(self) -> bool:
+        return self.shard_count is not None
 
     @field_validator("api_base_url")
     @classmethod
@@ -247,6 +271,17 @@ class Config(_Model):
     metrics: MetricsSettings = MetricsSettings()
     cogs: tuple[str, ...] = DEFAULT_COGS
     guilds: dict[int, GuildSeed] = {}
+
+    @model_validator(mode="after")
+    def _some_shards_need_postgres(self) -> Config:
+        shards = self.discord
+        some = shards.shard_ids is not None and len(shards.shard_ids) < (shards.shard_count or 0)
+        if some and not self.database.is_postgres:
+            raise ValueError(
+                "discord.shard_ids lists only some shards: the processes running the others must share "
+                "a PostgreSQL database (database.url); one SQLite file serves one process"
+            )
+        return self
 
     @field_validator("cogs")
     @classmethod

@@ -135,8 +135,14 @@ async def refresh(bot: ReadersViewsBot) -> None:
 
 
 def gateway_connected(bot: ReadersViewsBot) -> bool:
+    """Connected: ready, and every gateway connection (one per shard when sharded) open."""
+    if not bot.is_ready() or bot.is_closed():
+        return False
+    shards = getattr(bot, "shards", None)
+    if isinstance(shards, dict):
+        return bool(shards) and all(not info.is_closed() for info in shards.values())
     ws = bot.ws
-    return bot.is_ready() and not bot.is_closed() and ws is not None and bool(ws.open)
+    return ws is not None and bool(ws.open)
 
 
 async def health(bot: ReadersViewsBot, *, write_within: float = 5.0) -> tuple[bool, dict[str, object]]:

@@ -12,6 +12,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands, tasks
 
+from bot import claims
 from bot.articles import (
     DEFAULT_TAG_KEY,
     ArticleService,
@@ -103,6 +104,9 @@ class Articles(commands.Cog):
 
     @tasks.loop(count=None)
     async def poller(self) -> None:
+        if not self.bot.claims.holds(claims.FEEDS):  # another process polls the feeds (bot.claims)
+            await asyncio.sleep(self.bot.claims.retry_seconds)
+            return
         await self.run_cycle()
         next_due = await self.bot.store.feeds.next_due_at()
         delay = MAX_POLL_SLEEP

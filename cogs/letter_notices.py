@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
+from bot import claims
 from bot.letters import LetterError, LetterService, public_url
 from bot.render import escape_discord_text
 from bot.site.base import StatusAdapter
@@ -113,7 +114,8 @@ class NoticeSender:
             self._wake.clear()
             self._busy = True
             try:
-                await self.run_once()
+                if self.bot.claims.holds(claims.NOTICES):  # else another process sends them (bot.claims)
+                    await self.run_once()
             except Exception:
                 log.exception("sending letter notices failed; trying again shortly")
             finally:
@@ -226,7 +228,8 @@ class SiteStatusChecker:
         interval = self.bot.config.site.review_check_minutes * 60.0
         while True:
             try:
-                await self.run_once()
+                if self.bot.claims.holds(claims.SITE_STATUS):  # else another process checks (bot.claims)
+                    await self.run_once()
             except Exception:
                 log.exception("checking letters on the site failed; trying again later")
             await asyncio.sleep(interval)

@@ -15,6 +15,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands, tasks
 
+from bot import claims
 from bot.errors import send_ephemeral
 from bot.forms import stateless, submitted_form
 from bot.letters import LetterError, LetterService, Recorder, public_url, state_label
@@ -232,6 +233,8 @@ class ReadersViews(commands.Cog):
     @tasks.loop(hours=PURGE_EVERY_HOURS)
     async def purge(self) -> None:
         """Recorded replies nobody submitted expire after `letters.retention_days`."""
+        if not self.bot.claims.holds(claims.RETENTION):  # another process purges (bot.claims)
+            return
         removed = await self.service.purge_expired()
         if removed:
             log.info("purged %d expired recorded replies", removed)

@@ -21,6 +21,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands, tasks
 
+from bot import claims
 from bot.checks import ensure_organizer, may, organizer_only
 from bot.errors import send_ephemeral
 from bot.render import inert_text
@@ -500,6 +501,9 @@ class Statements(commands.Cog):
 
     @tasks.loop(count=None)
     async def timer(self) -> None:
+        if not self.bot.claims.holds(claims.STATEMENTS):  # another process keeps the deadlines (bot.claims)
+            await asyncio.sleep(self.bot.claims.retry_seconds)
+            return
         self._wake.clear()
         await self.run_timer_once()
         next_at = await self.service.next_timer_at()
