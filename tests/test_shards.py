@@ -1,0 +1,182 @@
+"""Two `readersviews run` processes, one shard each, sharing one PostgreSQL database.
+
+Each process gets only its own shard's servers from the (fake) gateway and answers their
+interactions; the work that is not per server (here: the feeds) runs in one process at a time, and
+when that process is killed mid-work (SIGKILL) the other takes it over: every article is posted once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+import yaml
+
+from bot.clock import SystemClock
+from bot.store import Store
+from tests.conftest import make_config
+from tests.fakediscord import FakeDiscord, Guild
+from tests.feedserver import FeedServer
+from tests.test_articles import rss, story
+
+ROOT = Path(__file__).resolve().parent.parent
+ITEMS = 8  # per feed; Discord's 5 messages per 5 s per channel keeps the feed job busy for a while
+
+
+async def spawn(fake: FakeDiscord, tmp_path: Path, location: str, shard_id: int) -> asyncio.subprocess.Process:
+    config = make_config(
+        fake,
+        tmp_path,
+        database={"url": location},
+        discord={"shard_count": 2, "shard_ids": [shard_id]},
+    )
+    path = tmp_path / f"shard-{shard_id}.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    env = {**os.environ, "DISCORD_TOKEN": fake.token, "PYTHONPATH": str(ROOT)}
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        "--config",
+        str(path),
+        "run",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+
+
+async def feeds_holder(location: str) -> int | None:
+    """The pid of the process holding the feeds job (bot.claims), from its guard connection's name."""
+    conn = await asyncpg.connect(location)
+    try:
+        name = await conn.fetchval(
+            "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+            " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
+            " AND ((l.classid::bigint << 32) | l.objid::bigint)"
+            " = hashtextextended(current_schema() || ':readersviews-job:feeds', 0)"
+        )
+    finally:
+        await conn.close()
+    if not name:
+        return None
+    return int(name.split()[2].partition("@")[0])
+
+
+async def posted(location: str) -> int:
+    store = await Store.open(location, SystemClock(), migrate=False)
+    try:
+        return int(await store.db.scalar("SELECT count(*) FROM articles WHERE status = 'posted'") or 0)
+    finally:
+        await store.close()
+
+
+async def until(condition: Any, what: str, timeout: float = 60.0) -> None:  # noqa: ASYNC109
+    """Poll `condition()` (a coroutine function) until it is true; fail naming `what` after `timeout`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.2)
+
+
+async def test_two_processes_on_two_shards_post_every_article_once(
+    fake: FakeDiscord, tmp_path: Path, pg_location: str
+) -> None:
+    guilds: list[Guild] = [fake.add_guild(f"Paper {n}", shard=(n, 2)) for n in (0, 1)]
+    channels = [g.add_text_channel("news") for g in guilds]
+    admins = [g.add_member(f"admin-{n}", roles=[g.add_admin_role()]) for n, g in enumerate(guilds)]
+    site = FeedServer()
+    await site.start()
+    for n in (0, 1):
+        site.set_feed(f"/feed-{n}.xml", rss([story(100 * n + i) for i in range(ITEMS)]))
+    store = await Store.open(pg_location, SystemClock())
+    try:
+        for n, guild in enumerate(guilds):
+            await store.feeds.add(
+                guild_id=guild.id,
+                url=site.url(f"/feed-{n}.xml"),
+                channel_id=channels[n].id,
+                channel_kind="text",
+                tag_map={},
+                poll_interval=900,
+                created_by=None,
+            )
+    finally:
+        await store.close()
+
+    processes = {n: await spawn(fake, tmp_path, pg_location, n) for n in (0, 1)}
+    try:
+        await fake.wait_for_shards({0, 1}, timeout=60)
+        assert fake.shards == {0: (0, 2), 1: (1, 2)}
+        # Each server's interactions reach the process running its shard, which answers them.
+        for guild, admin in zip(guilds, admins, strict=True):
+            ix = await fake.slash(guild, admin, "readersviews status")
+            response = await ix.wait_response(timeout=30)
+            assert "schema v" in response["data"]["content"]
+
+        # Kill the process doing the feeds once it has posted something, before it is done.
+        await until(lambda: _posted_some(pg_location), "the first article")
+        holder = await feeds_holder(pg_location)
+        assert holder in (processes[0].pid, processes[1].pid)
+        killed = next(n for n, p in processes.items() if p.pid == holder)
+        processes[killed].send_signal(signal.SIGKILL)
+        await processes[killed].wait()
+        assert await posted(pg_location) < 2 * ITEMS, "killed mid-work"
+
+        # The other process takes the feeds over (its next try, bot.claims); then the killed one
+        # comes back, and its shard is free at once.
+        survivor = processes[1 - killed].pid
+
+        async def taken_over() -> bool:
+            return await feeds_holder(pg_location) == survivor
+
+        await until(taken_over, "the surviving process to take the feeds over")
+        processes[killed] = await spawn(fake, tmp_path, pg_location, killed)
+        await until(lambda: _all_posted(pg_location), "every article posted", timeout=120)
+
+        async def back() -> bool:
+            return fake.identify_count == 3  # two at start, one for the restarted shard
+
+        await until(back, "the restarted process to identify its shard")
+    finally:
+        for process in processes.values():
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+        for process in processes.values():
+            try:
+                await asyncio.wait_for(process.wait(), timeout=30)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        await site.stop()
+
+    for n, channel in enumerate(channels):
+        titles = Counter(
+            embed.get("title")
+            for message in fake.messages_in(channel)
+            for embed in message.get("embeds", [])
+            if embed.get("title")
+        )
+        expected = {f"Story number {100 * n + i}" for i in range(ITEMS)}
+        assert set(titles) == expected, f"channel {n}: {sorted(titles)}"
+        assert max(titles.values()) == 1, f"posted twice: {[t for t, c in titles.items() if c > 1]}"
+
+
+async def _posted_some(location: str) -> bool:
+    return await posted(location) > 0
+
+
+async def _all_posted(location: str) -> bool:
+    return await posted(location) == 2 * ITEMS
+
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="POSIX signals")
