@@ -20,26 +20,38 @@ import pytest
 import yaml
 
 from bot.clock import SystemClock
+from bot.site.compose import Letter, compose_letter
 from bot.store import Store
+from bot.store.database import Database
 from tests.conftest import make_config
 from tests.fakediscord import FakeDiscord, Guild
 from tests.feedserver import FeedServer
+from tests.sitefake import WP_PASSWORD, WP_USER, FakeSite
 from tests.test_articles import rss, story
 
 ROOT = Path(__file__).resolve().parent.parent
 ITEMS = 8  # per feed; Discord's 5 messages per 5 s per channel keeps the feed job busy for a while
 
 
-async def spawn(fake: FakeDiscord, tmp_path: Path, location: str, shard_id: int) -> asyncio.subprocess.Process:
+async def spawn(
+    fake: FakeDiscord,
+    tmp_path: Path,
+    location: str,
+    shard_id: int,
+    *,
+    env: dict[str, str] | None = None,
+    **sections: Any,
+) -> asyncio.subprocess.Process:
     config = make_config(
         fake,
         tmp_path,
         database={"url": location},
         discord={"shard_count": 2, "shard_ids": [shard_id]},
+        **sections,
     )
     path = tmp_path / f"shard-{shard_id}.yaml"
     path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
-    env = {**os.environ, "DISCORD_TOKEN": fake.token, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "DISCORD_TOKEN": fake.token, "PYTHONPATH": str(ROOT), **(env or {})}
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -53,15 +65,16 @@ async def spawn(fake: FakeDiscord, tmp_path: Path, location: str, shard_id: int)
     )
 
 
-async def feeds_holder(location: str) -> int | None:
-    """The pid of the process holding the feeds job (bot.claims), from its guard connection's name."""
+async def feeds_holder(location: str, job: str = "feeds") -> int | None:
+    """The pid of the process holding a job (bot.claims), from its guard connection's name."""
     conn = await asyncpg.connect(location)
     try:
         name = await conn.fetchval(
             "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
             " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
             " AND ((l.classid::bigint << 32) | l.objid::bigint)"
-            " = hashtextextended(current_schema() || ':readersviews-job:feeds', 0)"
+            " = hashtextextended(current_schema() || ':readersviews-job:' || $1, 0)",
+            job,
         )
     finally:
         await conn.close()
@@ -177,6 +190,76 @@ async def _posted_some(location: str) -> bool:
 
 async def _all_posted(location: str) -> bool:
     return await posted(location) == 2 * ITEMS
+
+
+LETTERS = 40
+
+
+async def test_two_processes_deliver_every_outbox_item_once(
+    fake: FakeDiscord, tmp_path: Path, pg_location: str
+) -> None:
+    """The outbox is delivered by one of the processes; SIGKILLed mid-drain, the other takes over
+    (the item in flight when it died is looked up on the site before being created again)."""
+    for n in (0, 1):
+        fake.add_guild(f"Paper {n}", shard=(n, 2))
+    site = FakeSite()
+    await site.start()
+    # After a few posts the site goes silent on one: the process delivering is stuck mid-request
+    # (the outcome unknown to it) when it is killed.
+    site.stall_after(5, path="/wp-json/wp/v2/posts")
+    store = await Store.open(pg_location, SystemClock())
+    try:
+        async with store.db.transaction() as conn:
+            for i in range(1, LETTERS + 1):
+                item = compose_letter(Letter(id=i, text=f"Letter {i} about bridges.", byline=f"R {i}"), disclaimer=None)
+                await store.outbox.enqueue_item(conn, "create", item, revision=1)
+    finally:
+        await store.close()
+    sections = {"site": {"kind": "wordpress", "wordpress": {"url": site.wp_url, "username": WP_USER}}}
+    env = {"READERSVIEWS_WP_APP_PASSWORD": WP_PASSWORD}
+    processes = {n: await spawn(fake, tmp_path, pg_location, n, env=env, **sections) for n in (0, 1)}
+
+    async def delivered() -> int:
+        db = await Database.open(pg_location, migrate=False)
+        try:
+            return int(await db.scalar("SELECT count(*) FROM outbox WHERE state = 'done'") or 0)
+        finally:
+            await db.close()
+
+    try:
+        await fake.wait_for_shards({0, 1}, timeout=60)
+
+        async def some() -> bool:
+            return await delivered() > 0
+
+        await until(some, "the first delivery")
+        await site.wait_for_stall()
+        holder = await feeds_holder(pg_location, "outbox")
+        killed = next(n for n, p in processes.items() if p.pid == holder)
+        processes[killed].send_signal(signal.SIGKILL)
+        await processes[killed].wait()
+        assert await delivered() < LETTERS, "killed mid-drain"
+
+        async def all_done() -> bool:
+            return await delivered() == LETTERS
+
+        await until(all_done, "every item delivered", timeout=120)
+        assert await feeds_holder(pg_location, "outbox") == processes[1 - killed].pid
+    finally:
+        for process in processes.values():
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+        for process in processes.values():
+            try:
+                await asyncio.wait_for(process.wait(), timeout=30)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        await site.stop()
+    posts = site.live_posts()
+    slugs = Counter(post["slug"] for post in posts)
+    assert len(slugs) == LETTERS and max(slugs.values()) == 1, f"posted twice: {[s for s, c in slugs.items() if c > 1]}"
+    assert all(site.copies(slug) == 1 for slug in slugs)
 
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="POSIX signals")
