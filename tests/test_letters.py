@@ -17,7 +17,7 @@ from bot.site.webhook import WebhookAdapter
 from bot.store.contributions import ArticleRef, Contribution
 from cogs.editorial import queue_embed
 from tests.conftest import Booted, World
-from tests.fakediscord import EPHEMERAL, perms
+from tests.fakediscord import EPHEMERAL, FakeDiscord, perms
 from tests.fakediscord.world import Channel, Member
 from tests.sitefake import WEBHOOK_SECRET, FakeSite
 
@@ -35,6 +35,25 @@ async def until(predicate: Callable[[], Any], timeout: float = 5.0) -> Any:  # n
             return value
         if asyncio.get_running_loop().time() > deadline:
             raise TimeoutError("condition not met")
+        await asyncio.sleep(0.01)
+
+
+async def recorded(fake: FakeDiscord, booted: Booted, message: dict[str, Any], *, within: float = 2.0) -> None:
+    """Until the bot has recorded `message` (or `within` seconds passed: then the test's own check says so).
+
+    The recorder writes in batches, and its handler first looks the channel up in the database: under
+    load (or on PostgreSQL) that takes longer than one settle(), so flush until the row is there.
+    """
+    await fake.settle()
+    recorder = booted.cog("ReadersViews").recorder
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        await recorder.flush()
+        if await booted.bot.store.contributions.by_message(int(message["id"])) is not None:
+            return
+        if loop.time() > deadline:
+            return
         await asyncio.sleep(0.01)
 
 
@@ -59,8 +78,7 @@ class Paper:
     async def post(self, author: Member, content: str, reference: dict[str, Any] | None = None) -> dict[str, Any]:
         """A member replies in the article thread; returns once the reply is recorded."""
         message = await self.fake.message_create(self.thread, author, content, reference=reference)
-        await self.fake.settle()
-        await self.booted.cog("ReadersViews").recorder.flush()
+        await recorded(self.fake, self.booted, message)
         return message
 
     async def letter(self, message: dict[str, Any]) -> Contribution:
@@ -200,8 +218,7 @@ async def test_record_channels_from_config(world: World, booter: Any) -> None:
     """Channels listed in letters.record_channel_ids are recorded too."""
     booted: Booted = await booter(letters={"record_channel_ids": [world.discussion.id]})
     message = await world.fake.message_create(world.discussion, world.reader, "In the general channel")
-    await world.fake.settle()
-    await booted.cog("ReadersViews").recorder.flush()
+    await recorded(world.fake, booted, message)
     row = await booted.bot.store.contributions.by_message(int(message["id"]))
     assert row is not None and row.article_id is None
 
