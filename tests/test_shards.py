@@ -262,4 +262,70 @@ async def test_two_processes_deliver_every_outbox_item_once(
     assert all(site.copies(slug) == 1 for slug in slugs)
 
 
+SIGNERS = 12  # per server
+
+
+async def test_two_processes_record_every_signature_once(fake: FakeDiscord, tmp_path: Path, pg_location: str) -> None:
+    """Each server's sign-ons (clicks and forms) reach the process of its shard only: every member's
+    signature is recorded once, on the right statement, and every form is answered."""
+    guilds = [fake.add_guild(f"Campaign {n}", shard=(n, 2)) for n in (0, 1)]
+    roles = [g.add_role("Organizer") for g in guilds]
+    organizers = [g.add_member(f"organizer-{n}", roles=[roles[n]]) for n, g in enumerate(guilds)]
+    channels = [g.add_text_channel("petitions") for g in guilds]
+    signers = [[g.add_member(f"signer-{n}-{i}") for i in range(SIGNERS)] for n, g in enumerate(guilds)]
+    store = await Store.open(pg_location, SystemClock())
+    try:
+        for n, guild in enumerate(guilds):
+            await store.settings.set_many(guild.id, {"organizer_role_id": roles[n].id}, actor_id=None)
+    finally:
+        await store.close()
+    processes = {n: await spawn(fake, tmp_path, pg_location, n) for n in (0, 1)}
+    try:
+        await fake.wait_for_shards({0, 1}, timeout=60)
+        statements = []
+        for n, guild in enumerate(guilds):
+            ix = await fake.slash(guild, organizers[n], "statement create", channel=channels[n])
+            assert (await ix.wait_response(timeout=30))["type"] == 9
+            form = {"title": f"Keep route {n} running", "body": "We, the undersigned, ask for the bus.", "slug": ""}
+            submit = await fake.submit_modal(guild, organizers[n], None, form)
+            if (await submit.wait_response(timeout=30))["type"] == 5:  # deferred: the answer follows
+                assert "Published" in (await submit.wait_original(timeout=30))["content"]
+            statements.append(fake.messages_in(channels[n])[-1])
+
+        async def sign(n: int, member: Any) -> None:
+            message = statements[n]
+            custom_id = message["components"][0]["components"][0]["custom_id"]  # statements:sign:<id>
+            click = await fake.click(guilds[n], member, message, custom_id)
+            assert (await click.wait_response(timeout=30))["type"] == 9  # the form
+            submit = await fake.submit_modal(guilds[n], member, None, {"name": f"Name of {member.user.username}"})
+            response = await submit.wait_response(timeout=30)
+            text = (await submit.wait_original(timeout=30))["content"] if response["type"] == 5 else ""
+            text = text or response["data"]["content"]
+            assert "Signed" in text, text
+
+        # Both servers at once, every member of each.
+        await asyncio.gather(*(sign(n, member) for n in (0, 1) for member in signers[n]))
+    finally:
+        for process in processes.values():
+            process.send_signal(signal.SIGTERM)
+        for process in processes.values():
+            try:
+                await asyncio.wait_for(process.wait(), timeout=30)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+    store = await Store.open(pg_location, SystemClock(), migrate=False)
+    try:
+        rows = await store.db.fetchall(
+            "SELECT s.guild_id, g.user_id, count(*) AS n FROM signatures g JOIN statements s ON s.id = g.statement_id"
+            " WHERE g.withdrawn_at IS NULL GROUP BY s.guild_id, g.user_id"
+        )
+    finally:
+        await store.close()
+    recorded = {(row["guild_id"], row["user_id"]): row["n"] for row in rows}
+    expected = {(guilds[n].id, member.id): 1 for n in (0, 1) for member in signers[n]}
+    assert recorded == expected
+
+
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="POSIX signals")
