@@ -328,4 +328,24 @@ async def test_two_processes_record_every_signature_once(fake: FakeDiscord, tmp_
     assert recorded == expected
 
 
+async def test_one_process_runs_every_shard(fake: FakeDiscord, booter: Any) -> None:
+    """With shard_count alone, one process runs all the shards, on either store: every server's
+    interactions are answered, and the bot counts as connected only with every shard up."""
+    from bot.metrics import gateway_connected
+
+    guilds = [fake.add_guild(f"Paper {n}", shard=(n, 2)) for n in range(2)]
+    admins = [g.add_member(f"admin-{n}", roles=[g.add_admin_role()]) for n, g in enumerate(guilds)]
+    for guild in guilds:
+        guild.add_text_channel("general")
+    booted = await booter(discord={"shard_count": 2})
+    await fake.wait_for_shards({0, 1})
+    assert fake.shards == {n: (n, 2) for n in range(2)}
+    assert {g.id: g.shard_id for g in booted.bot.guilds} == {g.id: n for n, g in enumerate(guilds)}
+    assert booted.bot.claims.held  # one process: it runs every job
+    for guild, admin in zip(guilds, admins, strict=True):
+        ix = await fake.slash(guild, admin, "readersviews status")
+        assert "schema v" in (await ix.wait_response())["data"]["content"]
+    assert gateway_connected(booted.bot)
+
+
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="POSIX signals")
