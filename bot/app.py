@@ -178,6 +178,9 @@ class ReadersViewsBot(commands.Bot):
             on_incident=self._on_incident,
             retention=timedelta(days=config.site.delivered_retention_days),
         )
+        # Queued in a process that does not deliver: the one that does is woken (bot.claims).
+        self.outbox.on_notify = lambda: self.claims.wake(claims.OUTBOX)
+        self.claims.on_wake(claims.OUTBOX, self.outbox.wake_up)
 
     async def on_guild_join(self, guild: discord.Guild) -> None:
         await self.tenants.announce(self, guild)

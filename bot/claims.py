@@ -43,6 +43,8 @@ class JobClaims:
         # One process per SQLite file: it holds every job from the start.
         self._held: set[str] = set(JOBS) if db.dialect != POSTGRES else set()
         self._listeners: list[Callable[[str], None]] = []
+        self._wake_ups: dict[str, list[Callable[[], None]]] = {}
+        self._notifying: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
 
     def holds(self, job: str) -> bool:
@@ -52,12 +54,38 @@ class JobClaims:
     def held(self) -> frozenset[str]:
         return frozenset(self._held)
 
+    def on_wake(self, job: str, wake_up: Callable[[], None]) -> None:
+        """`wake_up()` (this process's, e.g. setting the job loop's event) when another process has
+        work for `job` while this one holds it (see `wake`)."""
+        self._wake_ups.setdefault(job, []).append(wake_up)
+
+    def wake(self, job: str) -> None:
+        """There is work for `job` now: a process that does not hold it tells the one that does
+        (PostgreSQL NOTIFY), instead of leaving the work to that process's next idle poll."""
+        if job in self._held:
+            return  # the caller has already woken its own loop
+        task = asyncio.create_task(self._notify(job), name=f"wake-{job}")
+        self._notifying.add(task)
+        task.add_done_callback(self._notifying.discard)
+
+    async def _notify(self, job: str) -> None:
+        try:
+            await self._db.notify_job(job)
+        except Exception:
+            log.warning("could not wake the %s job in the process running it", job, exc_info=True)
+
+    def _woken(self, job: str) -> None:
+        if job in self._held:
+            for wake_up in self._wake_ups.get(job, []):
+                wake_up()
+
     def on_claimed(self, listener: Callable[[str], None]) -> None:
         """`listener(job)` when this process takes a job's claim (at start, or taking over)."""
         self._listeners.append(listener)
 
     async def start(self) -> None:
         """Claim what is free now; keep trying for the rest in the background."""
+        await self._db.listen_jobs(self._woken)
         await self.try_claims()
         if set(JOBS) - self._held:
             self._task = asyncio.create_task(self._retry(), name="job-claims")
@@ -83,6 +111,8 @@ class JobClaims:
                 log.exception("could not claim jobs; trying again in %.0f s", self.retry_seconds)
 
     async def stop(self) -> None:
+        for pending in list(self._notifying):
+            pending.cancel()
         task, self._task = self._task, None
         if task is not None:
             task.cancel()

@@ -95,6 +95,7 @@ class Articles(commands.Cog):
         self._server_errors: dict[int, tuple[int, datetime]] = {}  # article id -> (failures in a row, first at)
 
     async def cog_load(self) -> None:
+        self.bot.claims.on_wake(claims.FEEDS, self._wake.set)  # a feed added or resumed in another process
         self.poller.start()
 
     async def cog_unload(self) -> None:
@@ -131,6 +132,7 @@ class Articles(commands.Cog):
 
     def wake(self) -> None:
         self._wake.set()
+        self.bot.claims.wake(claims.FEEDS)  # the process running the job, if it is another
 
     async def run_cycle(self) -> int:
         """Poll every due feed, then post what is pending (capped per feed). Returns posts made."""

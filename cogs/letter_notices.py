@@ -86,6 +86,7 @@ class NoticeSender:
     def start(self) -> None:
         if self._task is None or self._task.done():
             self._stopping = False
+            self.bot.claims.on_wake(claims.NOTICES, self._wake.set)  # a notice queued in another process
             self._task = asyncio.create_task(self._loop(), name="letter-notices")
 
     async def stop(self) -> None:
@@ -107,6 +108,7 @@ class NoticeSender:
 
     def wake(self) -> None:
         self._wake.set()
+        self.bot.claims.wake(claims.NOTICES)  # the process running the job, if it is another
 
     async def _loop(self) -> None:
         await self.bot.wait_until_ready()

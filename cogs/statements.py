@@ -480,6 +480,7 @@ class Statements(commands.Cog):
 
     async def cog_load(self) -> None:
         self.bot.add_dynamic_items(StatementButton, SignatureChoiceButton)
+        self.bot.claims.on_wake(claims.STATEMENTS, self._wake.set)  # woken by another process
         self.timer.start()
 
     async def cog_unload(self) -> None:
@@ -496,6 +497,7 @@ class Statements(commands.Cog):
 
     def wake_timer(self) -> None:
         self._wake.set()
+        self.bot.claims.wake(claims.STATEMENTS)  # the process running the job, if it is another
 
     # -- the timer: deadlines, site updates, owed announcements ---------------------------------
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from bot.claims import FEEDS, JOBS, JobClaims
+from bot.claims import FEEDS, JOBS, OUTBOX, JobClaims
 from bot.clock import SystemClock
 from bot.config import ConfigError, parse_config
 from bot.store import Store, latest_version
@@ -264,3 +264,23 @@ async def test_sqlite_holds_every_job(tmp_path: Path) -> None:
     finally:
         await claims.stop()
         await db.close()
+
+
+async def test_work_queued_in_another_process_wakes_the_job_at_once(pg_location: str) -> None:
+    """A process that queues outbox work it does not deliver wakes the process that does (NOTIFY),
+    rather than leaving the item to that process's next idle poll."""
+    first, second = await Database.open(pg_location), await Database.open(pg_location)
+    delivering, queuing = JobClaims(first, retry_seconds=3600), JobClaims(second, retry_seconds=3600)
+    woken = asyncio.Event()
+    delivering.on_wake(OUTBOX, woken.set)
+    try:
+        await delivering.start()
+        await queuing.start()
+        assert delivering.holds(OUTBOX) and not queuing.holds(OUTBOX)
+        queuing.wake(OUTBOX)
+        await asyncio.wait_for(woken.wait(), timeout=10)
+    finally:
+        await delivering.stop()
+        await queuing.stop()
+        await first.close()
+        await second.close()

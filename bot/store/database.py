@@ -231,6 +231,12 @@ class Database:
             applied.append(name)
         return applied
 
+    async def listen_jobs(self, callback: Callable[[str], None]) -> None:
+        """Wake-ups from other processes (PostgreSQL only): one process per SQLite file, so none."""
+
+    async def notify_job(self, job: str) -> None:
+        """Wake the process running `job` in another process (PostgreSQL only): none with SQLite."""
+
     async def claim_jobs(self, jobs: Sequence[str]) -> list[str]:
         """The jobs (bot.claims) this process holds of `jobs`: all of them (one process per SQLite file)."""
         return list(jobs)

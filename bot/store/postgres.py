@@ -38,6 +38,7 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 URL_SCHEMES = ("postgresql://", "postgres://")
+JOB_CHANNEL = "readersviews_jobs"  # LISTEN/NOTIFY channel: "<schema>:<job>" wakes the job's holder
 MIGRATION_LOCK = 0x5256_0001  # pg_advisory_xact_lock key: "RV", migrations
 _ROWS_READ = re.compile(r"^\s*(SELECT|WITH|VALUES|SHOW)\b", re.IGNORECASE)
 
@@ -345,6 +346,24 @@ class PostgresDatabase(Database):
             guard, self._guard = self._guard, None
             await guard.close()
             raise
+
+    async def listen_jobs(self, callback: Callable[[str], None]) -> None:
+        """`callback(job)` whenever any process sharing this database calls `notify_job(job)`."""
+        conn = await self._guard_connection("run")
+        schema = await conn.fetchval("SELECT current_schema()")
+
+        def received(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
+            where, _, job = payload.rpartition(":")
+            if where == schema:
+                callback(job)
+
+        async with self._guard_lock:
+            await conn.add_listener(JOB_CHANNEL, received)
+
+    async def notify_job(self, job: str) -> None:
+        """Tell the process running `job` (bot.claims) that it has work: e.g. an outbox item was queued."""
+        async with self._pool.acquire() as raw:
+            await raw.execute("SELECT pg_notify($1, current_schema() || ':' || $2)", JOB_CHANNEL, job)
 
     async def claim_jobs(self, jobs: Sequence[str]) -> list[str]:
         """The jobs (bot.claims) this process now holds of `jobs`: session advisory locks, kept until close."""
