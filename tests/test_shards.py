@@ -131,10 +131,12 @@ async def test_two_processes_on_two_shards_post_every_article_once(
         await fake.wait_for_shards({0, 1}, timeout=60)
         assert fake.shards == {0: (0, 2), 1: (1, 2)}
         # Each server's interactions reach the process running its shard, which answers them.
-        for guild, admin in zip(guilds, admins, strict=True):
+        for n, (guild, admin) in enumerate(zip(guilds, admins, strict=True)):
             ix = await fake.slash(guild, admin, "readersviews status")
             response = await ix.wait_response(timeout=30)
             assert "schema v" in response["data"]["content"]
+            # Answered by the process of the server's shard, which says what it runs.
+            assert f"This process: shard {n} of 2 (this server's: {n}) · runs " in response["data"]["content"]
 
         # Kill the process doing the feeds once it has posted something, before it is done.
         await until(lambda: _posted_some(pg_location), "the first article")
@@ -342,9 +344,12 @@ async def test_one_process_runs_every_shard(fake: FakeDiscord, booter: Any) -> N
     assert fake.shards == {n: (n, 2) for n in range(2)}
     assert {g.id: g.shard_id for g in booted.bot.guilds} == {g.id: n for n, g in enumerate(guilds)}
     assert booted.bot.claims.held  # one process: it runs every job
-    for guild, admin in zip(guilds, admins, strict=True):
+    for n, (guild, admin) in enumerate(zip(guilds, admins, strict=True)):
         ix = await fake.slash(guild, admin, "readersviews status")
-        assert "schema v" in (await ix.wait_response())["data"]["content"]
+        text = (await ix.wait_response())["data"]["content"]
+        assert f"This process: shards 0, 1 of 2 (this server's: {n})" in text, text
+        if booted.bot.store.db.dialect == "postgres":
+            assert "runs feeds, notices, outbox, retention, site-status, statements" in text
     assert gateway_connected(booted.bot)
 
 
