@@ -277,7 +277,9 @@ class PostgresDatabase(Database):
                 if version <= current:
                     continue
                 for statement in _split_sql(sql):
-                    await raw.execute(ddl_to_postgres(statement))
+                    translated = ddl_to_postgres(statement)
+                    if translated:  # a PRAGMA (SQLite's own settings) means nothing here
+                        await raw.execute(translated)
                 await raw.execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
                 await raw.execute("DELETE FROM schema_version")
                 await raw.execute("INSERT INTO schema_version (version) VALUES ($1)", version)
