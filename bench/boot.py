@@ -19,8 +19,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.conftest import make_config  # noqa: E402
 from tests.fakediscord import FakeDiscord  # noqa: E402
+from tests.helpers import make_config  # noqa: E402
 
 BARE = """
 import discord, sys, yarl

@@ -286,8 +286,8 @@ def required_seconds(kind: str, channels: int, per_channel: int) -> tuple[float,
 
 
 async def bench_posting(kind: str, *, channels: int, per_channel: int, cap: int, deadline: float) -> dict[str, Any]:
-    from tests.conftest import boot, make_config
     from tests.fakediscord import FakeDiscord
+    from tests.helpers import boot, make_config
 
     fake = FakeDiscord(heartbeat_interval_ms=500)
     await fake.start()

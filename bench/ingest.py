@@ -31,9 +31,9 @@ import psutil
 from bot.app import apply_endpoints
 from bot.clock import to_db
 from bot.config import Config
-from tests.conftest import boot, make_config
 from tests.fakediscord import FakeDiscord
 from tests.fakediscord.world import Channel, Member
+from tests.helpers import boot, make_config
 
 MESSAGES = 20_000
 THREADS = 20

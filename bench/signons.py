@@ -41,9 +41,9 @@ sys.path.insert(0, str(ROOT))
 
 import yaml  # noqa: E402
 
-from tests.conftest import boot, make_config  # noqa: E402
 from tests.fakediscord import FakeDiscord  # noqa: E402
 from tests.fakediscord.world import Member  # noqa: E402
+from tests.helpers import boot, make_config  # noqa: E402
 
 EDIT_WINDOW = 5.0
 

@@ -8,11 +8,11 @@ import hashlib
 import json
 import logging
 import os
-import re
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -22,18 +22,21 @@ import yarl
 from discord.ext import commands
 
 from bot import __version__, claims, metrics
+from bot.articles import plan_for
 from bot.claims import JobClaims
 from bot.clock import Clock, SystemClock
 from bot.config import Config, Secrets
+from bot.discord_internals import pending_ready_task
 from bot.errors import on_app_command_error
+from bot.letters_feature import Letters
 from bot.logs import ids
 from bot.netguard import AddressPolicy, guarded_client
 from bot.outbox import DeliveredHook, IncidentHook, OutboxWorker
 from bot.pacing import install_global_pacer
+from bot.publisher import Publisher
 from bot.shedding import Shedder
 from bot.site import SiteAdapter, make_adapter
 from bot.site.base import RemoteRef
-from bot.status import outbox_row_guild
 from bot.store import Store
 from bot.store.lease import Lease
 from bot.store.outbox import OutboxRow, SiteIncident
@@ -43,7 +46,6 @@ from bot.tenants import OPEN_WARNING, Tenants
 log = logging.getLogger(__name__)
 
 COMMAND_HASH_KEY = "command_hash"
-OUTBOX_ROW_IN_ALERT = re.compile(r"\(outbox #(\d+)\)")
 DISCORD_API_BASE = "https://discord.com/api/v10"
 DISCORD_GATEWAY = yarl.URL("wss://gateway.discord.gg/")
 
@@ -177,6 +179,18 @@ class ReadersViewsBot(commands.Bot):
             site_alert=self._site_alert,
             on_incident=self._on_incident,
             retention=timedelta(days=config.site.delivered_retention_days),
+            served_guilds=None if self.tenants.open else self.tenants.allowed,
+        )
+        # One letters feature (service, review queue, recorder, notices) shared by the letters cogs.
+        self.letters = Letters.build(self)
+        # The article publisher: the Articles cog posts through it, ReadersViews waits on it for a thread
+        # being recorded (no cog looks up another).
+        self.publisher = Publisher(
+            store,
+            clock,
+            self.alert,
+            per_poll_cap=config.feeds.per_poll_cap,
+            plan=partial(plan_for, settings=config.feeds),
         )
         # Queued in a process that does not deliver: the one that does is woken (bot.claims).
         self.outbox.on_notify = lambda: self.claims.wake(claims.OUTBOX)
@@ -215,10 +229,9 @@ class ReadersViewsBot(commands.Bot):
         user = self.user
         log.info("logged in as %s (id %s) in %d server(s)", user, user.id if user else None, len(self.guilds))
 
-    async def _outbox_alert(self, text: str) -> None:
+    async def _outbox_alert(self, row: OutboxRow, text: str) -> None:
         """A stuck site delivery: tell the server whose item it is, never the others (it names the item)."""
-        match = OUTBOX_ROW_IN_ALERT.search(text)
-        guild_id = await outbox_row_guild(self.store, int(match.group(1))) if match else None
+        guild_id = row.guild_id
         if guild_id is None or not await self.alert(guild_id, text):
             if guild_id is None:
                 self.health.note(self.clock.now().isoformat(timespec="seconds"), text)
@@ -305,7 +318,7 @@ class ReadersViewsBot(commands.Bot):
         # A stop during `guild_ready_timeout` (READY received, GUILD_CREATEs still awaited): discord.py
         # never cancels its pending ready task, which then dispatches `ready` into a closed client
         # (AttributeError on its loop, a traceback at exit). Cancel it first; it swallows the cancel.
-        ready_task: asyncio.Task[None] | None = getattr(self._connection, "_ready_task", None)
+        ready_task = pending_ready_task(self)
         if ready_task is not None and not ready_task.done():
             ready_task.cancel()
             await asyncio.gather(ready_task, return_exceptions=True)

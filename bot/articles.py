@@ -6,53 +6,52 @@ import asyncio
 import hashlib
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, TypeVar, overload
 from urllib.parse import urlsplit
 
 import httpx
 
 from bot.clock import Clock
+from bot.concurrency import map_bounded as map_bounded  # moved; cogs.articles imports it from here
 from bot.config import FeedSettings
+from bot.errors import UserFacingError
+from bot.feed_rules import FilterInput, filter_out_async, formats_of, render_format, rules_of
 from bot.feeds import Article, FeedFetchResult, FeedParseError, ParsedFeed, fetch_feed, parse_feed_async
-from bot.render import MESSAGE_LIMIT, article_post_body, article_title, html_to_discord, safe_url, truncate_words
+from bot.render import (
+    MESSAGE_LIMIT,
+    THREAD_TITLE_LIMIT,
+    article_post_body,
+    article_title,
+    drop_feed_boilerplate,
+    escape_discord_text,
+    excerpt,
+    html_to_discord,
+    inert_text,
+    masked_link,
+    neutralise_mentions,
+    safe_url,
+    truncate_words,
+)
 from bot.site.base import redact_text, redact_url
 from bot.store import Store
 from bot.store.feeds import ArticleRow, FeedRow
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-R = TypeVar("R")
 
 MAX_BACKOFF = timedelta(hours=6)
-EMBED_SUMMARY_LIMIT = 1000
 MAX_LINK_LENGTH = MESSAGE_LIMIT
+EMBED_TOTAL_LIMIT = 6000
+MAX_ROLE_PINGS = 3
+ARCHIVE_LINKS = 3  # earlier articles in a "From the archives" reply
+ARCHIVE_CANDIDATES = 60  # posted articles sharing a category that are looked at, newest first
+ARCHIVE_HEADING = "**From the archives**"
 SUMMARY_STORE_LIMIT = 20_000
 
 
-@overload
-async def map_bounded(func: Callable[[T], Awaitable[R]], items: list[T], limit: int) -> list[R]: ...
-@overload
-async def map_bounded(
-    func: Callable[[T], Awaitable[R]], items: list[T], limit: int, *, return_exceptions: Literal[True]
-) -> list[R | BaseException]: ...
-async def map_bounded(
-    func: Callable[[T], Awaitable[R]], items: list[T], limit: int, *, return_exceptions: bool = False
-) -> list[Any]:
-    """`func` over `items`, at most `limit` at a time, results in order."""
-    slots = asyncio.Semaphore(limit)
-
-    async def one(item: T) -> R:
-        async with slots:
-            return await func(item)
-
-    return list(await asyncio.gather(*(one(item) for item in items), return_exceptions=return_exceptions))
-
-
-class FeedProblem(Exception):
+class FeedProblem(UserFacingError):
     """A feed URL can't be used (bad URL, unreachable, not a feed): the message is for the admin."""
 
 
@@ -64,6 +63,27 @@ def validate_feed_url(url: str) -> str:
     if not parts.hostname:
         raise FeedProblem(f"`{redact_text(url[:100])}` has no host name.")
     return url
+
+
+_TRACKING_PARAMETERS = ("utm_", "fbclid=", "gclid=", "mc_cid=", "mc_eid=")
+
+
+def link_key(link: str) -> str:
+    """An article link as one site means it, for spotting the same article in several feeds: scheme,
+    `www.`, a trailing slash, the fragment and tracking parameters don't count; '' for no link."""
+    link = link.strip()
+    if not link:
+        return ""
+    try:
+        parts = urlsplit(link)
+        host = (parts.hostname or "").lower().removeprefix("www.")
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return link
+    if not host:
+        return link
+    query = "&".join(sorted(p for p in parts.query.split("&") if p and not p.lower().startswith(_TRACKING_PARAMETERS)))
+    return f"{host}{port}{parts.path.rstrip('/')}" + (f"?{query}" if query else "")
 
 
 def parse_tag_map(text: str | None) -> dict[str, str]:
@@ -109,12 +129,33 @@ def choose_tags(categories: list[str], tag_map: dict[str, str], available: dict[
 
 
 @dataclass(frozen=True)
+class PostOptions:
+    """How a feed's posts are made (config defaults, then the feed's own settings)."""
+
+    summary_chars: int = 500
+    formats: Mapping[str, str] = field(default_factory=dict)  # checked templates by field (bot.feed_rules)
+    feed_title: str = ""
+    mention_role_id: int | None = None  # pinged on every post of the feed (opt-in by an admin)
+    category_roles: Mapping[str, int] = field(default_factory=dict)  # case-folded category -> role pinged
+
+
+IMAGE_URL_LIMIT = 2000
+AUTHOR_NAME_LIMIT = 100
+
+
+@dataclass(frozen=True)
 class PostPlan:
     title: str
     content: str
     embed_description: str
     link: str
     ref: str  # "ref <hash of the guid>": marks a post whose article has no (usable) link
+    author: str | None = None  # plain text, mentions broken (an embed's author line)
+    image_url: str | None = None  # http(s), percent-encoded
+    message: str = ""  # a text-channel post's message text (the feed's `content` format); forums use `content`
+    embed_title: str = ""  # '' means `title`
+    footer: str | None = None  # the feed's footer format, for articles with a link (link-less ones show the ref)
+    mention_roles: tuple[int, ...] = ()  # roles pinged by the post (its first line); no one else may be
 
     @property
     def marker(self) -> str:
@@ -123,7 +164,7 @@ class PostPlan:
 
     @property
     def embed_footer(self) -> str | None:
-        return None if self.link else self.ref
+        return self.footer if self.link else self.ref
 
     def is_forum_post(self, content: str) -> bool:
         """Whether a forum starter message with this content was made for this article."""
@@ -134,37 +175,134 @@ class PostPlan:
         return embed_url == self.link if self.link else footer == self.ref
 
 
-def plan_post(article: ArticleRow) -> PostPlan:
+def _image(url: str | None) -> str | None:
+    safe = safe_url(url or "")
+    if not safe or not safe.startswith(("https://", "http://")) or len(safe) > IMAGE_URL_LIMIT:
+        return None
+    return safe
+
+
+def plan_post(article: ArticleRow, options: PostOptions | None = None) -> PostPlan:
     """Title ≤ 100 chars on a word; body under 2,000 chars with the link always intact; no pings.
 
+    The summary loses WordPress's "The post … appeared first on …" line and is cut to
+    `options.summary_chars` after a sentence (else a word). A forum post starts with the byline.
     A link too long for a Discord message is left out (the post goes up without it). The post
     always ends with a marker of its article (the link, or a short ref), so that after a crash the
     post can be told apart from other posts with the same title.
     """
-    summary_md = html_to_discord(article.summary, max_len=4000)
+    options = options or PostOptions()
+    formats = options.formats
+    summary_md = excerpt(drop_feed_boilerplate(html_to_discord(article.summary, max_len=4000)), options.summary_chars)
     link = safe_url(article.link) or ""  # percent-encoded: a link can't end the post's markdown early
     if len(link) > MAX_LINK_LENGTH:
         log.info("article %s: its %d-character link is too long for Discord; posting without it", article.id, len(link))
         link = ""
+    author = truncate_words(article.author.strip(), AUTHOR_NAME_LIMIT) if article.author else ""
+    image = _image(article.image_url)
     ref = "ref " + hashlib.sha256(article.guid.encode()).hexdigest()[:12]
-    if link:
-        content = article_post_body(summary_md, link)
+    marker = link or f"-# {ref}"
+    roles = _roles_to_ping(article, options)
+    ping = " ".join(f"<@&{role}>" for role in roles)
+    limit = MESSAGE_LIMIT - (len(ping) + 1 if ping else 0)
+    plain = _placeholder_values(article, options, author, summary_md, link, image)
+    markdown = {
+        **plain,
+        "title": escape_discord_text(plain["title"]),
+        "author": escape_discord_text(author),
+        "categories": escape_discord_text(plain["categories"]),
+        "feed": escape_discord_text(plain["feed"]),
+    }
+    if "content" in formats:
+        body = render_format(formats["content"], markdown, limit - len(marker) - 2)
+        content = body if body.endswith(marker) else (f"{body}\n\n{marker}" if body else marker)
+        message = render_format(formats["content"], markdown, limit)
     else:
-        line = f"-# {ref}"
-        summary = article_post_body(summary_md, "", limit=MESSAGE_LIMIT - len(line) - 2)
-        content = f"{summary}\n\n{line}" if summary else line
+        message = ""
+        body_md = summary_md
+        if author:
+            byline = f"-# By {escape_discord_text(author)}"
+            body_md = f"{byline}\n{summary_md}" if summary_md else byline
+        if link:
+            content = article_post_body(body_md, link, limit=limit)
+        else:
+            summary = article_post_body(body_md, "", limit=limit - len(marker) - 2)
+            content = f"{summary}\n\n{marker}" if summary else marker
+    if ping:
+        content = f"{ping}\n{content}"
+        message = f"{ping}\n{message}" if message else ping
+    title = article_title(
+        render_format(formats["forum_title"], plain, THREAD_TITLE_LIMIT) if "forum_title" in formats else article.title
+    )
+    embed_title = render_format(formats["embed_title"], plain, 256) if "embed_title" in formats else ""
+    footer = render_format(formats["embed_footer"], plain, 2048) if "embed_footer" in formats else None
+    # An embed holds 6,000 characters in all: the description gets what title, footer and author leave.
+    room = min(4096, EMBED_TOTAL_LIMIT - len(embed_title or title) - len(footer or ref) - len(author))
+    if "embed_description" in formats:
+        description = render_format(formats["embed_description"], markdown, room)
+    else:
+        description = truncate_words(summary_md, room)
     return PostPlan(
-        title=article_title(article.title),
+        title=title,
         content=content,
-        embed_description=truncate_words(summary_md, EMBED_SUMMARY_LIMIT) if summary_md else "",
+        embed_description=description,
         link=link,
         ref=ref,
+        author=neutralise_mentions(author) or None,
+        image_url=image,
+        message=message,
+        embed_title=embed_title,
+        footer=footer or None,
+        mention_roles=roles,
     )
 
 
-async def plan_post_async(article: ArticleRow) -> PostPlan:
+def _roles_to_ping(article: ArticleRow, options: PostOptions) -> tuple[int, ...]:
+    roles = [options.mention_role_id] if options.mention_role_id else []
+    for category in article.categories:
+        role = options.category_roles.get(category.strip().casefold())
+        if role and role not in roles:
+            roles.append(role)
+    return tuple(roles[:MAX_ROLE_PINGS])
+
+
+def _placeholder_values(
+    article: ArticleRow, options: PostOptions, author: str, summary_md: str, link: str, image: str | None
+) -> dict[str, str]:
+    """Template values as plain text (mentions broken); markdown fields escape them again."""
+    published = article.published_at.strftime("%Y-%m-%d %H:%M UTC") if article.published_at else ""
+    return {
+        "title": neutralise_mentions(" ".join(article.title.split())),
+        "link": link,
+        "summary": summary_md,
+        "author": neutralise_mentions(author),
+        "categories": neutralise_mentions(", ".join(article.categories)),
+        "published": published,
+        "image": image or "",
+        "feed": neutralise_mentions(options.feed_title),
+    }
+
+
+async def plan_post_async(article: ArticleRow, options: PostOptions | None = None) -> PostPlan:
     """`plan_post` in a worker thread: rendering a feed's HTML must not hold up the event loop."""
-    return await asyncio.to_thread(plan_post, article)
+    return await asyncio.to_thread(plan_post, article, options)
+
+
+def post_options(feed: FeedRow, settings: FeedSettings) -> PostOptions:
+    """How a feed's posts look: the config's defaults, overridden by what the feed's admins chose."""
+    mention = feed.settings.get("mention") or {}
+    return PostOptions(
+        summary_chars=settings.summary_chars,
+        formats=formats_of(feed.settings),
+        feed_title=feed.title or "",
+        mention_role_id=mention.get("role_id"),
+        category_roles=mention.get("categories") or {},
+    )
+
+
+async def plan_for(feed: FeedRow, article: ArticleRow, settings: FeedSettings) -> PostPlan:
+    """What to post for an article of a feed (its formats, mentions, summary length), off the loop."""
+    return await plan_post_async(article, post_options(feed, settings))
 
 
 @dataclass
@@ -175,6 +313,8 @@ class PollReport:
     queued: int = 0
     too_old: int = 0
     changed: int = 0
+    duplicates: int = 0  # new here, but another feed of the channel brought them already
+    filtered: int = 0  # new, but the feed's filter rules drop them
     error: str | None = None
     problems: list[str] = field(default_factory=list)
     alert: str | None = None  # a sentence for the alert channel, at most once per streak
@@ -187,6 +327,42 @@ class ArticleService:
         self.http = http_client
         self.clock = clock
         self.settings = settings
+
+    def post_options(self, feed: FeedRow) -> PostOptions:
+        """The config's defaults, overridden by what the feed's admins chose."""
+        return post_options(feed, self.settings)
+
+    async def plan(self, feed: FeedRow, article: ArticleRow) -> PostPlan:
+        """What to post for an article of a feed, rendered off the event loop."""
+        return await plan_for(feed, article, self.settings)
+
+    async def archive_reply(self, feed: FeedRow, article: ArticleRow) -> str | None:
+        """The "From the archives" reply for a newly posted article, or None if nothing fits.
+
+        Up to ARCHIVE_LINKS earlier articles of the same site (host of the link) that share a category
+        with it and were posted in this server, newest first; never the article itself (by normalised
+        link or guid, whichever feed brought it), each once.
+        """
+        own_key = article.link_key or link_key(article.link)
+        site = _site_of(own_key)
+        if not site or not article.categories:
+            return None
+        candidates = await self.store.articles.posted_in_guild_sharing(
+            feed.guild_id, article.categories, article.id, ARCHIVE_CANDIDATES
+        )
+        chosen: list[ArticleRow] = []
+        seen = {own_key}
+        for other in candidates:
+            key = other.link_key or link_key(other.link)
+            if not key or key in seen or other.guid == article.guid or _site_of(key) != site:
+                continue
+            if article.published_at and other.published_at and other.published_at >= article.published_at:
+                continue  # the archives are what came before
+            seen.add(key)
+            chosen.append(other)
+            if len(chosen) == ARCHIVE_LINKS:
+                break
+        return render_archive_reply(chosen) if chosen else None
 
     async def fetch_parsed(self, url: str) -> ParsedFeed:
         """Fetch and parse now, for /feed add and /feed preview; raise FeedProblem with the reason."""
@@ -240,7 +416,7 @@ class ArticleService:
             _item(a, "pending" if a.guid in to_post else "seen", None if a.guid in to_post else "baseline")
             for a in parsed.articles
         ]
-        await self.store.articles.insert_many(feed_id, items)
+        await self.store.articles.insert_many(feed_id, items, channel_id=channel_id)
         now = self.clock.now()
         await self.store.feeds.record_poll(
             feed_id,
@@ -260,12 +436,23 @@ class ArticleService:
         return min(base * jitter, MAX_BACKOFF)
 
     async def poll_due(
-        self, now: datetime, serves: Callable[[int], bool] | None = None
+        self,
+        now: datetime,
+        guilds: frozenset[int] | None = None,
+        on_polled: Callable[[FeedRow, PollReport], Awaitable[None]] | None = None,
     ) -> list[tuple[FeedRow, PollReport]]:
-        """Poll every due feed, a few at once (config feeds.poll_concurrency); with `serves`, only the
-        feeds of servers it accepts (discord.allowed_guild_ids: another server's feed is never fetched)."""
-        feeds = [feed for feed in await self.store.feeds.due(now) if serves is None or serves(feed.guild_id)]
-        reports = await map_bounded(self._poll_contained, feeds, self.settings.poll_concurrency)
+        """Poll every due feed, a few at once (config feeds.poll_concurrency); with `guilds`, only the
+        feeds of those servers (discord.allowed_guild_ids: another server's feed is never fetched).
+        `on_polled` hears of each feed as soon as it is polled, so one slow feed holds up no other."""
+        feeds = await self.store.feeds.due(now, guilds)
+
+        async def poll_one(feed: FeedRow) -> PollReport:
+            report = await self._poll_contained(feed)
+            if on_polled is not None:
+                await on_polled(feed, report)
+            return report
+
+        reports = await map_bounded(poll_one, feeds, self.settings.poll_concurrency)
         return list(zip(feeds, reports, strict=True))
 
     async def _poll_contained(self, feed: FeedRow) -> PollReport:
@@ -304,6 +491,10 @@ class ArticleService:
             return await self._record_failure(feed, error or "no body", now)
         report = PollReport(feed.id, "ok", problems=list(parsed.problems))
         await self._record_articles(feed, parsed.articles, report, now)
+        if report.queued >= self.settings.per_poll_cap:
+            # A burst: the site may publish more before the next poll, and a short feed may drop items
+            # before they are seen. Poll again soon, until a poll finds fewer new items than the cap.
+            next_ok = min(next_ok, now + timedelta(seconds=self.settings.burst_poll_seconds))
         await self._record_success(
             feed,
             report,
@@ -318,7 +509,8 @@ class ArticleService:
     async def _record_articles(self, feed: FeedRow, articles: list[Article], report: PollReport, now: datetime) -> None:
         known = await self.store.articles.known(feed.id)
         oldest_allowed = now - timedelta(days=self.settings.max_age_days)
-        new_items = []
+        new_items: list[dict[str, object]] = []
+        to_post: list[Article] = []
         for article in articles:
             seen = known.get(article.guid)
             if seen is None:
@@ -327,8 +519,7 @@ class ArticleService:
                     new_items.append(_item(article, "seen", f"older than {self.settings.max_age_days:g} days"))
                     report.too_old += 1
                 else:
-                    new_items.append(_item(article, "pending", None))
-                    report.queued += 1
+                    to_post.append(article)
                 report.new += 1
             elif seen[1] != article.content_hash:
                 article_id, _, _status = seen
@@ -339,8 +530,23 @@ class ArticleService:
                     content_hash=article.content_hash,
                 )
                 report.changed += 1
+        rules = rules_of(feed.settings)
+        verdicts = await filter_out_async(
+            rules, [FilterInput(a.title, _summary(a), a.categories, a.author) for a in to_post] if rules else []
+        )
+        if not rules:
+            verdicts = [None] * len(to_post)
+        for article, verdict in zip(to_post, verdicts, strict=True):
+            if verdict is None:
+                new_items.append(_item(article, "pending", None))
+                report.queued += 1
+            else:
+                new_items.append(_item(article, "seen", verdict))
+                report.filtered += 1
         if new_items:
-            await self.store.articles.insert_many(feed.id, new_items)
+            duplicates = await self.store.articles.insert_many(feed.id, new_items, channel_id=feed.channel_id)
+            report.queued -= duplicates
+            report.duplicates += duplicates
 
     async def _record_success(
         self,
@@ -389,6 +595,21 @@ class ArticleService:
         return report
 
 
+def _site_of(key: str) -> str:
+    return key.split("/", 1)[0] if "." in key.split("/", 1)[0] else ""
+
+
+def render_archive_reply(articles: list[ArticleRow]) -> str:
+    """A short reply: a heading, then one line per earlier article (its link, and its discussion if any)."""
+    lines = [ARCHIVE_HEADING]
+    for article in articles:
+        line = "- " + masked_link(inert_text(article_title(article.title)), article.link)
+        if article.thread_id:
+            line += f" · <#{article.thread_id}>"
+        lines.append(line)
+    return truncate_words("\n".join(lines), MESSAGE_LIMIT)
+
+
 def _recency(article: Article) -> datetime:
     return article.published or article.updated or datetime.min.replace(tzinfo=UTC)
 
@@ -408,6 +629,9 @@ def _item(article: Article, status: str, reason: str | None) -> dict[str, object
         "status": status,
         "reason": reason,
         "categories": article.categories,
+        "author": article.author,
+        "image_url": article.image_url,
+        "link_key": link_key(article.link),
     }
 
 
@@ -416,10 +640,13 @@ __all__ = [
     "ArticleService",
     "FeedProblem",
     "PollReport",
+    "PostOptions",
     "PostPlan",
     "choose_tags",
+    "link_key",
     "parse_tag_map",
     "plan_post",
     "plan_post_async",
+    "render_archive_reply",
     "validate_feed_url",
 ]

@@ -211,6 +211,10 @@ class FeedSettings(_Model):
     timeout_seconds: float = Field(default=20.0, gt=0, le=300)
     max_redirects: int = Field(default=5, ge=0, le=20)
     per_poll_cap: int = Field(default=5, ge=1, le=100)
+    burst_poll_seconds: int = Field(default=60, ge=10, le=3600)
+    """After a poll that found per_poll_cap new items or more, the feed is polled again this soon."""
+    summary_chars: int = Field(default=500, ge=100, le=1800)
+    """Length a post's summary is cut to (after a sentence if one ends in its second half, else a word)."""
     poll_concurrency: int = Field(default=4, ge=1, le=64)
     """Feeds fetched at once: a slow or hanging site never holds up the others."""
     alert_after_failures: int = Field(default=3, ge=1, le=100)

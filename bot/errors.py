@@ -1,14 +1,27 @@
-"""One error policy for app commands: a short ephemeral sentence to the user, the traceback to the log."""
+"""One error policy for every interaction: a short ephemeral sentence to the user, the traceback to the log.
+
+Domain errors (`LetterError`, `StatementError`, `FeedProblem`) derive from `UserFacingError`: their
+message is written for the member and shown as is. Everything else is unexpected: the member reads
+one generic sentence and the log gets the traceback, once. `answer_error` is the single place that
+decides; the command tree (`on_app_command_error`), persistent buttons (`DynamicItem` callbacks via
+`answers_errors`), forms answered in `on_interaction`, and views (`PolicyView.on_error`) all call it.
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar, cast
 
 import discord
 from discord import app_commands
 
 log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Coroutine[Any, Any, None]])
+
+UNEXPECTED = "Something went wrong on our side; it has been logged for the operator."
 
 
 class UserFacingError(Exception):
@@ -32,7 +45,7 @@ async def send_ephemeral(interaction: discord.Interaction, text: str, **kwargs: 
         await interaction.response.send_message(text, ephemeral=True, **kwargs)
 
 
-def describe_error(error: Exception) -> tuple[str, bool]:
+def describe_error(error: BaseException) -> tuple[str, bool]:
     """(what the user sees, whether the traceback belongs in the log)."""
     original = getattr(error, "original", None) or error
     if isinstance(original, UserFacingError):
@@ -53,15 +66,54 @@ def describe_error(error: Exception) -> tuple[str, bool]:
         return "You can't use this command here.", False
     if isinstance(original, discord.Forbidden):
         return "Discord refused: I'm missing a permission for that. An admin can check my role.", True
-    return "Something went wrong on our side; it has been logged for the operator.", True
+    return UNEXPECTED, True
 
 
-async def on_app_command_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+def _what(interaction: discord.Interaction) -> str:
+    """What the member used, for the log: a command's name or a component's / form's custom_id."""
+    if interaction.command is not None:
+        return f"command {interaction.command.qualified_name}"
+    data: Any = interaction.data or {}
+    custom_id = data.get("custom_id") if isinstance(data, dict) else None
+    return f"component {custom_id}" if custom_id else f"interaction type {interaction.type}"
+
+
+async def answer_error(interaction: discord.Interaction, error: BaseException) -> None:
+    """The error policy: tell the member in one ephemeral sentence; log the unexpected (once, here)."""
     text, loggable = describe_error(error)
     if loggable:
-        command = interaction.command.qualified_name if interaction.command else "?"
-        log.error("command %s failed for user %s", command, interaction.user.id, exc_info=error)
+        log.error("%s failed for user %s", _what(interaction), interaction.user.id, exc_info=error)
     try:
         await send_ephemeral(interaction, text)
     except discord.HTTPException:
         log.warning("could not tell user %s about an error (interaction expired?)", interaction.user.id)
+
+
+async def on_app_command_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+    """`CommandTree.on_error`: slash commands and context menus."""
+    await answer_error(interaction, error)
+
+
+def answers_errors(func: F) -> F:
+    """For callbacks discord.py would only log (DynamicItem callbacks, `on_interaction` form handlers).
+
+    The wrapped coroutine takes the interaction as its first argument after `self`.
+    """
+
+    @functools.wraps(func)
+    async def wrapper(self: Any, interaction: discord.Interaction, *args: Any, **kwargs: Any) -> None:
+        try:
+            await func(self, interaction, *args, **kwargs)
+        except Exception as error:
+            await answer_error(interaction, error)
+
+    return cast(F, wrapper)
+
+
+class PolicyView(discord.ui.View):
+    """A view whose items' failures go to the error policy instead of discord.py's log line."""
+
+    async def on_error(  # type: ignore[override]
+        self, interaction: discord.Interaction, error: Exception, item: discord.ui.Item[Any], /
+    ) -> None:
+        await answer_error(interaction, error)

@@ -519,14 +519,22 @@ def _normalise_entry(entry: Any, number: int, problems: list[str]) -> Article | 
         stamp = published.isoformat() if published else ""
         guid = "sha1:" + hashlib.sha1(f"{title}\n{stamp}".encode()).hexdigest()
         problems.append(f"entry {number} has no id or link; identified by a hash of its title and date")
+    elif entry.get("summary"):  # valid RSS: an item needs only a title or a description
+        stamp = published.isoformat() if published else ""
+        text = str(entry["summary"])[:_TITLE_SOURCE_LIMIT]
+        guid = "sha1:" + hashlib.sha1(f"\n{stamp}\n{text}".encode()).hexdigest()
+        problems.append(f"entry {number} has no id, link or title; identified by a hash of its text and date")
     else:
-        problems.append(f"entry {number} has no id, link or title; skipped")
+        problems.append(f"entry {number} has no id, link, title or description; skipped")
         return None
 
     summary_html = entry.get("summary") or ""
     content_html = _content_html(entry)
+    # The hash keeps the feed's own title (empty or not): a derived title must not count as an edit.
+    content_hash = hashlib.sha256(f"{title}\n{summary_html}".encode()).hexdigest()
     if not title:
         problems.append(f"entry {number} has no title")
+        title = first_words(summary_html or content_html or "")
     return Article(
         guid=guid,
         title=title,
@@ -536,10 +544,74 @@ def _normalise_entry(entry: Any, number: int, problems: list[str]) -> Article | 
         published=published,
         updated=updated,
         categories=_categories(entry),
-        author=clean_title(entry.get("author", ""), html_type=False) or None,
-        image_url=_image_url(entry),
-        content_hash=hashlib.sha256(f"{title}\n{summary_html}".encode()).hexdigest(),
+        author=_author(entry),
+        image_url=_image_url(entry) or first_image(content_html or summary_html),
+        content_hash=content_hash,
     )
+
+
+_TITLE_SOURCE_LIMIT = 20_000  # characters of a description read for a title: the first words are enough
+FIRST_WORDS_LIMIT = 80
+AUTHOR_LIMIT = 100
+
+
+def first_words(html_text: str, limit: int = FIRST_WORDS_LIMIT) -> str:
+    """A title for an item that has none: the first words of its text (up to `limit` characters)."""
+    text = clean_title(html_text[:_TITLE_SOURCE_LIMIT], html_type=True)
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    space = cut.rfind(" ")
+    if space >= limit // 2:
+        cut = cut[:space]
+    return cut.rstrip(" ,;:-–—") + "…"
+
+
+def _author(entry: Any) -> str | None:
+    """The byline: `dc:creator` / `author` (feedparser maps both), or the first of `authors`."""
+    name = entry.get("author") or ""
+    if not name:
+        for person in entry.get("authors") or []:
+            if isinstance(person, dict) and person.get("name"):
+                name = person["name"]
+                break
+    text = clean_title(str(name)[:1000], html_type=False)
+    return text[:AUTHOR_LIMIT] or None
+
+
+_IMG_SCAN_LIMIT = 50_000
+
+
+def first_image(html_text: str | None) -> str | None:
+    """The `src` of the first `<img>` in feed HTML (absolute http(s) only), read with the linear tokenizer."""
+    if not html_text:
+        return None
+    lowered = html_text[:_IMG_SCAN_LIMIT].lower()
+    start = lowered.find("<img")
+    if start < 0:
+        return None
+    from bot.render import html_tokens  # render does not import this module
+
+    # Only the first few candidates, each tokenized alone: a content's size must not matter.
+    for _ in range(5):
+        for kind, name, attrs in html_tokens(html_text[start : start + 4096], frozenset({"img"})):
+            if kind in ("start", "startend") and name == "img":
+                src = (attrs.get("src") or "").strip()
+                if src.startswith(("https://", "http://")):
+                    return src
+            break
+        start = lowered.find("<img", start + 4)
+        if start < 0:
+            break
+    return None
+    from bot.render import html_tokens  # render does not import this module
+
+    for kind, name, attrs in html_tokens(html_text[:_IMG_SCAN_LIMIT], frozenset({"img"})):
+        if kind in ("start", "startend") and name == "img":
+            src = (attrs.get("src") or "").strip()
+            if src.startswith(("https://", "http://")):
+                return src
+    return None
 
 
 def _content_html(entry: Any) -> str | None:

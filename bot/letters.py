@@ -7,22 +7,30 @@ enqueues its outbox row in the same transaction as the state change.
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import logging
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from bot.clock import Clock
+from bot.concurrency import Batcher
 from bot.config import LetterSettings
+from bot.letter_states import (
+    STATE_LABELS,
+    WRITER_CHANGED_AFTER_EDIT,
+    Conflict,
+    LetterError,
+    conflict_text,
+    writer_text,
+)
+from bot.letters_site import LetterSite
 from bot.render import plain_text
-from bot.site.base import PermanentSiteError, StatusAdapter, TransientSiteError
-from bot.site.compose import Digest, Letter, clean_line, compose_digest, compose_letter, templated_title
+from bot.site.compose import clean_line, compose_letter
 from bot.store.contributions import (
     LIVE_STATES,
+    ArticleRef,
     Contribution,
     ContributionsRepo,
     NewContribution,
@@ -40,97 +48,8 @@ BYLINE_MAX = 80
 LOCATION_MAX = 80
 _URL = re.compile(r"https?://\S+", re.I)
 
-STATE_LABELS = {
-    "recorded": "recorded (not submitted)",
-    "nominated": "nominated, waiting for the writer's consent",
-    "submitted": "waiting for review",
-    "approved": "approved, being published",
-    "rejected": "not selected",
-    "published": "published",
-    "retracted": "retracted by an editor",
-    "withdrawn": "withdrawn by the writer",
-    "declined": "nomination declined by the writer",
-}
 
-
-# Post statuses that mean the site holds the letter but the public can't read it yet.
-REVIEW_STATUSES = ("pending", "draft", "future", "private")
-# The site's editors took it down (trash) or deleted it.
-DROPPED_STATUSES = ("trash", "deleted")
-WITH_SITE_EDITORS = "sent to the site's editors"
-
-
-def with_site_editors(letter: Contribution) -> bool:
-    """The site has the letter, but as a pending/draft post the public can't open yet."""
-    return letter.state == "published" and letter.remote_status in REVIEW_STATUSES
-
-
-def dropped_by_site(letter: Contribution) -> bool:
-    return letter.state == "published" and letter.remote_status in DROPPED_STATUSES
-
-
-def state_label(letter: Contribution) -> str:
-    """What to tell people about a letter: as STATE_LABELS, but "published" only when the public can read it."""
-    if with_site_editors(letter):
-        return WITH_SITE_EDITORS
-    if dropped_by_site(letter):
-        return "not published by the site's editors"
-    return STATE_LABELS.get(letter.state, letter.state)
-
-
-def public_url(letter: Contribution) -> str | None:
-    """The letter's link on the site, only if the public can open it."""
-    if letter.state in LIVE_STATES and letter.remote_status in (None, "publish"):
-        return letter.remote_url
-    return None
-
-
-WRITER_CHANGED_AFTER_EDIT = (
-    "the writer changed their message after your edit (your text is kept; the Original link shows theirs)"
-)
-
-
-class LetterError(Exception):
-    """An expected refusal, phrased for the member or editor who asked."""
-
-
-class Conflict(LetterError):
-    """Someone else changed the letter first; `current` is what it is now."""
-
-    def __init__(self, message: str, current: Contribution) -> None:
-        super().__init__(message)
-        self.current = current
-
-
-@dataclass(frozen=True)
-class DigestDraft:
-    key: str
-    title: str
-    letters: list[Contribution]
-    outbox_id: int
-
-
-def writer_text(letter: Contribution) -> str:
-    """The text as its writer last wrote it (an editor's edit keeps the writer's in `original_content`)."""
-    return letter.original_content if letter.original_content is not None else letter.content
-
-
-def describe_actor(contribution: Contribution) -> str:
-    """Who made the last decision, as text editors read (mention syntax renders but never pings in embeds)."""
-    return f"<@{contribution.reviewer_id}>" if contribution.reviewer_id else "someone"
-
-
-def conflict_text(current: Contribution) -> str:
-    state = current.state
-    who = describe_actor(current)
-    if state in ("approved", "published", "rejected", "retracted"):
-        return f"Too late: {who} already marked letter #{current.id} as {STATE_LABELS[state]}."
-    if state == "withdrawn":
-        return f"Letter #{current.id} was withdrawn by its writer."
-    return f"Letter #{current.id} changed while you were looking (now {STATE_LABELS.get(state, state)}); try again."
-
-
-class Recorder:
+class Recorder(Batcher[tuple[object, ...], None]):
     """Group commit for recorded replies: rows are queued and written together every few ms or N rows.
 
     aiosqlite pays a thread hop per statement, so one transaction per message tops out at a few
@@ -138,72 +57,30 @@ class Recorder:
     """
 
     def __init__(self, repo: ContributionsRepo, *, max_rows: int = 500, max_delay: float = 0.005) -> None:
-        self._repo = repo
-        self.max_rows = max_rows
-        self.max_delay = max_delay
-        self._pending: list[tuple[object, ...]] = []
-        self._wake = asyncio.Event()
-        self._full = asyncio.Event()
-        self._lock = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
-        self.written = 0
-        self.failed = 0
+        async def write(rows: list[tuple[object, ...]]) -> list[None]:
+            await repo.record_rows(rows)
+            return [None] * len(rows)
 
-    def start(self) -> None:
-        if self._task is None or self._task.done():
-            self._stopping = False
-            self._task = asyncio.create_task(self._run(), name="letters-recorder")
-
-    async def stop(self) -> None:
-        """Write what is queued, then stop."""
-        self._stopping = True
-        self._wake.set()
-        task, self._task = self._task, None
-        if task is not None:
-            await task
-        await self.flush()
+        super().__init__(write, name="letters-recorder", max_batch=max_rows, linger=max_delay)
 
     def add(self, contribution: NewContribution) -> None:
-        self.add_row(row_of(contribution))
+        self.post(row_of(contribution))
 
     def add_row(self, row: tuple[object, ...]) -> None:
         """Queue a row made by `contribution_row` (the listener's hot path)."""
-        self._pending.append(row)
-        self._wake.set()
-        if len(self._pending) >= self.max_rows:
-            self._full.set()
+        self.post(row)
 
     @property
-    def pending(self) -> int:
-        return len(self._pending)
+    def written(self) -> int:
+        return self.done
 
     async def flush(self) -> None:
         """Write everything queued so far (and wait for a batch already being written)."""
-        async with self._lock:
-            while self._pending:
-                batch, self._pending = self._pending[: self.max_rows * 4], self._pending[self.max_rows * 4 :]
-                try:
-                    await self._repo.record_rows(batch)
-                    self.written += len(batch)
-                except Exception:
-                    self.failed += len(batch)
-                    log.exception("could not record %d replies", len(batch))
-            self._full.clear()
+        await self.drain()
 
-    async def _run(self) -> None:
-        while not self._stopping:
-            await self._wake.wait()
-            self._wake.clear()
-            if not self._pending:
-                continue
-            # Gather more rows for a moment, unless the batch is already full.
-            if len(self._pending) < self.max_rows:
-                try:
-                    await asyncio.wait_for(self._full.wait(), timeout=self.max_delay)
-                except TimeoutError:
-                    pass
-            await self.flush()
+    async def stop(self) -> None:
+        """Write what is queued (at shutdown, before the database closes)."""
+        await self.drain()
 
 
 def publication_terms(byline: str, location: str | None, consent: bool) -> tuple[str, str | None]:
@@ -216,7 +93,7 @@ def publication_terms(byline: str, location: str | None, consent: bool) -> tuple
     return cleaned, clean_line(location, LOCATION_MAX) or None
 
 
-class LetterService:
+class LetterService(LetterSite):
     def __init__(self, store: Store, clock: Clock, settings: LetterSettings, *, disclaimer: str | None) -> None:
         self.store = store
         self.repo: ContributionsRepo = store.contributions
@@ -722,7 +599,9 @@ class LetterService:
                 # Delivery is ordered per entity, so a retract queued behind an unsent create would
                 # publish the letter first: cancel what was never sent, retract only what may be there.
                 if verb != "retract" or await self.store.outbox.cancel_undelivered(conn, item.entity):
-                    await self.store.outbox.enqueue_item(conn, verb, item, revision=letter.version + 1)
+                    await self.store.outbox.enqueue_item(
+                        conn, verb, item, revision=letter.version + 1, guild_id=letter.guild_id
+                    )
                     queued = True
             await self.store.audit.record(
                 action,
@@ -734,150 +613,38 @@ class LetterService:
             )
         return queued
 
-    # -- the site -------------------------------------------------------------------------------
+    # -- reads for the Discord side (cogs ask the service, never the repository) ----------------
 
-    async def site_letter(
-        self,
-        letter: Contribution,
-        display_names: Mapping[int, str] | None = None,
-        *,
-        role_names: Mapping[int, str] | None = None,
-        channel_names: Mapping[int, str] | None = None,
-    ) -> Letter:
-        """The letter as the site shows it: title, byline, the article it answers and the letter it replies to.
+    async def letter(self, letter_id: int) -> Contribution | None:
+        return await self.repo.get(letter_id)
 
-        Mentions show as the names given (members, roles, channels); unknown ones as "a member" or nothing.
-        """
-        article = await self.repo.article(letter.article_id) if letter.article_id else None
-        reply_title = reply_url = None
-        if letter.reply_to_message_id:
-            parent = await self.repo.by_message(letter.reply_to_message_id)
-            if parent is not None and parent.state in LIVE_STATES:
-                reply_title = f"Letter from {parent.byline or 'a reader'}"
-                reply_url = public_url(parent)  # never a pending post's ?p= link
-        names = dict(display_names or {})
-        roles = dict(role_names or {})
-        channels = dict(channel_names or {})
-        byline = letter.byline or letter.author_name
-        title = templated_title(
-            self.settings.title_template,
-            letter_id=letter.id,
-            byline=byline,
-            text=plain_text(letter.content, display_names=names, role_names=roles, channel_names=channels),
-            article=article.title if article else None,
-        )
-        return Letter(
-            id=letter.id,
-            text=letter.content,
-            byline=byline,
-            location=letter.location,
-            title=title,
-            article_title=article.title if article else None,
-            article_link=article.link if article else None,
-            in_reply_to_title=reply_title,
-            in_reply_to_url=reply_url,
-            display_names=names,
-            channel_names=channels,
-            role_names=roles,
-            submitted_at=letter.submitted_at,
-        )
+    async def in_state(self, state: str) -> list[Contribution]:
+        return await self.repo.in_state(state)
 
-    async def mark_published(
-        self, letter_id: int, remote_id: str | None, url: str | None, status: str | None = None
-    ) -> tuple[Contribution, bool]:
-        """The site has the letter: remember where and in what status; True if this is its first delivery.
+    async def unposted_queue(self, guild_id: int) -> list[Contribution]:
+        """Submitted letters with no card in the review channel yet."""
+        return await self.repo.unposted_queue(guild_id)
 
-        In the same transaction, the writer and the thread are owed a message: "published" (with the
-        public link) when the public can read it, else "sent to the site's editors". A pending post
-        becoming public later (seen by an update's answer or a status check) owes "published" then.
-        """
-        letter = await self._load(letter_id)
-        public = status in (None, "publish")
-        first = False
-        async with self.store.db.transaction() as conn:
-            await self.repo.set_site_status(conn, letter_id, remote_id, url, status, self.clock.now())
-            if letter.state == "approved":
-                cursor = await conn.execute(
-                    "UPDATE contributions SET state = 'published' WHERE id = ? AND state = 'approved'", (letter_id,)
-                )
-                first = cursor.rowcount > 0
-                await cursor.close()
-            if first:
-                event = "published" if public else "sent_for_review"
-                await self.store.notices.queue(conn, letter_id, event, ("writer", "thread"))
-            elif public and with_site_editors(letter):
-                await self.store.notices.queue(conn, letter_id, "published", ("writer", "thread"))
-        return await self._load(letter_id), first
+    async def article_for_thread(self, thread_id: int) -> int | None:
+        return await self.repo.article_for_thread(thread_id)
 
-    async def apply_site_status(self, letter_id: int, status: str | None, url: str | None) -> Contribution | None:
-        """A status check's answer for a letter with the site's editors; the letter if something changed.
+    async def article_in(self, article_id: int, guild_id: int) -> ArticleRef | None:
+        """The article, only if one of this server's feeds posted it."""
+        return await self.repo.article(article_id, guild_id=guild_id)
 
-        Published: the writer and the thread are owed the public link. Trashed or deleted: the writer
-        is told. Either message is queued in the same transaction as the new status.
-        """
-        letter = await self._load(letter_id)
-        if letter.state != "published":
-            return None
-        changed = status != letter.remote_status
-        async with self.store.db.transaction() as conn:
-            link = url if status == "publish" else None
-            await self.repo.set_site_status(conn, letter_id, None, link, status, self.clock.now())
-            if changed and status == "publish":
-                await self.store.notices.queue(conn, letter_id, "published", ("writer", "thread"))
-            elif changed and status in DROPPED_STATUSES:
-                await self.store.notices.queue(conn, letter_id, "dropped", ("writer",))
-        return await self._load(letter_id) if changed else None
+    async def recent_articles(self, guild_id: int, query: str = "", *, limit: int = 25) -> list[ArticleRef]:
+        return await self.repo.recent_articles(guild_id, query, limit=limit)
 
-    async def check_on_site(self, adapter: StatusAdapter, *, limit: int = 50) -> list[Contribution]:
-        """Ask the site about letters with its editors; the letters whose status changed.
+    async def letters_of(self, guild_id: int, user_id: int, *, limit: int = 25) -> list[Contribution]:
+        return await self.repo.by_author(guild_id, user_id, limit=limit)
 
-        A failing site ends the round (the next one tries again); one unreadable post is skipped.
-        """
-        changed: list[Contribution] = []
-        for letter in await self.repo.awaiting_site_editors(REVIEW_STATUSES, limit=limit):
-            assert letter.remote_id is not None
-            try:
-                ref = await adapter.fetch_status(letter.remote_id, "letter")
-            except TransientSiteError as exc:
-                log.info("status check stopped: %s", exc)
-                break
-            except PermanentSiteError as exc:
-                if exc.site_wide:
-                    log.info("status check stopped: %s", exc)
-                    break
-                log.warning("could not check letter #%s on the site: %s", letter.id, exc)
-                continue
-            updated = await self.apply_site_status(letter.id, ref.status, ref.url)
-            if updated is not None:
-                changed.append(updated)
-        return changed
-
-    async def digest(self, guild_id: int, since: datetime, until: datetime, actor_id: int) -> DigestDraft:
-        """Draft one "Readers' Views" post from the letters approved in [since, until)."""
-        letters = await self.repo.for_digest(guild_id, since, until)
-        if not letters:
-            raise LetterError(f"No letters were approved between {since:%d %b %Y} and {until:%d %b %Y}.")
-        key = f"{guild_id}-{since:%Y%m%d}-{until:%Y%m%d}"
-        title = f"Readers' Views, {since:%d %B %Y} to {until:%d %B %Y}"
-        site_letters = [await self.site_letter(letter) for letter in letters]
-        item = compose_digest(Digest(key=key, title=title, letters=site_letters), disclaimer=self.disclaimer)
-        revision = hashlib.sha256(",".join(f"{c.id}.{c.version}" for c in letters).encode()).hexdigest()[:16]
-        async with self.store.db.transaction() as conn:
-            outbox_id = await self.store.outbox.enqueue_item(conn, "create", item, revision=revision)
-            await self.store.audit.record(
-                "digest.create",
-                guild_id=guild_id,
-                actor_id=actor_id,
-                entity=item.entity,
-                detail={"letters": [c.id for c in letters]},
-                conn=conn,
-            )
-        return DigestDraft(key=key, title=title, letters=letters, outbox_id=outbox_id)
+    async def counts_of(self, guild_id: int, user_id: int) -> dict[str, int]:
+        return await self.repo.count_by_author(guild_id, user_id)
 
     # -- privacy --------------------------------------------------------------------------------
 
     async def mine(self, guild_id: int, user_id: int) -> tuple[list[Contribution], dict[str, int]]:
-        return await self.repo.by_author(guild_id, user_id), await self.repo.count_by_author(guild_id, user_id)
+        return await self.letters_of(guild_id, user_id), await self.counts_of(guild_id, user_id)
 
     async def forget(self, guild_id: int, user_id: int) -> list[Contribution]:
         deleted = await self.repo.forget(guild_id, user_id)

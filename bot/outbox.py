@@ -18,6 +18,9 @@ fails too. Then the item goes back to waiting (the attempt does not count), one 
 a site down only once `down_alert_probes` probes failed as well), and the worker claims nothing
 until a probe succeeds (probes back off from 30 s to 10 min; a restart or
 `readersviews outbox retry --all` probes at once); then one recovery note, and delivery resumes.
+
+Items of a server the bot no longer serves (`served_guilds`, from `discord.allowed_guild_ids`) are
+held: left pending, neither delivered nor given up, until the server is listed again.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from datetime import datetime, timedelta
 
 from pydantic import ValidationError
@@ -40,6 +43,8 @@ from bot.store.outbox import OutboxRepo, OutboxRow, SiteIncident, SiteIncidentRe
 log = logging.getLogger(__name__)
 
 AlertHook = Callable[[str], Awaitable[None]]
+# One item's alert (it names the item, so it goes to that item's server only).
+ItemAlertHook = Callable[[OutboxRow, str], Awaitable[None]]
 DeliveredHook = Callable[[OutboxRow, RemoteRef], Awaitable[None]]
 IncidentHook = Callable[[SiteIncident | None], Awaitable[None]]
 
@@ -51,7 +56,7 @@ class OutboxWorker:
         adapter: SiteAdapter,
         clock: Clock,
         *,
-        alert: AlertHook | None = None,
+        alert: ItemAlertHook | None = None,
         on_delivered: DeliveredHook | None = None,
         batch: int = 50,
         base_delay: float = 2.0,
@@ -67,11 +72,14 @@ class OutboxWorker:
         probe_max: float = 600.0,
         down_alert_probes: int = 3,
         retention: timedelta | None = timedelta(days=30),
+        served_guilds: Collection[int] | None = None,
     ) -> None:
         self.repo = repo
+        # None: every server's items are delivered; else only these servers' (and items of none).
+        self.served_guilds = frozenset(served_guilds) if served_guilds is not None else None
         self.incidents = incidents or SiteIncidentRepo(repo.db, clock)
         # Site-wide alerts name no item, so they go to every server (the per-item hook routes by item).
-        self._site_alert = site_alert or alert
+        self._site_alert = site_alert
         self._on_incident = on_incident
         # Consecutive transient failures (any item) after which the site itself is probed.
         self.down_after = down_after
@@ -115,7 +123,7 @@ class OutboxWorker:
             return 0
         delivered = 0
         while not self._stopping and not self._incident_opened:
-            rows = await self.repo.claim_due(self.batch)
+            rows = await self.repo.claim_due(self.batch, served=self.served_guilds)
             if not rows:
                 break
             done: list[tuple[OutboxRow, RemoteRef]] = []
@@ -210,7 +218,7 @@ class OutboxWorker:
         if incident is not None and incident.open:
             # Items are due, but nothing is claimed until the next probe.
             return max(0.0, min(self.idle_poll, (incident.next_probe_at - self.clock.now()).total_seconds()))
-        due = await self.repo.next_due_at()
+        due = await self.repo.next_due_at(served=self.served_guilds)
         if due is None:
             return self.idle_poll
         return max(0.0, min(self.idle_poll, (due - self.clock.now()).total_seconds()))
@@ -454,7 +462,7 @@ class OutboxWorker:
                 log.warning("%s", text)
             else:
                 try:
-                    await self._alert(text)
+                    await self._alert(row, text)
                 except Exception:
                     log.exception("could not send the outbox alert for #%s; will try again", row.id)
                     return

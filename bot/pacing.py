@@ -31,6 +31,8 @@ from typing import Any
 import aiohttp
 import discord
 
+from bot.discord_internals import logged_in
+
 __all__ = ["GlobalPacer", "install_global_pacer", "is_exempt", "pacer_trace_config"]
 
 # /interactions/{id}/{token}/callback and /webhooks/{id}/{token}[/...]: not under the global limit.
@@ -138,7 +140,7 @@ def install_global_pacer(http: discord.http.HTTPClient, rate: float = 50, per: f
     discord.py builds its aiohttp session from `http.http_trace` at login, so the hook must be in
     place by then; an existing `http_trace` is kept and extended.
     """
-    if getattr(http, "_HTTPClient__session", discord.utils.MISSING) is not discord.utils.MISSING:
+    if logged_in(http):
         raise RuntimeError("install_global_pacer() must run before the client logs in")
     pacer = GlobalPacer(rate, per)
     http.http_trace = pacer_trace_config(pacer, http.http_trace)

@@ -140,12 +140,14 @@ _TAG = re.compile(r"""<(/?)([A-Za-z][^\s/>]*)((?:[^>"']++|"[^"]*+(?:"|\Z)|'[^']*
 _ATTRIBUTE = re.compile(r"""([^\s"'>/=]+)(?:\s*=\s*(?:"([^"]*)"?|'([^']*)'?|([^\s>]*)))?""")
 
 
-def _html_tokens(markup: str) -> Iterator[tuple[str, str, dict[str, str | None]]]:
+def _html_tokens(
+    markup: str, attributes_of: frozenset[str] = frozenset({"a"})
+) -> Iterator[tuple[str, str, dict[str, str | None]]]:
     """(kind, tag or text, attrs) for "start", "startend", "end" and "data": linear in the input.
 
     A small tokenizer instead of html.parser, which is quadratic on inputs such as `<a b='` repeated
     (30 kB took 4 s) and raises AssertionError on `<![`. Comments, doctypes and processing
-    instructions are dropped; attributes are parsed only for links.
+    instructions are dropped; attributes are parsed only for the tags in `attributes_of` (links).
     """
     position, end = 0, len(markup)
     while position < end:
@@ -175,7 +177,7 @@ def _html_tokens(markup: str) -> Iterator[tuple[str, str, dict[str, str | None]]
             yield "end", name, {}
             continue
         attrs: dict[str, str | None] = {}
-        if name == "a":
+        if name in attributes_of:
             for attribute in _ATTRIBUTE.finditer(rest):
                 value = next((v for v in attribute.group(2, 3, 4) if v is not None), None)
                 attrs.setdefault(attribute.group(1).lower(), None if value is None else html.unescape(value))
@@ -188,6 +190,9 @@ def _html_tokens(markup: str) -> Iterator[tuple[str, str, dict[str, str | None]]
             if close_tag is None:
                 return
             position = close_tag.start()
+
+
+html_tokens = _html_tokens
 
 
 class _DiscordMarkdownWriter:
@@ -519,6 +524,40 @@ def truncate_words(text: str, limit: int, ellipsis: str = ELLIPSIS) -> str:
     while cut.endswith("\\"):
         cut = cut[:-1]
     return cut + ellipsis
+
+
+_SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]*_]*(?=\s)|\n\n")
+_BOILERPLATE_START = "The post "
+_BOILERPLATE_MIDDLE = " appeared first on "
+_BOILERPLATE_LIMIT = 1200
+
+
+def drop_feed_boilerplate(markdown: str) -> str:
+    """Drop WordPress's closing "The post … appeared first on …" paragraph from a rendered summary."""
+    head, _, last = markdown.rstrip().rpartition("\n\n")
+    if len(last) > _BOILERPLATE_LIMIT or not last.startswith(_BOILERPLATE_START):
+        return markdown
+    if _BOILERPLATE_MIDDLE not in last:
+        return markdown
+    return head.rstrip()
+
+
+def excerpt(markdown: str, limit: int) -> str:
+    """At most `limit` characters, cut after the last whole sentence (or paragraph) if one ends in the
+    second half, else on a word with an ellipsis; a code fence the cut left open is closed."""
+    text = markdown.strip()
+    if len(text) <= limit:
+        return text
+    window = text[: limit + 1]
+    end = 0
+    for match in _SENTENCE_END.finditer(window):
+        if match.end() <= limit:
+            end = match.end()
+    if end >= limit // 2:
+        cut = text[:end].rstrip()
+        if cut.count("```") % 2 == 0:
+            return cut
+    return _truncate_markdown(text, limit)
 
 
 def article_title(title: str) -> str:

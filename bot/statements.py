@@ -19,7 +19,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import json
@@ -27,12 +26,14 @@ import logging
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal
 
 from bot.clock import Clock, to_db
+from bot.concurrency import Batcher
+from bot.concurrency import Debouncer as Debouncer  # moved; cogs.statements imports it from here
 from bot.errors import UserFacingError
 from bot.logs import ids
 from bot.render import escape_discord_text
@@ -53,8 +54,6 @@ if TYPE_CHECKING:
     from bot.store import Store
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-R = TypeVar("R")
 
 TITLE_MAX = 200
 BODY_MAX = 4000
@@ -225,56 +224,6 @@ class Snapshot:
 
     statement: StatementRow
     counts: Counts
-
-
-class Batcher(Generic[T, R]):
-    """Calls queue up; one worker runs everything queued in one `run(batch)` call (its results in
-    the same order), so a burst costs one database hop per batch instead of one per call.
-
-    Each call still starts its batch after it was queued, so it sees every change committed before.
-    A failed batch fails each of its calls with the error; a cancelled worker fails them with
-    "stopped" and stops.
-    """
-
-    def __init__(self, run: Callable[[list[T]], Awaitable[list[R]]], *, name: str, max_batch: int) -> None:
-        self._run = run
-        self.name = name
-        self.max_batch = max_batch
-        self._queue: list[tuple[T, asyncio.Future[R]]] = []
-        self._worker: asyncio.Task[None] | None = None
-        self.batches = 0
-
-    async def submit(self, item: T) -> R:
-        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._queue.append((item, future))
-        if self._worker is None or self._worker.done():
-            self._worker = asyncio.create_task(self._work(), name=self.name)
-        return await asyncio.shield(future)
-
-    async def _work(self) -> None:
-        while self._queue:
-            batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
-            try:
-                results = await self._run([item for item, _ in batch])
-            except BaseException as exc:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(
-                            exc if isinstance(exc, Exception) else RuntimeError(f"{self.name} stopped")
-                        )
-                if not isinstance(exc, Exception):
-                    raise
-                log.exception("%s: a batch of %d failed", self.name, len(batch))
-                continue
-            self.batches += 1
-            for (_, future), result in zip(batch, results, strict=True):
-                if not future.done():
-                    future.set_result(result)
-
-    async def drain(self) -> None:
-        """Finish what was submitted (at shutdown, before the database closes)."""
-        if self._worker is not None:
-            await asyncio.shield(self._worker)
 
 
 class SignatureWriter(Batcher[SignatureInput, SignOutcome]):
@@ -930,84 +879,3 @@ async def export_statement(
         detail={"format": fmt, "organizer_columns": include_discord_ids, "via": "cli"},
     )
     return data
-
-
-class Debouncer:
-    """At most one flush per key per `interval` seconds, and always one after the last mark.
-
-    `mark(key)` says "the shown state is stale"; the first mark after a quiet spell flushes at once,
-    later ones wait until `interval` has passed since the previous flush *finished*, so however
-    fast marks come, flushes (message edits) are spaced by at least `interval`.
-
-    A flush that raises is retried: the key stays marked and the spacing doubles with each failure
-    in a row (from `interval` up to `max_backoff`), back to `interval` after a success. A flush
-    that should not be retried (the target is gone) returns instead of raising.
-    """
-
-    def __init__(
-        self, flush: Callable[[Any], Awaitable[None]], interval: float = 5.0, *, max_backoff: float = 300.0
-    ) -> None:
-        self._flush = flush
-        self.interval = interval
-        self.max_backoff = max_backoff
-        self._dirty: set[Hashable] = set()
-        self._tasks: dict[Hashable, asyncio.Task[None]] = {}
-        self._last: dict[Hashable, float] = {}
-        self._failures: dict[Hashable, int] = {}
-        self.flushes = 0
-
-    def spacing(self, failures: int) -> float:
-        """Seconds between flushes of a key after `failures` failed flushes in a row."""
-        if failures <= 0:
-            return self.interval
-        return max(self.interval, min(self.max_backoff, self.interval * 2 ** min(failures, 32)))
-
-    def mark(self, key: Hashable) -> None:
-        self._dirty.add(key)
-        if key not in self._tasks:
-            self._tasks[key] = asyncio.create_task(self._run(key), name=f"debounce-{key}")
-
-    async def _run(self, key: Hashable) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            while key in self._dirty:
-                spacing = self.spacing(self._failures.get(key, 0))
-                wait = self._last.get(key, float("-inf")) + spacing - loop.time()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                self._dirty.discard(key)
-                try:
-                    await self._flush(key)
-                    self.flushes += 1
-                    self._failures.pop(key, None)
-                except Exception as exc:
-                    failures = self._failures[key] = self._failures.get(key, 0) + 1
-                    self._dirty.add(key)  # the shown state is still stale: try again, later
-                    retry = self.spacing(failures)
-                    if failures == 1:
-                        log.exception("refreshing %s failed; retrying in %.0f s", key, retry)
-                    else:
-                        log.warning("refreshing %s failed %d times in a row (%s); retrying in %.0f s",
-                                    key, failures, exc, retry)  # fmt: skip
-                finally:
-                    self._last[key] = loop.time()
-        finally:
-            self._tasks.pop(key, None)
-
-    def pending(self) -> bool:
-        return bool(self._tasks)
-
-    def is_marked(self, key: Hashable) -> bool:
-        """A refresh of `key` is still owed."""
-        return key in self._dirty
-
-    async def wait_idle(self) -> None:
-        """Return once every owed flush has run."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
-
-    async def aclose(self) -> None:
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)

@@ -9,17 +9,6 @@ from datetime import datetime, timedelta
 from bot import __version__
 from bot.site.base import redact_text
 from bot.store import Store
-from bot.store.outbox import OutboxRow
-
-# The server an outbox row belongs to, from its entity ("letter:<contribution id>", "statement:<id>").
-OUTBOX_GUILD_SQL = (
-    "CASE"
-    " WHEN o.entity LIKE 'letter:%' THEN"
-    " (SELECT c.guild_id FROM contributions c WHERE c.id = CAST(substr(o.entity, 8) AS INTEGER))"
-    " WHEN o.entity LIKE 'statement:%' THEN"
-    " (SELECT s.guild_id FROM statements s WHERE s.id = CAST(substr(o.entity, 11) AS INTEGER))"
-    " END"
-)
 
 # Rows counted for one server: (table, SQL counting that server's rows).
 GUILD_COUNTS = {
@@ -30,22 +19,6 @@ GUILD_COUNTS = {
     "signatures": "SELECT count(*) FROM signatures g JOIN statements s ON s.id = g.statement_id WHERE s.guild_id = ?",
     "audit_log": "SELECT count(*) FROM audit_log WHERE guild_id = ?",
 }
-
-
-async def guild_outbox_rows(store: Store, guild_id: int, states: tuple[str, ...], *, limit: int) -> list[OutboxRow]:
-    """Outbox rows (in `states`) that belong to this server; other servers' items stay hidden."""
-    marks = ",".join("?" * len(states))
-    rows = await store.db.fetchall(
-        f"SELECT o.* FROM outbox o WHERE o.state IN ({marks}) AND ({OUTBOX_GUILD_SQL}) = ? ORDER BY o.id LIMIT ?",
-        (*states, guild_id, limit),
-    )
-    return [OutboxRow.from_row(row) for row in rows]
-
-
-async def outbox_row_guild(store: Store, row_id: int) -> int | None:
-    """The server an outbox row belongs to (None: no such row, or not tied to a server)."""
-    row = await store.db.fetchone(f"SELECT ({OUTBOX_GUILD_SQL}) AS guild_id FROM outbox o WHERE o.id = ?", (row_id,))
-    return None if row is None or row["guild_id"] is None else int(row["guild_id"])
 
 
 @dataclass
@@ -90,7 +63,7 @@ async def collect_status(
         errors.append(f"{row['last_poll_at']} feed {row['url']}: {row['last_error']}")
     for row in await store.db.fetchall(
         "SELECT o.id, o.kind, o.last_error, o.updated_at FROM outbox o"
-        f" WHERE o.state = 'dead' AND ({OUTBOX_GUILD_SQL}) = ? ORDER BY o.updated_at DESC LIMIT 3",
+        " WHERE o.state = 'dead' AND o.guild_id = ? ORDER BY o.updated_at DESC LIMIT 3",
         (guild_id,),
     ):
         errors.append(f"{row['updated_at']} outbox #{row['id']} ({row['kind']}): {row['last_error']}")

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
+from bot.discord_internals import connection_state, gateway_parsers
+
 if TYPE_CHECKING:
     from bot.app import ReadersViewsBot
 
@@ -54,6 +56,11 @@ class Tenants:
         """True if no list is configured: every server is served."""
         return not self.allowed
 
+    @property
+    def only(self) -> frozenset[int] | None:
+        """The served servers' ids for a query's filter, or None when every server is served."""
+        return None if self.open else self.allowed
+
     def serves(self, guild_id: int | None) -> bool:
         """Whether the bot works for this server (None: a DM, which belongs to no server)."""
         return self.open or guild_id is None or guild_id in self.allowed
@@ -62,8 +69,8 @@ class Tenants:
         """Put the gate on discord.py's parsers for interactions and messages."""
         if self.open:
             return
-        state = bot._connection
-        parsers: dict[str, Callable[[Any], None]] = state.parsers
+        state = connection_state(bot)
+        parsers = gateway_parsers(bot)
         interactions = parsers["INTERACTION_CREATE"]
 
         def interaction_create(data: Any) -> None:

@@ -10,7 +10,7 @@ from discord.ext import commands
 
 from bot.checks import admin_only
 from bot.site.base import redact_text
-from bot.status import collect_status, describe_process, format_report, guild_outbox_rows, outbox_row_guild
+from bot.status import collect_status, describe_process, format_report
 from bot.store.settings import SETTINGS, setup_option
 
 if TYPE_CHECKING:
@@ -138,7 +138,8 @@ class Admin(commands.Cog):
         lines = []
         if retry is not None:
             # Only this server's items: another server's number is answered like a missing one.
-            if await outbox_row_guild(self.bot.store, retry) == guild_id and await repo.retry(retry):
+            item = await repo.get(retry)
+            if item is not None and item.guild_id == guild_id and await repo.retry(retry):
                 await self.bot.outbox.incidents.probe_now()  # if the site was paused, look again now
                 self.bot.outbox.notify()
                 lines.append(f"#{retry} will be delivered again now.")
@@ -156,12 +157,12 @@ class Admin(commands.Cog):
                 f"⏸️ Deliveries are paused since {since}: {redact_text(incident.reason)}"[:400]
                 + f"\nItems wait; the next check of the site is {discord.utils.format_dt(incident.next_probe_at, 'R')}."
             )
-        dead = await guild_outbox_rows(self.bot.store, guild_id, ("dead",), limit=10)
+        dead = await repo.for_guild(guild_id, ("dead",), limit=10)
         for row in dead:
             lines.append(f"- #{row.id} {row.kind} {row.entity}: {redact_text(row.last_error or 'unknown error')}"[:300])
         if dead:
             lines.append("Fix the cause (see each error), then `/readersviews outbox retry:<number>`.")
-        waiting = await guild_outbox_rows(self.bot.store, guild_id, ("pending",), limit=5)
+        waiting = await repo.for_guild(guild_id, ("pending",), limit=5)
         for row in waiting:
             when = discord.utils.format_dt(row.next_attempt_at, "R")
             error = f" — last error: {redact_text(row.last_error)}" if row.last_error else ""

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+import re
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import discord
@@ -17,15 +19,29 @@ from bot.articles import (
     DEFAULT_TAG_KEY,
     ArticleService,
     FeedProblem,
+    PollReport,
     PostPlan,
     choose_tags,
-    map_bounded,
     parse_tag_map,
     plan_post_async,
     validate_feed_url,
 )
 from bot.checks import admin_only, ensure_admin, may
-from bot.errors import UserFacingError
+from bot.errors import UserFacingError, describe_error, send_ephemeral
+from bot.feed_admin import FeedAdmin, paginate
+from bot.feed_commands import (
+    FilterCommands,
+    FormatCommands,
+    MentionCommands,
+    OptionsCommands,
+    archive_links_on,
+    export_feeds,
+    import_feeds,
+    post_archive_links,
+)
+from bot.feed_rules import FilterInput, filter_out_async, rules_of
+from bot.feed_webhooks import Webhooks
+from bot.publisher import Post, Refused, Rejected, ThreadExists, Unknown
 from bot.render import truncate_words
 from bot.site.base import redact_text, redact_url
 from bot.store.feeds import ArticleRow, FeedRow
@@ -39,11 +55,9 @@ FORUM_NEEDS = ("view_channel", "send_messages", "send_messages_in_threads", "man
 TEXT_NEEDS = ("view_channel", "send_messages", "embed_links", "create_public_threads", "send_messages_in_threads")
 MAX_POLL_SLEEP = 60.0
 PUBLISH_CONCURRENCY = 50  # feeds publishing at once; the global pacer bounds the request rate
-MAX_SERVER_ERRORS = 5  # cycles in a row Discord may fail (5xx, timeout) on one article before it is failed...
-SERVER_ERROR_SPAN = timedelta(
-    minutes=30
-)  # ...and for at least this long: an outage of Discord's is not the article's fault
-DISCORD_TROUBLE = (discord.DiscordServerError, TimeoutError, aiohttp.ClientError)
+THREAD_ALREADY_CREATED = 160004  # Discord's code for a second thread on one message
+LIST_PAGE_CHARS = 1900  # one /feed list page, under Discord's 2,000 with its heading
+SHUTDOWN_GRACE = 10.0  # seconds a stop waits for the posts under way (a post and its thread)
 
 
 def missing_permissions(channel: discord.abc.GuildChannel, me: discord.Member) -> list[str]:
@@ -54,7 +68,13 @@ def missing_permissions(channel: discord.abc.GuildChannel, me: discord.Member) -
 
 def article_embed(plan: PostPlan, article: ArticleRow) -> discord.Embed:
     """A text-channel post: the article's title, link and summary (the footer marks link-less ones)."""
-    embed = discord.Embed(title=plan.title, url=plan.link or None, description=plan.embed_description)
+    embed = discord.Embed(
+        title=plan.embed_title or plan.title, url=plan.link or None, description=plan.embed_description
+    )
+    if plan.author:
+        embed.set_author(name=plan.author)
+    if plan.image_url:
+        embed.set_image(url=plan.image_url)
     if plan.embed_footer:
         embed.set_footer(text=plan.embed_footer)
     if article.published_at:
@@ -62,9 +82,27 @@ def article_embed(plan: PostPlan, article: ArticleRow) -> discord.Embed:
     return embed
 
 
+def post_mentions(plan: PostPlan) -> discord.AllowedMentions:
+    """Pings allowed in a post: none, or exactly the roles an admin opted in for this feed."""
+    if not plan.mention_roles:
+        return discord.AllowedMentions.none()
+    return discord.AllowedMentions(
+        everyone=False, users=False, roles=[discord.Object(role) for role in plan.mention_roles], replied_user=False
+    )
+
+
+def image_embeds(plan: PostPlan) -> list[discord.Embed]:
+    """A forum post shows the article's image in an embed of its own (its text stays in the content)."""
+    return [discord.Embed().set_image(url=plan.image_url)] if plan.image_url else []
+
+
 def describe_article_status(article: ArticleRow) -> str:
     if article.status == "posted":
         where = f"<#{article.thread_id}>" if article.thread_id else f"<#{article.channel_id}>"
+        if article.thread_step == "wanted":
+            return f"posted in {where}; its discussion thread is still to be made (tried again every poll)"
+        if article.thread_step == "given_up":
+            return f"posted in {where}, but Discord refused its discussion thread (`/feed resume` tries again)"
         return f"posted in {where}"
     if article.status == "seen":
         reason = article.status_reason or "not posted"
@@ -78,6 +116,209 @@ def describe_article_status(article: ArticleRow) -> str:
     return f"failed: {article.status_reason or 'unknown error'}"
 
 
+@contextlib.contextmanager
+def discord_outcomes(
+    refused: tuple[type[discord.HTTPException], ...] = (discord.Forbidden, discord.NotFound),
+) -> Iterator[None]:
+    """Discord's answers in the publisher's terms (bot.publisher): unknown, refused, rejected, thread exists."""
+    try:
+        yield
+    except discord.DiscordServerError as exc:  # Discord may or may not have done it
+        raise Unknown(str(exc)) from exc
+    except refused as exc:
+        raise Refused(exc.text or str(exc.status)) from exc
+    except discord.HTTPException as exc:
+        if exc.code == THREAD_ALREADY_CREATED:
+            raise ThreadExists(exc.text) from exc
+        raise Rejected(exc.text or str(exc)) from exc
+    except (TimeoutError, aiohttp.ClientError) as exc:  # timed out or lost the connection: as a 5xx
+        raise Unknown(str(exc) or type(exc).__name__) from exc
+
+
+class DiscordChannel:
+    """A feed's forum or text channel, as the publisher's `Channel` protocol."""
+
+    def __init__(
+        self,
+        bot: ReadersViewsBot,
+        feed: FeedRow,
+        channel: discord.TextChannel | discord.ForumChannel,
+        webhooks: Webhooks,
+    ) -> None:
+        self.bot = bot
+        self.feed = feed
+        self.channel = channel
+        self.webhooks = webhooks  # a feed may post through a channel webhook under its own name
+
+    @property
+    def id(self) -> int:
+        return self.channel.id
+
+    @property
+    def is_forum(self) -> bool:
+        return isinstance(self.channel, discord.ForumChannel)
+
+    async def post(self, plan: PostPlan, article: ArticleRow) -> Post:
+        hook = await self.webhooks.poster_for(self.feed, self.channel)  # None: post as the bot
+        pings = post_mentions(plan)  # nobody, or only the roles the feed's admins chose
+        with discord_outcomes():
+            if isinstance(self.channel, discord.ForumChannel):
+                created = await (hook or self.channel).create_thread(
+                    name=plan.title,
+                    content=plan.content,
+                    embeds=image_embeds(plan),
+                    applied_tags=self._forum_tags(article),
+                    allowed_mentions=pings,
+                )
+                return Post(message_id=created.message.id, thread_id=created.thread.id)
+            message = await (hook or self.channel).send(
+                content=plan.message or None, embed=article_embed(plan, article), allowed_mentions=pings
+            )
+            return Post(message_id=message.id, thread_id=None)
+
+    async def make_thread(self, message_id: int, title: str) -> int:
+        assert isinstance(self.channel, discord.TextChannel)
+        with discord_outcomes(refused=(discord.Forbidden,)):  # a deleted post (404) is that article's problem
+            thread = await self.channel.get_partial_message(message_id).create_thread(name=title)
+        return thread.id
+
+    async def find_thread(self, message_id: int) -> int | None:
+        assert isinstance(self.channel, discord.TextChannel)
+        with discord_outcomes(refused=(discord.Forbidden,)):
+            message = await self.channel.fetch_message(message_id)
+        return message.thread.id if message.thread is not None else None
+
+    def _forum_tags(self, article: ArticleRow) -> list[discord.ForumTag]:
+        channel, feed = self.channel, self.feed
+        assert isinstance(channel, discord.ForumChannel)
+        available = {tag.name: tag.id for tag in channel.available_tags}
+        tag_ids = set(choose_tags(article.categories, feed.tag_map, available))
+        if not tag_ids and channel.flags.require_tag and channel.available_tags:
+            # The forum started requiring a tag after the feed was added without a default: without a
+            # tag Discord refuses every post, so take the first one rather than fail them all.
+            log.warning("feed %s: %s requires a tag and no category matched; using its first tag", feed.id, channel.id)
+            tag_ids = {channel.available_tags[0].id}
+        return [tag for tag in channel.available_tags if tag.id in tag_ids]
+
+    async def find_post(self, plan: PostPlan, after: int, is_recorded: Callable[[int], Awaitable[bool]]) -> Post | None:
+        """Our post of this article newer than `after`, not already another article's.
+
+        In a forum where the starter message can't be read (no Read Message History), a thread of ours
+        with the article's title counts instead: the duplicate is the worse risk.
+        """
+        channel = self.channel
+        ours = {channel.guild.me.id, *self.webhooks.ids(self.feed)}  # the bot, or its webhook for this feed
+        with discord_outcomes():
+            try:
+                if isinstance(channel, discord.ForumChannel):
+                    for thread in channel.threads:
+                        if thread.owner_id not in ours or thread.id <= after or await is_recorded(thread.id):
+                            continue
+                        try:
+                            starter = thread.starter_message or await thread.fetch_message(thread.id)
+                        except discord.NotFound:
+                            continue
+                        except discord.Forbidden as exc:
+                            if thread.name != plan.title:
+                                continue
+                            log.warning(
+                                "feed %s: can't read the starter of thread %s (%s); taking it by its title",
+                                self.feed.id,
+                                thread.id,
+                                exc.text or exc.status,
+                            )
+                            return Post(message_id=thread.id, thread_id=thread.id)
+                        if plan.is_forum_post(starter.content):
+                            return Post(message_id=thread.id, thread_id=thread.id)
+                    return None
+                async for message in channel.history(limit=50):
+                    if message.id <= after:
+                        break
+                    if message.author.id not in ours or not message.embeds:
+                        continue
+                    embed = message.embeds[0]
+                    if plan.is_text_post(embed.url, embed.footer.text) and not await is_recorded(message.id):
+                        return Post(message_id=message.id, thread_id=message.thread.id if message.thread else None)
+            except discord.DiscordServerError:
+                raise
+            except discord.HTTPException as exc:
+                log.warning("could not check channel %s for an interrupted post: %s", channel.id, exc)
+        return None
+
+    async def edit(self, post: Post, plan: PostPlan, article: ArticleRow) -> None:
+        channel = self.channel
+        hook = await self.webhooks.poster_for(self.feed, channel)  # a webhook's posts are edited through it
+        none = discord.AllowedMentions.none()
+        with discord_outcomes():
+            if isinstance(channel, discord.ForumChannel) and post.thread_id:
+                thread = channel.get_thread(post.thread_id) or await self.bot.fetch_channel(post.thread_id)
+                if isinstance(thread, discord.Thread):
+                    if thread.name != plan.title:
+                        await thread.edit(name=plan.title)
+                    if hook is not None:
+                        await hook.edit_message(
+                            post.message_id or thread.id,
+                            thread_id=thread.id,
+                            content=plan.content,
+                            allowed_mentions=none,
+                        )
+                    else:
+                        await thread.get_partial_message(post.message_id or thread.id).edit(
+                            content=plan.content, allowed_mentions=none
+                        )
+            elif isinstance(channel, discord.TextChannel):
+                if hook is not None:
+                    await hook.edit_message(post.message_id, embed=article_embed(plan, article))
+                else:
+                    await channel.get_partial_message(post.message_id).edit(embed=article_embed(plan, article))
+                text_thread = channel.guild.get_thread(post.thread_id) if post.thread_id else None
+                if text_thread is not None and text_thread.name != plan.title:
+                    await text_thread.edit(name=plan.title)
+
+
+class FeedListButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]],
+    template=r"feeds:list:(?P<guild>\d+):(?P<page>\d+):(?P<way>prev|next)",
+):
+    """Prev / Next under `/feed list`: the page is rebuilt from the database on every click, for admins of
+    the server the list belongs to only."""
+
+    def __init__(self, guild_id: int, page: int, way: str, *, disabled: bool = False) -> None:
+        label = "◀ Prev" if way == "prev" else "Next ▶"
+        super().__init__(
+            discord.ui.Button(
+                label=label,
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"feeds:list:{guild_id}:{page}:{way}",
+                disabled=disabled,
+            )
+        )
+        self.guild_id = guild_id
+        self.page = page
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> FeedListButton:
+        return cls(int(match["guild"]), int(match["page"]), match["way"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        try:
+            if interaction.guild_id != self.guild_id:
+                raise UserFacingError("That list belongs to another server.")
+            await ensure_admin(interaction)
+            cog = interaction.client.get_cog("Articles")  # type: ignore[attr-defined]
+            if not isinstance(cog, Articles):
+                raise UserFacingError("Feeds are not available right now.")
+            text, view = await cog.feed_list_page(self.guild_id, self.page)
+            await interaction.response.edit_message(content=text, view=view)
+        except Exception as error:
+            message, loggable = describe_error(error)
+            if loggable:
+                log.error("/feed list page failed for user %s", interaction.user.id, exc_info=error)
+            await send_ephemeral(interaction, message)
+
+
 class Articles(commands.Cog):
     feed = app_commands.Group(
         name="feed",
@@ -85,21 +326,31 @@ class Articles(commands.Cog):
         guild_only=True,
         default_permissions=discord.Permissions(manage_guild=True),
     )
+    filters = FilterCommands(parent=feed)  # /feed filter ... (bot.feed_commands)
+    formats = FormatCommands(parent=feed)  # /feed format ...
+    mentions = MentionCommands(parent=feed)  # /feed mention ...
+    options = OptionsCommands(parent=feed)  # /feed options ...
 
     def __init__(self, bot: ReadersViewsBot) -> None:
         self.bot = bot
         self.service = ArticleService(bot.store, bot.feed_client, bot.clock, bot.config.feeds)
+        self.webhooks = Webhooks(bot)
         self._wake = asyncio.Event()
         self._cycle_lock = asyncio.Lock()
-        # Article id -> cycles in a row in which Discord failed (5xx, timeout) posting or checking it.
-        self._server_errors: dict[int, tuple[int, datetime]] = {}  # article id -> (failures in a row, first at)
+        self.feeds = FeedAdmin(bot.store)
+        self.publisher = bot.publisher
 
     async def cog_load(self) -> None:
         self.bot.claims.on_wake(claims.FEEDS, self._wake.set)  # a feed added or resumed in another process
+        self.bot.add_dynamic_items(FeedListButton)
         self.poller.start()
 
     async def cog_unload(self) -> None:
+        # A stop lets the posts under way finish (bounded), so that none is cut between its message and
+        # its thread; polls and new posts are simply not started (what is left is recovered at start).
+        await self.publisher.stop(SHUTDOWN_GRACE)
         self.poller.cancel()
+        self.bot.remove_dynamic_items(FeedListButton)
 
     # -- the poller ---------------------------------------------------------------------------
 
@@ -109,15 +360,19 @@ class Articles(commands.Cog):
             await asyncio.sleep(self.bot.claims.retry_seconds)
             return
         await self.run_cycle()
-        next_due = await self.bot.store.feeds.next_due_at()
-        delay = MAX_POLL_SLEEP
-        if next_due is not None:
-            delay = min(MAX_POLL_SLEEP, max(1.0, (next_due - self.bot.clock.now()).total_seconds()))
+        delay = await self.next_poll_delay()
         self._wake.clear()
         try:
             await asyncio.wait_for(self._wake.wait(), timeout=delay)
         except TimeoutError:
             pass
+
+    async def next_poll_delay(self) -> float:
+        """Seconds until the next served feed is due (at least 1, at most MAX_POLL_SLEEP)."""
+        next_due = await self.feeds.next_due_at(self.bot.tenants.only)
+        if next_due is None:
+            return MAX_POLL_SLEEP
+        return min(MAX_POLL_SLEEP, max(1.0, (next_due - self.bot.clock.now()).total_seconds()))
 
     @poller.before_loop
     async def _before_poller(self) -> None:
@@ -135,20 +390,44 @@ class Articles(commands.Cog):
         self.bot.claims.wake(claims.FEEDS)  # the process running the job, if it is another
 
     async def run_cycle(self) -> int:
-        """Poll every due feed, then post what is pending (capped per feed). Returns posts made."""
+        """Poll every due feed and post what is pending (capped per feed). Returns posts made.
+
+        Each feed posts as soon as its own poll is done (one hanging feed delays no other), and feeds
+        with work left from before post at once. Feeds publish concurrently: discord.py sleeps inside
+        a request once a channel's bucket is exhausted (5 messages per 5 s), which would stall every
+        other channel behind it; the global pacer (bot.pacing) keeps the sum under 50 requests/s.
+        """
         async with self._cycle_lock:
-            for feed, report in await self.service.poll_due(self.bot.clock.now(), self.bot.tenants.serves):
+            slots = asyncio.Semaphore(PUBLISH_CONCURRENCY)
+            feed_locks: dict[int, asyncio.Lock] = {}  # one feed never publishes twice at once
+            runs: list[tuple[FeedRow, asyncio.Task[int]]] = []
+
+            async def publish_one(feed: FeedRow) -> int:
+                async with feed_locks.setdefault(feed.id, asyncio.Lock()), slots:
+                    return await self.publish(feed)
+
+            def start(feed: FeedRow) -> None:
+                runs.append((feed, asyncio.create_task(publish_one(feed))))
+
+            async def polled(feed: FeedRow, report: PollReport) -> None:
                 if report.alert:
                     await self.bot.alert(feed.guild_id, report.alert)
                 if report.recovered:
                     await self.bot.alert(feed.guild_id, report.recovered)
-            # Feeds publish concurrently: discord.py sleeps inside a request once a channel's bucket
-            # is exhausted (5 messages per 5 s), which would stall every other channel behind it.
-            # The global pacer (bot.pacing) keeps the sum under Discord's 50 requests/s.
-            feeds = [feed for feed in await self.bot.store.feeds.with_work() if self.bot.tenants.serves(feed.guild_id)]
-            results = await map_bounded(self.publish, feeds, PUBLISH_CONCURRENCY, return_exceptions=True)
+                if report.queued or report.changed:
+                    start(feed)
+
+            try:
+                for feed in await self.publisher.feeds_with_work(self.bot.tenants.only):
+                    start(feed)
+                await self.service.poll_due(self.bot.clock.now(), self.bot.tenants.only, on_polled=polled)
+                results = await asyncio.gather(*(task for _, task in runs), return_exceptions=True)
+            except BaseException:
+                for _, task in runs:
+                    task.cancel()
+                raise
             failures: list[tuple[FeedRow, BaseException]] = [
-                (feed, r) for feed, r in zip(feeds, results, strict=True) if isinstance(r, BaseException)
+                (feed, r) for (feed, _), r in zip(runs, results, strict=True) if isinstance(r, BaseException)
             ]
             for feed, failure in failures[1:]:
                 log.error("feed %s: publishing failed", feed.id, exc_info=failure)
@@ -157,18 +436,12 @@ class Articles(commands.Cog):
             return sum(r for r in results if isinstance(r, int))
 
     async def publish(self, feed: FeedRow) -> int:
-        """Post up to the per-poll cap of a feed's pending articles, and apply pending edits."""
+        """Post up to the per-poll cap of a feed's pending articles, recover threads, apply pending edits."""
         channel = await self._resolve_channel(feed)
         if channel is None:
             return 0
-        posted = 0
-        for article in await self.bot.store.articles.pending(feed.id, self.bot.config.feeds.per_poll_cap):
-            ok = await self._post_one(feed, channel, article)
-            if ok is None:  # the feed was paused, or Discord is failing: try this feed again next cycle
-                return posted
-            posted += int(ok)
-        for article in await self.bot.store.articles.needing_edit(feed.id):
-            await self._edit_one(feed, channel, article)
+        posted = await self.publisher.publish(feed, DiscordChannel(self.bot, feed, channel, self.webhooks))
+        await post_archive_links(self.bot, self.service, feed)  # bot.feed_commands
         return posted
 
     async def _resolve_channel(self, feed: FeedRow) -> discord.TextChannel | discord.ForumChannel | None:
@@ -177,241 +450,15 @@ class Articles(commands.Cog):
             try:
                 channel = await self.bot.fetch_channel(feed.channel_id)
             except (discord.NotFound, discord.Forbidden) as exc:
-                await self._disable(feed, f"its channel is gone or hidden from me ({exc.text or exc.status})")
+                await self.publisher.pause(feed, f"its channel is gone or hidden from me ({exc.text or exc.status})")
                 return None
             except discord.HTTPException as exc:
                 log.warning("feed %s: cannot fetch channel %s: %s", feed.id, feed.channel_id, exc)
                 return None
         if not isinstance(channel, (discord.TextChannel, discord.ForumChannel)):
-            await self._disable(feed, "its channel is no longer a text or forum channel")
+            await self.publisher.pause(feed, "its channel is no longer a text or forum channel")
             return None
         return channel
-
-    async def _disable(self, feed: FeedRow, reason: str) -> None:
-        """A gone target stops retrying and alerts once."""
-        await self.bot.store.feeds.set_enabled(feed.id, False, reason=reason, actor_id=None)
-        await self.bot.alert(
-            feed.guild_id,
-            f"Feed {redact_url(feed.url)} is paused: {reason}. Fix the channel or permissions, then `/feed resume`.",
-        )
-
-    async def _post_one(
-        self, feed: FeedRow, channel: discord.TextChannel | discord.ForumChannel, article: ArticleRow
-    ) -> bool | None:
-        """True if posted, False if this article failed, None to stop this feed for now (paused, Discord failing)."""
-        outcome = await self._attempt(feed, channel, article)
-        if isinstance(outcome, BaseException):
-            return await self._discord_failed(feed, article, outcome)
-        self._server_errors.pop(article.id, None)
-        return outcome
-
-    async def _discord_failed(self, feed: FeedRow, article: ArticleRow, exc: BaseException) -> bool | None:
-        """Discord failed (5xx, timeout) posting or checking an article; it stays 'posting' so the next
-        cycle looks for the post first. After MAX_SERVER_ERRORS cycles in a row spanning at least
-        SERVER_ERROR_SPAN it is failed and the admins alerted, so that one article Discord keeps refusing
-        does not hold up its feed for ever, while a Discord outage of a few minutes fails nothing."""
-        now = self.bot.clock.now()
-        count, first = self._server_errors.get(article.id, (0, now))
-        count += 1
-        if count < MAX_SERVER_ERRORS or now - first < SERVER_ERROR_SPAN:
-            self._server_errors[article.id] = (count, first)
-            log.warning(
-                "feed %s: Discord failed posting or checking article %s (%r, %d in a row); will check and retry",
-                feed.id,
-                article.id,
-                exc,
-                count,
-            )
-            return None
-        self._server_errors.pop(article.id, None)
-        detail = str(exc) or type(exc).__name__
-        log.error("feed %s: giving up on article %s after %d Discord failures: %s", feed.id, article.id, count, detail)
-        await self.bot.store.articles.mark_failed(
-            article.id, f"Discord failed {count} times in a row (last: {detail}); it may or may not have been posted"
-        )
-        await self.bot.alert(
-            feed.guild_id,
-            f"Feed {redact_url(feed.url)}: Discord failed {count} times in a row posting "
-            f'"{truncate_words(article.title, 100)}" '
-            f"(last: {detail}), so I skipped it and carried on with the feed. `/feed resume` checks whether it "
-            "was posted after all and retries it.",
-        )
-        return False
-
-    async def _attempt(
-        self, feed: FeedRow, channel: discord.TextChannel | discord.ForumChannel, article: ArticleRow
-    ) -> bool | BaseException | None:
-        """`_post_one`'s work; a Discord failure whose outcome is unknown (5xx, timeout) is returned, not raised."""
-        if article.status == "posting":
-            try:
-                found = await self._reconcile(feed, channel, article)
-            except DISCORD_TROUBLE as exc:  # can't tell whether it was posted: don't post it again yet
-                return exc
-            if found is not False:
-                return found
-        try:
-            plan = await plan_post_async(article)
-        except ValueError as exc:  # one unrenderable article must not hold up the ones after it
-            log.warning("feed %s: article %s cannot be rendered: %s", feed.id, article.id, exc)
-            await self.bot.store.articles.mark_failed(article.id, f"can't be rendered for Discord: {exc}")
-            return False
-        await self.bot.store.articles.mark_posting(article.id)
-        none = discord.AllowedMentions.none()
-        try:
-            if isinstance(channel, discord.ForumChannel):
-                created = await channel.create_thread(
-                    name=plan.title,
-                    content=plan.content,
-                    applied_tags=self._forum_tags(feed, channel, article),
-                    allowed_mentions=none,
-                )
-                await self.bot.store.articles.mark_posted(
-                    article.id, channel_id=channel.id, thread_id=created.thread.id, message_id=created.message.id
-                )
-                return True
-            message = await channel.send(embed=article_embed(plan, article), allowed_mentions=none)
-        except discord.DiscordServerError as exc:
-            # Discord may or may not have made the post: stay 'posting', so the next cycle looks first.
-            return exc
-        except (discord.Forbidden, discord.NotFound) as exc:
-            await self.bot.store.articles.mark_failed(article.id, f"Discord refused: {exc.text or exc.status}")
-            await self._disable(feed, f"I can no longer post in <#{channel.id}> ({exc.text or exc.status})")
-            return None
-        except discord.HTTPException as exc:
-            log.warning("feed %s: article %s rejected by Discord: %s", feed.id, article.id, exc)
-            await self.bot.store.articles.mark_failed(article.id, f"Discord rejected the post: {exc.text or exc}")
-            return False
-        except (TimeoutError, aiohttp.ClientError) as exc:  # timed out or lost the connection: as a 5xx
-            return exc
-        await self.bot.store.articles.mark_posted(
-            article.id, channel_id=channel.id, thread_id=None, message_id=message.id
-        )
-        return await self._open_thread(feed, message, plan, article)
-
-    async def _open_thread(
-        self, feed: FeedRow, message: discord.Message, plan: PostPlan, article: ArticleRow
-    ) -> bool | None:
-        """The discussion thread under a text-channel post. The post stays recorded whatever happens here."""
-        try:
-            thread = await message.create_thread(name=plan.title)
-        except discord.Forbidden as exc:
-            await self._disable(
-                feed,
-                f"I posted in <#{message.channel.id}> but can't open discussion threads there "
-                f"({exc.text or exc.status})",
-            )
-            return None
-        except discord.HTTPException as exc:
-            log.warning("feed %s: article %s is posted, but its discussion thread failed: %s", feed.id, article.id, exc)
-            return True
-        await self.bot.store.articles.mark_posted(
-            article.id, channel_id=message.channel.id, thread_id=thread.id, message_id=message.id
-        )
-        return True
-
-    def _forum_tags(self, feed: FeedRow, channel: discord.ForumChannel, article: ArticleRow) -> list[discord.ForumTag]:
-        available = {tag.name: tag.id for tag in channel.available_tags}
-        tag_ids = set(choose_tags(article.categories, feed.tag_map, available))
-        if not tag_ids and channel.flags.require_tag and channel.available_tags:
-            # The forum started requiring a tag after the feed was added without a default: without a
-            # tag Discord refuses every post, so take the first one rather than fail them all.
-            log.warning("feed %s: %s requires a tag and no category matched; using its first tag", feed.id, channel.id)
-            tag_ids = {channel.available_tags[0].id}
-        return [tag for tag in channel.available_tags if tag.id in tag_ids]
-
-    async def _reconcile(
-        self, feed: FeedRow, channel: discord.TextChannel | discord.ForumChannel, article: ArticleRow
-    ) -> bool | None:
-        """After a crash or a failed call mid-post, look for the post before making it again.
-
-        True if found (False if not; None if found, but its feed has just been paused). A Discord
-        5xx or timeout is raised: whether the post exists is then unknown, so it must not be made again.
-
-        Only a post of ours that ends with this article's marker, is newer than every post recorded
-        before the attempt started, and is not already another article's post, counts. In a forum
-        where the starter message can't be read (no Read Message History), a thread of ours with the
-        article's title (newer, not another article's) counts instead: the duplicate is the worse risk.
-        """
-        store = self.bot.store.articles
-        me = channel.guild.me
-        plan = await plan_post_async(article)
-        after = await store.last_post_before(channel.id, article.posted_at) if article.posted_at else 0
-        try:
-            if isinstance(channel, discord.ForumChannel):
-                for thread in channel.threads:
-                    if thread.owner_id != me.id or thread.id <= after or await store.is_recorded_post(thread.id):
-                        continue
-                    try:
-                        starter = thread.starter_message or await thread.fetch_message(thread.id)
-                    except discord.NotFound:
-                        continue
-                    except discord.Forbidden as exc:
-                        if thread.name != plan.title:
-                            continue
-                        log.warning(
-                            "feed %s: can't read the starter of thread %s (%s); taking it for article %s by its title",
-                            feed.id,
-                            thread.id,
-                            exc.text or exc.status,
-                            article.id,
-                        )
-                        await store.mark_posted(
-                            article.id, channel_id=channel.id, thread_id=thread.id, message_id=thread.id
-                        )
-                        return True
-                    if plan.is_forum_post(starter.content):
-                        await store.mark_posted(
-                            article.id, channel_id=channel.id, thread_id=thread.id, message_id=thread.id
-                        )
-                        return True
-                return False
-            async for message in channel.history(limit=50):
-                if message.id <= after:
-                    break
-                if message.author.id != me.id or not message.embeds:
-                    continue
-                embed = message.embeds[0]
-                if plan.is_text_post(embed.url, embed.footer.text) and not await store.is_recorded_post(message.id):
-                    await store.mark_posted(
-                        article.id,
-                        channel_id=channel.id,
-                        thread_id=message.thread.id if message.thread else None,
-                        message_id=message.id,
-                    )
-                    if message.thread is None:  # the interruption came before the discussion thread
-                        return await self._open_thread(feed, message, plan, article)
-                    return True
-        except discord.DiscordServerError:
-            raise
-        except discord.HTTPException as exc:
-            log.warning("could not check channel %s for an interrupted post: %s", channel.id, exc)
-        return False
-
-    async def _edit_one(
-        self, feed: FeedRow, channel: discord.TextChannel | discord.ForumChannel, article: ArticleRow
-    ) -> None:
-        plan = await plan_post_async(article)
-        try:
-            if isinstance(channel, discord.ForumChannel) and article.thread_id:
-                thread = channel.get_thread(article.thread_id) or await self.bot.fetch_channel(article.thread_id)
-                if isinstance(thread, discord.Thread):
-                    if thread.name != plan.title:
-                        await thread.edit(name=plan.title)
-                    await thread.get_partial_message(article.message_id or thread.id).edit(
-                        content=plan.content, allowed_mentions=discord.AllowedMentions.none()
-                    )
-            elif isinstance(channel, discord.TextChannel) and article.message_id:
-                await channel.get_partial_message(article.message_id).edit(embed=article_embed(plan, article))
-                text_thread = channel.guild.get_thread(article.thread_id) if article.thread_id else None
-                if text_thread is not None and text_thread.name != plan.title:
-                    await text_thread.edit(name=plan.title)
-        except discord.DiscordServerError as exc:
-            log.warning("article %s: edit failed, will retry: %s", article.id, exc)
-            return
-        except discord.HTTPException as exc:
-            # Gone, locked or archived: Discord will refuse the same edit every time, so stop trying.
-            log.info("article %s: Discord refused the edit (%s); not editing", article.id, exc)
-        await self.bot.store.articles.mark_edited(article.id)
 
     # -- commands -----------------------------------------------------------------------------
 
@@ -419,7 +466,7 @@ class Articles(commands.Cog):
         if interaction.guild is None or not await may(ensure_admin, interaction):
             return []
         choices = []
-        for feed in await self.bot.store.feeds.in_guild(interaction.guild.id):
+        for feed in await self.feeds.in_guild(interaction.guild.id):
             shown = redact_url(feed.url)  # matching the full URL would let its query string be probed
             label = f"#{feed.id} {feed.title or shown}"
             if current.lower() in label.lower() or current.lower() in shown.lower():
@@ -427,8 +474,8 @@ class Articles(commands.Cog):
         return choices[:25]
 
     async def _feed_in_guild(self, interaction: discord.Interaction, feed_id: int) -> FeedRow:
-        feed = await self.bot.store.feeds.get(feed_id)
-        if feed is None or interaction.guild is None or feed.guild_id != interaction.guild.id:
+        feed = await self.feeds.get_in_guild(interaction.guild.id, feed_id) if interaction.guild else None
+        if feed is None:
             raise UserFacingError(f"There is no feed #{feed_id} in this server: `/feed list` shows them.")
         return feed
 
@@ -439,6 +486,7 @@ class Articles(commands.Cog):
         tags="Forum tags: Category=Tag, comma-separated (categories named like a tag match it); *=Tag: default",
         interval="Minutes between polls (default from the config)",
         backfill="Also post this many of the newest existing articles now (default 0: only new ones)",
+        archive_links="Reply under each post with up to 3 earlier related articles (“From the archives”)",
     )
     @admin_only()
     async def add(
@@ -449,6 +497,7 @@ class Articles(commands.Cog):
         tags: str | None = None,
         interval: app_commands.Range[int, 1, 1440] | None = None,
         backfill: app_commands.Range[int, 0, 50] = 0,
+        archive_links: bool = False,
     ) -> None:
         """Validate the URL and the channel's permissions, then save the feed."""
         assert interaction.guild is not None
@@ -490,6 +539,9 @@ class Articles(commands.Cog):
             )
         except FeedProblem as exc:
             raise UserFacingError(str(exc)) from None
+        if archive_links:
+            change = archive_links_on(True, self.bot.clock.now())
+            await self.bot.store.feeds.update_settings(feed_id, change, actor_id=interaction.user.id, what="options")
         name = discord.utils.escape_markdown(parsed.title or redact_url(url))
         text = (
             f"Feed #{feed_id} **{name}** added: {len(parsed.articles)} current article(s) recorded"
@@ -502,46 +554,83 @@ class Articles(commands.Cog):
         if queued:
             self.wake()
 
+    @feed.command(name="import", description="Add every feed of an OPML file (from a feed reader) to a channel")
+    @app_commands.describe(
+        file="An .opml file", channel="Where their articles go", tags="Forum tags, as in /feed add (*=Tag: default)"
+    )
+    @admin_only()
+    async def import_(
+        self,
+        interaction: discord.Interaction,
+        file: discord.Attachment,
+        channel: discord.ForumChannel | discord.TextChannel,
+        tags: str | None = None,
+    ) -> None:
+        assert interaction.guild is not None
+        missing = missing_permissions(channel, interaction.guild.me)
+        if missing:
+            raise UserFacingError(f"I can't post in {channel.mention}: I need {', '.join(missing)} there first.")
+        await import_feeds(self.service, interaction, file, channel, tags)  # bot.feed_commands
+
+    @feed.command(name="export", description="This server's feeds as an OPML file (for feed readers)")
+    @admin_only()
+    async def export(self, interaction: discord.Interaction) -> None:
+        await export_feeds(interaction)  # bot.feed_commands
+
     @feed.command(name="remove", description="Stop posting a feed (posts already made stay)")
     @app_commands.autocomplete(feed=feed_autocomplete)
     @admin_only()
     async def remove(self, interaction: discord.Interaction, feed: int) -> None:
         row = await self._feed_in_guild(interaction, feed)
-        await self.bot.store.feeds.remove(row.id, actor_id=interaction.user.id)
+        await self.feeds.remove(row.id, actor_id=interaction.user.id)
         await interaction.response.send_message(f"Feed #{row.id} ({redact_url(row.url)}) removed.", ephemeral=True)
 
     @feed.command(name="list", description="Every feed with its health: last poll, status, items, errors")
+    @app_commands.describe(page="Which page of the list (Prev / Next buttons move through it)")
     @admin_only()
-    async def list_(self, interaction: discord.Interaction) -> None:
+    async def list_(self, interaction: discord.Interaction, page: app_commands.Range[int, 1, 1000] = 1) -> None:
         assert interaction.guild is not None
-        feeds = await self.bot.store.feeds.in_guild(interaction.guild.id)
+        text, view = await self.feed_list_page(interaction.guild.id, page)
+        if view is None:
+            await interaction.response.send_message(text, ephemeral=True)
+        else:
+            await interaction.response.send_message(text, view=view, ephemeral=True)
+
+    async def feed_list_page(self, guild_id: int, page: int) -> tuple[str, discord.ui.View | None]:
+        """One page of `/feed list` (clamped to the pages there are), with Prev / Next if there are several."""
+        feeds = await self.feeds.in_guild(guild_id)
         if not feeds:
-            await interaction.response.send_message("No feeds yet: add one with `/feed add`.", ephemeral=True)
-            return
-        lines = []
+            return "No feeds yet: add one with `/feed add`.", None
+        blocks = []
         for feed in feeds:
-            counts = await self.bot.store.articles.counts(feed.id)
+            counts = await self.feeds.counts(feed.id)
             state = "paused" if not feed.enabled else ("failing" if feed.consecutive_errors else "ok")
             polled = discord.utils.format_dt(feed.last_poll_at, "R") if feed.last_poll_at else "never"
-            line = (
+            block = (
                 f"**#{feed.id}** {state} · <#{feed.channel_id}> · {redact_url(feed.url)}\n"
                 f"  last poll {polled}, {feed.item_count} item(s) in feed, posted {counts.get('posted', 0)}, "
                 f"waiting {counts.get('pending', 0) + counts.get('posting', 0)}, failed {counts.get('failed', 0)}"
             )
             if feed.last_error:
-                line += f"\n  last error ({feed.consecutive_errors} in a row): {redact_text(feed.last_error)}"
+                block += f"\n  last error ({feed.consecutive_errors} in a row): {redact_text(feed.last_error)}"
             if feed.disabled_reason:
-                line += f"\n  paused: {feed.disabled_reason}"
-            lines.append(line)
-        text = "\n".join(lines)
-        await interaction.response.send_message(truncate_words(text, 2000), ephemeral=True)
+                block += f"\n  paused: {feed.disabled_reason}"
+            blocks.append(block)
+        pages = paginate(blocks, LIST_PAGE_CHARS)
+        page = min(max(page, 1), len(pages))
+        if len(pages) == 1:
+            return pages[0], None
+        view = discord.ui.View(timeout=None)
+        view.add_item(FeedListButton(guild_id, page - 1, "prev", disabled=page == 1))
+        view.add_item(FeedListButton(guild_id, page + 1, "next", disabled=page == len(pages)))
+        return f"Feeds, page {page} of {len(pages)} ({len(feeds)} feeds):\n{pages[page - 1]}", view
 
     @feed.command(name="pause", description="Stop polling a feed until resumed")
     @app_commands.autocomplete(feed=feed_autocomplete)
     @admin_only()
     async def pause(self, interaction: discord.Interaction, feed: int) -> None:
         row = await self._feed_in_guild(interaction, feed)
-        await self.bot.store.feeds.set_enabled(row.id, False, reason="paused by an admin", actor_id=interaction.user.id)
+        await self.feeds.pause(row.id, actor_id=interaction.user.id)
         await interaction.response.send_message(f"Feed #{row.id} paused.", ephemeral=True)
 
     @feed.command(name="resume", description="Poll a paused feed again (and retry articles that failed)")
@@ -549,15 +638,24 @@ class Articles(commands.Cog):
     @admin_only()
     async def resume(self, interaction: discord.Interaction, feed: int) -> None:
         row = await self._feed_in_guild(interaction, feed)
-        await self.bot.store.feeds.set_enabled(row.id, True, reason=None, actor_id=interaction.user.id)
-        retried = await self.bot.store.articles.reset_failed(row.id)
+        retried = await self.feeds.resume(row.id, actor_id=interaction.user.id)
         extra = f"; {retried} failed article(s) will be checked for and retried" if retried else ""
         await interaction.response.send_message(f"Feed #{row.id} resumed{extra}.", ephemeral=True)
         self.wake()
 
     @feed.command(name="preview", description="Show the next posts exactly as they would look (only to you)")
+    @app_commands.describe(
+        feed="A feed of this server: its current items with its formats and filters",
+        url="Or any feed's address, with the default look",
+    )
+    @app_commands.autocomplete(feed=feed_autocomplete)
     @admin_only()
-    async def preview(self, interaction: discord.Interaction, url: str) -> None:
+    async def preview(self, interaction: discord.Interaction, feed: int | None = None, url: str | None = None) -> None:
+        row = await self._feed_in_guild(interaction, feed) if feed is not None else None
+        if row is not None:
+            url = row.url
+        if not url:
+            raise UserFacingError("Name a `feed` (its formats and filters apply) or a feed `url`.")
         try:
             url = validate_feed_url(url)
         except FeedProblem as exc:
@@ -572,11 +670,17 @@ class Articles(commands.Cog):
                 f"{redact_url(url)} is a feed, but it has no items right now.", ephemeral=True
             )
             return
-        embeds = []
-        for article in parsed.articles[:3]:
-            row = ArticleRow(
+        items = parsed.articles[:3]
+        verdicts = await filter_out_async(
+            rules_of(row.settings) if row else [],
+            [FilterInput(a.title, a.summary_html or a.content_html or "", a.categories, a.author) for a in items],
+        )
+        embeds: list[discord.Embed] = []
+        texts: list[str] = []
+        for number, (article, verdict) in enumerate(zip(items, verdicts, strict=True), start=1):
+            article_row = ArticleRow(
                 id=0,
-                feed_id=0,
+                feed_id=row.id if row else 0,
                 guid=article.guid,
                 title=article.title,
                 link=article.link,
@@ -590,16 +694,29 @@ class Articles(commands.Cog):
                 channel_id=None,
                 categories=article.categories,
                 needs_edit=False,
+                author=article.author,
+                image_url=article.image_url,
             )
-            plan = await plan_post_async(row)
-            embed = discord.Embed(title=plan.title, description=plan.content)
-            if article.categories:
-                embed.set_footer(text=truncate_words("Categories: " + ", ".join(article.categories), 200))
+            plan = await (self.service.plan(row, article_row) if row else plan_post_async(article_row))
+            if row is not None and row.channel_kind == "text":
+                embed = article_embed(plan, article_row)
+                if plan.message:
+                    texts.append(f"{number}. message text: {plan.message}")
+            else:
+                embed = discord.Embed(title=plan.title, description=plan.content)
+                if plan.image_url:
+                    embed.set_image(url=plan.image_url)
+                if article.categories:
+                    embed.set_footer(text=truncate_words("Categories: " + ", ".join(article.categories), 200))
+            if verdict:
+                texts.append(f"{number}. not posted: {verdict}")
             embeds.append(embed)
         while len(embeds) > 1 and sum(len(embed) for embed in embeds) > 6000:  # Discord's limit per message
             embeds.pop()
         shown = discord.utils.escape_markdown(parsed.title or redact_url(url))
         heading = f"The next posts from **{shown}** would look like this:"
+        if texts:
+            heading = truncate_words(heading + "\n" + "\n".join(texts), 2000)
         await interaction.followup.send(heading, embeds=embeds, ephemeral=True)
 
     @feed.command(name="diagnose", description="Why wasn't it posted? A feed's last fetch, and one article's fate")
@@ -608,7 +725,7 @@ class Articles(commands.Cog):
     @admin_only()
     async def diagnose(self, interaction: discord.Interaction, feed: int, article_url: str | None = None) -> None:
         row = await self._feed_in_guild(interaction, feed)
-        counts = await self.bot.store.articles.counts(row.id)
+        counts = await self.feeds.counts(row.id)
         lines = [f"**Feed #{row.id}** {redact_url(row.url)} → <#{row.channel_id}> ({row.channel_kind})"]
         lines.append(f"- enabled: {'yes' if row.enabled else 'no — ' + (row.disabled_reason or 'paused')}")
         if row.last_poll_at:
@@ -626,7 +743,7 @@ class Articles(commands.Cog):
             + ("" if row.etag or row.last_modified else "not offered by the site")
         )
         if article_url:
-            article = await self.bot.store.articles.find(row.id, article_url.strip())
+            article = await self.feeds.find_article(row.id, article_url.strip())
             if article is None:
                 lines.append(
                     f"- `{article_url[:200]}` was never seen in this feed: the last successful fetch listed "

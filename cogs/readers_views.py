@@ -7,7 +7,6 @@ cached and rows are written by a group-commit `Recorder`, never one transaction 
 from __future__ import annotations
 
 import logging
-import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -16,55 +15,33 @@ from discord import app_commands
 from discord.ext import commands, tasks
 
 from bot import claims
-from bot.errors import send_ephemeral
-from bot.forms import stateless, submitted_form
-from bot.letters import LetterError, LetterService, Recorder, public_url, state_label
-from bot.render import escape_discord_text, truncate_words
-from bot.store.contributions import contribution_row
-from cogs.editorial import (
-    NO_MENTIONS,
-    ReviewQueue,
+from bot.errors import PolicyView, answer_error, send_ephemeral
+from bot.forms import submitted_form
+from bot.letter_forms import (
+    LETTER_FORM,
+    WRITE_FORM,
     byline_form,
-    byline_inputs,
     consent_given,
     contribution_from_message,
-    editorial,
-    jump_url,
-    letter_errors,
     locate,
-    report_error,
+    write_form,
 )
+from bot.letter_states import LetterError, public_url, state_label
+from bot.render import escape_discord_text, truncate_words
+from bot.review import NO_MENTIONS, jump_url, no_review_channel_text
+from bot.store.contributions import Contribution, contribution_row
 
 if TYPE_CHECKING:
     from bot.app import ReadersViewsBot
 
 log = logging.getLogger(__name__)
 
-NEGATIVE_TTL = 60.0  # seconds a "not an article thread" answer is trusted
+NEGATIVE_TTL = 60.0  # seconds a "not an article thread" answer is trusted (never for threads of ours)
+RECORDING_WAIT = 15.0  # seconds a reply in a thread of ours waits for the article posts under way
 PURGE_EVERY_HOURS = 6.0
 
 
-def write_form(article_id: int | None, display_name: str) -> discord.ui.Modal:
-    """`/letter submit`: the letter, the byline and explicit consent in one form.
-
-    Answered statelessly (`ReadersViews.on_interaction`), so two members writing at once never share
-    a form, and a letter typed across a restart still arrives.
-    """
-    modal = discord.ui.Modal(
-        title="Write a letter to the editor", custom_id=f"letters:write:{article_id or 0}", timeout=None
-    )
-    modal.add_item(
-        discord.ui.TextInput(label="Your letter", custom_id="text", style=discord.TextStyle.paragraph, max_length=4000)
-    )
-    for item in byline_inputs(display_name):
-        modal.add_item(item)
-    return stateless(modal)
-
-
-WRITE_FORM = re.compile(r"^letters:write:(\d+)$")
-
-
-class ForgetView(discord.ui.View):
+class ForgetView(PolicyView):
     """Ephemeral confirmation for `/letter forget` (only the member who asked can press it)."""
 
     def __init__(self, cog: ReadersViews, user_id: int) -> None:
@@ -95,11 +72,6 @@ class ForgetView(discord.ui.View):
         await interaction.response.edit_message(content="Nothing was deleted.", view=None)
         self.stop()
 
-    async def on_error(  # type: ignore[override]
-        self, interaction: discord.Interaction, error: Exception, item: discord.ui.Item[Any], /
-    ) -> None:
-        await report_error(interaction, error)
-
 
 def withdrawn_text(letter_id: int, *, live: bool, retracting: bool) -> str:
     """What the writer is told after withdrawing: the site part depends on what the withdrawal did."""
@@ -116,9 +88,9 @@ class ReadersViews(commands.Cog):
 
     def __init__(self, bot: ReadersViewsBot) -> None:
         self.bot = bot
-        self.service = LetterService(bot.store, bot.clock, bot.config.letters, disclaimer=bot.config.site.disclaimer)
-        self.queue = ReviewQueue(bot)
-        self.recorder = Recorder(bot.store.contributions)
+        self.service = bot.letters.service
+        self.queue = bot.letters.queue
+        self.recorder = bot.letters.recorder
         self.record_channels = frozenset(bot.config.letters.record_channel_ids)
         # thread id -> (article id or None, monotonic time of a negative answer)
         self._articles: dict[int, int] = {}
@@ -126,7 +98,6 @@ class ReadersViews(commands.Cog):
         self.submit_menu = app_commands.ContextMenu(name="Submit as letter", callback=self.submit_message)
 
     async def cog_load(self) -> None:
-        self.recorder.start()
         self.bot.tree.add_command(self.submit_menu)
         self.purge.start()
 
@@ -137,17 +108,28 @@ class ReadersViews(commands.Cog):
 
     # -- recording ------------------------------------------------------------------------------------
 
-    async def _article_for(self, channel_id: int) -> int | None:
-        """The article a thread discusses; None if not an article thread; cached (negative answers briefly)."""
+    async def _article_for(self, channel: Any) -> int | None:
+        """The article a thread discusses; None if not an article thread; cached (negative answers briefly).
+
+        A thread the bot started may be an article post whose answer from Discord is still on its way:
+        no negative answer is kept for those, and one waits for the posts under way to be recorded.
+        """
+        channel_id = channel.id
         found = self._articles.get(channel_id)
         if found is not None:
             return found
+        me = self.bot.user
+        ours = isinstance(channel, discord.Thread) and me is not None and channel.owner_id == me.id
         checked = self._not_articles.get(channel_id)
-        if checked is not None and time.monotonic() - checked < NEGATIVE_TTL:
+        if not ours and checked is not None and time.monotonic() - checked < NEGATIVE_TTL:
             return None
-        article_id = await self.bot.store.contributions.article_for_thread(channel_id)
+        article_id = await self.service.article_for_thread(channel_id)
+        publisher = self.bot.publisher
+        if article_id is None and ours and await publisher.settled(RECORDING_WAIT):
+            article_id = await self.service.article_for_thread(channel_id)
         if article_id is None:
-            self._not_articles[channel_id] = time.monotonic()
+            if not ours:
+                self._not_articles[channel_id] = time.monotonic()
         else:
             self._articles[channel_id] = article_id
             self._not_articles.pop(channel_id, None)
@@ -160,7 +142,7 @@ class ReadersViews(commands.Cog):
         if message.type not in (discord.MessageType.default, discord.MessageType.reply):
             return
         channel = message.channel
-        article_id = await self._article_for(channel.id)
+        article_id = await self._article_for(channel)
         if article_id is None:
             parent_id = getattr(channel, "parent_id", None)
             if channel.id not in self.record_channels and (parent_id is None or parent_id not in self.record_channels):
@@ -246,7 +228,6 @@ class ReadersViews(commands.Cog):
     # -- submitting -------------------------------------------------------------------------------------
 
     @app_commands.guild_only()
-    @letter_errors
     async def submit_message(self, interaction: discord.Interaction, message: discord.Message) -> None:
         """Send one of your own replies to the editors as a letter."""
         if message.author.id != interaction.user.id:
@@ -270,13 +251,12 @@ class ReadersViews(commands.Cog):
 
     @letter.command(name="submit", description="Write a letter to the editor about an article")
     @app_commands.describe(article="The article your letter is about (start typing its title)")
-    @letter_errors
     async def submit(self, interaction: discord.Interaction, article: int | None = None) -> None:
         """Open the letter form (text, byline, consent)."""
         assert interaction.guild is not None
         if article is not None:
-            found = await self.bot.store.contributions.article(article, guild_id=interaction.guild.id)
-            recent = await self.bot.store.contributions.recent_articles(interaction.guild.id, limit=500)
+            found = await self.service.article_in(article, interaction.guild.id)
+            recent = await self.service.recent_articles(interaction.guild.id, limit=500)
             if found is None or all(a.id != article for a in recent):
                 raise LetterError("I don't know that article: pick one from the list as you type.")
         await self.service.check_rate(interaction.guild.id, interaction.user.id, interaction.user.created_at)
@@ -284,15 +264,84 @@ class ReadersViews(commands.Cog):
 
     @commands.Cog.listener()
     async def on_interaction(self, interaction: discord.Interaction) -> None:
-        """The `/letter submit` form, answered from its custom_id (see `bot.forms`)."""
-        submitted = submitted_form(interaction, "letters:write:")
-        match = WRITE_FORM.match(submitted[0]) if submitted else None
-        if submitted is None or match is None:
+        """The `/letter submit` and byline forms, answered from their custom_id (see `bot.forms`)."""
+        submitted = submitted_form(interaction, "letters:")
+        if submitted is None:
+            return
+        custom_id, values = submitted
+        written = WRITE_FORM.match(custom_id)
+        byline = LETTER_FORM.match(custom_id)
+        if written is None and (byline is None or byline["form"] != "byline"):
             return
         try:
-            await self._submit_written(interaction, int(match[1]) or None, submitted[1])
+            if written is not None:
+                await self._submit_written(interaction, int(written[1]) or None, values)
+            elif byline is not None:
+                await self._submit_byline(interaction, int(byline["id"]), values)
         except Exception as error:
-            await report_error(interaction, error)
+            await answer_error(interaction, error)
+
+    async def _submit_byline(self, interaction: discord.Interaction, letter_id: int, values: Any) -> None:
+        # Whether it follows a nomination (no daily limit then); `submit` checks writer and server.
+        letter = await self.service.letter(letter_id)
+        await self.finish_submission(
+            interaction,
+            letter_id,
+            byline=str(values.get("byline") or ""),
+            location=values.get("location"),
+            consent=consent_given(str(values.get("consent") or "")),
+            nominated=letter is not None and letter.state == "nominated",
+        )
+
+    async def finish_submission(
+        self,
+        interaction: discord.Interaction,
+        letter_id: int,
+        *,
+        byline: str,
+        location: str | None,
+        consent: bool,
+        nominated: bool,
+    ) -> None:
+        """The byline modal was sent: queue the letter and tell the writer what happens next."""
+        letter = await self.service.submit(
+            letter_id,
+            guild_id=interaction.guild_id,
+            user_id=interaction.user.id,
+            byline=byline,
+            location=location,
+            consent=consent,
+            author_created_at=interaction.user.created_at,
+            rate_limited=not nominated,
+        )
+        await self.confirm_submitted(interaction, letter)
+        if nominated and interaction.message is not None:
+            try:
+                await interaction.message.edit(
+                    content=f"✅ {escape_discord_text(letter.byline or '')} agreed to publication; "
+                    "the letter is with the editors.",
+                    view=None,
+                    allowed_mentions=NO_MENTIONS,
+                )
+            except discord.HTTPException as exc:
+                log.info("could not update the consent request for letter #%s: %s", letter.id, exc)
+
+    async def confirm_submitted(self, interaction: discord.Interaction, letter: Contribution) -> None:
+        queued = await self.queue.channel(letter.guild_id) is not None
+        text = (
+            f"Thank you: letter #{letter.id} is with the editors, to be published as "
+            f"“{escape_discord_text(letter.byline or '')}”"
+            + (f", {escape_discord_text(letter.location)}" if letter.location else "")
+            + ". Editors may lightly edit it; you'll hear from me (by DM) when it's published or if it isn't "
+            "chosen. You can withdraw it any time with `/letter withdraw`."
+        )
+        if not queued:
+            text += f"\nHeads-up: the editors' queue isn't set up yet. {no_review_channel_text()}"
+        await send_ephemeral(interaction, text)
+        if queued:
+            await self.queue.post(letter)
+        else:
+            await self.bot.alert(letter.guild_id, f"Letter #{letter.id} was submitted. {no_review_channel_text()}")
 
     async def _submit_written(self, interaction: discord.Interaction, article_id: int | None, values: Any) -> None:
         if interaction.guild_id is None or interaction.channel_id is None:
@@ -300,7 +349,7 @@ class ReadersViews(commands.Cog):
         article = None
         if article_id is not None:
             # The id comes from the form's custom_id: only an article of this server is accepted.
-            article = await self.bot.store.contributions.article(article_id, guild_id=interaction.guild_id)
+            article = await self.service.article_in(article_id, interaction.guild_id)
             if article is None:
                 raise LetterError(
                     "I don't know that article in this server. Nothing was sent; your letter: \n"
@@ -319,7 +368,7 @@ class ReadersViews(commands.Cog):
             consent=consent_given(str(values.get("consent") or "")),
             author_created_at=interaction.user.created_at,
         )
-        await editorial(interaction).confirm_submitted(interaction, letter)
+        await self.confirm_submitted(interaction, letter)
 
     @submit.autocomplete("article")
     async def article_autocomplete(
@@ -327,15 +376,14 @@ class ReadersViews(commands.Cog):
     ) -> list[app_commands.Choice[int]]:
         if interaction.guild is None:
             return []
-        articles = await self.bot.store.contributions.recent_articles(interaction.guild.id, current, limit=25)
+        articles = await self.service.recent_articles(interaction.guild.id, current, limit=25)
         return [app_commands.Choice(name=truncate_words(a.title, 100) or f"#{a.id}", value=a.id) for a in articles]
 
     @letter.command(name="withdraw", description="Withdraw one of your letters (also from the site)")
     @app_commands.describe(letter="Your letter (start typing)")
-    @letter_errors
     async def withdraw(self, interaction: discord.Interaction, letter: int) -> None:
         """Withdraw a letter you submitted; a published copy is taken down."""
-        was = await self.bot.store.contributions.get(letter)
+        was = await self.service.letter(letter)
         assert interaction.guild is not None
         current, retracting = await self.service.withdraw_letter(
             letter, interaction.user.id, by_editor=False, guild_id=interaction.guild.id
@@ -352,7 +400,7 @@ class ReadersViews(commands.Cog):
     ) -> list[app_commands.Choice[int]]:
         if interaction.guild is None:
             return []
-        mine = await self.bot.store.contributions.by_author(interaction.guild.id, interaction.user.id, limit=100)
+        mine = await self.service.letters_of(interaction.guild.id, interaction.user.id, limit=100)
         choices = []
         for letter in mine:
             if letter.state not in ("submitted", "nominated", "approved", "published"):
@@ -365,7 +413,6 @@ class ReadersViews(commands.Cog):
     # -- privacy -----------------------------------------------------------------------------------------
 
     @letter.command(name="mine", description="What I have recorded from you, and the state of your letters")
-    @letter_errors
     async def mine(self, interaction: discord.Interaction) -> None:
         """List your recorded replies and letters with their states."""
         assert interaction.guild is not None
@@ -398,11 +445,10 @@ class ReadersViews(commands.Cog):
         await send_ephemeral(interaction, truncate_words("\n".join(lines), 2000))
 
     @letter.command(name="forget", description="Delete everything unpublished I hold about you (asks first)")
-    @letter_errors
     async def forget(self, interaction: discord.Interaction) -> None:
         """Delete your recorded replies and unpublished letters, after confirming."""
         assert interaction.guild is not None
-        counts = await self.bot.store.contributions.count_by_author(interaction.guild.id, interaction.user.id)
+        counts = await self.service.counts_of(interaction.guild.id, interaction.user.id)
         doomed = sum(n for state, n in counts.items() if state not in ("approved", "published"))
         if not doomed:
             await send_ephemeral(interaction, "I hold no unpublished records from you here.")

@@ -2,29 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import importlib.util
 import os
+import shutil
+import tempfile
 import uuid
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bot.app import Runtime, apply_endpoints
-from bot.config import Config, Secrets, parse_config
-from tests.fakediscord import FakeDiscord, Guild, perms
-from tests.fakediscord.world import Channel, Member, Role
-
-ALL_COGS = tuple(
-    name
-    for name in ("cogs.admin", "cogs.articles", "cogs.readers_views", "cogs.editorial", "cogs.statements")
-    if importlib.util.find_spec(name) is not None
-)
-
+from bot.app import apply_endpoints
+from bot.config import Config
+from tests.fakediscord import FakeDiscord, perms
+from tests.helpers import Booted, World, boot, make_config
+from tests.sitefake import FakeSite
 
 PG_URL_ENV = "READERSVIEWS_TEST_PG_URL"
 STORES = ("sqlite", "postgres")
@@ -92,23 +84,13 @@ async def pg_location() -> AsyncIterator[str]:
         await drop()
 
 
-@dataclass
-class World:
-    """A weekly paper's server: staff roles, an alert and a review channel, an articles forum."""
-
-    fake: FakeDiscord
-    guild: Guild
-    admin: Member
-    editor: Member
-    organizer: Member
-    reader: Member
-    editor_role: Role
-    organizer_role: Role
-    alerts: Channel
-    review: Channel
-    forum: Channel
-    discussion: Channel
-    locked: Channel
+@pytest.fixture
+async def site() -> AsyncIterator[FakeSite]:
+    """A loopback site (WordPress REST and the signed webhook) that records what it is sent."""
+    fake_site = FakeSite()
+    await fake_site.start()
+    yield fake_site
+    await fake_site.stop()
 
 
 @pytest.fixture
@@ -151,57 +133,6 @@ def world(fake: FakeDiscord) -> World:
             overwrites=[*bot_only, {"id": str(fake.bot.id), "type": 1, "allow": "0", "deny": str(perms.SEND_MESSAGES)}],
         ),
     )
-
-
-def make_config(fake: FakeDiscord, tmp_path: Path, **sections: Any) -> Config:
-    raw: dict[str, Any] = {
-        "discord": {"api_base_url": fake.api_base, "gateway_url": fake.gateway_url, "guild_ready_timeout": 0.1},
-        "database": {"path": str(tmp_path / "readersviews.sqlite3")},
-        # The test feed sites listen on loopback, which a default config refuses (bot.netguard).
-        "feeds": {"allowed_networks": ["127.0.0.0/8"]},
-        "cogs": list(ALL_COGS),
-    }
-    for name, values in sections.items():
-        raw[name] = {**raw.get(name, {}), **values} if isinstance(values, dict) else values
-    return parse_config(raw)
-
-
-class Booted:
-    """A running bot (its runtime) plus helpers to restart it on the same database."""
-
-    def __init__(self, runtime: Runtime, task: asyncio.Task[None]) -> None:
-        self.runtime = runtime
-        self.task = task
-
-    @property
-    def bot(self) -> Any:
-        return self.runtime.bot
-
-    def cog(self, name: str) -> Any:
-        return self.runtime.bot.get_cog(name)
-
-    async def stop(self) -> None:
-        await self.runtime.bot.close()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(self.task, timeout=10)
-
-
-async def boot(fake: FakeDiscord, config: Config, *, clock: Any = None, secrets: Secrets | None = None) -> Booted:
-    """Start the bot the way `readersviews run` does, pointed at the fake; return once it is ready.
-
-    `secrets`: the environment's secrets (a site password, the webhook secret); none by default.
-    """
-    runtime = await Runtime.create(config, secrets or Secrets(discord_token=None), clock=clock)
-    task = asyncio.create_task(runtime.start(fake.token))
-    ready = asyncio.create_task(runtime.bot.wait_until_ready())
-    done, _ = await asyncio.wait({task, ready}, timeout=15, return_when=asyncio.FIRST_COMPLETED)
-    if task in done:
-        ready.cancel()
-        task.result()  # raises the start-up error
-    if ready not in done:
-        raise TimeoutError("bot did not become ready against the fake Discord")
-    await fake.roundtrip()
-    return Booted(runtime, task)
 
 
 @pytest.fixture
@@ -275,3 +206,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             settings = settings if settings is not None else (wordpress_settings() or {})
             if not settings:
                 item.add_marker(skip)
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    """A world-readable folder (the read-only test runs as another user)."""
+    path = Path(tempfile.mkdtemp(prefix="rv-cli-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

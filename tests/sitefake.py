@@ -34,7 +34,6 @@ import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -42,24 +41,6 @@ from aiohttp import web
 WP_USER = "editor"
 WP_PASSWORD = "abcd EFGH 1234 ijkl MNOP 5678"
 WEBHOOK_SECRET = "webhook-test-secret"
-
-
-class FakeClock:
-    """A clock that moves only when told to."""
-
-    def __init__(self, start: datetime | None = None) -> None:
-        self._now = start or datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
-        self._mono = 1000.0
-
-    def now(self) -> datetime:
-        return self._now
-
-    def monotonic(self) -> float:
-        return self._mono
-
-    def advance(self, seconds: float) -> None:
-        self._now += timedelta(seconds=seconds)
-        self._mono += seconds
 
 
 @dataclass

@@ -2,45 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
 from typing import Any
-from xml.sax.saxutils import escape
 
 import pytest
+from aiohttp import web
 
 from bot.articles import choose_tags
-from tests.clock import FakeClock
-from tests.conftest import Booted, World
 from tests.fakediscord import EPHEMERAL
+from tests.fakediscord.rest import DROP
 from tests.feedserver import FeedServer, LoopWatch, gzip_of_zeros, quadratic_html
-
-
-def rss(items: list[dict[str, Any]], title: str = "The Weekly") -> bytes:
-    """A small RSS 2.0 document; each item may have guid, title, link, description, date, categories."""
-    parts = [f'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>{escape(title)}</title>']
-    parts.append("<link>https://paper.example/</link><description>news</description>")
-    for item in items:
-        parts.append("<item>")
-        if "guid" in item:
-            parts.append(f'<guid isPermaLink="false">{escape(item["guid"])}</guid>')
-        parts.append(f"<title>{escape(item.get('title', 'Untitled'))}</title>")
-        if "link" in item:
-            parts.append(f"<link>{escape(item['link'])}</link>")
-        parts.append(f"<description>{escape(item.get('description', 'A summary.'))}</description>")
-        parts.append(f"<pubDate>{format_datetime(item.get('date', datetime.now(UTC)))}</pubDate>")
-        for category in item.get("categories", []):
-            parts.append(f"<category>{escape(category)}</category>")
-        parts.append("</item>")
-    parts.append("</channel></rss>")
-    return "".join(parts).encode()
-
-
-def story(n: int, **extra: Any) -> dict[str, Any]:
-    return {"guid": f"story-{n}", "title": f"Story number {n}", "link": f"https://paper.example/{n}", **extra}
+from tests.helpers import Booted, FakeClock, World, add_feed, poll, rss, story
 
 
 @pytest.fixture
@@ -63,18 +39,6 @@ async def bot(world: World, booter: Any, clock: FakeClock) -> Booted:
     booted: Booted = await booter(clock=clock)
     await booted.bot.store.settings.set_many(world.guild.id, {"alert_channel_id": world.alerts.id}, actor_id=None)
     return booted
-
-
-async def add_feed(world: World, url: str, channel: Any, **options: Any) -> dict[str, Any]:
-    ix = await world.fake.slash(world.guild, world.admin, "feed add", url=url, channel=channel, **options)
-    await ix.wait_response()
-    return await ix.wait_followup()
-
-
-async def poll(bot: Booted, clock: FakeClock, world: World, minutes: float = 16) -> None:
-    clock.advance(minutes=minutes)
-    await bot.cog("Articles").run_cycle()
-    await world.fake.roundtrip()
 
 
 async def poll_losing_the_record(bot: Booted, clock: FakeClock, world: World, why: str = "killed mid-cycle") -> None:
@@ -449,8 +413,9 @@ async def test_hostile_html_never_stalls_the_bot(bot: Booted, world: World, site
     async with LoopWatch() as previewing:
         ix = await world.fake.slash(world.guild, world.admin, "feed preview", url=site.url("/feed"))
         await ix.wait_response()
-        # Three full posts exceed Discord's 6,000 characters per message: as many as fit are shown.
-        assert len((await ix.wait_followup())["embeds"]) == 2
+        # Summaries are cut to a readable length (feeds.summary_chars), so all three fit in one message.
+        embeds = (await ix.wait_followup())["embeds"]
+        assert len(embeds) == 3 and sum(len(e["description"]) for e in embeds) < 6000
     starter = world.fake.find_message(forum_posts(world)[0].id)
     assert starter is not None and "paragraph 1" in starter["content"]
     for name, watch in (("posting", posting), ("editing", editing), ("previewing", previewing)):
@@ -600,7 +565,8 @@ async def test_overlong_link_is_left_out_and_does_not_block(bot: Booted, world: 
 async def test_failed_thread_keeps_the_post_and_resume_does_not_repeat_it(
     bot: Booted, world: World, site: FeedServer, clock: FakeClock
 ) -> None:
-    """Text channel: the message went out, the thread was refused (403): paused, and resuming never reposts."""
+    """Text channel: the message went out, the thread was refused (403): paused; resuming makes the thread and
+    never reposts."""
     site.set_feed("/feed", rss([]))
     await add_feed(world, site.url("/feed"), world.discussion)
     world.fake.fail_next("POST", r"/channels/\d+/messages/\d+/threads", 403, code=50013, message="Missing Permissions")
@@ -615,23 +581,79 @@ async def test_failed_thread_keeps_the_post_and_resume_does_not_repeat_it(
     await poll(bot, clock, world)
     await poll(bot, clock, world)
     assert len(embeds_in(world, world.discussion)) == 1
-    assert (await article_row(bot, "story-1"))["status"] == "posted"
+    row = await article_row(bot, "story-1")
+    [thread] = world.fake.threads_in(world.discussion)
+    assert row["status"] == "posted" and row["thread_id"] == thread.id, "after resume the thread is made"
 
 
 async def test_thread_server_error_keeps_the_post(bot: Booted, world: World, site: FeedServer, clock) -> None:
-    """A 5xx opening the thread leaves the article posted; the feed keeps going."""
+    """A 5xx opening the thread leaves the article posted; the feed keeps going; the next cycle makes the thread."""
     site.set_feed("/feed", rss([]))
     await add_feed(world, site.url("/feed"), world.discussion)
     world.fake.fail_next("POST", r"/channels/\d+/messages/\d+/threads", 503)
     site.set_feed("/feed", rss([story(1)]))
     await poll(bot, clock, world)
     row = await article_row(bot, "story-1")
-    assert row["status"] == "posted" and row["message_id"] is not None
+    assert row["status"] == "posted" and row["message_id"] is not None and row["thread_id"] is None
     site.set_feed("/feed", rss([story(2), story(1)]))
     await poll(bot, clock, world)
     assert len(embeds_in(world, world.discussion)) == 2
     feed = await bot.bot.store.feeds.get(1)
     assert feed is not None and feed.enabled
+    threads = {t.id for t in world.fake.threads_in(world.discussion)}
+    rows = await bot.bot.store.db.fetchall("SELECT message_id, thread_id FROM articles WHERE status = 'posted'")
+    assert {r["thread_id"] for r in rows} == threads == {r["message_id"] for r in rows}
+
+
+@pytest.mark.parametrize("lost_with", [503, DROP], ids=["5xx", "dropped connection"])
+async def test_lost_thread_answer_is_recovered(bot: Booted, world: World, site: FeedServer, clock, lost_with) -> None:
+    """Discord made the thread but its answer was lost (5xx, or the connection dropped): the next cycle gets
+    160004, finds the thread on the message and records it; replies in it meanwhile are recorded; one thread."""
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.discussion)
+    world.fake.fail_next("POST", r"/channels/\d+/messages/\d+/threads", lost_with, after_effect=True)
+    site.set_feed("/feed", rss([story(1)]))
+    await poll(bot, clock, world)
+    [thread] = world.fake.threads_in(world.discussion)
+    row = await article_row(bot, "story-1")
+    assert row["thread_id"] is None and row["thread_step"] == "wanted"
+    reply = await world.fake.message_create(thread, world.reader, "Before the thread was recorded")
+    await world.fake.settle()
+    await bot.cog("ReadersViews").recorder.flush()
+    recorded = await bot.bot.store.contributions.by_message(int(reply["id"]))
+    assert recorded is not None and recorded.article_id == row["id"]
+
+    await poll(bot, clock, world)
+    row = await article_row(bot, "story-1")
+    assert row["thread_id"] == thread.id == row["message_id"] and row["thread_step"] is None
+    assert len(world.fake.threads_in(world.discussion)) == 1
+    tries = world.fake.requests_to("/messages/{message_id}/threads", method="POST")
+    assert [r.status for r in tries] == [lost_with, 400]
+    assert tries[1].response["code"] == 160004
+
+
+async def test_reply_before_a_forum_post_is_recorded_is_kept(bot: Booted, world: World, site: FeedServer, clock):
+    """A member replies in a new forum post before the bot has its answer: the reply is recorded anyway."""
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    held = world.fake.hold_next("POST", r"/channels/\d+/threads$", after_effect=True)
+    site.set_feed("/feed", rss([story(1)]))
+    clock.advance(minutes=16)
+    cycle = asyncio.create_task(bot.cog("Articles").run_cycle())
+    await held.arrived.wait()
+    [post] = forum_posts(world)
+    first = await world.fake.message_create(post, world.reader, "First!")
+    await world.fake.settle()
+    held.release()
+    await cycle
+    await world.fake.roundtrip()
+    second = await world.fake.message_create(post, world.reader, "Second")
+    await world.fake.settle()
+    await bot.cog("ReadersViews").recorder.flush()
+    row = await article_row(bot, "story-1")
+    for message in (first, second):
+        recorded = await bot.bot.store.contributions.by_message(int(message["id"]))
+        assert recorded is not None and recorded.article_id == row["id"], message["content"]
 
 
 async def test_discord_server_error_is_retried_not_failed(bot: Booted, world: World, site: FeedServer, clock) -> None:
@@ -848,3 +870,555 @@ async def test_reconcile_without_read_history_matches_the_title(bot: Booted, wor
     assert len(posts) == 1
     row = await article_row(bot, "story-1")
     assert row["status"] == "posted" and row["thread_id"] == posts[0].id
+
+
+async def test_edit_made_while_a_post_was_interrupted_is_applied(bot: Booted, world: World, site: FeedServer, clock):
+    """The article is corrected on the site while its post's outcome is unknown: once found, the post is edited."""
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    site.set_feed("/feed", rss([story(1, description="First version.")]))
+    await poll_losing_the_record(bot, clock, world)
+    site.set_feed("/feed", rss([story(1, title="Story number 1, corrected", description="Second version.")]))
+    await poll(bot, clock, world)
+    [post] = forum_posts(world)
+    assert post.name == "Story number 1, corrected"
+    starter = world.fake.find_message(post.id)
+    assert starter is not None and "Second version." in starter["content"]
+    row = await article_row(bot, "story-1")
+    assert row["status"] == "posted" and row["thread_id"] == post.id and row["needs_edit"] == 0
+
+
+async def forty_feeds(bot: Booted, world: World) -> None:
+    for n in range(1, 41):
+        await bot.bot.store.feeds.add(
+            guild_id=world.guild.id,
+            url=f"https://paper-{n}.example/sections/{'news' * 5}/feed.xml",
+            channel_id=world.forum.id,
+            channel_kind="forum",
+            tag_map={},
+            poll_interval=900,
+            created_by=None,
+        )
+
+
+def feed_ids(text: str) -> list[int]:
+    return [int(n) for n in re.findall(r"\*\*#(\d+)\*\*", text)]
+
+
+def buttons(message: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["label"]: c for row in message["components"] for c in row["components"]}
+
+
+async def test_feed_list_pages_through_forty_feeds(bot: Booted, world: World) -> None:
+    """/feed list shows every feed across pages: Next walks them all once, `page` jumps to one, Prev goes back."""
+    await forty_feeds(bot, world)
+    ix = await world.fake.slash(world.guild, world.admin, "feed list")
+    await ix.wait_response()
+    message = ix.original
+    assert message is not None and "page 1 of" in message["content"] and len(message["content"]) <= 2000
+    pages = int(re.search(r"page 1 of (\d+)", message["content"])[1])  # type: ignore[index]
+    assert pages > 1 and buttons(message)["◀ Prev"].get("disabled")
+    seen = feed_ids(message["content"])
+    for page in range(2, pages + 1):
+        click = await world.fake.click(world.guild, world.admin, message, buttons(message)["Next ▶"]["custom_id"])
+        response = await click.wait_response()
+        assert response["type"] == 7
+        message = {**message, **response["data"]}
+        assert f"page {page} of {pages}" in message["content"] and len(message["content"]) <= 2000
+        seen += feed_ids(message["content"])
+    assert seen == list(range(1, 41))
+    assert buttons(message)["Next ▶"].get("disabled")
+
+    ix = await world.fake.slash(world.guild, world.admin, "feed list", page=2)
+    await ix.wait_response()
+    second = ix.original
+    assert second is not None and f"page 2 of {pages}" in second["content"]
+    click = await world.fake.click(world.guild, world.admin, second, buttons(second)["◀ Prev"]["custom_id"])
+    response = await click.wait_response()
+    assert "page 1 of" in response["data"]["content"] and feed_ids(response["data"]["content"])[0] == 1
+
+
+async def test_feed_list_buttons_check_server_and_permission(bot: Booted, world: World) -> None:
+    """A member without Manage Server, or a click carrying another server's id, gets no feeds."""
+    await forty_feeds(bot, world)
+    ix = await world.fake.slash(world.guild, world.admin, "feed list")
+    await ix.wait_response()
+    message = ix.original
+    assert message is not None
+    next_id = buttons(message)["Next ▶"]["custom_id"]
+    click = await world.fake.click(world.guild, world.reader, message, next_id)
+    response = await click.wait_response()
+    assert response["type"] == 4 and "Manage Server" in response["data"]["content"]
+    assert not feed_ids(response["data"]["content"])
+
+    other = world.fake.add_guild("Another paper")
+    foreign = next_id.replace(f"feeds:list:{world.guild.id}:", f"feeds:list:{other.id}:")
+    button = {**buttons(message)["Next ▶"], "custom_id": foreign}
+    forged = {**message, "components": [{"type": 1, "components": [button]}]}
+    world.fake.all_messages[int(message["id"])] = forged
+    click = await world.fake.click(world.guild, world.admin, forged, foreign)
+    response = await click.wait_response()
+    assert response["type"] == 4 and "another server" in response["data"]["content"]
+
+
+async def test_hanging_feed_does_not_delay_the_others(world: World, booter: Any, site: FeedServer, clock) -> None:
+    """Feed A's server hangs (until its 5-minute timeout); feed B's new article is posted meanwhile, not after A."""
+    bot: Booted = await booter(clock=clock, feeds={"timeout_seconds": 300})
+    site.set_feed("/a", rss([]))
+    site.set_feed("/b", rss([]))
+    await add_feed(world, site.url("/a"), world.discussion)
+    await add_feed(world, site.url("/b"), world.forum)
+    a_asked, a_answers = asyncio.Event(), asyncio.Event()
+
+    async def hanging(request: Any) -> Any:
+        a_asked.set()
+        await a_answers.wait()  # stands for the feed timeout running out
+        return web.Response(status=504)
+
+    site.set_handler("/a", hanging)
+    site.set_feed("/b", rss([story(1)]))
+    posted = world.fake.hold_next("POST", r"/channels/\d+/threads$", after_effect=True)
+    clock.advance(minutes=16)
+    cycle = asyncio.create_task(bot.cog("Articles").run_cycle())
+    try:
+        await asyncio.wait_for(a_asked.wait(), 30)
+        await asyncio.wait_for(posted.arrived.wait(), 30)  # B's post reaches Discord while A still hangs
+    finally:
+        posted.release()
+        a_answers.set()
+        await cycle
+    assert [p.name for p in forum_posts(world)] == ["Story number 1"]
+    assert (await article_row(bot, "story-1"))["status"] == "posted"
+    feed_a = await bot.bot.store.feeds.get(1)
+    assert feed_a is not None and feed_a.consecutive_errors == 1
+
+
+async def test_diagnose_tells_of_a_missing_discussion_thread(bot: Booted, world: World, site: FeedServer, clock):
+    """/feed diagnose says when a text post's thread is still to be made."""
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.discussion)
+    world.fake.fail_next("POST", r"/channels/\d+/messages/\d+/threads", 503)
+    site.set_feed("/feed", rss([story(1)]))
+    await poll(bot, clock, world)
+    ix = await world.fake.slash(
+        world.guild, world.admin, "feed diagnose", feed=1, article_url="https://paper.example/1"
+    )
+    text = (await ix.wait_response())["data"]["content"]
+    assert "discussion thread is still to be made" in text
+
+
+def wordpress_item(n: int, paragraphs: int = 12) -> dict[str, Any]:
+    """An item as WordPress writes it: long excerpt, closing boilerplate, byline and an image in the content."""
+    body = "".join(
+        f"<p>Sentence {i} of the report on the harbour, which goes on for a while. Another one here.</p>"
+        for i in range(paragraphs)
+    )
+    boilerplate = (
+        f'<p>The post <a href="https://paper.example/{n}">Story number {n}</a> appeared first on '
+        '<a href="https://paper.example">The Weekly</a>.</p>'
+    )
+    return story(
+        n,
+        description=f'<p><img src="https://paper.example/img/{n}.jpg" alt=""></p>{body}{boilerplate}',
+        creator="Jo Writer",
+    )
+
+
+async def test_text_post_reads_well_by_default(bot: Booted, world: World, site: FeedServer, clock) -> None:
+    """No WordPress boilerplate, a byline, the item's image, and a summary cut after a sentence near 500 chars."""
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.discussion)
+    site.set_feed("/feed", rss([wordpress_item(1)]))
+    await poll(bot, clock, world)
+    embed = next(m for m in world.fake.messages_in(world.discussion) if m.get("embeds"))["embeds"][0]
+    assert embed["author"]["name"] == "Jo Writer"
+    assert embed["image"]["url"] == "https://paper.example/img/1.jpg"
+    description = embed["description"]
+    assert "appeared first on" not in description
+    assert 250 <= len(description) <= 500 and description.endswith("Another one here.")
+
+
+async def test_forum_post_reads_well_by_default(bot: Booted, world: World, site: FeedServer, clock) -> None:
+    """A forum post starts with the byline, shows the image, ends with the link; a description-only item is posted."""
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    untitled = "<item><description>Ferry timetable changes from Monday: the early boat is back.</description></item>"
+    site.set_feed("/feed", rss([wordpress_item(1)]).replace(b"</channel>", untitled.encode() + b"</channel>"))
+    await poll(bot, clock, world)
+    posts = {p.name: world.fake.find_message(p.id) for p in forum_posts(world)}
+    assert set(posts) == {"Story number 1", "Ferry timetable changes from Monday: the early boat is back."}
+    starter = posts["Story number 1"]
+    assert starter is not None
+    assert starter["content"].startswith("-# By Jo Writer\nSentence 0")
+    assert starter["content"].endswith("\n\nhttps://paper.example/1")
+    assert "appeared first on" not in starter["content"] and len(starter["content"]) < 600
+    assert [e["image"]["url"] for e in starter["embeds"]] == ["https://paper.example/img/1.jpg"]
+
+
+async def test_same_article_through_two_feeds_is_posted_once_per_channel(
+    bot: Booted, world: World, site: FeedServer, clock
+) -> None:
+    """A site's main feed and its category feed in one channel: the shared article is posted once there."""
+    site.set_feed("/feed", rss([]))
+    site.set_feed("/politics", rss([]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    await add_feed(world, site.url("/politics"), world.forum)
+    await add_feed(world, site.url("/politics"), world.discussion)
+    shared = story(1)
+    # The category feed writes the link with tracking parameters and its own guid.
+    site.set_feed("/feed", rss([shared, story(2)]))
+    site.set_feed(
+        "/politics",
+        rss([{**shared, "guid": "pol-1", "link": "http://www.paper.example/1/?utm_source=rss#top"}, story(3)]),
+    )
+    await poll(bot, clock, world)
+    assert sorted(p.name for p in forum_posts(world)) == ["Story number 1", "Story number 2", "Story number 3"]
+    # Another channel is another audience: it gets the article too.
+    assert len([m for m in world.fake.messages_in(world.discussion) if m.get("embeds")]) == 2
+    ix = await world.fake.slash(
+        world.guild, world.admin, "feed diagnose", feed=2, article_url="http://www.paper.example/1/?utm_source=rss#top"
+    )
+    assert "already in this channel through feed #1" in (await ix.wait_response())["data"]["content"]
+
+
+async def test_burst_of_twenty_is_caught_up_within_five_minutes(
+    world: World, booter: Any, site: FeedServer, clock: FakeClock
+) -> None:
+    """Twenty articles in two bursts (the feed lists only the newest ten) all appear within 5 minutes, no 429."""
+    booted: Booted = await booter(clock=clock)
+    world.fake.rate_limits.enable()
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    cog = booted.cog("Articles")
+    clock.advance(minutes=16)
+    site.set_feed("/feed", rss([story(n) for n in range(10, 0, -1)]))
+    elapsed = 0.0
+    while elapsed <= 300 and len(forum_posts(world)) < 20:
+        if elapsed >= 30:  # half a minute later ten more are published; the first ten drop off the feed
+            site.set_feed("/feed", rss([story(n) for n in range(20, 10, -1)]))
+        await cog.run_cycle()
+        await world.fake.roundtrip()
+        step = await cog.next_poll_delay()
+        clock.advance(seconds=step)
+        elapsed += step
+    assert len(forum_posts(world)) == 20, f"{len(forum_posts(world))} of 20 posted after {elapsed:.0f} s"
+    assert world.fake.count_429 == 0
+
+
+async def slash_text(world: World, name: str, **options: Any) -> str:
+    ix = await world.fake.slash(world.guild, world.admin, name, **options)
+    return str((await ix.wait_response())["data"]["content"])
+
+
+async def test_filters_drop_articles_and_diagnose_names_the_rule(
+    bot: Booted, world: World, site: FeedServer, clock
+) -> None:
+    """Exclude by category and pattern, include by keyword; `/feed diagnose` says which rule dropped an item."""
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    assert "every new article is posted" in await slash_text(world, "feed filter list", feed=1)
+    ac = await world.fake.autocomplete(world.guild, world.admin, "feed filter list", "feed", "")
+    await ac.wait_response()
+    assert [c["value"] for c in ac.choices or []] == [1]
+    reply = await slash_text(world, "feed filter add", feed=1, action="exclude", field="category", value="sport")
+    assert "1. exclude category “sport”" in reply
+    await slash_text(world, "feed filter add", feed=1, action="exclude", field="regex", value=r"^sponsored\b")
+    refused = await slash_text(world, "feed filter add", feed=1, action="include", field="regex", value="(open")
+    assert "not a valid regular expression" in refused
+    site.set_feed(
+        "/feed",
+        rss(
+            [
+                story(1, categories=["Sport"]),
+                {**story(2), "title": "Sponsored: a new sofa"},
+                story(3, categories=["Politics"]),
+            ]
+        ),
+    )
+    await poll(bot, clock, world)
+    assert [p.name for p in forum_posts(world)] == ["Story number 3"]
+    why = await slash_text(world, "feed diagnose", feed=1, article_url="https://paper.example/1")
+    assert "filtered out by rule 1 (exclude category “sport”)" in why
+    why = await slash_text(world, "feed diagnose", feed=1, article_url="https://paper.example/2")
+    assert "filtered out by rule 2 (exclude pattern “^sponsored\\b”)" in why
+
+    await slash_text(world, "feed filter remove", feed=1, number=2)
+    await slash_text(world, "feed filter add", feed=1, action="include", field="keyword", value="harbour")
+    site.set_feed("/feed", rss([story(4, description="The harbour reopens."), story(5, description="Schools close.")]))
+    await poll(bot, clock, world)
+    assert sorted(p.name for p in forum_posts(world)) == ["Story number 3", "Story number 4"]
+    why = await slash_text(world, "feed diagnose", feed=1, article_url="https://paper.example/5")
+    assert "filtered out by rule 2 (include keyword “harbour”): it does not match" in why
+    await slash_text(world, "feed filter clear", feed=1)
+    assert (await bot.bot.store.feeds.get(1)).settings["filters"] == []
+
+
+async def test_formats_per_feed_are_checked_previewed_posted_and_reset(
+    bot: Booted, world: World, site: FeedServer, clock
+) -> None:
+    """`/feed format set` templates a text channel's message, embed and thread; a bad one names its field."""
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.discussion)
+    refused = await slash_text(world, "feed format set", feed=1, field="embed_title", template="{headline}")
+    assert "embed_title template has an unknown placeholder {headline}" in refused
+    for field, template in (
+        ("content", "New from {feed}: **{title}**"),
+        ("embed_title", "{title} ({categories})"),
+        ("embed_footer", "{author} · {feed}"),
+        ("forum_title", "Discuss: {title}"),
+    ):
+        reply = await slash_text(world, "feed format set", feed=1, field=field, template=template)
+        assert f"{field} format saved" in reply
+    item = story(1, categories=["Politics"], creator="Jo Writer", description="Council votes.")
+    site.set_feed("/feed", rss([item]))
+
+    ix = await world.fake.slash(world.guild, world.admin, "feed preview", feed=1)
+    await ix.wait_response()
+    preview = await ix.wait_followup()
+    assert preview["embeds"][0]["title"] == "Story number 1 (Politics)"
+    assert "message text: New from The Weekly: **Story number 1**" in preview["content"]
+
+    await poll(bot, clock, world)
+    posted = next(m for m in world.fake.messages_in(world.discussion) if m.get("embeds"))
+    assert posted["content"] == "New from The Weekly: **Story number 1**"
+    embed = posted["embeds"][0]
+    assert embed["title"] == preview["embeds"][0]["title"]
+    assert embed["footer"]["text"] == "Jo Writer · The Weekly" and embed["url"] == "https://paper.example/1"
+    assert embed["description"] == "Council votes."
+    assert [t.name for t in world.fake.threads_in(world.discussion)] == ["Discuss: Story number 1"]
+
+    assert "every format reset" in await slash_text(world, "feed format reset", feed=1)
+    site.set_feed("/feed", rss([story(2), item]))
+    await poll(bot, clock, world)
+    latest = [m for m in world.fake.messages_in(world.discussion) if m.get("embeds")][-1]
+    assert latest["embeds"][0]["title"] == "Story number 2" and not latest.get("content")
+
+
+async def test_forum_format_keeps_the_link_as_the_last_line(bot: Booted, world: World, site: FeedServer, clock):
+    """A forum post's content template may leave out the link: it is added, so the post stays recognisable."""
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    await slash_text(world, "feed format set", feed=1, field="content", template="{summary}\\n-# {categories}")
+    await slash_text(world, "feed format set", feed=1, field="forum_title", template="[{categories}] {title}")
+    site.set_feed("/feed", rss([story(1, categories=["Sport"], description="A long match report. " * 200)]))
+    await poll(bot, clock, world)
+    [post] = forum_posts(world)
+    assert post.name == "[Sport] Story number 1"
+    content = world.fake.find_message(post.id)["content"]
+    assert content.endswith("\n-# Sport\n\nhttps://paper.example/1") and len(content) <= 2000
+
+
+async def test_role_mention_per_feed_and_category_pings_only_that_role(
+    bot: Booted, world: World, site: FeedServer, clock
+) -> None:
+    """An admin opts a feed in to ping a role (and a category's role); posts allow exactly those roles."""
+    readers = world.guild.add_role("Readers", mentionable=True)
+    sport_fans = world.guild.add_role("Sport fans", mentionable=True)
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    await add_feed(world, site.url("/feed"), world.discussion)
+    refused = await slash_text(world, "feed mention set", feed=1, role=world.guild.everyone)
+    assert "can't ping @everyone" in refused
+    assert "every post pings" in await slash_text(world, "feed mention set", feed=1, role=readers)
+    reply = await slash_text(world, "feed mention set", feed=1, role=sport_fans, category="Sport")
+    assert "category “sport” ping" in reply
+    await slash_text(world, "feed mention set", feed=2, role=readers)
+    hostile = {**story(2), "title": f"Alert <@&{world.editor_role.id}> @everyone"}
+    site.set_feed("/feed", rss([story(1, categories=["Sport"]), hostile]))
+    await poll(bot, clock, world)
+
+    def starter(name: str) -> dict[str, Any]:
+        post = next(p for p in forum_posts(world) if p.name.startswith(name))
+        message = world.fake.find_message(post.id)
+        assert message is not None
+        return message
+
+    sport = starter("Story number 1")
+    assert sport["content"].startswith(f"<@&{readers.id}> <@&{sport_fans.id}>\n")
+    assert sport["mention_roles"] == [str(readers.id), str(sport_fans.id)]
+    other = starter("Alert")
+    assert other["mention_roles"] == [str(readers.id)] and not other["mention_everyone"]
+    allowed = world.fake.message_meta[int(other["id"])]["allowed_mentions"]
+    assert allowed["parse"] == [] and [int(r) for r in allowed["roles"]] == [readers.id]
+    text_post = next(m for m in world.fake.messages_in(world.discussion) if m.get("embeds"))
+    assert text_post["content"] == f"<@&{readers.id}>" and text_post["mention_roles"] == [str(readers.id)]
+
+    await slash_text(world, "feed mention clear", feed=1)
+    site.set_feed("/feed", rss([story(3, categories=["Sport"]), story(1, categories=["Sport"]), hostile]))
+    await poll(bot, clock, world)
+    assert starter("Story number 3")["mention_roles"] == []
+
+
+async def test_opml_import_and_export(bot: Booted, world: World, site: FeedServer, clock) -> None:
+    """`/feed import` adds an OPML file's feeds (nested, once each, baseline only); `/feed export` gives them back."""
+    site.set_feed("/feed", rss([story(1)], title="Main"))
+    site.set_feed("/politics", rss([story(2)], title="Politics"))
+    await add_feed(world, site.url("/feed"), world.forum)
+    opml = f"""<?xml version="1.0" encoding="UTF-8"?>
+<opml version="2.0"><head><title>My reader</title></head><body>
+  <outline text="News">
+    <outline type="rss" text="Main" xmlUrl="{site.url("/feed")}"/>
+    <outline type="rss" text="Politics &amp; more" xmlUrl="{site.url("/politics")}"/>
+    <outline type="rss" text="Gone" xmlUrl="{site.url("/missing")}"/>
+  </outline>
+  <outline type="rss" text="Politics again" xmlUrl="{site.url("/politics")}"/>
+</body></opml>""".encode()
+    ix = await world.fake.slash(
+        world.guild, world.admin, "feed import", file=("reader.opml", opml), channel=world.forum
+    )
+    await ix.wait_response()
+    reply = (await ix.wait_followup())["content"]
+    assert "1 added, 1 already there, 1 failed" in reply
+    assert "Politics & more" in reply and "failed: Gone" in reply
+    assert [f.url for f in await bot.bot.store.feeds.in_guild(world.guild.id)] == [
+        site.url("/feed"),
+        site.url("/politics"),
+    ]
+    await poll(bot, clock, world)
+    assert forum_posts(world) == []  # what the imported feeds held is the baseline, as with /feed add
+
+    ix = await world.fake.slash(world.guild, world.admin, "feed export")
+    await ix.wait_original()
+    [attachment] = ix.messages[0]["attachments"]
+    assert attachment["filename"] == "feeds.opml"
+    from bot.opml import parse_opml
+
+    back = parse_opml(world.fake.attachment_bytes(attachment))
+    assert [(f.url, f.title) for f in back] == [(site.url("/feed"), "Main"), (site.url("/politics"), "Politics")]
+
+    evil = b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]><opml><body/></opml>'
+    ix = await world.fake.slash(world.guild, world.admin, "feed import", file=("x.opml", evil), channel=world.forum)
+    await ix.wait_response()
+    assert "declares a DOCTYPE" in (await ix.wait_followup())["content"]
+
+
+async def test_archive_links_reply_with_earlier_related_articles(
+    bot: Booted, world: World, site: FeedServer, clock
+) -> None:
+    """A new post's thread gets "From the archives": up to 3 earlier posted articles sharing a category."""
+    base = datetime.now(UTC) - timedelta(hours=12)
+
+    def dated(n: int, *categories: str) -> dict[str, Any]:
+        return story(n, date=base + timedelta(hours=n), categories=list(categories))
+
+    baseline = dated(0, "Politics")  # in the feed when it was added: never posted, so never in the archives
+    site.set_feed("/feed", rss([baseline]))
+    await add_feed(world, site.url("/feed"), world.forum, archive_links=True)
+    await add_feed(world, site.url("/feed"), world.discussion)  # the same articles, another channel
+    earlier = [dated(1, "Politics"), dated(2, "Sport"), dated(3, "Politics", "Council"), dated(4, "council")]
+    site.set_feed("/feed", rss([*earlier, baseline]))
+    await poll(bot, clock, world)
+    site.set_feed("/feed", rss([dated(5, "Politics"), *earlier, baseline]))
+    await poll(bot, clock, world)
+    site.set_feed("/feed", rss([dated(6, "Council", "Politics"), dated(5, "Politics"), *earlier, baseline]))
+    await poll(bot, clock, world)
+
+    def archive_reply(name: str) -> str | None:
+        thread = next(t for t in forum_posts(world) if t.name == name)
+        replies = [m["content"] for m in world.fake.messages_in(thread) if m["content"].startswith("**From")]
+        assert len(replies) <= 1
+        return replies[0] if replies else None
+
+    reply = archive_reply("Story number 6")
+    assert reply is not None
+    links = re.findall(r"\]\((https://paper\.example/\d+)\)", reply)
+    assert links == ["https://paper.example/5", "https://paper.example/4", "https://paper.example/3"]
+    assert archive_reply("Story number 2") is None  # nothing earlier shares "Sport"
+    first = archive_reply("Story number 3")
+    assert first is not None and re.findall(r"paper\.example/(\d+)\)", first) == ["1"]
+    # The text channel's feed did not ask for them.
+    for thread in world.fake.threads_in(world.discussion):
+        assert not any(m["content"].startswith("**From") for m in world.fake.messages_in(thread))
+    await poll(bot, clock, world)
+    assert archive_reply("Story number 6") == reply  # once
+
+
+async def test_webhook_delivery_posts_under_the_feeds_name(
+    world: World, booter: Any, site: FeedServer, clock: FakeClock
+) -> None:
+    """With Manage Webhooks, a feed posts through a channel webhook (forum and text) under its own name and avatar."""
+    from tests.fakediscord import perms
+
+    world.guild.bot_role.permissions |= perms.MANAGE_WEBHOOKS  # type: ignore[attr-defined]
+    booted: Booted = await booter(clock=clock)
+    site.set_feed("/feed", rss([], title="The Weekly Discord edition"))
+    await add_feed(world, site.url("/feed"), world.forum)
+    await add_feed(world, site.url("/feed"), world.discussion)
+    reply = await slash_text(world, "feed options set", feed=1, webhook=True)
+    assert "webhook delivery on: posts come from “The Weekly edition”" in reply
+    await slash_text(
+        world,
+        "feed options set",
+        feed=2,
+        webhook=True,
+        webhook_name="Weekly desk",
+        webhook_avatar="https://paper.example/logo.png",
+    )
+    site.set_feed("/feed", rss([story(1)], title="The Weekly Discord edition"))
+    await poll(booted, clock, world)
+
+    [post] = forum_posts(world)
+    starter = world.fake.find_message(post.id)
+    assert starter is not None and starter["webhook_id"] and starter["author"]["username"] == "The Weekly edition"
+    assert post.owner_id == int(starter["webhook_id"])
+    text_post = next(m for m in world.fake.messages_in(world.discussion) if m.get("embeds"))
+    assert text_post["author"]["username"] == "Weekly desk" and text_post["webhook_id"]
+    assert len(world.fake.channel_webhooks) == 2  # one per channel, made once
+    [thread] = world.fake.threads_in(world.discussion)
+    row = await booted.bot.store.articles.by_thread(thread.id)
+    assert row is not None and row.message_id == int(text_post["id"])
+
+    # An edited article is edited through the webhook (the bot may not edit a webhook's message).
+    site.set_feed("/feed", rss([story(1, description="Corrected summary.")], title="The Weekly Discord edition"))
+    await poll(booted, clock, world)
+    assert "Corrected summary." in world.fake.find_message(post.id)["content"]
+    assert world.fake.find_message(int(text_post["id"]))["embeds"][0]["description"] == "Corrected summary."
+    assert len(world.fake.channel_webhooks) == 2
+
+
+async def test_webhook_without_manage_webhooks_says_so_and_posts_as_the_bot(
+    bot: Booted, world: World, site: FeedServer, clock
+) -> None:
+    """Refused when asked for without the permission; if the permission goes later, one alert, then posts as itself."""
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    reply = await slash_text(world, "feed options set", feed=1, webhook=True)
+    assert "webhook delivery not turned on: I can't manage webhooks in" in reply
+    assert not (await bot.bot.store.feeds.get(1)).settings.get("webhook", {}).get("enabled")
+    # As if it had been turned on while the bot still had the permission.
+    await bot.bot.store.feeds.update_settings(1, lambda s: {**s, "webhook": {"enabled": True}}, actor_id=None, what="t")
+    site.set_feed("/feed", rss([story(1)]))
+    await poll(bot, clock, world)
+    site.set_feed("/feed", rss([story(2), story(1)]))
+    await poll(bot, clock, world)
+    posts = forum_posts(world)
+    assert len(posts) == 2
+    assert all(not world.fake.find_message(p.id).get("webhook_id") for p in posts)
+    assert len([a for a in alerts(world) if "can't manage webhooks" in a]) == 1
+
+
+async def test_interrupted_webhook_posts_are_found_not_repeated(
+    world: World, booter: Any, site: FeedServer, clock: FakeClock
+) -> None:
+    """A webhook made the post but its record was lost (crash): the next cycles find it (forum and text channel)."""
+    from tests.fakediscord import perms
+
+    world.guild.bot_role.permissions |= perms.MANAGE_WEBHOOKS  # type: ignore[attr-defined]
+    first: Booted = await booter(clock=clock)
+    site.set_feed("/feed", rss([]))
+    await add_feed(world, site.url("/feed"), world.forum)
+    await add_feed(world, site.url("/feed"), world.discussion)
+    await slash_text(world, "feed options set", feed=1, webhook=True)
+    await slash_text(world, "feed options set", feed=2, webhook=True)
+    site.set_feed("/feed", rss([story(1)]))
+    await poll_losing_the_record(first, clock, world)
+    await first.stop()
+
+    second: Booted = await booter(clock=clock)  # a restart: the webhooks are looked up again
+    await poll(second, clock, world)
+    await poll(second, clock, world)
+    assert len(forum_posts(world)) == 1
+    assert len([m for m in world.fake.messages_in(world.discussion) if m.get("embeds")]) == 1
+    for feed_id in (1, 2):
+        counts = await second.bot.store.articles.counts(feed_id)
+        assert counts == {"posted": 1}

@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
-import sys
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bot.clock import SystemClock
 from bot.status import collect_status, format_report
 from bot.store import Store
-from tests.conftest import Booted, World, make_config
 from tests.fakediscord import EPHEMERAL, FakeDiscord
+from tests.helpers import Booted, World, dead_letter, spawn
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -123,22 +119,6 @@ async def test_messages_never_ping(running: Booted, world: World) -> None:
     assert meta["allowed_mentions"] == {"parse": []} or meta["allowed_mentions"].get("parse") == []
 
 
-async def spawn(world: World, tmp_path: Path, *argv: str, **sections: Any) -> asyncio.subprocess.Process:
-    """A Python subprocess with the bot's config written out; `argv` after the interpreter, "{config}"
-    replaced by the config's path; stdout and stderr merged into one pipe."""
-    config = make_config(world.fake, tmp_path, **sections)
-    config_path = tmp_path / "config.yaml"
-    config_path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
-    env = {**os.environ, "DISCORD_TOKEN": world.fake.token, "PYTHONPATH": str(ROOT)}
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        *(str(config_path) if arg == "{config}" else arg for arg in argv),
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-
-
 async def test_sigterm_shuts_down_cleanly(world: World, tmp_path: Path) -> None:
     """`readersviews run` in its own process: SIGTERM closes the bot, the HTTP client and the DB; exit 0."""
     process = await spawn(world, tmp_path, "-m", "bot", "--config", "{config}", "run")
@@ -177,26 +157,6 @@ async def test_outbox_command_shows_dead_letters_and_retries(running: Booted, wo
     ix = await world.fake.slash(world.guild, world.admin, "readersviews outbox", retry=row_id)
     text = (await ix.wait_response())["data"]["content"]
     assert "will be delivered again" in text
-
-
-async def add_letter(store: Any, guild_id: int) -> int:
-    """A letter row in `guild_id` (what an outbox `letter:<id>` entity points at)."""
-    return await store.db.write(
-        "INSERT INTO contributions (guild_id, channel_id, author_id, author_name, content, created_at)"
-        " VALUES (?, 1, 1, 'w', 'text', '2024-01-01T00:00:00+00:00')",
-        (guild_id,),
-    )
-
-
-async def dead_letter(store: Any, guild_id: int, error: str) -> int:
-    """A dead outbox item for a new letter of `guild_id`."""
-    letter = await add_letter(store, guild_id)
-    async with store.db.transaction() as conn:
-        row_id = await store.outbox.enqueue(
-            conn, kind="letter.create", entity=f"letter:{letter}", payload={}, idempotency_key=f"letter:{letter}:c:1"
-        )
-    await store.outbox.mark_dead(row_id, error)
-    return int(row_id)
 
 
 async def test_status_shows_only_this_servers_data(tmp_path: Path) -> None:
@@ -347,9 +307,9 @@ async def test_site_alert_goes_only_to_the_items_server(running: Booted, world: 
     bot = running.bot
     theirs = await bot.store.outbox.get(await dead_letter(bot.store, world.guild.id + 1, "their error"))
     mine = await bot.store.outbox.get(await dead_letter(bot.store, world.guild.id, "my error"))
-    await bot._outbox_alert(alert_text(theirs))
+    await bot._outbox_alert(theirs, alert_text(theirs))
     assert [gid for _, gid, text in bot.health.last_errors if "their error" in text] == [world.guild.id + 1]
-    await bot._outbox_alert(alert_text(mine))
+    await bot._outbox_alert(mine, alert_text(mine))
     assert [gid for _, gid, text in bot.health.last_errors if "my error" in text] == [world.guild.id]
 
 

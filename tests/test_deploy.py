@@ -18,8 +18,7 @@ import pytest
 
 from bot.app import INVITE_PERMISSIONS, invite_url
 from bot.config import load_config
-from tests.conftest import World
-from tests.test_ops import free_port
+from tests.helpers import World, free_port, read_until, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -124,8 +123,6 @@ async def test_image_entry_commands_as_the_image_runs_them(world: World, tmp_pat
     (`readersviews run`, `readersviews health`) run as the image runs them: from the working directory,
     with the image's config at config/config.yaml and no --config."""
     import asyncio
-
-    from tests.test_ops import read_until, stop
 
     port = free_port()
     workdir = tmp_path / "srv"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import html
 import tracemalloc
 import zlib
 from collections.abc import AsyncIterator
@@ -171,10 +172,48 @@ def test_item_without_guid_or_link_gets_stable_hash_and_a_problem_note() -> None
 
 def test_empty_item_is_skipped_and_reported() -> None:
     """An item with nothing to identify it is skipped with a readable problem, others survive."""
-    body = rss("<item><description>orphan</description></item><item><link>https://x.example/b</link></item>").encode()
+    body = rss("<item><category>x</category></item><item><link>https://x.example/b</link></item>").encode()
     feed = parse_feed(body, url=FEED_URL)
     assert [a.link for a in feed.articles] == ["https://x.example/b"]
-    assert "entry 1 has no id, link or title; skipped" in feed.problems
+    assert "entry 1 has no id, link, title or description; skipped" in feed.problems
+
+
+def test_item_with_only_a_description_is_kept_and_titled_from_its_first_words() -> None:
+    """Valid RSS needs only a title or a description: a description-only item is an article, stably identified."""
+    text = "<p>The council met on <b>Tuesday</b> and voted to reopen the harbour baths after two years of repairs.</p>"
+    body = rss(f"<item><description>{html.escape(text)}</description></item>").encode()
+    first, second = parse_feed(body, url=FEED_URL), parse_feed(body, url=FEED_URL)
+    assert len(first.articles) == 1
+    article = first.articles[0]
+    assert article.guid == second.articles[0].guid and article.guid.startswith("sha1:")
+    assert article.title.startswith("The council met on Tuesday and voted")
+    assert len(article.title) <= 80 and article.title.endswith("…")
+    assert article.content_hash == second.articles[0].content_hash
+
+
+def test_byline_and_image_are_read_from_the_usual_places() -> None:
+    """dc:creator is the byline; the image comes from an enclosure, media:content, or the first <img>."""
+    ns = 'xmlns:dc="http://purl.org/dc/elements/1.1/" xmlns:media="http://search.yahoo.com/mrss/"'
+    items = (
+        "<item><guid>a</guid><title>A</title><dc:creator>Jo Writer</dc:creator>"
+        '<enclosure url="https://img.example/a.jpg" type="image/jpeg" length="1"/></item>'
+        '<item><guid>b</guid><title>B</title><media:content url="https://img.example/b.png" medium="image"/></item>'
+        "<item><guid>c</guid><title>C</title><description>"
+        + html.escape(
+            '<p>Text <img alt="x" src="https://img.example/c.webp"> <img src="https://img.example/2.png"></p>'
+        )
+        + "</description></item>"
+        "<item><guid>d</guid><title>D</title><description>no picture</description></item>"
+    )
+    body = f'<?xml version="1.0"?><rss version="2.0" {ns}><channel><title>T</title>{items}</channel></rss>'
+    articles = parse_feed(body.encode(), url=FEED_URL).articles
+    assert articles[0].author == "Jo Writer"
+    assert [a.image_url for a in articles] == [
+        "https://img.example/a.jpg",
+        "https://img.example/b.png",
+        "https://img.example/c.webp",
+        None,
+    ]
 
 
 def test_duplicate_guid_within_feed_is_kept_once() -> None:

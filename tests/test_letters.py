@@ -2,183 +2,37 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+import cogs
 from bot.clock import to_db
-from bot.config import WebhookSettings
-from bot.site.webhook import WebhookAdapter
+from bot.errors import UNEXPECTED
+from bot.review import queue_embed
 from bot.store.contributions import ArticleRef, Contribution
-from cogs.editorial import queue_embed
-from tests.conftest import Booted, World
-from tests.fakediscord import EPHEMERAL, FakeDiscord, perms
-from tests.fakediscord.world import Channel, Member
-from tests.sitefake import WEBHOOK_SECRET, FakeSite
-
-LONG_ENOUGH = "I read this article with great interest, and I think the council has it exactly backwards here. "
-
-
-async def until(predicate: Callable[[], Any], timeout: float = 5.0) -> Any:  # noqa: ASYNC109
-    """Wait for something the bot does in the background (delivery, queue posting); no timing asserted."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError("condition not met")
-        await asyncio.sleep(0.01)
-
-
-async def recorded(fake: FakeDiscord, booted: Booted, message: dict[str, Any], *, within: float = 2.0) -> None:
-    """Until the bot has recorded `message` (or `within` seconds passed: then the test's own check says so).
-
-    The recorder writes in batches, and its handler first looks the channel up in the database: under
-    load (or on PostgreSQL) that takes longer than one settle(), so flush until the row is there.
-    """
-    await fake.settle()
-    recorder = booted.cog("ReadersViews").recorder
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        await recorder.flush()
-        if await booted.bot.store.contributions.by_message(int(message["id"])) is not None:
-            return
-        if loop.time() > deadline:
-            return
-        await asyncio.sleep(0.01)
-
-
-@dataclass
-class Paper:
-    """The running bot, the paper's server and one article with its discussion thread."""
-
-    booted: Booted
-    world: World
-    thread: Channel
-    article_id: int
-    site: FakeSite | None = None
-
-    @property
-    def bot(self) -> Any:
-        return self.booted.bot
-
-    @property
-    def fake(self) -> Any:
-        return self.world.fake
-
-    async def post(self, author: Member, content: str, reference: dict[str, Any] | None = None) -> dict[str, Any]:
-        """A member replies in the article thread; returns once the reply is recorded."""
-        message = await self.fake.message_create(self.thread, author, content, reference=reference)
-        await recorded(self.fake, self.booted, message)
-        return message
-
-    async def letter(self, message: dict[str, Any]) -> Contribution:
-        found = await self.bot.store.contributions.by_message(int(message["id"]))
-        assert found is not None
-        return found
-
-    async def get(self, letter_id: int) -> Contribution:
-        found = await self.bot.store.contributions.get(letter_id)
-        assert found is not None
-        return found
-
-    def queue_messages(self) -> list[dict[str, Any]]:
-        return [m for m in self.fake.messages_in(self.world.review) if m.get("embeds")]
-
-    async def card(self, letter_id: int) -> dict[str, Any]:
-        """The review channel's card for a letter (as stored by the fake, i.e. after edits)."""
-
-        def find() -> dict[str, Any] | None:
-            for message in self.queue_messages():
-                if message["embeds"][0]["title"].startswith(f"Letter #{letter_id} "):
-                    return message
-            return None
-
-        return await until(find)
-
-    async def submit(self, author: Member, message: dict[str, Any], byline: str = "Rita R.") -> Contribution:
-        """Submit a reply through the context menu and the byline modal."""
-        ix = await self.fake.context_menu(self.world.guild, author, "Submit as letter", message)
-        assert (await ix.wait_response())["type"] == 9, ix.response
-        done = await self.fake.submit_modal(
-            self.world.guild, author, None, {"byline": byline, "location": "Leeds", "consent": "yes"}
-        )
-        answer = await done.wait_response()
-        assert "is with the editors" in answer["data"]["content"], answer
-        letter = await self.letter(message)
-        await self.card(letter.id)
-        return letter
-
-    async def click(self, user: Member, letter_id: int, action: str) -> Any:
-        card = await self.card(letter_id)
-        ix = await self.fake.click(self.world.guild, user, card, button_id(card, action, letter_id))
-        await ix.wait_response()
-        return ix
-
-
-def button_id(card: dict[str, Any], action: str, letter_id: int) -> str:
-    """The custom_id of a card's button (Approve's carries the version the card shows)."""
-    prefix = f"letters:{action}:{letter_id}"
-    ids = [c["custom_id"] for row in card["components"] for c in row["components"]]
-    return next(i for i in ids if i == prefix or i.startswith(prefix + ":"))
-
-
-async def make_article(
-    booted: Booted, world: World, title: str = "Council backs new cycle lanes"
-) -> tuple[Channel, int]:
-    """A posted article whose forum post (made by the bot, as the articles cog does) is the discussion thread."""
-    forum = booted.bot.get_channel(world.forum.id)
-    created = await forum.create_thread(name=title, content="The article")
-    thread = world.fake.channel(created.thread.id)
-    assert thread is not None
-    db = booted.bot.store.db
-    now = to_db(datetime.now(UTC))
-    feed_id = await db.scalar("SELECT id FROM feeds WHERE guild_id = ?", (world.guild.id,))
-    if feed_id is None:
-        feed_id = await db.write(
-            "INSERT INTO feeds (guild_id, url, channel_id, channel_kind, created_at) VALUES (?, ?, ?, 'forum', ?)",
-            (world.guild.id, "https://paper.example/feed", world.forum.id, now),
-        )
-    article_id = await db.write(
-        "INSERT INTO articles (feed_id, guid, title, link, content_hash, status, thread_id, channel_id,"
-        " first_seen_at, posted_at) VALUES (?, ?, ?, ?, 'x', 'posted', ?, ?, ?, ?)",
-        (
-            feed_id,
-            f"guid-{thread.id}",
-            title,
-            f"https://paper.example/{thread.id}",
-            thread.id,
-            world.forum.id,
-            now,
-            now,
-        ),
-    )
-    await world.fake.settle()
-    return thread, article_id
-
-
-@pytest.fixture
-async def site() -> AsyncIterator[FakeSite]:
-    fake_site = FakeSite()
-    await fake_site.start()
-    yield fake_site
-    await fake_site.stop()
-
-
-def use_site(booted: Booted, site: FakeSite) -> None:
-    """Publish to the loopback webhook receiver (it answers with the letter's URL)."""
-    booted.bot.outbox.adapter = WebhookAdapter(
-        WebhookSettings.model_validate({"url": site.webhook_url}), WEBHOOK_SECRET
-    )
+from tests.fakediscord import EPHEMERAL, perms
+from tests.fakediscord.world import Member
+from tests.helpers import (
+    LONG_ENOUGH,
+    Booted,
+    Paper,
+    World,
+    button_id,
+    card_has,
+    eventually,
+    make_article,
+    recorded,
+    state_is,
+    use_site,
+)
+from tests.sitefake import FakeSite
 
 
 @pytest.fixture
@@ -265,41 +119,28 @@ async def test_submit_approve_publish(paper: Paper) -> None:
     ix = await paper.click(paper.world.editor, letter.id, "approve")
     assert ix.response_type == 7  # the click is answered by updating the card itself
 
-    published = await until(lambda: _state_is(paper, letter.id, "published"))
+    published = await eventually(lambda: state_is(paper, letter.id, "published"))
     assert published.remote_url and published.remote_url.startswith(paper.site.base_url)  # type: ignore[union-attr]
     [event] = site_events(paper, f"letter:{letter.id}")
     html = event["data"]["html"]
     assert "<b>" not in html and "&lt;b&gt;" in html and "<strong>really</strong>" in html
     assert "Rita R." in html and "Opinions expressed" in html and "Council backs new cycle lanes" in html
 
-    announced = await until(
+    announced = await eventually(
         lambda: [m for m in paper.fake.messages_in(paper.thread) if "was published" in m["content"]]
     )
     assert published.remote_url in announced[0]["content"]
     assert paper.fake.message_meta[int(announced[0]["id"])]["allowed_mentions"].get("parse") == []
-    card = await until(lambda: _card_has(paper, letter.id, published.remote_url))
+    card = await eventually(lambda: card_has(paper, letter.id, published.remote_url))
     fields = {f["name"]: f["value"] for f in card["embeds"][0]["fields"]}
     assert "approved by" in fields["Decision"] and f"<@{paper.world.editor.id}>" in fields["Decision"]
     dm = paper.fake.dm_channel(paper.world.reader.user)
-    await until(lambda: any("was published" in m["content"] for m in paper.fake.messages_in(dm)))
+    await eventually(lambda: any("was published" in m["content"] for m in paper.fake.messages_in(dm)))
 
 
 def site_events(paper: Paper, entity: str) -> list[dict[str, Any]]:
     assert paper.site is not None
     return [e for e in paper.site.webhook_events if e["entity"] == entity]
-
-
-async def _state_is(paper: Paper, letter_id: int, state: str) -> Contribution | None:
-    letter = await paper.get(letter_id)
-    return letter if letter.state == state else None
-
-
-def _card_has(paper: Paper, letter_id: int, text: str) -> dict[str, Any] | None:
-    for message in paper.queue_messages():
-        embed = message["embeds"][0]
-        if embed["title"].startswith(f"Letter #{letter_id} ") and text in str(embed):
-            return message
-    return None
 
 
 async def test_cannot_submit_someone_elses_message(paper: Paper) -> None:
@@ -326,7 +167,7 @@ async def test_reject_with_reason_tells_the_writer(paper: Paper) -> None:
         paper.world.editor.id,
     )
     dm = paper.fake.dm_channel(paper.world.reader.user)
-    await until(lambda: any("Too close to libel" in m["content"] for m in paper.fake.messages_in(dm)))
+    await eventually(lambda: any("Too close to libel" in m["content"] for m in paper.fake.messages_in(dm)))
     card = await paper.card(letter.id)
     assert card["components"] == [] and "not selected" in card["embeds"][0]["title"]
     assert not site_events(paper, f"letter:{letter.id}")
@@ -358,11 +199,11 @@ async def test_edit_keeps_original_and_updates_published_copy(paper: Paper) -> N
     assert (edited.content, edited.original_content, edited.state) == (LONG_ENOUGH + "The end.", original, "submitted")
 
     await paper.click(paper.world.editor, letter.id, "approve")
-    await until(lambda: _state_is(paper, letter.id, "published"))
+    await eventually(lambda: state_is(paper, letter.id, "published"))
     await paper.click(paper.world.editor, letter.id, "edit")
     done = await paper.fake.submit_modal(paper.world.guild, paper.world.editor, None, {"text": LONG_ENOUGH + "Fin."})
     await done.wait_response()
-    await until(lambda: len(site_events(paper, f"letter:{letter.id}")) == 2)
+    await eventually(lambda: len(site_events(paper, f"letter:{letter.id}")) == 2)
     create, update = site_events(paper, f"letter:{letter.id}")
     assert create["event"] == "letter.create" and "The end." in create["data"]["html"]
     assert update["event"] == "letter.update" and "Fin." in update["data"]["html"]
@@ -386,7 +227,7 @@ async def test_concurrent_approvals_exactly_one_wins(paper: Paper) -> None:
     winner = next(ix for ix in clicks if ix.response_type == 7)
     assert loser["data"]["flags"] & EPHEMERAL
     assert f"<@{winner.user.id}> already marked letter #{letter.id} as approved" in loser["data"]["content"]
-    await until(lambda: _state_is(paper, letter.id, "published"))
+    await eventually(lambda: state_is(paper, letter.id, "published"))
     assert len(site_events(paper, f"letter:{letter.id}")) == 1
     approvals = await paper.bot.store.db.scalar("SELECT count(*) FROM audit_log WHERE action = 'letter.approve'")
     assert approvals == 1
@@ -411,7 +252,7 @@ async def test_buttons_survive_a_restart(world: World, booter: Any, site: FakeSi
     ix = await world.fake.click(world.guild, world.editor, card, button_id(card, "approve", letter.id))
     assert (await ix.wait_response())["type"] == 7
     paper.booted = second
-    published = await until(lambda: _state_is(paper, letter.id, "published"))
+    published = await eventually(lambda: state_is(paper, letter.id, "published"))
     assert published.reviewer_id == world.editor.id
 
 
@@ -428,6 +269,25 @@ async def test_non_editor_is_refused_on_editor_actions(paper: Paper) -> None:
     assert "Only members with the editor role" in (await ix.wait_response())["data"]["content"]
     ix = await paper.fake.slash(paper.world.guild, paper.world.reader, "views digest", since="2020-01-01")
     assert "Only members with the editor role" in (await ix.wait_response())["data"]["content"]
+
+
+async def test_an_unexpected_failure_is_answered_and_logged_once(
+    paper: Paper, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A button whose work fails unexpectedly: the editor reads one generic sentence; the log has one traceback."""
+    letter = await paper.submit(paper.world.reader, await paper.post(paper.world.reader, LONG_ENOUGH))
+
+    async def broken(*args: Any, **kwargs: Any) -> Contribution:
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(paper.bot.letters.service, "approve", broken)
+    caplog.set_level("ERROR")
+    ix = await paper.click(paper.world.editor, letter.id, "approve")
+    assert ix.response["data"]["flags"] & EPHEMERAL
+    assert ix.response["data"]["content"] == UNEXPECTED
+    logged = [r for r in caplog.records if r.exc_info and "the database went away" in str(r.exc_info[1])]
+    assert len(logged) == 1 and logged[0].name == "bot.errors"
+    assert f"letters:approve:{letter.id}" in logged[0].getMessage()
 
 
 # -- nomination ---------------------------------------------------------------------------------------
@@ -465,7 +325,7 @@ async def test_nomination_accepted(paper: Paper) -> None:
     submitted = await paper.get(letter.id)
     assert (submitted.state, submitted.consent, submitted.byline) == ("submitted", "granted", "R. Reader")
     await paper.card(letter.id)
-    await until(lambda: "agreed" in (paper.fake.find_message(ask["id"]) or {}).get("content", ""))
+    await eventually(lambda: "agreed" in (paper.fake.find_message(ask["id"]) or {}).get("content", ""))
 
 
 async def test_nomination_declined_is_respected(paper: Paper) -> None:
@@ -503,13 +363,13 @@ async def test_reply_to_a_published_letter_links_it(paper: Paper) -> None:
     first = await paper.post(paper.world.reader, LONG_ENOUGH)
     one = await paper.submit(paper.world.reader, first)
     await paper.click(paper.world.editor, one.id, "approve")
-    published = await until(lambda: _state_is(paper, one.id, "published"))
+    published = await eventually(lambda: state_is(paper, one.id, "published"))
     answer = await paper.post(paper.world.organizer, "I disagree with Rita. " + LONG_ENOUGH, reference=first)
     two = await paper.submit(paper.world.organizer, answer, byline="Olu O.")
     card = await paper.card(two.id)
     assert f"letter #{one.id}" in str(card["embeds"][0])
     await paper.click(paper.world.editor, two.id, "approve")
-    await until(lambda: _state_is(paper, two.id, "published"))
+    await eventually(lambda: state_is(paper, two.id, "published"))
     [event] = site_events(paper, f"letter:{two.id}")
     assert event["data"]["metadata"]["in_reply_to"]["url"] == published.remote_url
     assert published.remote_url in event["data"]["html"]
@@ -519,24 +379,24 @@ async def test_withdrawal_retracts_the_site_copy(paper: Paper) -> None:
     """`/letter withdraw` on a published letter retracts it on the site and updates the card."""
     letter = await paper.submit(paper.world.reader, await paper.post(paper.world.reader, LONG_ENOUGH))
     await paper.click(paper.world.editor, letter.id, "approve")
-    await until(lambda: _state_is(paper, letter.id, "published"))
+    await eventually(lambda: state_is(paper, letter.id, "published"))
 
     ac = await paper.fake.autocomplete(paper.world.guild, paper.world.reader, "letter withdraw", "letter", "")
     await ac.wait_response()
     assert [c["value"] for c in ac.choices] == [letter.id]
     ix = await paper.fake.slash(paper.world.guild, paper.world.reader, "letter withdraw", letter=letter.id)
     assert "taken down" in (await ix.wait_response())["data"]["content"]
-    await until(lambda: any(e["event"] == "letter.retract" for e in site_events(paper, f"letter:{letter.id}")))
+    await eventually(lambda: any(e["event"] == "letter.retract" for e in site_events(paper, f"letter:{letter.id}")))
     assert (await paper.get(letter.id)).state == "withdrawn"
-    await until(lambda: _card_has(paper, letter.id, "withdrawn by the writer"))
+    await eventually(lambda: card_has(paper, letter.id, "withdrawn by the writer"))
 
 
 async def test_editor_retract_button_asks_first(paper: Paper) -> None:
     """Retract on a card asks for confirmation (ephemeral); only the confirm button takes the letter down."""
     letter = await paper.submit(paper.world.reader, await paper.post(paper.world.reader, LONG_ENOUGH))
     await paper.click(paper.world.editor, letter.id, "approve")
-    await until(lambda: _state_is(paper, letter.id, "published"))
-    await until(lambda: _card_has(paper, letter.id, "published"))
+    await eventually(lambda: state_is(paper, letter.id, "published"))
+    await eventually(lambda: card_has(paper, letter.id, "published"))
     ix = await paper.click(paper.world.editor, letter.id, "retract")
     asked = await ix.wait_response()
     assert asked["data"]["flags"] & EPHEMERAL and f"Retract letter #{letter.id}" in asked["data"]["content"]
@@ -547,16 +407,16 @@ async def test_editor_retract_button_asks_first(paper: Paper) -> None:
     original = await ix.wait_original()
     confirm = await paper.fake.click(paper.world.guild, paper.world.editor, original, f"letters:retractok:{letter.id}")
     assert "is retracted" in (await confirm.wait_response())["data"]["content"]
-    await until(lambda: any(e["event"] == "letter.retract" for e in site_events(paper, f"letter:{letter.id}")))
+    await eventually(lambda: any(e["event"] == "letter.retract" for e in site_events(paper, f"letter:{letter.id}")))
     assert (await paper.get(letter.id)).state == "retracted"
-    await until(lambda: _card_has(paper, letter.id, "retracted"))
+    await eventually(lambda: card_has(paper, letter.id, "retracted"))
 
 
 async def test_views_retract_command_asks_first(paper: Paper) -> None:
     """`/views retract` answers with the same confirmation step, not a retraction."""
     letter = await paper.submit(paper.world.reader, await paper.post(paper.world.reader, LONG_ENOUGH))
     await paper.click(paper.world.editor, letter.id, "approve")
-    await until(lambda: _state_is(paper, letter.id, "published"))
+    await eventually(lambda: state_is(paper, letter.id, "published"))
     ix = await paper.fake.slash(paper.world.guild, paper.world.editor, "views retract", letter=letter.id)
     assert f"Retract letter #{letter.id}" in (await ix.wait_response())["data"]["content"]
     await paper.fake.settle()
@@ -568,21 +428,21 @@ async def test_deleting_an_approved_letter_alerts_editors(paper: Paper) -> None:
     message = await paper.post(paper.world.reader, LONG_ENOUGH)
     letter = await paper.submit(paper.world.reader, message)
     await paper.click(paper.world.editor, letter.id, "approve")
-    await until(lambda: _state_is(paper, letter.id, "published"))
+    await eventually(lambda: state_is(paper, letter.id, "published"))
     await paper.fake.message_update(message, "changed my mind")
     await paper.fake.settle()
-    await until(
+    await eventually(
         lambda: [m for m in paper.fake.messages_in(paper.world.review) if "edited the Discord message" in m["content"]]
     )
     assert (await paper.get(letter.id)).content == LONG_ENOUGH  # the approved text stays
     await paper.fake.message_delete(message)
     await paper.fake.settle()
-    await until(
+    await eventually(
         lambda: [m for m in paper.fake.messages_in(paper.world.review) if "deleted the Discord message" in m["content"]]
     )
     flags = (await paper.get(letter.id)).flags
     assert any("deleted on Discord after approval" in f for f in flags)
-    await until(lambda: _card_has(paper, letter.id, "Deleted on Discord"))
+    await eventually(lambda: card_has(paper, letter.id, "Deleted on Discord"))
 
 
 async def test_digest_gathers_the_period(paper: Paper) -> None:
@@ -596,7 +456,7 @@ async def test_digest_gathers_the_period(paper: Paper) -> None:
     ix = await paper.fake.slash(paper.world.guild, paper.world.editor, "views digest", since=since)
     text = (await ix.wait_response())["data"]["content"]
     assert "2 letter(s)" in text and "Rita R." in text and "Olu O." in text
-    events = await until(lambda: [e for e in paper.site.webhook_events if e["event"] == "digest.create"])  # type: ignore[union-attr]
+    events = await eventually(lambda: [e for e in paper.site.webhook_events if e["event"] == "digest.create"])  # type: ignore[union-attr]
     data = events[0]["data"]
     assert data["status"] == "draft" and data["html"].count("readersviews-byline") == 2
     assert "Rita R." in data["html"] and "Olu O." in data["html"] and "Opinions expressed" in data["html"]
@@ -682,7 +542,7 @@ async def test_mine_and_forget(paper: Paper) -> None:
     submitted = await paper.submit(paper.world.reader, await paper.post(paper.world.reader, LONG_ENOUGH))
     published = await paper.submit(paper.world.reader, await paper.post(paper.world.reader, "Yes. " + LONG_ENOUGH))
     await paper.click(paper.world.editor, published.id, "approve")
-    await until(lambda: _state_is(paper, published.id, "published"))
+    await eventually(lambda: state_is(paper, published.id, "published"))
 
     ix = await paper.fake.slash(paper.world.guild, paper.world.reader, "letter mine")
     text = (await ix.wait_response())["data"]["content"]
@@ -699,7 +559,7 @@ async def test_mine_and_forget(paper: Paper) -> None:
     assert await paper.bot.store.contributions.by_message(int(recorded["id"])) is None
     assert await paper.bot.store.contributions.get(submitted.id) is None
     assert (await paper.get(published.id)).state == "published"
-    await until(
+    await eventually(
         lambda: any("deleted by its writer" in m["content"] for m in paper.fake.messages_in(paper.world.review))
     )
 
@@ -738,11 +598,11 @@ async def test_another_servers_admin_cannot_retract_or_click(rival: tuple[Any, M
     assert (await paper.get(letter.id)).state == "submitted"
 
     await paper.click(paper.world.editor, letter.id, "approve")
-    await until(lambda: _state_is(paper, letter.id, "published"))
+    await eventually(lambda: state_is(paper, letter.id, "published"))
     ix = await paper.fake.slash(guild, mallory, "views retract", letter=letter.id)
     answer = await ix.wait_response()
     assert answer["data"]["flags"] & EPHEMERAL and f"Letter #{letter.id} no longer exists" in answer["data"]["content"]
-    card = await until(lambda: _card_has(paper, letter.id, "published"))
+    card = await eventually(lambda: card_has(paper, letter.id, "published"))
     forged = await paper.fake.click(guild, mallory, card, button_id(card, "retract", letter.id))
     assert "no longer exists" in (await forged.wait_response())["data"]["content"]
     assert (await paper.get(letter.id)).state == "published"
@@ -768,7 +628,7 @@ async def test_approve_button_from_before_the_upgrade_refreshes_the_card(paper: 
         ids = [c["custom_id"] for row in stored.get("components", []) for c in row["components"]]
         return f"letters:approve:{letter.id}:{letter.version}" in ids
 
-    await until(card_is_current)
+    await eventually(card_is_current)
     assert not site_events(paper, f"letter:{letter.id}")
 
 
@@ -784,7 +644,7 @@ async def test_approved_letter_shows_mentioned_members_by_name(world: World, boo
     text = f"As <@{world.organizer.id}> said, " + LONG_ENOUGH
     letter = await paper.submit(paper.world.reader, await paper.post(paper.world.reader, text))
     await paper.click(paper.world.editor, letter.id, "approve")
-    await until(lambda: _state_is(paper, letter.id, "published"))
+    await eventually(lambda: state_is(paper, letter.id, "published"))
     [event] = site_events(paper, f"letter:{letter.id}")
     assert "olu-organizer" in event["data"]["html"] and "a member" not in event["data"]["html"]
 
@@ -865,7 +725,7 @@ async def test_rejecting_a_long_letter_updates_its_card_and_tells_the_writer(pap
     card = await paper.card(letter.id)
     assert "not selected" in card["embeds"][0]["title"]
     dm = paper.fake.dm_channel(paper.world.reader.user)
-    await until(lambda: any("decided not to publish" in m["content"] for m in paper.fake.messages_in(dm)))
+    await eventually(lambda: any("decided not to publish" in m["content"] for m in paper.fake.messages_in(dm)))
 
 
 async def test_writer_is_told_of_a_rejection_even_if_the_card_update_fails(paper: Paper) -> None:
@@ -907,3 +767,35 @@ def test_review_card_shows_where_links_go() -> None:
         "[Budget\\](https\\://evil.example/a) \\[APPROVE THIS]"
         "(https://paper.example/1%29%5BAPPROVE%20THIS%5D%28https://evil.example/b)"
     )
+
+
+# -- one feature ------------------------------------------------------------------------------------
+
+
+async def test_letter_cogs_share_one_feature_and_no_cog_imports_another(running: Booted) -> None:
+    """Both letters cogs use the bot's one LetterService, ReviewQueue and Recorder; no cog imports a cog."""
+    members, editors, letters = running.cog("ReadersViews"), running.cog("Editorial"), running.bot.letters
+    assert members.service is editors.service is letters.service
+    assert members.queue is editors.queue is letters.queue
+    assert members.recorder is letters.recorder
+    for path in Path(cogs.__file__).parent.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        imported = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        assert not [m for m in imported if m == "cogs" or m.startswith("cogs.")], path.name
+        if path.stem in ("readers_views", "editorial"):
+            assert "get_cog(" not in path.read_text(), path.name
+            assert "bot.store." not in path.read_text().replace("from bot.store.", ""), path.name  # the service
+
+
+async def test_members_submit_letters_without_the_editorial_cog(world: World, booter: Any) -> None:
+    """With only the members' cog loaded, `/letter submit` still queues the letter and confirms it."""
+    booted: Booted = await booter(cogs=["cogs.readers_views"])
+    await booted.bot.store.settings.set_many(world.guild.id, {"review_channel_id": world.review.id}, actor_id=None)
+    ix = await world.fake.slash(world.guild, world.reader, "letter submit")
+    assert (await ix.wait_response())["type"] == 9
+    done = await world.fake.submit_modal(
+        world.guild, world.reader, None, {"text": LONG_ENOUGH * 2, "byline": "Rita", "consent": "yes"}
+    )
+    assert "is with the editors" in (await done.wait_response())["data"]["content"]
+    await eventually(lambda: any(m.get("embeds") for m in world.fake.messages_in(world.review)))

@@ -11,23 +11,16 @@ import pytest
 
 from bot.clock import to_db
 from bot.config import Config, LetterSettings
-from bot.letters import (
-    WRITER_CHANGED_AFTER_EDIT,
-    Conflict,
-    LetterError,
-    LetterService,
-    Recorder,
-    public_url,
-    state_label,
-)
+from bot.letter_notices import notice_text
+from bot.letter_states import WRITER_CHANGED_AFTER_EDIT, Conflict, LetterError, public_url, state_label
+from bot.letters import LetterService, Recorder
 from bot.site.base import RemoteRef
 from bot.site.compose import compose_letter
 from bot.store import Store
 from bot.store.contributions import Contribution, NewContribution
 from bot.store.notices import Notice
-from cogs.letter_notices import notice_text
 from cogs.readers_views import ReadersViews, withdrawn_text
-from tests.clock import FakeClock
+from tests.helpers import FakeClock
 
 GUILD = 1
 TEXT = "A thoughtful letter about the cycle lanes, long enough to pass the minimum length for letters here. "
@@ -88,7 +81,6 @@ async def submitted(service: LetterService, message_id: int, author_id: int = 7,
 async def test_group_commit_records_everything_once(store: Store) -> None:
     """The recorder writes queued replies in batches; duplicates (gateway replays) are ignored."""
     recorder = Recorder(store.contributions, max_rows=100)
-    recorder.start()
     for i in range(1, 1001):
         recorder.add(reply(i))
     recorder.add(reply(5))
@@ -470,7 +462,12 @@ async def test_edits_and_deletes_wait_for_the_batch_recording_their_message(
     store: Store, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An edit or delete arriving while its message's batch is being written is applied after it, not lost."""
-    cog = ReadersViews(SimpleNamespace(store=store, clock=clock, config=Config()))  # type: ignore[arg-type]
+    letters = SimpleNamespace(
+        service=LetterService(store, clock, Config().letters, disclaimer=None),
+        queue=None,
+        recorder=Recorder(store.contributions),
+    )
+    cog = ReadersViews(SimpleNamespace(store=store, clock=clock, config=Config(), letters=letters))  # type: ignore[arg-type]
     writing, release, written = asyncio.Event(), asyncio.Event(), asyncio.Event()
     record_rows = store.contributions.record_rows
 

@@ -5,25 +5,15 @@ The real bot against the loopback fake Discord and the fake WordPress (tests/sit
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from bot.config import WordPressSettings
+from bot.letter_notices import NoticeSender
 from bot.site.wordpress import WordPressAdapter
-from cogs.letter_notices import NoticeSender
-from tests.conftest import Booted, World
+from tests.helpers import LONG_ENOUGH, Booted, Paper, World, card_has, eventually, make_article, state_is
 from tests.sitefake import WP_PASSWORD, WP_USER, FakeSite
-from tests.test_letters import LONG_ENOUGH, Paper, _card_has, _state_is, make_article, until
-
-
-@pytest.fixture
-async def site() -> AsyncIterator[FakeSite]:
-    fake_site = FakeSite()
-    await fake_site.start()
-    yield fake_site
-    await fake_site.stop()
 
 
 def use_wordpress(booted: Booted, fake_site: FakeSite, status: str = "pending") -> None:
@@ -45,7 +35,7 @@ def texts(paper: Paper, channel: Any) -> list[str]:
 async def approved_and_delivered(paper: Paper, text: str = LONG_ENOUGH) -> Any:
     letter = await paper.submit(paper.world.reader, await paper.post(paper.world.reader, text))
     await paper.click(paper.world.editor, letter.id, "approve")
-    return await until(lambda: _state_is(paper, letter.id, "published"))
+    return await eventually(lambda: state_is(paper, letter.id, "published"))
 
 
 async def test_pending_post_is_sent_to_editors_then_announced_when_published(paper: Paper) -> None:
@@ -54,9 +44,9 @@ async def test_pending_post_is_sent_to_editors_then_announced_when_published(pap
     letter = await approved_and_delivered(paper)
     assert letter.remote_status == "pending" and "?p=" in (letter.remote_url or "")
     dm = paper.fake.dm_channel(paper.world.reader.user)
-    await until(lambda: any("sent to the site's editors" in t for t in texts(paper, dm)))
-    await until(lambda: any("sent to the site's editors" in t for t in texts(paper, paper.thread)))
-    card = await until(lambda: _card_has(paper, letter.id, "sent to the site's editors"))
+    await eventually(lambda: any("sent to the site's editors" in t for t in texts(paper, dm)))
+    await eventually(lambda: any("sent to the site's editors" in t for t in texts(paper, paper.thread)))
+    card = await eventually(lambda: card_has(paper, letter.id, "sent to the site's editors"))
     everything = texts(paper, dm) + texts(paper, paper.thread) + [str(card["embeds"])]
     assert not any("published" in t for t in texts(paper, dm) + texts(paper, paper.thread))
     assert not any("?p=" in t for t in everything)
@@ -70,9 +60,9 @@ async def test_pending_post_is_sent_to_editors_then_announced_when_published(pap
     changed = await paper.booted.cog("Editorial").status_checks.run_once()
     assert [c.id for c in changed] == [letter.id]
     public = f"{paper.site.base_url}/{post['slug']}/"
-    await until(lambda: any("was published" in t and public in t for t in texts(paper, dm)))
-    await until(lambda: any("was published" in t and public in t for t in texts(paper, paper.thread)))
-    await until(lambda: _card_has(paper, letter.id, public))
+    await eventually(lambda: any("was published" in t and public in t for t in texts(paper, dm)))
+    await eventually(lambda: any("was published" in t and public in t for t in texts(paper, paper.thread)))
+    await eventually(lambda: card_has(paper, letter.id, public))
     assert any(f"/wp/v2/posts/{letter.remote_id}?context=edit" in path for _, path in paper.site.requests)
 
     # Nothing more on the next check, and no second announcement.
@@ -90,7 +80,7 @@ async def test_trashed_by_the_site_tells_the_writer(paper: Paper) -> None:
     checks = paper.booted.cog("Editorial").status_checks
     assert [c.id for c in await checks.run_once()] == [letter.id]
     dm = paper.fake.dm_channel(paper.world.reader.user)
-    await until(lambda: any("decided not to publish" in t for t in texts(paper, dm)))
+    await eventually(lambda: any("decided not to publish" in t for t in texts(paper, dm)))
     requests = len(paper.site.requests)
     assert await checks.run_once() == []
     assert len(paper.site.requests) == requests
@@ -104,7 +94,7 @@ async def test_publish_status_is_announced_at_once(running: Booted, world: World
     paper = Paper(running, world, thread, article_id, site)
     letter = await approved_and_delivered(paper)
     assert letter.remote_status == "publish" and "?p=" not in (letter.remote_url or "")
-    await until(lambda: any("was published" in t and letter.remote_url in t for t in texts(paper, thread)))
+    await eventually(lambda: any("was published" in t and letter.remote_url in t for t in texts(paper, thread)))
 
 
 async def test_announcements_survive_a_crash_after_the_sites_answer(paper: Paper) -> None:
@@ -141,7 +131,7 @@ async def test_announcements_survive_a_crash_after_the_sites_answer(paper: Paper
         return all(sent for _, _, sent in await repo.for_letter(letter.id))
 
     cog.notices.start()  # the restart
-    await until(all_sent)
+    await eventually(all_sent)
     await paper.fake.settle()
     assert sum("sent to the site's editors" in t for t in texts(paper, dm)) == 1
     assert sum("sent to the site's editors" in t for t in texts(paper, paper.thread)) == 1
@@ -152,12 +142,12 @@ async def test_nominating_editor_is_told_when_the_writer_declines(paper: Paper) 
     message = await paper.post(paper.world.reader, LONG_ENOUGH)
     ix = await paper.fake.context_menu(paper.world.guild, paper.world.editor, "Nominate as reader's view", message)
     await ix.wait_response()
-    ask = await until(lambda: [m for m in paper.fake.messages_in(paper.thread) if m.get("components")])
+    ask = await eventually(lambda: [m for m in paper.fake.messages_in(paper.thread) if m.get("components")])
     button = f"letters:consent:{(await paper.letter(message)).id}:decline"
     declined = await paper.fake.click(paper.world.guild, paper.world.reader, ask[-1], button)
     await declined.wait_response()
     dm = paper.fake.dm_channel(paper.world.editor.user)
-    told = await until(lambda: [t for t in texts(paper, dm) if "declined your request" in t])
+    told = await eventually(lambda: [t for t in texts(paper, dm) if "declined your request" in t])
     assert len(told) == 1 and f"letter #{(await paper.letter(message)).id}" in told[0]
 
 
@@ -167,8 +157,8 @@ async def test_card_says_waiting_for_the_site_during_an_incident(paper: Paper) -
     paper.site.wp_password = "rotated on the site"
     letter = await paper.submit(paper.world.reader, await paper.post(paper.world.reader, LONG_ENOUGH))
     await paper.click(paper.world.editor, letter.id, "approve")
-    await until(lambda: _card_has(paper, letter.id, "waiting for the site"))
-    alerts = await until(lambda: [t for t in texts(paper, paper.world.alerts) if "Site mirroring is paused" in t])
+    await eventually(lambda: card_has(paper, letter.id, "waiting for the site"))
+    alerts = await eventually(lambda: [t for t in texts(paper, paper.world.alerts) if "Site mirroring is paused" in t])
     assert len(alerts) == 1 and "READERSVIEWS_WP_APP_PASSWORD" in alerts[0]
     backlog = await paper.bot.store.outbox.backlog()
     assert backlog["dead"] == 0 and backlog["pending"] == 1
@@ -181,10 +171,10 @@ async def test_card_says_waiting_for_the_site_during_an_incident(paper: Paper) -
     [row] = await paper.bot.store.outbox.for_entity(f"letter:{letter.id}")
     ix = await paper.fake.slash(paper.world.guild, paper.world.admin, "readersviews outbox", retry=row.id)
     await ix.wait_response()
-    await until(lambda: _state_is(paper, letter.id, "published"))
-    notes = await until(lambda: [t for t in texts(paper, paper.world.alerts) if "Site mirroring resumed" in t])
+    await eventually(lambda: state_is(paper, letter.id, "published"))
+    notes = await eventually(lambda: [t for t in texts(paper, paper.world.alerts) if "Site mirroring resumed" in t])
     assert len(notes) == 1
-    await until(lambda: _card_has(paper, letter.id, "sent to the site's editors"))
+    await eventually(lambda: card_has(paper, letter.id, "sent to the site's editors"))
     assert len([t for t in texts(paper, paper.world.alerts) if "Site mirroring is paused" in t]) == 1
 
 

@@ -6,7 +6,6 @@ import asyncio
 import json
 import logging
 import os
-import signal
 import socket
 import sqlite3
 import subprocess
@@ -25,20 +24,24 @@ from bot.clock import SystemClock
 from bot.config import ConfigError, load_config
 from bot.logs import JsonFormatter, RedactingFilter, entity_ids, ids
 from bot.store import Store
-from tests.clock import FakeClock
-from tests.conftest import Booted, World, make_config
 from tests.fakediscord import FakeDiscord
 from tests.feedserver import FeedServer
-from tests.test_articles import add_feed, poll, rss, story
-from tests.test_bot import dead_letter
+from tests.helpers import (
+    Booted,
+    FakeClock,
+    World,
+    add_feed,
+    dead_letter,
+    free_port,
+    make_config,
+    poll,
+    read_until,
+    rss,
+    stop,
+    story,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def scrape(port: int) -> dict[str, float]:
@@ -194,31 +197,6 @@ async def spawn_run(config_path: Path, token: str) -> asyncio.subprocess.Process
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
-
-
-async def read_until(process: asyncio.subprocess.Process, needle: str, seen: list[str]) -> None:
-    assert process.stdout is not None
-    async with asyncio.timeout(60):
-        while True:
-            line = (await process.stdout.readline()).decode()
-            if not line:
-                raise AssertionError(f"process ended before {needle!r}: {''.join(seen)}")
-            seen.append(line)
-            if needle in line:
-                return
-
-
-async def stop(process: asyncio.subprocess.Process, seen: list[str]) -> int:
-    process.send_signal(signal.SIGTERM)
-    try:
-        output, _ = await asyncio.wait_for(process.communicate(), timeout=30)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    seen.extend(output.decode().splitlines(keepends=True))
-    assert process.returncode is not None
-    return process.returncode
 
 
 def write_config(fake: FakeDiscord, tmp_path: Path, **sections: Any) -> Path:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -12,25 +11,16 @@ import httpx
 import pytest
 
 from bot.config import WebhookSettings, WordPressSettings
-from bot.outbox import OutboxWorker
-from bot.site.base import RemoteRef, SiteAdapter, SiteItem
-from bot.site.compose import Letter, compose_letter
+from bot.site.base import RemoteRef
 from bot.site.none import NoSiteAdapter
 from bot.site.webhook import WebhookAdapter
 from bot.site.wordpress import WordPressAdapter
 from bot.store.database import Database
-from bot.store.outbox import OutboxRepo, OutboxRow
-from tests.sitefake import WEBHOOK_SECRET, WP_PASSWORD, WP_USER, FakeClock, FakeSite
+from bot.store.outbox import OutboxRepo
+from tests.helpers import FakeClock, Harness, letter, wordpress
+from tests.sitefake import WEBHOOK_SECRET, WP_PASSWORD, WP_USER, FakeSite
 
 DISCLAIMER = "Views are the writers' own."
-
-
-@pytest.fixture
-async def site() -> AsyncIterator[FakeSite]:
-    fake = FakeSite()
-    await fake.start()
-    yield fake
-    await fake.stop()
 
 
 @pytest.fixture
@@ -49,59 +39,6 @@ def clock() -> FakeClock:
 async def http() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient() as client:
         yield client
-
-
-def wordpress(
-    site: FakeSite, http: httpx.AsyncClient, clock: FakeClock, *, password: str = WP_PASSWORD, timeout: float = 5.0
-) -> WordPressAdapter:
-    settings = WordPressSettings(url=site.wp_url, username=WP_USER, timeout=timeout, category_ids=(3,))
-    return WordPressAdapter(settings, password, http, clock=clock)
-
-
-class Harness:
-    def __init__(self, db: Database, clock: FakeClock, adapter: SiteAdapter) -> None:
-        self.db = db
-        self.clock = clock
-        self.repo = OutboxRepo(db, clock)
-        self.alerts: list[str] = []
-        self.delivered: list[tuple[OutboxRow, RemoteRef]] = []
-        self.worker = self.new_worker(adapter)
-
-    def new_worker(self, adapter: SiteAdapter) -> OutboxWorker:
-        async def alert(text: str) -> None:
-            self.alerts.append(text)
-
-        async def on_delivered(row: OutboxRow, ref: RemoteRef) -> None:
-            self.delivered.append((row, ref))
-
-        return OutboxWorker(
-            self.repo, adapter, self.clock, alert=alert, on_delivered=on_delivered, rng=random.Random(1)
-        )
-
-    async def enqueue(self, action: str, item: SiteItem, revision: int | str = 1) -> int:
-        async with self.db.transaction() as conn:
-            return await self.repo.enqueue_item(conn, action, item, revision=revision)
-
-    async def row(self, row_id: int) -> OutboxRow:
-        row = await self.repo.get(row_id)
-        assert row is not None
-        return row
-
-    async def drain(self, rounds: int = 30) -> None:
-        """Run the worker, moving the fake clock past each back-off, until nothing is waiting."""
-        for _ in range(rounds):
-            await self.worker.run_once()
-            due = await self.repo.next_due_at()
-            if due is None:
-                return
-            self.clock.advance(max(0.0, (due - self.clock.now()).total_seconds()) + 0.001)
-        raise AssertionError("outbox did not drain")
-
-
-def letter(n: int, text: str = "A thoughtful reply.", title: str | None = None) -> SiteItem:
-    return compose_letter(
-        Letter(id=n, text=text, byline="Ann Reader", title=title or f"Letter {n}"), disclaimer=DISCLAIMER
-    )
 
 
 def posts_requests(site: FakeSite, method: str = "POST") -> list[str]:
@@ -729,3 +666,25 @@ async def test_delivered_letter_texts_are_purged_after_the_retention(
     assert await texts() == 0 and await h.repo.get(row_id) is None
     assert await h.repo.remote_for("letter:40") is not None
     assert (await h.row(waiting)).state == "dead"  # undelivered items are kept until someone acts
+
+
+async def test_items_of_a_server_no_longer_served_are_held(db: Database, clock: FakeClock, site: FakeSite, http):
+    """With `allowed_guild_ids` set, another server's items wait untouched: not sent, not given up, no alert."""
+    h = Harness(db, clock, wordpress(site, http, clock))
+    h.worker.served_guilds = frozenset({1})
+    async with db.transaction() as conn:
+        ours = await h.repo.enqueue_item(conn, "create", letter(1), revision=1, guild_id=1)
+        theirs = await h.repo.enqueue_item(conn, "create", letter(2), revision=1, guild_id=2)
+        nobodys = await h.repo.enqueue_item(conn, "create", letter(3), revision=1)
+    for _ in range(3):
+        await h.worker.run_once()
+        clock.advance(7200)
+    assert (await h.row(ours)).state == "done" and (await h.row(nobodys)).state == "done"
+    held = await h.row(theirs)
+    assert (held.state, held.attempts, held.guild_id, held.last_error) == ("pending", 0, 2, None)
+    assert len(posts_requests(site)) == 2 and h.alerts == []
+    assert await h.repo.next_due_at(served=h.worker.served_guilds) is None  # the worker doesn't wake for it
+
+    h.worker.served_guilds = None  # the server is listed again (or the list emptied): it goes out
+    await h.worker.run_once()
+    assert (await h.row(theirs)).state == "done"

@@ -17,7 +17,7 @@ from bot.store.database import Database, migration_files
 from bot.store.dialect import ddl_to_postgres, to_postgres
 from bot.store.lease import DatabaseInUse
 from bot.store.postgres import PostgresDatabase
-from tests.test_cli import cli, one_error_line, workdir  # noqa: F401 (fixture)
+from tests.helpers import cli, closed_port, one_error_line
 
 
 def write_config(folder: Path, url: str) -> Path:
@@ -26,7 +26,7 @@ def write_config(folder: Path, url: str) -> Path:
     return path
 
 
-def test_check_connects_and_reports_the_server_version(pg_location: str, workdir: Path) -> None:  # noqa: F811
+def test_check_connects_and_reports_the_server_version(pg_location: str, workdir: Path) -> None:
     write_config(workdir, pg_location)
     result = cli("--config", "c.yaml", "check", cwd=workdir, env={"DISCORD_TOKEN": "x.y.z"})
     assert result.returncode == 0, result.stdout + result.stderr
@@ -35,7 +35,7 @@ def test_check_connects_and_reports_the_server_version(pg_location: str, workdir
     assert not (workdir / "data").exists(), "a PostgreSQL config creates no SQLite file"
 
 
-def test_migrate_then_newer_schema_refused(pg_location: str, workdir: Path) -> None:  # noqa: F811
+def test_migrate_then_newer_schema_refused(pg_location: str, workdir: Path) -> None:
     write_config(workdir, pg_location)
     migrated = cli("--config", "c.yaml", "migrate", cwd=workdir)
     assert migrated.returncode == 0, migrated.stderr
@@ -52,7 +52,7 @@ def test_migrate_then_newer_schema_refused(pg_location: str, workdir: Path) -> N
     assert "newer than this readersviews understands" in line
 
 
-def test_wrong_password_is_one_line_without_the_password(pg_location: str, workdir: Path) -> None:  # noqa: F811
+def test_wrong_password_is_one_line_without_the_password(pg_location: str, workdir: Path) -> None:
     write_config(workdir, pg_location)
     env = {"READERSVIEWS_DATABASE_PASSWORD": "not-the-password-xyzzy", "PGPASSWORD": ""}
     line = one_error_line(cli("--config", "c.yaml", "migrate", cwd=workdir, env=env))
@@ -60,8 +60,7 @@ def test_wrong_password_is_one_line_without_the_password(pg_location: str, workd
     assert "xyzzy" not in line
 
 
-def test_unreachable_server_is_one_line(workdir: Path) -> None:  # noqa: F811
-    from tests.test_cli import closed_port
+def test_unreachable_server_is_one_line(workdir: Path) -> None:
 
     write_config(workdir, f"postgresql://rv@127.0.0.1:{closed_port()}/rv")
     line = one_error_line(cli("--config", "c.yaml", "status", cwd=workdir))
@@ -149,7 +148,7 @@ def fill(path: Path) -> None:
 
 def test_copy_from_sqlite_keeps_every_row_then_migrates_and_refuses_a_second_copy(
     pg_location: str,
-    workdir: Path,  # noqa: F811
+    workdir: Path,
 ) -> None:
     source = workdir / "old.sqlite3"
     sqlite_at(source, latest_version() - 1)
@@ -197,7 +196,7 @@ def test_copy_from_sqlite_keeps_every_row_then_migrates_and_refuses_a_second_cop
     assert "is not empty" in again and "articles (120)" in again
 
 
-def test_copy_from_needs_a_postgresql_target_and_a_file(workdir: Path) -> None:  # noqa: F811
+def test_copy_from_needs_a_postgresql_target_and_a_file(workdir: Path) -> None:
     (workdir / "c.yaml").write_text("database: {path: here.sqlite3}\n")
     line = one_error_line(cli("--config", "c.yaml", "migrate", "--copy-from", "x.sqlite3", cwd=workdir))
     assert "--copy-from copies into PostgreSQL: set database.url" in line

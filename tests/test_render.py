@@ -14,7 +14,9 @@ from bot.render import (
     article_post_body,
     article_title,
     discord_to_html,
+    drop_feed_boilerplate,
     escape_discord_text,
+    excerpt,
     html_to_discord,
     inert_text,
     masked_link,
@@ -486,3 +488,25 @@ def test_inert_text_links_nowhere(name: str) -> None:
 def test_inert_text_escapes_markdown_and_mentions() -> None:
     assert inert_text("*Ada* @everyone <@1> # not a heading") == "\\*Ada\\* @\u200beveryone <\u200b@1> # not a heading"
     assert inert_text("# Heading") == "\\# Heading"
+
+
+def test_wordpress_boilerplate_is_dropped_only_as_the_closing_paragraph() -> None:
+    """ "The post … appeared first on …" goes; the same words inside the article stay."""
+    summary = html_to_discord(
+        '<p>Council votes.</p><p>The post <a href="https://p.example/1">Vote</a> appeared first on '
+        '<a href="https://p.example">Paper</a>.</p>',
+        max_len=4000,
+    )
+    assert drop_feed_boilerplate(summary) == "Council votes."
+    kept = "The post office appeared first on the list.\n\nThen it closed."
+    assert drop_feed_boilerplate(kept) == kept
+
+
+def test_excerpt_cuts_after_a_sentence_else_on_a_word() -> None:
+    """A sentence ending in the second half of the limit is where the cut goes; else a word and an ellipsis."""
+    text = "First sentence is here. Second one follows it! Third is longer than the room left for it."
+    assert excerpt(text, 60) == "First sentence is here. Second one follows it!"
+    one_long = "word " * 40
+    cut = excerpt(one_long, 50)
+    assert len(cut) <= 50 and cut.endswith("word…")
+    assert excerpt("Short.", 500) == "Short."

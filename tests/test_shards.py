@@ -23,11 +23,10 @@ from bot.clock import SystemClock
 from bot.site.compose import Letter, compose_letter
 from bot.store import Store
 from bot.store.database import Database
-from tests.conftest import make_config
 from tests.fakediscord import FakeDiscord, Guild
 from tests.feedserver import FeedServer
+from tests.helpers import make_config, rss, story
 from tests.sitefake import WP_PASSWORD, WP_USER, FakeSite
-from tests.test_articles import rss, story
 
 ROOT = Path(__file__).resolve().parent.parent
 ITEMS = 8  # per feed; Discord's 5 messages per 5 s per channel keeps the feed job busy for a while
@@ -91,7 +90,7 @@ async def posted(location: str) -> int:
         await store.close()
 
 
-async def until(condition: Any, what: str, timeout: float = 60.0) -> None:  # noqa: ASYNC109
+async def polled_until(condition: Any, what: str, timeout: float = 60.0) -> None:  # noqa: ASYNC109
     """Poll `condition()` (a coroutine function) until it is true; fail naming `what` after `timeout`."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -139,7 +138,7 @@ async def test_two_processes_on_two_shards_post_every_article_once(
             assert f"This process: shard {n} of 2 (this server's: {n}) · runs " in response["data"]["content"]
 
         # Kill the process doing the feeds once it has posted something, before it is done.
-        await until(lambda: _posted_some(pg_location), "the first article")
+        await polled_until(lambda: _posted_some(pg_location), "the first article")
         holder = await feeds_holder(pg_location)
         assert holder in (processes[0].pid, processes[1].pid)
         killed = next(n for n, p in processes.items() if p.pid == holder)
@@ -154,14 +153,14 @@ async def test_two_processes_on_two_shards_post_every_article_once(
         async def taken_over() -> bool:
             return await feeds_holder(pg_location) == survivor
 
-        await until(taken_over, "the surviving process to take the feeds over")
+        await polled_until(taken_over, "the surviving process to take the feeds over")
         processes[killed] = await spawn(fake, tmp_path, pg_location, killed)
-        await until(lambda: _all_posted(pg_location), "every article posted", timeout=120)
+        await polled_until(lambda: _all_posted(pg_location), "every article posted", timeout=120)
 
         async def back() -> bool:
             return fake.identify_count == 3  # two at start, one for the restarted shard
 
-        await until(back, "the restarted process to identify its shard")
+        await polled_until(back, "the restarted process to identify its shard")
     finally:
         for process in processes.values():
             if process.returncode is None:
@@ -234,7 +233,7 @@ async def test_two_processes_deliver_every_outbox_item_once(
         async def some() -> bool:
             return await delivered() > 0
 
-        await until(some, "the first delivery")
+        await polled_until(some, "the first delivery")
         await site.wait_for_stall()
         holder = await feeds_holder(pg_location, "outbox")
         killed = next(n for n, p in processes.items() if p.pid == holder)
@@ -245,7 +244,7 @@ async def test_two_processes_deliver_every_outbox_item_once(
         async def all_done() -> bool:
             return await delivered() == LETTERS
 
-        await until(all_done, "every item delivered", timeout=120)
+        await polled_until(all_done, "every item delivered", timeout=120)
         assert await feeds_holder(pg_location, "outbox") == processes[1 - killed].pid
     finally:
         for process in processes.values():

@@ -9,8 +9,7 @@ import pytest
 
 from bot.shedding import Shedder, snowflake_seconds
 from bot.status import StatusReport, format_report
-from tests.conftest import Booted, World
-from tests.test_statements import create_statement, eventually, sid, sign
+from tests.helpers import Booted, World, create_statement, eventually, sid, sign
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 

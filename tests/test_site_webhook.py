@@ -19,17 +19,10 @@ from bot.config import WebhookSettings
 from bot.site.base import PermanentSiteError, SiteItem, TransientSiteError
 from bot.site.compose import Letter, Signatory, Statement, compose_letter, compose_statement
 from bot.site.webhook import WebhookAdapter, sign, verify
-from tests.sitefake import WEBHOOK_SECRET, FakeClock, FakeSite
+from tests.helpers import FakeClock
+from tests.sitefake import WEBHOOK_SECRET, FakeSite
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-
-
-@pytest.fixture
-async def site() -> AsyncIterator[FakeSite]:
-    fake = FakeSite()
-    await fake.start()
-    yield fake
-    await fake.stop()
 
 
 @pytest.fixture

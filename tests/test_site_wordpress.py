@@ -24,15 +24,8 @@ from bot.site.compose import (
 )
 from bot.site.webhook import WebhookAdapter
 from bot.site.wordpress import WordPressAdapter
-from tests.sitefake import WP_PASSWORD, WP_USER, FakeClock, FakeSite
-
-
-@pytest.fixture
-async def site() -> AsyncIterator[FakeSite]:
-    fake = FakeSite()
-    await fake.start()
-    yield fake
-    await fake.stop()
+from tests.helpers import FakeClock
+from tests.sitefake import WP_PASSWORD, WP_USER, FakeSite
 
 
 @pytest.fixture
@@ -334,7 +327,7 @@ async def test_check_verifies_credentials(site: FakeSite, http):
 
 
 def test_parse_retry_after_accepts_seconds_and_dates():
-    now = FakeClock().now()
+    now = FakeClock(datetime(2026, 1, 1, 12, 0, tzinfo=UTC)).now()
     assert parse_retry_after("30", now) == 30
     assert parse_retry_after("Thu, 01 Jan 2026 12:01:00 GMT", now) == 60
     assert parse_retry_after("soon", now) is None

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import json
 import re
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,77 +13,10 @@ import pytest
 
 from bot.statements import export_statement
 from cogs.statements import cut_line
-from tests.clock import FakeClock
-from tests.conftest import Booted, World
 from tests.fakediscord import FakeDiscord
-from tests.fakediscord.world import Member
+from tests.helpers import Booted, FakeClock, World, answer, cog, create_statement, eventually, sid, sign
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-
-async def eventually(predicate: Callable[[], Any], timeout: float = 5.0) -> Any:  # noqa: ASYNC109
-    """Wait (polling the fake's records) until `predicate()` is truthy; no timing is asserted."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise TimeoutError("condition not met")
-        await asyncio.sleep(0.01)
-
-
-def cog(booted: Booted) -> Any:
-    statements = booted.cog("Statements")
-    statements.refresher.interval = 0.05  # tests need not wait 5 s between message edits
-    return statements
-
-
-async def answer(ix: Any) -> str:
-    response = await ix.wait_response()
-    if response["type"] == 5:
-        message = await ix.wait_original()
-        return str(message["content"])
-    return str(response["data"].get("content", ""))
-
-
-async def create_statement(
-    world: World,
-    booted: Booted,
-    *,
-    title: str = "Save the library",
-    body: str = "We, the undersigned, ask the council to keep the library open.",
-    slug: str = "",
-    **options: Any,
-) -> dict[str, Any]:
-    """Run /statement create and its form; return the posted statement message."""
-    cog(booted)
-    fake = world.fake
-    ix = await fake.slash(world.guild, world.organizer, "statement create", channel=world.discussion, **options)
-    response = await ix.wait_response()
-    assert response["type"] == 9, response
-    submit = await fake.submit_modal(world.guild, world.organizer, None, {"title": title, "body": body, "slug": slug})
-    text = await answer(submit)
-    assert "Published" in text, text
-    return fake.messages_in(world.discussion)[-1]
-
-
-async def sign(
-    world: World, message: dict[str, Any], member: Member, values: dict[str, Any], *, action: str = "sign"
-) -> str:
-    fake = world.fake
-    statement_id = message["components"][0]["components"][0]["custom_id"].rsplit(":", 1)[1]
-    click = await fake.click(world.guild, member, message, f"statements:{action}:{statement_id}")
-    response = await click.wait_response()
-    if response["type"] != 9:
-        return str(response["data"]["content"])
-    submit = await fake.submit_modal(world.guild, member, None, values)
-    return await answer(submit)
-
-
-def sid(message: dict[str, Any]) -> int:
-    return int(message["components"][0]["components"][0]["custom_id"].rsplit(":", 1)[1])
 
 
 def current(fake: FakeDiscord, message: dict[str, Any]) -> dict[str, Any]:

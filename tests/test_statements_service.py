@@ -28,7 +28,7 @@ from bot.statements import (
 from bot.store import Store
 from bot.store.database import migration_files
 from bot.store.statements import ORGANIZATIONS_PER_MEMBER, StatementRow, StatementsRepo
-from tests.clock import FakeClock
+from tests.helpers import FakeClock
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 GUILD = 111

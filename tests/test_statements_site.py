@@ -23,12 +23,10 @@ import pytest
 from aiohttp import web
 
 from bot.config import Secrets
-from tests.clock import FakeClock
-from tests.conftest import Booted, World, boot, make_config
 from tests.fakediscord import FakeDiscord
 from tests.fakediscord.world import Member
+from tests.helpers import Booted, FakeClock, World, answer, boot, cog, create_statement, make_config, sid, sign
 from tests.sitefake import WEBHOOK_SECRET, FakeSite
-from tests.test_statements import answer, cog, create_statement, sid, sign
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 UPDATE_MINUTES = 10

@@ -74,6 +74,47 @@ async def test_migrates_from_every_earlier_version(tmp_path: Path) -> None:
         await db.close()
 
 
+async def test_outbox_rows_from_before_the_guild_column_know_their_server(tmp_path: Path) -> None:
+    """Upgrading fills outbox.guild_id for letters, statements and digests queued before it existed."""
+    path = tmp_path / "v7.sqlite3"
+    conn = sqlite3.connect(path)
+    for version, name, sql in migration_files():
+        if name.endswith("_outbox_guild.sql"):  # the migrations before it, whatever its number
+            break
+        conn.executescript(sql)
+        conn.execute(f"PRAGMA user_version = {version}")
+    stamp = "2025-01-01T00:00:00+00:00"
+    conn.execute(
+        "INSERT INTO contributions (id, guild_id, channel_id, author_id, author_name, content, created_at)"
+        " VALUES (42, 111, 1, 1, 'w', 'text', ?)",
+        (stamp,),
+    )
+    conn.execute(
+        "INSERT INTO statements (id, guild_id, slug, title, body, organizer_id, created_at, updated_at)"
+        " VALUES (7, 222, 's', 'S', 'b', 1, ?, ?)",
+        (stamp, stamp),
+    )
+    for entity in ("letter:42", "statement:7", "digest:333-20250101-20250201", "letter:999"):
+        conn.execute(
+            "INSERT INTO outbox (kind, entity, payload, idempotency_key, next_attempt_at, created_at, updated_at)"
+            " VALUES ('x.create', ?, '{}', ?, ?, ?, ?)",
+            (entity, entity, stamp, stamp, stamp),
+        )
+    conn.commit()
+    conn.close()
+    db = await Database.open(path)
+    try:
+        rows = await db.fetchall("SELECT entity, guild_id FROM outbox ORDER BY id")
+        assert [(r["entity"], r["guild_id"]) for r in rows] == [
+            ("letter:42", 111),
+            ("statement:7", 222),
+            ("digest:333-20250101-20250201", 333),
+            ("letter:999", None),  # its letter is gone: no server
+        ]
+    finally:
+        await db.close()
+
+
 async def test_reopening_applies_nothing(store_location: str) -> None:
     await (await Database.open(store_location)).close()
     db = await Database.open(store_location)

@@ -8,16 +8,17 @@ to point at The Weekly's objects, exactly as such a client would, and check that
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from tests.conftest import Booted, World
+from bot.config import WebhookSettings
+from bot.site.webhook import WebhookAdapter
 from tests.fakediscord import EPHEMERAL, FakeDiscord, perms
 from tests.fakediscord.world import Channel, Guild, Member, Role
-from tests.test_letters import LONG_ENOUGH, button_id, make_article
+from tests.helpers import LONG_ENOUGH, Booted, FakeClock, Harness, World, button_id, eventually, letter, make_article
+from tests.sitefake import WEBHOOK_SECRET, FakeSite
 
 STATEMENT_TEXT = "We, the undersigned, ask the council to keep the library open."
 
@@ -81,20 +82,6 @@ async def daily(running: Booted, world: World) -> Server:
     )
     running.cog("Statements").refresher.interval = 0.05
     return server
-
-
-async def until(predicate: Callable[[], Any], timeout: float = 5.0) -> Any:  # noqa: ASYNC109
-    """Wait for something the bot does in the background; no timing is asserted."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError("condition not met")
-        await asyncio.sleep(0.01)
 
 
 async def answer(ix: Any) -> str:
@@ -306,7 +293,7 @@ async def submitted_letter(running: Booted, world: World) -> tuple[int, dict[str
     assert "is with the editors" in await answer(done)
     letter = await running.bot.store.contributions.by_message(int(message["id"]))
     assert letter is not None
-    card = await until(lambda: [m for m in fake.messages_in(world.review) if m.get("embeds")])
+    card = await eventually(lambda: [m for m in fake.messages_in(world.review) if m.get("embeds")])
     return letter.id, card[-1]
 
 
@@ -325,7 +312,7 @@ async def test_letter_forms_cannot_reach_another_servers_letter(running: Booted,
         daily.guild, daily.reader, None, {"text": LONG_ENOUGH, "byline": "R", "consent": "yes"}
     )
     assert "is with the editors" in await answer(done)
-    card = (await until(lambda: [m for m in fake.messages_in(daily.review) if m.get("embeds")]))[-1]
+    card = (await eventually(lambda: [m for m in fake.messages_in(daily.review) if m.get("embeds")]))[-1]
     own_id = int(card["embeds"][0]["title"].split("#")[1].split()[0])
 
     for action, form, values in (
@@ -408,7 +395,7 @@ async def test_two_members_writing_letters_at_once_both_arrive(running: Booted, 
         values = {"text": texts[member.id], "byline": member.user.username, "consent": "yes"}
         done = await fake.submit_modal(world.guild, member, None, values)
         assert "is with the editors" in await answer(done)
-        await until(lambda n=count: len(fake.messages_in(world.review)) == n)  # the first is handled in full
+        await eventually(lambda n=count: len(fake.messages_in(world.review)) == n)  # the first is handled in full
         await fake.settle()
     rows = await running.bot.store.db.fetchall("SELECT author_id, content FROM contributions WHERE state = 'submitted'")
     assert {r[0]: r[1] for r in rows} == texts
@@ -475,7 +462,7 @@ async def test_server_not_on_the_allow_list_is_told_once_and_refused(
         "letters": {"record_channel_ids": [stranger.alerts.id]},
     }
     first: Booted = await booter(**allowed)
-    notices = await until(lambda: fake.messages_in(stranger.alerts))
+    notices = await eventually(lambda: fake.messages_in(stranger.alerts))
     assert "hasn't enabled it here" in notices[0]["content"] and str(stranger.guild.id) in notices[0]["content"]
     assert fake.messages_in(world.alerts) == [] and fake.messages_in(world.discussion) == []
     await first.stop()
@@ -513,12 +500,15 @@ async def test_feeds_of_a_server_not_on_the_allow_list_are_not_fetched(
     ids = {}
     for server in (world.guild, stranger.guild):
         ids[server.id] = await db.write(
-            "INSERT INTO feeds (guild_id, url, channel_id, channel_kind, created_at) VALUES (?, ?, ?, 'forum', ?)",
-            (server.id, "http://127.0.0.1:9/feed.xml", world.forum.id, "2026-01-01T00:00:00+00:00"),
+            "INSERT INTO feeds (guild_id, url, channel_id, channel_kind, created_at, next_poll_at)"
+            " VALUES (?, ?, ?, 'forum', ?, ?)",
+            (server.id, "http://127.0.0.1:9/feed.xml", world.forum.id, *["2026-01-01T00:00:00+00:00"] * 2),
         )
     await booted.cog("Articles").run_cycle()
     polled = {gid: await db.scalar("SELECT last_poll_at FROM feeds WHERE id = ?", (fid,)) for gid, fid in ids.items()}
     assert polled[world.guild.id] is not None and polled[stranger.guild.id] is None
+    # The unserved feed stays "due" for ever; it must not make the poller wake every second.
+    assert await booted.cog("Articles").next_poll_delay() > 1.0  # 1.0 is the floor: "due now"
     assert not await booted.bot.alert(stranger.guild.id, "feed trouble")
     assert [m for m in world.fake.messages_in(stranger.alerts) if "feed trouble" in m["content"]] == []
 
@@ -563,7 +553,6 @@ async def _letters_service(tmp_path: Any, **settings: Any) -> tuple[Any, Any]:
     from bot.config import LetterSettings
     from bot.letters import LetterService
     from bot.store import Store
-    from tests.clock import FakeClock
 
     clock = FakeClock(datetime(2026, 3, 10, 12, 0, tzinfo=UTC))
     store = await Store.open(tmp_path / "limits.sqlite3", clock)
@@ -572,7 +561,7 @@ async def _letters_service(tmp_path: Any, **settings: Any) -> tuple[Any, Any]:
 
 async def test_daily_limit_holds_for_concurrent_submits(tmp_path: Any) -> None:
     """Twelve letters sent at once by one member against a limit of five: five arrive, seven are refused."""
-    from bot.letters import LetterError
+    from bot.letter_states import LetterError
 
     store, service = await _letters_service(tmp_path, submissions_per_day=5)
     try:
@@ -595,7 +584,7 @@ async def test_new_accounts_letters_waiting_for_review_are_capped_per_server(tmp
     """At most `new_account_queue_cap` letters of new accounts wait per server; older accounts are not held up."""
     from datetime import timedelta
 
-    from bot.letters import LetterError
+    from bot.letter_states import LetterError
 
     store, service = await _letters_service(tmp_path, new_account_queue_cap=3, new_account_days=7)
     try:
@@ -657,8 +646,7 @@ async def test_site_error_quoting_our_credentials_is_stored_and_logged_redacted(
     from bot.config import WordPressSettings
     from bot.site.wordpress import WordPressAdapter
     from bot.store.database import Database
-    from tests.sitefake import WP_PASSWORD, WP_USER, FakeClock
-    from tests.test_outbox import Harness, letter
+    from tests.sitefake import WP_PASSWORD, WP_USER
 
     def echo(request: httpx.Request) -> httpx.Response:
         header = request.headers["Authorization"]
@@ -702,7 +690,7 @@ async def test_feed_credentials_and_query_are_never_shown(
     )
     await booted.cog("Articles").run_cycle()
     fake = world.fake
-    alerts = await until(lambda: fake.messages_in(world.alerts))
+    alerts = await eventually(lambda: fake.messages_in(world.alerts))
     listed = await answer(await fake.slash(world.guild, world.admin, "feed list"))
     diagnosed = await answer(await fake.slash(world.guild, world.admin, "feed diagnose", feed=feed_id))
     ac = await fake.autocomplete(world.guild, world.admin, "feed pause", "feed", "key=s3")
@@ -711,3 +699,28 @@ async def test_feed_credentials_and_query_are_never_shown(
     assert "127.0.0.1:9/feed.xml" in listed and "127.0.0.1:9/feed.xml" in diagnosed
     for text in [alerts[0]["content"], listed, diagnosed, *(r.getMessage() for r in caplog.records)]:
         assert "hunter22" not in text and "s3cr3tkey" not in text and "ann:" not in text, text
+
+
+async def test_site_deliveries_of_a_server_not_on_the_allow_list_are_held(
+    world: World, stranger: Server, booter: Any, site: FakeSite
+) -> None:
+    """The running bot delivers its servers' items; another server's wait untouched, with no alert anywhere."""
+    booted: Booted = await booter(discord={"allowed_guild_ids": [world.guild.id]})
+    bot = booted.bot
+    bot.outbox.adapter = WebhookAdapter(WebhookSettings.model_validate({"url": site.webhook_url}), WEBHOOK_SECRET)
+    async with bot.store.db.transaction() as conn:
+        ours = await bot.store.outbox.enqueue_item(conn, "create", letter(1), revision=1, guild_id=world.guild.id)
+        theirs = await bot.store.outbox.enqueue_item(conn, "create", letter(2), revision=1, guild_id=stranger.guild.id)
+    bot.outbox.notify()
+    await eventually(lambda: _state(bot, ours, "done"))
+    await bot.outbox.run_once()
+    held = await bot.store.outbox.get(theirs)
+    assert (held.state, held.attempts, held.last_error) == ("pending", 0, None)
+    assert [e["entity"] for e in site.webhook_events] == ["letter:1"]
+    for channel in (stranger.alerts, world.alerts):
+        assert not [m for m in world.fake.messages_in(channel) if "Site mirroring" in m["content"]]
+
+
+async def _state(bot: Any, row_id: int, state: str) -> bool:
+    row = await bot.store.outbox.get(row_id)
+    return row is not None and row.state == state

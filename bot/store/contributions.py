@@ -24,6 +24,15 @@ LIVE_STATES = ("approved", "published")
 OPEN_STATES = ("submitted", "nominated")
 
 
+LETTER_ENTITY = "letter:"
+
+
+def letter_id_of(entity: str) -> int | None:
+    """The letter an outbox or site entity names (the inverse of `Contribution.entity`); None if none."""
+    ident = entity.removeprefix(LETTER_ENTITY)
+    return int(ident) if ident != entity and ident.isdigit() else None
+
+
 @dataclass(frozen=True)
 class NewContribution:
     guild_id: int
@@ -73,7 +82,7 @@ class Contribution:
 
     @property
     def entity(self) -> str:
-        return f"letter:{self.id}"
+        return f"{LETTER_ENTITY}{self.id}"
 
     @classmethod
     def from_row(cls, row: aiosqlite.Row) -> Contribution:
@@ -218,10 +227,6 @@ class ContributionsRepo:
     async def record(self, contribution: NewContribution) -> int:
         """Record one reply (idempotent on the Discord message id); returns the row id or 0 if known."""
         return await self._db.write(_INSERT, row_of(contribution))
-
-    async def record_many(self, contributions: list[NewContribution]) -> None:
-        """Group commit: many replies in one transaction."""
-        await self._db.write_many(_INSERT, [row_of(c) for c in contributions])
 
     async def record_rows(self, rows: list[tuple[object, ...]]) -> None:
         """Group commit of ready-made rows (see `contribution_row`): the recording hot path."""
@@ -472,7 +477,12 @@ class ContributionsRepo:
         return ArticleRef(row[0], row[1], row[2], row[3], row[4]) if row else None
 
     async def article_for_thread(self, thread_id: int) -> int | None:
-        value = await self._db.scalar("SELECT id FROM articles WHERE thread_id = ? LIMIT 1", (thread_id,))
+        # A text post's thread has the id of its message, recorded before the thread is made: a reply
+        # that arrives before the thread itself is recorded still belongs to the article.
+        value = await self._db.scalar(
+            "SELECT id FROM articles WHERE thread_id = ? OR (message_id = ? AND thread_step = 'wanted') LIMIT 1",
+            (thread_id, thread_id),
+        )
         return int(value) if value is not None else None
 
     async def recent_articles(self, guild_id: int, query: str = "", *, limit: int = 25) -> list[ArticleRef]:

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from bot import metrics
+from bot.store.aiosqlite_internals import on_its_thread, raw_connection
 from bot.store.dialect import SQLITE
 
 T = TypeVar("T")
@@ -272,12 +273,11 @@ class Database:
         four lookups, an upsert, an update) writes them as plain synchronous sqlite3 code here
         instead: measured in a sign-on burst, 16 hops per batch became 1.
 
-        aiosqlite offers no public way to run a callable on its thread; this uses `_execute`, its
-        one internal entry point for that (tests/test_store.py covers it).
+        aiosqlite offers no public way to run a callable on its thread: see `bot.store.aiosqlite_internals`.
         """
 
         def body() -> T:
-            raw: sqlite3.Connection = self.conn._conn
+            raw = raw_connection(self.conn)
             raw.execute("BEGIN IMMEDIATE")
             try:
                 result = work(raw)
@@ -289,7 +289,7 @@ class Database:
             return result
 
         async with self._lock:
-            return await self.conn._execute(body)  # type: ignore[no-any-return]
+            return await on_its_thread(self.conn, body)
 
     async def write(self, sql: str, params: Sequence[Any] = ()) -> int:
         """One autocommitted statement; returns lastrowid (for inserts) or rowcount."""

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -41,6 +43,7 @@ class FeedRow:
     disabled_reason: str | None
     title: str | None
     item_count: int
+    settings: dict[str, Any] = field(default_factory=dict)  # chosen in Discord: filters, formats, ...
 
     @classmethod
     def from_row(cls, row: aiosqlite.Row) -> FeedRow:
@@ -65,6 +68,7 @@ class FeedRow:
             disabled_reason=row["disabled_reason"],
             title=row["title"],
             item_count=row["item_count"],
+            settings=json.loads(row["settings"] or "{}"),
         )
 
 
@@ -87,6 +91,12 @@ class ArticleRow:
     needs_edit: bool
     # When posted; while 'posting' (or 'failed'), when the post was first attempted.
     posted_at: datetime | None = None
+    # A text post's discussion thread: None (nothing to do), 'wanted' (find or make it), 'given_up'.
+    thread_step: str | None = None
+    author: str | None = None
+    image_url: str | None = None
+    link_key: str = ""
+    archive_state: str | None = None
 
     @classmethod
     def from_row(cls, row: aiosqlite.Row) -> ArticleRow:
@@ -107,6 +117,11 @@ class ArticleRow:
             categories=json.loads(row["categories"] or "[]"),
             needs_edit=bool(row["needs_edit"]),
             posted_at=from_db(row["posted_at"]),
+            thread_step=row["thread_step"],
+            author=row["author"],
+            image_url=row["image_url"],
+            link_key=row["link_key"],
+            archive_state=row["archive_state"],
         )
 
 
@@ -151,24 +166,31 @@ class FeedsRepo:
         rows = await self._db.fetchall("SELECT * FROM feeds WHERE guild_id = ? ORDER BY id", (guild_id,))
         return [FeedRow.from_row(r) for r in rows]
 
-    async def due(self, now: datetime) -> list[FeedRow]:
+    async def due(self, now: datetime, guilds: frozenset[int] | None = None) -> list[FeedRow]:
+        """Enabled feeds due for a poll; with `guilds`, only those servers' (the others are not served)."""
+        only, params = _only(guilds)
         rows = await self._db.fetchall(
-            "SELECT * FROM feeds WHERE enabled = 1 AND (next_poll_at IS NULL OR next_poll_at <= ?)"
+            f"SELECT * FROM feeds WHERE enabled = 1 AND (next_poll_at IS NULL OR next_poll_at <= ?){only}"
             " ORDER BY next_poll_at",
-            (to_db(now),),
+            (to_db(now), *params),
         )
         return [FeedRow.from_row(r) for r in rows]
 
-    async def with_work(self) -> list[FeedRow]:
-        """Enabled feeds with articles waiting to be posted or edited."""
+    async def with_work(self, guilds: frozenset[int] | None = None) -> list[FeedRow]:
+        """Enabled feeds with articles waiting to be posted or edited (with `guilds`, of those servers)."""
+        only, params = _only(guilds)
         rows = await self._db.fetchall(
             "SELECT * FROM feeds WHERE enabled = 1 AND id IN (SELECT feed_id FROM articles"
-            " WHERE status IN ('pending', 'posting') OR needs_edit = 1) ORDER BY id"
+            f" WHERE status IN ('pending', 'posting') OR needs_edit = 1 OR thread_step = 'wanted'){only} ORDER BY id",
+            params,
         )
         return [FeedRow.from_row(r) for r in rows]
 
-    async def next_due_at(self) -> datetime | None:
-        value = await self._db.scalar("SELECT min(next_poll_at) FROM feeds WHERE enabled = 1")
+    async def next_due_at(self, guilds: frozenset[int] | None = None) -> datetime | None:
+        """When the next poll is due. Feeds of servers outside `guilds` never count: they are never
+        polled, so their next_poll_at stays in the past and would wake the poller every second."""
+        only, params = _only(guilds)
+        value = await self._db.scalar(f"SELECT min(next_poll_at) FROM feeds WHERE enabled = 1{only}", params)
         return from_db(value)
 
     async def remove(self, feed_id: int, *, actor_id: int | None) -> None:
@@ -178,6 +200,21 @@ class FeedsRepo:
             await conn.execute("DELETE FROM feeds WHERE id = ?", (feed_id,))
             if row:
                 await _audit(conn, row["guild_id"], actor_id, "feed.remove", feed_id, {"url": row["url"]}, now)
+
+    async def update_settings(
+        self, feed_id: int, change: Callable[[dict[str, Any]], dict[str, Any]], *, actor_id: int | None, what: str
+    ) -> dict[str, Any]:
+        """Read, change and write a feed's settings in one transaction (two admins can't lose each other's
+        change); audited as `feed.settings` with `what`. Returns the new settings."""
+        now = to_db(self._clock.now())
+        async with self._db.transaction() as conn:
+            row = await (await conn.execute("SELECT guild_id, settings FROM feeds WHERE id = ?", (feed_id,))).fetchone()
+            if row is None:
+                raise LookupError(f"no feed #{feed_id}")
+            settings = change(json.loads(row["settings"] or "{}"))
+            await conn.execute("UPDATE feeds SET settings = ? WHERE id = ?", (json.dumps(settings), feed_id))
+            await _audit(conn, row["guild_id"], actor_id, "feed.settings", feed_id, {"change": what}, now)
+        return settings
 
     async def set_enabled(self, feed_id: int, enabled: bool, *, reason: str | None, actor_id: int | None) -> None:
         now = to_db(self._clock.now())
@@ -236,36 +273,67 @@ class ArticlesRepo:
         )
         return {r["guid"]: (r["id"], r["content_hash"], r["status"]) for r in rows}
 
-    async def insert_many(self, feed_id: int, items: list[dict[str, Any]]) -> None:
-        """Insert newly seen articles; an already-known guid is left alone (dedupe survives races)."""
+    async def insert_many(self, feed_id: int, items: list[dict[str, Any]], *, channel_id: int | None = None) -> int:
+        """Insert newly seen articles; an already-known guid is left alone (dedupe survives races).
+
+        With `channel_id`, an article to be posted that another feed of the channel already has
+        (posted, or on its way: same normalised link or same guid) is recorded as seen instead: a
+        channel gets an article once, whichever of its feeds brings it first. The check and the
+        insert are one transaction, so two feeds polled at once can't both queue it. Returns how
+        many were such duplicates.
+        """
         now = to_db(self._clock.now())
-        await self._db.write_many(
-            "INSERT INTO articles (feed_id, guid, title, link, summary, published_at, content_hash, status,"
-            " status_reason, categories, first_seen_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (feed_id, guid) DO NOTHING",
-            [
-                (
-                    feed_id,
-                    item["guid"],
-                    item["title"],
-                    item["link"],
-                    item["summary"],
-                    to_db(item["published"]),
-                    item["content_hash"],
-                    item["status"],
-                    item.get("reason"),
-                    json.dumps(item.get("categories", [])),
-                    now,
-                )
-                for item in items
-            ],
+        rows = [self._article_values(feed_id, item, now) for item in items]
+
+        def work(conn: sqlite3.Connection) -> int:
+            duplicates = 0
+            if (
+                channel_id is not None
+                and conn.execute(
+                    "SELECT 1 FROM feeds WHERE channel_id = ? AND id != ? LIMIT 1", (channel_id, feed_id)
+                ).fetchone()
+            ):
+                for number, item in enumerate(items):
+                    if item["status"] != "pending":
+                        continue
+                    other = _in_channel_already(conn, channel_id, feed_id, item.get("link_key", ""), item["guid"])
+                    if other is not None:
+                        values = list(rows[number])
+                        values[7], values[8] = "seen", f"already in this channel through feed #{other}"
+                        rows[number] = tuple(values)
+                        duplicates += 1
+            conn.executemany(_INSERT_ARTICLE, rows)
+            return duplicates
+
+        return await self._db.run_in_transaction(work)
+
+    @staticmethod
+    def _article_values(feed_id: int, item: dict[str, Any], now: str | None) -> tuple[Any, ...]:
+        return (
+            feed_id,
+            item["guid"],
+            item["title"],
+            item["link"],
+            item["summary"],
+            to_db(item["published"]),
+            item["content_hash"],
+            item["status"],
+            item.get("reason"),
+            json.dumps(item.get("categories", [])),
+            now,
+            item.get("author"),
+            item.get("image_url"),
+            item.get("link_key", ""),
         )
 
     async def mark_changed(self, article_id: int, *, title: str, summary: str, content_hash: str) -> None:
-        """A posted article's title or summary changed on the site: edit the post later."""
+        """A posted article's title or summary changed on the site: edit the post later.
+
+        Also while 'posting': the interrupted post, if found, was made from the older version.
+        """
         await self._db.write(
             "UPDATE articles SET title = ?, summary = ?, content_hash = ?,"
-            " needs_edit = CASE WHEN status = 'posted' THEN 1 ELSE 0 END WHERE id = ?",
+            " needs_edit = CASE WHEN status IN ('posted', 'posting') THEN 1 ELSE 0 END WHERE id = ?",
             (title, summary, content_hash, article_id),
         )
 
@@ -277,16 +345,30 @@ class ArticlesRepo:
         )
         return [ArticleRow.from_row(r) for r in rows]
 
-    async def pending_count(self, feed_id: int) -> int:
-        return int(
-            await self._db.scalar(
-                "SELECT count(*) FROM articles WHERE feed_id = ? AND status IN ('pending', 'posting')", (feed_id,)
-            )
-        )
-
     async def needing_edit(self, feed_id: int) -> list[ArticleRow]:
-        rows = await self._db.fetchall("SELECT * FROM articles WHERE feed_id = ? AND needs_edit = 1", (feed_id,))
+        rows = await self._db.fetchall(
+            "SELECT * FROM articles WHERE feed_id = ? AND needs_edit = 1 AND status = 'posted'", (feed_id,)
+        )
         return [ArticleRow.from_row(r) for r in rows]
+
+    async def threads_wanted(self, feed_id: int, limit: int) -> list[ArticleRow]:
+        """Posted text-channel articles whose discussion thread is still to be found or made (oldest first)."""
+        rows = await self._db.fetchall(
+            "SELECT * FROM articles WHERE feed_id = ? AND status = 'posted' AND thread_step = 'wanted'"
+            " AND message_id IS NOT NULL ORDER BY id LIMIT ?",
+            (feed_id, limit),
+        )
+        return [ArticleRow.from_row(r) for r in rows]
+
+    async def mark_thread(self, article_id: int, thread_id: int) -> None:
+        """A text post's discussion thread is made (or found): replies in it are now recorded."""
+        await self._db.write(
+            "UPDATE articles SET thread_id = ?, thread_step = NULL WHERE id = ?", (thread_id, article_id)
+        )
+        log.info("article %s: discussion thread %s recorded", article_id, thread_id)
+
+    async def thread_given_up(self, article_id: int) -> None:
+        await self._db.write("UPDATE articles SET thread_step = 'given_up' WHERE id = ?", (article_id,))
 
     async def mark_posting(self, article_id: int) -> None:
         """Written before the Discord call: after a crash, 'posting' means 'check before posting again'.
@@ -318,11 +400,32 @@ class ArticlesRepo:
         )
         return value is not None
 
-    async def mark_posted(self, article_id: int, *, channel_id: int, thread_id: int | None, message_id: int) -> None:
+    async def mark_posted(
+        self,
+        article_id: int,
+        *,
+        channel_id: int,
+        thread_id: int | None,
+        message_id: int,
+        thread_wanted: bool = False,
+        posted_hash: str | None = None,
+    ) -> None:
+        """Record the post. `thread_wanted`: a text post whose thread is still to make (recorded first, so a
+        crash before it is recovered). `posted_hash`: the content the post was made from; a pending edit
+        is dropped only if that is still the article's content (None: unknown, so the edit is kept)."""
         await self._db.write(
             "UPDATE articles SET status = 'posted', status_reason = NULL, channel_id = ?, thread_id = ?,"
-            " message_id = ?, posted_at = ? WHERE id = ?",
-            (channel_id, thread_id, message_id, to_db(self._clock.now()), article_id),
+            " message_id = ?, posted_at = ?, thread_step = ?,"
+            " needs_edit = CASE WHEN content_hash = ? THEN 0 ELSE needs_edit END WHERE id = ?",
+            (
+                channel_id,
+                thread_id,
+                message_id,
+                to_db(self._clock.now()),
+                "wanted" if thread_wanted else None,
+                posted_hash,
+                article_id,
+            ),
         )
         metrics.ARTICLES_POSTED.inc()
         log.info(
@@ -350,11 +453,43 @@ class ArticlesRepo:
         They go back as 'posting', not 'pending': a failure may have come after Discord made the post,
         so the channel is checked for it before posting again. One whose message is known is posted.
         """
-        return await self._db.write(
+        retried = await self._db.write(
             "UPDATE articles SET status = CASE WHEN message_id IS NOT NULL THEN 'posted' ELSE 'posting' END,"
             " status_reason = NULL WHERE feed_id = ? AND status = 'failed'",
             (feed_id,),
         )
+        await self._db.write(
+            "UPDATE articles SET thread_step = 'wanted' WHERE feed_id = ? AND thread_step = 'given_up'", (feed_id,)
+        )
+        return retried
+
+    async def needing_archive(self, feed_id: int, since: datetime, limit: int) -> list[ArticleRow]:
+        """Articles posted with a thread since `since` whose "From the archives" reply is not handled yet."""
+        rows = await self._db.fetchall(
+            "SELECT * FROM articles WHERE feed_id = ? AND status = 'posted' AND thread_id IS NOT NULL"
+            " AND archive_state IS NULL AND posted_at >= ? ORDER BY posted_at, id LIMIT ?",
+            (feed_id, to_db(since), limit),
+        )
+        return [ArticleRow.from_row(r) for r in rows]
+
+    async def mark_archive(self, article_id: int, state: str) -> None:
+        await self._db.write("UPDATE articles SET archive_state = ? WHERE id = ?", (state, article_id))
+
+    async def posted_in_guild_sharing(
+        self, guild_id: int, categories: list[str], exclude_id: int, limit: int
+    ) -> list[ArticleRow]:
+        """Articles posted in a server that share one of `categories` (case-insensitive), newest first."""
+        keys = sorted({c.strip().lower() for c in categories if c.strip()})[:20]
+        if not keys:
+            return []
+        marks = ", ".join("?" for _ in keys)
+        rows = await self._db.fetchall(
+            "SELECT DISTINCT a.* FROM articles a JOIN feeds f ON f.id = a.feed_id, json_each(a.categories) c"
+            f" WHERE f.guild_id = ? AND a.status = 'posted' AND a.id != ? AND lower(c.value) IN ({marks})"
+            " ORDER BY coalesce(a.published_at, a.posted_at) DESC, a.id DESC LIMIT ?",
+            (guild_id, exclude_id, *keys, limit),
+        )
+        return [ArticleRow.from_row(r) for r in rows]
 
     async def find(self, feed_id: int, key: str) -> ArticleRow | None:
         """By guid or link (for `/feed diagnose`)."""
@@ -379,6 +514,31 @@ class ArticlesRepo:
         return {r["status"]: int(r["n"]) for r in rows}
 
 
+_INSERT_ARTICLE = (
+    "INSERT INTO articles (feed_id, guid, title, link, summary, published_at, content_hash, status,"
+    " status_reason, categories, first_seen_at, author, image_url, link_key)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (feed_id, guid) DO NOTHING"
+)
+# Statuses of an article that is, or is about to be, in its channel ('seen' ones never will be).
+_IN_CHANNEL = "('pending', 'posting', 'posted', 'failed')"
+
+
+def _in_channel_already(conn: sqlite3.Connection, channel_id: int, feed_id: int, key: str, guid: str) -> int | None:
+    """The id of another feed of the channel that has this article (by normalised link, then guid)."""
+    for column, value in (("link_key", key), ("guid", guid)):
+        if not value:
+            continue
+        row = conn.execute(
+            f"SELECT a.feed_id FROM articles a JOIN feeds f ON f.id = a.feed_id WHERE a.{column} = ?"
+            f" AND a.feed_id != ? AND f.channel_id = ? AND a.status IN {_IN_CHANNEL} LIMIT 1",
+            (value, feed_id, channel_id),
+        ).fetchone()
+        if row is not None:
+            return int(row[0])
+    return None
+
+
 async def _audit(
     conn: aiosqlite.Connection,
     guild_id: int | None,
@@ -397,3 +557,11 @@ async def _audit(
         detail=detail,
         created_at=now,
     )
+
+
+def _only(guilds: frozenset[int] | None) -> tuple[str, tuple[int, ...]]:
+    """A `guild_id IN (...)` condition for the served servers; none when every server is served."""
+    if guilds is None:
+        return "", ()
+    ids = tuple(sorted(guilds))
+    return f" AND guild_id IN ({', '.join('?' * len(ids))})", ids

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import builtins
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -42,6 +42,8 @@ class OutboxRow:
     updated_at: datetime
     outcome_unknown: bool
     alerted_at: datetime | None
+    guild_id: int | None = None
+    """The server the item belongs to (None: no server owns it)."""
     site_remote: RemoteRef | None = None
     """Where the entity lived on the site when the row was claimed (filled by `claim_due` only)."""
 
@@ -68,6 +70,7 @@ class OutboxRow:
             updated_at=_dt(row["updated_at"]),
             outcome_unknown=bool(row["outcome_unknown"]),
             alerted_at=from_db(row["alerted_at"]),
+            guild_id=row["guild_id"],
             site_remote=RemoteRef(row["r_remote_id"], row["r_remote_url"])
             if with_remote and row["r_entity"] is not None
             else None,
@@ -85,6 +88,21 @@ def site_key(entity: str, action: str, revision: str | int) -> str:
     return f"{entity}:{action}:{revision}"
 
 
+async def _statement_guild(conn: aiosqlite.Connection, entity: str) -> int | None:
+    async with conn.execute("SELECT guild_id FROM statements WHERE 'statement:' || id = ?", (entity,)) as cursor:
+        found = await cursor.fetchone()
+    return int(found[0]) if found else None
+
+
+# Rows of servers the bot serves (a JSON list of ids; NULL: every server) and rows of no server.
+SERVED = "(? IS NULL OR o.guild_id IS NULL OR o.guild_id IN (SELECT value FROM json_each(?)))"
+
+
+def _served(guild_ids: Collection[int] | None) -> tuple[str | None, str | None]:
+    served = None if guild_ids is None else json.dumps(sorted(guild_ids))
+    return served, served
+
+
 class OutboxRepo:
     def __init__(self, db: Database, clock: Clock) -> None:
         self._db = db
@@ -93,20 +111,6 @@ class OutboxRepo:
     @property
     def db(self) -> Database:
         return self._db
-
-    # Reads run execute + fetch in ONE hop to aiosqlite's thread. Database.fetchall takes two hops,
-    # and a write of another coroutine landing between them (same connection) modifies the table
-    # under a half-stepped SELECT, which SQLite leaves undefined: counts came back with state NULL.
-    async def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> builtins.list[aiosqlite.Row]:
-        return await self._db.fetchall(sql, params)
-
-    async def _fetchone(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None:
-        rows = await self._fetchall(sql, params)
-        return rows[0] if rows else None
-
-    async def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        row = await self._fetchone(sql, params)
-        return None if row is None else row[0]
 
     # -- writing, inside the caller's transaction ------------------------------------------------
 
@@ -118,10 +122,12 @@ class OutboxRepo:
         entity: str,
         payload: dict[str, Any],
         idempotency_key: str,
+        guild_id: int | None,
         delay: timedelta | None = None,
     ) -> int:
         """Queue one delivery inside an open transaction (`async with db.transaction() as conn`).
 
+        `guild_id`: the server the item belongs to (alerts go there; held while it isn't served).
         Returns the row id; enqueuing a key that is already queued (or done) changes nothing and
         returns the existing row's id.
         """
@@ -130,8 +136,8 @@ class OutboxRepo:
         due = to_db(now + delay) if delay else stamp
         cursor = await conn.execute(
             "INSERT OR IGNORE INTO outbox (kind, entity, payload, idempotency_key, state, attempts,"
-            " next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?)",
-            (kind, entity, json.dumps(payload, separators=(",", ":")), idempotency_key, due, stamp, stamp),
+            " next_attempt_at, created_at, updated_at, guild_id) VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?)",
+            (kind, entity, json.dumps(payload, separators=(",", ":")), idempotency_key, due, stamp, stamp, guild_id),
         )
         inserted = cursor.rowcount
         row_id = cursor.lastrowid
@@ -143,37 +149,49 @@ class OutboxRepo:
         return int(found[0]) if found else 0
 
     async def enqueue_item(
-        self, conn: aiosqlite.Connection, action: str, item: SiteItem, *, revision: str | int
+        self,
+        conn: aiosqlite.Connection,
+        action: str,
+        item: SiteItem,
+        *,
+        revision: str | int,
+        guild_id: int | None = None,
     ) -> int:
         """Queue a composed item: kind "<item.kind>.<action>", key "<entity>:<action>:<revision>".
 
         `revision` tells deliveries of the same entity apart (e.g. the row's version counter): the
-        same revision enqueued twice (a double click) is one delivery.
+        same revision enqueued twice (a double click) is one delivery. `guild_id`: the item's server.
         """
         if action not in ACTIONS:
             raise ValueError(f"action must be one of {ACTIONS}, not {action!r}")
+        if guild_id is None and item.kind == "statement":
+            # Until bot.statements passes its statement's server: read it from the statement's row.
+            guild_id = await _statement_guild(conn, item.entity)
         return await self.enqueue(
             conn,
             kind=f"{item.kind}.{action}",
             entity=item.entity,
             payload=item.model_dump(mode="json", exclude={"idempotency_key", "occurred_at"}),
             idempotency_key=site_key(item.entity, action, revision),
+            guild_id=guild_id,
         )
 
     # -- the worker's side ----------------------------------------------------------------------
 
-    async def claim_due(self, limit: int = 50) -> list[OutboxRow]:
+    async def claim_due(self, limit: int = 50, *, served: Collection[int] | None = None) -> list[OutboxRow]:
         """Mark up to `limit` due rows inflight and return them (oldest due first).
 
-        Only the oldest not-done row of each entity is eligible, so per-entity order holds.
+        Only the oldest not-done row of each entity is eligible, so per-entity order holds. `served`:
+        the servers the bot serves (None: all); other servers' rows are held, pending, untouched.
         """
         now = to_db(self._clock.now())
         async with self._db.transaction() as conn:
             async with conn.execute(
                 "SELECT o.id FROM outbox o WHERE o.state = 'pending' AND o.next_attempt_at <= ?"
+                f" AND {SERVED}"
                 " AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.entity = o.entity AND p.id < o.id"
                 " AND p.state != 'done') ORDER BY o.next_attempt_at, o.id LIMIT ?",
-                (now, limit),
+                (now, *_served(served), limit),
             ) as cursor:
                 ids = [row[0] for row in await cursor.fetchall()]
             if not ids:
@@ -191,43 +209,18 @@ class OutboxRepo:
                 rows = {row["id"]: OutboxRow.from_row(row, with_remote=True) for row in await cursor.fetchall()}
         return [rows[i] for i in ids]
 
-    async def next_due_at(self) -> datetime | None:
+    async def next_due_at(self, *, served: Collection[int] | None = None) -> datetime | None:
         """When the earliest claimable row becomes due (None: nothing pending that could run)."""
-        value = await self._scalar(
-            "SELECT min(o.next_attempt_at) FROM outbox o WHERE o.state = 'pending'"
+        value = await self._db.scalar(
+            f"SELECT min(o.next_attempt_at) FROM outbox o WHERE o.state = 'pending' AND {SERVED}"
             " AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.entity = o.entity AND p.id < o.id"
-            " AND p.state != 'done')"
+            " AND p.state != 'done')",
+            _served(served),
         )
         return from_db(value)
 
-    async def mark_done(self, row_id: int, remote_id: str | None, url: str | None) -> None:
-        """Delivered. Remember where the entity lives (a retract forgets it)."""
-        now = to_db(self._clock.now())
-        async with self._db.transaction() as conn:
-            async with conn.execute("SELECT kind, entity FROM outbox WHERE id = ?", (row_id,)) as cursor:
-                found = await cursor.fetchone()
-            await conn.execute(
-                "UPDATE outbox SET state = 'done', remote_id = ?, remote_url = ?, last_error = NULL,"
-                " outcome_unknown = 0, updated_at = ? WHERE id = ?",
-                (remote_id, url, now, row_id),
-            )
-            if found is None:
-                return
-            kind, entity = found
-            if kind.endswith(".retract"):
-                await conn.execute("DELETE FROM remote_objects WHERE entity = ?", (entity,))
-            else:
-                await conn.execute(
-                    "INSERT INTO remote_objects (entity, remote_id, remote_url, updated_at) VALUES (?, ?, ?, ?)"
-                    " ON CONFLICT (entity) DO UPDATE SET"
-                    " remote_id = coalesce(excluded.remote_id, remote_objects.remote_id),"
-                    " remote_url = coalesce(excluded.remote_url, remote_objects.remote_url),"
-                    " updated_at = excluded.updated_at",
-                    (entity, remote_id, url, now),
-                )
-
     async def mark_delivered(self, deliveries: Sequence[tuple[OutboxRow, RemoteRef]]) -> None:
-        """`mark_done` for many rows in one transaction (the worker's group commit)."""
+        """Delivered, in one transaction: rows done, and where each entity lives (a retract forgets it)."""
         if not deliveries:
             return
         now = to_db(self._clock.now())
@@ -296,7 +289,7 @@ class OutboxRepo:
         await self._db.write("UPDATE outbox SET alerted_at = ? WHERE id = ?", (to_db(self._clock.now()), row_id))
 
     async def unalerted_dead(self) -> list[OutboxRow]:
-        rows = await self._fetchall("SELECT * FROM outbox WHERE state = 'dead' AND alerted_at IS NULL ORDER BY id")
+        rows = await self._db.fetchall("SELECT * FROM outbox WHERE state = 'dead' AND alerted_at IS NULL ORDER BY id")
         return [OutboxRow.from_row(row) for row in rows]
 
     async def recover(self) -> int:
@@ -315,7 +308,7 @@ class OutboxRepo:
     # -- reading and operator actions -----------------------------------------------------------
 
     async def get(self, row_id: int) -> OutboxRow | None:
-        row = await self._fetchone("SELECT * FROM outbox WHERE id = ?", (row_id,))
+        row = await self._db.fetchone("SELECT * FROM outbox WHERE id = ?", (row_id,))
         return OutboxRow.from_row(row) if row else None
 
     async def list(
@@ -325,13 +318,23 @@ class OutboxRepo:
         if not wanted:
             return []
         marks = ",".join("?" * len(wanted))
-        rows = await self._fetchall(
+        rows = await self._db.fetchall(
             f"SELECT * FROM outbox WHERE state IN ({marks}) ORDER BY id LIMIT ?", (*wanted, limit)
         )
         return [OutboxRow.from_row(row) for row in rows]
 
+    async def for_guild(self, guild_id: int, states: Iterable[str], *, limit: int = 100) -> builtins.list[OutboxRow]:
+        """A server's rows in `states` (oldest first); other servers' items stay hidden."""
+        wanted = [state for state in states if state in STATES]
+        marks = ",".join("?" * len(wanted))
+        rows = await self._db.fetchall(
+            f"SELECT * FROM outbox WHERE guild_id = ? AND state IN ({marks}) ORDER BY id LIMIT ?",
+            (guild_id, *wanted, limit),
+        )
+        return [OutboxRow.from_row(row) for row in rows]
+
     async def for_entity(self, entity: str) -> builtins.list[OutboxRow]:
-        rows = await self._fetchall("SELECT * FROM outbox WHERE entity = ? ORDER BY id", (entity,))
+        rows = await self._db.fetchall("SELECT * FROM outbox WHERE entity = ? ORDER BY id", (entity,))
         return [OutboxRow.from_row(row) for row in rows]
 
     async def retry(self, row_id: int) -> bool:
@@ -344,15 +347,6 @@ class OutboxRepo:
         )
         return changed > 0
 
-    async def retry_dead(self) -> int:
-        """Every dead row due now (after fixing credentials, say). Returns how many."""
-        now = to_db(self._clock.now())
-        return await self._db.write(
-            "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?, alerted_at = NULL,"
-            " updated_at = ? WHERE state = 'dead'",
-            (now, now),
-        )
-
     async def retry_all(self) -> int:
         """Every dead or waiting row due now with a fresh back-off (`outbox retry --all`)."""
         now = to_db(self._clock.now())
@@ -364,7 +358,7 @@ class OutboxRepo:
 
     async def waiting(self) -> int:
         """Rows not yet delivered (pending, inflight or dead)."""
-        return int(await self._scalar("SELECT count(*) FROM outbox WHERE state != 'done'") or 0)
+        return int(await self._db.scalar("SELECT count(*) FROM outbox WHERE state != 'done'") or 0)
 
     async def drop(self, row_id: int) -> bool:
         """Forget a pending or dead row (it will never be sent). False if there is no such row."""
@@ -373,13 +367,13 @@ class OutboxRepo:
 
     async def backlog(self) -> dict[str, int]:
         counts = dict.fromkeys(STATES, 0)
-        for row in await self._fetchall("SELECT state, count(*) FROM outbox GROUP BY state"):
+        for row in await self._db.fetchall("SELECT state, count(*) FROM outbox GROUP BY state"):
             counts[row[0]] = int(row[1])
         return counts
 
     async def remote_for(self, entity: str) -> RemoteRef | None:
         """Where the entity lives on the site; None if it was never created (or was retracted)."""
-        row = await self._fetchone("SELECT remote_id, remote_url FROM remote_objects WHERE entity = ?", (entity,))
+        row = await self._db.fetchone("SELECT remote_id, remote_url FROM remote_objects WHERE entity = ?", (entity,))
         return RemoteRef(row[0], row[1]) if row else None
 
     async def purge_done(self, before: datetime) -> int:

@@ -29,6 +29,7 @@ from .world import (
     Channel,
     Guild,
     Member,
+    User,
 )
 
 if TYPE_CHECKING:
@@ -110,6 +111,9 @@ def _candidates(method: str, path: str) -> list[RouteDef]:
     return found
 
 
+DROP = 0  # fail_next(status=DROP, after_effect=True): carry the request out, then drop the connection
+
+
 def json_response(body: Any, status: int, headers: dict[str, str]) -> web.Response:
     if status == 204 or body is None:
         return web.Response(status=204 if status < 300 else status, headers=headers)
@@ -186,11 +190,19 @@ class Api:
             record.status = 429
             record.response = rate_limited_body(verdict.retry_after, verdict.is_global)
             return json_response(record.response, 429, headers)
-        if rule is not None:
+        if rule is not None and not rule.after_effect:
             err = E.ApiError(rule.status, rule.code, rule.message, rule.errors)
             record.status = rule.status
             record.response = err.body()
             return json_response(record.response, rule.status, headers)
+        hold = fake._take_hold_rule(method, path)
+        if hold is not None and not hold.after_effect:
+            hold.arrived.set()
+            await hold.released.wait()
+            if hold.fail_status is not None:
+                record.status = hold.fail_status
+                record.response = {"message": "Service Unavailable", "code": 0}
+                return json_response(record.response, hold.fail_status, headers)
 
         ctx = Ctx(request, method, path, record.route, params, dict(request.query), body, uploads, record)
         try:
@@ -206,6 +218,25 @@ class Api:
             record.status = 400
             record.response = {"message": f"fakediscord internal error: {exc!r}", "code": 0}
             return json_response(record.response, 400, headers)
+        if hold is not None and hold.after_effect:
+            hold.arrived.set()
+            await hold.released.wait()
+            if hold.fail_status is not None:
+                record.status = hold.fail_status
+                record.response = {"message": "Service Unavailable", "code": 0}
+                return json_response(record.response, hold.fail_status, headers)
+        if rule is not None and rule.after_effect and reply.status < 400 and rule.status == DROP:
+            # Discord did it, then the connection died before the answer: the client sees a disconnect.
+            record.status = DROP
+            record.response = reply.body
+            if request.transport is not None:
+                request.transport.abort()
+            raise ConnectionResetError("fakediscord dropped the connection after the effect")
+        if rule is not None and rule.after_effect and reply.status < 400:
+            err = E.ApiError(rule.status, rule.code, rule.message, rule.errors)
+            record.status = rule.status
+            record.response = err.body()
+            return json_response(record.response, rule.status, headers)
         record.status = reply.status
         record.response = reply.body
         return json_response(reply.body, reply.status, headers)
@@ -1216,9 +1247,111 @@ class Api:
                 return m
         raise E.unknown_message()
 
+    # ------------------------------------------------------------------ channel webhooks
+    _WEBHOOK_NAME_BANNED = ("clyde", "discord")
+
+    def _webhook_name(self, field: str, name: Any) -> str:
+        """Discord's rules for a webhook's name (and a message's `username`): 1-80 characters, and not
+        containing "clyde" or "discord"."""
+        if not isinstance(name, str) or not 1 <= len(name) <= 80:
+            raise E.invalid_form({field: E.bad_length(1, 80)})
+        if any(word in name.lower() for word in self._WEBHOOK_NAME_BANNED):
+            raise E.invalid_form(
+                {field: E.field_error("USERNAME_INVALID_CONTAINS", 'Username cannot contain "clyde" or "discord"')}
+            )
+        return name
+
+    @route("GET", "/channels/{channel_id}/webhooks")
+    async def channel_webhooks(self, ctx: Ctx) -> Reply:
+        ch = self.channel_or_404(ctx.p("channel_id"))
+        self.require(ch, P.MANAGE_WEBHOOKS)
+        return Reply([clone(w) for w in self.fake.channel_webhooks.values() if w["channel_id"] == str(ch.id)])
+
+    @route("POST", "/channels/{channel_id}/webhooks")
+    async def create_channel_webhook(self, ctx: Ctx) -> Reply:
+        fake = self.fake
+        ch = self.channel_or_404(ctx.p("channel_id"))
+        if ch.is_thread or ch.type == DM:
+            raise E.ApiError(400, 50024, "Cannot execute action on this channel type")
+        self.require(ch, P.MANAGE_WEBHOOKS)
+        body = dict(ctx.json or {})
+        name = self._webhook_name("name", body.get("name"))
+        wid = fake.ids.next()
+        webhook = {
+            "id": str(wid),
+            "type": 1,
+            "guild_id": str(ch.guild_id),
+            "channel_id": str(ch.id),
+            "name": name,
+            "avatar": None,
+            "token": f"whtoken-{wid}",
+            "application_id": str(fake.application_id),
+            "user": fake.bot.payload(),
+        }
+        fake.channel_webhooks[wid] = webhook
+        return Reply(clone(webhook))
+
+    def _channel_webhook(self, ctx: Ctx) -> dict[str, Any]:
+        webhook = self.fake.channel_webhooks.get(ctx.p("webhook_id"))
+        if webhook is None:
+            raise E.unknown_webhook()
+        if ctx.params["webhook_token"] != webhook["token"]:
+            raise E.ApiError(401, 50027, "Invalid Webhook Token")
+        return webhook
+
+    def _webhook_target(self, ctx: Ctx, webhook: dict[str, Any]) -> Channel:
+        """The channel a webhook call acts in: its own, or `?thread_id=` (a thread of it)."""
+        ch = self.channel_or_404(int(webhook["channel_id"]))
+        thread_id = ctx.query.get("thread_id")
+        if thread_id is None:
+            return ch
+        thread = self.fake.channels.get(int(thread_id)) if thread_id.isdigit() else None
+        if thread is None or thread.parent_id != ch.id:
+            raise E.ApiError(400, 10003, "Unknown Channel")
+        return thread
+
+    async def _execute_channel_webhook(self, ctx: Ctx, webhook: dict[str, Any]) -> Reply:
+        """A message from a channel webhook: authored by the webhook (its name, or `username`), with
+        `webhook_id`; in a forum it needs `thread_name` (a new post, owned by the webhook) or `thread_id`."""
+        fake = self.fake
+        body = dict(ctx.json or {})
+        author = User(
+            id=int(webhook["id"]),
+            username=self._webhook_name("username", body.pop("username", None) or webhook["name"]),
+            bot=True,
+        )
+        body.pop("avatar_url", None)
+        thread_name = body.pop("thread_name", None)
+        applied_tags = body.pop("applied_tags", None)
+        M.validate_message(body, ctx.uploads)
+        ch = self._webhook_target(ctx, webhook)
+        extra = {"webhook_id": webhook["id"], "application_id": webhook["application_id"]}
+        if ch.is_forum:
+            if not thread_name:
+                raise E.ApiError(400, 220001, "Webhooks posted to forum channels must have a thread_name or thread_id")
+            name = self._thread_name({"name": thread_name})
+            tags = [int(t) for t in applied_tags or []]
+            valid = {int(t["id"]) for t in ch.available_tags}
+            if len(tags) > 5 or any(t not in valid for t in tags):
+                raise E.invalid_form({"applied_tags": E.field_error("CHANNEL_TAG_INVALID", "Tag does not exist")})
+            if ch.flags & 16 and not tags:
+                raise E.ApiError(400, 40067, "A tag is required to create a forum post in this channel")
+            thread = fake.new_thread(ch, author, name, thread_id=None, applied_tags=tags)
+            await self._announce_thread(thread)
+            msg = fake.build_message(thread, author, body, uploads=ctx.uploads, message_id=thread.id, extra=extra)
+            await fake.post_message(thread, msg)
+        else:
+            msg = fake.build_message(ch, author, body, uploads=ctx.uploads, extra=extra)
+            await fake.post_message(ch, msg)
+        if ctx.query.get("wait") in ("1", "true", "True"):
+            return Reply(clone(msg))
+        return Reply(None, 204)
+
     @route("POST", "/webhooks/{webhook_id}/{webhook_token}", auth=False, global_limit=False)
     async def execute_webhook(self, ctx: Ctx) -> Reply:
         fake = self.fake
+        if ctx.p("webhook_id") != fake.application_id:
+            return await self._execute_channel_webhook(ctx, self._channel_webhook(ctx))
         ix = self._webhook_ix(ctx)
         body = dict(ctx.json or {})
         M.validate_message(body, ctx.uploads)
@@ -1260,6 +1393,16 @@ class Api:
     @route("PATCH", "/webhooks/{webhook_id}/{webhook_token}/messages/{message_id}", auth=False, global_limit=False)
     async def edit_webhook_message(self, ctx: Ctx) -> Reply:
         fake = self.fake
+        if ctx.p("webhook_id") != fake.application_id:
+            webhook = self._channel_webhook(ctx)
+            ch = self._webhook_target(ctx, webhook)
+            msg = self.message_or_404(ch, ctx.p("message_id"))
+            if msg.get("webhook_id") != webhook["id"]:
+                raise E.unknown_message()
+            body = dict(ctx.json or {})
+            M.validate_message(body, ctx.uploads, edit=True)
+            fake.apply_edit(ch, msg, body, ctx.uploads, "webhook")
+            return Reply(clone(msg))
         ix = self._webhook_ix(ctx)
         msg = self._webhook_message(ix, ctx.params["message_id"])
         body = dict(ctx.json or {})

@@ -53,6 +53,28 @@ class FailRule:
     retry_after: float = 0.05
     is_global: bool = False
     errors: dict[str, Any] | None = None
+    after_effect: bool = False  # the request takes effect, then this error answers it (the answer is lost)
+
+
+@dataclasses.dataclass
+class HoldRule:
+    """The next matching request waits until released (`arrived` is set when it comes in): a slow answer.
+
+    `release()` lets it through; `release(fail=503)` answers it with that error instead, leaving no effect.
+    With `after_effect` the request is carried out first and only its answer is held (Discord did it; the
+    client does not know yet).
+    """
+
+    method: str
+    pattern: re.Pattern[str]
+    after_effect: bool = False
+    arrived: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    released: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    fail_status: int | None = None
+
+    def release(self, fail: int | None = None) -> None:
+        self.fail_status = fail
+        self.released.set()
 
 
 @dataclasses.dataclass
@@ -108,6 +130,7 @@ class FakeDiscord:
         self.edits: list[Edit] = []
         self.deleted_messages: list[dict[str, Any]] = []
         self.interactions: dict[int, I.FakeInteraction] = {}
+        self.channel_webhooks: dict[int, dict[str, Any]] = {}  # id -> webhook object (with its token)
         self.modals: dict[int, tuple[dict[str, Any], I.FakeInteraction]] = {}  # user id -> last modal
         self.attachments: dict[int, bytes] = {}
         self.message_meta: dict[int, dict[str, Any]] = {}  # allowed_mentions, uploads per message id
@@ -116,6 +139,7 @@ class FakeDiscord:
         self.count_429 = 0
         self.rate_limits = RateLimits()
         self._fail_rules: list[FailRule] = []
+        self._hold_rules: list[HoldRule] = []
 
         self.gateway = Gateway(self)
         self._queue: asyncio.Queue[tuple[str, dict[str, Any], int | None, asyncio.Future[bool]]] | None = None
@@ -272,9 +296,12 @@ class FakeDiscord:
         retry_after: float = 0.05,
         is_global: bool = False,
         errors: dict[str, Any] | None = None,
+        after_effect: bool = False,
     ) -> None:
         """Answer the next ``times`` matching requests with an error (``re.search`` on the path
-        under /api/v10, e.g. ``r"/channels/\\d+/messages$"``). Status 429 sends a rate-limit answer."""
+        under /api/v10, e.g. ``r"/channels/\\d+/messages$"``). Status 429 sends a rate-limit answer.
+        ``after_effect``: the request is carried out first, then answered with the error (a lost answer:
+        Discord did it, the client can't tell)."""
         default = {
             400: "Bad Request",
             401: "401: Unauthorized",
@@ -294,8 +321,22 @@ class FakeDiscord:
                 retry_after,
                 is_global,
                 errors,
+                after_effect,
             )
         )
+
+    def hold_next(self, method: str, path_regex: str, *, after_effect: bool = False) -> HoldRule:
+        """Hold the next matching request (or, `after_effect`, its answer) until the returned rule is released."""
+        rule = HoldRule(method.upper(), re.compile(path_regex), after_effect)
+        self._hold_rules.append(rule)
+        return rule
+
+    def _take_hold_rule(self, method: str, path: str) -> HoldRule | None:
+        for rule in self._hold_rules:
+            if rule.method in (method, "*") and rule.pattern.search(path):
+                self._hold_rules.remove(rule)
+                return rule
+        return None
 
     def _take_fail_rule(self, method: str, path: str) -> FailRule | None:
         for rule in self._fail_rules:

@@ -1,6 +1,6 @@
 """Messages owed after a letter's site event, and the periodic look at posts with the site's editors.
 
-Not an extension: `cogs.editorial` owns these two background workers.
+Part of the letters feature (`bot.letters_feature`); `cogs.editorial` starts and stops both workers.
 
 - `NoticeSender` sends what `letter_notices` owes (the writer's DM, the thread announcement, the
   nominating editor's note), each as its own step: queued in the transaction that changed the
@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot import claims
-from bot.letters import LetterError, LetterService, public_url
+from bot.letter_states import LetterError, public_url
+from bot.letters import LetterService
 from bot.render import escape_discord_text
 from bot.site.base import StatusAdapter
 from bot.store.contributions import Contribution
@@ -29,7 +30,7 @@ from bot.store.notices import Notice
 
 if TYPE_CHECKING:
     from bot.app import ReadersViewsBot
-    from cogs.editorial import ReviewQueue
+    from bot.review import ReviewQueue
 
 log = logging.getLogger(__name__)
 
