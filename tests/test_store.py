@@ -74,36 +74,30 @@ async def test_migrates_from_every_earlier_version(tmp_path: Path) -> None:
         await db.close()
 
 
-async def test_outbox_rows_from_before_the_guild_column_know_their_server(tmp_path: Path) -> None:
+async def test_outbox_rows_from_before_the_guild_column_know_their_server(store_location: str) -> None:
     """Upgrading fills outbox.guild_id for letters, statements and digests queued before it existed."""
-    path = tmp_path / "v7.sqlite3"
-    conn = sqlite3.connect(path)
-    for version, name, sql in migration_files():
-        if name.endswith("_outbox_guild.sql"):  # the migrations before it, whatever its number
-            break
-        conn.executescript(sql)
-        conn.execute(f"PRAGMA user_version = {version}")
-    stamp = "2025-01-01T00:00:00+00:00"
-    conn.execute(
-        "INSERT INTO contributions (id, guild_id, channel_id, author_id, author_name, content, created_at)"
-        " VALUES (42, 111, 1, 1, 'w', 'text', ?)",
-        (stamp,),
-    )
-    conn.execute(
-        "INSERT INTO statements (id, guild_id, slug, title, body, organizer_id, created_at, updated_at)"
-        " VALUES (7, 222, 's', 'S', 'b', 1, ?, ?)",
-        (stamp, stamp),
-    )
-    for entity in ("letter:42", "statement:7", "digest:333-20250101-20250201", "letter:999"):
-        conn.execute(
-            "INSERT INTO outbox (kind, entity, payload, idempotency_key, next_attempt_at, created_at, updated_at)"
-            " VALUES ('x.create', ?, '{}', ?, ?, ?, ?)",
-            (entity, entity, stamp, stamp, stamp),
-        )
-    conn.commit()
-    conn.close()
-    db = await Database.open(path)
+    before = next(v for v, name, _ in migration_files() if name.endswith("_outbox_guild.sql")) - 1
+    db = await Database.open(store_location, migrate=False)
     try:
+        await db.migrate(up_to=before)  # the migrations before it, whatever its number
+        stamp = "2025-01-01T00:00:00+00:00"
+        await db.write(
+            "INSERT INTO contributions (id, guild_id, channel_id, author_id, author_name, content, created_at)"
+            " VALUES (42, 111, 1, 1, 'w', 'text', ?)",
+            (stamp,),
+        )
+        await db.write(
+            "INSERT INTO statements (id, guild_id, slug, title, body, organizer_id, created_at, updated_at)"
+            " VALUES (7, 222, 's', 'S', 'b', 1, ?, ?)",
+            (stamp, stamp),
+        )
+        for entity in ("letter:42", "statement:7", "digest:333-20250101-20250201", "letter:999"):
+            await db.write(
+                "INSERT INTO outbox (kind, entity, payload, idempotency_key, next_attempt_at, created_at, updated_at)"
+                " VALUES ('x.create', ?, '{}', ?, ?, ?, ?)",
+                (entity, entity, stamp, stamp, stamp),
+            )
+        await db.migrate()
         rows = await db.fetchall("SELECT entity, guild_id FROM outbox ORDER BY id")
         assert [(r["entity"], r["guild_id"]) for r in rows] == [
             ("letter:42", 111),
@@ -345,3 +339,51 @@ async def test_existing_folder_is_kept_and_readable_files_are_tightened(tmp_path
     await db.close()
     assert folder.stat().st_mode & 0o777 == 0o755
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+async def test_posted_articles_sharing_a_category_in_a_server(store_location: str) -> None:
+    """The archive candidates: posted articles of the server sharing a category (any case), newest first, once each."""
+    store = await Store.open(store_location, SystemClock())
+    try:
+        feeds = [
+            await store.feeds.add(
+                guild_id=guild,
+                url=f"https://paper.example/feed{guild}",
+                channel_id=guild + 1,
+                channel_kind="forum",
+                tag_map={},
+                poll_interval=600,
+                created_by=None,
+            )
+            for guild in (10, 20)
+        ]
+
+        def item(n: int, categories: list[str]) -> dict[str, object]:
+            return {
+                "guid": f"g{n}",
+                "title": f"Story {n}",
+                "link": f"https://paper.example/{n}",
+                "summary": "",
+                "published": datetime(2025, 1, n, tzinfo=UTC),
+                "content_hash": f"h{n}",
+                "status": "pending",
+                "categories": categories,
+            }
+
+        await store.articles.insert_many(
+            feeds[0],
+            [item(1, ["Council", "Transport"]), item(2, ["sport"]), item(3, ["transport"]), item(4, ["Transport"])],
+        )
+        await store.articles.insert_many(feeds[1], [item(5, ["Transport"])])
+        ids = {
+            row["guid"]: int(row["id"]) for row in await store.db.fetchall("SELECT id, guid FROM articles ORDER BY id")
+        }
+        for guid in ("g1", "g2", "g3", "g5"):  # g4 is still pending
+            await store.articles.mark_posted(ids[guid], channel_id=11, thread_id=None, message_id=ids[guid])
+
+        found = await store.articles.posted_in_guild_sharing(10, ["TRANSPORT", "council"], ids["g3"], 10)
+        assert [a.guid for a in found] == ["g1"]  # not itself, not pending, not sport, not the other server
+        found = await store.articles.posted_in_guild_sharing(10, ["Transport", "Council"], 0, 10)
+        assert [a.guid for a in found] == ["g3", "g1"]
+    finally:
+        await store.close()

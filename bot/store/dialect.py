@@ -7,11 +7,13 @@ each statement through `to_postgres` (queries) or `ddl_to_postgres` (migrations)
 - `INSERT OR IGNORE INTO t ...` becomes `INSERT INTO t ... ON CONFLICT DO NOTHING`;
 - the scalar `max(a, b)` / `min(a, b)` become `GREATEST` / `LEAST` (one argument: the aggregate);
 - `LIKE` becomes `ILIKE` (SQLite's LIKE ignores ASCII case);
+- `instr(text, part)` becomes `strpos(text, part)` (same arguments, same 1-based answer, 0 if absent);
 - in migrations, `INTEGER` becomes `BIGINT` (Discord ids are 64-bit; SQLite's INTEGER is), an
   `INTEGER PRIMARY KEY` becomes an identity column, `REAL` becomes `DOUBLE PRECISION`, `BLOB` `BYTEA`.
 
 String literals and quoted identifiers are left alone. Anything else that differs (JSON functions)
-is written per dialect where it is used: `Database.dialect` says which one runs.
+is written per dialect where it is used, through a hook here such as `json_array_values`:
+`Database.dialect` says which one runs.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ _INSERT_OR_IGNORE = re.compile(r"^\s*INSERT\s+OR\s+IGNORE\s+INTO\b", re.IGNORECA
 _RETURNING = re.compile(r"\bRETURNING\b", re.IGNORECASE)
 _SCALAR_MINMAX = re.compile(r"\b(max|min)\s*\(", re.IGNORECASE)
 _LIKE = re.compile(r"(?<![\w])LIKE\b", re.IGNORECASE)
+_INSTR = re.compile(r"(?<![\w.])instr\s*\(", re.IGNORECASE)
 _INSERT_TABLE = re.compile(r"^\s*INSERT\s+(?:OR\s+\w+\s+)?INTO\s+\"?(\w+)\"?", re.IGNORECASE)
 
 
@@ -101,6 +104,7 @@ def to_postgres(sql: str) -> str:
             masked = f"{masked.rstrip().rstrip(';')} ON CONFLICT DO NOTHING"
     masked = _scalar_min_max(masked)
     masked = _LIKE.sub("ILIKE", masked)
+    masked = _INSTR.sub("strpos(", masked)
     masked = _placeholders(masked)
     return _unmask(masked, literals)
 
@@ -150,6 +154,17 @@ def _strip_comments(sql: str) -> str:
     return "".join(out)
 
 
+def json_array_values(dialect: str, column: str, alias: str) -> str:
+    """A FROM item listing the elements of the JSON array text in `column` as `alias.value` (text).
+
+    SQLite's `json_each` has no PostgreSQL twin of that name; `json_array_elements_text` answers the
+    same rows once the text is cast to json.
+    """
+    if dialect == POSTGRES:
+        return f"json_array_elements_text(CAST({column} AS json)) AS {alias}(value)"
+    return f"json_each({column}) AS {alias}"
+
+
 def insert_table(sql: str) -> str | None:
     """The table an INSERT writes to (None for other statements)."""
     match = _INSERT_TABLE.match(sql)
@@ -161,4 +176,12 @@ def has_returning(sql: str) -> bool:
     return _RETURNING.search(masked) is not None
 
 
-__all__ = ["POSTGRES", "SQLITE", "ddl_to_postgres", "has_returning", "insert_table", "to_postgres"]
+__all__ = [
+    "POSTGRES",
+    "SQLITE",
+    "ddl_to_postgres",
+    "has_returning",
+    "insert_table",
+    "json_array_values",
+    "to_postgres",
+]

@@ -17,6 +17,7 @@ from bot.clock import Clock, from_db, to_db
 from bot.logs import ids
 from bot.store.audit import insert_audit
 from bot.store.database import Database
+from bot.store.dialect import json_array_values
 
 log = logging.getLogger(__name__)
 
@@ -483,9 +484,12 @@ class ArticlesRepo:
         if not keys:
             return []
         marks = ", ".join("?" for _ in keys)
+        # EXISTS, not a join with DISTINCT: PostgreSQL wants a DISTINCT query's ORDER BY in its select list.
+        values = json_array_values(self._db.dialect, "a.categories", "c")
         rows = await self._db.fetchall(
-            "SELECT DISTINCT a.* FROM articles a JOIN feeds f ON f.id = a.feed_id, json_each(a.categories) c"
-            f" WHERE f.guild_id = ? AND a.status = 'posted' AND a.id != ? AND lower(c.value) IN ({marks})"
+            "SELECT a.* FROM articles a JOIN feeds f ON f.id = a.feed_id"
+            " WHERE f.guild_id = ? AND a.status = 'posted' AND a.id != ?"
+            f" AND EXISTS (SELECT 1 FROM {values} WHERE lower(c.value) IN ({marks}))"
             " ORDER BY coalesce(a.published_at, a.posted_at) DESC, a.id DESC LIMIT ?",
             (guild_id, exclude_id, *keys, limit),
         )
