@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import discord
 from discord.ext import commands
 
@@ -27,6 +28,7 @@ from bot.site.base import redact_text, redact_url
 from bot.store import Store, StoreError, latest_version
 from bot.store.database import Database
 from bot.store.lease import Lease
+from bot.store.postgres import PostgresDatabase
 from bot.tenants import OPEN_WARNING
 
 log = logging.getLogger("readersviews")
@@ -51,7 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("run", help="start the bot (default)", description="Start the bot; SIGTERM/SIGINT stop it cleanly.")
     sub.add_parser("check", help="validate config, token, database and site; exit 1 on problems")
-    sub.add_parser("migrate", help="apply database migrations and exit")
+    migrate = sub.add_parser("migrate", help="apply database migrations and exit")
+    migrate.add_argument(
+        "--copy-from",
+        metavar="SQLITE_FILE",
+        type=Path,
+        help="copy this SQLite database into the (empty) PostgreSQL database of database.url, then migrate",
+    )
     status = sub.add_parser(
         "status",
         help="what /readersviews status shows, for every server, read from the database (no Discord)",
@@ -123,11 +131,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         setup_logging(config.logging.level, _secret_values(secrets), config.logging.format)
         if command == "run":
             path, _ = resolve_config_path(args.config)
-            without_file = None if path.exists() else (path.absolute(), config.database.path.absolute())
+            database = config.database.url or str(config.database.path.absolute())
+            without_file = None if path.exists() else (path.absolute(), database)
             return asyncio.run(cmd_run(config, secrets, no_config=without_file))
         if command == "check":
             return asyncio.run(cmd_check(config, secrets))
         if command == "migrate":
+            if args.copy_from is not None:
+                if not config.database.is_postgres:
+                    raise CliError("--copy-from copies into PostgreSQL: set database.url in the config first")
+                if not args.copy_from.is_file():
+                    raise CliError(f"no SQLite database at {args.copy_from}")
+                return asyncio.run(cmd_copy_from(config, args.copy_from.absolute()))
             return asyncio.run(cmd_migrate(config))
         if command == "sync-commands":
             return asyncio.run(cmd_sync(config, secrets, args.guild))
@@ -142,7 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, StoreError, CliError) as exc:
         print(f"readersviews: error: {exc}", file=sys.stderr)
         return 1
-    except sqlite3.Error as exc:  # e.g. locked for longer than the busy timeout: one line, not a traceback
+    except (sqlite3.Error, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        # e.g. locked for longer than the busy timeout, or PostgreSQL went away: one line, not a traceback
         log.debug("database error", exc_info=True)
         print(f"readersviews: error: database problem: {exc}", file=sys.stderr)
         return 1
@@ -153,7 +169,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _secret_values(secrets: Secrets) -> list[str]:
     return [
-        s.get_secret_value() for s in (secrets.discord_token, secrets.wordpress_password, secrets.webhook_secret) if s
+        s.get_secret_value()
+        for s in (secrets.discord_token, secrets.wordpress_password, secrets.webhook_secret, secrets.database_password)
+        if s
     ]
 
 
@@ -166,7 +184,7 @@ def _token(secrets: Secrets) -> str:
     return secrets.discord_token.get_secret_value()
 
 
-async def cmd_run(config: Config, secrets: Secrets, *, no_config: tuple[Path, Path] | None = None) -> int:
+async def cmd_run(config: Config, secrets: Secrets, *, no_config: tuple[Path, str] | None = None) -> int:
     """Start the bot; `no_config`: (the config path looked for, the default database) when there was no file."""
     from bot.app import Runtime
 
@@ -279,7 +297,7 @@ async def cmd_check(config: Config, secrets: Secrets) -> int:
         else (False, "DISCORD_TOKEN: not set (export DISCORD_TOKEN=... before `readersviews run`)")
     )
     path = config.database.path
-    if not path.exists():
+    if not config.database.is_postgres and not path.exists():
         parent = next((p for p in (path.parent, *path.parent.parents) if p.exists()), Path("."))
         if os.access(parent, os.W_OK):
             results.append((True, f"database: {path} will be created at start (schema v{latest_version()})"))
@@ -287,19 +305,20 @@ async def cmd_check(config: Config, secrets: Secrets) -> int:
             results.append((False, f"database: cannot create {path}: {parent} is not writable"))
         return _report(await _with_site(config, secrets, results))
     try:
-        db = await Database.open(path, migrate=False)
+        db = await Database.open(config.database.location, migrate=False, password=_database_password())
     except StoreError as exc:
         results.append((False, f"database: {exc}"))
     else:
         try:
             version, latest = await db.schema_version(), latest_version()
             pending = latest - version
+            where = f"{db.location} ({await db.server_version()})" if db.dialect == "postgres" else db.location
             if pending:
                 results.append(
-                    (True, f"database: {db.path} at schema v{version}; {pending} migration(s) to apply at start")
+                    (True, f"database: {where} at schema v{version}; {pending} migration(s) to apply at start")
                 )
             else:
-                results.append((True, f"database: {db.path} at schema v{version} (up to date)"))
+                results.append((True, f"database: {where} at schema v{version} (up to date)"))
         finally:
             await db.close()
     return _report(await _with_site(config, secrets, results))
@@ -349,11 +368,17 @@ async def _check_site(config: Config, secrets: Secrets) -> list[tuple[bool, str]
 
 
 async def cmd_migrate(config: Config) -> int:
-    created = not config.database.path.exists()
-    lease = Lease.acquire(config.database.path, "migrate")
+    if config.database.is_postgres:
+        created = False
+        lease = None
+    else:
+        created = not config.database.path.exists()
+        lease = Lease.acquire(config.database.path, "migrate")
     try:
-        db = await Database.open(config.database.path, migrate=False)
+        db = await Database.open(config.database.location, migrate=False, password=_database_password())
         try:
+            if isinstance(db, PostgresDatabase):
+                await db.hold_guard("migrate")  # not under a running bot (as the file lease for SQLite)
             applied = await db.migrate()
             version = await db.schema_version()
         finally:
@@ -364,7 +389,33 @@ async def cmd_migrate(config: Config) -> int:
     if created:
         print(f"no database at {config.database.path} yet: created it")
     print(f"applied {', '.join(applied)}" if applied else "nothing to apply")
-    print(f"database {config.database.path} is at schema v{version}")
+    print(f"database {_database_name(config)} is at schema v{version}")
+    return 0
+
+
+async def cmd_copy_from(config: Config, source: Path) -> int:
+    """`migrate --copy-from FILE` (an existing file, absolute): into the empty PostgreSQL database (bot.store.copy)."""
+    from bot.store.copy import copy_from_sqlite
+
+    # No bot may write to the file while it is copied: take its lease as `run` would.
+    lease = Lease.acquire(source, "migrate --copy-from")
+    try:
+        db = await Database.open(config.database.location, migrate=False, password=_database_password())
+        assert isinstance(db, PostgresDatabase)
+        try:
+            await db.hold_guard("migrate")
+            copied = await copy_from_sqlite(source, db)
+            version = await db.schema_version()
+        finally:
+            await db.close()
+    finally:
+        if lease is not None:
+            lease.release()
+    width = max(map(len, copied), default=0)
+    for table, count in copied.items():
+        print(f"{table:<{width}}  {count} row(s), same as in {source.name}")
+    print(f"copied {sum(copied.values())} row(s) of {len(copied)} table(s) into {_database_name(config)}")
+    print(f"database {_database_name(config)} is at schema v{version}")
     return 0
 
 
@@ -391,7 +442,7 @@ async def cmd_outbox(config: Config, args: argparse.Namespace) -> int:
     from bot.store.outbox import OutboxRepo
 
     _require_database(config)
-    store = await Store.open(config.database.path, SystemClock())
+    store = await _open_store(config)
     try:
         repo = OutboxRepo(store.db, store.clock)
         if args.outbox_command == "list":
@@ -430,7 +481,7 @@ async def cmd_export(config: Config, args: argparse.Namespace) -> int:
     from bot.statements import export_statement
 
     _require_database(config)
-    store = await Store.open(config.database.path, SystemClock())
+    store = await _open_store(config)
     try:
         data = await export_statement(
             store, args.slug, fmt=args.format, guild_id=args.guild, include_discord_ids=not args.public, bom=args.bom
@@ -450,8 +501,25 @@ async def cmd_export(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _database_password() -> str | None:
+    secret = Secrets.from_env().database_password
+    return secret.get_secret_value() if secret else None
+
+
+async def _open_store(config: Config) -> Store:
+    """The bot's store for a command: the SQLite file, or PostgreSQL (`database.url`)."""
+    return await Store.open(config.database.location, SystemClock(), password=_database_password())
+
+
+def _database_name(config: Config) -> str:
+    """The database as messages name it (a PostgreSQL URL never holds a password: the config refuses one)."""
+    return config.database.url or str(config.database.path)
+
+
 def _require_database(config: Config) -> None:
     """Commands that read or change the bot's data refuse to start where there is none (and create none)."""
+    if config.database.is_postgres:
+        return  # a PostgreSQL database is created by its operator; opening it creates no file
     if not config.database.path.exists() and not str(config.database.path).startswith("file:"):
         # Opening would create an empty database here and then answer from it ("nothing waiting").
         raise CliError(f"no database at {config.database.path}: run this where the bot runs, or pass its --config")
@@ -462,7 +530,7 @@ async def cmd_status(config: Config, args: argparse.Namespace) -> int:
     from bot.status import collect_status, format_report, known_guilds, report_as_dict
 
     _require_database(config)
-    store = await Store.open(config.database.path, SystemClock())
+    store = await _open_store(config)
     try:
         guilds = [args.guild] if args.guild else await known_guilds(store)
         now = store.clock.now()
@@ -477,7 +545,7 @@ async def cmd_status(config: Config, args: argparse.Namespace) -> int:
         print(json.dumps({"servers": servers}, indent=2))
         return 0
     if not reports:
-        print(f"no server has used the bot yet (database {config.database.path})")
+        print(f"no server has used the bot yet (database {_database_name(config)})")
     for n, (gid, report) in enumerate(reports):
         print(("\n" if n else "") + f"== server {gid}")
         print(format_report(report))

@@ -21,8 +21,9 @@ import httpx
 import yarl
 from discord.ext import commands
 
-from bot import __version__, metrics
+from bot import __version__, claims, metrics
 from bot.articles import plan_for
+from bot.claims import JobClaims
 from bot.clock import Clock, SystemClock
 from bot.config import Config, Secrets
 from bot.discord_internals import pending_ready_task
@@ -39,6 +40,7 @@ from bot.site.base import RemoteRef
 from bot.store import Store
 from bot.store.lease import Lease
 from bot.store.outbox import OutboxRow, SiteIncident
+from bot.store.postgres import PostgresDatabase
 from bot.tenants import OPEN_WARNING, Tenants
 
 log = logging.getLogger(__name__)
@@ -105,6 +107,15 @@ class Health:
         del self.last_errors[:-50]
 
 
+def shard_options(config: Config) -> dict[str, Any]:
+    """discord.py's shard options for a sharded bot (discord.shard_count), none otherwise."""
+    settings = config.discord
+    if settings.shard_count is None:
+        return {}
+    ids = list(settings.shard_ids) if settings.shard_ids is not None else None
+    return {"shard_count": settings.shard_count, "shard_ids": ids}
+
+
 class ReadersViewsBot(commands.Bot):
     def __init__(
         self,
@@ -128,6 +139,7 @@ class ReadersViewsBot(commands.Bot):
             # discord.py's default connector has no limit: a burst of interactions would open a new
             # connection (and TLS handshake) per request instead of reusing kept-alive ones.
             connector=aiohttp.TCPConnector(limit=config.discord.max_connections),
+            **shard_options(config),
         )
         # discord.py learns the global limit (50 requests/s) only from a 429: pace every REST request.
         self.pacer = install_global_pacer(self.http)
@@ -154,6 +166,8 @@ class ReadersViewsBot(commands.Bot):
         self._shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
         # Everything sent to the site goes through the outbox; cogs listen for deliveries.
         self.site = site or make_adapter(config.site, secrets, http_client, clock=clock)
+        # Jobs that are not per server run in one process of those sharing the database (bot.claims).
+        self.claims = JobClaims(store.db)
         self.delivery_listeners: list[DeliveredHook] = []
         self.incident_listeners: list[IncidentHook] = []
         self.outbox = OutboxWorker(
@@ -178,6 +192,9 @@ class ReadersViewsBot(commands.Bot):
             per_poll_cap=config.feeds.per_poll_cap,
             plan=partial(plan_for, settings=config.feeds),
         )
+        # Queued in a process that does not deliver: the one that does is woken (bot.claims).
+        self.outbox.on_notify = lambda: self.claims.wake(claims.OUTBOX)
+        self.claims.on_wake(claims.OUTBOX, self.outbox.wake_up)
 
     async def on_guild_join(self, guild: discord.Guild) -> None:
         await self.tenants.announce(self, guild)
@@ -195,9 +212,15 @@ class ReadersViewsBot(commands.Bot):
             log.debug("loaded %s", name)
         await self.sync_commands_if_changed()
         if not self.sync_guild_id and not self.force_sync:
-            self.outbox.start()
+            # The outbox worker starts when this process holds the outbox job: at once, or on taking
+            # it over from a process that ended (several processes share a PostgreSQL database).
+            self.claims.on_claimed(lambda job: self.outbox.start() if job == claims.OUTBOX else None)
             self.on_shutdown(self.site.aclose)  # hooks run last-registered first: worker, then adapter
             self.on_shutdown(self.outbox.stop)
+            self.on_shutdown(self.claims.stop)
+            await self.claims.start()
+            if self.claims.holds(claims.OUTBOX):
+                self.outbox.start()
             if self.config.metrics.listen:
                 self.on_shutdown(await metrics.start_server(self))
 
@@ -308,6 +331,18 @@ class ReadersViewsBot(commands.Bot):
         await super().close()
 
 
+class ShardedReadersViewsBot(ReadersViewsBot, commands.AutoShardedBot):  # type: ignore[misc]
+    """The bot as discord.py's AutoShardedBot: one gateway connection per shard it runs.
+
+    Each server's events (interactions, messages) arrive on the shard that owns it,
+    (guild_id >> 22) % shard_count; a process runs `discord.shard_ids` (default: all of them).
+    """
+
+
+def bot_class(config: Config) -> type[ReadersViewsBot]:
+    return ShardedReadersViewsBot if config.discord.sharded else ReadersViewsBot
+
+
 class Runtime:
     """Owns everything the bot needs and closes it in the right order."""
 
@@ -349,13 +384,27 @@ class Runtime:
         try:
             # A missing site setting fails here, before anything is written.
             site = make_adapter(config.site, secrets, http_client, clock=clock)
-            held = Lease.acquire(config.database.path, lease) if lease else None
+            # PostgreSQL: no file to lock; the database's own guard is taken when it opens (below).
+            held = Lease.acquire(config.database.path, lease) if lease and not config.database.is_postgres else None
         except BaseException:
             await http_client.aclose()
             raise
         try:
             seeds = {gid: seed.model_dump() for gid, seed in config.guilds.items()}
-            store = await Store.open(config.database.path, clock, seeds=seeds)
+            password = secrets.database_password.get_secret_value() if secrets.database_password else None
+            store = await Store.open(config.database.location, clock, seeds=seeds, password=password)
+            if lease and isinstance(store.db, PostgresDatabase):
+                try:
+                    # One bot per database (or per shard), as the file lease is for SQLite.
+                    shards = config.discord
+                    if shards.shard_count is not None and lease == "run":
+                        ids = shards.shard_ids if shards.shard_ids is not None else range(shards.shard_count)
+                        await store.db.hold_guard(lease, list(ids), shards.shard_count)
+                    else:
+                        await store.db.hold_guard(lease)
+                except BaseException:
+                    await store.close()
+                    raise
         except BaseException:
             await http_client.aclose()
             await feed_client.aclose()
@@ -363,7 +412,7 @@ class Runtime:
                 held.release()
             raise
         try:
-            bot = ReadersViewsBot(
+            bot = bot_class(config)(
                 config=config,
                 secrets=secrets,
                 store=store,

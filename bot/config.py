@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -22,6 +23,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 DEFAULT_CONFIG_PATH = Path("config/config.yaml")
@@ -59,6 +61,29 @@ class DiscordSettings(_Model):
     Empty: every server it is added to (`check` and the start-up log warn)."""
     connect_timeout_seconds: float = Field(default=300.0, ge=0, le=86400)
     """At start, keep retrying (with back-off) this long while Discord can't be reached, then exit 1."""
+    shard_count: int | None = Field(default=None, ge=1, le=10000)
+    """Run the bot as this many Discord shards (discord.py's AutoShardedBot); default: not sharded."""
+    shard_ids: tuple[int, ...] | None = None
+    """The shards this process runs (default: all of shard_count). Processes running other shards
+    share the PostgreSQL database (database.url); each shard may run in one process only."""
+
+    @model_validator(mode="after")
+    def _shards(self) -> DiscordSettings:
+        if self.shard_ids is not None:
+            if self.shard_count is None:
+                raise ValueError("shard_ids needs shard_count (how many shards the bot has in all)")
+            if not self.shard_ids or len(set(self.shard_ids)) != len(self.shard_ids):
+                raise ValueError("shard_ids must list each shard once")
+            wrong = [i for i in self.shard_ids if not 0 <= i < self.shard_count]
+            if wrong:
+                raise ValueError(
+                    f"shard_ids {wrong} are not shards of {self.shard_count} (0 to {self.shard_count - 1})"
+                )
+        return self
+
+    @property
+    def sharded(self) -> bool:
+        return self.shard_count is not None
 
     @field_validator("api_base_url")
     @classmethod
@@ -75,6 +100,32 @@ class DiscordSettings(_Model):
 
 class DatabaseSettings(_Model):
     path: Path = Path("data/readersviews.sqlite3")
+    """The embedded SQLite file (the default store)."""
+    url: str | None = None
+    """postgresql://user@host:port/db selects PostgreSQL instead of `path` (password from the environment)."""
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("postgresql", "postgres"):
+            raise ValueError("must be a PostgreSQL URL: postgresql://user@host:port/database")
+        if parts.password is not None:
+            raise ValueError(
+                "must not contain the password: set READERSVIEWS_DATABASE_PASSWORD (or PGPASSWORD, or ~/.pgpass)"
+            )
+        return value
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.url is not None
+
+    @property
+    def location(self) -> str:
+        """What Store.open takes: the PostgreSQL URL, or the SQLite file's path."""
+        return self.url if self.url is not None else str(self.path)
 
 
 class LoggingSettings(_Model):
@@ -225,6 +276,17 @@ class Config(_Model):
     cogs: tuple[str, ...] = DEFAULT_COGS
     guilds: dict[int, GuildSeed] = {}
 
+    @model_validator(mode="after")
+    def _some_shards_need_postgres(self) -> Config:
+        shards = self.discord
+        some = shards.shard_ids is not None and len(shards.shard_ids) < (shards.shard_count or 0)
+        if some and not self.database.is_postgres:
+            raise ValueError(
+                "discord.shard_ids lists only some shards: the processes running the others must share "
+                "a PostgreSQL database (database.url); one SQLite file serves one process"
+            )
+        return self
+
     @field_validator("cogs")
     @classmethod
     def _cogs_exist(cls, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -247,6 +309,7 @@ class Secrets(_Model):
     discord_token: SecretStr | None = None
     wordpress_password: SecretStr | None = None
     webhook_secret: SecretStr | None = None
+    database_password: SecretStr | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Secrets:
@@ -260,6 +323,7 @@ class Secrets(_Model):
             discord_token=get("DISCORD_TOKEN"),
             wordpress_password=get("READERSVIEWS_WP_APP_PASSWORD"),
             webhook_secret=get("READERSVIEWS_WEBHOOK_SECRET"),
+            database_password=get("READERSVIEWS_DATABASE_PASSWORD"),
         )
 
 
@@ -305,7 +369,7 @@ def load_config(path: Path, *, required: bool) -> Config:
 def relative_to_file(config: Config, path: Path) -> Config:
     """Relative paths in a config file mean "beside the file", not "wherever the bot was started"."""
     db = config.database.path
-    if db.is_absolute():
+    if db.is_absolute() or config.database.is_postgres:
         return config
     resolved = path.absolute().parent / db
     if not resolved.exists() and db.exists() and resolved.absolute() != db.absolute():

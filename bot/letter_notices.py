@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
+from bot import claims
 from bot.letter_states import LetterError, public_url
 from bot.letters import LetterService
 from bot.render import escape_discord_text
@@ -86,6 +87,7 @@ class NoticeSender:
     def start(self) -> None:
         if self._task is None or self._task.done():
             self._stopping = False
+            self.bot.claims.on_wake(claims.NOTICES, self._wake.set)  # a notice queued in another process
             self._task = asyncio.create_task(self._loop(), name="letter-notices")
 
     async def stop(self) -> None:
@@ -107,6 +109,7 @@ class NoticeSender:
 
     def wake(self) -> None:
         self._wake.set()
+        self.bot.claims.wake(claims.NOTICES)  # the process running the job, if it is another
 
     async def _loop(self) -> None:
         await self.bot.wait_until_ready()
@@ -114,7 +117,8 @@ class NoticeSender:
             self._wake.clear()
             self._busy = True
             try:
-                await self.run_once()
+                if self.bot.claims.holds(claims.NOTICES):  # else another process sends them (bot.claims)
+                    await self.run_once()
             except Exception:
                 log.exception("sending letter notices failed; trying again shortly")
             finally:
@@ -227,7 +231,8 @@ class SiteStatusChecker:
         interval = self.bot.config.site.review_check_minutes * 60.0
         while True:
             try:
-                await self.run_once()
+                if self.bot.claims.holds(claims.SITE_STATUS):  # else another process checks (bot.claims)
+                    await self.run_once()
             except Exception:
                 log.exception("checking letters on the site failed; trying again later")
             await asyncio.sleep(interval)

@@ -108,7 +108,7 @@ async def refresh(bot: ReadersViewsBot) -> None:
     db = bot.store.db
     feeds = {"ok": 0, "failing": 0, "paused": 0}
     for row in await db.fetchall(
-        "SELECT CASE WHEN NOT enabled THEN 'paused' WHEN consecutive_errors > 0 THEN 'failing' ELSE 'ok' END"
+        "SELECT CASE WHEN enabled = 0 THEN 'paused' WHEN consecutive_errors > 0 THEN 'failing' ELSE 'ok' END"
         " AS state, count(*) AS n FROM feeds GROUP BY 1"
     ):
         feeds[row["state"]] = int(row["n"])
@@ -135,8 +135,14 @@ async def refresh(bot: ReadersViewsBot) -> None:
 
 
 def gateway_connected(bot: ReadersViewsBot) -> bool:
+    """Connected: ready, and every gateway connection (one per shard when sharded) open."""
+    if not bot.is_ready() or bot.is_closed():
+        return False
+    shards = getattr(bot, "shards", None)
+    if isinstance(shards, dict):
+        return bool(shards) and all(not info.is_closed() for info in shards.values())
     ws = bot.ws
-    return bot.is_ready() and not bot.is_closed() and ws is not None and bool(ws.open)
+    return ws is not None and bool(ws.open)
 
 
 async def health(bot: ReadersViewsBot, *, write_within: float = 5.0) -> tuple[bool, dict[str, object]]:

@@ -103,6 +103,7 @@ class OutboxWorker:
         self.max_attempts = max_attempts
         # Bounds how long a change made by another process (`readersviews outbox retry`) waits.
         self.idle_poll = idle_poll
+        self.on_notify: Callable[[], None] | None = None
         self._rng = rng or random.Random()
         self._wake = asyncio.Event()
         self._stopping = False
@@ -158,6 +159,12 @@ class OutboxWorker:
 
     def notify(self) -> None:
         """Something was enqueued: wake the background loop now rather than at the next poll."""
+        self._wake.set()
+        if self.on_notify is not None:
+            self.on_notify()  # e.g. wake the process that delivers, if it is another (bot.claims)
+
+    def wake_up(self) -> None:
+        """Wake this process's loop only (another process enqueued something)."""
         self._wake.set()
 
     def start(self, *, recover: bool = True) -> None:

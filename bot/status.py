@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
@@ -31,6 +32,7 @@ class StatusReport:
     outbox: dict[str, int]
     last_errors: list[str] = field(default_factory=list)
     shed: int = 0  # interactions skipped because Discord had already expired them (overload)
+    process: str | None = None  # which shards and jobs this process runs (several processes, PostgreSQL)
 
 
 async def collect_status(
@@ -42,6 +44,7 @@ async def collect_status(
     latency: float | None,
     recent: list[tuple[str, int | None, str]],
     shed: int = 0,
+    process: str | None = None,
 ) -> StatusReport:
     """The report for one server's admins: its own rows and problems; the site backlog only as counts."""
     counts = {name: int((await store.db.fetchone(sql, (guild_id,)) or (0,))[0]) for name, sql in GUILD_COUNTS.items()}
@@ -69,12 +72,13 @@ async def collect_status(
         version=__version__,
         uptime=(now - started_at) if started_at else None,
         latency_ms=latency_ms,
-        db_path=str(store.db.path),
+        db_path=store.db.location,
         schema_version=await store.db.schema_version(),
         counts=counts,
         outbox=outbox,
         last_errors=errors,
         shed=shed,
+        process=process,
     )
 
 
@@ -121,6 +125,8 @@ def format_report(report: StatusReport) -> str:
         f"Rows: {counts}",
         f"Outbox: {backlog}",
     ]
+    if report.process:
+        lines.append(f"This process: {report.process}")
     if report.shed:
         lines.append(
             f"Over capacity: {report.shed} interaction(s) skipped since start because Discord had already "
@@ -132,3 +138,20 @@ def format_report(report: StatusReport) -> str:
     else:
         lines.append("Recent problems: none")
     return "\n".join(lines)
+
+
+def describe_process(
+    shard_count: int | None, shard_ids: Sequence[int] | None, jobs: Iterable[str] | None, guild_shard: int | None
+) -> str | None:
+    """ "shards 0, 1 of 4 (this server's: 1) · runs feeds, outbox": what an operator of several processes
+    needs to know (None for the plain case: one unsharded process, which runs everything)."""
+    parts = []
+    if shard_count is not None:
+        ids = list(shard_ids) if shard_ids is not None else list(range(shard_count))
+        label = "shard" if len(ids) == 1 else "shards"
+        here = f" (this server's: {guild_shard})" if guild_shard is not None else ""
+        parts.append(f"{label} {', '.join(map(str, ids))} of {shard_count}{here}")
+    if jobs is not None:
+        held = sorted(jobs)
+        parts.append(f"runs {', '.join(held)}" if held else "runs no background job (another process does)")
+    return " · ".join(parts) or None

@@ -11,7 +11,7 @@ from discord.ext import commands
 from bot.checks import admin_only
 from bot.errors import UserFacingError
 from bot.site.base import redact_text
-from bot.status import collect_status, format_report
+from bot.status import collect_status, describe_process, format_report
 from bot.store.settings import SETTINGS, setup_option
 
 if TYPE_CHECKING:
@@ -64,6 +64,12 @@ class Admin(commands.Cog):
             latency=self.bot.latency,
             recent=self.bot.health.last_errors,
             shed=self.bot.shedder.shed,
+            process=describe_process(
+                self.bot.config.discord.shard_count,
+                self.bot.config.discord.shard_ids,
+                self.bot.claims.held if self.bot.store.db.dialect == "postgres" else None,
+                interaction.guild.shard_id if self.bot.config.discord.sharded else None,
+            ),
         )
         await interaction.response.send_message(format_report(report), ephemeral=True)
 

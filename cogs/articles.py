@@ -11,6 +11,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands, tasks
 
+from bot import claims
 from bot.articles import (
     DEFAULT_TAG_KEY,
     ArticleService,
@@ -141,6 +142,7 @@ class Articles(commands.Cog):
         self.publisher = bot.publisher
 
     async def cog_load(self) -> None:
+        self.bot.claims.on_wake(claims.FEEDS, self._wake.set)  # a feed added or resumed in another process
         self.bot.add_dynamic_items(FeedListButton)
         await self.service.backfill_link_keys()  # before the first poll: its dedupe needs them
         self.poller.start()
@@ -156,6 +158,9 @@ class Articles(commands.Cog):
 
     @tasks.loop(count=None)
     async def poller(self) -> None:
+        if not self.bot.claims.holds(claims.FEEDS):  # another process polls the feeds (bot.claims)
+            await asyncio.sleep(self.bot.claims.retry_seconds)
+            return
         await self.run_cycle()
         delay = await self.next_poll_delay()
         self._wake.clear()
@@ -184,6 +189,7 @@ class Articles(commands.Cog):
 
     def wake(self) -> None:
         self._wake.set()
+        self.bot.claims.wake(claims.FEEDS)  # the process running the job, if it is another
 
     async def run_cycle(self) -> int:
         """Poll every due feed and post what is pending (capped per feed). Returns posts made.

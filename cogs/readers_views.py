@@ -14,6 +14,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands, tasks
 
+from bot import claims
 from bot.errors import PolicyView, answer_error, send_ephemeral
 from bot.forms import submitted_form
 from bot.letter_forms import (
@@ -214,6 +215,8 @@ class ReadersViews(commands.Cog):
     @tasks.loop(hours=PURGE_EVERY_HOURS)
     async def purge(self) -> None:
         """Recorded replies nobody submitted expire after `letters.retention_days`."""
+        if not self.bot.claims.holds(claims.RETENTION):  # another process purges (bot.claims)
+            return
         removed = await self.service.purge_expired()
         if removed:
             log.info("purged %d expired recorded replies", removed)

@@ -26,7 +26,7 @@ from discord import app_commands
 from discord.ext import commands, tasks
 from discord.webhook.async_ import async_context, interaction_message_response_params, interaction_response_params
 
-from bot import metrics
+from bot import claims, metrics
 from bot.checks import ensure_organizer, may, organizer_only
 from bot.discord_internals import gateway_parsers
 from bot.errors import send_ephemeral
@@ -607,6 +607,7 @@ class Statements(commands.Cog):
     async def cog_load(self) -> None:
         self.bot.add_dynamic_items(StatementButton, SignatureChoiceButton)
         self._install_fast_path()
+        self.bot.claims.on_wake(claims.STATEMENTS, self._wake.set)  # woken by another process
         self.timer.start()
 
     async def cog_unload(self) -> None:
@@ -628,11 +629,15 @@ class Statements(commands.Cog):
 
     def wake_timer(self) -> None:
         self._wake.set()
+        self.bot.claims.wake(claims.STATEMENTS)  # the process running the job, if it is another
 
     # -- the timer: deadlines, site updates, owed announcements ---------------------------------
 
     @tasks.loop(count=None)
     async def timer(self) -> None:
+        if not self.bot.claims.holds(claims.STATEMENTS):  # another process keeps the deadlines (bot.claims)
+            await asyncio.sleep(self.bot.claims.retry_seconds)
+            return
         self._wake.clear()
         await self.run_timer_once()
         next_at = await self.service.next_timer_at()

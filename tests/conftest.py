@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,71 @@ from tests.fakediscord import FakeDiscord, perms
 from tests.feedserver import FeedServer
 from tests.helpers import Booted, FakeClock, World, boot, make_config
 from tests.sitefake import FakeSite
+
+PG_URL_ENV = "READERSVIEWS_TEST_PG_URL"
+STORES = ("sqlite", "postgres")
+
+
+async def fresh_postgres_location(base_url: str) -> tuple[str, Callable[[], Any]]:
+    """A URL to an empty schema of its own in the test PostgreSQL, and a coroutine function dropping it.
+
+    One schema per test (not one database): creating a schema is cheap, and the URL's
+    `search_path` setting points every connection of the store at it.
+    """
+    import asyncpg
+
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    conn = await asyncpg.connect(base_url)
+    try:
+        await conn.execute(f'CREATE SCHEMA "{schema}"')
+    finally:
+        await conn.close()
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(base_url)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await conn.close()
+
+    separator = "&" if "?" in base_url else "?"
+    return f"{base_url}{separator}search_path={schema}", drop
+
+
+def postgres_base_url() -> str:
+    """The test PostgreSQL's URL (scripts/postgres-local.sh up); skip, or fail in CI, without one."""
+    url = os.environ.get(PG_URL_ENV, "")
+    if url:
+        return url
+    if os.environ.get("READERSVIEWS_REQUIRE_POSTGRES"):
+        pytest.fail(f"{PG_URL_ENV} is not set, and CI requires the PostgreSQL store's tests")
+    pytest.skip(f"no PostgreSQL: `bash scripts/postgres-local.sh up`, then set {PG_URL_ENV} (see README)")
+
+
+@pytest.fixture(params=STORES)
+async def store_location(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """Where a test's store lives: a new SQLite file, or a new schema in the test PostgreSQL.
+
+    Tests taking this fixture run once per store.
+    """
+    if request.param == "sqlite":
+        yield str(tmp_path / "store.sqlite3")
+        return
+    location, drop = await fresh_postgres_location(postgres_base_url())
+    try:
+        yield location
+    finally:
+        await drop()
+
+
+@pytest.fixture
+async def pg_location() -> AsyncIterator[str]:
+    """A new, empty schema in the test PostgreSQL (for PostgreSQL-only tests)."""
+    location, drop = await fresh_postgres_location(postgres_base_url())
+    try:
+        yield location
+    finally:
+        await drop()
 
 
 @pytest.fixture
@@ -90,11 +158,16 @@ def world(fake: FakeDiscord) -> World:
 
 
 @pytest.fixture
-async def booter(fake: FakeDiscord, tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
-    """`await booter(**config_sections)` boots a bot; every bot is stopped at the end of the test."""
+async def booter(fake: FakeDiscord, tmp_path: Path, store_location: str) -> AsyncIterator[Callable[..., Any]]:
+    """`await booter(**config_sections)` boots a bot; every bot is stopped at the end of the test.
+
+    The bots of one test share one store: the SQLite file, or (the `postgres` run) a PostgreSQL schema.
+    """
     started: list[Booted] = []
 
     async def start(clock: Any = None, **sections: Any) -> Booted:
+        if store_location.startswith("postgresql://") and "database" not in sections:
+            sections["database"] = {"url": store_location}
         booted = await boot(fake, make_config(fake, tmp_path, **sections), clock=clock)
         started.append(booted)
         return booted
@@ -155,3 +228,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             settings = settings if settings is not None else (wordpress_settings() or {})
             if not settings:
                 item.add_marker(skip)
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    """A world-readable folder (the read-only test runs as another user)."""
+    path = Path(tempfile.mkdtemp(prefix="rv-cli-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

@@ -13,6 +13,7 @@ import os
 import random
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -161,6 +162,25 @@ async def boot(fake: FakeDiscord, config: Config, *, clock: Any = None, secrets:
 LONG_ENOUGH = "I read this article with great interest, and I think the council has it exactly backwards here. "
 
 
+async def recorded(fake: FakeDiscord, booted: Booted, message: dict[str, Any], *, within: float = 2.0) -> None:
+    """Until the bot has recorded `message` (or `within` seconds passed: then the test's own check says so).
+
+    The recorder writes in batches, and its handler first looks the channel up in the database: under
+    load (or on PostgreSQL) that takes longer than one settle(), so flush until the row is there.
+    """
+    await fake.settle()
+    recorder = booted.cog("ReadersViews").recorder
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        await recorder.flush()
+        if await booted.bot.store.contributions.by_message(int(message["id"])) is not None:
+            return
+        if loop.time() > deadline:
+            return
+        await asyncio.sleep(0.01)
+
+
 @dataclass
 class Paper:
     """The running bot, the paper's server and one article with its discussion thread."""
@@ -182,8 +202,7 @@ class Paper:
     async def post(self, author: Member, content: str, reference: dict[str, Any] | None = None) -> dict[str, Any]:
         """A member replies in the article thread; returns once the reply is recorded."""
         message = await self.fake.message_create(self.thread, author, content, reference=reference)
-        await self.fake.settle()
-        await self.booted.cog("ReadersViews").recorder.flush()
+        await recorded(self.fake, self.booted, message)
         return message
 
     async def letter(self, message: dict[str, Any]) -> Contribution:
@@ -532,3 +551,31 @@ async def spawn(world: World, tmp_path: Path, *argv: str, **sections: Any) -> as
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
+
+
+def cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if k not in {"DISCORD_TOKEN", "READERSVIEWS_CONFIG"}}
+    base["PYTHONPATH"] = str(ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *args],
+        cwd=cwd,
+        env={**base, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 1, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+def closed_port() -> int:
+    """A local port nothing listens on (connections are refused at once)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

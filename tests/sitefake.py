@@ -45,7 +45,7 @@ WEBHOOK_SECRET = "webhook-test-secret"
 
 @dataclass
 class Fault:
-    kind: str  # status | reset_after | reset_before | hang
+    kind: str  # status | reset_after | reset_before | hang | stall | pass
     status: int = 503
     headers: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
@@ -83,6 +83,7 @@ class FakeSite:
         self._rng = random.Random(seed)
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()
+        self._stalled = asyncio.Event()  # a request is held by a `stall_after` fault
         self._request_seen = asyncio.Event()
         self.base_url = ""
         self.reset()
@@ -170,6 +171,17 @@ class FakeSite:
         for _ in range(n):
             self.faults.append(Fault("hang", seconds=seconds, path=path))
 
+    def stall_after(self, n: int, *, path: str | None = None, method: str | None = "POST") -> None:
+        """Serve `n` matching requests normally, then sit on the next one without answering or applying
+        it, until the site stops (a site gone silent mid-request: the client cannot know the outcome)."""
+        for _ in range(n):
+            self.faults.append(Fault("pass", path=path, method=method))
+        self.faults.append(Fault("stall", path=path, method=method))
+
+    async def wait_for_stall(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109
+        """Until a request is held by `stall_after`."""
+        await asyncio.wait_for(self._stalled.wait(), timeout)
+
     def fail_randomly(self, ratio: float, status: int = 503) -> None:
         """Answer `status` to that share of requests (seeded, so runs repeat)."""
         self.random_failure = (ratio, status) if ratio > 0 else None
@@ -223,8 +235,13 @@ class FakeSite:
             self.faults.remove(fault)
         elif self.random_failure and self._rng.random() < self.random_failure[0]:
             fault = Fault("status", self.random_failure[1])
-        if fault is None:
+        if fault is None or fault.kind == "pass":
             return await handler(request)
+        if fault.kind == "stall":
+            self._stalled.set()
+            await self._closing.wait()
+            _drop_connection(request)
+            return web.Response(status=500, text="(never seen: the connection is gone)")
         if fault.kind == "status":
             if fault.status == 429 or request.path.startswith("/wp-json"):
                 return web.json_response(

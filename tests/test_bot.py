@@ -49,7 +49,10 @@ async def test_status_answers_admin(running: Booted, world: World) -> None:
     assert response["data"]["flags"] & EPHEMERAL
     text = response["data"]["content"]
     assert "readersviews" in text and "schema v" in text and "Outbox:" in text
-    assert "readersviews.sqlite3" in text
+    if running.bot.store.db.dialect == "postgres":
+        assert "Database: `postgresql://readersviews@" in text  # the URL (never with a password)
+    else:
+        assert "readersviews.sqlite3" in text
 
 
 async def test_non_admin_is_refused_clearly(running: Booted, world: World) -> None:
@@ -295,15 +298,18 @@ async def test_site_alert_goes_only_to_the_items_server(running: Booted, world: 
     assert [gid for _, gid, text in bot.health.last_errors if "my error" in text] == [world.guild.id]
 
 
-async def test_one_bot_per_database(world: World, tmp_path: Path) -> None:
+async def test_one_bot_per_database(world: World, tmp_path: Path, store_location: str) -> None:
     """A second `run` (or a `migrate`) on a running bot's database refuses in one line naming the running one;
-    once that one is killed (SIGKILL: no clean-up), a new `run` takes over at once."""
-    first = await spawn(world, tmp_path, "-m", "bot", "--config", "{config}", "run")
+    once that one is killed (SIGKILL: no clean-up), a new `run` takes over at once.
+
+    SQLite: a lock on a file beside the database; PostgreSQL: an advisory lock held by a connection."""
+    sections = {"database": {"url": store_location}} if store_location.startswith("postgresql://") else {}
+    first = await spawn(world, tmp_path, "-m", "bot", "--config", "{config}", "run", **sections)
     async with reaped(first):
         await world.fake.wait_for_ready(timeout=30)
         await world.fake.roundtrip()
         for command in ("run", "migrate"):
-            second = await spawn(world, tmp_path, "-m", "bot", "--config", "{config}", command)
+            second = await spawn(world, tmp_path, "-m", "bot", "--config", "{config}", command, **sections)
             async with reaped(second):
                 lines = (await output_of(second)).strip().splitlines()
             assert second.returncode == 1, lines
@@ -314,7 +320,7 @@ async def test_one_bot_per_database(world: World, tmp_path: Path) -> None:
         first.kill()
         await first.wait()
     world.fake.gateway.ready.clear()
-    third = await spawn(world, tmp_path, "-m", "bot", "--config", "{config}", "run")
+    third = await spawn(world, tmp_path, "-m", "bot", "--config", "{config}", "run", **sections)
     async with reaped(third):
         await world.fake.wait_for_ready(timeout=30)
         assert world.fake.identify_count == 2

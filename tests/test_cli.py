@@ -7,12 +7,9 @@ import io
 import json
 import logging
 import os
-import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,39 +22,9 @@ from bot.__main__ import main
 from bot.statements import SignRequest, StatementService
 from bot.store import Store, latest_version
 from bot.store.statements import StatementsRepo
-from tests.helpers import FakeClock
+from tests.helpers import FakeClock, cli, closed_port, one_error_line
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if k not in {"DISCORD_TOKEN", "READERSVIEWS_CONFIG"}}
-    base["PYTHONPATH"] = str(ROOT)
-    return subprocess.run(
-        [sys.executable, "-m", "bot", *args],
-        cwd=cwd,
-        env={**base, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    """A world-readable folder (the read-only test runs as another user)."""
-    path = Path(tempfile.mkdtemp(prefix="rv-cli-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 1, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    return lines[0]
 
 
 def test_version_and_help(workdir: Path) -> None:
@@ -338,13 +305,6 @@ def test_export_through_the_console_script(signed_config: Path, tmp_path: Path) 
     )
     helped = cli("export", "statement", "--help", cwd=tmp_path)
     assert helped.returncode == 0 and "--public" in helped.stdout and "Discord ids" in helped.stdout
-
-
-def closed_port() -> int:
-    """A local port nothing listens on (connections are refused at once)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_mistyped_cog_fails_check(workdir: Path) -> None:

@@ -28,6 +28,7 @@ from tests.helpers import (
     card_has,
     eventually,
     make_article,
+    recorded,
     state_is,
     use_site,
 )
@@ -71,8 +72,7 @@ async def test_record_channels_from_config(world: World, booter: Any) -> None:
     """Channels listed in letters.record_channel_ids are recorded too."""
     booted: Booted = await booter(letters={"record_channel_ids": [world.discussion.id]})
     message = await world.fake.message_create(world.discussion, world.reader, "In the general channel")
-    await world.fake.settle()
-    await booted.cog("ReadersViews").recorder.flush()
+    await recorded(world.fake, booted, message)
     row = await booted.bot.store.contributions.by_message(int(message["id"]))
     assert row is not None and row.article_id is None
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -33,8 +32,8 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-async def store(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Store]:
-    opened = await Store.open(tmp_path / "letters.sqlite3", clock)
+async def store(store_location: str, clock: FakeClock) -> AsyncIterator[Store]:
+    opened = await Store.open(store_location, clock)
     yield opened
     await opened.close()
 

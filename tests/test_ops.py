@@ -113,12 +113,22 @@ async def test_healthz_says_what_is_wrong(world: World, booter: Any) -> None:
     assert body["status"] == "ok" and body["gateway"] == "connected" and body["database"] == "writable"
     assert body["guilds"] == 1
 
-    await booted.bot.store.db.conn.execute("PRAGMA query_only = 1")
+    db = booted.bot.store.db
+    # Make the database refuse the health check's write: read-only (SQLite), a constraint (PostgreSQL).
+    refuse, allow = (
+        (
+            "ALTER TABLE meta ADD CONSTRAINT refused CHECK (key <> 'healthz_at') NOT VALID",
+            "ALTER TABLE meta DROP CONSTRAINT refused",
+        )
+        if db.dialect == "postgres"
+        else ("PRAGMA query_only = 1", "PRAGMA query_only = 0")
+    )
+    await (db.write(refuse) if db.dialect == "postgres" else db.conn.execute(refuse))
     status, body = await healthz(port)
     assert status == 503
     assert body["database"] == "not writable" and "database does not take writes" in body["reason"]
     assert body["gateway"] == "connected"
-    await booted.bot.store.db.conn.execute("PRAGMA query_only = 0")
+    await (db.write(allow) if db.dialect == "postgres" else db.conn.execute(allow))
 
     await booted.stop()
     with pytest.raises(aiohttp.ClientConnectionError):

@@ -24,8 +24,8 @@ DISCLAIMER = "Views are the writers' own."
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await Database.open(tmp_path / "db.sqlite3")
+async def db(store_location: str) -> AsyncIterator[Database]:
+    database = await Database.open(store_location)
     yield database
     await database.close()
 
@@ -643,7 +643,7 @@ async def test_delivered_letter_texts_are_purged_after_the_retention(
     await h.drain()
 
     async def texts() -> int:
-        rows = await db.conn.execute_fetchall("SELECT count(*) FROM outbox WHERE payload LIKE '%private opinion%'")
+        rows = await db.fetchall("SELECT count(*) FROM outbox WHERE payload LIKE '%private opinion%'")
         return int(next(iter(rows))[0])
 
     clock.advance(29 * 86400)

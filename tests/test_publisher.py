@@ -104,8 +104,8 @@ class MemoryChannel:
 
 
 @pytest.fixture
-async def store(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Store]:
-    opened = await Store.open(tmp_path / "db.sqlite3", clock)
+async def store(store_location: str, clock: FakeClock) -> AsyncIterator[Store]:
+    opened = await Store.open(store_location, clock)
     try:
         yield opened
     finally:

@@ -28,6 +28,7 @@ from bot.statements import (
 )
 from bot.store import Store
 from bot.store.database import migration_files
+from bot.store.dialect import SQLITE
 from bot.store.statements import ORGANIZATIONS_PER_MEMBER, StatementRow, StatementsRepo
 from tests.helpers import FakeClock
 
@@ -37,9 +38,9 @@ ORGANIZER = 222
 
 
 @pytest.fixture
-async def env(tmp_path: Path) -> AsyncIterator[tuple[StatementService, Store, FakeClock]]:
+async def env(store_location: str) -> AsyncIterator[tuple[StatementService, Store, FakeClock]]:
     clock = FakeClock(START)
-    store = await Store.open(tmp_path / "s.sqlite3", clock)
+    store = await Store.open(store_location, clock)
     service = StatementService(store, StatementsRepo(store.db, clock), clock, site_update_minutes=10)
     try:
         yield service, store, clock
@@ -561,6 +562,7 @@ async def test_sign_click_read_does_not_queue_behind_the_reading_thread(
     """The read behind a click on Sign has a connection of its own: a slow read holding the database's
     reading thread (an export, say) does not hold clicks up, and the click sees what was committed."""
     service, store, _clock = env
+    sqlite_only(store)
     statement = await published(service)
     await service.sign(req(statement, 1, name="Ann Example"))
     assert store.db.reader is not None
@@ -583,13 +585,14 @@ async def test_sign_on_commits_without_waiting_for_the_writing_thread(
     """With nothing queued, a sign-on is committed at once on a connection of its own: a slow job on
     the database's writing thread (not holding the file) does not hold it up, and it is on disk."""
     service, store, _clock = env
+    sqlite_only(store)
     statement = await published(service)
     release = threading.Event()
     slow_job = asyncio.ensure_future(store.db.conn._execute(release.wait, 30))
     try:
         outcome = await asyncio.wait_for(service.sign(req(statement, 1, name="Ann Example")), timeout=10)
         assert outcome.status == "created" and not slow_job.done()
-        other = sqlite3.connect(tmp_path / "s.sqlite3")
+        other = sqlite3.connect(store.db.path)
         try:
             assert other.execute("SELECT name FROM signatures").fetchall() == [("Ann Example",)]
         finally:
@@ -605,8 +608,9 @@ async def test_sign_on_waits_for_a_locked_file_without_blocking_the_loop(
     """While another connection writes, a sign-on joins the group commit (which waits) instead of
     failing or stalling the event loop; it is recorded once the file is free."""
     service, _store, _clock = env
+    sqlite_only(_store)
     statement = await published(service)
-    other = sqlite3.connect(tmp_path / "s.sqlite3", isolation_level=None)
+    other = sqlite3.connect(_store.db.path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
     try:
         signing = asyncio.gather(*(service.sign(req(statement, user, name=f"Signer {user}")) for user in (1, 2, 3)))
@@ -628,6 +632,7 @@ async def test_sign_ons_of_one_turn_share_one_transaction(env: tuple[StatementSe
     """Sign-ons that arrive together (a burst's gateway frames come several at a time) are committed
     in one transaction, each answered with its own outcome; the next ones in a transaction of their own."""
     service, _store, _clock = env
+    sqlite_only(_store)
     statement = await published(service)
     first = await asyncio.gather(*(service.sign(req(statement, user, name=f"Signer {user}")) for user in range(1, 6)))
     assert [o.status for o in first] == ["created"] * 5
@@ -636,3 +641,9 @@ async def test_sign_ons_of_one_turn_share_one_transaction(env: tuple[StatementSe
     again = await service.sign(req(statement, 3, name="Signer three"))
     assert again.status == "updated"
     assert (service.writer.direct_batches, service.writer.direct_writes) == (2, 6)
+
+
+def sqlite_only(store: Store) -> None:
+    """The sign-on path on the event loop's own connection is SQLite's (PostgreSQL goes through its pool)."""
+    if store.db.dialect != SQLITE:
+        pytest.skip("SQLite's loop-thread connection; PostgreSQL has none")

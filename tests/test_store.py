@@ -8,6 +8,7 @@ import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from bot.clock import SystemClock
@@ -28,13 +29,31 @@ EXPECTED_TABLES = {
 }
 
 
-async def test_migrates_from_empty(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3", SystemClock())
+async def test_migrates_from_empty(store_location: str) -> None:
+    store = await Store.open(store_location, SystemClock())
     try:
         assert await store.db.schema_version() == latest_version()
         assert set(await store.db.table_counts()) >= EXPECTED_TABLES
-        assert (await store.db.scalar("PRAGMA journal_mode")).lower() == "wal"
-        assert await store.db.scalar("PRAGMA foreign_keys") == 1
+        if store.db.dialect == "sqlite":
+            assert (await store.db.scalar("PRAGMA journal_mode")).lower() == "wal"
+            assert await store.db.scalar("PRAGMA foreign_keys") == 1
+    finally:
+        await store.close()
+
+
+async def test_discord_ids_and_new_row_ids_round_trip(store_location: str) -> None:
+    """Discord ids are 64-bit (PostgreSQL's INTEGER is not); an insert's id comes back as SQLite's lastrowid."""
+    store = await Store.open(store_location, SystemClock())
+    try:
+        big = 1_234_567_890_123_456_789
+        item = NewContribution(big, big + 1, big + 2, big + 3, "Ada", "hello", datetime.now(UTC))
+        first = await store.contributions.record(item)
+        second = await store.contributions.record(
+            NewContribution(big, big + 9, big + 2, big + 3, "Ada", "again", item.created_at)
+        )
+        assert second == first + 1
+        row = await store.contributions.get_by_message(big + 1)
+        assert row is not None and row["guild_id"] == big and row["author_id"] == big + 3
     finally:
         await store.close()
 
@@ -55,36 +74,30 @@ async def test_migrates_from_every_earlier_version(tmp_path: Path) -> None:
         await db.close()
 
 
-async def test_outbox_rows_from_before_the_guild_column_know_their_server(tmp_path: Path) -> None:
+async def test_outbox_rows_from_before_the_guild_column_know_their_server(store_location: str) -> None:
     """Upgrading fills outbox.guild_id for letters, statements and digests queued before it existed."""
-    path = tmp_path / "v7.sqlite3"
-    conn = sqlite3.connect(path)
-    for version, name, sql in migration_files():
-        if name.endswith("_outbox_guild.sql"):  # the migrations before it, whatever its number
-            break
-        conn.executescript(sql)
-        conn.execute(f"PRAGMA user_version = {version}")
-    stamp = "2025-01-01T00:00:00+00:00"
-    conn.execute(
-        "INSERT INTO contributions (id, guild_id, channel_id, author_id, author_name, content, created_at)"
-        " VALUES (42, 111, 1, 1, 'w', 'text', ?)",
-        (stamp,),
-    )
-    conn.execute(
-        "INSERT INTO statements (id, guild_id, slug, title, body, organizer_id, created_at, updated_at)"
-        " VALUES (7, 222, 's', 'S', 'b', 1, ?, ?)",
-        (stamp, stamp),
-    )
-    for entity in ("letter:42", "statement:7", "digest:333-20250101-20250201", "letter:999"):
-        conn.execute(
-            "INSERT INTO outbox (kind, entity, payload, idempotency_key, next_attempt_at, created_at, updated_at)"
-            " VALUES ('x.create', ?, '{}', ?, ?, ?, ?)",
-            (entity, entity, stamp, stamp, stamp),
-        )
-    conn.commit()
-    conn.close()
-    db = await Database.open(path)
+    before = next(v for v, name, _ in migration_files() if name.endswith("_outbox_guild.sql")) - 1
+    db = await Database.open(store_location, migrate=False)
     try:
+        await db.migrate(up_to=before)  # the migrations before it, whatever its number
+        stamp = "2025-01-01T00:00:00+00:00"
+        await db.write(
+            "INSERT INTO contributions (id, guild_id, channel_id, author_id, author_name, content, created_at)"
+            " VALUES (42, 111, 1, 1, 'w', 'text', ?)",
+            (stamp,),
+        )
+        await db.write(
+            "INSERT INTO statements (id, guild_id, slug, title, body, organizer_id, created_at, updated_at)"
+            " VALUES (7, 222, 's', 'S', 'b', 1, ?, ?)",
+            (stamp, stamp),
+        )
+        for entity in ("letter:42", "statement:7", "digest:333-20250101-20250201", "letter:999"):
+            await db.write(
+                "INSERT INTO outbox (kind, entity, payload, idempotency_key, next_attempt_at, created_at, updated_at)"
+                " VALUES ('x.create', ?, '{}', ?, ?, ?, ?)",
+                (entity, entity, stamp, stamp, stamp),
+            )
+        await db.migrate()
         rows = await db.fetchall("SELECT entity, guild_id FROM outbox ORDER BY id")
         assert [(r["entity"], r["guild_id"]) for r in rows] == [
             ("letter:42", 111),
@@ -96,11 +109,11 @@ async def test_outbox_rows_from_before_the_guild_column_know_their_server(tmp_pa
         await db.close()
 
 
-async def test_reopening_applies_nothing(tmp_path: Path) -> None:
-    path = tmp_path / "db.sqlite3"
-    (await Database.open(path)).conn  # noqa: B018
-    db = await Database.open(path)
+async def test_reopening_applies_nothing(store_location: str) -> None:
+    await (await Database.open(store_location)).close()
+    db = await Database.open(store_location)
     assert await db.migrate() == []
+    assert await db.schema_version() == latest_version()
     await db.close()
 
 
@@ -111,6 +124,18 @@ async def test_newer_schema_is_refused(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(StoreError, match="newer than this readersviews understands"):
         await Database.open(path)
+
+
+async def test_newer_postgres_schema_is_refused(store_location: str) -> None:
+    """PostgreSQL records the schema version in a table; a newer one is refused in one line too."""
+    if not store_location.startswith("postgresql://"):
+        pytest.skip("the SQLite case is test_newer_schema_is_refused")
+    db = await Database.open(store_location)
+    await db.write("UPDATE schema_version SET version = ?", (latest_version() + 5,))
+    await db.close()
+    with pytest.raises(StoreError, match="newer than this readersviews understands") as refused:
+        await Database.open(store_location)
+    assert "\n" not in str(refused.value) and "password" not in str(refused.value)
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
@@ -137,8 +162,8 @@ async def test_garbage_file_is_refused(tmp_path: Path) -> None:
         await Database.open(path)
 
 
-async def test_transaction_rolls_back_as_a_unit(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3", SystemClock())
+async def test_transaction_rolls_back_as_a_unit(store_location: str) -> None:
+    store = await Store.open(store_location, SystemClock())
     try:
         with pytest.raises(RuntimeError):
             async with store.db.transaction() as conn:
@@ -149,9 +174,9 @@ async def test_transaction_rolls_back_as_a_unit(tmp_path: Path) -> None:
         await store.close()
 
 
-async def test_concurrent_write_does_not_join_open_transaction(tmp_path: Path) -> None:
+async def test_concurrent_write_does_not_join_open_transaction(store_location: str) -> None:
     """A write from another coroutine waits for the open unit of work instead of sharing its fate."""
-    store = await Store.open(tmp_path / "db.sqlite3", SystemClock())
+    store = await Store.open(store_location, SystemClock())
     try:
         entered = asyncio.Event()
 
@@ -173,9 +198,9 @@ async def test_concurrent_write_does_not_join_open_transaction(tmp_path: Path) -
         await store.close()
 
 
-async def test_run_in_transaction_commits_returns_and_rolls_back(tmp_path: Path) -> None:
+async def test_run_in_transaction_commits_returns_and_rolls_back(store_location: str) -> None:
     """The one-hop unit of work: plain sqlite3 code on the database thread, all or nothing."""
-    store = await Store.open(tmp_path / "db.sqlite3", SystemClock())
+    store = await Store.open(store_location, SystemClock())
     try:
 
         def insert_two(conn: sqlite3.Connection) -> int:
@@ -190,7 +215,7 @@ async def test_run_in_transaction_commits_returns_and_rolls_back(tmp_path: Path)
             conn.execute("INSERT INTO meta (key, value) VALUES ('z', '3')")
             conn.execute("INSERT INTO meta (key, value) VALUES ('x', 'duplicate key')")
 
-        with pytest.raises(sqlite3.IntegrityError):
+        with pytest.raises((sqlite3.IntegrityError, asyncpg.UniqueViolationError)):
             await store.db.run_in_transaction(half_then_fail)
         assert await store.meta.get("z") is None
         # The connection is usable afterwards, and the lock keeps other writers out of the unit.
@@ -204,8 +229,8 @@ async def test_run_in_transaction_commits_returns_and_rolls_back(tmp_path: Path)
         await store.close()
 
 
-async def test_contribution_record_is_idempotent(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3", SystemClock())
+async def test_contribution_record_is_idempotent(store_location: str) -> None:
+    store = await Store.open(store_location, SystemClock())
     try:
         item = NewContribution(1, 99, 2, 3, "Ada", "hello", datetime.now(UTC))
         first = await store.contributions.record(item)
@@ -216,8 +241,8 @@ async def test_contribution_record_is_idempotent(tmp_path: Path) -> None:
         await store.close()
 
 
-async def test_settings_seed_and_override(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite3", SystemClock(), seeds={5: {"alert_channel_id": 10}})
+async def test_settings_seed_and_override(store_location: str) -> None:
+    store = await Store.open(store_location, SystemClock(), seeds={5: {"alert_channel_id": 10}})
     try:
         assert await store.settings.get(5, "alert_channel_id") == 10
         await store.settings.set_many(5, {"alert_channel_id": 11, "editor_role_id": 7}, actor_id=1)
@@ -229,10 +254,10 @@ async def test_settings_seed_and_override(tmp_path: Path) -> None:
         await store.close()
 
 
-async def test_reads_never_see_another_tasks_uncommitted_rows(tmp_path: Path) -> None:
+async def test_reads_never_see_another_tasks_uncommitted_rows(store_location: str) -> None:
     """A read while another task's transaction is open sees only what was committed, never a row
     that is then rolled back; the transaction's own task does see its rows."""
-    db = await Database.open(tmp_path / "db.sqlite3")
+    db = await Database.open(store_location)
     inserted, release = asyncio.Event(), asyncio.Event()
     seen_inside: list[object] = []
 
@@ -314,3 +339,51 @@ async def test_existing_folder_is_kept_and_readable_files_are_tightened(tmp_path
     await db.close()
     assert folder.stat().st_mode & 0o777 == 0o755
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+async def test_posted_articles_sharing_a_category_in_a_server(store_location: str) -> None:
+    """The archive candidates: posted articles of the server sharing a category (any case), newest first, once each."""
+    store = await Store.open(store_location, SystemClock())
+    try:
+        feeds = [
+            await store.feeds.add(
+                guild_id=guild,
+                url=f"https://paper.example/feed{guild}",
+                channel_id=guild + 1,
+                channel_kind="forum",
+                tag_map={},
+                poll_interval=600,
+                created_by=None,
+            )
+            for guild in (10, 20)
+        ]
+
+        def item(n: int, categories: list[str]) -> dict[str, object]:
+            return {
+                "guid": f"g{n}",
+                "title": f"Story {n}",
+                "link": f"https://paper.example/{n}",
+                "summary": "",
+                "published": datetime(2025, 1, n, tzinfo=UTC),
+                "content_hash": f"h{n}",
+                "status": "pending",
+                "categories": categories,
+            }
+
+        await store.articles.insert_many(
+            feeds[0],
+            [item(1, ["Council", "Transport"]), item(2, ["sport"]), item(3, ["transport"]), item(4, ["Transport"])],
+        )
+        await store.articles.insert_many(feeds[1], [item(5, ["Transport"])])
+        ids = {
+            row["guid"]: int(row["id"]) for row in await store.db.fetchall("SELECT id, guid FROM articles ORDER BY id")
+        }
+        for guid in ("g1", "g2", "g3", "g5"):  # g4 is still pending
+            await store.articles.mark_posted(ids[guid], channel_id=11, thread_id=None, message_id=ids[guid])
+
+        found = await store.articles.posted_in_guild_sharing(10, ["TRANSPORT", "council"], ids["g3"], 10)
+        assert [a.guid for a in found] == ["g1"]  # not itself, not pending, not sport, not the other server
+        found = await store.articles.posted_in_guild_sharing(10, ["Transport", "Council"], 0, 10)
+        assert [a.guid for a in found] == ["g3", "g1"]
+    finally:
+        await store.close()

@@ -1,7 +1,7 @@
-"""The store: one SQLite database behind small repositories, one per aggregate.
+"""The store: one database (SQLite, or PostgreSQL) behind small repositories, one per aggregate.
 
-The repositories speak plain SQL with `?` parameters; a PostgreSQL store would implement the same
-methods. `Store.open` applies migrations, so a fresh file is ready to use.
+The repositories speak plain SQL with `?` parameters; on PostgreSQL, bot.store.dialect rewrites it
+where the two differ. `Store.open` applies migrations, so a fresh database is ready to use.
 """
 
 from __future__ import annotations
@@ -37,9 +37,16 @@ class Store:
 
     @classmethod
     async def open(
-        cls, path: Path | str, clock: Clock, *, seeds: dict[int, dict[str, Any]] | None = None, migrate: bool = True
+        cls,
+        path: Path | str,
+        clock: Clock,
+        *,
+        seeds: dict[int, dict[str, Any]] | None = None,
+        migrate: bool = True,
+        password: str | None = None,
     ) -> Store:
-        return cls(await Database.open(path, migrate=migrate), clock, seeds)
+        """`path`: a SQLite file, or a `postgresql://` URL (`password` for it, else libpq's PGPASSWORD/.pgpass)."""
+        return cls(await Database.open(path, migrate=migrate, password=password), clock, seeds)
 
     async def close(self) -> None:
         await self.db.close()

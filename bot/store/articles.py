@@ -16,6 +16,7 @@ from bot import metrics
 from bot.clock import Clock, from_db, to_db
 from bot.logs import ids
 from bot.store.database import Database
+from bot.store.dialect import json_array_values
 
 log = logging.getLogger(__name__)
 
@@ -338,9 +339,12 @@ class ArticlesRepo:
         marks = ", ".join("?" for _ in keys)
         channels = sorted(channel_ids or ())
         in_channels = f" AND f.channel_id IN ({', '.join('?' for _ in channels)})" if channel_ids is not None else ""
+        # EXISTS, not a join with DISTINCT: PostgreSQL wants a DISTINCT query's ORDER BY in its select list.
+        values = json_array_values(self._db.dialect, "a.categories", "c")
         rows = await self._db.fetchall(
-            "SELECT DISTINCT a.* FROM articles a JOIN feeds f ON f.id = a.feed_id, json_each(a.categories) c"
-            f" WHERE f.guild_id = ? AND a.status = 'posted' AND a.id != ? AND lower(c.value) IN ({marks}){in_channels}"
+            "SELECT a.* FROM articles a JOIN feeds f ON f.id = a.feed_id"
+            " WHERE f.guild_id = ? AND a.status = 'posted' AND a.id != ?"
+            f" AND EXISTS (SELECT 1 FROM {values} WHERE lower(c.value) IN ({marks})){in_channels}"
             " ORDER BY coalesce(a.published_at, a.posted_at) DESC, a.id DESC LIMIT ?",
             (guild_id, exclude_id, *keys, *channels, limit),
         )

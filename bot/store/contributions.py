@@ -16,6 +16,7 @@ import aiosqlite
 
 from bot.clock import Clock, from_db, to_db
 from bot.store.database import Database
+from bot.store.dialect import POSTGRES
 
 # Letters whose site copy exists or is on its way: never deleted by /letter forget or the purge.
 LIVE_STATES = ("approved", "published")
@@ -316,11 +317,17 @@ class ContributionsRepo:
 
     async def add_flag(self, contribution_id: int, flag: str) -> None:
         """Append a note for editors (e.g. deleted on Discord after approval); the version is left alone."""
-        await self._db.write(
-            "UPDATE contributions SET flags = json_insert(flags, '$[#]', ?)"
-            " WHERE id = ? AND NOT EXISTS (SELECT 1 FROM json_each(flags) WHERE value = ?)",
-            (flag, contribution_id, flag),
-        )
+        if self._db.dialect == POSTGRES:
+            sql = (
+                "UPDATE contributions SET flags = (flags::jsonb || jsonb_build_array(?::text))::text"
+                " WHERE id = ? AND NOT flags::jsonb @> jsonb_build_array(?::text)"
+            )
+        else:
+            sql = (
+                "UPDATE contributions SET flags = json_insert(flags, '$[#]', ?)"
+                " WHERE id = ? AND NOT EXISTS (SELECT 1 FROM json_each(flags) WHERE value = ?)"
+            )
+        await self._db.write(sql, (flag, contribution_id, flag))
 
     async def set_site_status(
         self,
@@ -341,7 +348,7 @@ class ContributionsRepo:
     async def awaiting_site_editors(self, statuses: tuple[str, ...], *, limit: int = 100) -> list[Contribution]:
         """Published letters whose post is still with the site's editors, least recently checked first."""
         marks = ",".join("?" * len(statuses))
-        rows = await self._db.conn.execute_fetchall(
+        rows = await self._db.fetchall(
             f"SELECT * FROM contributions WHERE state = 'published' AND remote_id IS NOT NULL"
             f" AND remote_status IN ({marks}) ORDER BY coalesce(remote_checked_at, ''), id LIMIT ?",
             (*statuses, limit),
@@ -349,7 +356,7 @@ class ContributionsRepo:
         return [Contribution.from_row(row) for row in rows]
 
     async def in_state(self, state: str, *, limit: int = 200) -> list[Contribution]:
-        rows = await self._db.conn.execute_fetchall(
+        rows = await self._db.fetchall(
             "SELECT * FROM contributions WHERE state = ? ORDER BY id LIMIT ?", (state, limit)
         )
         return [Contribution.from_row(row) for row in rows]

@@ -25,6 +25,7 @@ import aiosqlite
 
 from bot import metrics
 from bot.store.aiosqlite_internals import on_its_thread, raw_connection
+from bot.store.dialect import SQLITE
 
 T = TypeVar("T")
 
@@ -116,15 +117,25 @@ class Database:
     waits for the write lock instead.
     """
 
+    dialect = SQLITE
+
     def __init__(self, conn: aiosqlite.Connection, path: Path, reader: aiosqlite.Connection | None = None) -> None:
         self.conn = conn
         self.path = path
+        self.location = str(path)
         self.reader = reader
         self._lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, path: Path | str, *, migrate: bool = True) -> Database:
-        """Open (creating if needed) and bring the schema up to date."""
+    async def open(cls, path: Path | str, *, migrate: bool = True, password: str | None = None) -> Database:
+        """Open (creating if needed) and bring the schema up to date.
+
+        A `postgresql://` URL opens the PostgreSQL store (`password`: see bot.store.postgres).
+        """
+        from bot.store.postgres import PostgresDatabase, is_postgres_url
+
+        if is_postgres_url(path):
+            return await PostgresDatabase.open_url(str(path), migrate=migrate, password=password)
         uri = str(path).startswith("file:")  # e.g. file:/srv/rv.sqlite3?mode=ro
         path = Path(path)
         on_disk = str(path) != ":memory:" and not uri
@@ -186,6 +197,10 @@ class Database:
         if str(self.path) != ":memory:" and str(mode).lower() != "wal":
             log.warning("database %s: journal mode is %s, not WAL", self.path, mode)
 
+    async def server_version(self) -> str:
+        """The engine and its version, e.g. "SQLite 3.40.1" (for `readersviews check`)."""
+        return f"SQLite {sqlite3.sqlite_version}"
+
     async def schema_version(self) -> int:
         return int(await self._scalar_on_writer("PRAGMA user_version") or 0)
 
@@ -193,13 +208,15 @@ class Database:
         rows = list(await self.conn.execute_fetchall(sql))
         return rows[0][0] if rows else None
 
-    async def migrate(self) -> list[str]:
-        """Apply every migration newer than the DB's version, each in its own transaction."""
+    async def migrate(self, up_to: int | None = None) -> list[str]:
+        """Apply every migration newer than the DB's version (up to `up_to`), each in its own transaction."""
         applied = []
         current = await self.schema_version()
         for version, name, sql in migration_files():
             if version <= current:
                 continue
+            if up_to is not None and version > up_to:
+                break
             async with self._lock:
                 # executescript would COMMIT first; run statements one by one inside our transaction.
                 await self.conn.execute("BEGIN IMMEDIATE")
@@ -215,6 +232,16 @@ class Database:
             applied.append(name)
         return applied
 
+    async def listen_jobs(self, callback: Callable[[str], None]) -> None:
+        """Wake-ups from other processes (PostgreSQL only): one process per SQLite file, so none."""
+
+    async def notify_job(self, job: str) -> None:
+        """Wake the process running `job` in another process (PostgreSQL only): none with SQLite."""
+
+    async def claim_jobs(self, jobs: Sequence[str]) -> list[str]:
+        """The jobs (bot.claims) this process holds of `jobs`: all of them (one process per SQLite file)."""
+        return list(jobs)
+
     async def close(self) -> None:
         async with self._lock:
             if self.reader is not None:
@@ -222,7 +249,7 @@ class Database:
             await self.conn.close()
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def transaction(self) -> AsyncIterator[Any]:
         """One unit of work: everything inside commits together or not at all."""
         async with self._lock:
             token = _in_unit_of_work.set(self)

@@ -15,6 +15,7 @@ from bot import metrics
 from bot.clock import Clock, from_db, to_db
 from bot.store.audit import insert_audit
 from bot.store.database import Database
+from bot.store.dialect import json_flag
 from bot.store.tenancy import only_guilds
 
 log = logging.getLogger(__name__)
@@ -136,7 +137,8 @@ class FeedsRepo:
         """Enabled feeds that chose "From the archives" replies (with `guilds`, of those servers)."""
         only, params = only_guilds(guilds)
         rows = await self._db.fetchall(
-            f"SELECT * FROM feeds WHERE enabled = 1 AND json_extract(settings, '$.archive_links'){only} ORDER BY id",
+            f"SELECT * FROM feeds WHERE enabled = 1 AND {json_flag(self._db.dialect, 'settings', 'archive_links')}"
+            f"{only} ORDER BY id",
             params,
         )
         return [FeedRow.from_row(r) for r in rows]

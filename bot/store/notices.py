@@ -41,7 +41,7 @@ class NoticesRepo:
         )
 
     async def due(self, limit: int = 50, *, max_attempts: int = 10) -> list[Notice]:
-        rows = await self._db.conn.execute_fetchall(
+        rows = await self._db.fetchall(
             "SELECT id, letter_id, event, audience, attempts FROM letter_notices"
             " WHERE sent_at IS NULL AND attempts < ? ORDER BY id LIMIT ?",
             (max_attempts, limit),
@@ -62,7 +62,7 @@ class NoticesRepo:
 
     async def for_letter(self, letter_id: int) -> list[tuple[str, str, bool]]:
         """(event, audience, sent) for a letter, oldest first (for tests and status)."""
-        rows = await self._db.conn.execute_fetchall(
+        rows = await self._db.fetchall(
             "SELECT event, audience, sent_at IS NOT NULL FROM letter_notices WHERE letter_id = ? ORDER BY id",
             (letter_id,),
         )

@@ -20,6 +20,7 @@ import aiosqlite
 from bot.clock import Clock, from_db, to_db
 from bot.site.base import RemoteRef, SiteItem
 from bot.store.database import Database
+from bot.store.dialect import json_array_values
 
 STATES = ("pending", "inflight", "done", "dead")
 ACTIONS = ("create", "update", "retract")
@@ -94,8 +95,16 @@ async def _statement_guild(conn: aiosqlite.Connection, entity: str) -> int | Non
     return int(found[0]) if found else None
 
 
-# Rows of servers the bot serves (a JSON list of ids; NULL: every server) and rows of no server.
-SERVED = "(? IS NULL OR o.guild_id IS NULL OR o.guild_id IN (SELECT value FROM json_each(?)))"
+def served_condition(dialect: str) -> str:
+    """Rows of servers the bot serves (a JSON list of ids; NULL: every server) and rows of no server.
+
+    The list's elements come through the dialect's JSON hook (PostgreSQL has no array `json_each`); the
+    first parameter is cast so that PostgreSQL knows its type when it is only compared with NULL.
+    """
+    ids = json_array_values(dialect, "?", "s")
+    return (
+        f"(CAST(? AS TEXT) IS NULL OR o.guild_id IS NULL OR o.guild_id IN (SELECT CAST(s.value AS BIGINT) FROM {ids}))"
+    )
 
 
 def _served(guild_ids: Collection[int] | None) -> tuple[str | None, str | None]:
@@ -188,7 +197,7 @@ class OutboxRepo:
         async with self._db.transaction() as conn:
             async with conn.execute(
                 "SELECT o.id FROM outbox o WHERE o.state = 'pending' AND o.next_attempt_at <= ?"
-                f" AND {SERVED}"
+                f" AND {served_condition(self._db.dialect)}"
                 " AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.entity = o.entity AND p.id < o.id"
                 " AND p.state != 'done') ORDER BY o.next_attempt_at, o.id LIMIT ?",
                 (now, *_served(served), limit),
@@ -212,7 +221,8 @@ class OutboxRepo:
     async def next_due_at(self, *, served: Collection[int] | None = None) -> datetime | None:
         """When the earliest claimable row becomes due (None: nothing pending that could run)."""
         value = await self._db.scalar(
-            f"SELECT min(o.next_attempt_at) FROM outbox o WHERE o.state = 'pending' AND {SERVED}"
+            "SELECT min(o.next_attempt_at) FROM outbox o WHERE o.state = 'pending'"
+            f" AND {served_condition(self._db.dialect)}"
             " AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.entity = o.entity AND p.id < o.id"
             " AND p.state != 'done')",
             _served(served),
@@ -237,8 +247,10 @@ class OutboxRepo:
             if live:
                 await conn.executemany(
                     "INSERT INTO remote_objects (entity, remote_id, remote_url, updated_at) VALUES (?, ?, ?, ?)"
-                    " ON CONFLICT (entity) DO UPDATE SET remote_id = coalesce(excluded.remote_id, remote_id),"
-                    " remote_url = coalesce(excluded.remote_url, remote_url), updated_at = excluded.updated_at",
+                    " ON CONFLICT (entity) DO UPDATE SET"
+                    " remote_id = coalesce(excluded.remote_id, remote_objects.remote_id),"
+                    " remote_url = coalesce(excluded.remote_url, remote_objects.remote_url),"
+                    " updated_at = excluded.updated_at",
                     live,
                 )
 
@@ -428,7 +440,7 @@ class SiteIncidentRepo:
         self._clock = clock
 
     async def get(self) -> SiteIncident | None:
-        rows = list(await self._db.conn.execute_fetchall("SELECT * FROM site_incident WHERE id = 1"))
+        rows = list(await self._db.fetchall("SELECT * FROM site_incident WHERE id = 1"))
         if not rows:
             return None
         row = rows[0]

@@ -241,7 +241,9 @@ SignContextRows = dict[tuple[int, int], tuple["StatementRow | None", bool, "Sign
 
 def sign_context_query(pairs: Sequence[tuple[int, int]]) -> tuple[str, list[int]]:
     """The read behind `StatementsRepo.sign_contexts` for up to 400 (statement id, user id) pairs."""
-    return _SIGN_CONTEXT.format(values=",".join(["(?, ?)"] * len(pairs))), [v for pair in pairs for v in pair]
+    # Typed: PostgreSQL takes untyped VALUES parameters for text (SQLite's BIGINT is INTEGER).
+    values = ",".join(["(CAST(? AS BIGINT), CAST(? AS BIGINT))"] * len(pairs))
+    return _SIGN_CONTEXT.format(values=values), [v for pair in pairs for v in pair]
 
 
 def sign_contexts_on(conn: sqlite3.Connection, pairs: Sequence[tuple[int, int]]) -> SignContextRows:

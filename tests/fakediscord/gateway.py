@@ -81,11 +81,15 @@ def _zstd_stream() -> Callable[[bytes], bytes]:
 
 
 class Session:
-    """A gateway session: survives connection drops, replays by sequence number on RESUME."""
+    """A gateway session: survives connection drops, replays by sequence number on RESUME.
 
-    def __init__(self, intents: int) -> None:
+    `shard` is (shard id, shard count) from IDENTIFY; (0, 1) when the client does not shard.
+    """
+
+    def __init__(self, intents: int, shard: tuple[int, int] = (0, 1)) -> None:
         self.session_id = secrets.token_hex(16)
         self.intents = intents
+        self.shard = shard
         self.seq = 0
         self.log: list[dict[str, Any]] = []
         self.conn: Connection | None = None
@@ -93,18 +97,43 @@ class Session:
     def has(self, intent: int) -> bool:
         return bool(self.intents & intent)
 
+    def owns(self, guild_id: int) -> bool:
+        """Discord's rule: a guild's events go to shard (guild_id >> 22) % shard_count."""
+        shard_id, count = self.shard
+        return (guild_id >> 22) % count == shard_id
+
+
+def shard_of(guild_id: int, count: int) -> int:
+    return (guild_id >> 22) % count
+
+
+def _event_guild(t: str, d: dict[str, Any]) -> int | None:
+    """The guild an event belongs to (None: not a guild's, e.g. a DM, which goes to shard 0)."""
+    if t in ("GUILD_CREATE", "GUILD_UPDATE", "GUILD_DELETE") and d.get("id") is not None:
+        return int(d["id"])
+    if d.get("guild_id") is not None:
+        return int(d["guild_id"])
+    return None
+
 
 class Gateway:
     def __init__(self, fake: FakeDiscord) -> None:
         self.fake = fake
-        self.session: Session | None = None
+        self.sessions: dict[int, Session] = {}  # by shard id
         self.identify_count = 0
         self.resume_count = 0
         self.invalid_sessions = 0
         self.ready = asyncio.Event()
+        self.shards_ready: set[int] = set()  # shards that identified and got their guilds
+        self._identified = asyncio.Event()
         self.resumed = asyncio.Event()
         self.connections: list[Connection] = []
         self.received: list[dict[str, Any]] = []
+
+    @property
+    def session(self) -> Session | None:
+        """The session of the lowest shard connected (the only one for a client that does not shard)."""
+        return self.sessions[min(self.sessions)] if self.sessions else None
 
     # --- websocket endpoint ---------------------------------------------
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -139,8 +168,9 @@ class Gateway:
             log.exception("gateway handler crashed")
             self.fake.errors.append("gateway handler crashed")
         finally:
-            if self.session is not None and self.session.conn is conn:
-                self.session.conn = None
+            for session in self.sessions.values():
+                if session.conn is conn:
+                    session.conn = None
             if conn in self.connections:
                 self.connections.remove(conn)
             for fut in conn.heartbeat_waiters:
@@ -179,16 +209,29 @@ class Gateway:
             await conn.ws.close(code=4013, message=b"Invalid intent(s).")
             return
         intents = int(d["intents"])
+        shard = d.get("shard", [0, 1])
+        valid = (
+            isinstance(shard, list)
+            and len(shard) == 2
+            and all(isinstance(n, int) for n in shard)
+            and 0 <= shard[0] < shard[1]
+        )
+        others = [s for s in self.sessions.values() if s.shard[0] != (shard[0] if valid else None)]
+        if not valid or any(s.shard[1] != shard[1] for s in others):
+            # Discord closes with 4010 "Invalid shard" (a bad pair, or a count other shards don't use).
+            await conn.ws.close(code=4010, message=b"Invalid shard.")
+            return
+        shard_id, count = shard
         self.identify_count += 1
         self.ready.clear()
-        old = self.session
+        old = self.sessions.get(shard_id)
         if old is not None and old.conn is not None and old.conn is not conn:
             await old.conn.ws.close(code=4000)
-        session = Session(intents)
+        session = Session(intents, (shard_id, count))
         session.conn = conn
-        self.session = session
+        self.sessions[shard_id] = session
         fake = self.fake
-        guilds = list(fake.guilds.values())
+        guilds = [g for g in fake.guilds.values() if session.owns(g.id)]
         ready = {
             "v": 10,
             "user_settings": {},
@@ -213,9 +256,12 @@ class Gateway:
         for g in guilds:
             await self._send_dispatch(session, "GUILD_CREATE", g.payload(include_members=include_members))
         self.ready.set()
+        self.shards_ready.add(shard_id)
+        self._identified.set()
+        self._identified = asyncio.Event()
 
     async def _resume(self, conn: Connection, d: dict[str, Any]) -> None:
-        session = self.session
+        session = next((s for s in self.sessions.values() if s.session_id == d.get("session_id")), None)
         if (
             session is None
             or d.get("session_id") != session.session_id
@@ -240,7 +286,7 @@ class Gateway:
         self.resumed.set()
 
     async def _request_members(self, conn: Connection, d: dict[str, Any]) -> None:
-        session = self.session
+        session = next((s for s in self.sessions.values() if s.conn is conn), None)
         if session is None:
             return
         gids = d.get("guild_id")
@@ -292,13 +338,22 @@ class Gateway:
 
         Returns False when nothing is sent: no session yet, or the intent is missing.
         """
-        session = self.session
+        guild_id = _event_guild(t, d)
+        if guild_id is None:
+            session = self.sessions.get(0)  # DMs and the like: shard 0
+        else:
+            session = next((s for s in self.sessions.values() if s.owns(guild_id)), None)
         if session is None:
             return False
         if intent is not None and not session.has(intent):
             return False
         await self._send_dispatch(session, t, d)
         return True
+
+    async def wait_for_shards(self, shard_ids: set[int], timeout: float) -> None:  # noqa: ASYNC109
+        async with asyncio.timeout(timeout):
+            while not shard_ids <= {i for i in self.shards_ready if self.sessions.get(i) is not None}:
+                await self._identified.wait()
 
     # --- control ---------------------------------------------------------
     async def drop(self, code: int = 4000, *, abrupt: bool = False) -> None:
@@ -321,16 +376,22 @@ class Gateway:
         await self.session.conn.send({"op": op, "d": d, "s": None, "t": None})
 
     async def roundtrip(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109
-        """Ask the client for a heartbeat and wait for it: all earlier frames are then parsed."""
-        if self.session is None or self.session.conn is None:
+        """Ask every shard's client for a heartbeat and wait for it: all earlier frames are then parsed."""
+        connected = [s for s in self.sessions.values() if s.conn is not None]
+        if not connected:
             raise RuntimeError("no gateway connection")
+        for session in connected:
+            await self._roundtrip(session, timeout)
+
+    async def _roundtrip(self, session: Session, timeout: float) -> None:  # noqa: ASYNC109
         # Two requests, two answers awaited: at most one answer can be a periodic heartbeat sent by
         # the client's keep-alive thread, so at least one is a reply to ours, which the client only
         # sends after parsing every frame it received before.
-        conn = self.session.conn
+        conn = session.conn
+        assert conn is not None
         target = conn.heartbeats + 2
-        await conn.send({"op": HEARTBEAT, "d": self.session.seq, "s": None, "t": None})
-        await conn.send({"op": HEARTBEAT, "d": self.session.seq, "s": None, "t": None})
+        await conn.send({"op": HEARTBEAT, "d": session.seq, "s": None, "t": None})
+        await conn.send({"op": HEARTBEAT, "d": session.seq, "s": None, "t": None})
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while conn.heartbeats < target:

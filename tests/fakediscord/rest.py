@@ -379,7 +379,7 @@ class Api:
         return Reply(
             {
                 "url": self.fake.gateway_url,
-                "shards": 1,
+                "shards": self.fake.recommended_shards,
                 "session_start_limit": {
                     "total": 1000,
                     "remaining": 1000 - self.fake.identify_count,

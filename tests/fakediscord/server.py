@@ -104,6 +104,7 @@ class FakeDiscord:
         self.host = host
         self.port = 0
         self.heartbeat_interval_ms = heartbeat_interval_ms
+        self.recommended_shards = 1  # GET /gateway/bot "shards" (AutoShardedBot without a count uses it)
         self.interaction_timeout = 3.0  # seconds to answer an interaction
         self.followup_timeout = 15 * 60.0  # token lifetime
         self.attachment_size_limit = 10 * 1024 * 1024
@@ -221,10 +222,19 @@ class FakeDiscord:
         owner: User | None = None,
         bot_permissions: int = P.DEFAULT_BOT,
         everyone_permissions: int = P.DEFAULT_EVERYONE,
+        shard: tuple[int, int] | None = None,
     ) -> Guild:
-        """A guild with an owner member, the bot (with a managed role holding ``bot_permissions``)."""
+        """A guild with an owner member, the bot (with a managed role holding ``bot_permissions``).
+
+        `shard`: (shard id, shard count) the guild's id must fall on ((id >> 22) % count).
+        """
         owner = owner or self.add_user(f"{name.lower().replace(' ', '-')}-owner")
-        guild = Guild(self, self.ids.next(), name, owner)
+        guild_id = self.ids.next()
+        if shard is not None:
+            wanted, count = shard
+            # The shard comes from the id's timestamp part: step it by whole milliseconds.
+            guild_id += ((wanted - (guild_id >> 22) % count) % count) << 22
+        guild = Guild(self, guild_id, name, owner)
         guild.everyone.permissions = everyone_permissions
         self.guilds[guild.id] = guild
         guild.add_member(owner.username, user=owner)
@@ -353,6 +363,15 @@ class FakeDiscord:
     async def wait_for_ready(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109
         """Until the client has identified and all GUILD_CREATEs were sent."""
         await asyncio.wait_for(self.gateway.ready.wait(), timeout)
+
+    async def wait_for_shards(self, shard_ids: set[int], timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        """Until each of these shards has identified (by any client) and got its guilds."""
+        await self.gateway.wait_for_shards(shard_ids, timeout)
+
+    @property
+    def shards(self) -> dict[int, tuple[int, int]]:
+        """{shard id: (shard id, shard count)} of the sessions identified so far."""
+        return {shard_id: session.shard for shard_id, session in self.gateway.sessions.items()}
 
     async def wait_for_resume(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
         await asyncio.wait_for(self.gateway.resumed.wait(), timeout)

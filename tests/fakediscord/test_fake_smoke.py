@@ -512,3 +512,69 @@ async def test_autocomplete_select_and_user_command(running: tuple[FakeDiscord, 
 
     prof = await fake.context_menu(w.guild, w.alice, "Profile", w.bob)
     assert (await prof.wait_response())["data"]["content"] == "bob joined"
+
+
+class ShardedSmokeBot(commands.AutoShardedBot):
+    def __init__(self, shard_ids: list[int] | None, shard_count: int | None) -> None:
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=discord.Intents.default(),
+            guild_ready_timeout=0.05,
+            shard_ids=shard_ids,
+            shard_count=shard_count,
+        )
+        self.seen: list[tuple[int, int | None]] = []  # (guild id, shard id) of each message
+
+    async def on_message(self, message: discord.Message) -> None:
+        self.seen.append((message.guild.id if message.guild else 0, message.guild.shard_id if message.guild else None))
+
+
+async def test_shards_get_only_their_guilds(fake: FakeDiscord) -> None:
+    """IDENTIFY with shard [id, count]: READY and every event of a guild go to shard (guild_id >> 22) % count."""
+    on_zero = fake.add_guild("Zero", shard=(0, 2))
+    on_one = fake.add_guild("One", shard=(1, 2))
+    channels = {g.id: g.add_text_channel("general") for g in (on_zero, on_one)}
+    writers = {g.id: g.add_member(f"writer-{g.name.lower()}") for g in (on_zero, on_one)}
+    fake.recommended_shards = 2
+    one = ShardedSmokeBot(shard_ids=[1], shard_count=2)
+    await one.login(fake.token)
+    task = asyncio.create_task(one.connect())
+    try:
+        await fake.wait_for_shards({1})
+        await asyncio.wait_for(one.wait_until_ready(), 5)
+        assert fake.shards == {1: (1, 2)}
+        assert [g.id for g in one.guilds] == [on_one.id], "shard 1 of 2 gets only its guild"
+        await fake.message_create(channels[on_one.id], writers[on_one.id], "to shard 1")
+        assert not await fake.dispatch("MESSAGE_CREATE", {"guild_id": str(on_zero.id)}), "shard 0 is not connected"
+        await fake.settle()
+        assert one.seen == [(on_one.id, 1)]
+    finally:
+        await one.close()
+        await asyncio.wait_for(task, 5)
+
+    # One client running both shards (count from GET /gateway/bot) sees both guilds, each on its shard.
+    both = ShardedSmokeBot(shard_ids=None, shard_count=None)
+    await both.login(fake.token)
+    task = asyncio.create_task(both.connect())
+    try:
+        await fake.wait_for_shards({0, 1})
+        await asyncio.wait_for(both.wait_until_ready(), 10)
+        assert {g.id: g.shard_id for g in both.guilds} == {on_zero.id: 0, on_one.id: 1}
+        for guild in (on_zero, on_one):
+            await fake.message_create(channels[guild.id], writers[guild.id], "hello")
+        await fake.settle()
+        assert sorted(both.seen) == sorted([(on_zero.id, 0), (on_one.id, 1)])
+    finally:
+        await both.close()
+        await asyncio.wait_for(task, 5)
+
+
+async def test_identify_with_a_bad_shard_is_closed_4010(fake: FakeDiscord) -> None:
+    fake.add_guild("Any")
+    for shard in ([2, 2], [0, 0], "0,1"):
+        async with aiohttp.ClientSession() as session, session.ws_connect(fake.gateway_url) as ws:
+            await ws.receive_json()  # HELLO
+            await ws.send_json({"op": 2, "d": {"token": fake.token, "intents": 1, "properties": {}, "shard": shard}})
+            closed = await ws.receive()
+            assert closed.type == aiohttp.WSMsgType.CLOSE and closed.data == 4010, (shard, closed)
+    assert fake.identify_count == 0
