@@ -380,7 +380,6 @@ class StatementService:
     def __init__(
         self,
         store: Store,
-        repo: StatementsRepo,
         clock: Clock,
         *,
         site_update_minutes: int = 10,
@@ -393,7 +392,7 @@ class StatementService:
         self.store = store
         # With discord.allowed_guild_ids set, deadlines of other servers' statements are not acted on.
         self.served_guilds = served_guilds
-        self.repo = repo
+        self.repo = store.statements
         self.clock = clock
         self.site_update_interval = timedelta(minutes=site_update_minutes)
         self._on_enqueued = on_enqueued or (lambda: None)
@@ -401,9 +400,9 @@ class StatementService:
         self._on_changed = on_changed or (lambda _id: None)
         # Called when a deadline or an owed site update may have moved (the timer recomputes).
         self._on_schedule = on_schedule or (lambda: None)
-        self.direct = LoopConnection(repo.db)
-        self.writer = SignatureWriter(repo, max_batch=max_batch, direct=self.direct)
-        self.reader = SignContextReader(repo, direct=self.direct)
+        self.direct = LoopConnection(self.repo.db)
+        self.writer = SignatureWriter(self.repo, max_batch=max_batch, direct=self.direct)
+        self.reader = SignContextReader(self.repo, direct=self.direct)
 
     # -- lifecycle of a statement ---------------------------------------------------------------
 
@@ -489,7 +488,7 @@ class StatementService:
             if before is None or before.status == "draft":
                 raise StatementError("That statement no longer exists.")
             await self.repo.update_fields(
-                conn, statement_id, channel_id=channel_id, message_id=message_id, message_dirty=1
+                conn, statement_id, channel_id=channel_id, message_id=message_id, message_changed=True
             )
             await self.store.audit.record(
                 "statement.repost",
@@ -542,7 +541,7 @@ class StatementService:
             raise StatementError(f"The text can be at most {BODY_MAX} characters (it has {len(clean_body)}).")
         async with self.repo.db.transaction() as conn:
             await self.repo.update_fields(
-                conn, statement_id, title=clean_title, body=clean_body, message_dirty=1, site_dirty=1
+                conn, statement_id, title=clean_title, body=clean_body, message_changed=True, site_dirty=1
             )
             await self.store.audit.record(
                 "statement.edit",
@@ -566,7 +565,7 @@ class StatementService:
             if statement is None or statement.status != "open":
                 return None
             await self.repo.update_fields(
-                conn, statement_id, status="closed", closed_at=now, message_dirty=1, close_announced=0
+                conn, statement_id, status="closed", closed_at=now, message_changed=True, close_announced=0
             )
             closed = await self.repo.get(statement_id, conn)
             assert closed is not None
@@ -608,7 +607,7 @@ class StatementService:
                 status="open",
                 closed_at=None,
                 closes_at=new_deadline,
-                message_dirty=1,
+                message_changed=True,
                 site_dirty=1,
                 close_announced=0,
             )
@@ -735,7 +734,7 @@ class StatementService:
                     raise SeveralSignatures(mine)
             withdrawn = await self.repo.withdraw(conn, statement_id, user_id, signature_id)
             if withdrawn is not None:
-                await self.repo.update_fields(conn, statement_id, message_dirty=1, site_dirty=1)
+                await self.repo.update_fields(conn, statement_id, message_changed=True, site_dirty=1)
         if withdrawn is not None:
             self._on_changed(statement_id)
             self._on_schedule()
@@ -760,7 +759,7 @@ class StatementService:
             )
         async with self.repo.db.transaction() as conn:
             changed = await self.repo.set_hidden(conn, signature_id, actor_id, hidden)
-            await self.repo.update_fields(conn, statement_id, message_dirty=1, site_dirty=1)
+            await self.repo.update_fields(conn, statement_id, message_changed=True, site_dirty=1)
             await self.store.audit.record(
                 "statement.signature.hide" if hidden else "statement.signature.unhide",
                 guild_id=statement.guild_id,
@@ -781,7 +780,7 @@ class StatementService:
             changed = await self.repo.set_blocked(conn, statement_id, user_id, actor_id, blocked)
             hidden = await self.repo.hide_live_of_user(conn, statement_id, user_id, actor_id) if blocked else 0
             if hidden:
-                await self.repo.update_fields(conn, statement_id, message_dirty=1, site_dirty=1)
+                await self.repo.update_fields(conn, statement_id, message_changed=True, site_dirty=1)
             await self.store.audit.record(
                 "statement.block" if blocked else "statement.unblock",
                 guild_id=statement.guild_id,
@@ -806,6 +805,31 @@ class StatementService:
 
     async def public_signers(self, statement_id: int) -> list[SignatureRow]:
         return await self.repo.live_signatures(statement_id, public_only=True)
+
+    async def counts(self, statement_id: int, *, latest: int = 0) -> Counts:
+        return await self.repo.counts(statement_id, latest=latest)
+
+    async def search(self, guild_id: int, text: str, *, limit: int = 25) -> list[StatementRow]:
+        """Published statements of a server whose slug or title contains `text` (autocomplete)."""
+        return await self.repo.search(guild_id, text, limit=limit)
+
+    async def current(self, statement_id: int) -> StatementRow | None:
+        """The stored row as is (drafts included), for the message refresher."""
+        return await self.repo.get(statement_id)
+
+    async def with_message_changes(self) -> list[StatementRow]:
+        """Statements whose message does not show their latest changes yet."""
+        return await self.repo.with_message_changes()
+
+    async def message_shown(self, statement: StatementRow) -> bool:
+        """The message now shows `statement` as read: forget its changes unless more came since."""
+        return await self.repo.clear_message_changes(statement.id, statement.message_changes)
+
+    async def closed_unannounced(self) -> list[StatementRow]:
+        return await self.repo.closed_unannounced()
+
+    async def mark_announced(self, statement_id: int) -> None:
+        await self.repo.mark_announced(statement_id)
 
     # -- timers: deadlines and site updates -----------------------------------------------------
 
@@ -981,7 +1005,7 @@ async def export_statement(
     bom: bool,
 ) -> bytes:
     """The CLI's `readersviews export statement SLUG`: LookupError with a readable message if unclear."""
-    repo = StatementsRepo(store.db, store.clock)
+    repo = store.statements
     found = [s for s in await repo.all_with_slug(slug) if s.status != "draft"]
     if guild_id is not None:
         found = [s for s in found if s.guild_id == guild_id]

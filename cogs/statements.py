@@ -52,7 +52,6 @@ from bot.store.statements import (
     SignKind,
     SignOutcome,
     StatementRow,
-    StatementsRepo,
 )
 
 if TYPE_CHECKING:
@@ -582,10 +581,8 @@ class Statements(commands.Cog):
 
     def __init__(self, bot: ReadersViewsBot) -> None:
         self.bot = bot
-        self.repo = StatementsRepo(bot.store.db, bot.clock)
         self.service = StatementService(
             bot.store,
-            self.repo,
             bot.clock,
             site_update_minutes=bot.config.site.statement_update_minutes,
             on_enqueued=bot.outbox.notify,
@@ -647,7 +644,7 @@ class Statements(commands.Cog):
     @timer.before_loop
     async def _before_timer(self) -> None:
         await self.bot.wait_until_ready()
-        for statement in await self.repo.message_dirty():
+        for statement in await self.service.with_message_changes():
             self.refresher.mark(statement.id)
 
     @timer.error
@@ -659,14 +656,14 @@ class Statements(commands.Cog):
     async def run_timer_once(self) -> None:
         """Close what is due, post owed final counts, enqueue owed site updates."""
         await self.service.close_due()
-        for statement in await self.repo.closed_unannounced():
+        for statement in await self.service.closed_unannounced():
             await self._announce_close(statement)
         await self.service.flush_site_updates()
 
     async def _announce_close(self, statement: StatementRow) -> None:
         self.refresher.mark(statement.id)
         if statement.channel_id is not None:
-            counts = await self.repo.counts(statement.id)
+            counts = await self.service.counts(statement.id)
             try:
                 await self._post_note(
                     statement,
@@ -678,7 +675,7 @@ class Statements(commands.Cog):
                 await self.bot.alert(
                     statement.guild_id, f"I couldn't post the final count of statement `{statement.slug}`: {exc}"
                 )
-        await self.repo.mark_announced(statement.id)
+        await self.service.mark_announced(statement.id)
 
     async def _post_note(self, statement: StatementRow, text: str, *, silent: bool = False) -> None:
         """Post `text` in the statement's channel, as a reply to its message (when it still exists)."""
@@ -701,10 +698,10 @@ class Statements(commands.Cog):
 
     async def _refresh_message(self, statement_id: int) -> None:
         """Show the current state; other failures than "gone"/"no access" raise, and the refresher retries."""
-        statement = await self.repo.get(statement_id)  # read before the counts: its change counter is not newer
+        statement = await self.service.current(statement_id)  # read before the counts: its change counter is not newer
         if statement is None or statement.message_id is None or statement.channel_id is None:
             return
-        snapshot = Snapshot(statement, await self.repo.counts(statement_id, latest=LATEST_SHOWN))
+        snapshot = Snapshot(statement, await self.service.counts(statement_id, latest=LATEST_SHOWN))
         now = self.bot.clock.now()
         message = self.bot.get_partial_messageable(statement.channel_id).get_partial_message(statement.message_id)
         try:
@@ -715,11 +712,11 @@ class Statements(commands.Cog):
             # Retrying cannot help; the next change to the statement tries once more.
             await self._message_unreachable(statement, exc)
             if isinstance(exc, discord.NotFound):
-                await self.repo.clear_message_dirty(statement_id, statement.message_changes)
+                await self.service.message_shown(statement)
             return
         self._unreachable.discard(statement_id)
         if not self._is_marked(statement_id):
-            await self.repo.clear_message_dirty(statement_id, statement.message_changes)
+            await self.service.message_shown(statement)
 
     async def _message_unreachable(self, statement: StatementRow, exc: discord.HTTPException) -> None:
         """Say once (per failure streak) that a statement's message can't be edited."""
@@ -958,7 +955,7 @@ class Statements(commands.Cog):
     async def _who_signed(self, interaction: discord.Interaction, statement_id: int) -> None:
         statement = await self.service.get(statement_id, guild_id=server_of(interaction))
         signers = await self.service.public_signers(statement_id)
-        counts = await self.repo.counts(statement_id)
+        counts = await self.service.counts(statement_id)
         head = f"**{_e(statement.title)}**: {counts.signed} signature{'s' if counts.signed != 1 else ''}"
         if counts.signed != counts.public:
             head += f", {counts.public} listed publicly"
@@ -1161,7 +1158,7 @@ class Statements(commands.Cog):
     ) -> list[app_commands.Choice[str]]:
         if interaction.guild is None or not await may(ensure_organizer, interaction):
             return []
-        found = await self.repo.search(interaction.guild.id, current, limit=25)
+        found = await self.service.search(interaction.guild.id, current, limit=25)
         return [app_commands.Choice(name=f"{s.title[:80]} ({s.status})"[:100], value=s.slug) for s in found]
 
     async def _find(self, interaction: discord.Interaction, slug: str) -> StatementRow:
@@ -1270,7 +1267,7 @@ class Statements(commands.Cog):
                 "(it shows the current count; to move it, give another `channel:`)."
             )
         now = self.bot.clock.now()
-        snapshot = Snapshot(found, await self.repo.counts(found.id, latest=LATEST_SHOWN))
+        snapshot = Snapshot(found, await self.service.counts(found.id, latest=LATEST_SHOWN))
         try:
             message = await self.bot.get_partial_messageable(target_id, guild_id=guild_id).send(
                 embed=statement_embed(snapshot, now), view=statement_view(found, now), allowed_mentions=NONE

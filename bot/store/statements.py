@@ -13,7 +13,8 @@ Hiding is per account: while an account has a hidden signature (live or withdraw
 makes starts hidden (with the same `hidden_at`/`hidden_by`). Unhiding one signature also clears the
 account's withdrawn hidden rows, but not its other live signatures (each is moderated on its own).
 
-`statements.message_dirty` counts changes not yet shown on the Discord message (0: up to date).
+`StatementRow.message_changes` counts changes not yet shown on the Discord message (0: up to date;
+the column is still called `statements.message_dirty`, from when it was a flag).
 The refresher clears it only if it still holds the value read with the state it rendered, so a
 change committed while an edit is in flight keeps the statement dirty across a restart.
 """
@@ -70,9 +71,8 @@ class StatementRow:
     created_at: datetime
     updated_at: datetime
     closed_at: datetime | None
-    message_dirty: bool
     message_changes: int
-    """The `message_dirty` counter; pass it to `clear_message_dirty` after showing this state."""
+    """Changes not yet shown on the message; pass it to `clear_message_changes` after showing this state."""
     site_dirty: bool
     site_revision: int
     site_synced_at: datetime | None
@@ -104,7 +104,6 @@ class StatementRow:
             created_at=_dt(row["created_at"]),
             updated_at=_dt(row["updated_at"]),
             closed_at=from_db(row["closed_at"]),
-            message_dirty=bool(row["message_dirty"]),
             message_changes=int(row["message_dirty"]),
             site_dirty=bool(row["site_dirty"]),
             site_revision=int(row["site_revision"]),
@@ -346,16 +345,16 @@ class StatementsRepo:
 
     async def update_fields(self, conn: aiosqlite.Connection, statement_id: int, **values: Any) -> None:
         allowed = {
-            "title", "body", "message_id", "channel_id", "closes_at", "status", "closed_at", "message_dirty",
+            "title", "body", "message_id", "channel_id", "closes_at", "status", "closed_at", "message_changed",
             "site_dirty", "site_revision", "site_synced_at", "close_announced",
         }  # fmt: skip
         unknown = set(values) - allowed
         if unknown:
             raise KeyError(f"not a statement field: {', '.join(sorted(unknown))}")
-        # message_dirty is a change counter: setting it counts one more change (see the module doc).
+        # message_changed=True counts one more change in the message_dirty column (see the module doc).
         counter = []
-        if "message_dirty" in values:
-            counter = ["message_dirty = message_dirty + 1" if values.pop("message_dirty") else "message_dirty = 0"]
+        if "message_changed" in values:
+            counter = ["message_dirty = message_dirty + 1" if values.pop("message_changed") else "message_dirty = 0"]
         values = {k: to_db(v) if isinstance(v, datetime) else v for k, v in values.items()}
         values["updated_at"] = to_db(self._clock.now())
         assignments = ", ".join([f"{key} = ?" for key in values] + counter)
@@ -392,13 +391,13 @@ class StatementsRepo:
         rows = await self.db.fetchall("SELECT * FROM statements WHERE status = 'closed' AND close_announced = 0")
         return [StatementRow.from_row(row) for row in rows]
 
-    async def message_dirty(self) -> list[StatementRow]:
+    async def with_message_changes(self) -> list[StatementRow]:
         rows = await self.db.fetchall(
             "SELECT * FROM statements WHERE message_dirty > 0 AND message_id IS NOT NULL AND status != 'draft'"
         )
         return [StatementRow.from_row(row) for row in rows]
 
-    async def clear_message_dirty(self, statement_id: int, shown: int) -> bool:
+    async def clear_message_changes(self, statement_id: int, shown: int) -> bool:
         """The message shows the state read with `message_changes == shown`: clear unless changed since."""
         cleared = await self.db.write(
             "UPDATE statements SET message_dirty = 0 WHERE id = ? AND message_dirty = ?", (statement_id, shown)
