@@ -28,31 +28,24 @@ from discord.webhook.async_ import async_context, interaction_message_response_p
 
 from bot import metrics
 from bot.checks import ensure_organizer, may, organizer_only
+from bot.concurrency import Debouncer
 from bot.discord_internals import gateway_parsers
 from bot.errors import send_ephemeral
 from bot.render import inert_text
-from bot.statements import (
+from bot.statement_rules import (
     BODY_MAX,
     NAME_MAX,
     ORGANIZATION_MAX,
     ROLE_MAX,
-    Debouncer,
     SeveralSignatures,
     SignRequest,
     Snapshot,
     StatementError,
-    StatementService,
     parse_deadline,
     split_place,
 )
-from bot.store.statements import (
-    ORGANIZATIONS_PER_MEMBER,
-    Counts,
-    SignatureRow,
-    SignKind,
-    SignOutcome,
-    StatementRow,
-)
+from bot.statements import StatementService
+from bot.store.statement_rows import ORGANIZATIONS_PER_MEMBER, Counts, SignatureRow, SignKind, SignOutcome, StatementRow
 
 if TYPE_CHECKING:
     from bot.app import ReadersViewsBot

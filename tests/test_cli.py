@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 
 from bot.__main__ import main
-from bot.statements import SignRequest, StatementService
+from bot.statement_rules import SignRequest
+from bot.statements import StatementService
 from bot.store import Store, latest_version
 from tests.helpers import FakeClock
 

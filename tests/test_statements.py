@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from bot import metrics
-from bot.statements import export_statement
+from bot.statement_export import export_statement
 from cogs.statements import CALLBACK_PATH, cut_line
 from tests.fakediscord import FakeDiscord
 from tests.fakediscord.world import Member

@@ -15,20 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from bot.statements import (
-    Debouncer,
-    SeveralSignatures,
-    SignRequest,
-    StatementError,
-    StatementService,
-    export_statement,
-    neutralise_formula,
-    parse_deadline,
-    split_place,
-)
+from bot.concurrency import Debouncer
+from bot.statement_export import export_statement, neutralise_formula
+from bot.statement_rules import SeveralSignatures, SignRequest, StatementError, parse_deadline, split_place
+from bot.statements import StatementService
 from bot.store import Store
 from bot.store.database import migration_files
-from bot.store.statements import ORGANIZATIONS_PER_MEMBER, StatementRow
+from bot.store.statement_rows import ORGANIZATIONS_PER_MEMBER, StatementRow
 from tests.helpers import FakeClock
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
