@@ -1,4 +1,5 @@
-"""The sign-on hot path's database side: group commit of signatures and the read behind a click on Sign.
+"""The sign-on hot path: group commit of signatures, the read behind a click on Sign, and the answers
+(`SignReply`: from a discord.py `Interaction`, or straight from the gateway payload).
 
 See `LoopConnection` for why sign-ons use a plain sqlite3 connection in the event loop's thread.
 """
@@ -7,10 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import sqlite3
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
 
+import aiohttp
+import discord
+from discord.webhook.async_ import async_context, interaction_message_response_params, interaction_response_params
+
+from bot import metrics
 from bot.concurrency import Batcher
+from bot.errors import send_ephemeral
+from bot.statement_rules import StatementError
 from bot.store.statement_rows import SignatureInput, SignatureRow, SignOutcome, StatementRow
 from bot.store.statements import StatementsRepo, sign_contexts_on
 
@@ -163,3 +174,130 @@ class SignContextReader(Batcher[tuple[int, int], SignContext]):
                 self.direct_reads += 1
                 return context
         return await self.submit(pair)
+
+
+# -- the Discord side: who signs, and how they are answered ---------------------------------------
+
+# An organization form that changes one of the member's signatures names it: `:organization:<id>`.
+SIGN_FORM = re.compile(r"^statements:signform:(\d+):(individual|organization)(?::(\d+))?$")
+SIGN_CLICK = re.compile(r"^statements:sign:(\d+)$")  # StatementButton's custom_id for the Sign button
+COMPONENT_INTERACTION, MODAL_SUBMIT_INTERACTION = 3, 5  # Discord's interaction types
+BUTTON = 2  # Discord's component type
+NONE = discord.AllowedMentions.none()
+
+
+def server_of(interaction: discord.Interaction | SignReply) -> int:
+    """The server a click or form comes from: statements of any other server are out of its reach."""
+    if interaction.guild_id is None:
+        raise StatementError("Statements work only inside a server.")
+    return interaction.guild_id
+
+
+class SignReply(Protocol):
+    """Who is signing, where, and how to answer them: a `discord.Interaction` (`InteractionReply`) or
+    the raw gateway payload of the sign-on hot path (`RawSignReply`)."""
+
+    id: int
+    user_id: int
+    guild_id: int | None
+
+    @property
+    def account_created_at(self) -> datetime: ...
+
+    async def text(self, content: str) -> None: ...
+
+    async def form(self, modal: discord.ui.Modal) -> None: ...
+
+
+class InteractionReply:
+    """A `SignReply` over a discord.py `Interaction` (buttons and forms that took the usual path)."""
+
+    def __init__(self, interaction: discord.Interaction) -> None:
+        self.interaction = interaction
+        self.id = interaction.id
+        self.user_id = interaction.user.id
+        self.guild_id = interaction.guild_id
+
+    @property
+    def account_created_at(self) -> datetime:
+        return self.interaction.user.created_at
+
+    async def text(self, content: str) -> None:
+        await send_ephemeral(self.interaction, content)
+
+    async def form(self, modal: discord.ui.Modal) -> None:
+        await self.interaction.response.send_modal(modal)
+
+
+CALLBACK_PATH = "/interactions/{id}/{token}/callback"  # for the metrics: what was answered, how
+
+
+class RawSignReply:
+    """A `SignReply` read straight from an INTERACTION_CREATE payload, answered through discord.py's
+    own interaction-callback request (same rate-limit handling and errors as `InteractionResponse`).
+
+    `session` is an aiohttp session on discord.py's connector (its connections and limit) without
+    the bot's trace hooks: measured, they cost a third of an interaction callback's client-side CPU,
+    and callbacks are exempt from the global limit the pacer keeps. The answer is counted in the
+    metrics here instead (the final status; a 429 retried inside discord.py is not seen)."""
+
+    def __init__(
+        self, http: discord.http.HTTPClient, session: aiohttp.ClientSession, data: Mapping[str, Any], guild_id: int
+    ) -> None:
+        self._http = http
+        self._session = session
+        self.id = int(data["id"])
+        self.token: str = data["token"]
+        self.user_id = int(data["member"]["user"]["id"])
+        self.guild_id: int | None = guild_id
+        self.answered = False
+
+    @property
+    def account_created_at(self) -> datetime:
+        return discord.utils.snowflake_time(self.user_id)
+
+    async def _callback(self, params: Any) -> None:
+        http = self._http
+        try:
+            await async_context.get().create_interaction_response(
+                self.id, self.token, session=self._session, proxy=http.proxy, proxy_auth=http.proxy_auth, params=params
+            )
+        except discord.HTTPException as exc:
+            metrics.count_discord_answer("POST", CALLBACK_PATH, exc.status)
+            raise
+        metrics.count_discord_answer("POST", CALLBACK_PATH, 200)
+        self.answered = True
+
+    async def text(self, content: str) -> None:
+        if self.answered:
+            raise RuntimeError("a sign-on is answered once")
+        await self._callback(
+            interaction_message_response_params(
+                type=discord.InteractionResponseType.channel_message.value,
+                content=content,
+                flags=discord.MessageFlags(ephemeral=True),
+                allowed_mentions=NONE,
+            )
+        )
+
+    async def form(self, modal: discord.ui.Modal) -> None:
+        await self._callback(interaction_response_params(discord.InteractionResponseType.modal.value, modal.to_dict()))
+
+
+def sign_route(data: Any) -> tuple[str, re.Match[str]] | None:
+    """("click", match) for a click on a Sign button, ("form", match) for a sign form submitted in a
+    server; None for every other interaction (they take discord.py's usual path)."""
+    if not isinstance(data, dict) or "member" not in data or not data.get("guild_id"):
+        return None
+    inner = data.get("data") or {}
+    custom_id = inner.get("custom_id")
+    if not isinstance(custom_id, str) or not custom_id.startswith("statements:sign"):
+        return None
+    kind = data.get("type")
+    if kind == COMPONENT_INTERACTION and inner.get("component_type") == BUTTON:
+        match = SIGN_CLICK.match(custom_id)
+        return ("click", match) if match else None
+    if kind == MODAL_SUBMIT_INTERACTION:
+        match = SIGN_FORM.match(custom_id)
+        return ("form", match) if match else None
+    return None
