@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import discord
 
-from bot.errors import send_ephemeral
+from bot.errors import answers_errors
 from bot.render import inert_text
 from bot.statement_rules import (
     BODY_MAX,
@@ -17,6 +17,7 @@ from bot.statement_rules import (
     ORGANIZATION_MAX,
     ROLE_MAX,
     Snapshot,
+    StatementError,
 )
 from bot.store.statement_rows import SignatureRow, SignKind, SignOutcome, StatementRow
 
@@ -174,8 +175,11 @@ class StatementHandler(Protocol):
     ) -> None: ...
 
 
-def statement_handler(interaction: discord.Interaction) -> StatementHandler | None:
-    return cast("StatementHandler | None", interaction.client.get_cog("Statements"))  # type: ignore[attr-defined]
+def statement_handler(interaction: discord.Interaction) -> StatementHandler:
+    handler = cast("StatementHandler | None", interaction.client.get_cog("Statements"))  # type: ignore[attr-defined]
+    if handler is None:
+        raise StatementError("Statements are not available right now; try again shortly.")
+    return handler
 
 
 _LABELS: dict[str, tuple[str, discord.ButtonStyle]] = {
@@ -208,12 +212,9 @@ class StatementButton(
     ) -> StatementButton:
         return cls(int(match["sid"]), match["action"])
 
+    @answers_errors
     async def callback(self, interaction: discord.Interaction) -> None:
-        handler = statement_handler(interaction)
-        if handler is None:
-            await send_ephemeral(interaction, "Statements are not available right now; try again shortly.")
-            return
-        await handler.on_button(interaction, self.statement_id, self.action)
+        await statement_handler(interaction).on_button(interaction, self.statement_id, self.action)
 
 
 class SignatureChoiceButton(
@@ -245,12 +246,9 @@ class SignatureChoiceButton(
     ) -> SignatureChoiceButton:
         return cls(int(match["sid"]), match["action"], int(match["sig"]))
 
+    @answers_errors
     async def callback(self, interaction: discord.Interaction) -> None:
-        handler = statement_handler(interaction)
-        if handler is None:
-            await send_ephemeral(interaction, "Statements are not available right now; try again shortly.")
-            return
-        await handler.on_choice(interaction, self.statement_id, self.action, self.signature_id)
+        await statement_handler(interaction).on_choice(interaction, self.statement_id, self.action, self.signature_id)
 
 
 def signature_label(s: SignatureRow) -> str:

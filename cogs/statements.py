@@ -28,7 +28,7 @@ from discord.ext import commands, tasks
 from bot.checks import ensure_organizer, may, organizer_only
 from bot.concurrency import Debouncer
 from bot.discord_internals import gateway_parsers
-from bot.errors import send_ephemeral
+from bot.errors import answers_errors, send_ephemeral
 from bot.signing import SIGN_FORM, InteractionReply, RawSignReply, SignReply, server_of, sign_route
 from bot.statement_rules import (
     SeveralSignatures,
@@ -345,38 +345,29 @@ class Statements(commands.Cog):
     async def on_button(self, interaction: discord.Interaction, statement_id: int, action: str) -> None:
         if await self._turned_away(interaction):
             return
-        try:
-            if action == "sign":
-                await self._sign_click(InteractionReply(interaction), statement_id)
-            elif action == "sign_org":
-                statement, _ = await self.service.prepare_sign(
-                    statement_id, interaction.user.id, "organization", guild_id=server_of(interaction)
+        if action == "sign":
+            await self._sign_click(InteractionReply(interaction), statement_id)
+        elif action == "sign_org":
+            statement, _ = await self.service.prepare_sign(
+                statement_id, interaction.user.id, "organization", guild_id=server_of(interaction)
+            )
+            await self._organization_form_or_choice(interaction, statement)
+        elif action == "withdraw":
+            try:
+                withdrawn = await self.service.withdraw(
+                    statement_id, interaction.user.id, guild_id=server_of(interaction)
                 )
-                await self._organization_form_or_choice(interaction, statement)
-            elif action == "withdraw":
-                try:
-                    withdrawn = await self.service.withdraw(
-                        statement_id, interaction.user.id, guild_id=server_of(interaction)
-                    )
-                except SeveralSignatures as several:
-                    buttons = [("unsign", s.id, f"Withdraw {signature_label(s)}", False) for s in several.signatures]
-                    await send_ephemeral(
-                        interaction,
-                        "You have several signatures on this statement. Which one do you want to withdraw?",
-                        view=choice_view(statement_id, buttons[:25]),
-                    )
-                    return
-                await self._answer_withdrawn(interaction, withdrawn)
-            elif action == "who":
-                await self._who_signed(interaction, statement_id)
-        except StatementError as exc:
-            await self._answer_safely(interaction, str(exc))
-        except discord.HTTPException as exc:
-            log.warning("statement button %s:%s: could not answer user %s: %s", action, statement_id,
-                        interaction.user.id, exc)  # fmt: skip
-        except Exception:
-            log.exception("statement button %s:%s failed for user %s", action, statement_id, interaction.user.id)
-            await self._answer_safely(interaction, OUR_FAULT)
+            except SeveralSignatures as several:
+                buttons = [("unsign", s.id, f"Withdraw {signature_label(s)}", False) for s in several.signatures]
+                await send_ephemeral(
+                    interaction,
+                    "You have several signatures on this statement. Which one do you want to withdraw?",
+                    view=choice_view(statement_id, buttons[:25]),
+                )
+                return
+            await self._answer_withdrawn(interaction, withdrawn)
+        elif action == "who":
+            await self._who_signed(interaction, statement_id)
 
     async def _answer_withdrawn(self, interaction: discord.Interaction, withdrawn: SignatureRow | None) -> None:
         if withdrawn is None:
@@ -419,34 +410,25 @@ class Statements(commands.Cog):
         """A click on a private "which signature?" answer: open that signature's form, or withdraw it."""
         if await self._turned_away(interaction):
             return
-        try:
-            if action == "unsign":
-                withdrawn = await self.service.withdraw(
-                    statement_id, interaction.user.id, signature_id, guild_id=server_of(interaction)
-                )
-                if withdrawn is None:
-                    raise StatementError("That signature is already withdrawn (or isn't yours); nothing changed.")
-                await self._answer_withdrawn(interaction, withdrawn)
-                return
-            statement, _ = await self.service.prepare_sign(
-                statement_id, interaction.user.id, "organization", guild_id=server_of(interaction)
+        if action == "unsign":
+            withdrawn = await self.service.withdraw(
+                statement_id, interaction.user.id, signature_id, guild_id=server_of(interaction)
             )
-            if action == "orgnew":
-                await interaction.response.send_modal(sign_form(statement, "organization", None, another=True))
-                return
-            mine = {s.id: s for s in await self.service.my_signatures(statement_id, interaction.user.id)}
-            current = mine.get(signature_id)
-            if current is None or current.kind != "organization":
-                raise StatementError("That signature was withdrawn meanwhile; use Sign for an organization again.")
-            await interaction.response.send_modal(sign_form(statement, "organization", current))
-        except StatementError as exc:
-            await self._answer_safely(interaction, str(exc))
-        except discord.HTTPException as exc:
-            log.warning("statement choice %s:%s: could not answer user %s: %s", action, statement_id,
-                        interaction.user.id, exc)  # fmt: skip
-        except Exception:
-            log.exception("statement choice %s:%s failed for user %s", action, statement_id, interaction.user.id)
-            await self._answer_safely(interaction, OUR_FAULT)
+            if withdrawn is None:
+                raise StatementError("That signature is already withdrawn (or isn't yours); nothing changed.")
+            await self._answer_withdrawn(interaction, withdrawn)
+            return
+        statement, _ = await self.service.prepare_sign(
+            statement_id, interaction.user.id, "organization", guild_id=server_of(interaction)
+        )
+        if action == "orgnew":
+            await interaction.response.send_modal(sign_form(statement, "organization", None, another=True))
+            return
+        mine = {s.id: s for s in await self.service.my_signatures(statement_id, interaction.user.id)}
+        current = mine.get(signature_id)
+        if current is None or current.kind != "organization":
+            raise StatementError("That signature was withdrawn meanwhile; use Sign for an organization again.")
+        await interaction.response.send_modal(sign_form(statement, "organization", current))
 
     async def _who_signed(self, interaction: discord.Interaction, statement_id: int) -> None:
         statement = await self.service.get(statement_id, guild_id=server_of(interaction))
@@ -471,6 +453,7 @@ class Statements(commands.Cog):
         await send_ephemeral(interaction, "\n".join(lines))
 
     @commands.Cog.listener()
+    @answers_errors
     async def on_interaction(self, interaction: discord.Interaction) -> None:
         if interaction.type is not discord.InteractionType.modal_submit or not interaction.data:
             return
@@ -478,29 +461,20 @@ class Statements(commands.Cog):
         if not custom_id.startswith("statements:"):
             return
         values = modal_values(interaction.data.get("components", []))  # type: ignore[arg-type]
-        try:
-            if match := SIGN_FORM.match(custom_id):
-                if await self._turned_away(interaction):
-                    return
-                await self._submit_signature(
-                    InteractionReply(interaction),
-                    int(match[1]),
-                    match[2],  # type: ignore[arg-type]
-                    values,
-                    replaces=int(match[3]) if match[3] else None,
-                )
-            elif match := CREATE_FORM.match(custom_id):
-                await self._submit_create(interaction, match, values)
-            elif match := EDIT_FORM.match(custom_id):
-                await self._submit_edit(interaction, int(match[1]), values)
-        except (StatementError, app_commands.CheckFailure) as exc:
-            await self._answer_safely(interaction, str(exc) or "You can't do that here.")
-        except discord.HTTPException as exc:
-            # Typically 10062: answered too late. What was recorded stays recorded.
-            log.warning("statement form %s: could not answer user %s: %s", custom_id, interaction.user.id, exc)
-        except Exception:
-            log.exception("statement form %s failed for user %s", custom_id, interaction.user.id)
-            await self._answer_safely(interaction, OUR_FAULT)
+        if match := SIGN_FORM.match(custom_id):
+            if await self._turned_away(interaction):
+                return
+            await self._submit_signature(
+                InteractionReply(interaction),
+                int(match[1]),
+                match[2],  # type: ignore[arg-type]
+                values,
+                replaces=int(match[3]) if match[3] else None,
+            )
+        elif match := CREATE_FORM.match(custom_id):
+            await self._submit_create(interaction, match, values)
+        elif match := EDIT_FORM.match(custom_id):
+            await self._submit_edit(interaction, int(match[1]), values)
 
     async def _turned_away(self, interaction: discord.Interaction) -> bool:
         """True if this click or form is not worked on (nothing is recorded): Discord already gave up
