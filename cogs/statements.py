@@ -28,7 +28,7 @@ from discord.ext import commands, tasks
 from bot.checks import ensure_organizer, may, organizer_only
 from bot.concurrency import Debouncer
 from bot.discord_internals import gateway_parsers
-from bot.errors import answers_errors, send_ephemeral
+from bot.errors import UNEXPECTED, answers_errors, send_ephemeral
 from bot.signing import SIGN_FORM, InteractionReply, RawSignReply, SignReply, server_of, sign_route
 from bot.statement_rules import (
     SeveralSignatures,
@@ -67,7 +67,6 @@ MAX_TIMER_SLEEP = 30.0
 EDIT_INTERVAL = 5.0
 FAST_PATH_DRAIN = 10.0  # seconds sign-ons in flight at unload get to be answered
 RESTARTING = "I'm restarting right now, so nothing was recorded; please try again in a minute."
-OUR_FAULT = "Something went wrong on our side; it has been logged for the operator."
 CREATE_FORM = re.compile(r"^statements:createform:(\d+):(\d+):([01]):([01])$")
 EDIT_FORM = re.compile(r"^statements:editform:(\d+)$")
 
@@ -297,7 +296,10 @@ class Statements(commands.Cog):
         task.add_done_callback(self._fast_tasks.discard)
 
     async def _fast_sign(self, reply: RawSignReply, route: str, match: re.Match[str], data: Mapping[str, Any]) -> None:
-        """A Sign click or a sign form from the hot path, with the same answers as the usual one."""
+        """A Sign click or a sign form from the hot path, with the same answers as the usual one.
+
+        Not `bot.errors.answer_error`: there is no `discord.Interaction` here (building one is what the
+        hot path saves), so this keeps its own minimal answers, with the policy's texts."""
         if self.bot.shedder.late(reply.id):
             return
         try:
@@ -324,7 +326,7 @@ class Statements(commands.Cog):
                         reply.user_id, exc)  # fmt: skip
         except Exception:
             log.exception("sign-on %s (%s) failed for user %s", route, data.get("custom_id"), reply.user_id)
-            await self._reply_safely(reply, OUR_FAULT)
+            await self._reply_safely(reply, UNEXPECTED)
 
     def _answered_late(self, exc: discord.HTTPException) -> None:
         self._late_answers += 1
