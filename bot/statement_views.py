@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import discord
 
 from bot.errors import answers_errors
+from bot.forms import stateless
 from bot.render import inert_text
 from bot.statement_rules import (
     BODY_MAX,
@@ -268,27 +269,8 @@ def choice_view(statement_id: int, buttons: Sequence[tuple[str, int, str, bool]]
     return view
 
 
-def modal_values(components: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """{custom_id: value (text input) or list of values (select)} from a modal submission."""
-    found: dict[str, Any] = {}
-    for component in components:
-        if component.get("type") == 1:
-            found.update(modal_values(component.get("components", [])))
-        elif component.get("type") == 18:
-            found.update(modal_values([component["component"]]))
-        elif component.get("custom_id"):
-            found[component["custom_id"]] = component.get("values", component.get("value"))
-    return found
-
-
 def _text_input(custom_id: str, *, max_length: int, required: bool = False, **kwargs: Any) -> discord.ui.TextInput[Any]:
     return discord.ui.TextInput(custom_id=custom_id, max_length=max_length, required=required, **kwargs)
-
-
-def _stateless(modal: discord.ui.Modal) -> discord.ui.Modal:
-    """Keep the modal out of discord.py's store: its submission is handled in `on_interaction`."""
-    modal.stop()
-    return modal
 
 
 class _FixedModal(discord.ui.Modal):
@@ -385,7 +367,7 @@ def sign_form(
             ),
         )
     )
-    return _stateless(modal)
+    return stateless(modal)
 
 
 def statement_form(custom_id: str, title: str, current: StatementRow | None = None) -> discord.ui.Modal:
@@ -417,4 +399,4 @@ def statement_form(custom_id: str, title: str, current: StatementRow | None = No
                 component=_text_input("slug", max_length=60),
             )
         )
-    return _stateless(modal)
+    return stateless(modal)

@@ -29,6 +29,7 @@ from bot.checks import ensure_organizer, may, organizer_only
 from bot.concurrency import Debouncer
 from bot.discord_internals import gateway_parsers
 from bot.errors import UNEXPECTED, answers_errors, send_ephemeral
+from bot.forms import modal_values
 from bot.signing import SIGN_FORM, InteractionReply, RawSignReply, SignReply, server_of, sign_route
 from bot.statement_rules import (
     SeveralSignatures,
@@ -46,7 +47,6 @@ from bot.statement_views import (
     choice_view,
     discord_timestamp,
     inert,
-    modal_values,
     sign_form,
     signature_label,
     signed_answer,
