@@ -38,7 +38,7 @@ class BareBot(discord.Client):
     def form(self, custom_id: str) -> discord.ui.Modal:
         form = self.forms.get(custom_id)
         if form is None:
-            from cogs.statements import _FixedModal
+            from bot.statement_views import _FixedModal
 
             form = _FixedModal(title="Sign the statement", custom_id=custom_id.replace(":sign:", ":signform:"))
             for field in ("name", "role", "organization", "place"):

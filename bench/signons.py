@@ -532,14 +532,13 @@ async def hops(reads: int = 3000) -> None:
     from bot.clock import SystemClock
     from bot.statements import StatementService
     from bot.store import Store
-    from bot.store.statements import StatementsRepo
 
     tuning.apply_at_start()  # as `readersviews run` does
     tmp = Path(tempfile.mkdtemp(prefix="rv-signons-hops-"))
     clock = SystemClock()
     store = await Store.open(tmp / "readersviews.sqlite3", clock)
-    repo = StatementsRepo(store.db, clock)
-    service = StatementService(store, repo, clock)
+    repo = store.statements
+    service = StatementService(store, clock)
     try:
         draft = await service.create_draft(
             guild_id=1, organizer_id=2, title="Bench", body="We sign.", channel_id=3, closes_at=None

@@ -478,7 +478,7 @@ async def cmd_outbox(config: Config, args: argparse.Namespace) -> int:
 
 
 async def cmd_export(config: Config, args: argparse.Namespace) -> int:
-    from bot.statements import export_statement
+    from bot.statement_export import export_statement
 
     _require_database(config)
     store = await _open_store(config)

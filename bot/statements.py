@@ -20,28 +20,35 @@
 
 from __future__ import annotations
 
-import asyncio
-import csv
-import io
-import json
 import logging
-import re
-import sqlite3
-import unicodedata
-from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from bot.clock import Clock, to_db
-from bot.concurrency import Batcher
-from bot.concurrency import Debouncer as Debouncer  # moved; cogs.statements imports it from here
-from bot.errors import UserFacingError
 from bot.logs import ids
-from bot.render import escape_discord_text
+from bot.signing import LoopConnection, SignatureWriter, SignContextReader
 from bot.site.compose import Signatory, Statement, compose_statement, slugify
-from bot.store.statements import (
+from bot.statement_export import build_export
+from bot.statement_rules import (
+    BODY_MAX,
+    NAME_MAX,
+    ORGANIZATION_MAX,
+    PLACE_MAX,
+    ROLE_MAX,
+    SLUG_MAX,
+    TITLE_MAX,
+    SeveralSignatures,
+    SignRequest,
+    Snapshot,
+    StatementError,
+    bold_title,
+    clean_text,
+    in_guild,
+    screening_flags,
+    with_read_flags,
+)
+from bot.store.statement_rows import (
     ORGANIZATIONS_PER_MEMBER,
     Counts,
     SignatureInput,
@@ -49,338 +56,18 @@ from bot.store.statements import (
     SignKind,
     SignOutcome,
     StatementRow,
-    StatementsRepo,
-    sign_contexts_on,
-    signature_key,
 )
 
 if TYPE_CHECKING:
     from bot.store import Store
-    from bot.store.database import Database
 
 log = logging.getLogger(__name__)
-
-TITLE_MAX = 200
-BODY_MAX = 4000
-NAME_MAX = 100
-ROLE_MAX = 100
-ORGANIZATION_MAX = 150
-PLACE_MAX = 100
-NEW_ACCOUNT_DAYS = 7
-SLUG_MAX = 60
-DEADLINE_FORMATS = "`2026-12-31`, `2026-12-31 18:00` (UTC) or `2026-12-31T18:00+02:00`"
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
-_LINK = re.compile(
-    r"(https?://|www\.|discord\.gg/|discord(?:app)?\.com/invite|\b[a-z0-9-]+\.(?:com|net|org|io|gg|xyz|ru|info|biz|ly|me|co)\b)",
-    re.I,
-)
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-# A formula right after a separator inside a cell: spreadsheets in locales that split on ";" (or
-# on "," / tab when opening a file) make it a cell of its own, and run it.
-_FORMULA_AFTER_SEPARATOR = re.compile(r"([;,\t][ \t]*)(?=[=+\-@])")
-
-EXPORT_COLUMNS = ("name", "role", "organization", "city", "country", "kind", "public", "signed_at")
-ORGANIZER_COLUMNS = ("discord_user_id", "hidden", "flags")
-
-
-class StatementError(UserFacingError):
-    """A refusal or bad input, phrased for the member who caused it."""
-
-
-class SeveralSignatures(StatementError):
-    """Withdraw without saying which, from an account with several live signatures: ask which."""
-
-    def __init__(self, signatures: Sequence[SignatureRow]) -> None:
-        super().__init__("You have several signatures on this statement: choose the one to withdraw.")
-        self.signatures = list(signatures)
-
-
-def bold_title(statement: StatementRow) -> str:
-    """The title for a Discord answer: bold, its own markdown and mentions escaped."""
-    return f"**{escape_discord_text(statement.title)}**"
-
-
-# -- input cleaning -------------------------------------------------------------------------------
-
-
-def clean_text(value: str | None, *, limit: int, what: str, required: bool = False) -> str | None:
-    """One line: controls and zero-width characters removed, whitespace collapsed; too long is refused."""
-    spaced = re.sub(r"[\t\n\r\v\f]", " ", unicodedata.normalize("NFC", value or ""))
-    line = " ".join(_CONTROL.sub("", spaced).split())
-    if not line:
-        if required:
-            raise StatementError(f"Please give {what}.")
-        return None
-    if len(line) > limit:
-        raise StatementError(f"{what[0].upper()}{what[1:]} can be at most {limit} characters (yours has {len(line)}).")
-    return line
-
-
-def split_place(value: str | None) -> tuple[str | None, str | None]:
-    """'Leeds, UK' -> ('Leeds', 'UK'); 'Leeds' -> ('Leeds', None)."""
-    text = clean_text(value, limit=PLACE_MAX * 2 + 2, what="the place") or ""
-    if not text:
-        return None, None
-    city, sep, country = text.rpartition(",")
-    if not sep:
-        return clean_text(text, limit=PLACE_MAX, what="the city"), None
-    return (
-        clean_text(city, limit=PLACE_MAX, what="the city"),
-        clean_text(country, limit=PLACE_MAX, what="the country"),
-    )
-
-
-def parse_deadline(text: str | None, now: datetime) -> datetime | None:
-    """ISO date/time, read as UTC unless it names an offset; a bare date means the end of that day."""
-    if text is None or not text.strip():
-        return None
-    raw = text.strip()
-    try:
-        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", raw):
-            moment = datetime.combine(datetime.fromisoformat(raw).date(), time(23, 59), tzinfo=UTC)
-        else:
-            moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise StatementError(f"I couldn't read the deadline {raw!r}: use {DEADLINE_FORMATS}.") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    moment = moment.astimezone(UTC)
-    if moment <= now:
-        raise StatementError(
-            f"The deadline {moment:%Y-%m-%d %H:%M} UTC is already past; choose a later one ({DEADLINE_FORMATS})."
-        )
-    return moment
-
-
-def screening_flags(
-    name: str, organization: str | None, account_created_at: datetime | None, now: datetime
-) -> tuple[str, ...]:
-    """Flags for organizers (never shown publicly): links in names, brand-new accounts."""
-    flags = []
-    if _LINK.search(name) or (organization and _LINK.search(organization)):
-        flags.append("link_in_name")
-    if account_created_at is not None and now - account_created_at < timedelta(days=NEW_ACCOUNT_DAYS):
-        flags.append("new_account")
-    return tuple(flags)
-
-
-def name_key(name: str) -> str:
-    return " ".join(unicodedata.normalize("NFKC", name).casefold().split())
-
-
-def with_read_flags(signatures: Sequence[SignatureRow]) -> list[SignatureRow]:
-    """Add `repeated_name` to signatures whose name was given by more than one account, and
-    `repeated_organization` to organizations signed for by more than one account (one member's
-    personal and organization signatures under the same name are not a repeat)."""
-    names = Counter(key for key, _user in {(name_key(s.name), s.user_id) for s in signatures})
-    organizations = Counter(
-        key for key, _user in {(signature_key(s.kind, s.organization), s.user_id) for s in signatures} if key
-    )
-    out = []
-    for s in signatures:
-        added = []
-        if names[name_key(s.name)] > 1 and "repeated_name" not in s.flags:
-            added.append("repeated_name")
-        if organizations[signature_key(s.kind, s.organization)] > 1 and "repeated_organization" not in s.flags:
-            added.append("repeated_organization")
-        if added:
-            s = SignatureRow(**{**s.__dict__, "flags": (*s.flags, *added)})
-        out.append(s)
-    return out
-
-
-def neutralise_formula(value: str) -> str:
-    """Spreadsheets run cells starting with = + - @ TAB CR as formulas: prefix an apostrophe, at
-    the start and after every separator (`Bob;=1+2` is two cells where `;` separates)."""
-    value = _FORMULA_AFTER_SEPARATOR.sub(r"\1'", value)
-    return "'" + value if value.startswith(_FORMULA_START) else value
-
-
-# -- the service ----------------------------------------------------------------------------------
-
-
-def in_guild(statement: StatementRow, guild_id: int | None) -> bool:
-    """Whether a server may act on `statement` (None: no server given, as for the CLI and timers)."""
-    return guild_id is None or statement.guild_id == guild_id
-
-
-@dataclass(frozen=True)
-class SignRequest:
-    statement_id: int
-    user_id: int
-    kind: SignKind
-    name: str | None
-    role: str | None = None
-    organization: str | None = None
-    city: str | None = None
-    country: str | None = None
-    public: bool = True
-    account_created_at: datetime | None = None
-    guild_id: int | None = None
-    """The server the form came from: a statement of any other server is answered as missing."""
-    replaces: int | None = None
-    """The organization signature (id) the member's form changes; None: a new one, or the one of that name."""
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """What the statement's Discord message shows."""
-
-    statement: StatementRow
-    counts: Counts
-
-
-class LoopConnection:
-    """A plain sqlite3 connection to the database file for the sign-on hot path, used only in the
-    event loop's thread, and only for one short transaction or read at a time.
-
-    Why: every call through aiosqlite is a hop to its thread and back, and that hop costs several
-    times the query (`python bench/signons.py --hops`: ~140 µs of CPU per read through the thread,
-    ~26-36 µs directly). In WAL mode a reader never waits for the writer, and a writer that finds
-    the file locked is told so at once (`busy_timeout = 0`): the caller then takes the aiosqlite
-    path, which waits, so the event loop never does. Checkpoints are left to the main connection.
-    Without a database file (`:memory:`, URIs: no reading connection either) there is none.
-    """
-
-    def __init__(self, db: Database) -> None:
-        self._path = db.path if db.reader is not None else None
-        self._conn: sqlite3.Connection | None = None
-
-    def get(self) -> sqlite3.Connection | None:
-        if self._conn is None and self._path is not None:
-            conn = sqlite3.connect(self._path, isolation_level=None)
-            conn.row_factory = sqlite3.Row
-            for pragma in ("busy_timeout = 0", "synchronous = NORMAL", "foreign_keys = ON", "wal_autocheckpoint = 0"):
-                conn.execute(f"PRAGMA {pragma}")
-            self._conn = conn
-        return self._conn
-
-    def reset(self, exc: sqlite3.Error) -> None:
-        """After an error other than "locked": start over with a fresh connection next time."""
-        log.info("sign-on connection: %s; reconnecting on the next sign-on", exc)
-        self.close()
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-
-def is_locked(exc: sqlite3.Error) -> bool:
-    """SQLite answered "busy" or "locked": another connection is writing."""
-    return getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
-
-
-class SignatureWriter(Batcher[SignatureInput, SignOutcome]):
-    """Writes sign-ons: committed before `write` returns, so an answer "signed" means "on disk".
-
-    While nothing waits in the group commit, sign-ons are committed on the `LoopConnection`, in the
-    event loop's thread: those that arrive in the same turn of the loop (a burst's gateway frames
-    come several at a time) are collected and written together in one short transaction, at the end
-    of that turn. If the file is locked (another writer), they join the group commit instead:
-    submits queue up and one flusher writes everything queued in one transaction through aiosqlite.
-    Going direct only while that queue is empty keeps sign-ons in arrival order.
-    """
-
-    def __init__(self, repo: StatementsRepo, *, max_batch: int = 500, direct: LoopConnection | None = None) -> None:
-        super().__init__(repo.sign_batch, name="statement-signature-writer", max_batch=max_batch)
-        self._repo = repo
-        self._direct = direct
-        self._turn: list[tuple[SignatureInput, asyncio.Future[SignOutcome]]] = []
-        self.direct_writes = 0
-        self.direct_batches = 0
-
-    async def write(self, request: SignatureInput) -> SignOutcome:
-        if self._direct is None or not (self._turn or self._group_idle()):
-            return await self.submit(request)
-        future: asyncio.Future[SignOutcome] = asyncio.get_running_loop().create_future()
-        self._turn.append((request, future))
-        if len(self._turn) == 1:
-            asyncio.get_running_loop().call_soon(self._write_turn)
-        return await asyncio.shield(future)
-
-    def _group_idle(self) -> bool:
-        """Nothing waits in the group commit, and no batch of it is being written."""
-        return not self._queue and (self._worker is None or self._worker.done())
-
-    def _write_turn(self) -> None:
-        """Commit the sign-ons collected in this turn of the loop (those the file refuses take the queue)."""
-        batch, self._turn = self._turn, []
-        if not batch:
-            return
-        assert self._direct is not None
-        conn = self._direct.get()
-        outcomes: list[SignOutcome] | None = None
-        if conn is not None:
-            try:
-                outcomes = self._repo.sign_batch_on(conn, [request for request, _ in batch])
-            except sqlite3.Error as exc:
-                if not is_locked(exc):
-                    self._direct.reset(exc)
-            except Exception as exc:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                return
-        if outcomes is None:  # in the queue at once, in order, before any later sign-on can go direct
-            for request, future in batch:
-                self._enqueue(request, future)
-            return
-        self.direct_writes += len(batch)
-        self.direct_batches += 1
-        for (_, future), outcome in zip(batch, outcomes, strict=True):
-            if not future.done():
-                future.set_result(outcome)
-
-    async def drain(self) -> None:
-        self._write_turn()
-        await super().drain()
-
-
-SignContext = tuple[StatementRow | None, bool, SignatureRow | None]
-
-
-class SignContextReader(Batcher[tuple[int, int], SignContext]):
-    """The read behind a click on Sign: the statement, the block list and the account's live signature.
-
-    On a database file it is one indexed read on the `LoopConnection`, in the event loop's thread:
-    in WAL mode a reader never waits for the writer and sees every committed change. Should that
-    read fail (the file busy during recovery, say), or without a file, the click takes the group
-    read: lookups queued while one is in flight share the next hop to aiosqlite's reading thread.
-    Each read starts after its click arrived, so it sees every change committed before.
-    """
-
-    def __init__(self, repo: StatementsRepo, *, max_batch: int = 400, direct: LoopConnection | None = None) -> None:
-        async def read(pairs: list[tuple[int, int]]) -> list[SignContext]:
-            found = await repo.sign_contexts(pairs)
-            return [found[pair] for pair in pairs]
-
-        super().__init__(read, name="statement-sign-context-reader", max_batch=max_batch)
-        self._direct = direct
-        self.direct_reads = 0
-
-    async def get(self, statement_id: int, user_id: int) -> SignContext:
-        pair = (statement_id, user_id)
-        conn = self._direct.get() if self._direct is not None else None
-        if conn is not None:
-            try:
-                context = sign_contexts_on(conn, [pair])[pair]
-            except sqlite3.Error as exc:
-                if not is_locked(exc):
-                    assert self._direct is not None
-                    self._direct.reset(exc)
-            else:
-                self.direct_reads += 1
-                return context
-        return await self.submit(pair)
 
 
 class StatementService:
     def __init__(
         self,
         store: Store,
-        repo: StatementsRepo,
         clock: Clock,
         *,
         site_update_minutes: int = 10,
@@ -393,7 +80,7 @@ class StatementService:
         self.store = store
         # With discord.allowed_guild_ids set, deadlines of other servers' statements are not acted on.
         self.served_guilds = served_guilds
-        self.repo = repo
+        self.repo = store.statements
         self.clock = clock
         self.site_update_interval = timedelta(minutes=site_update_minutes)
         self._on_enqueued = on_enqueued or (lambda: None)
@@ -401,9 +88,9 @@ class StatementService:
         self._on_changed = on_changed or (lambda _id: None)
         # Called when a deadline or an owed site update may have moved (the timer recomputes).
         self._on_schedule = on_schedule or (lambda: None)
-        self.direct = LoopConnection(repo.db)
-        self.writer = SignatureWriter(repo, max_batch=max_batch, direct=self.direct)
-        self.reader = SignContextReader(repo, direct=self.direct)
+        self.direct = LoopConnection(self.repo.db)
+        self.writer = SignatureWriter(self.repo, max_batch=max_batch, direct=self.direct)
+        self.reader = SignContextReader(self.repo, direct=self.direct)
 
     # -- lifecycle of a statement ---------------------------------------------------------------
 
@@ -489,7 +176,7 @@ class StatementService:
             if before is None or before.status == "draft":
                 raise StatementError("That statement no longer exists.")
             await self.repo.update_fields(
-                conn, statement_id, channel_id=channel_id, message_id=message_id, message_dirty=1
+                conn, statement_id, channel_id=channel_id, message_id=message_id, message_changed=True
             )
             await self.store.audit.record(
                 "statement.repost",
@@ -542,7 +229,7 @@ class StatementService:
             raise StatementError(f"The text can be at most {BODY_MAX} characters (it has {len(clean_body)}).")
         async with self.repo.db.transaction() as conn:
             await self.repo.update_fields(
-                conn, statement_id, title=clean_title, body=clean_body, message_dirty=1, site_dirty=1
+                conn, statement_id, title=clean_title, body=clean_body, message_changed=True, site_dirty=1
             )
             await self.store.audit.record(
                 "statement.edit",
@@ -566,7 +253,7 @@ class StatementService:
             if statement is None or statement.status != "open":
                 return None
             await self.repo.update_fields(
-                conn, statement_id, status="closed", closed_at=now, message_dirty=1, close_announced=0
+                conn, statement_id, status="closed", closed_at=now, message_changed=True, close_announced=0
             )
             closed = await self.repo.get(statement_id, conn)
             assert closed is not None
@@ -608,7 +295,7 @@ class StatementService:
                 status="open",
                 closed_at=None,
                 closes_at=new_deadline,
-                message_dirty=1,
+                message_changed=True,
                 site_dirty=1,
                 close_announced=0,
             )
@@ -628,20 +315,11 @@ class StatementService:
 
     # -- signing --------------------------------------------------------------------------------
 
-    async def check_can_sign(self, statement_id: int, user_id: int, kind: SignKind) -> StatementRow:
-        """Before showing the form: refuse early what the submit would refuse anyway."""
-        statement = await self.get(statement_id)
-        self._refuse(SignOutcome("closed", statement) if not statement.accepting(self.clock.now()) else None)
-        if await self.repo.is_blocked(statement_id, user_id):
-            self._refuse(SignOutcome("blocked", statement))
-        if kind == "organization" and not statement.allow_organizations:
-            self._refuse(SignOutcome("no_organizations", statement))
-        return statement
-
     async def prepare_sign(
         self, statement_id: int, user_id: int, kind: SignKind, *, guild_id: int | None = None
     ) -> tuple[StatementRow, SignatureRow | None]:
-        """`check_can_sign` and `my_signature` together, in one group read (the click on Sign)."""
+        """Before showing the form: refuse early what the submit would refuse anyway, and the account's
+        live personal signature, in one group read (the click on Sign)."""
         statement, blocked, current = await self.reader.get(statement_id, user_id)
         if statement is None or statement.status == "draft" or not in_guild(statement, guild_id):
             raise StatementError("That statement no longer exists.")
@@ -735,15 +413,11 @@ class StatementService:
                     raise SeveralSignatures(mine)
             withdrawn = await self.repo.withdraw(conn, statement_id, user_id, signature_id)
             if withdrawn is not None:
-                await self.repo.update_fields(conn, statement_id, message_dirty=1, site_dirty=1)
+                await self.repo.update_fields(conn, statement_id, message_changed=True, site_dirty=1)
         if withdrawn is not None:
             self._on_changed(statement_id)
             self._on_schedule()
         return withdrawn
-
-    async def my_signature(self, statement_id: int, user_id: int) -> SignatureRow | None:
-        """The account's live personal signature."""
-        return await self.repo.live_signature(statement_id, user_id)
 
     async def my_signatures(self, statement_id: int, user_id: int) -> list[SignatureRow]:
         """All the account's live signatures: personal first, then organizations in signing order."""
@@ -760,7 +434,7 @@ class StatementService:
             )
         async with self.repo.db.transaction() as conn:
             changed = await self.repo.set_hidden(conn, signature_id, actor_id, hidden)
-            await self.repo.update_fields(conn, statement_id, message_dirty=1, site_dirty=1)
+            await self.repo.update_fields(conn, statement_id, message_changed=True, site_dirty=1)
             await self.store.audit.record(
                 "statement.signature.hide" if hidden else "statement.signature.unhide",
                 guild_id=statement.guild_id,
@@ -781,7 +455,7 @@ class StatementService:
             changed = await self.repo.set_blocked(conn, statement_id, user_id, actor_id, blocked)
             hidden = await self.repo.hide_live_of_user(conn, statement_id, user_id, actor_id) if blocked else 0
             if hidden:
-                await self.repo.update_fields(conn, statement_id, message_dirty=1, site_dirty=1)
+                await self.repo.update_fields(conn, statement_id, message_changed=True, site_dirty=1)
             await self.store.audit.record(
                 "statement.block" if blocked else "statement.unblock",
                 guild_id=statement.guild_id,
@@ -806,6 +480,31 @@ class StatementService:
 
     async def public_signers(self, statement_id: int) -> list[SignatureRow]:
         return await self.repo.live_signatures(statement_id, public_only=True)
+
+    async def counts(self, statement_id: int, *, latest: int = 0) -> Counts:
+        return await self.repo.counts(statement_id, latest=latest)
+
+    async def search(self, guild_id: int, text: str, *, limit: int = 25) -> list[StatementRow]:
+        """Published statements of a server whose slug or title contains `text` (autocomplete)."""
+        return await self.repo.search(guild_id, text, limit=limit)
+
+    async def current(self, statement_id: int) -> StatementRow | None:
+        """The stored row as is (drafts included), for the message refresher."""
+        return await self.repo.get(statement_id)
+
+    async def with_message_changes(self) -> list[StatementRow]:
+        """Statements whose message does not show their latest changes yet."""
+        return await self.repo.with_message_changes()
+
+    async def message_shown(self, statement: StatementRow) -> bool:
+        """The message now shows `statement` as read: forget its changes unless more came since."""
+        return await self.repo.clear_message_changes(statement.id, statement.message_changes)
+
+    async def closed_unannounced(self) -> list[StatementRow]:
+        return await self.repo.closed_unannounced()
+
+    async def mark_announced(self, statement_id: int) -> None:
+        await self.repo.mark_announced(statement_id)
 
     # -- timers: deadlines and site updates -----------------------------------------------------
 
@@ -901,105 +600,3 @@ def _site_statement(statement: StatementRow, signers: Sequence[SignatureRow], *,
             for s in signers
         ],
     )
-
-
-def export_rows(signatures: Sequence[SignatureRow], *, include_discord_ids: bool) -> list[dict[str, Any]]:
-    rows = []
-    for s in signatures:
-        row: dict[str, Any] = {
-            "name": s.name,
-            "role": s.role or "",
-            "organization": s.organization or "",
-            "city": s.city or "",
-            "country": s.country or "",
-            "kind": s.kind,
-            "public": s.public,
-            "signed_at": s.created_at.astimezone(UTC).isoformat(timespec="seconds"),
-        }
-        if include_discord_ids:
-            row["discord_user_id"] = str(s.user_id)
-            row["hidden"] = s.hidden_at is not None
-            row["flags"] = list(s.flags)
-        rows.append(row)
-    return rows
-
-
-async def build_export(
-    repo: StatementsRepo,
-    statement: StatementRow,
-    *,
-    fmt: Literal["csv", "json"],
-    include_discord_ids: bool,
-    bom: bool = False,
-) -> bytes:
-    """Organizers' export: every live signature (+ id, hidden, flags); otherwise the public list."""
-    if include_discord_ids:
-        signatures = with_read_flags(await repo.live_signatures(statement.id))
-    else:
-        signatures = await repo.live_signatures(statement.id, public_only=True)
-    rows = export_rows(signatures, include_discord_ids=include_discord_ids)
-    if fmt == "json":
-        document = {
-            "statement": {
-                "slug": statement.slug,
-                "title": statement.title,
-                "status": statement.status,
-                "closes_at": to_db(statement.closes_at),
-                "count": len(rows),
-            },
-            "signatures": rows,
-        }
-        return json.dumps(document, ensure_ascii=False, indent=2).encode("utf-8")
-    if fmt != "csv":
-        raise ValueError(f"unknown export format {fmt!r}")
-    columns = EXPORT_COLUMNS + (ORGANIZER_COLUMNS if include_discord_ids else ())
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, quoting=csv.QUOTE_MINIMAL, lineterminator="\r\n")
-    writer.writerow(columns)
-    for row in rows:
-        cells = []
-        for column in columns:
-            value = row[column]
-            if isinstance(value, bool):
-                cells.append("yes" if value else "no")
-            elif isinstance(value, list):
-                cells.append(neutralise_formula(";".join(value)))
-            else:
-                cells.append(neutralise_formula(str(value)))
-        writer.writerow(cells)
-    text = buffer.getvalue()
-    return (("\ufeff" if bom else "") + text).encode("utf-8")
-
-
-async def export_statement(
-    store: Store,
-    slug: str,
-    *,
-    fmt: str,
-    guild_id: int | None,
-    include_discord_ids: bool,
-    bom: bool,
-) -> bytes:
-    """The CLI's `readersviews export statement SLUG`: LookupError with a readable message if unclear."""
-    repo = StatementsRepo(store.db, store.clock)
-    found = [s for s in await repo.all_with_slug(slug) if s.status != "draft"]
-    if guild_id is not None:
-        found = [s for s in found if s.guild_id == guild_id]
-    if not found:
-        where = f" in server {guild_id}" if guild_id is not None else ""
-        raise LookupError(f"no statement with slug {slug!r}{where}")
-    if len(found) > 1:
-        guilds = ", ".join(str(s.guild_id) for s in found)
-        raise LookupError(f"slug {slug!r} is used in several servers ({guilds}); choose one with --guild ID")
-    if fmt not in ("csv", "json"):
-        raise LookupError(f"unknown format {fmt!r}: use csv or json")
-    statement = found[0]
-    data = await build_export(repo, statement, fmt=fmt, include_discord_ids=include_discord_ids, bom=bom)  # type: ignore[arg-type]
-    await store.audit.record(
-        "statement.export",
-        guild_id=statement.guild_id,
-        actor_id=None,
-        entity=statement.entity,
-        detail={"format": fmt, "organizer_columns": include_discord_ids, "via": "cli"},
-    )
-    return data

@@ -16,44 +16,48 @@ import io
 import logging
 import re
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
 import aiohttp
 import discord
 from discord import app_commands
 from discord.ext import commands, tasks
-from discord.webhook.async_ import async_context, interaction_message_response_params, interaction_response_params
 
-from bot import claims, metrics
+from bot import claims
 from bot.checks import ensure_organizer, may, organizer_only
+from bot.concurrency import Debouncer
 from bot.discord_internals import gateway_parsers
-from bot.errors import send_ephemeral
-from bot.render import inert_text
-from bot.statements import (
-    BODY_MAX,
-    NAME_MAX,
-    ORGANIZATION_MAX,
-    ROLE_MAX,
-    Debouncer,
+from bot.errors import UNEXPECTED, answers_errors, send_ephemeral
+from bot.forms import modal_values
+from bot.signing import SIGN_FORM, InteractionReply, RawSignReply, SignReply, server_of, sign_route
+from bot.statement_rules import (
     SeveralSignatures,
     SignRequest,
     Snapshot,
     StatementError,
-    StatementService,
     parse_deadline,
     split_place,
 )
-from bot.store.statements import (
-    ORGANIZATIONS_PER_MEMBER,
-    Counts,
-    SignatureRow,
-    SignKind,
-    SignOutcome,
-    StatementRow,
-    StatementsRepo,
+from bot.statement_views import (
+    LATEST_SHOWN,
+    NONE,
+    SignatureChoiceButton,
+    StatementButton,
+    choice_view,
+    discord_timestamp,
+    inert,
+    sign_form,
+    signature_label,
+    signed_answer,
+    signer_line,
+    statement_embed,
+    statement_form,
+    statement_view,
 )
+from bot.statements import StatementService
+from bot.store.statement_rows import ORGANIZATIONS_PER_MEMBER, Counts, SignatureRow, SignKind, StatementRow
 
 if TYPE_CHECKING:
     from bot.app import ReadersViewsBot
@@ -62,519 +66,10 @@ log = logging.getLogger(__name__)
 
 MAX_TIMER_SLEEP = 30.0
 EDIT_INTERVAL = 5.0
-LATEST_SHOWN = 10
-LATEST_NAME = "Latest signers"
-FIELD_VALUE_MAX = 1024  # Discord's limits: one embed field's value, and a whole embed
-EMBED_MAX = 6000
-NONE = discord.AllowedMentions.none()
 FAST_PATH_DRAIN = 10.0  # seconds sign-ons in flight at unload get to be answered
 RESTARTING = "I'm restarting right now, so nothing was recorded; please try again in a minute."
-OUR_FAULT = "Something went wrong on our side; it has been logged for the operator."
 CREATE_FORM = re.compile(r"^statements:createform:(\d+):(\d+):([01]):([01])$")
-# An organization form that changes one of the member's signatures names it: `:organization:<id>`.
-SIGN_FORM = re.compile(r"^statements:signform:(\d+):(individual|organization)(?::(\d+))?$")
-SIGN_CLICK = re.compile(r"^statements:sign:(\d+)$")  # StatementButton's custom_id for the Sign button
-COMPONENT_INTERACTION, MODAL_SUBMIT_INTERACTION = 3, 5  # Discord's interaction types
-BUTTON = 2  # Discord's component type
-MODAL_TITLE_MAX = 45
 EDIT_FORM = re.compile(r"^statements:editform:(\d+)$")
-
-
-# -- rendering ------------------------------------------------------------------------------------
-
-
-def _e(text: str | None) -> str:
-    """Members' text (names, organizations, titles): literal, and no bare URL or masked link becomes a link."""
-    return inert_text(text or "")
-
-
-def signer_line(s: SignatureRow) -> str:
-    """One signer, escaped (names are untrusted: no markdown, no mentions)."""
-    if s.kind == "organization":
-        line = f"**{_e(s.organization)}**, signed by {_e(s.name)}"
-        if s.role:
-            line += f" ({_e(s.role)})"
-    else:
-        details = ", ".join(_e(part) for part in (s.role, s.organization) if part)
-        line = _e(s.name) + (f", {details}" if details else "")
-    if s.city or s.country:
-        line += " — " + ", ".join(_e(part) for part in (s.city, s.country) if part)
-    return line
-
-
-_ESCAPE_PAIR = re.compile(r"\\.", re.S)
-
-
-def cut_line(line: str, limit: int) -> str:
-    """`line` (escaped markdown) in at most `limit` characters: cut with an ellipsis, never inside
-    an escape pair (a dangling backslash would escape the ellipsis), bold closed if the cut opened it."""
-    if len(line) <= limit:
-        return line
-    room = limit - 1
-    while room > 0:
-        cut = line[:room]
-        if (len(cut) - len(cut.rstrip("\\"))) % 2:  # an odd run of backslashes ends in half a pair
-            cut = cut[:-1]
-        closing = "**" if _ESCAPE_PAIR.sub("", cut).count("**") % 2 else ""
-        if len(cut) + 1 + len(closing) <= limit:
-            return cut + "…" + closing
-        room -= len(closing)
-    return "…"[:limit]
-
-
-def latest_lines(signers: Sequence[SignatureRow], room: int) -> list[str]:
-    """Bullet lines for the newest public signers in at most `room` characters (lines joined by newlines)."""
-    lines: list[str] = []
-    size = 0
-    for signer in signers:
-        line = cut_line("• " + signer_line(signer), room)
-        needed = len(line) + (1 if lines else 0)
-        if len(line) < 3 or size + needed > room:
-            continue  # does not fit next to newer ones; an older, shorter line may
-        lines.append(line)
-        size += needed
-    return lines
-
-
-def _timestamp(moment: datetime) -> str:
-    ts = int(moment.timestamp())
-    return f"<t:{ts}:f> (<t:{ts}:R>)"
-
-
-def statement_embed(snapshot: Snapshot, now: datetime) -> discord.Embed:
-    statement, counts = snapshot.statement, snapshot.counts
-    accepting = statement.accepting(now)
-    embed = discord.Embed(
-        title=statement.title[:256],
-        description=statement.body[:4096],
-        colour=discord.Colour.green() if accepting else discord.Colour.dark_grey(),
-    )
-    total = f"**{counts.signed}**"
-    if counts.signed != counts.public:
-        total += f" ({counts.public} listed publicly)"
-    if counts.organizations:
-        total += f"\n{counts.organizations} on behalf of organizations"
-    embed.add_field(name="Final count" if not accepting else "Signatures", value=total, inline=True)
-    if statement.status == "closed" or not accepting:
-        when = statement.closed_at or statement.closes_at
-        embed.add_field(name="Closed", value=_timestamp(when) if when else "yes", inline=True)
-    elif statement.closes_at:
-        embed.add_field(name="Closes", value=_timestamp(statement.closes_at), inline=True)
-    footer = "Sign with the buttons below; your answer is private until you choose to be listed."
-    if not accepting:
-        footer = "This statement is closed and no longer takes signatures."
-    embed.set_footer(text=f"{footer} · {statement.slug}")
-    # An empty or over-long field makes Discord refuse the whole edit (400), freezing the message.
-    room = min(FIELD_VALUE_MAX, EMBED_MAX - len(embed) - len(LATEST_NAME))
-    lines = latest_lines(counts.latest, room) if counts.latest else []
-    if lines:
-        embed.add_field(name=LATEST_NAME, value="\n".join(lines), inline=False)
-    return embed
-
-
-def statement_view(statement: StatementRow, now: datetime) -> discord.ui.View:
-    closed = not statement.accepting(now)
-    view = discord.ui.View(timeout=None)
-    view.add_item(StatementButton(statement.id, "sign", disabled=closed))
-    if statement.allow_organizations:
-        view.add_item(StatementButton(statement.id, "sign_org", disabled=closed))
-    view.add_item(StatementButton(statement.id, "withdraw", disabled=closed))
-    view.add_item(StatementButton(statement.id, "who"))
-    return view
-
-
-def describe_signature(s: SignatureRow | Any, statement: StatementRow) -> str:
-    parts = [f"Name: {_e(s.name)}"]
-    if s.kind == "organization" or s.organization:
-        parts.append(f"Organization: {_e(s.organization)}")
-    if s.role:
-        parts.append(f"Role: {_e(s.role)}")
-    place = ", ".join(_e(p) for p in (s.city, s.country) if p)
-    if place:
-        parts.append(f"Place: {place}")
-    parts.append("Listed publicly: " + ("yes" if s.public else "no (counted, but your name is not shown)"))
-    return "\n".join(parts)
-
-
-def signed_answer(outcome: SignOutcome) -> str:
-    """The private answer to a sign-on: which signature was created or changed, and what it says."""
-    recorded, statement = outcome.recorded, outcome.statement
-    assert recorded is not None and statement is not None
-    verb = "Signed" if outcome.status == "created" else "Updated your signature on"
-    if recorded.kind == "organization":
-        which = f" for **{_e(recorded.organization)}**"
-        after = (
-            "Use Sign for an organization to change it or to sign for another one; Withdraw removes it. "
-            "Your personal signature, if you have one, is unchanged."
-        )
-    else:
-        which = " (your personal signature)"
-        after = "Sign again to change it, or use Withdraw to remove it."
-    return f"{verb} **{_e(statement.title)}**{which}. Recorded:\n{describe_signature(recorded, statement)}\n{after}"
-
-
-_LABELS: dict[str, tuple[str, discord.ButtonStyle]] = {
-    "sign": ("Sign", discord.ButtonStyle.success),
-    "sign_org": ("Sign for an organization", discord.ButtonStyle.primary),
-    "withdraw": ("Withdraw", discord.ButtonStyle.secondary),
-    "who": ("Who signed", discord.ButtonStyle.secondary),
-}
-
-
-class StatementButton(
-    discord.ui.DynamicItem[discord.ui.Button[Any]],
-    template=r"statements:(?P<action>sign|sign_org|withdraw|who):(?P<sid>\d+)",
-):
-    """A persistent button: all it knows is its action and the statement id."""
-
-    def __init__(self, statement_id: int, action: str, *, disabled: bool = False) -> None:
-        label, style = _LABELS[action]
-        super().__init__(
-            discord.ui.Button(
-                label=label, style=style, custom_id=f"statements:{action}:{statement_id}", disabled=disabled
-            )
-        )
-        self.statement_id = statement_id
-        self.action = action
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
-    ) -> StatementButton:
-        return cls(int(match["sid"]), match["action"])
-
-    async def callback(self, interaction: discord.Interaction) -> None:
-        cog = interaction.client.get_cog("Statements")  # type: ignore[attr-defined]
-        if not isinstance(cog, Statements):
-            await send_ephemeral(interaction, "Statements are not available right now; try again shortly.")
-            return
-        await cog.on_button(interaction, self.statement_id, self.action)
-
-
-class SignatureChoiceButton(
-    discord.ui.DynamicItem[discord.ui.Button[Any]],
-    template=r"statements:(?P<action>orgedit|orgnew|unsign):(?P<sid>\d+):(?P<sig>\d+)",
-):
-    """A button on a private "which signature?" answer: change or withdraw one of the member's
-    signatures (`sig`, checked against the clicker in the DB), or sign for another organization."""
-
-    def __init__(
-        self, statement_id: int, action: str, signature_id: int, *, label: str = "…", disabled: bool = False
-    ) -> None:
-        style = discord.ButtonStyle.danger if action == "unsign" else discord.ButtonStyle.primary
-        super().__init__(
-            discord.ui.Button(
-                label=_short(label, 80),
-                style=style,
-                custom_id=f"statements:{action}:{statement_id}:{signature_id}",
-                disabled=disabled,
-            )
-        )
-        self.statement_id = statement_id
-        self.action = action
-        self.signature_id = signature_id
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
-    ) -> SignatureChoiceButton:
-        return cls(int(match["sid"]), match["action"], int(match["sig"]))
-
-    async def callback(self, interaction: discord.Interaction) -> None:
-        cog = interaction.client.get_cog("Statements")  # type: ignore[attr-defined]
-        if not isinstance(cog, Statements):
-            await send_ephemeral(interaction, "Statements are not available right now; try again shortly.")
-            return
-        await cog.on_choice(interaction, self.statement_id, self.action, self.signature_id)
-
-
-def signature_label(s: SignatureRow) -> str:
-    """How a member's own signature is named on buttons (plain text: labels show no markdown)."""
-    if s.kind == "organization":
-        return f"for {s.organization}"
-    return f"personal ({s.name})"
-
-
-def choice_view(statement_id: int, buttons: Sequence[tuple[str, int, str, bool]]) -> discord.ui.View:
-    """A private answer's buttons, (action, signature id, label, disabled) each; kept out of the view
-    store (stopped): clicks reach `SignatureChoiceButton` by its custom_id, state comes from the DB."""
-    view = discord.ui.View(timeout=None)
-    for action, signature_id, label, disabled in buttons:
-        view.add_item(SignatureChoiceButton(statement_id, action, signature_id, label=label, disabled=disabled))
-    view.stop()
-    return view
-
-
-def modal_values(components: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """{custom_id: value (text input) or list of values (select)} from a modal submission."""
-    found: dict[str, Any] = {}
-    for component in components:
-        if component.get("type") == 1:
-            found.update(modal_values(component.get("components", [])))
-        elif component.get("type") == 18:
-            found.update(modal_values([component["component"]]))
-        elif component.get("custom_id"):
-            found[component["custom_id"]] = component.get("values", component.get("value"))
-    return found
-
-
-def _text_input(custom_id: str, *, max_length: int, required: bool = False, **kwargs: Any) -> discord.ui.TextInput[Any]:
-    return discord.ui.TextInput(custom_id=custom_id, max_length=max_length, required=required, **kwargs)
-
-
-def _stateless(modal: discord.ui.Modal) -> discord.ui.Modal:
-    """Keep the modal out of discord.py's store: its submission is handled in `on_interaction`."""
-    modal.stop()
-    return modal
-
-
-class _FixedModal(discord.ui.Modal):
-    """A stopped modal whose payload is built once: a blank sign form is shared by every click."""
-
-    _payload: dict[str, Any] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        if self._payload is None:
-            self._payload = super().to_dict()
-        return self._payload
-
-
-def _short(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
-
-
-def sign_form(
-    statement: StatementRow, kind: SignKind, current: SignatureRow | None, *, another: bool = False
-) -> discord.ui.Modal:
-    """The sign-on form; its title says which signature it creates or changes.
-
-    Personal: "Sign the statement" or "Change your personal signature". Organization: "Sign for an
-    organization" (or "another organization"), or, naming one of the member's organization
-    signatures (`current`), "Change: <organization>"; that form's custom_id carries the signature id.
-    """
-    custom_id = f"statements:signform:{statement.id}:{kind}"
-    if kind == "organization" and current is not None:
-        custom_id += f":{current.id}"
-        title = _short(f"Change: {current.organization or 'organization'}", MODAL_TITLE_MAX)
-    elif kind == "organization":
-        title = "Sign for another organization" if another else "Sign for an organization"
-    else:
-        title = "Change your personal signature" if current is not None else "Sign the statement"
-    modal = _FixedModal(title=title, custom_id=custom_id, timeout=None)
-    place = ", ".join(p for p in ((current.city, current.country) if current else ()) if p) or None
-    if kind == "organization":
-        modal.add_item(
-            discord.ui.Label(
-                text="Organization",
-                description=(
-                    "Changing the name changes this signature (it does not add one)."
-                    if current is not None
-                    else "A new signature for this organization; your personal signature stays as it is."
-                ),
-                component=_text_input(
-                    "organization", max_length=ORGANIZATION_MAX, required=True, default=current and current.organization
-                ),
-            )
-        )
-    modal.add_item(
-        discord.ui.Label(
-            text="Your name" if kind == "individual" else "Your name (signing for the organization)",
-            description=(
-                f"Your personal signature, at most {NAME_MAX} characters. Organizations sign separately."
-                if kind == "individual"
-                else f"As it should appear, at most {NAME_MAX} characters."
-            ),
-            component=_text_input("name", max_length=NAME_MAX, required=True, default=current and current.name),
-        )
-    )
-    modal.add_item(
-        discord.ui.Label(
-            text="Role or title",
-            component=_text_input("role", max_length=ROLE_MAX, default=current and current.role),
-        )
-    )
-    if kind == "individual":
-        modal.add_item(
-            discord.ui.Label(
-                text="Organization (optional affiliation)",
-                component=_text_input(
-                    "organization", max_length=ORGANIZATION_MAX, default=current and current.organization
-                ),
-            )
-        )
-    modal.add_item(
-        discord.ui.Label(
-            text="City, country",
-            description="e.g. Leeds, UK",
-            component=_text_input("place", max_length=150, default=place),
-        )
-    )
-    public = current.public if current else statement.public_by_default
-    modal.add_item(
-        discord.ui.Label(
-            text="List my name publicly?",
-            component=discord.ui.Select(
-                custom_id="public",
-                options=[
-                    discord.SelectOption(label="Yes, list my name", value="yes", default=public),
-                    discord.SelectOption(label="No, count me but don't show my name", value="no", default=not public),
-                ],
-            ),
-        )
-    )
-    return _stateless(modal)
-
-
-def statement_form(custom_id: str, title: str, current: StatementRow | None = None) -> discord.ui.Modal:
-    modal = discord.ui.Modal(title=title, custom_id=custom_id, timeout=None)
-    modal.add_item(
-        discord.ui.Label(
-            text="Title",
-            component=_text_input("title", max_length=200, required=True, default=current and current.title),
-        )
-    )
-    modal.add_item(
-        discord.ui.Label(
-            text="Text of the statement",
-            description="Markdown works. Signers sign onto exactly this text.",
-            component=_text_input(
-                "body",
-                max_length=BODY_MAX,
-                required=True,
-                style=discord.TextStyle.paragraph,
-                default=current and current.body,
-            ),
-        )
-    )
-    if current is None:
-        modal.add_item(
-            discord.ui.Label(
-                text="Short name (slug), optional",
-                description="ASCII letters, digits and hyphens; made from the title if empty.",
-                component=_text_input("slug", max_length=60),
-            )
-        )
-    return _stateless(modal)
-
-
-# -- the cog --------------------------------------------------------------------------------------
-
-
-def server_of(interaction: discord.Interaction | SignReply) -> int:
-    """The server a click or form comes from: statements of any other server are out of its reach."""
-    if interaction.guild_id is None:
-        raise StatementError("Statements work only inside a server.")
-    return interaction.guild_id
-
-
-class SignReply(Protocol):
-    """Who is signing, where, and how to answer them: a `discord.Interaction` (`InteractionReply`) or
-    the raw gateway payload of the sign-on hot path (`RawSignReply`)."""
-
-    id: int
-    user_id: int
-    guild_id: int | None
-
-    @property
-    def account_created_at(self) -> datetime: ...
-
-    async def text(self, content: str) -> None: ...
-
-    async def form(self, modal: discord.ui.Modal) -> None: ...
-
-
-class InteractionReply:
-    """A `SignReply` over a discord.py `Interaction` (buttons and forms that took the usual path)."""
-
-    def __init__(self, interaction: discord.Interaction) -> None:
-        self.interaction = interaction
-        self.id = interaction.id
-        self.user_id = interaction.user.id
-        self.guild_id = interaction.guild_id
-
-    @property
-    def account_created_at(self) -> datetime:
-        return self.interaction.user.created_at
-
-    async def text(self, content: str) -> None:
-        await send_ephemeral(self.interaction, content)
-
-    async def form(self, modal: discord.ui.Modal) -> None:
-        await self.interaction.response.send_modal(modal)
-
-
-CALLBACK_PATH = "/interactions/{id}/{token}/callback"  # for the metrics: what was answered, how
-
-
-class RawSignReply:
-    """A `SignReply` read straight from an INTERACTION_CREATE payload, answered through discord.py's
-    own interaction-callback request (same rate-limit handling and errors as `InteractionResponse`).
-
-    `session` is an aiohttp session on discord.py's connector (its connections and limit) without
-    the bot's trace hooks: measured, they cost a third of an interaction callback's client-side CPU,
-    and callbacks are exempt from the global limit the pacer keeps. The answer is counted in the
-    metrics here instead (the final status; a 429 retried inside discord.py is not seen)."""
-
-    def __init__(
-        self, http: discord.http.HTTPClient, session: aiohttp.ClientSession, data: Mapping[str, Any], guild_id: int
-    ) -> None:
-        self._http = http
-        self._session = session
-        self.id = int(data["id"])
-        self.token: str = data["token"]
-        self.user_id = int(data["member"]["user"]["id"])
-        self.guild_id: int | None = guild_id
-        self.answered = False
-
-    @property
-    def account_created_at(self) -> datetime:
-        return discord.utils.snowflake_time(self.user_id)
-
-    async def _callback(self, params: Any) -> None:
-        http = self._http
-        try:
-            await async_context.get().create_interaction_response(
-                self.id, self.token, session=self._session, proxy=http.proxy, proxy_auth=http.proxy_auth, params=params
-            )
-        except discord.HTTPException as exc:
-            metrics.count_discord_answer("POST", CALLBACK_PATH, exc.status)
-            raise
-        metrics.count_discord_answer("POST", CALLBACK_PATH, 200)
-        self.answered = True
-
-    async def text(self, content: str) -> None:
-        if self.answered:
-            raise RuntimeError("a sign-on is answered once")
-        await self._callback(
-            interaction_message_response_params(
-                type=discord.InteractionResponseType.channel_message.value,
-                content=content,
-                flags=discord.MessageFlags(ephemeral=True),
-                allowed_mentions=NONE,
-            )
-        )
-
-    async def form(self, modal: discord.ui.Modal) -> None:
-        await self._callback(interaction_response_params(discord.InteractionResponseType.modal.value, modal.to_dict()))
-
-
-def sign_route(data: Any) -> tuple[str, re.Match[str]] | None:
-    """("click", match) for a click on a Sign button, ("form", match) for a sign form submitted in a
-    server; None for every other interaction (they take discord.py's usual path)."""
-    if not isinstance(data, dict) or "member" not in data or not data.get("guild_id"):
-        return None
-    inner = data.get("data") or {}
-    custom_id = inner.get("custom_id")
-    if not isinstance(custom_id, str) or not custom_id.startswith("statements:sign"):
-        return None
-    kind = data.get("type")
-    if kind == COMPONENT_INTERACTION and inner.get("component_type") == BUTTON:
-        match = SIGN_CLICK.match(custom_id)
-        return ("click", match) if match else None
-    if kind == MODAL_SUBMIT_INTERACTION:
-        match = SIGN_FORM.match(custom_id)
-        return ("form", match) if match else None
-    return None
 
 
 class Statements(commands.Cog):
@@ -582,10 +77,8 @@ class Statements(commands.Cog):
 
     def __init__(self, bot: ReadersViewsBot) -> None:
         self.bot = bot
-        self.repo = StatementsRepo(bot.store.db, bot.clock)
         self.service = StatementService(
             bot.store,
-            self.repo,
             bot.clock,
             site_update_minutes=bot.config.site.statement_update_minutes,
             on_enqueued=bot.outbox.notify,
@@ -652,7 +145,7 @@ class Statements(commands.Cog):
     @timer.before_loop
     async def _before_timer(self) -> None:
         await self.bot.wait_until_ready()
-        for statement in await self.repo.message_dirty():
+        for statement in await self.service.with_message_changes():
             self.refresher.mark(statement.id)
 
     @timer.error
@@ -664,18 +157,18 @@ class Statements(commands.Cog):
     async def run_timer_once(self) -> None:
         """Close what is due, post owed final counts, enqueue owed site updates."""
         await self.service.close_due()
-        for statement in await self.repo.closed_unannounced():
+        for statement in await self.service.closed_unannounced():
             await self._announce_close(statement)
         await self.service.flush_site_updates()
 
     async def _announce_close(self, statement: StatementRow) -> None:
         self.refresher.mark(statement.id)
         if statement.channel_id is not None:
-            counts = await self.repo.counts(statement.id)
+            counts = await self.service.counts(statement.id)
             try:
                 await self._post_note(
                     statement,
-                    f"**{_e(statement.title)}** is closed. Final count: **{counts.signed}** "
+                    f"**{inert(statement.title)}** is closed. Final count: **{counts.signed}** "
                     f"signature{'s' if counts.signed != 1 else ''}. Thank you to everyone who signed.",
                 )
             except discord.HTTPException as exc:
@@ -683,7 +176,7 @@ class Statements(commands.Cog):
                 await self.bot.alert(
                     statement.guild_id, f"I couldn't post the final count of statement `{statement.slug}`: {exc}"
                 )
-        await self.repo.mark_announced(statement.id)
+        await self.service.mark_announced(statement.id)
 
     async def _post_note(self, statement: StatementRow, text: str, *, silent: bool = False) -> None:
         """Post `text` in the statement's channel, as a reply to its message (when it still exists)."""
@@ -706,10 +199,10 @@ class Statements(commands.Cog):
 
     async def _refresh_message(self, statement_id: int) -> None:
         """Show the current state; other failures than "gone"/"no access" raise, and the refresher retries."""
-        statement = await self.repo.get(statement_id)  # read before the counts: its change counter is not newer
+        statement = await self.service.current(statement_id)  # read before the counts: its change counter is not newer
         if statement is None or statement.message_id is None or statement.channel_id is None:
             return
-        snapshot = Snapshot(statement, await self.repo.counts(statement_id, latest=LATEST_SHOWN))
+        snapshot = Snapshot(statement, await self.service.counts(statement_id, latest=LATEST_SHOWN))
         now = self.bot.clock.now()
         message = self.bot.get_partial_messageable(statement.channel_id).get_partial_message(statement.message_id)
         try:
@@ -720,11 +213,11 @@ class Statements(commands.Cog):
             # Retrying cannot help; the next change to the statement tries once more.
             await self._message_unreachable(statement, exc)
             if isinstance(exc, discord.NotFound):
-                await self.repo.clear_message_dirty(statement_id, statement.message_changes)
+                await self.service.message_shown(statement)
             return
         self._unreachable.discard(statement_id)
         if not self._is_marked(statement_id):
-            await self.repo.clear_message_dirty(statement_id, statement.message_changes)
+            await self.service.message_shown(statement)
 
     async def _message_unreachable(self, statement: StatementRow, exc: discord.HTTPException) -> None:
         """Say once (per failure streak) that a statement's message can't be edited."""
@@ -809,7 +302,10 @@ class Statements(commands.Cog):
         task.add_done_callback(self._fast_tasks.discard)
 
     async def _fast_sign(self, reply: RawSignReply, route: str, match: re.Match[str], data: Mapping[str, Any]) -> None:
-        """A Sign click or a sign form from the hot path, with the same answers as the usual one."""
+        """A Sign click or a sign form from the hot path, with the same answers as the usual one.
+
+        Not `bot.errors.answer_error`: there is no `discord.Interaction` here (building one is what the
+        hot path saves), so this keeps its own minimal answers, with the policy's texts."""
         if self.bot.shedder.late(reply.id):
             return
         try:
@@ -836,7 +332,7 @@ class Statements(commands.Cog):
                         reply.user_id, exc)  # fmt: skip
         except Exception:
             log.exception("sign-on %s (%s) failed for user %s", route, data.get("custom_id"), reply.user_id)
-            await self._reply_safely(reply, OUR_FAULT)
+            await self._reply_safely(reply, UNEXPECTED)
 
     def _answered_late(self, exc: discord.HTTPException) -> None:
         self._late_answers += 1
@@ -857,38 +353,29 @@ class Statements(commands.Cog):
     async def on_button(self, interaction: discord.Interaction, statement_id: int, action: str) -> None:
         if await self._turned_away(interaction):
             return
-        try:
-            if action == "sign":
-                await self._sign_click(InteractionReply(interaction), statement_id)
-            elif action == "sign_org":
-                statement, _ = await self.service.prepare_sign(
-                    statement_id, interaction.user.id, "organization", guild_id=server_of(interaction)
+        if action == "sign":
+            await self._sign_click(InteractionReply(interaction), statement_id)
+        elif action == "sign_org":
+            statement, _ = await self.service.prepare_sign(
+                statement_id, interaction.user.id, "organization", guild_id=server_of(interaction)
+            )
+            await self._organization_form_or_choice(interaction, statement)
+        elif action == "withdraw":
+            try:
+                withdrawn = await self.service.withdraw(
+                    statement_id, interaction.user.id, guild_id=server_of(interaction)
                 )
-                await self._organization_form_or_choice(interaction, statement)
-            elif action == "withdraw":
-                try:
-                    withdrawn = await self.service.withdraw(
-                        statement_id, interaction.user.id, guild_id=server_of(interaction)
-                    )
-                except SeveralSignatures as several:
-                    buttons = [("unsign", s.id, f"Withdraw {signature_label(s)}", False) for s in several.signatures]
-                    await send_ephemeral(
-                        interaction,
-                        "You have several signatures on this statement. Which one do you want to withdraw?",
-                        view=choice_view(statement_id, buttons[:25]),
-                    )
-                    return
-                await self._answer_withdrawn(interaction, withdrawn)
-            elif action == "who":
-                await self._who_signed(interaction, statement_id)
-        except StatementError as exc:
-            await self._answer_safely(interaction, str(exc))
-        except discord.HTTPException as exc:
-            log.warning("statement button %s:%s: could not answer user %s: %s", action, statement_id,
-                        interaction.user.id, exc)  # fmt: skip
-        except Exception:
-            log.exception("statement button %s:%s failed for user %s", action, statement_id, interaction.user.id)
-            await self._answer_safely(interaction, OUR_FAULT)
+            except SeveralSignatures as several:
+                buttons = [("unsign", s.id, f"Withdraw {signature_label(s)}", False) for s in several.signatures]
+                await send_ephemeral(
+                    interaction,
+                    "You have several signatures on this statement. Which one do you want to withdraw?",
+                    view=choice_view(statement_id, buttons[:25]),
+                )
+                return
+            await self._answer_withdrawn(interaction, withdrawn)
+        elif action == "who":
+            await self._who_signed(interaction, statement_id)
 
     async def _answer_withdrawn(self, interaction: discord.Interaction, withdrawn: SignatureRow | None) -> None:
         if withdrawn is None:
@@ -896,13 +383,13 @@ class Statements(commands.Cog):
         elif withdrawn.kind == "organization":
             await send_ephemeral(
                 interaction,
-                f"Your signature for {_e(withdrawn.organization)} (as {_e(withdrawn.name)}) was withdrawn. "
+                f"Your signature for {inert(withdrawn.organization)} (as {inert(withdrawn.name)}) was withdrawn. "
                 "Your other signatures stay. You can sign again while it is open.",
             )
         else:
             await send_ephemeral(
                 interaction,
-                f"Your signature as {_e(withdrawn.name)} was withdrawn. You can sign again while it is open.",
+                f"Your signature as {inert(withdrawn.name)} was withdrawn. You can sign again while it is open.",
             )
 
     async def _organization_form_or_choice(self, interaction: discord.Interaction, statement: StatementRow) -> None:
@@ -917,8 +404,8 @@ class Statements(commands.Cog):
         buttons = [("orgedit", s.id, f"Change: {s.organization}", False) for s in mine]
         buttons.append(("orgnew", 0, "Sign for another organization", full))
         text = (
-            f"You have signed **{_e(statement.title)}** for "
-            + ", ".join(f"**{_e(s.organization)}**" for s in mine)
+            f"You have signed **{inert(statement.title)}** for "
+            + ", ".join(f"**{inert(s.organization)}**" for s in mine)
             + ". Change one of those signatures, or sign for another organization"
             + (f" (at most {ORGANIZATIONS_PER_MEMBER}: withdraw one first)." if full else ".")
             + " Your personal signature is separate."
@@ -931,40 +418,31 @@ class Statements(commands.Cog):
         """A click on a private "which signature?" answer: open that signature's form, or withdraw it."""
         if await self._turned_away(interaction):
             return
-        try:
-            if action == "unsign":
-                withdrawn = await self.service.withdraw(
-                    statement_id, interaction.user.id, signature_id, guild_id=server_of(interaction)
-                )
-                if withdrawn is None:
-                    raise StatementError("That signature is already withdrawn (or isn't yours); nothing changed.")
-                await self._answer_withdrawn(interaction, withdrawn)
-                return
-            statement, _ = await self.service.prepare_sign(
-                statement_id, interaction.user.id, "organization", guild_id=server_of(interaction)
+        if action == "unsign":
+            withdrawn = await self.service.withdraw(
+                statement_id, interaction.user.id, signature_id, guild_id=server_of(interaction)
             )
-            if action == "orgnew":
-                await interaction.response.send_modal(sign_form(statement, "organization", None, another=True))
-                return
-            mine = {s.id: s for s in await self.service.my_signatures(statement_id, interaction.user.id)}
-            current = mine.get(signature_id)
-            if current is None or current.kind != "organization":
-                raise StatementError("That signature was withdrawn meanwhile; use Sign for an organization again.")
-            await interaction.response.send_modal(sign_form(statement, "organization", current))
-        except StatementError as exc:
-            await self._answer_safely(interaction, str(exc))
-        except discord.HTTPException as exc:
-            log.warning("statement choice %s:%s: could not answer user %s: %s", action, statement_id,
-                        interaction.user.id, exc)  # fmt: skip
-        except Exception:
-            log.exception("statement choice %s:%s failed for user %s", action, statement_id, interaction.user.id)
-            await self._answer_safely(interaction, OUR_FAULT)
+            if withdrawn is None:
+                raise StatementError("That signature is already withdrawn (or isn't yours); nothing changed.")
+            await self._answer_withdrawn(interaction, withdrawn)
+            return
+        statement, _ = await self.service.prepare_sign(
+            statement_id, interaction.user.id, "organization", guild_id=server_of(interaction)
+        )
+        if action == "orgnew":
+            await interaction.response.send_modal(sign_form(statement, "organization", None, another=True))
+            return
+        mine = {s.id: s for s in await self.service.my_signatures(statement_id, interaction.user.id)}
+        current = mine.get(signature_id)
+        if current is None or current.kind != "organization":
+            raise StatementError("That signature was withdrawn meanwhile; use Sign for an organization again.")
+        await interaction.response.send_modal(sign_form(statement, "organization", current))
 
     async def _who_signed(self, interaction: discord.Interaction, statement_id: int) -> None:
         statement = await self.service.get(statement_id, guild_id=server_of(interaction))
         signers = await self.service.public_signers(statement_id)
-        counts = await self.repo.counts(statement_id)
-        head = f"**{_e(statement.title)}**: {counts.signed} signature{'s' if counts.signed != 1 else ''}"
+        counts = await self.service.counts(statement_id)
+        head = f"**{inert(statement.title)}**: {counts.signed} signature{'s' if counts.signed != 1 else ''}"
         if counts.signed != counts.public:
             head += f", {counts.public} listed publicly"
         if counts.organizations:
@@ -983,6 +461,7 @@ class Statements(commands.Cog):
         await send_ephemeral(interaction, "\n".join(lines))
 
     @commands.Cog.listener()
+    @answers_errors
     async def on_interaction(self, interaction: discord.Interaction) -> None:
         if interaction.type is not discord.InteractionType.modal_submit or not interaction.data:
             return
@@ -990,29 +469,20 @@ class Statements(commands.Cog):
         if not custom_id.startswith("statements:"):
             return
         values = modal_values(interaction.data.get("components", []))  # type: ignore[arg-type]
-        try:
-            if match := SIGN_FORM.match(custom_id):
-                if await self._turned_away(interaction):
-                    return
-                await self._submit_signature(
-                    InteractionReply(interaction),
-                    int(match[1]),
-                    match[2],  # type: ignore[arg-type]
-                    values,
-                    replaces=int(match[3]) if match[3] else None,
-                )
-            elif match := CREATE_FORM.match(custom_id):
-                await self._submit_create(interaction, match, values)
-            elif match := EDIT_FORM.match(custom_id):
-                await self._submit_edit(interaction, int(match[1]), values)
-        except (StatementError, app_commands.CheckFailure) as exc:
-            await self._answer_safely(interaction, str(exc) or "You can't do that here.")
-        except discord.HTTPException as exc:
-            # Typically 10062: answered too late. What was recorded stays recorded.
-            log.warning("statement form %s: could not answer user %s: %s", custom_id, interaction.user.id, exc)
-        except Exception:
-            log.exception("statement form %s failed for user %s", custom_id, interaction.user.id)
-            await self._answer_safely(interaction, OUR_FAULT)
+        if match := SIGN_FORM.match(custom_id):
+            if await self._turned_away(interaction):
+                return
+            await self._submit_signature(
+                InteractionReply(interaction),
+                int(match[1]),
+                match[2],  # type: ignore[arg-type]
+                values,
+                replaces=int(match[3]) if match[3] else None,
+            )
+        elif match := CREATE_FORM.match(custom_id):
+            await self._submit_create(interaction, match, values)
+        elif match := EDIT_FORM.match(custom_id):
+            await self._submit_edit(interaction, int(match[1]), values)
 
     async def _turned_away(self, interaction: discord.Interaction) -> bool:
         """True if this click or form is not worked on (nothing is recorded): Discord already gave up
@@ -1099,10 +569,10 @@ class Statements(commands.Cog):
         except Exception:
             log.exception("publishing statement %s failed after its message %s was posted", draft.id, message.id)
             raise StatementError(await self._unpost(message, draft.id)) from None
-        deadline = f", closing {_timestamp(statement.closes_at)}" if statement.closes_at else ""
+        deadline = f", closing {discord_timestamp(statement.closes_at)}" if statement.closes_at else ""
         await send_ephemeral(
             interaction,
-            f"Published **{_e(statement.title)}** (`{statement.slug}`) in <#{channel_id}>{deadline}: "
+            f"Published **{inert(statement.title)}** (`{statement.slug}`) in <#{channel_id}>{deadline}: "
             f"{message.jump_url}",
         )
 
@@ -1147,12 +617,12 @@ class Statements(commands.Cog):
             body=values.get("body") or "",
             guild_id=server_of(interaction),
         )
-        await send_ephemeral(interaction, f"Updated the text of **{_e(statement.title)}**.")
+        await send_ephemeral(interaction, f"Updated the text of **{inert(statement.title)}**.")
         if statement.channel_id is not None:
             try:
                 await self._post_note(
                     statement,
-                    f"📝 The text of **{_e(statement.title)}** was edited by an organizer "
+                    f"📝 The text of **{inert(statement.title)}** was edited by an organizer "
                     f"({self.bot.clock.now():%Y-%m-%d %H:%M} UTC).",
                     silent=True,
                 )
@@ -1166,7 +636,7 @@ class Statements(commands.Cog):
     ) -> list[app_commands.Choice[str]]:
         if interaction.guild is None or not await may(ensure_organizer, interaction):
             return []
-        found = await self.repo.search(interaction.guild.id, current, limit=25)
+        found = await self.service.search(interaction.guild.id, current, limit=25)
         return [app_commands.Choice(name=f"{s.title[:80]} ({s.status})"[:100], value=s.slug) for s in found]
 
     async def _find(self, interaction: discord.Interaction, slug: str) -> StatementRow:
@@ -1226,8 +696,8 @@ class Statements(commands.Cog):
         found = await self._find(interaction, statement)
         closed = await self.service.close(found.id, actor_id=interaction.user.id)
         if closed is None:
-            raise StatementError(f"**{_e(found.title)}** is already closed.")
-        await send_ephemeral(interaction, f"Closed **{_e(found.title)}**.")
+            raise StatementError(f"**{inert(found.title)}** is already closed.")
+        await send_ephemeral(interaction, f"Closed **{inert(found.title)}**.")
         self.wake_timer()
 
     @statement.command(name="reopen", description="Take signatures again")
@@ -1239,9 +709,9 @@ class Statements(commands.Cog):
         found = await self._find(interaction, statement)
         closes_at = parse_deadline(deadline, self.bot.clock.now())
         reopened, dropped = await self.service.reopen(found.id, actor_id=interaction.user.id, closes_at=closes_at)
-        text = f"Reopened **{_e(reopened.title)}**"
+        text = f"Reopened **{inert(reopened.title)}**"
         if reopened.closes_at:
-            text += f"; it closes {_timestamp(reopened.closes_at)}"
+            text += f"; it closes {discord_timestamp(reopened.closes_at)}"
         if dropped:
             text += " (its old deadline had passed, so it now has none: set one with `deadline:`)"
         await send_ephemeral(interaction, text + ".")
@@ -1271,11 +741,11 @@ class Statements(commands.Cog):
         old = await self._existing_message(found, guild_id, must_check=target_id == found.channel_id)
         if old is not None and old.channel.id == target_id:
             raise StatementError(
-                f"The message of **{_e(found.title)}** is still there: {old.jump_url} "
+                f"The message of **{inert(found.title)}** is still there: {old.jump_url} "
                 "(it shows the current count; to move it, give another `channel:`)."
             )
         now = self.bot.clock.now()
-        snapshot = Snapshot(found, await self.repo.counts(found.id, latest=LATEST_SHOWN))
+        snapshot = Snapshot(found, await self.service.counts(found.id, latest=LATEST_SHOWN))
         try:
             message = await self.bot.get_partial_messageable(target_id, guild_id=guild_id).send(
                 embed=statement_embed(snapshot, now), view=statement_view(found, now), allowed_mentions=NONE
@@ -1295,7 +765,7 @@ class Statements(commands.Cog):
                 log.warning("statement %s: could not delete its old message %s: %s", found.id, old.id, exc)
                 moved = f" I couldn't remove the old message ({old.jump_url}); its buttons still work."
         await send_ephemeral(
-            interaction, f"Posted **{_e(reposted.title)}** again in <#{target_id}>: {message.jump_url}.{moved}"
+            interaction, f"Posted **{inert(reposted.title)}** again in <#{target_id}>: {message.jump_url}.{moved}"
         )
 
     async def _existing_message(
@@ -1326,7 +796,9 @@ class Statements(commands.Cog):
         """List live signatures (newest first) with ids, visibility and flags."""
         found = await self._find(interaction, statement)
         rows = list(reversed(await self.service.signatures_for_organizers(found.id)))
-        lines = [f"**{_e(found.title)}**: {len(rows)} live signature(s), newest first. Flags are for organizers only."]
+        lines = [
+            f"**{inert(found.title)}**: {len(rows)} live signature(s), newest first. Flags are for organizers only."
+        ]
         size = len(lines[0])
         for index, s in enumerate(rows):
             marks = []
@@ -1358,7 +830,7 @@ class Statements(commands.Cog):
         found = await self._find(interaction, statement)
         signature = await self.service.hide(found.id, signature_id, actor_id=interaction.user.id, hidden=hidden)
         verb = "Hid" if hidden else "Unhid"
-        await send_ephemeral(interaction, f"{verb} signature #{signature.id} ({_e(signature.name)}).")
+        await send_ephemeral(interaction, f"{verb} signature #{signature.id} ({inert(signature.name)}).")
 
     @statement.command(name="block", description="Stop an account from signing a statement (or allow it again)")
     @app_commands.describe(statement="The statement (type to search)", user="The account", blocked="False unblocks")
@@ -1371,13 +843,13 @@ class Statements(commands.Cog):
         found = await self._find(interaction, statement)
         changed, hidden = await self.service.block(found.id, user.id, actor_id=interaction.user.id, blocked=blocked)
         if blocked:
-            text = f"Blocked {user.mention} from signing **{_e(found.title)}**"
+            text = f"Blocked {user.mention} from signing **{inert(found.title)}**"
             text += " and hid their signature." if hidden else "."
             if not changed:
-                text = f"{user.mention} was already blocked from **{_e(found.title)}**."
+                text = f"{user.mention} was already blocked from **{inert(found.title)}**."
         else:
             text = (
-                f"{user.mention} may sign **{_e(found.title)}** again."
+                f"{user.mention} may sign **{inert(found.title)}** again."
                 if changed
                 else f"{user.mention} wasn't blocked."
             )
@@ -1403,7 +875,7 @@ class Statements(commands.Cog):
             found, fmt=format, include_discord_ids=True, bom=bom and format == "csv", actor_id=interaction.user.id
         )
         await interaction.followup.send(
-            f"Signatures of **{_e(found.title)}** ({format.upper()}, with Discord ids and flags: keep it private).",
+            f"Signatures of **{inert(found.title)}** ({format.upper()}, with Discord ids and flags: keep it private).",
             file=discord.File(io.BytesIO(data), filename=f"{found.slug}-signatures.{format}"),
             ephemeral=True,
             allowed_mentions=NONE,

@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 
 from bot.__main__ import main
-from bot.statements import SignRequest, StatementService
+from bot.statement_rules import SignRequest
+from bot.statements import StatementService
 from bot.store import Store, latest_version
-from bot.store.statements import StatementsRepo
 from tests.helpers import FakeClock, cli, closed_port, one_error_line
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -135,7 +135,7 @@ async def signed_config(tmp_path: Path) -> Path:
     clock = FakeClock(datetime(2026, 3, 1, 12, 0, tzinfo=UTC))
     database = tmp_path / "signons.sqlite3"
     store = await Store.open(database, clock)
-    service = StatementService(store, StatementsRepo(store.db, clock), clock)
+    service = StatementService(store, clock)
     try:
         library = await _publish(service, GUILD, "Save the library", "library")
         signers: list[tuple[int, str, dict[str, Any]]] = [

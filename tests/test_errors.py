@@ -9,7 +9,7 @@ from discord import app_commands
 from bot.articles import FeedProblem
 from bot.errors import UNEXPECTED, UserFacingError, describe_error
 from bot.letter_states import Conflict, LetterError
-from bot.statements import StatementError
+from bot.statement_rules import StatementError
 
 
 @pytest.mark.parametrize("kind", [LetterError, FeedProblem, StatementError])

@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 from bot import metrics
-from bot.statements import export_statement
-from cogs.statements import CALLBACK_PATH, cut_line
+from bot.signing import CALLBACK_PATH
+from bot.statement_export import export_statement
+from bot.statement_views import cut_line
 from tests.fakediscord import FakeDiscord
 from tests.fakediscord.world import Member
 from tests.helpers import Booted, FakeClock, World, answer, cog, create_statement, eventually, sid, sign, spawn

@@ -15,21 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from bot.statements import (
-    Debouncer,
-    SeveralSignatures,
-    SignRequest,
-    StatementError,
-    StatementService,
-    export_statement,
-    neutralise_formula,
-    parse_deadline,
-    split_place,
-)
+from bot.concurrency import Debouncer
+from bot.statement_export import export_statement, neutralise_formula
+from bot.statement_rules import SeveralSignatures, SignRequest, StatementError, parse_deadline, split_place
+from bot.statements import StatementService
 from bot.store import Store
 from bot.store.database import migration_files
 from bot.store.dialect import SQLITE
-from bot.store.statements import ORGANIZATIONS_PER_MEMBER, StatementRow, StatementsRepo
+from bot.store.statement_rows import ORGANIZATIONS_PER_MEMBER, StatementRow
 from tests.helpers import FakeClock
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -41,7 +34,7 @@ ORGANIZER = 222
 async def env(store_location: str) -> AsyncIterator[tuple[StatementService, Store, FakeClock]]:
     clock = FakeClock(START)
     store = await Store.open(store_location, clock)
-    service = StatementService(store, StatementsRepo(store.db, clock), clock, site_update_minutes=10)
+    service = StatementService(store, clock, site_update_minutes=10)
     try:
         yield service, store, clock
     finally:
@@ -257,7 +250,7 @@ async def test_signatures_from_before_the_migration_keep_working(tmp_path: Path)
     conn.close()
     clock = FakeClock(START)
     store = await Store.open(path, clock)
-    service = StatementService(store, StatementsRepo(store.db, clock), clock)
+    service = StatementService(store, clock)
     try:
         statement = await service.get(1)
         assert (await service.sign(req(statement, 7, name="Ann Personal"))).status == "created"
@@ -538,22 +531,22 @@ async def test_titles_escaped_in_refusals(env: tuple[StatementService, Store, Fa
         assert escaped in str(refused.value)
 
 
-async def test_message_dirty_cleared_only_if_unchanged(env: tuple[StatementService, Store, FakeClock]) -> None:
+async def test_message_changes_cleared_only_if_unchanged(env: tuple[StatementService, Store, FakeClock]) -> None:
     """A change committed while the message was being edited keeps the statement dirty (for a restart)."""
     service, _store, _clock = env
     statement = await published(service)
     repo = service.repo
     await service.sign(req(statement, 1))
     rendered = await repo.get(statement.id)  # what the refresher reads and shows
-    assert rendered is not None and rendered.message_dirty
+    assert rendered is not None and rendered.message_changes > 0
     await service.sign(req(statement, 2))  # committed during the edit
-    assert not await repo.clear_message_dirty(statement.id, rendered.message_changes)
-    assert [s.id for s in await repo.message_dirty()] == [statement.id]
+    assert not await repo.clear_message_changes(statement.id, rendered.message_changes)
+    assert [s.id for s in await repo.with_message_changes()] == [statement.id]
     latest = await repo.get(statement.id)
-    assert latest is not None and await repo.clear_message_dirty(statement.id, latest.message_changes)
-    assert await repo.message_dirty() == []
+    assert latest is not None and await repo.clear_message_changes(statement.id, latest.message_changes)
+    assert await repo.with_message_changes() == []
     await service.withdraw(statement.id, 1)
-    assert [s.id for s in await repo.message_dirty()] == [statement.id]
+    assert [s.id for s in await repo.with_message_changes()] == [statement.id]
 
 
 async def test_sign_click_read_does_not_queue_behind_the_reading_thread(

@@ -18,6 +18,7 @@ from bot.store.feeds import FeedsRepo
 from bot.store.notices import NoticesRepo
 from bot.store.outbox import OutboxRepo
 from bot.store.settings import GuildSettingsRepo, MetaRepo
+from bot.store.statements import StatementsRepo
 
 __all__ = ["Store", "StoreError", "latest_version"]
 
@@ -34,6 +35,7 @@ class Store:
         self.articles = ArticlesRepo(db, clock)
         self.outbox = OutboxRepo(db, clock)
         self.notices = NoticesRepo(db, clock)
+        self.statements = StatementsRepo(db, clock)
 
     @classmethod
     async def open(

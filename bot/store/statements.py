@@ -13,7 +13,8 @@ Hiding is per account: while an account has a hidden signature (live or withdraw
 makes starts hidden (with the same `hidden_at`/`hidden_by`). Unhiding one signature also clears the
 account's withdrawn hidden rows, but not its other live signatures (each is moderated on its own).
 
-`statements.message_dirty` counts changes not yet shown on the Discord message (0: up to date).
+`StatementRow.message_changes` counts changes not yet shown on the Discord message (0: up to date;
+the column is still called `statements.message_dirty`, from when it was a flag).
 The refresher clears it only if it still holds the value read with the state it rendered, so a
 change committed while an edit is in flight keeps the statement dirty across a restart.
 """
@@ -22,187 +23,29 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import groupby
 from operator import itemgetter
-from typing import Any, Literal
+from typing import Any
 
 import aiosqlite
 
 from bot import metrics
 from bot.clock import Clock, from_db, to_db
 from bot.store.database import Database
+from bot.store.statement_rows import (
+    ORGANIZATIONS_PER_MEMBER,
+    Counts,
+    SignatureInput,
+    SignatureRow,
+    SignOutcome,
+    SignStatus,
+    StatementRow,
+    signature_key,
+)
 from bot.store.tenancy import only_guilds
-
-SignKind = Literal["individual", "organization"]
-SignStatus = Literal[
-    "created", "updated", "closed", "blocked", "no_organizations", "missing", "too_many", "taken", "gone"
-]
-ORGANIZATIONS_PER_MEMBER = 5
-"""How many organizations one account may sign a statement for (besides its personal signature)."""
-
-
-def signature_key(kind: SignKind, organization: str | None) -> str:
-    """Which of a member's signatures this is: '' personal, 'org:<name>' per organization (case-folded)."""
-    if kind != "organization":
-        return ""
-    return "org:" + " ".join(unicodedata.normalize("NFKC", organization or "").casefold().split())
-
-
-@dataclass(frozen=True)
-class StatementRow:
-    id: int
-    guild_id: int
-    slug: str
-    title: str
-    body: str
-    organizer_id: int
-    channel_id: int | None
-    message_id: int | None
-    closes_at: datetime | None
-    status: str
-    allow_organizations: bool
-    public_by_default: bool
-    created_at: datetime
-    updated_at: datetime
-    closed_at: datetime | None
-    message_dirty: bool
-    message_changes: int
-    """The `message_dirty` counter; pass it to `clear_message_dirty` after showing this state."""
-    site_dirty: bool
-    site_revision: int
-    site_synced_at: datetime | None
-    close_announced: bool
-
-    @property
-    def entity(self) -> str:
-        return f"statement:{self.id}"
-
-    def accepting(self, now: datetime) -> bool:
-        """Open, and its deadline (if any) not yet reached."""
-        return self.status == "open" and (self.closes_at is None or self.closes_at > now)
-
-    @classmethod
-    def from_row(cls, row: aiosqlite.Row) -> StatementRow:
-        return cls(
-            id=row["id"],
-            guild_id=row["guild_id"],
-            slug=row["slug"],
-            title=row["title"],
-            body=row["body"],
-            organizer_id=row["organizer_id"],
-            channel_id=row["channel_id"],
-            message_id=row["message_id"],
-            closes_at=from_db(row["closes_at"]),
-            status=row["status"],
-            allow_organizations=bool(row["allow_organizations"]),
-            public_by_default=bool(row["public_by_default"]),
-            created_at=_dt(row["created_at"]),
-            updated_at=_dt(row["updated_at"]),
-            closed_at=from_db(row["closed_at"]),
-            message_dirty=bool(row["message_dirty"]),
-            message_changes=int(row["message_dirty"]),
-            site_dirty=bool(row["site_dirty"]),
-            site_revision=int(row["site_revision"]),
-            site_synced_at=from_db(row["site_synced_at"]),
-            close_announced=bool(row["close_announced"]),
-        )
-
-
-@dataclass(frozen=True)
-class SignatureRow:
-    id: int
-    statement_id: int
-    user_id: int
-    kind: SignKind
-    name: str
-    organization: str | None
-    role: str | None
-    city: str | None
-    country: str | None
-    public: bool
-    created_at: datetime
-    updated_at: datetime
-    withdrawn_at: datetime | None
-    hidden_at: datetime | None
-    hidden_by: int | None
-    flags: tuple[str, ...] = ()
-
-    @classmethod
-    def from_row(cls, row: aiosqlite.Row) -> SignatureRow:
-        return cls(
-            id=row["id"],
-            statement_id=row["statement_id"],
-            user_id=row["user_id"],
-            kind=row["kind"],
-            name=row["name"],
-            organization=row["organization"],
-            role=row["role"],
-            city=row["city"],
-            country=row["country"],
-            public=bool(row["public"]),
-            created_at=_dt(row["created_at"]),
-            updated_at=_dt(row["updated_at"]),
-            withdrawn_at=from_db(row["withdrawn_at"]),
-            hidden_at=from_db(row["hidden_at"]),
-            hidden_by=row["hidden_by"],
-            flags=tuple(json.loads(row["flags"] or "[]")),
-        )
-
-
-@dataclass(frozen=True)
-class SignatureInput:
-    """A validated sign-on, ready to store."""
-
-    statement_id: int
-    user_id: int
-    kind: SignKind
-    name: str
-    organization: str | None = None
-    role: str | None = None
-    city: str | None = None
-    country: str | None = None
-    public: bool = True
-    flags: tuple[str, ...] = ()
-    guild_id: int | None = None
-    """The server the sign-on came from; a statement of another server is answered as missing."""
-    replaces: int | None = None
-    """The id of the member's organization signature this changes (its form named it); None: by key."""
-
-    @property
-    def key(self) -> str:
-        return signature_key(self.kind, self.organization)
-
-
-@dataclass(frozen=True)
-class SignOutcome:
-    status: SignStatus
-    statement: StatementRow | None = None
-    recorded: SignatureInput | None = None
-    became_dirty: bool = False
-    """This write made the statement's site copy stale (it was up to date before)."""
-
-
-@dataclass
-class Counts:
-    signed: int = 0
-    """Live signatures not hidden by a moderator."""
-    public: int = 0
-    hidden: int = 0
-    organizations: int = 0
-    """Of `signed`, those made on behalf of organizations."""
-    latest: list[SignatureRow] = field(default_factory=list)
-
-
-def _dt(text: str) -> datetime:
-    moment = from_db(text)
-    assert moment is not None
-    return moment
-
 
 _UPSERT = (
     "INSERT INTO signatures (statement_id, user_id, kind, name, organization, role, city, country, public,"
@@ -348,16 +191,16 @@ class StatementsRepo:
 
     async def update_fields(self, conn: aiosqlite.Connection, statement_id: int, **values: Any) -> None:
         allowed = {
-            "title", "body", "message_id", "channel_id", "closes_at", "status", "closed_at", "message_dirty",
+            "title", "body", "message_id", "channel_id", "closes_at", "status", "closed_at", "message_changed",
             "site_dirty", "site_revision", "site_synced_at", "close_announced",
         }  # fmt: skip
         unknown = set(values) - allowed
         if unknown:
             raise KeyError(f"not a statement field: {', '.join(sorted(unknown))}")
-        # message_dirty is a change counter: setting it counts one more change (see the module doc).
+        # message_changed=True counts one more change in the message_dirty column (see the module doc).
         counter = []
-        if "message_dirty" in values:
-            counter = ["message_dirty = message_dirty + 1" if values.pop("message_dirty") else "message_dirty = 0"]
+        if "message_changed" in values:
+            counter = ["message_dirty = message_dirty + 1" if values.pop("message_changed") else "message_dirty = 0"]
         values = {k: to_db(v) if isinstance(v, datetime) else v for k, v in values.items()}
         values["updated_at"] = to_db(self._clock.now())
         assignments = ", ".join([f"{key} = ?" for key in values] + counter)
@@ -394,13 +237,13 @@ class StatementsRepo:
         rows = await self.db.fetchall("SELECT * FROM statements WHERE status = 'closed' AND close_announced = 0")
         return [StatementRow.from_row(row) for row in rows]
 
-    async def message_dirty(self) -> list[StatementRow]:
+    async def with_message_changes(self) -> list[StatementRow]:
         rows = await self.db.fetchall(
             "SELECT * FROM statements WHERE message_dirty > 0 AND message_id IS NOT NULL AND status != 'draft'"
         )
         return [StatementRow.from_row(row) for row in rows]
 
-    async def clear_message_dirty(self, statement_id: int, shown: int) -> bool:
+    async def clear_message_changes(self, statement_id: int, shown: int) -> bool:
         """The message shows the state read with `message_changes == shown`: clear unless changed since."""
         cleared = await self.db.write(
             "UPDATE statements SET message_dirty = 0 WHERE id = ? AND message_dirty = ?", (statement_id, shown)
@@ -434,16 +277,11 @@ class StatementsRepo:
         metrics.SIGNATURES.inc(sum(outcome.recorded is not None for outcome in outcomes))
         return outcomes
 
-    async def sign_context(
-        self, statement_id: int, user_id: int
-    ) -> tuple[StatementRow | None, bool, SignatureRow | None]:
-        """(statement, account blocked from it, its live personal signature) in one read."""
-        return (await self.sign_contexts([(statement_id, user_id)]))[(statement_id, user_id)]
-
     async def sign_contexts(
         self, pairs: Sequence[tuple[int, int]]
     ) -> dict[tuple[int, int], tuple[StatementRow | None, bool, SignatureRow | None]]:
-        """`sign_context` for many (statement id, user id) pairs: one hop to the DB thread per 400."""
+        """(statement, account blocked from it, its live personal signature) for many (statement id, user
+        id) pairs: one hop to the DB thread per 400."""
         wanted = list(dict.fromkeys(pairs))
         found: dict[tuple[int, int], tuple[StatementRow | None, bool, SignatureRow | None]] = {
             pair: (None, False, None) for pair in wanted
@@ -540,13 +378,6 @@ class StatementsRepo:
                 "DELETE FROM statement_blocks WHERE statement_id = ? AND user_id = ?", (statement_id, user_id)
             )
         return cursor.rowcount > 0
-
-    async def is_blocked(self, statement_id: int, user_id: int) -> bool:
-        return bool(
-            await self.db.scalar(
-                "SELECT 1 FROM statement_blocks WHERE statement_id = ? AND user_id = ?", (statement_id, user_id)
-            )
-        )
 
     async def signature(self, signature_id: int) -> SignatureRow | None:
         row = await self.db.fetchone("SELECT * FROM signatures WHERE id = ?", (signature_id,))
