@@ -20,7 +20,7 @@ from bot.statement_rules import (
     Snapshot,
     StatementError,
 )
-from bot.store.statement_rows import SignatureRow, SignKind, SignOutcome, StatementRow
+from bot.store.statement_rows import ORGANIZATIONS_PER_MEMBER, Counts, SignatureRow, SignKind, SignOutcome, StatementRow
 
 if TYPE_CHECKING:
     pass
@@ -250,6 +250,63 @@ class SignatureChoiceButton(
     @answers_errors
     async def callback(self, interaction: discord.Interaction) -> None:
         await statement_handler(interaction).on_choice(interaction, self.statement_id, self.action, self.signature_id)
+
+
+def withdrawn_answer(withdrawn: SignatureRow | None) -> str:
+    if withdrawn is None:
+        return "You haven't signed this statement, so there is nothing to withdraw."
+    if withdrawn.kind == "organization":
+        return (
+            f"Your signature for {inert(withdrawn.organization)} (as {inert(withdrawn.name)}) was withdrawn. "
+            "Your other signatures stay. You can sign again while it is open."
+        )
+    return f"Your signature as {inert(withdrawn.name)} was withdrawn. You can sign again while it is open."
+
+
+def organizations_question(statement: StatementRow, mine: Sequence[SignatureRow]) -> str:
+    """Asked of a member who signed for organizations already: change one, or sign for another?"""
+    full = len(mine) >= ORGANIZATIONS_PER_MEMBER
+    return (
+        f"You have signed **{inert(statement.title)}** for "
+        + ", ".join(f"**{inert(s.organization)}**" for s in mine)
+        + ". Change one of those signatures, or sign for another organization"
+        + (f" (at most {ORGANIZATIONS_PER_MEMBER}: withdraw one first)." if full else ".")
+        + " Your personal signature is separate."
+    )
+
+
+def _bounded_list(head: str, lines: Sequence[str], limit: int, more: str) -> str:
+    """`head` and as many `lines` as fit in `limit` characters, then `more` with how many were left."""
+    shown, size = [head], len(head)
+    for index, line in enumerate(lines):
+        if size + len(line) + 1 > limit:
+            shown.append(more.format(left=len(lines) - index))
+            break
+        shown.append(line)
+        size += len(line) + 1
+    return "\n".join(shown)
+
+
+def who_signed(statement: StatementRow, counts: Counts, signers: Sequence[SignatureRow]) -> str:
+    """The Who signed? answer: the counts and the public list, as much of it as one message holds."""
+    head = f"**{inert(statement.title)}**: {counts.signed} signature{'s' if counts.signed != 1 else ''}"
+    if counts.signed != counts.public:
+        head += f", {counts.public} listed publicly"
+    if counts.organizations:
+        head += f" ({counts.organizations} on behalf of organizations)"
+    if not signers:
+        return head + "\nNobody is listed publicly yet."
+    return _bounded_list(head, ["• " + signer_line(s) for s in signers], 1900, "…and {left} more.")
+
+
+def organizers_list(statement: StatementRow, rows: Sequence[SignatureRow]) -> str:
+    """/statement signatures: live signatures, newest first, with ids, visibility and flags."""
+    head = f"**{inert(statement.title)}**: {len(rows)} live signature(s), newest first. Flags are for organizers only."
+    lines = []
+    for s in rows:
+        marks = (["hidden"] if s.hidden_at else []) + ([] if s.public else ["private"]) + list(s.flags)
+        lines.append(f"`#{s.id}` <@{s.user_id}> {signer_line(s)}" + (f" — ⚑ {', '.join(marks)}" if marks else ""))
+    return _bounded_list(head, lines, 1850, "…and {left} more: use `/statement export` for the full list.")
 
 
 def signature_label(s: SignatureRow) -> str:

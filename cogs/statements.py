@@ -5,7 +5,7 @@ carries the statement id, and every click reads the statement from the DB. Forms
 answered from `on_interaction` by their custom_id, not from a stored `Modal` object, so a form
 opened before a restart can still be submitted after it, and concurrent forms never share state.
 Clicks on Sign and sign forms, nearly all of a sign-on burst, take a hot path straight from the
-gateway payload (see "the sign-on hot path" below for why and what it keeps).
+gateway payload (`bot.sign_ons`, which says why and what it keeps).
 """
 
 from __future__ import annotations
@@ -15,12 +15,9 @@ import dataclasses
 import io
 import logging
 import re
-import time
-from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-import aiohttp
 import discord
 from discord import app_commands
 from discord.ext import commands, tasks
@@ -28,17 +25,15 @@ from discord.ext import commands, tasks
 from bot import claims
 from bot.checks import ensure_organizer, may, organizer_only
 from bot.concurrency import Debouncer
-from bot.discord_internals import gateway_parsers
-from bot.errors import UNEXPECTED, answers_errors, send_ephemeral
+from bot.errors import answers_errors, send_ephemeral
 from bot.forms import modal_values
-from bot.signing import SIGN_FORM, InteractionReply, RawSignReply, SignReply, server_of, sign_route
+from bot.sign_ons import RESTARTING, SignOns
+from bot.signing import SIGN_FORM, InteractionReply, server_of
 from bot.statement_rules import (
     SeveralSignatures,
-    SignRequest,
     Snapshot,
     StatementError,
     parse_deadline,
-    split_place,
 )
 from bot.statement_views import (
     LATEST_SHOWN,
@@ -48,16 +43,18 @@ from bot.statement_views import (
     choice_view,
     discord_timestamp,
     inert,
+    organizations_question,
+    organizers_list,
     sign_form,
     signature_label,
-    signed_answer,
-    signer_line,
     statement_embed,
     statement_form,
     statement_view,
+    who_signed,
+    withdrawn_answer,
 )
 from bot.statements import StatementService
-from bot.store.statement_rows import ORGANIZATIONS_PER_MEMBER, Counts, SignatureRow, SignKind, StatementRow
+from bot.store.statement_rows import ORGANIZATIONS_PER_MEMBER, Counts, SignatureRow, StatementRow
 
 if TYPE_CHECKING:
     from bot.app import ReadersViewsBot
@@ -66,8 +63,6 @@ log = logging.getLogger(__name__)
 
 MAX_TIMER_SLEEP = 30.0
 EDIT_INTERVAL = 5.0
-FAST_PATH_DRAIN = 10.0  # seconds sign-ons in flight at unload get to be answered
-RESTARTING = "I'm restarting right now, so nothing was recorded; please try again in a minute."
 CREATE_FORM = re.compile(r"^statements:createform:(\d+):(\d+):([01]):([01])$")
 EDIT_FORM = re.compile(r"^statements:editform:(\d+)$")
 
@@ -87,19 +82,15 @@ class Statements(commands.Cog):
             served_guilds=bot.tenants.only,
         )
         self.refresher = Debouncer(self._refresh_message, EDIT_INTERVAL)
-        self._blank_forms: dict[tuple[int, str, bool], discord.ui.Modal] = {}
         self._unreachable: set[int] = set()  # statements whose message answered 403/404 (already reported)
         self._closing = False  # set at unload: new sign-ons are asked to retry
-        self._fast_tasks: set[asyncio.Task[None]] = set()
-        self._callback_session: aiohttp.ClientSession | None = None
-        self._late_answers, self._late_logged_at = 0, float("-inf")
-        self._uninstall_fast_path: Callable[[], None] = lambda: None
+        self.sign_ons = SignOns(bot, self.service, closing=lambda: self._closing)
         self.timer_cap = MAX_TIMER_SLEEP
         self._wake = asyncio.Event()
 
     async def cog_load(self) -> None:
         self.bot.add_dynamic_items(StatementButton, SignatureChoiceButton)
-        self._install_fast_path()
+        self.sign_ons.install()
         self.bot.claims.on_wake(claims.STATEMENTS, self._wake.set)  # woken by another process
         self.timer.start()
 
@@ -107,14 +98,11 @@ class Statements(commands.Cog):
         # discord.py unloads cogs before it closes the gateway: sign-ons arriving from here on are
         # told to retry instead of racing the writer's drain and the store closing under them.
         self._closing = True
-        self._uninstall_fast_path()
         self.timer.cancel()
-        if self._fast_tasks:  # sign-ons already taken: let them be answered before their session closes
-            await asyncio.wait(list(self._fast_tasks), timeout=FAST_PATH_DRAIN)
+        await self.sign_ons.aclose()  # sign-ons already taken are answered before their session closes
         await self.service.aclose()
         await self.refresher.aclose()
-        if self._callback_session is not None:
-            await self._callback_session.close()
+        await self.sign_ons.close_session()
         self.bot.remove_dynamic_items(StatementButton, SignatureChoiceButton)
 
     def _changed(self, statement_id: int) -> None:
@@ -239,122 +227,11 @@ class Statements(commands.Cog):
 
     # -- buttons and forms ----------------------------------------------------------------------
 
-    def _sign_form(self, statement: StatementRow, kind: SignKind, current: SignatureRow | None) -> discord.ui.Modal:
-        """The form; a blank one (first signature) is built once per statement and kind, and reused."""
-        if current is not None:
-            return sign_form(statement, kind, current)
-        key = (statement.id, kind, statement.public_by_default)
-        form = self._blank_forms.get(key)
-        if form is None:
-            if len(self._blank_forms) >= 256:
-                self._blank_forms.clear()
-            form = self._blank_forms[key] = sign_form(statement, kind, None)
-        return form
-
-    async def _sign_click(self, reply: SignReply, statement_id: int) -> None:
-        """Sign: the personal sign form, filled in with the member's signature if there is one."""
-        # One DB read: the statement, whether the account is blocked, its live personal signature.
-        statement, current = await self.service.prepare_sign(
-            statement_id, reply.user_id, "individual", guild_id=server_of(reply)
-        )
-        await reply.form(self._sign_form(statement, "individual", current))
-
-    # -- the sign-on hot path -------------------------------------------------------------------
-    #
-    # Why it exists: in a sign-on burst nearly every interaction is a click on Sign or a sign form,
-    # and discord.py's usual path costs more than the sign-on itself. It builds an `Interaction`
-    # (parsing the whole clicked message: embed, components, author), dispatches it to every cog's
-    # `on_interaction` (a task each), then rebuilds a View from the message to find the
-    # `DynamicItem` (measured with bench/signons.py: about a third of the bot's CPU per sign-on).
-    # These two interactions need only ids, the token and the form's values, so they are taken
-    # from the gateway payload and answered with discord.py's own interaction-callback request.
-    # Everything else stays the same: the custom ids are unchanged (old buttons keep working, and
-    # `StatementButton` still answers a click that reaches it), servers not served are refused by
-    # the tenants gate first, the statement's server is checked against the click's, late
-    # interactions are skipped, and signatures go through the same group-commit writer.
-
-    def _install_fast_path(self) -> None:
-        parsers = gateway_parsers(self.bot)  # bot.discord_internals: the one place that knows the attribute
-        usual = parsers["INTERACTION_CREATE"]  # with the tenants gate on it, if servers are listed
-        tenants, http = self.bot.tenants, self.bot.http
-        session = self._callback_session = aiohttp.ClientSession(
-            connector=http.connector, connector_owner=False, cookie_jar=aiohttp.DummyCookieJar()
-        )
-
-        def interaction_create(data: Any) -> None:
-            route = sign_route(data)
-            if route is None or not tenants.serves(int(data["guild_id"])):
-                usual(data)
-                return
-            reply = RawSignReply(http, session, data, int(data["guild_id"]))
-            self._spawn(self._fast_sign(reply, *route, data["data"]))
-
-        def uninstall() -> None:
-            if parsers.get("INTERACTION_CREATE") is interaction_create:
-                parsers["INTERACTION_CREATE"] = usual
-
-        parsers["INTERACTION_CREATE"] = interaction_create
-        self._uninstall_fast_path = uninstall
-
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(work)
-        self._fast_tasks.add(task)
-        task.add_done_callback(self._fast_tasks.discard)
-
-    async def _fast_sign(self, reply: RawSignReply, route: str, match: re.Match[str], data: Mapping[str, Any]) -> None:
-        """A Sign click or a sign form from the hot path, with the same answers as the usual one.
-
-        Not `bot.errors.answer_error`: there is no `discord.Interaction` here (building one is what the
-        hot path saves), so this keeps its own minimal answers, with the policy's texts."""
-        if self.bot.shedder.late(reply.id):
-            return
-        try:
-            if self._closing:
-                await reply.text(RESTARTING)
-            elif route == "click":
-                await self._sign_click(reply, int(match[1]))
-            else:
-                await self._submit_signature(
-                    reply,
-                    int(match[1]),
-                    match[2],  # type: ignore[arg-type]
-                    modal_values(data.get("components", [])),
-                    replaces=int(match[3]) if match[3] else None,
-                )
-        except StatementError as exc:
-            await self._reply_safely(reply, str(exc))
-        except discord.NotFound as exc:
-            # 10062: answered too late (over capacity). What was recorded stays recorded; the metrics
-            # count each one, the log says so once a minute (a line each would add to the overload).
-            self._answered_late(exc)
-        except discord.HTTPException as exc:
-            log.warning("sign-on %s (%s): could not answer user %s: %s", route, data.get("custom_id"),
-                        reply.user_id, exc)  # fmt: skip
-        except Exception:
-            log.exception("sign-on %s (%s) failed for user %s", route, data.get("custom_id"), reply.user_id)
-            await self._reply_safely(reply, UNEXPECTED)
-
-    def _answered_late(self, exc: discord.HTTPException) -> None:
-        self._late_answers += 1
-        now = time.monotonic()
-        if now - self._late_logged_at >= 60:
-            log.warning("%d sign-on answer(s) came too late for Discord (%s); their members see "
-                        "'This interaction failed' and can try again", self._late_answers, exc)  # fmt: skip
-            self._late_answers, self._late_logged_at = 0, now
-
-    async def _reply_safely(self, reply: RawSignReply, text: str) -> None:
-        if reply.answered:
-            return
-        try:
-            await reply.text(text)
-        except Exception as exc:  # the last answer there is; the cause was logged already
-            log.warning("could not answer user %s (interaction expired?): %s", reply.user_id, exc)
-
     async def on_button(self, interaction: discord.Interaction, statement_id: int, action: str) -> None:
         if await self._turned_away(interaction):
             return
         if action == "sign":
-            await self._sign_click(InteractionReply(interaction), statement_id)
+            await self.sign_ons.click(InteractionReply(interaction), statement_id)
         elif action == "sign_org":
             statement, _ = await self.service.prepare_sign(
                 statement_id, interaction.user.id, "organization", guild_id=server_of(interaction)
@@ -378,19 +255,7 @@ class Statements(commands.Cog):
             await self._who_signed(interaction, statement_id)
 
     async def _answer_withdrawn(self, interaction: discord.Interaction, withdrawn: SignatureRow | None) -> None:
-        if withdrawn is None:
-            await send_ephemeral(interaction, "You haven't signed this statement, so there is nothing to withdraw.")
-        elif withdrawn.kind == "organization":
-            await send_ephemeral(
-                interaction,
-                f"Your signature for {inert(withdrawn.organization)} (as {inert(withdrawn.name)}) was withdrawn. "
-                "Your other signatures stay. You can sign again while it is open.",
-            )
-        else:
-            await send_ephemeral(
-                interaction,
-                f"Your signature as {inert(withdrawn.name)} was withdrawn. You can sign again while it is open.",
-            )
+        await send_ephemeral(interaction, withdrawn_answer(withdrawn))
 
     async def _organization_form_or_choice(self, interaction: discord.Interaction, statement: StatementRow) -> None:
         """A first organization signature opens the form at once; with some already, ask which to change."""
@@ -398,19 +263,14 @@ class Statements(commands.Cog):
             s for s in await self.service.my_signatures(statement.id, interaction.user.id) if s.kind == "organization"
         ]
         if not mine:
-            await interaction.response.send_modal(self._sign_form(statement, "organization", None))
+            await interaction.response.send_modal(self.sign_ons.form(statement, "organization", None))
             return
         full = len(mine) >= ORGANIZATIONS_PER_MEMBER
         buttons = [("orgedit", s.id, f"Change: {s.organization}", False) for s in mine]
         buttons.append(("orgnew", 0, "Sign for another organization", full))
-        text = (
-            f"You have signed **{inert(statement.title)}** for "
-            + ", ".join(f"**{inert(s.organization)}**" for s in mine)
-            + ". Change one of those signatures, or sign for another organization"
-            + (f" (at most {ORGANIZATIONS_PER_MEMBER}: withdraw one first)." if full else ".")
-            + " Your personal signature is separate."
+        await send_ephemeral(
+            interaction, organizations_question(statement, mine), view=choice_view(statement.id, buttons)
         )
-        await send_ephemeral(interaction, text, view=choice_view(statement.id, buttons))
 
     async def on_choice(
         self, interaction: discord.Interaction, statement_id: int, action: str, signature_id: int
@@ -442,23 +302,7 @@ class Statements(commands.Cog):
         statement = await self.service.get(statement_id, guild_id=server_of(interaction))
         signers = await self.service.public_signers(statement_id)
         counts = await self.service.counts(statement_id)
-        head = f"**{inert(statement.title)}**: {counts.signed} signature{'s' if counts.signed != 1 else ''}"
-        if counts.signed != counts.public:
-            head += f", {counts.public} listed publicly"
-        if counts.organizations:
-            head += f" ({counts.organizations} on behalf of organizations)"
-        lines = [head]
-        size = len(head)
-        for index, signer in enumerate(signers):
-            line = "• " + signer_line(signer)
-            if size + len(line) + 1 > 1900:
-                lines.append(f"…and {len(signers) - index} more.")
-                break
-            lines.append(line)
-            size += len(line) + 1
-        if not signers:
-            lines.append("Nobody is listed publicly yet.")
-        await send_ephemeral(interaction, "\n".join(lines))
+        await send_ephemeral(interaction, who_signed(statement, counts, signers))
 
     @commands.Cog.listener()
     @answers_errors
@@ -472,7 +316,7 @@ class Statements(commands.Cog):
         if match := SIGN_FORM.match(custom_id):
             if await self._turned_away(interaction):
                 return
-            await self._submit_signature(
+            await self.sign_ons.submit(
                 InteractionReply(interaction),
                 int(match[1]),
                 match[2],  # type: ignore[arg-type]
@@ -500,34 +344,6 @@ class Statements(commands.Cog):
             await send_ephemeral(interaction, text)
         except discord.HTTPException as exc:
             log.warning("could not answer user %s (interaction expired?): %s", interaction.user.id, exc)
-
-    async def _submit_signature(
-        self,
-        reply: SignReply,
-        statement_id: int,
-        kind: SignKind,
-        values: dict[str, Any],
-        *,
-        replaces: int | None = None,
-    ) -> None:
-        city, country = split_place(values.get("place"))
-        public_choice = values.get("public") or []
-        request = SignRequest(
-            statement_id=statement_id,
-            user_id=reply.user_id,
-            kind=kind,
-            name=values.get("name"),
-            role=values.get("role"),
-            organization=values.get("organization"),
-            city=city,
-            country=country,
-            public=(public_choice[0] if public_choice else "yes") == "yes",
-            account_created_at=reply.account_created_at,
-            guild_id=server_of(reply),
-            replaces=replaces,
-        )
-        outcome = await self.service.sign(request)
-        await reply.text(signed_answer(outcome))
 
     async def _submit_create(
         self, interaction: discord.Interaction, match: re.Match[str], values: dict[str, Any]
@@ -796,24 +612,7 @@ class Statements(commands.Cog):
         """List live signatures (newest first) with ids, visibility and flags."""
         found = await self._find(interaction, statement)
         rows = list(reversed(await self.service.signatures_for_organizers(found.id)))
-        lines = [
-            f"**{inert(found.title)}**: {len(rows)} live signature(s), newest first. Flags are for organizers only."
-        ]
-        size = len(lines[0])
-        for index, s in enumerate(rows):
-            marks = []
-            if s.hidden_at:
-                marks.append("hidden")
-            if not s.public:
-                marks.append("private")
-            marks += list(s.flags)
-            line = f"`#{s.id}` <@{s.user_id}> {signer_line(s)}" + (f" — ⚑ {', '.join(marks)}" if marks else "")
-            if size + len(line) + 1 > 1850:
-                lines.append(f"…and {len(rows) - index} more: use `/statement export` for the full list.")
-                break
-            lines.append(line)
-            size += len(line) + 1
-        await send_ephemeral(interaction, "\n".join(lines))
+        await send_ephemeral(interaction, organizers_list(found, rows))
 
     @statement.command(name="hide", description="Hide a signature from the public list (or show it again)")
     @app_commands.describe(

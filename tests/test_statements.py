@@ -13,9 +13,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import discord
 import pytest
 
 from bot import metrics
+from bot.errors import UNEXPECTED
 from bot.signing import CALLBACK_PATH
 from bot.statement_export import export_statement
 from bot.statement_views import cut_line
@@ -650,6 +652,23 @@ async def test_sign_on_answers_skip_the_rest_hooks_and_are_still_counted(
     assert after == answered + 3  # the click on Sign, the form, the click on Who signed
 
 
+async def test_an_answer_discord_refuses_goes_through_the_one_error_policy(
+    running: Booted, world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A statement button whose answer Discord refuses (here a 400 on "Who signed?") is handled like
+    every other failure (bot.errors): logged once with its traceback, and the member still hears
+    that something went wrong, instead of a warning line and a click that shows nothing."""
+    fake = world.fake
+    message = await create_statement(world, running)
+    fake.fail_next("POST", r"/interactions/\d+/[^/]+/callback$", 400, code=50035, message="Invalid Form Body")
+    with caplog.at_level(logging.WARNING):
+        click = await fake.click(world.guild, world.reader, message, f"statements:who:{sid(message)}")
+        assert await answer(click) == UNEXPECTED
+    failures = [r for r in caplog.records if r.levelno >= logging.WARNING and "statements:who" in r.getMessage()]
+    assert len(failures) == 1 and failures[0].levelno == logging.ERROR
+    assert failures[0].exc_info is not None and isinstance(failures[0].exc_info[1], discord.HTTPException)
+
+
 async def test_late_sign_on_answers_are_counted_and_logged_once(
     running: Booted, world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -660,7 +679,7 @@ async def test_late_sign_on_answers_are_counted_and_logged_once(
     before = metrics.REGISTRY.get_sample_value("readersviews_interactions_total", {"outcome": "late"}) or 0
     fake.interaction_timeout = 0.0  # every answer arrives after Discord gave up
     try:
-        with caplog.at_level(logging.WARNING, logger="cogs.statements"):
+        with caplog.at_level(logging.WARNING, logger="bot.sign_ons"):
             for member in (world.reader, world.editor, world.organizer):
                 click = await fake.click(world.guild, member, message, f"statements:sign:{sid(message)}")
                 await click.wait_for(lambda ix: len(ix.callbacks) == 1)
