@@ -15,6 +15,7 @@ from bot.clock import SystemClock
 from bot.store import Store, StoreError, latest_version
 from bot.store.contributions import NewContribution
 from bot.store.database import Database, migration_files
+from bot.store.statements import StatementsRepo
 
 EXPECTED_TABLES = {
     "feeds",
@@ -71,6 +72,26 @@ async def test_migrates_from_every_earlier_version(tmp_path: Path) -> None:
         conn.close()
         db = await Database.open(path)
         assert await db.schema_version() == latest_version()
+        await db.close()
+
+
+async def test_statement_message_changes_survive_the_column_rename(store_location: str) -> None:
+    """Upgrading keeps the count of changes not yet shown on a statement's message (its column was
+    `message_dirty`): the message is still refreshed after the upgrade."""
+    before = next(v for v, name, _ in migration_files() if name.endswith("_statement_message_changes.sql")) - 1
+    db = await Database.open(store_location, migrate=False)
+    try:
+        await db.migrate(up_to=before)
+        stamp = "2025-01-01T00:00:00+00:00"
+        await db.write(
+            "INSERT INTO statements (id, guild_id, slug, title, body, organizer_id, created_at, updated_at,"
+            " status, channel_id, message_id, message_dirty) VALUES (7, 222, 's', 'S', 'b', 1, ?, ?, 'open', 5, 6, 3)",
+            (stamp, stamp),
+        )
+        await db.migrate()
+        statements = StatementsRepo(db, SystemClock())
+        assert [(s.id, s.message_changes) for s in await statements.with_message_changes()] == [(7, 3)]
+    finally:
         await db.close()
 
 

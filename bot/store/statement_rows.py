@@ -77,7 +77,7 @@ class StatementRow:
             created_at=_dt(row["created_at"]),
             updated_at=_dt(row["updated_at"]),
             closed_at=from_db(row["closed_at"]),
-            message_changes=int(row["message_dirty"]),
+            message_changes=int(row["message_changes"]),
             site_dirty=bool(row["site_dirty"]),
             site_revision=int(row["site_revision"]),
             site_synced_at=from_db(row["site_synced_at"]),

@@ -13,8 +13,7 @@ Hiding is per account: while an account has a hidden signature (live or withdraw
 makes starts hidden (with the same `hidden_at`/`hidden_by`). Unhiding one signature also clears the
 account's withdrawn hidden rows, but not its other live signatures (each is moderated on its own).
 
-`StatementRow.message_changes` counts changes not yet shown on the Discord message (0: up to date;
-the column is still called `statements.message_dirty`, from when it was a flag).
+`statements.message_changes` counts changes not yet shown on the Discord message (0: up to date).
 The refresher clears it only if it still holds the value read with the state it rendered, so a
 change committed while an edit is in flight keeps the statement dirty across a restart.
 """
@@ -197,10 +196,10 @@ class StatementsRepo:
         unknown = set(values) - allowed
         if unknown:
             raise KeyError(f"not a statement field: {', '.join(sorted(unknown))}")
-        # message_changed=True counts one more change in the message_dirty column (see the module doc).
+        # message_changed=True counts one more change in message_changes (see the module doc).
         counter = []
         if "message_changed" in values:
-            counter = ["message_dirty = message_dirty + 1" if values.pop("message_changed") else "message_dirty = 0"]
+            counter = ["message_changes = message_changes + 1" if values.pop("message_changed") else "message_changes = 0"]
         values = {k: to_db(v) if isinstance(v, datetime) else v for k, v in values.items()}
         values["updated_at"] = to_db(self._clock.now())
         assignments = ", ".join([f"{key} = ?" for key in values] + counter)
@@ -239,14 +238,14 @@ class StatementsRepo:
 
     async def with_message_changes(self) -> list[StatementRow]:
         rows = await self.db.fetchall(
-            "SELECT * FROM statements WHERE message_dirty > 0 AND message_id IS NOT NULL AND status != 'draft'"
+            "SELECT * FROM statements WHERE message_changes > 0 AND message_id IS NOT NULL AND status != 'draft'"
         )
         return [StatementRow.from_row(row) for row in rows]
 
     async def clear_message_changes(self, statement_id: int, shown: int) -> bool:
         """The message shows the state read with `message_changes == shown`: clear unless changed since."""
         cleared = await self.db.write(
-            "UPDATE statements SET message_dirty = 0 WHERE id = ? AND message_dirty = ?", (statement_id, shown)
+            "UPDATE statements SET message_changes = 0 WHERE id = ? AND message_changes = ?", (statement_id, shown)
         )
         return cleared > 0
 
@@ -506,7 +505,7 @@ def _sign_batch(conn: sqlite3.Connection, requests: Sequence[SignatureInput], no
             conn.executemany(sql, [params for _, params in run])
         marks = ",".join("?" * len(touched))
         conn.execute(
-            f"UPDATE statements SET message_dirty = message_dirty + 1, site_dirty = 1 WHERE id IN ({marks})",
+            f"UPDATE statements SET message_changes = message_changes + 1, site_dirty = 1 WHERE id IN ({marks})",
             sorted(touched),
         )
     return outcomes
