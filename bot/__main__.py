@@ -11,7 +11,7 @@ import os
 import signal
 import sqlite3
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -367,25 +367,29 @@ async def _check_site(config: Config, secrets: Secrets) -> list[tuple[bool, str]
     return [(True, f"site ({config.site.kind}): {redact_text(detail)}")]
 
 
-async def cmd_migrate(config: Config) -> int:
-    if config.database.is_postgres:
-        created = False
-        lease = None
-    else:
-        created = not config.database.path.exists()
-        lease = Lease.acquire(config.database.path, "migrate")
+@contextlib.asynccontextmanager
+async def _migrating(config: Config, lease_on: Path | None, what: str) -> AsyncIterator[Database]:
+    """The configured database, opened for a schema change: no bot runs on it meanwhile (the file's
+    lease for SQLite, also for a SQLite file being copied; the guard for PostgreSQL)."""
+    lease = Lease.acquire(lease_on, what) if lease_on is not None else None
     try:
         db = await Database.open(config.database.location, migrate=False, password=_database_password())
         try:
             if isinstance(db, PostgresDatabase):
                 await db.hold_guard("migrate")  # not under a running bot (as the file lease for SQLite)
-            applied = await db.migrate()
-            version = await db.schema_version()
+            yield db
         finally:
             await db.close()
     finally:
         if lease is not None:
             lease.release()
+
+
+async def cmd_migrate(config: Config) -> int:
+    created = not config.database.is_postgres and not config.database.path.exists()
+    async with _migrating(config, None if config.database.is_postgres else config.database.path, "migrate") as db:
+        applied = await db.migrate()
+        version = await db.schema_version()
     if created:
         print(f"no database at {config.database.path} yet: created it")
     print(f"applied {', '.join(applied)}" if applied else "nothing to apply")
@@ -398,19 +402,10 @@ async def cmd_copy_from(config: Config, source: Path) -> int:
     from bot.store.copy import copy_from_sqlite
 
     # No bot may write to the file while it is copied: take its lease as `run` would.
-    lease = Lease.acquire(source, "migrate --copy-from")
-    try:
-        db = await Database.open(config.database.location, migrate=False, password=_database_password())
+    async with _migrating(config, source, "migrate --copy-from") as db:
         assert isinstance(db, PostgresDatabase)
-        try:
-            await db.hold_guard("migrate")
-            copied = await copy_from_sqlite(source, db)
-            version = await db.schema_version()
-        finally:
-            await db.close()
-    finally:
-        if lease is not None:
-            lease.release()
+        copied = await copy_from_sqlite(source, db)
+        version = await db.schema_version()
     width = max(map(len, copied), default=0)
     for table, count in copied.items():
         print(f"{table:<{width}}  {count} row(s), same as in {source.name}")

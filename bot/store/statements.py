@@ -199,7 +199,8 @@ class StatementsRepo:
         # message_changed=True counts one more change in message_changes (see the module doc).
         counter = []
         if "message_changed" in values:
-            counter = ["message_changes = message_changes + 1" if values.pop("message_changed") else "message_changes = 0"]
+            changed = values.pop("message_changed")
+            counter = ["message_changes = message_changes + 1" if changed else "message_changes = 0"]
         values = {k: to_db(v) if isinstance(v, datetime) else v for k, v in values.items()}
         values["updated_at"] = to_db(self._clock.now())
         assignments = ", ".join([f"{key} = ?" for key in values] + counter)
