@@ -37,7 +37,7 @@ from bot.render import (
 from bot.site.base import redact_text, redact_url
 from bot.store import Store
 from bot.store.articles import ArticleRow
-from bot.store.feeds import FeedRow
+from bot.store.feeds import FeedRow, TooManyFeeds
 
 log = logging.getLogger(__name__)
 
@@ -417,17 +417,24 @@ class ArticleService:
         url = validate_feed_url(url)
         if await self.store.feeds.find(guild_id, url, channel_id):
             raise FeedProblem("That feed already posts into that channel (see `/feed list`).")
+        limit = self.settings.max_per_server
+        if limit and await self.store.feeds.count(guild_id) >= limit:  # before the fetch; checked again below
+            raise _too_many_feeds(limit)
         parsed, fetched = await self._fetch_and_parse(url)
         interval = (interval_minutes or self.settings.default_interval_minutes) * 60
-        feed_id = await self.store.feeds.add(
-            guild_id=guild_id,
-            url=url,
-            channel_id=channel_id,
-            channel_kind=channel_kind,
-            tag_map=tag_map,
-            poll_interval=interval,
-            created_by=actor_id,
-        )
+        try:
+            feed_id = await self.store.feeds.add(
+                guild_id=guild_id,
+                url=url,
+                channel_id=channel_id,
+                channel_kind=channel_kind,
+                tag_map=tag_map,
+                poll_interval=interval,
+                created_by=actor_id,
+                limit=limit,
+            )
+        except TooManyFeeds:
+            raise _too_many_feeds(limit) from None
         newest_first = sorted(parsed.articles, key=_recency, reverse=True)
         to_post = {a.guid for a in newest_first[: max(0, backfill)]}
         items = [
@@ -637,6 +644,13 @@ def render_archive_reply(articles: list[ArticleRow]) -> str:
             line += f" · <#{article.thread_id}>"
         lines.append(line)
     return truncate_words("\n".join(lines), MESSAGE_LIMIT)
+
+
+def _too_many_feeds(limit: int) -> FeedProblem:
+    return FeedProblem(
+        f"This server has {limit} feeds, the most this bot takes per server (`feeds.max_per_server` in its "
+        "config): remove one with `/feed remove` first, or ask the bot's operator."
+    )
 
 
 def _recency(article: Article) -> datetime:

@@ -217,6 +217,8 @@ class FeedSettings(_Model):
     """Length a post's summary is cut to (after a sentence if one ends in its second half, else a word)."""
     poll_concurrency: int = Field(default=4, ge=1, le=64)
     """Feeds fetched at once: a slow or hanging site never holds up the others."""
+    max_per_server: int = Field(default=100, ge=0)
+    """Feeds one server may have (0: no cap): one server's admins can't fill the shared poller."""
     alert_after_failures: int = Field(default=3, ge=1, le=100)
     contact_url: str | None = None
     """Put in the User-Agent so site owners can reach the operator."""

@@ -1441,6 +1441,28 @@ async def test_opml_import_fetches_a_few_feeds_at_once(
     assert imported == {feed_site.url(f"/slow/{n}") for n in range(8)}
 
 
+async def test_a_server_has_at_most_max_per_server_feeds(
+    world: World, booter: Any, feed_site: FeedServer, clock: FakeClock
+) -> None:
+    """One server's admins can't fill the poller every server shares: past `feeds.max_per_server`,
+    /feed add and /feed import refuse with a clear reason, also when an import adds several at once."""
+    booted: Booted = await booter(clock=clock, feeds={"max_per_server": 3})
+    for n in range(6):
+        feed_site.set_feed(f"/f/{n}", rss([story(n)], title=f"F{n}"))
+    assert "added" in (await add_feed(world, feed_site.url("/f/0"), world.forum))["content"]
+    outlines = "".join(f'<outline type="rss" text="F{n}" xmlUrl="{feed_site.url(f"/f/{n}")}"/>' for n in range(1, 6))
+    opml = f'<?xml version="1.0"?><opml version="2.0"><body>{outlines}</body></opml>'.encode()
+    ix = await world.fake.slash(world.guild, world.admin, "feed import", file=("x.opml", opml), channel=world.forum)
+    await ix.wait_response()
+    reply = (await ix.wait_followup())["content"]
+    assert "2 added, 0 already there, 3 failed" in reply, reply  # four fetched at once, two fit
+    assert "feeds.max_per_server" in reply
+    assert len(await booted.bot.store.feeds.in_guild(world.guild.id)) == 3
+    refused = (await add_feed(world, feed_site.url("/f/5"), world.forum))["content"]
+    assert "This server has 3 feeds" in refused and "/feed remove" in refused
+    assert len(await booted.bot.store.feeds.in_guild(world.guild.id)) == 3
+
+
 async def test_opml_import_refuses_an_overlong_url_without_fetching_it(
     bot: Booted, world: World, feed_site: FeedServer
 ) -> None:

@@ -14,7 +14,7 @@ import aiosqlite
 from bot import metrics
 from bot.clock import Clock, from_db, to_db
 from bot.store.audit import insert_audit
-from bot.store.database import Database
+from bot.store.database import Database, StoreError
 from bot.store.dialect import json_flag
 from bot.store.tenancy import only_guilds
 
@@ -72,6 +72,14 @@ class FeedRow:
         )
 
 
+class TooManyFeeds(StoreError):
+    """The server already has as many feeds as `FeedsRepo.add`'s `limit` allows."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(f"the server has {count} feeds already")
+        self.count = count
+
+
 class FeedsRepo:
     def __init__(self, db: Database, clock: Clock) -> None:
         self._db = db
@@ -87,9 +95,14 @@ class FeedsRepo:
         tag_map: dict[str, str],
         poll_interval: int,
         created_by: int | None,
+        limit: int = 0,
     ) -> int:
+        """Add a feed; with a `limit`, raise `TooManyFeeds` if the server has that many already
+        (counted in the insert's transaction, so concurrent adds can't pass it together)."""
         now = to_db(self._clock.now())
         async with self._db.transaction() as conn:
+            if limit and (count := await _feed_count(conn, guild_id)) >= limit:
+                raise TooManyFeeds(count)
             cursor = await conn.execute(
                 "INSERT INTO feeds (guild_id, url, channel_id, channel_kind, tag_map, poll_interval, next_poll_at,"
                 " created_at, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -98,6 +111,10 @@ class FeedsRepo:
             feed_id = int(cursor.lastrowid or 0)
             await _audit(conn, guild_id, created_by, "feed.add", feed_id, {"url": url, "channel_id": channel_id}, now)
         return feed_id
+
+    async def count(self, guild_id: int) -> int:
+        row = await self._db.fetchone("SELECT COUNT(*) AS n FROM feeds WHERE guild_id = ?", (guild_id,))
+        return int(row["n"]) if row else 0
 
     async def get(self, feed_id: int) -> FeedRow | None:
         row = await self._db.fetchone("SELECT * FROM feeds WHERE id = ?", (feed_id,))
@@ -236,3 +253,9 @@ async def _audit(
         detail=detail,
         created_at=now,
     )
+
+
+async def _feed_count(conn: aiosqlite.Connection, guild_id: int) -> int:
+    cursor = await conn.execute("SELECT COUNT(*) FROM feeds WHERE guild_id = ?", (guild_id,))
+    row = await cursor.fetchone()
+    return int(row[0]) if row else 0
