@@ -384,31 +384,31 @@ class StatementsRepo:
         return SignatureRow.from_row(row) if row else None
 
     async def counts(self, statement_id: int, *, latest: int = 0) -> Counts:
-        row = await self.db.fetchone(
-            "SELECT count(*) FILTER (WHERE hidden_at IS NULL),"
-            " count(*) FILTER (WHERE hidden_at IS NULL AND public = 1),"
-            " count(*) FILTER (WHERE hidden_at IS NOT NULL),"
-            " count(*) FILTER (WHERE hidden_at IS NULL AND kind = 'organization')"
-            " FROM signatures WHERE statement_id = ? AND withdrawn_at IS NULL",
-            (statement_id,),
+        """The counts and (with `latest`) the newest public signatures, in one read: the statement
+        message never shows a signer its count leaves out (two reads could straddle a sign-on)."""
+        rows = await self.db.fetchall(
+            "SELECT c.n_signed, c.n_public, c.n_hidden, c.n_organizations, s.* FROM ("
+            " SELECT count(*) FILTER (WHERE hidden_at IS NULL) AS n_signed,"
+            " count(*) FILTER (WHERE hidden_at IS NULL AND public = 1) AS n_public,"
+            " count(*) FILTER (WHERE hidden_at IS NOT NULL) AS n_hidden,"
+            " count(*) FILTER (WHERE hidden_at IS NULL AND kind = 'organization') AS n_organizations"
+            " FROM signatures WHERE statement_id = ? AND withdrawn_at IS NULL) c"
+            " LEFT JOIN (SELECT * FROM signatures WHERE statement_id = ? AND withdrawn_at IS NULL"
+            " AND hidden_at IS NULL AND public = 1 ORDER BY created_at DESC, id DESC LIMIT ?) s ON 1 = 1"
+            " ORDER BY s.created_at DESC, s.id DESC",
+            (statement_id, statement_id, latest),
         )
-        counts = (
-            Counts(
-                signed=int(row[0] or 0),
-                public=int(row[1] or 0),
-                hidden=int(row[2] or 0),
-                organizations=int(row[3] or 0),
-            )
-            if row
-            else Counts()
+        if not rows:
+            return Counts()
+        first = rows[0]
+        counts = Counts(
+            signed=int(first["n_signed"] or 0),
+            public=int(first["n_public"] or 0),
+            hidden=int(first["n_hidden"] or 0),
+            organizations=int(first["n_organizations"] or 0),
         )
         if latest:
-            rows = await self.db.fetchall(
-                "SELECT * FROM signatures WHERE statement_id = ? AND withdrawn_at IS NULL AND hidden_at IS NULL"
-                " AND public = 1 ORDER BY created_at DESC, id DESC LIMIT ?",
-                (statement_id, latest),
-            )
-            counts.latest = [SignatureRow.from_row(r) for r in rows]
+            counts.latest = [SignatureRow.from_row(r) for r in rows if r["id"] is not None]
         return counts
 
     async def live_signatures(
