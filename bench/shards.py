@@ -64,6 +64,7 @@ SHARDS = 2
 SERVERS = 4  # half on each shard
 ARTICLES = 40  # per server's feed (--kill), enough that posting them all outlasts the moment of the kill
 LETTERS = 120  # letters queued for the site (--kill); publishing each statement queues one more item
+WAIT = 5.0  # seconds the load waits for an answer before counting the interaction unanswered
 SITE_DELAY = 0.1  # seconds the loopback WordPress takes per request (--kill), so the drain is under way
 
 
@@ -72,7 +73,8 @@ class Server:
     guild: Guild
     role: Role
     organizer: Member
-    channel: Channel
+    channel: Channel  # the statement's
+    news: Channel  # the feed's (--kill)
     members: list[Member]
 
     @property
@@ -91,6 +93,7 @@ def build_servers(fake: FakeDiscord, users: int, servers: int) -> list[Server]:
                 role=role,
                 organizer=guild.add_member(f"organizer-{n}", roles=[role]),
                 channel=guild.add_text_channel("petitions"),
+                news=guild.add_text_channel("news"),
                 members=[guild.add_member(f"user-{n}-{i}") for i in range(users // servers)],
             )
         )
@@ -209,6 +212,11 @@ class Burst:
     def per_interaction(self, cpu: float) -> float:
         return cpu / max(1, self.dispatched) * 1000
 
+    @property
+    def bot_ms(self) -> float:
+        """CPU milliseconds of the bot processes per interaction dispatched."""
+        return self.per_interaction(self.bot_cpu)
+
 
 async def run_burst(
     fake: FakeDiscord,
@@ -217,14 +225,16 @@ async def run_burst(
     location: str,
     title: str,
     seconds: float,
+    per_server: int,
     *,
-    wait: float = 30.0,
+    wait: float = WAIT,
     during: Any = None,
 ) -> Burst:
     """Statements in every server (made through the processes), then the burst; `during(burst)` runs alongside."""
     made = [await create_statement(fake, s.guild, s.organizer, s.channel) for s in servers]
     loads = [
-        Load(fake, s.guild, s.members, message, sid, wait=wait) for s, (message, sid) in zip(servers, made, strict=True)
+        Load(fake, s.guild, s.members[:per_server], message, sid, wait=wait)
+        for s, (message, sid) in zip(servers, made, strict=True)
     ]
     burst = Burst(title, loads, [sid for _, sid in made])
     bot_before = sum(p.cpu_seconds() for p in processes)
@@ -288,8 +298,8 @@ def ratio(two: float, one: float) -> str:
     return f"{two / one:.2f}x" if one else "n/a"
 
 
-async def one_then_two(users: int, seconds: float, servers: int) -> None:
-    """The same burst against one process running both shards, then against two processes."""
+async def one_then_two(rates: list[int], seconds: float, servers: int) -> None:
+    """At each rate, the same burst against one process running both shards, then against two processes."""
     base = os.environ.get("READERSVIEWS_TEST_PG_URL")
     if not base:
         print("skipped: set READERSVIEWS_TEST_PG_URL (bash scripts/postgres-local.sh up; see README)")
@@ -298,44 +308,70 @@ async def one_then_two(users: int, seconds: float, servers: int) -> None:
     fake = FakeDiscord(heartbeat_interval_ms=5000)
     await fake.start()
     tmp = Path(tempfile.mkdtemp(prefix="rv-shards-"))
-    world = build_servers(fake, users, servers)
-    bursts: list[Burst] = []
+    world = build_servers(fake, int(max(rates) * seconds), servers)
+    rows: list[tuple[int, Burst, Burst]] = []
     try:
         await seed_organizers(location, world)
-        for title, shard_sets in (
-            ("one process, shards 0+1", [None]),
-            ("two processes, shard 0 and shard 1", [[0], [1]]),
-        ):
-            processes = [
-                ShardProcess(fake, tmp / f"{len(bursts)}-{n}", location, shard_ids)
-                for n, shard_ids in enumerate(shard_sets)
-            ]
-            try:
-                for process in processes:
-                    await process.start()
-                burst = await run_burst(fake, world, processes, location, title, seconds)
-            finally:
-                for process in processes:
-                    await process.stop()
-            report(burst, users, servers)
-            bursts.append(burst)
-        one, two = bursts
-        print(
-            "ratio two processes / one process:"
-            f" interactions answered {ratio(two.answered, one.answered)},"
-            f" signatures recorded {ratio(len(two.recorded), len(one.recorded))},"
-            f" CPU per interaction (bots) {ratio(two.per_interaction(two.bot_cpu), one.per_interaction(one.bot_cpu))},"
-            f" p99 click {ratio(percentile(two.latencies('click'), 99), percentile(one.latencies('click'), 99))},"
-            f" p99 submit {ratio(percentile(two.latencies('submit'), 99), percentile(one.latencies('submit'), 99))}"
-        )
-        print(
-            f"  (this machine: {os.cpu_count()} cores, shared by the bot processes, PostgreSQL, the fake Discord and"
-            " the load generator, and by other work: two processes here split the same cores, so this ratio is"
-            " the cost of splitting, not the gain of processes on cores or machines of their own)"
-        )
+        for rate in rates:
+            users = int(rate * seconds)
+            pair = []
+            for title, shard_sets in (
+                ("one process, shards 0+1", [None]),
+                ("two processes, shard 0 and shard 1", [[0], [1]]),
+            ):
+                processes = [
+                    ShardProcess(fake, tmp / f"{rate}-{len(pair)}-{n}", location, shard_ids)
+                    for n, shard_ids in enumerate(shard_sets)
+                ]
+                try:
+                    for process in processes:
+                        await process.start()
+                    title_at = f"{title}, {rate} accounts/s"
+                    # Discord takes an answer for 3 s: one not in within WAIT never reaches the member.
+                    burst = await run_burst(
+                        fake, world, processes, location, title_at, seconds, users // servers, wait=WAIT
+                    )
+                finally:
+                    for process in processes:
+                        await process.stop()
+                report(burst, users, servers)
+                pair.append(burst)
+            one, two = pair
+            rows.append((rate, one, two))
+            print(
+                "ratio two processes / one process:"
+                f" interactions answered {ratio(two.answered, one.answered)},"
+                f" CPU per interaction (bots) {ratio(two.bot_ms, one.bot_ms)},"
+                f" p99 click {ratio(p99_of(two, 'click'), p99_of(one, 'click'))},"
+                f" p99 submit {ratio(p99_of(two, 'submit'), p99_of(one, 'submit'))}"
+            )
+        summary(rows)
     finally:
         await fake.stop()
         await drop_schema(base, schema)
+
+
+def p99_of(burst: Burst, kind: str) -> float:
+    return percentile(burst.latencies(kind), 99)
+
+
+def summary(rows: list[tuple[int, Burst, Burst]]) -> None:
+    print(
+        f"{'accounts/s':>10s} {'processes':>9s} {'answered':>9s} {'signatures':>10s} {'p99 click':>10s}"
+        f" {'p99 submit':>11s} {'bot CPU ms/ix':>13s} {'PG CPU ms/ix':>12s}"
+    )
+    for rate, *bursts in rows:
+        for count, burst in enumerate(bursts, 1):
+            print(
+                f"{rate:10d} {count:9d} {burst.answered / max(1, burst.dispatched):9.1%} {len(burst.recorded):10d}"
+                f" {p99_of(burst, 'click'):8.0f}ms {p99_of(burst, 'submit'):9.0f}ms"
+                f" {burst.per_interaction(burst.bot_cpu):13.2f} {burst.per_interaction(burst.pg_cpu):12.2f}"
+            )
+    print(
+        f"(this machine: {os.cpu_count()} cores, shared by the bot processes, PostgreSQL, the fake Discord and the"
+        " load generator, and by other work: two processes here split the same cores, so the ratios are the cost"
+        " of splitting, not the gain of processes on cores or machines of their own)"
+    )
 
 
 async def seed_organizers(location: str, world: list[Server]) -> None:
@@ -356,7 +392,7 @@ async def add_work(location: str, world: list[Server], feeds: FeedServer) -> Non
             await store.feeds.add(
                 guild_id=server.guild.id,
                 url=feeds.url(f"/feed-{n}.xml"),
-                channel_id=server.channel.id,
+                channel_id=server.news.id,
                 channel_kind="text",
                 tag_map={},
                 poll_interval=900,
@@ -423,10 +459,9 @@ async def killed_mid_work(users: int, seconds: float, servers: int, seed: int) -
 
     async def kill_one(burst: Burst) -> None:
         started = time.monotonic()
-        await add_work(location, world, feeds)
-        while True:  # under way: some articles posted and some items delivered, not all
+        while True:  # under way: some articles posted, some letters on the site (the outbox commits in batches)
             now = await progress(location)
-            if time.monotonic() - started >= kill_after and now.posted and now.delivered:
+            if time.monotonic() - started >= kill_after and now.posted and site.live_posts():
                 break
             await asyncio.sleep(0.1)
         holders = await job_holders(location)
@@ -439,7 +474,8 @@ async def killed_mid_work(users: int, seconds: float, servers: int, seed: int) -
         notes.append(
             f"SIGKILL of the process running {victim.name} after {time.monotonic() - started:.1f} s of the burst"
             f" (seed {seed}); it held the jobs {', '.join(jobs) or 'none'}; at that moment {now.posted} of"
-            f" {ARTICLES * servers} articles posted, {now.delivered} of {now.queued} outbox items delivered"
+            f" {ARTICLES * servers} articles posted, {len(site.live_posts())} of {now.queued} outbox items on the site"
+            f" ({now.delivered} marked delivered)"
         )
         await victim.start()
         notes.append(f"  restarted; {time.monotonic() - started:.1f} s after the burst began its shard was back")
@@ -448,8 +484,17 @@ async def killed_mid_work(users: int, seconds: float, servers: int, seed: int) -
         await seed_organizers(location, world)
         for process in processes:
             await process.start()
+        await add_work(location, world, feeds)  # under way while the statements are made and the burst runs
         burst = await run_burst(
-            fake, world, processes, location, "two processes, one killed mid-burst", seconds, wait=5.0, during=kill_one
+            fake,
+            world,
+            processes,
+            location,
+            "two processes, one killed mid-burst",
+            seconds,
+            users // servers,
+            wait=WAIT,
+            during=kill_one,
         )
         deadline = time.monotonic() + 180
         # Until the restarted or the surviving process has done the rest (the database offers no event to wait on).
@@ -494,7 +539,7 @@ def verify_articles(fake: FakeDiscord, world: list[Server]) -> bool:
     titles = Counter(
         embed["title"]
         for server in world
-        for message in fake.messages_in(server.channel)
+        for message in fake.messages_in(server.news)
         for embed in message.get("embeds", [])
         if embed.get("title", "").startswith("Story number ")
     )
@@ -520,7 +565,10 @@ async def verify_outbox(site: FakeSite, location: str) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--users", type=int, default=4000, help="accounts signing, spread over the servers")
+    parser.add_argument(
+        "--rates", default="400,800", help="accounts/s (comma-separated): a burst at each, one process then two"
+    )
+    parser.add_argument("--users", type=int, default=4000, help="--kill: accounts signing, spread over the servers")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the burst")
     parser.add_argument("--servers", type=int, default=SERVERS, help="servers with a statement (half per shard)")
     parser.add_argument("--kill", action="store_true", help="two processes; SIGKILL one mid-work, restart, verify")
@@ -529,7 +577,7 @@ def main() -> None:
     if args.kill:
         asyncio.run(killed_mid_work(args.users, args.seconds, args.servers, args.seed))
     else:
-        asyncio.run(one_then_two(args.users, args.seconds, args.servers))
+        asyncio.run(one_then_two([int(r) for r in args.rates.split(",")], args.seconds, args.servers))
 
 
 if __name__ == "__main__":
