@@ -1,20 +1,21 @@
 """Past one process: one process running both shards against two processes (one shard each), one PostgreSQL.
 
     bash scripts/postgres-local.sh up; set -a; . /tmp/readersviews-pg/env; set +a
-    .venv/bin/python bench/shards.py                  # sign-on burst: one process, then two, same run
-    .venv/bin/python bench/shards.py --users 2000 --seconds 5
-    .venv/bin/python bench/shards.py --kill           # two processes; one SIGKILLed mid-work and restarted
+    .venv/bin/python bench/shards.py                  # at 400 and 800 accounts/s: one process, then two (~1.5 min)
+    .venv/bin/python bench/shards.py --rates 300 --seconds 5
+    .venv/bin/python bench/shards.py --kill           # two processes; one SIGKILLed mid-work and restarted (~40 s)
 
 Every process is `python -m bot run` against the loopback fake Discord (tests/fakediscord), which
 sends a server's events only to shard (server_id >> 22) % shard_count, as Discord does. The
 statements are in SERVERS servers, half of them on each of the two shards, and the members of
 each server click Sign and submit the form (bench/signons.py's load), spread evenly over the burst.
 
-Default run, same burst twice in the same run, on one PostgreSQL schema: first one process with
-`shard_count: 2` (both shards), then two processes with `shard_ids: [0]` and `[1]`. Prints, for each:
+Default run: at each rate (--rates, accounts/s), the same burst twice, on one PostgreSQL schema: first
+one process with `shard_count: 2` (both shards), then two processes with `shard_ids: [0]` and `[1]`.
+The load waits 5 s for an answer (the fake, like Discord, refuses one after 3 s). Prints, for each:
 interactions answered, signatures recorded (distinct, expected), latency from dispatching
 INTERACTION_CREATE to the fake receiving the callback (p50/p95/p99), CPU per interaction of the bot
-processes and of PostgreSQL's backends, and the ratios two processes / one process.
+processes and of PostgreSQL's backends, the ratios two processes / one process, and a table of all.
 
 --kill: two processes; at the same time as the sign-on burst, a feed per server is posted (from a
 loopback feed server) and letters are delivered to a loopback WordPress that answers slowly. Mid-burst,
