@@ -145,11 +145,14 @@ class DiscordChannel:
         with the article's title counts instead: the duplicate is the worse risk.
         """
         channel = self.channel
-        ours = {channel.guild.me.id, *self.webhooks.ids(self.feed)}  # the bot, or its webhook for this feed
+        # The feeds job may run in a process that does not run this server's shard (bot.claims): its cache
+        # then holds neither the server (no `guild.me`) nor its threads, so ask by id and through REST.
+        assert self.bot.user is not None  # logged in: the publisher runs after READY
+        ours = {self.bot.user.id, *self.webhooks.ids(self.feed)}  # the bot, or its webhook for this feed
         with discord_outcomes():
             try:
                 if isinstance(channel, discord.ForumChannel):
-                    for thread in channel.threads:
+                    for thread in await self._active_threads():
                         if thread.owner_id not in ours or thread.id <= after or await is_recorded(thread.id):
                             continue
                         try:
@@ -182,6 +185,13 @@ class DiscordChannel:
             except discord.HTTPException as exc:
                 log.warning("could not check channel %s for an interrupted post: %s", channel.id, exc)
         return None
+
+    async def _active_threads(self) -> list[discord.Thread]:
+        """The forum's active threads: from the cache if this process runs the server's shard, else from Discord."""
+        channel = self.channel
+        if self.bot.get_guild(channel.guild.id) is not None:
+            return list(channel.threads)
+        return [thread for thread in await channel.guild.active_threads() if thread.parent_id == channel.id]
 
     async def edit(self, post: Post, plan: PostPlan, article: ArticleRow) -> None:
         channel = self.channel

@@ -1,10 +1,15 @@
-"""Articles in a real `readersviews run` process: SIGKILL and SIGTERM in the middle of a text post's thread step."""
+"""Articles in a real `readersviews run` process: SIGKILL and SIGTERM in the middle of a text post's thread step.
+
+Each test runs once per store: the process's database is the SQLite file or the PostgreSQL schema of
+`store_location`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import signal
 from pathlib import Path
+from typing import Any
 
 from bot.clock import SystemClock
 from bot.store import Store
@@ -15,9 +20,16 @@ THREAD_FROM_MESSAGE = r"/channels/\d+/messages/\d+/threads$"
 WAIT = 60  # seconds a step may take on a loaded machine before the test gives up (not a timing check)
 
 
-async def one_pending_text_article(world: World, tmp_path: Path) -> None:
+def database(store_location: str) -> dict[str, Any]:
+    """The config's `database` section for the process: the test's SQLite file or PostgreSQL schema."""
+    if store_location.startswith("postgresql://"):
+        return {"database": {"url": store_location}}
+    return {"database": {"path": store_location}}
+
+
+async def one_pending_text_article(world: World, store_location: str) -> None:
     """The bot's database, prepared: a text-channel feed (not due for polling) with one article to post."""
-    store = await Store.open(tmp_path / "readersviews.sqlite3", SystemClock())
+    store = await Store.open(store_location, SystemClock())
     try:
         await store.settings.set_many(world.guild.id, {"alert_channel_id": world.alerts.id}, actor_id=None)
         feed_id = await store.feeds.add(
@@ -39,8 +51,8 @@ async def one_pending_text_article(world: World, tmp_path: Path) -> None:
         await store.close()
 
 
-async def recorded_thread(tmp_path: Path) -> tuple[int | None, int | None, str | None]:
-    store = await Store.open(tmp_path / "readersviews.sqlite3", SystemClock())
+async def recorded_thread(store_location: str) -> tuple[int | None, int | None, str | None]:
+    store = await Store.open(store_location, SystemClock(), migrate=False)
     try:
         row = await store.db.fetchone("SELECT message_id, thread_id, thread_step FROM articles WHERE guid = 'story-1'")
         return row["message_id"], row["thread_id"], row["thread_step"]
@@ -56,11 +68,13 @@ def embeds(world: World) -> list[dict[str, object]]:
     return [m for m in world.fake.messages_in(world.discussion) if m.get("embeds")]
 
 
-async def test_sigkill_between_post_and_thread_is_recovered_at_start(world: World, tmp_path: Path) -> None:
+async def test_sigkill_between_post_and_thread_is_recovered_at_start(
+    world: World, tmp_path: Path, store_location: str
+) -> None:
     """Killed after the message went out, before its thread: the next start makes the thread and records it."""
-    await one_pending_text_article(world, tmp_path)
+    await one_pending_text_article(world, store_location)
     held = world.fake.hold_next("POST", THREAD_FROM_MESSAGE)
-    first = await spawn(world, tmp_path, "-m", "bot", "--config", "{config}", "run")
+    first = await spawn(world, tmp_path, "-m", "bot", "--config", "{config}", "run", **database(store_location))
     async with reaped(first):
         await until_held(held)
         first.kill()
@@ -69,7 +83,7 @@ async def test_sigkill_between_post_and_thread_is_recovered_at_start(world: Worl
         assert len(embeds(world)) == 1 and world.fake.threads_in(world.discussion) == []
 
     made = world.fake.hold_next("POST", THREAD_FROM_MESSAGE, after_effect=True)
-    second = await spawn(world, tmp_path, "-m", "bot", "--config", "{config}", "run")
+    second = await spawn(world, tmp_path, "-m", "bot", "--config", "{config}", "run", **database(store_location))
     async with reaped(second):
         await until_held(made)  # the restarted bot made the thread; its answer is on its way
         second.send_signal(signal.SIGTERM)
@@ -78,14 +92,14 @@ async def test_sigkill_between_post_and_thread_is_recovered_at_start(world: Worl
     assert second.returncode == 0, text
     [thread] = world.fake.threads_in(world.discussion)
     [message] = embeds(world)
-    assert await recorded_thread(tmp_path) == (int(message["id"]), thread.id, None)  # type: ignore[call-overload]
+    assert await recorded_thread(store_location) == (int(message["id"]), thread.id, None)  # type: ignore[call-overload]
 
 
-async def test_sigterm_during_the_thread_step_waits_for_it(world: World, tmp_path: Path) -> None:
+async def test_sigterm_during_the_thread_step_waits_for_it(world: World, tmp_path: Path, store_location: str) -> None:
     """SIGTERM while Discord is making the thread: the bot waits for the answer and records it, then exits 0."""
-    await one_pending_text_article(world, tmp_path)
+    await one_pending_text_article(world, store_location)
     held = world.fake.hold_next("POST", THREAD_FROM_MESSAGE)
-    process = await spawn(world, tmp_path, "-m", "bot", "--config", "{config}", "run")
+    process = await spawn(world, tmp_path, "-m", "bot", "--config", "{config}", "run", **database(store_location))
     lines: list[str] = []
     async with reaped(process):
         await until_held(held)
@@ -101,4 +115,4 @@ async def test_sigterm_during_the_thread_step_waits_for_it(world: World, tmp_pat
     assert process.returncode == 0, text
     [thread] = world.fake.threads_in(world.discussion)
     [message] = embeds(world)
-    assert await recorded_thread(tmp_path) == (int(message["id"]), thread.id, None), text
+    assert await recorded_thread(store_location) == (int(message["id"]), thread.id, None), text

@@ -25,7 +25,7 @@ from bot.store import Store
 from bot.store.database import Database
 from tests.fakediscord import FakeDiscord, Guild
 from tests.feedserver import FeedServer
-from tests.helpers import make_config, rss, story
+from tests.helpers import FakeClock, boot, make_config, rss, story
 from tests.sitefake import WP_PASSWORD, WP_USER, FakeSite
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -327,6 +327,59 @@ async def test_two_processes_record_every_signature_once(fake: FakeDiscord, tmp_
     recorded = {(row["guild_id"], row["user_id"]): row["n"] for row in rows}
     expected = {(guilds[n].id, member.id): 1 for n in (0, 1) for member in signers[n]}
     assert recorded == expected
+
+
+@pytest.mark.parametrize("kind", ["text", "forum"])
+async def test_an_interrupted_post_in_a_server_of_another_shard_is_found_not_repeated(
+    fake: FakeDiscord, tmp_path: Path, pg_location: str, kind: str
+) -> None:
+    """The feeds job posts for every server, also those of shards its process does not run (no cache of
+    them): an article whose post went out but was not recorded is found in Discord, not posted twice."""
+    fake.add_guild("Paper 0", shard=(0, 2))
+    theirs = fake.add_guild("Paper 1", shard=(1, 2))
+    channel = (
+        theirs.add_forum_channel("articles", tags=["News"]) if kind == "forum" else theirs.add_text_channel("news")
+    )
+    site = FeedServer()
+    await site.start()
+    site.set_feed("/feed.xml", rss([story(1)]))
+    config = make_config(fake, tmp_path, database={"url": pg_location}, discord={"shard_count": 2, "shard_ids": [0]})
+    booted = await boot(fake, config, clock=FakeClock())
+    try:
+        store, articles = booted.bot.store, booted.cog("Articles")
+        assert booted.bot.get_guild(theirs.id) is None, "the server is on the other shard"
+        await store.feeds.add(
+            guild_id=theirs.id,
+            url=site.url("/feed.xml"),
+            channel_id=channel.id,
+            channel_kind=kind,
+            tag_map={},
+            poll_interval=900,
+            created_by=None,
+        )
+        real_mark_posted = store.articles.mark_posted
+
+        async def lost(*args: Any, **kwargs: Any) -> None:
+            raise RuntimeError("killed after the post")
+
+        store.articles.mark_posted = lost
+        try:
+            with pytest.raises(RuntimeError, match="killed after the post"):
+                await articles.run_cycle()
+        finally:
+            store.articles.mark_posted = real_mark_posted
+        await articles.run_cycle()  # the next cycle (or the process taking the job over) recovers it
+        await fake.roundtrip()
+        row = await store.db.fetchone("SELECT status, message_id FROM articles WHERE guid = 'story-1'")
+    finally:
+        await booted.stop()
+        await site.stop()
+    if kind == "forum":
+        posts = [thread.id for thread in fake.threads_in(channel)]
+    else:
+        posts = [int(message["id"]) for message in fake.messages_in(channel) if message.get("embeds")]
+    assert len(posts) == 1, f"posted {len(posts)} times"
+    assert (row["status"], row["message_id"]) == ("posted", posts[0])
 
 
 async def test_one_process_runs_every_shard(fake: FakeDiscord, booter: Any) -> None:
