@@ -49,6 +49,16 @@ async def has_role_setting(interaction: discord.Interaction, key: str, what: str
     raise NotPermitted(f"Only members with the {what} role (<@&{role_id}>) can do this.")
 
 
+def member_can_post(member: discord.Member | discord.User, channel: Any) -> bool:
+    """Whether the member may post in `channel` themselves: what the bot posts for a member (a statement)
+    must not reach a channel the member could not write in (a staff-only or announcements channel)."""
+    if not isinstance(member, discord.Member) or not hasattr(channel, "permissions_for"):
+        return False
+    allowed = channel.permissions_for(member)
+    send = allowed.send_messages_in_threads if isinstance(channel, discord.Thread) else allowed.send_messages
+    return bool(allowed.view_channel and send)
+
+
 async def ensure_editor(interaction: discord.Interaction) -> bool:
     return await has_role_setting(interaction, "editor_role_id", "editor")
 

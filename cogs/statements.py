@@ -23,7 +23,7 @@ from discord import app_commands
 from discord.ext import commands, tasks
 
 from bot import claims
-from bot.checks import ensure_organizer, may, organizer_only
+from bot.checks import ensure_organizer, may, member_can_post, organizer_only
 from bot.concurrency import Debouncer
 from bot.errors import answers_errors, send_ephemeral
 from bot.forms import modal_values
@@ -351,7 +351,7 @@ class Statements(commands.Cog):
         await ensure_organizer(interaction)
         assert interaction.guild is not None
         channel_id, deadline_ts = int(match[1]), int(match[2])
-        await self._channel_in_guild(channel_id, server_of(interaction))
+        await self._channel_in_guild(interaction, channel_id)
         closes_at = datetime.fromtimestamp(deadline_ts, UTC) if deadline_ts else None
         await interaction.response.defer(ephemeral=True, thinking=True)
         draft = await self.service.create_draft(
@@ -392,16 +392,18 @@ class Statements(commands.Cog):
             f"{message.jump_url}",
         )
 
-    async def _channel_in_guild(self, channel_id: int, guild_id: int) -> None:
-        """Refuse a channel (from a form's custom_id, so untrusted) that is not in the form's server."""
+    async def _channel_in_guild(self, interaction: discord.Interaction, channel_id: int) -> None:
+        """Refuse a channel (from a form's custom_id: untrusted) outside the form's server or closed to the member."""
         channel = self.bot.get_channel(channel_id)
         if channel is None:
             try:
                 channel = await self.bot.fetch_channel(channel_id)
             except discord.HTTPException:
                 channel = None
-        if getattr(getattr(channel, "guild", None), "id", None) != guild_id:
+        if getattr(getattr(channel, "guild", None), "id", None) != server_of(interaction):
             raise StatementError("I can't find that channel in this server; run `/statement create` again.")
+        if not member_can_post(interaction.user, channel):
+            raise StatementError(f"You can't post in <#{channel_id}> yourself, so I won't post a statement there.")
 
     async def _unpost(self, message: discord.Message, draft_id: int) -> str:
         """Undo a post whose publishing failed (its buttons would act on a draft); return what to tell."""
@@ -479,6 +481,8 @@ class Statements(commands.Cog):
         target = channel or interaction.channel
         if target is None or not isinstance(target, (discord.TextChannel, discord.Thread)):
             raise StatementError("Pick a text channel for the statement with the `channel:` option.")
+        if not member_can_post(interaction.user, target):
+            raise StatementError(f"You can't post in {target.mention} yourself, so I won't post a statement there.")
         closes_at = parse_deadline(deadline, self.bot.clock.now())
         guild = interaction.guild
         me = guild.me if guild else None
@@ -548,6 +552,8 @@ class Statements(commands.Cog):
         target_id = channel.id if channel is not None else found.channel_id
         if target_id is None:
             raise StatementError("Pick a channel for the statement with the `channel:` option.")
+        if channel is not None and not member_can_post(interaction.user, channel):
+            raise StatementError(f"You can't post in {channel.mention} yourself, so I won't post a statement there.")
         if channel is not None:
             me = interaction.guild.me
             perms = channel.permissions_for(me)

@@ -709,3 +709,31 @@ async def test_site_deliveries_of_a_server_not_on_the_allow_list_are_held(
 async def _state(bot: Any, row_id: int, state: str) -> bool:
     row = await bot.store.outbox.get(row_id)
     return row is not None and row.state == state
+
+
+async def test_statement_cannot_be_posted_where_the_organizer_may_not_post(running: Booted, world: World) -> None:
+    """An organizer points the create form (or `repost channel:`) at a staff-only channel the bot can post in:
+    refused, nothing posted there (the bot's permissions are not the member's)."""
+    fake = world.fake
+    staff = world.guild.add_text_channel(
+        "staff-only",
+        overwrites=[
+            perms.overwrite(world.guild.id, deny=perms.VIEW_CHANNEL),
+            perms.overwrite(fake.bot.id, allow=perms.VIEW_CHANNEL | perms.SEND_MESSAGES, member=True),
+        ],
+    )
+    await fake.settle()
+    ix = await fake.slash(world.guild, world.organizer, "statement create", channel=world.discussion)
+    assert (await ix.wait_response())["type"] == 9
+    forge_form(fake, world.organizer, f"statements:createform:{staff.id}:0:1:1")
+    submit = await fake.submit_modal(world.guild, world.organizer, None, {"title": "Spam", "body": STATEMENT_TEXT})
+    await refused(submit, "can't post in")
+    assert fake.messages_in(staff) == []
+    assert await running.bot.store.db.scalar("SELECT count(*) FROM statements") == 0
+
+    await create_statement(world, running, title="Save the library")
+    moved = await fake.slash(
+        world.guild, world.organizer, "statement repost", statement="save-the-library", channel=staff
+    )
+    await refused(moved, "can't post in")
+    assert fake.messages_in(staff) == []
