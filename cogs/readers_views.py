@@ -16,7 +16,7 @@ from discord.ext import commands, tasks
 
 from bot import claims
 from bot.errors import PolicyView, answer_error, send_ephemeral
-from bot.forms import submitted_form
+from bot.forms import submitted_form, typed_text
 from bot.letter_forms import (
     LETTER_FORM,
     WRITE_FORM,
@@ -279,7 +279,7 @@ class ReadersViews(commands.Cog):
             elif byline is not None:
                 await self._submit_byline(interaction, int(byline["id"]), values)
         except Exception as error:
-            await answer_error(interaction, error)
+            await answer_error(interaction, error, typed=typed_text(values, "text") if written else None)
 
     async def _submit_byline(self, interaction: discord.Interaction, letter_id: int, values: Any) -> None:
         # Whether it follows a nomination (no daily limit then); `submit` checks writer and server.

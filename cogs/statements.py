@@ -25,8 +25,8 @@ from discord.ext import commands, tasks
 from bot import claims
 from bot.checks import ensure_organizer, may, member_can_post, organizer_only
 from bot.concurrency import Debouncer
-from bot.errors import answers_errors, send_ephemeral
-from bot.forms import modal_values
+from bot.errors import answer_error, answers_errors, send_ephemeral
+from bot.forms import modal_values, typed_text
 from bot.sign_ons import RESTARTING, SignOns
 from bot.signing import SIGN_FORM, InteractionReply, server_of
 from bot.statement_rules import (
@@ -323,10 +323,14 @@ class Statements(commands.Cog):
                 values,
                 replaces=int(match[3]) if match[3] else None,
             )
-        elif match := CREATE_FORM.match(custom_id):
-            await self._submit_create(interaction, match, values)
-        elif match := EDIT_FORM.match(custom_id):
-            await self._submit_edit(interaction, int(match[1]), values)
+        elif form := CREATE_FORM.match(custom_id) or EDIT_FORM.match(custom_id):
+            try:  # a refused form gives its title and text back: a closed form keeps nothing
+                if form.re is CREATE_FORM:
+                    await self._submit_create(interaction, form, values)
+                else:
+                    await self._submit_edit(interaction, int(form[1]), values)
+            except Exception as error:
+                await answer_error(interaction, error, typed=typed_text(values, "title", "body"))
 
     async def _turned_away(self, interaction: discord.Interaction) -> bool:
         """True if this click or form is not worked on (nothing is recorded): Discord already gave up

@@ -799,3 +799,44 @@ async def test_members_submit_letters_without_the_editorial_cog(world: World, bo
     )
     assert "is with the editors" in (await done.wait_response())["data"]["content"]
     await eventually(lambda: any(m.get("embeds") for m in world.fake.messages_in(world.review)))
+
+
+def typed_back(world: World, ix: Any) -> str:
+    """The text a refused form gave back to its member as a file (a closed form keeps nothing)."""
+    message = ix.original or (ix.followups[-1] if ix.followups else None)
+    assert message is not None and message["attachments"], message
+    return world.fake.attachment_bytes(message["attachments"][0]).decode()
+
+
+async def test_a_refused_letter_form_gives_the_writer_their_letter_back(paper: Paper) -> None:
+    """`/letter submit` sent without typing yes: refused, and the whole letter (over a message's 2,000
+    characters) comes back as a file to paste, instead of being lost with the form."""
+    world = paper.world
+    ix = await paper.fake.slash(world.guild, world.reader, "letter submit")
+    assert (await ix.wait_response())["type"] == 9
+    text = "My long considered letter. " * 140
+    done = await paper.fake.submit_modal(
+        world.guild, world.reader, None, {"text": text, "byline": "Rita", "consent": "no"}
+    )
+    response = await done.wait_response()
+    assert "explicit agreement" in response["data"]["content"] and response["data"]["flags"] & EPHEMERAL
+    assert typed_back(world, done) == text
+    assert await paper.bot.store.db.scalar("SELECT count(*) FROM contributions") == 0
+
+
+async def test_an_edit_that_came_too_late_gives_the_editor_their_text_back(paper: Paper) -> None:
+    """Two editors edit one letter: the second is told it changed, and gets the edit they typed back."""
+    world = paper.world
+    second = world.guild.add_member("eddie-editor", roles=[world.editor_role])
+    await paper.fake.settle()
+    letter = await paper.submit(world.reader, await paper.post(world.reader, LONG_ENOUGH))
+    letter_id = letter.id
+    card = await paper.card(letter_id)
+    for editor in (world.editor, second):
+        click = await paper.fake.click(world.guild, editor, card, button_id(card, "edit", letter_id))
+        assert (await click.wait_response())["type"] == 9
+    first = await paper.fake.submit_modal(world.guild, world.editor, None, {"text": LONG_ENOUGH + "(first edit)"})
+    await first.wait_response()
+    late = await paper.fake.submit_modal(world.guild, second, None, {"text": LONG_ENOUGH + "(my careful edit)"})
+    assert "changed while you were looking" in (await late.wait_response())["data"]["content"]
+    assert typed_back(world, late) == LONG_ENOUGH + "(my careful edit)"
