@@ -840,3 +840,43 @@ async def test_an_edit_that_came_too_late_gives_the_editor_their_text_back(paper
     late = await paper.fake.submit_modal(world.guild, second, None, {"text": LONG_ENOUGH + "(my careful edit)"})
     assert "changed while you were looking" in (await late.wait_response())["data"]["content"]
     assert typed_back(world, late) == LONG_ENOUGH + "(my careful edit)"
+
+
+async def test_articles_of_channels_a_member_cannot_see_are_not_offered_or_accepted(paper: Paper) -> None:
+    """An article posted in a staff-only channel is not in a reader's `/letter submit` choices, and naming
+    it (the option, or a forged form id) is refused: its title would reach the card and the site."""
+    world, db = paper.world, paper.bot.store.db
+    staff = world.guild.add_text_channel(
+        "staff-news",
+        overwrites=[
+            perms.overwrite(world.guild.id, deny=perms.VIEW_CHANNEL),
+            perms.overwrite(paper.fake.bot.id, allow=perms.VIEW_CHANNEL | perms.SEND_MESSAGES, member=True),
+        ],
+    )
+    await paper.fake.settle()
+    now = to_db(datetime.now(UTC))
+    feed_id = await db.write(
+        "INSERT INTO feeds (guild_id, url, channel_id, channel_kind, created_at) VALUES (?, ?, ?, 'text', ?)",
+        (world.guild.id, "https://paper.example/staff", staff.id, now),
+    )
+    secret = await db.write(
+        "INSERT INTO articles (feed_id, guid, title, link, content_hash, status, channel_id, first_seen_at,"
+        " posted_at) VALUES (?, 'g-staff', 'Embargoed: cycle lanes budget cut', 'https://paper.example/x', 'x',"
+        " 'posted', ?, ?, ?)",
+        (feed_id, staff.id, now, now),
+    )
+    ac = await paper.fake.autocomplete(world.guild, world.reader, "letter submit", "article", "cycle")
+    await ac.wait_response()
+    assert [c["value"] for c in ac.choices] == [paper.article_id]
+    ix = await paper.fake.slash(world.guild, world.reader, "letter submit", article=secret)
+    assert "don't know that article" in (await ix.wait_response())["data"]["content"]
+
+    ix = await paper.fake.slash(world.guild, world.reader, "letter submit", article=paper.article_id)
+    assert (await ix.wait_response())["type"] == 9
+    modal, _ = paper.fake.modals[world.reader.id]
+    modal["custom_id"] = f"letters:write:{secret}"  # a modified client names the staff-only article
+    done = await paper.fake.submit_modal(
+        world.guild, world.reader, None, {"text": LONG_ENOUGH, "byline": "Rita", "consent": "yes"}
+    )
+    assert "don't know that article" in (await done.wait_response())["data"]["content"]
+    assert await db.scalar("SELECT count(*) FROM contributions WHERE article_id = ?", (secret,)) == 0
