@@ -23,7 +23,7 @@ from discord import app_commands
 from discord.ext import commands, tasks
 
 from bot import claims
-from bot.checks import ensure_organizer, may, member_can_post, organizer_only
+from bot.checks import ensure_organizer, may, member_can_post, member_can_see_channel, organizer_only
 from bot.concurrency import Debouncer
 from bot.errors import answer_error, answers_errors, send_ephemeral
 from bot.forms import modal_values, typed_text
@@ -236,6 +236,8 @@ class Statements(commands.Cog):
             statement, _ = await self.service.prepare_sign(
                 statement_id, interaction.user.id, "organization", guild_id=server_of(interaction)
             )
+            if not member_can_see_channel(interaction, statement.channel_id):
+                raise StatementError("That statement no longer exists.")
             await self._organization_form_or_choice(interaction, statement)
         elif action == "withdraw":
             try:
@@ -300,6 +302,8 @@ class Statements(commands.Cog):
 
     async def _who_signed(self, interaction: discord.Interaction, statement_id: int) -> None:
         statement = await self.service.get(statement_id, guild_id=server_of(interaction))
+        if not member_can_see_channel(interaction, statement.channel_id):
+            raise StatementError("That statement no longer exists.")
         signers = await self.service.public_signers(statement_id)
         counts = await self.service.counts(statement_id)
         await send_ephemeral(interaction, who_signed(statement, counts, signers))
