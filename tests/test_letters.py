@@ -880,3 +880,19 @@ async def test_articles_of_channels_a_member_cannot_see_are_not_offered_or_accep
     )
     assert "don't know that article" in (await done.wait_response())["data"]["content"]
     assert await db.scalar("SELECT count(*) FROM contributions WHERE article_id = ?", (secret,)) == 0
+
+
+async def test_a_private_channel_named_in_a_letter_is_not_named_on_the_site(paper: Paper) -> None:
+    """`<#id>` of a staff-only channel in a letter: the public site doesn't get the channel's name (editors
+    see only the id on the card); a channel everyone can read is named."""
+    world = paper.world
+    secret = world.guild.add_text_channel(
+        "layoffs-planning", overwrites=[perms.overwrite(world.guild.id, deny=perms.VIEW_CHANNEL)]
+    )
+    await paper.fake.settle()
+    text = f"See <#{secret.id}> and <#{world.discussion.id}>. " + LONG_ENOUGH
+    letter = await paper.submit(world.reader, await paper.post(world.reader, text))
+    await paper.click(world.editor, letter.id, "approve")
+    await eventually(lambda: state_is(paper, letter.id, "published"))
+    [event] = site_events(paper, f"letter:{letter.id}")
+    assert "layoffs-planning" not in json.dumps(event) and "#discussion" in event["data"]["html"]
