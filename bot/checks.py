@@ -49,6 +49,28 @@ async def has_role_setting(interaction: discord.Interaction, key: str, what: str
     raise NotPermitted(f"Only members with the {what} role (<@&{role_id}>) can do this.")
 
 
+def member_can_post(member: discord.Member | discord.User, channel: Any) -> bool:
+    """Whether the member may post in `channel` themselves: what the bot posts for a member (a statement)
+    must not reach a channel the member could not write in (a staff-only or announcements channel)."""
+    if not isinstance(member, discord.Member) or not hasattr(channel, "permissions_for"):
+        return False
+    allowed = channel.permissions_for(member)
+    send = allowed.send_messages_in_threads if isinstance(channel, discord.Thread) else allowed.send_messages
+    return bool(allowed.view_channel and send)
+
+
+def member_can_see_channel(interaction: discord.Interaction, channel_id: int | None) -> bool:
+    """Whether the member can see a channel of the interaction's server (one the bot no longer knows: yes).
+
+    An object reached by an id in a custom_id (forgeable) is checked against where it lives, not only
+    against its server: a statement in a staff-only channel is not for every member of the server."""
+    guild, member = interaction.guild, interaction.user
+    channel = guild.get_channel_or_thread(channel_id) if guild is not None and channel_id else None
+    if channel is None:
+        return True
+    return isinstance(member, discord.Member) and channel.permissions_for(member).view_channel
+
+
 async def ensure_editor(interaction: discord.Interaction) -> bool:
     return await has_role_setting(interaction, "editor_role_id", "editor")
 

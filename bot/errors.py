@@ -10,6 +10,7 @@ decides; the command tree (`on_app_command_error`), persistent buttons (`Dynamic
 from __future__ import annotations
 
 import functools
+import io
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar, cast
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Coroutine[Any, Any, None]])
 
 UNEXPECTED = "Something went wrong on our side; it has been logged for the operator."
+KEPT = "\nWhat you typed is attached, to paste when you try again."
 
 
 class UserFacingError(Exception):
@@ -78,13 +80,26 @@ def _what(interaction: discord.Interaction) -> str:
     return f"component {custom_id}" if custom_id else f"interaction type {interaction.type}"
 
 
-async def answer_error(interaction: discord.Interaction, error: BaseException) -> None:
-    """The error policy: tell the member in one ephemeral sentence; log the unexpected (once, here)."""
+def with_typed(text: str, typed: str | None) -> tuple[str, dict[str, Any]]:
+    """A refusal's sentence and, if the member typed something into the refused form, that text back as a
+    file: a form keeps nothing once it closes, and a letter or statement can be longer than one message."""
+    if not isinstance(typed, str) or not typed.strip():
+        return text, {}
+    data = typed.encode("utf-8", "replace")  # a modified client may send lone surrogates
+    return text[: 2000 - len(KEPT)] + KEPT, {"file": discord.File(io.BytesIO(data), filename="your-text.txt")}
+
+
+async def answer_error(interaction: discord.Interaction, error: BaseException, *, typed: str | None = None) -> None:
+    """The error policy: tell the member in one ephemeral sentence; log the unexpected (once, here).
+
+    `typed`: what the member wrote in the form that failed, given back to them (see `with_typed`).
+    """
     text, loggable = describe_error(error)
     if loggable:
         log.error("%s failed for user %s", _what(interaction), interaction.user.id, exc_info=error)
+    text, kwargs = with_typed(text, typed)
     try:
-        await send_ephemeral(interaction, text)
+        await send_ephemeral(interaction, text, **kwargs)
     except discord.HTTPException:
         log.warning("could not tell user %s about an error (interaction expired?)", interaction.user.id)
 

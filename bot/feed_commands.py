@@ -279,6 +279,15 @@ class MentionCommands(app_commands.Group):
                 f"I can't ping {role.mention}: make it mentionable (Server Settings → Roles), "
                 "or give me Mention @everyone, @here and All Roles in that channel."
             )
+        # The bot pings for the admin: a role they may not ping themselves there stays unpinged.
+        member = interaction.user
+        assert isinstance(member, discord.Member)  # admin_only: a server's member
+        theirs = channel.permissions_for(member) if channel is not None else member.guild_permissions
+        if not role.mentionable and not theirs.mention_everyone:
+            raise UserFacingError(
+                f"You can't ping {role.mention} in <#{row.channel_id}> yourself (it isn't mentionable and you "
+                "lack Mention @everyone, @here and All Roles there), so the feed's posts won't either."
+            )
         key = " ".join(category.split()).casefold()[:100] if category else None
 
         def set_one(settings: dict[str, Any]) -> dict[str, Any]:

@@ -42,3 +42,8 @@ def submitted_form(interaction: discord.Interaction, prefix: str) -> tuple[str, 
     if not custom_id.startswith(prefix):
         return None
     return custom_id, modal_values(interaction.data.get("components", []))  # type: ignore[arg-type]
+
+
+def typed_text(values: Mapping[str, Any], *keys: str) -> str:
+    """What the member wrote in a form's text inputs `keys` (to give back if the form is refused)."""
+    return "\n\n".join(value for key in keys if isinstance(value := values.get(key), str) and value.strip())

@@ -42,7 +42,7 @@ async def site_names(guild: discord.Guild | None, text: str) -> dict[str, dict[i
     """Names for what a letter mentions (members, roles, channels), as keyword arguments for the service.
 
     Members missing from the cache (no members intent) are fetched, a few at most; roles and channels
-    come with the server.
+    come with the server (channels only if every member can read them).
     """
     names = mentioned_names(guild, text)
     roles: dict[int, str] = {}
@@ -61,9 +61,17 @@ async def site_names(guild: discord.Guild | None, text: str) -> dict[str, dict[i
                 roles[role.id] = role.name
         for match in _CHANNEL_MENTION.finditer(text):
             channel = guild.get_channel_or_thread(int(match.group(1)))
-            if channel is not None:
+            if channel is not None and public_channel(guild, channel):
                 channels[channel.id] = channel.name
     return {"display_names": names, "role_names": roles, "channel_names": channels}
+
+
+def public_channel(guild: discord.Guild, channel: discord.abc.GuildChannel | discord.Thread) -> bool:
+    """Whether every member can read `channel`: only such a channel's name may go on the public site
+    (a staff-only channel's name is not the writer's to publish, and editors see only its id on the card)."""
+    if isinstance(channel, discord.Thread) and channel.is_private():
+        return False
+    return channel.permissions_for(guild.default_role).view_channel
 
 
 def guild_of(interaction: discord.Interaction) -> int:

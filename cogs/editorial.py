@@ -16,8 +16,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.checks import editor_only, ensure_editor
-from bot.errors import answer_error, send_ephemeral
-from bot.forms import submitted_form
+from bot.errors import answer_error, send_ephemeral, with_typed
+from bot.forms import submitted_form, typed_text
 from bot.letter_forms import (
     LETTER_FORM,
     byline_form,
@@ -106,7 +106,7 @@ class Editorial(commands.Cog):
             else:
                 await self.apply_reject(interaction, letter_id, version, values.get("reason"))
         except Exception as error:
-            await answer_error(interaction, error)
+            await answer_error(interaction, error, typed=typed_text(values, "text", "reason"))
 
     # -- queue buttons ------------------------------------------------------------------------------
 
@@ -202,9 +202,12 @@ class Editorial(commands.Cog):
             await send_ephemeral(interaction, f"Letter #{letter.id} is now {STATE_LABELS[letter.state]}.")
             await self.queue.refresh(letter)
 
-    async def _conflict(self, interaction: discord.Interaction, current: Contribution) -> None:
-        """Somebody else acted first: say who did what, and bring the card up to date."""
-        await send_ephemeral(interaction, conflict_text(current))
+    async def _conflict(
+        self, interaction: discord.Interaction, current: Contribution, typed: str | None = None
+    ) -> None:
+        """Somebody else acted first: say who did what (giving back what this editor typed), update the card."""
+        text, kwargs = with_typed(conflict_text(current), typed)
+        await send_ephemeral(interaction, text, **kwargs)
         await self.queue.refresh(current)
 
     async def apply_edit(self, interaction: discord.Interaction, letter_id: int, version: int, text: str) -> None:
@@ -220,7 +223,7 @@ class Editorial(commands.Cog):
                 **await site_names(interaction.guild, text),
             )
         except Conflict as exc:
-            await self._conflict(interaction, exc.current)
+            await self._conflict(interaction, exc.current, typed=text)
             return
         await self._show(interaction, letter)
         if before is not None and before.state in ("approved", "published"):
@@ -235,7 +238,7 @@ class Editorial(commands.Cog):
                 letter_id, interaction.user.id, version, reason, guild_id=guild_of(interaction)
             )
         except Conflict as exc:
-            await self._conflict(interaction, exc.current)
+            await self._conflict(interaction, exc.current, typed=reason)
             return
         shown = True
         try:

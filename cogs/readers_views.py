@@ -16,7 +16,7 @@ from discord.ext import commands, tasks
 
 from bot import claims
 from bot.errors import PolicyView, answer_error, send_ephemeral
-from bot.forms import submitted_form
+from bot.forms import submitted_form, typed_text
 from bot.letter_forms import (
     LETTER_FORM,
     WRITE_FORM,
@@ -29,7 +29,7 @@ from bot.letter_forms import (
 from bot.letter_states import LetterError, public_url, state_label
 from bot.render import escape_discord_text, truncate_words
 from bot.review import NO_MENTIONS, jump_url, no_review_channel_text
-from bot.store.contributions import Contribution, contribution_row
+from bot.store.contributions import ArticleRef, Contribution, contribution_row
 
 if TYPE_CHECKING:
     from bot.app import ReadersViewsBot
@@ -71,6 +71,14 @@ class ForgetView(PolicyView):
     async def cancel(self, interaction: discord.Interaction, button: discord.ui.Button[Any]) -> None:
         await interaction.response.edit_message(content="Nothing was deleted.", view=None)
         self.stop()
+
+
+def can_see(interaction: discord.Interaction, article: ArticleRef) -> bool:
+    """Whether the member can see the channel an article was posted in: a staff-only feed's articles
+    are not offered to readers, nor accepted from them (their titles would reach the card and the site)."""
+    guild, member = interaction.guild, interaction.user
+    channel = guild.get_channel(article.channel_id) if guild is not None and article.channel_id else None
+    return channel is not None and isinstance(member, discord.Member) and channel.permissions_for(member).view_channel
 
 
 def withdrawn_text(letter_id: int, *, live: bool, retracting: bool) -> str:
@@ -257,7 +265,7 @@ class ReadersViews(commands.Cog):
         if article is not None:
             found = await self.service.article_in(article, interaction.guild.id)
             recent = await self.service.recent_articles(interaction.guild.id, limit=500)
-            if found is None or all(a.id != article for a in recent):
+            if found is None or not can_see(interaction, found) or all(a.id != article for a in recent):
                 raise LetterError("I don't know that article: pick one from the list as you type.")
         await self.service.check_rate(interaction.guild.id, interaction.user.id, interaction.user.created_at)
         await interaction.response.send_modal(write_form(article, interaction.user.display_name))
@@ -279,7 +287,7 @@ class ReadersViews(commands.Cog):
             elif byline is not None:
                 await self._submit_byline(interaction, int(byline["id"]), values)
         except Exception as error:
-            await answer_error(interaction, error)
+            await answer_error(interaction, error, typed=typed_text(values, "text") if written else None)
 
     async def _submit_byline(self, interaction: discord.Interaction, letter_id: int, values: Any) -> None:
         # Whether it follows a nomination (no daily limit then); `submit` checks writer and server.
@@ -350,7 +358,7 @@ class ReadersViews(commands.Cog):
         if article_id is not None:
             # The id comes from the form's custom_id: only an article of this server is accepted.
             article = await self.service.article_in(article_id, interaction.guild_id)
-            if article is None:
+            if article is None or not can_see(interaction, article):
                 raise LetterError(
                     "I don't know that article in this server. Nothing was sent; your letter: \n"
                     + str(values.get("text") or "")[:1700]
@@ -376,8 +384,9 @@ class ReadersViews(commands.Cog):
     ) -> list[app_commands.Choice[int]]:
         if interaction.guild is None:
             return []
-        articles = await self.service.recent_articles(interaction.guild.id, current, limit=25)
-        return [app_commands.Choice(name=truncate_words(a.title, 100) or f"#{a.id}", value=a.id) for a in articles]
+        articles = await self.service.recent_articles(interaction.guild.id, current, limit=100)
+        visible = [a for a in articles if can_see(interaction, a)][:25]
+        return [app_commands.Choice(name=truncate_words(a.title, 100) or f"#{a.id}", value=a.id) for a in visible]
 
     @letter.command(name="withdraw", description="Withdraw one of your letters (also from the site)")
     @app_commands.describe(letter="Your letter (start typing)")

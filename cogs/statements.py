@@ -23,10 +23,10 @@ from discord import app_commands
 from discord.ext import commands, tasks
 
 from bot import claims
-from bot.checks import ensure_organizer, may, organizer_only
+from bot.checks import ensure_organizer, may, member_can_post, member_can_see_channel, organizer_only
 from bot.concurrency import Debouncer
-from bot.errors import answers_errors, send_ephemeral
-from bot.forms import modal_values
+from bot.errors import answer_error, answers_errors, send_ephemeral
+from bot.forms import modal_values, typed_text
 from bot.sign_ons import RESTARTING, SignOns
 from bot.signing import SIGN_FORM, InteractionReply, server_of
 from bot.statement_rules import (
@@ -236,6 +236,8 @@ class Statements(commands.Cog):
             statement, _ = await self.service.prepare_sign(
                 statement_id, interaction.user.id, "organization", guild_id=server_of(interaction)
             )
+            if not member_can_see_channel(interaction, statement.channel_id):
+                raise StatementError("That statement no longer exists.")
             await self._organization_form_or_choice(interaction, statement)
         elif action == "withdraw":
             try:
@@ -300,6 +302,8 @@ class Statements(commands.Cog):
 
     async def _who_signed(self, interaction: discord.Interaction, statement_id: int) -> None:
         statement = await self.service.get(statement_id, guild_id=server_of(interaction))
+        if not member_can_see_channel(interaction, statement.channel_id):
+            raise StatementError("That statement no longer exists.")
         signers = await self.service.public_signers(statement_id)
         counts = await self.service.counts(statement_id)
         await send_ephemeral(interaction, who_signed(statement, counts, signers))
@@ -323,10 +327,14 @@ class Statements(commands.Cog):
                 values,
                 replaces=int(match[3]) if match[3] else None,
             )
-        elif match := CREATE_FORM.match(custom_id):
-            await self._submit_create(interaction, match, values)
-        elif match := EDIT_FORM.match(custom_id):
-            await self._submit_edit(interaction, int(match[1]), values)
+        elif form := CREATE_FORM.match(custom_id) or EDIT_FORM.match(custom_id):
+            try:  # a refused form gives its title and text back: a closed form keeps nothing
+                if form.re is CREATE_FORM:
+                    await self._submit_create(interaction, form, values)
+                else:
+                    await self._submit_edit(interaction, int(form[1]), values)
+            except Exception as error:
+                await answer_error(interaction, error, typed=typed_text(values, "title", "body"))
 
     async def _turned_away(self, interaction: discord.Interaction) -> bool:
         """True if this click or form is not worked on (nothing is recorded): Discord already gave up
@@ -351,7 +359,7 @@ class Statements(commands.Cog):
         await ensure_organizer(interaction)
         assert interaction.guild is not None
         channel_id, deadline_ts = int(match[1]), int(match[2])
-        await self._channel_in_guild(channel_id, server_of(interaction))
+        await self._channel_in_guild(interaction, channel_id)
         closes_at = datetime.fromtimestamp(deadline_ts, UTC) if deadline_ts else None
         await interaction.response.defer(ephemeral=True, thinking=True)
         draft = await self.service.create_draft(
@@ -392,16 +400,18 @@ class Statements(commands.Cog):
             f"{message.jump_url}",
         )
 
-    async def _channel_in_guild(self, channel_id: int, guild_id: int) -> None:
-        """Refuse a channel (from a form's custom_id, so untrusted) that is not in the form's server."""
+    async def _channel_in_guild(self, interaction: discord.Interaction, channel_id: int) -> None:
+        """Refuse a channel (from a form's custom_id: untrusted) outside the form's server or closed to the member."""
         channel = self.bot.get_channel(channel_id)
         if channel is None:
             try:
                 channel = await self.bot.fetch_channel(channel_id)
             except discord.HTTPException:
                 channel = None
-        if getattr(getattr(channel, "guild", None), "id", None) != guild_id:
+        if getattr(getattr(channel, "guild", None), "id", None) != server_of(interaction):
             raise StatementError("I can't find that channel in this server; run `/statement create` again.")
+        if not member_can_post(interaction.user, channel):
+            raise StatementError(f"You can't post in <#{channel_id}> yourself, so I won't post a statement there.")
 
     async def _unpost(self, message: discord.Message, draft_id: int) -> str:
         """Undo a post whose publishing failed (its buttons would act on a draft); return what to tell."""
@@ -479,6 +489,8 @@ class Statements(commands.Cog):
         target = channel or interaction.channel
         if target is None or not isinstance(target, (discord.TextChannel, discord.Thread)):
             raise StatementError("Pick a text channel for the statement with the `channel:` option.")
+        if not member_can_post(interaction.user, target):
+            raise StatementError(f"You can't post in {target.mention} yourself, so I won't post a statement there.")
         closes_at = parse_deadline(deadline, self.bot.clock.now())
         guild = interaction.guild
         me = guild.me if guild else None
@@ -548,6 +560,8 @@ class Statements(commands.Cog):
         target_id = channel.id if channel is not None else found.channel_id
         if target_id is None:
             raise StatementError("Pick a channel for the statement with the `channel:` option.")
+        if channel is not None and not member_can_post(interaction.user, channel):
+            raise StatementError(f"You can't post in {channel.mention} yourself, so I won't post a statement there.")
         if channel is not None:
             me = interaction.guild.me
             perms = channel.permissions_for(me)

@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 
 from bot.articles import choose_tags
-from tests.fakediscord import EPHEMERAL
+from tests.fakediscord import EPHEMERAL, perms
 from tests.fakediscord.rest import DROP
 from tests.feedserver import FeedServer, LoopWatch, gzip_of_zeros, quadratic_html
 from tests.helpers import Booted, FakeClock, World, add_feed, poll, rss, story
@@ -1358,6 +1358,28 @@ async def test_role_mention_per_feed_and_category_pings_only_that_role(
     feed_site.set_feed("/feed", rss([story(3, categories=["Sport"]), story(1, categories=["Sport"]), hostile]))
     await poll(bot, clock, world)
     assert starter("Story number 3")["mention_roles"] == []
+
+
+async def test_a_role_the_admin_may_not_ping_is_not_pinged_through_the_bot(
+    bot: Booted, world: World, feed_site: FeedServer
+) -> None:
+    """An admin without Mention All Roles in a feed's channel can't make its posts ping a role that isn't
+    mentionable, even though the bot could ping it there (its permissions are not the admin's)."""
+    fake = world.fake
+    news = world.guild.add_text_channel(
+        "news",
+        overwrites=[
+            perms.overwrite(world.guild.id, deny=perms.MENTION_EVERYONE),
+            perms.overwrite(fake.bot.id, allow=perms.MENTION_EVERYONE, member=True),
+        ],
+    )
+    moderators = world.guild.add_role("Moderators")  # not mentionable: only some may ping it
+    await fake.settle()
+    feed_site.set_feed("/feed", rss([]))
+    await add_feed(world, feed_site.url("/feed"), news)
+    refused = await slash_text(world, "feed mention set", feed=1, role=moderators)
+    assert "can't ping" in refused
+    assert not (await bot.bot.store.feeds.get(1)).settings.get("mention")
 
 
 async def test_opml_import_and_export(bot: Booted, world: World, feed_site: FeedServer, clock) -> None:

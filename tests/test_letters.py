@@ -799,3 +799,100 @@ async def test_members_submit_letters_without_the_editorial_cog(world: World, bo
     )
     assert "is with the editors" in (await done.wait_response())["data"]["content"]
     await eventually(lambda: any(m.get("embeds") for m in world.fake.messages_in(world.review)))
+
+
+def typed_back(world: World, ix: Any) -> str:
+    """The text a refused form gave back to its member as a file (a closed form keeps nothing)."""
+    message = ix.original or (ix.followups[-1] if ix.followups else None)
+    assert message is not None and message["attachments"], message
+    return world.fake.attachment_bytes(message["attachments"][0]).decode()
+
+
+async def test_a_refused_letter_form_gives_the_writer_their_letter_back(paper: Paper) -> None:
+    """`/letter submit` sent without typing yes: refused, and the whole letter (over a message's 2,000
+    characters) comes back as a file to paste, instead of being lost with the form."""
+    world = paper.world
+    ix = await paper.fake.slash(world.guild, world.reader, "letter submit")
+    assert (await ix.wait_response())["type"] == 9
+    text = "My long considered letter. " * 140
+    done = await paper.fake.submit_modal(
+        world.guild, world.reader, None, {"text": text, "byline": "Rita", "consent": "no"}
+    )
+    response = await done.wait_response()
+    assert "explicit agreement" in response["data"]["content"] and response["data"]["flags"] & EPHEMERAL
+    assert typed_back(world, done) == text
+    assert await paper.bot.store.db.scalar("SELECT count(*) FROM contributions") == 0
+
+
+async def test_an_edit_that_came_too_late_gives_the_editor_their_text_back(paper: Paper) -> None:
+    """Two editors edit one letter: the second is told it changed, and gets the edit they typed back."""
+    world = paper.world
+    second = world.guild.add_member("eddie-editor", roles=[world.editor_role])
+    await paper.fake.settle()
+    letter = await paper.submit(world.reader, await paper.post(world.reader, LONG_ENOUGH))
+    letter_id = letter.id
+    card = await paper.card(letter_id)
+    for editor in (world.editor, second):
+        click = await paper.fake.click(world.guild, editor, card, button_id(card, "edit", letter_id))
+        assert (await click.wait_response())["type"] == 9
+    first = await paper.fake.submit_modal(world.guild, world.editor, None, {"text": LONG_ENOUGH + "(first edit)"})
+    await first.wait_response()
+    late = await paper.fake.submit_modal(world.guild, second, None, {"text": LONG_ENOUGH + "(my careful edit)"})
+    assert "changed while you were looking" in (await late.wait_response())["data"]["content"]
+    assert typed_back(world, late) == LONG_ENOUGH + "(my careful edit)"
+
+
+async def test_articles_of_channels_a_member_cannot_see_are_not_offered_or_accepted(paper: Paper) -> None:
+    """An article posted in a staff-only channel is not in a reader's `/letter submit` choices, and naming
+    it (the option, or a forged form id) is refused: its title would reach the card and the site."""
+    world, db = paper.world, paper.bot.store.db
+    staff = world.guild.add_text_channel(
+        "staff-news",
+        overwrites=[
+            perms.overwrite(world.guild.id, deny=perms.VIEW_CHANNEL),
+            perms.overwrite(paper.fake.bot.id, allow=perms.VIEW_CHANNEL | perms.SEND_MESSAGES, member=True),
+        ],
+    )
+    await paper.fake.settle()
+    now = to_db(datetime.now(UTC))
+    feed_id = await db.write(
+        "INSERT INTO feeds (guild_id, url, channel_id, channel_kind, created_at) VALUES (?, ?, ?, 'text', ?)",
+        (world.guild.id, "https://paper.example/staff", staff.id, now),
+    )
+    secret = await db.write(
+        "INSERT INTO articles (feed_id, guid, title, link, content_hash, status, channel_id, first_seen_at,"
+        " posted_at) VALUES (?, 'g-staff', 'Embargoed: cycle lanes budget cut', 'https://paper.example/x', 'x',"
+        " 'posted', ?, ?, ?)",
+        (feed_id, staff.id, now, now),
+    )
+    ac = await paper.fake.autocomplete(world.guild, world.reader, "letter submit", "article", "cycle")
+    await ac.wait_response()
+    assert [c["value"] for c in ac.choices] == [paper.article_id]
+    ix = await paper.fake.slash(world.guild, world.reader, "letter submit", article=secret)
+    assert "don't know that article" in (await ix.wait_response())["data"]["content"]
+
+    ix = await paper.fake.slash(world.guild, world.reader, "letter submit", article=paper.article_id)
+    assert (await ix.wait_response())["type"] == 9
+    modal, _ = paper.fake.modals[world.reader.id]
+    modal["custom_id"] = f"letters:write:{secret}"  # a modified client names the staff-only article
+    done = await paper.fake.submit_modal(
+        world.guild, world.reader, None, {"text": LONG_ENOUGH, "byline": "Rita", "consent": "yes"}
+    )
+    assert "don't know that article" in (await done.wait_response())["data"]["content"]
+    assert await db.scalar("SELECT count(*) FROM contributions WHERE article_id = ?", (secret,)) == 0
+
+
+async def test_a_private_channel_named_in_a_letter_is_not_named_on_the_site(paper: Paper) -> None:
+    """`<#id>` of a staff-only channel in a letter: the public site doesn't get the channel's name (editors
+    see only the id on the card); a channel everyone can read is named."""
+    world = paper.world
+    secret = world.guild.add_text_channel(
+        "layoffs-planning", overwrites=[perms.overwrite(world.guild.id, deny=perms.VIEW_CHANNEL)]
+    )
+    await paper.fake.settle()
+    text = f"See <#{secret.id}> and <#{world.discussion.id}>. " + LONG_ENOUGH
+    letter = await paper.submit(world.reader, await paper.post(world.reader, text))
+    await paper.click(world.editor, letter.id, "approve")
+    await eventually(lambda: state_is(paper, letter.id, "published"))
+    [event] = site_events(paper, f"letter:{letter.id}")
+    assert "layoffs-planning" not in json.dumps(event) and "#discussion" in event["data"]["html"]

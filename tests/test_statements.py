@@ -692,3 +692,20 @@ async def test_late_sign_on_answers_are_counted_and_logged_once(
     finally:
         fake.interaction_timeout = 3.0
     assert len([r for r in caplog.records if "too late" in r.getMessage() or "could not answer" in r.getMessage()]) == 1
+
+
+async def test_a_refused_statement_form_gives_the_organizer_their_text_back(running: Booted, world: World) -> None:
+    """A statement form refused (a slug with spaces) answers why and gives back the title and text typed."""
+    fake = world.fake
+    ix = await fake.slash(world.guild, world.organizer, "statement create", channel=world.discussion)
+    assert (await ix.wait_response())["type"] == 9
+    body = "We, the undersigned, ask the council to keep the library open. " * 50
+    submit = await fake.submit_modal(
+        world.guild, world.organizer, None, {"title": "Save the library", "body": body, "slug": "Save It"}
+    )
+    assert "Slugs are lowercase" in await answer(submit)
+    message = submit.original
+    assert message is not None and message["attachments"], message
+    kept = fake.attachment_bytes(message["attachments"][0]).decode()
+    assert "Save the library" in kept and body in kept
+    assert fake.messages_in(world.discussion) == []

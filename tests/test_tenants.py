@@ -705,3 +705,65 @@ async def test_site_deliveries_of_a_server_not_on_the_allow_list_are_held(
 async def _state(bot: Any, row_id: int, state: str) -> bool:
     row = await bot.store.outbox.get(row_id)
     return row is not None and row.state == state
+
+
+async def test_statement_cannot_be_posted_where_the_organizer_may_not_post(running: Booted, world: World) -> None:
+    """An organizer points the create form (or `repost channel:`) at a staff-only channel the bot can post in:
+    refused, nothing posted there (the bot's permissions are not the member's)."""
+    fake = world.fake
+    staff = world.guild.add_text_channel(
+        "staff-only",
+        overwrites=[
+            perms.overwrite(world.guild.id, deny=perms.VIEW_CHANNEL),
+            perms.overwrite(fake.bot.id, allow=perms.VIEW_CHANNEL | perms.SEND_MESSAGES, member=True),
+        ],
+    )
+    await fake.settle()
+    ix = await fake.slash(world.guild, world.organizer, "statement create", channel=world.discussion)
+    assert (await ix.wait_response())["type"] == 9
+    forge_form(fake, world.organizer, f"statements:createform:{staff.id}:0:1:1")
+    submit = await fake.submit_modal(world.guild, world.organizer, None, {"title": "Spam", "body": STATEMENT_TEXT})
+    await refused(submit, "can't post in")
+    assert fake.messages_in(staff) == []
+    assert await running.bot.store.db.scalar("SELECT count(*) FROM statements") == 0
+
+    await create_statement(world, running, title="Save the library")
+    moved = await fake.slash(
+        world.guild, world.organizer, "statement repost", statement="save-the-library", channel=staff
+    )
+    await refused(moved, "can't post in")
+    assert fake.messages_in(staff) == []
+
+
+async def test_who_signed_a_statement_in_a_channel_the_member_cannot_see_is_refused(
+    running: Booted, world: World
+) -> None:
+    """A staff-only statement's "Who signed" (a forged button on a public statement) doesn't show a
+    member who can't see its channel the title and the names signed there; sign for an organization neither."""
+    fake = world.fake
+    staff = world.guild.add_text_channel(
+        "staff-room",
+        overwrites=[
+            perms.overwrite(world.guild.id, deny=perms.VIEW_CHANNEL),
+            perms.overwrite(world.organizer_role.id, allow=perms.VIEW_CHANNEL | perms.SEND_MESSAGES),
+            perms.overwrite(
+                fake.bot.id, allow=perms.VIEW_CHANNEL | perms.SEND_MESSAGES | perms.EMBED_LINKS, member=True
+            ),
+        ],
+    )
+    await fake.settle()
+    ix = await fake.slash(world.guild, world.organizer, "statement create", channel=staff)
+    assert (await ix.wait_response())["type"] == 9
+    submit = await fake.submit_modal(
+        world.guild, world.organizer, None, {"title": "Pay rise for the newsroom", "body": STATEMENT_TEXT}
+    )
+    assert "Published" in await answer(submit)
+    hidden = fake.messages_in(staff)[-1]
+    assert "Signed" in await sign(world, hidden, world.organizer, {"name": "Olu Staffer"})
+    public = await create_statement(world, running, title="Save the library")
+    for action in ("who", "sign_org"):
+        forged_id = f"statements:{action}:{sid(hidden)}"
+        forge_button(fake, public, f"statements:{action}:{sid(public)}", forged_id)
+        forged = await fake.click(world.guild, world.reader, public, forged_id)
+        await refused(forged, "no longer exists")
+        assert "Olu Staffer" not in await answer(forged) and "Pay rise" not in await answer(forged)

@@ -463,7 +463,7 @@ class ContributionsRepo:
             )
         else:
             row = await self._db.fetchone(
-                "SELECT a.id, a.title, a.link, a.thread_id, a.channel_id FROM articles a"
+                "SELECT a.id, a.title, a.link, a.thread_id, coalesce(a.channel_id, f.channel_id) FROM articles a"
                 " JOIN feeds f ON f.id = a.feed_id WHERE a.id = ? AND f.guild_id = ?",
                 (article_id, guild_id),
             )
@@ -481,7 +481,8 @@ class ContributionsRepo:
     async def recent_articles(self, guild_id: int, query: str = "", *, limit: int = 25) -> list[ArticleRef]:
         """Posted articles of this server, newest first, optionally filtered by title."""
         rows = await self._db.fetchall(
-            "SELECT a.id, a.title, a.link, a.thread_id, a.channel_id FROM articles a JOIN feeds f ON f.id = a.feed_id"
+            "SELECT a.id, a.title, a.link, a.thread_id, coalesce(a.channel_id, f.channel_id) FROM articles a"
+            " JOIN feeds f ON f.id = a.feed_id"
             " WHERE f.guild_id = ? AND a.status = 'posted' AND a.title LIKE ? ESCAPE '\\'"
             " ORDER BY coalesce(a.posted_at, a.first_seen_at) DESC, a.id DESC LIMIT ?",
             (guild_id, "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%", limit),
