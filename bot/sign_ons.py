@@ -21,7 +21,7 @@ import discord
 from bot.discord_internals import gateway_parsers
 from bot.errors import UNEXPECTED
 from bot.forms import modal_values
-from bot.signing import RawSignReply, SignReply, server_of, sign_route
+from bot.signing import Elsewhere, RawSignReply, SignReply, server_of, sign_route
 from bot.statement_rules import SignRequest, StatementError, split_place
 from bot.statement_views import sign_form, signed_answer
 from bot.store.statement_rows import SignatureRow, SignKind, StatementRow
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 DRAIN_SECONDS = 10.0  # sign-ons in flight at unload get this long to be answered
 RESTARTING = "I'm restarting right now, so nothing was recorded; please try again in a minute."
 BLANK_FORMS_KEPT = 256
+CHANNELS_KEPT = 4096
 
 
 class SignOns:
@@ -45,6 +46,8 @@ class SignOns:
         self.service = service
         self._closing = closing  # the cog is unloading: sign-ons are asked to retry
         self._blank_forms: dict[tuple[int, str, bool], discord.ui.Modal] = {}
+        self._channels: dict[int, int | None] = {}  # statement id -> its message's channel, as last read
+        self._usual: Callable[[Any], None] | None = None  # discord.py's INTERACTION_CREATE parser
         self._tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
         self._late_answers, self._late_logged_at = 0, float("-inf")
@@ -68,12 +71,36 @@ class SignOns:
         statement, current = await self.service.prepare_sign(
             statement_id, reply.user_id, "individual", guild_id=server_of(reply)
         )
+        self._channels[statement.id] = statement.channel_id
+        self._where_it_is(reply, statement.channel_id)
         await reply.form(self.form(statement, "individual", current))
+
+    def forget(self, statement_id: int) -> None:
+        """The statement's message moved (repost): read its channel again at the next sign-on."""
+        self._channels.pop(statement_id, None)
+
+    def _where_it_is(self, reply: SignReply, channel_id: int | None) -> None:
+        """Statement ids in custom_ids can be forged: one whose message is in a channel the member
+        can't see is answered as missing (its title is in the form and the answer)."""
+        if channel_id is not None and channel_id != reply.channel_id and not reply.can_see(channel_id):
+            raise StatementError("That statement no longer exists.")
+
+    async def _channel_of(self, reply: SignReply, statement_id: int) -> int | None:
+        """The statement's channel: as read at the member's click, or read again if the form comes
+        from elsewhere (the statement may have moved since)."""
+        if statement_id in self._channels and self._channels[statement_id] == reply.channel_id:
+            return reply.channel_id
+        statement = await self.service.get(statement_id, guild_id=server_of(reply))
+        if len(self._channels) >= CHANNELS_KEPT:
+            self._channels.clear()
+        self._channels[statement.id] = statement.channel_id
+        return statement.channel_id
 
     async def submit(
         self, reply: SignReply, statement_id: int, kind: SignKind, values: dict[str, Any], *, replaces: int | None
     ) -> None:
         """A submitted sign form: record the signature (committed before the answer) and say what it did."""
+        self._where_it_is(reply, await self._channel_of(reply, statement_id))
         city, country = split_place(values.get("place"))
         public_choice = values.get("public") or []
         request = SignRequest(
@@ -115,13 +142,15 @@ class SignOns:
             connector=http.connector, connector_owner=False, cookie_jar=aiohttp.DummyCookieJar()
         )
 
+        self._usual = usual
+
         def interaction_create(data: Any) -> None:
             route = sign_route(data)
             if route is None or not tenants.serves(int(data["guild_id"])):
                 usual(data)
                 return
             reply = RawSignReply(http, session, data, int(data["guild_id"]))
-            self._spawn(self._fast_sign(reply, *route, data["data"]))
+            self._spawn(self._fast_sign(reply, *route, data))
 
         def uninstall() -> None:
             if parsers.get("INTERACTION_CREATE") is interaction_create:
@@ -146,13 +175,16 @@ class SignOns:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _fast_sign(self, reply: RawSignReply, route: str, match: re.Match[str], data: Mapping[str, Any]) -> None:
+    async def _fast_sign(
+        self, reply: RawSignReply, route: str, match: re.Match[str], payload: Mapping[str, Any]
+    ) -> None:
         """A Sign click or a sign form from the hot path, with the same answers as the usual one.
 
         Not `bot.errors.answer_error`: there is no `discord.Interaction` here (building one is what the
         hot path saves), so this keeps its own minimal answers, with the policy's texts."""
         if self.bot.shedder.late(reply.id):
             return
+        data = payload["data"]
         try:
             if self._closing():
                 await reply.text(RESTARTING)
@@ -166,6 +198,9 @@ class SignOns:
                     modal_values(data.get("components", [])),
                     replaces=int(match[3]) if match[3] else None,
                 )
+        except Elsewhere:
+            if self._usual is not None:  # nothing was recorded or answered yet
+                self._usual(payload)
         except StatementError as exc:
             await self._reply_safely(reply, str(exc))
         except discord.NotFound as exc:

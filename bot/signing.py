@@ -19,6 +19,7 @@ import discord
 from discord.webhook.async_ import async_context, interaction_message_response_params, interaction_response_params
 
 from bot import metrics
+from bot.checks import member_can_see_channel
 from bot.concurrency import Batcher
 from bot.errors import send_ephemeral
 from bot.statement_rules import StatementError
@@ -186,6 +187,12 @@ BUTTON = 2  # Discord's component type
 NONE = discord.AllowedMentions.none()
 
 
+class Elsewhere(Exception):
+    """A sign-on from the hot path for a statement whose message is in another channel than the click
+    (an old message of a reposted statement, or a forged id): discord.py's usual path, which has the
+    member's permissions, decides whether they may see it."""
+
+
 def server_of(interaction: discord.Interaction | SignReply) -> int:
     """The server a click or form comes from: statements of any other server are out of its reach."""
     if interaction.guild_id is None:
@@ -200,9 +207,14 @@ class SignReply(Protocol):
     id: int
     user_id: int
     guild_id: int | None
+    channel_id: int | None  # where the click or form came from
 
     @property
     def account_created_at(self) -> datetime: ...
+
+    def can_see(self, channel_id: int) -> bool:
+        """Whether the member may see that channel of the server (raises `Elsewhere` if this reply can't tell)."""
+        ...
 
     async def text(self, content: str) -> None: ...
 
@@ -217,10 +229,14 @@ class InteractionReply:
         self.id = interaction.id
         self.user_id = interaction.user.id
         self.guild_id = interaction.guild_id
+        self.channel_id = interaction.channel_id
 
     @property
     def account_created_at(self) -> datetime:
         return self.interaction.user.created_at
+
+    def can_see(self, channel_id: int) -> bool:
+        return member_can_see_channel(self.interaction, channel_id)
 
     async def text(self, content: str) -> None:
         await send_ephemeral(self.interaction, content)
@@ -250,11 +266,15 @@ class RawSignReply:
         self.token: str = data["token"]
         self.user_id = int(data["member"]["user"]["id"])
         self.guild_id: int | None = guild_id
+        self.channel_id = int(data["channel_id"]) if data.get("channel_id") else None
         self.answered = False
 
     @property
     def account_created_at(self) -> datetime:
         return discord.utils.snowflake_time(self.user_id)
+
+    def can_see(self, channel_id: int) -> bool:
+        raise Elsewhere  # the payload has no member to compute permissions with: discord.py's path has
 
     async def _callback(self, params: Any) -> None:
         http = self._http

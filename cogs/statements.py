@@ -586,6 +586,7 @@ class Statements(commands.Cog):
             found.id, channel_id=target_id, message_id=message.id, actor_id=interaction.user.id
         )
         self._unreachable.discard(found.id)
+        self.sign_ons.forget(found.id)
         moved = ""
         if old is not None:
             try:
