@@ -20,7 +20,10 @@ from tests.helpers import Booted, FakeClock, World, add_feed, poll, rss, story
 
 @pytest.fixture
 async def bot(world: World, booter: Any, clock: FakeClock) -> Booted:
+    """The bot, with feed cycles run by the test (`poll`): the background poller would run one of its
+    own whenever a real second passes, between a test's cycle and what it checks after."""
     booted: Booted = await booter(clock=clock)
+    booted.cog("Articles").poller.cancel()
     await booted.bot.store.settings.set_many(world.guild.id, {"alert_channel_id": world.alerts.id}, actor_id=None)
     return booted
 
