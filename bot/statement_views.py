@@ -266,9 +266,10 @@ def withdrawn_answer(withdrawn: SignatureRow | None) -> str:
 def organizations_question(statement: StatementRow, mine: Sequence[SignatureRow]) -> str:
     """Asked of a member who signed for organizations already: change one, or sign for another?"""
     full = len(mine) >= ORGANIZATIONS_PER_MEMBER
+    # Each name cut (escaped, a name can double in length): five long ones must still fit one message.
     return (
-        f"You have signed **{inert(statement.title)}** for "
-        + ", ".join(f"**{inert(s.organization)}**" for s in mine)
+        f"You have signed **{cut_line(inert(statement.title), 200)}** for "
+        + ", ".join(f"**{cut_line(inert(s.organization), 150)}**" for s in mine)
         + ". Change one of those signatures, or sign for another organization"
         + (f" (at most {ORGANIZATIONS_PER_MEMBER}: withdraw one first)." if full else ".")
         + " Your personal signature is separate."

@@ -20,7 +20,9 @@ from bot import metrics
 from bot.errors import UNEXPECTED
 from bot.signing import CALLBACK_PATH
 from bot.statement_export import export_statement
+from bot.statement_rules import SignRequest
 from bot.statement_views import cut_line
+from bot.store.statement_rows import ORGANIZATIONS_PER_MEMBER
 from tests.fakediscord import FakeDiscord
 from tests.fakediscord.world import Member
 from tests.helpers import Booted, FakeClock, World, answer, cog, create_statement, eventually, sid, sign, spawn
@@ -376,6 +378,26 @@ async def test_mirror_enqueued(running: Booted, world: World) -> None:
     keys = [r.idempotency_key for r in rows]
     assert keys == [f"statement:{sid(message)}:create:1", f"statement:{sid(message)}:update:1"]
     assert [s["name"] for s in rows[-1].payload["metadata"]["signatories"]] == ["Rita"]
+
+
+async def test_the_organizations_question_fits_one_message_whatever_the_names(running: Booted, world: World) -> None:
+    """A member with the most organization signatures, long names full of markdown characters (each
+    escaped, so twice as long) on a long title: "Sign for an organization" still answers."""
+    fake = world.fake
+    message = await create_statement(world, running, title="*_" * 100, slug="long")
+    service = running.cog("Statements").service
+    for n in range(ORGANIZATIONS_PER_MEMBER):
+        await service.sign(
+            SignRequest(
+                statement_id=sid(message), user_id=world.reader.id, kind="organization", name="Rita",
+                role=None, organization=f"{n}" + "_*" * 74, city=None, country=None, public=True,
+                account_created_at=START, guild_id=world.guild.id,
+            )
+        )  # fmt: skip
+    click = await fake.click(world.guild, world.reader, message, f"statements:sign_org:{sid(message)}")
+    text = await answer(click)
+    assert text.startswith("You have signed") and len(text) <= 2000
+    assert click.original is not None and len(buttons_of(click.original)) == ORGANIZATIONS_PER_MEMBER + 1
 
 
 async def test_deadline_and_restart(world: World, booter: Any) -> None:
