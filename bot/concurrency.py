@@ -5,6 +5,7 @@
   call. Used by the signature writer and sign-context reader (`bot.statements`) and the reply
   recorder (`bot.letters.Recorder`).
 - `Debouncer`: at most one flush per key per interval, always one after the last mark.
+- `KeyedLock`: one holder per key at a time (e.g. one card posted per letter), forgotten when free.
 - `map_bounded`: `gather` with at most N at a time.
 """
 
@@ -106,6 +107,33 @@ class Batcher(Generic[T, R]):
                 await asyncio.shield(self._worker)
         finally:
             self._draining -= 1
+
+
+class KeyedLock:
+    """`async with locks.hold(key)`: one holder per key at a time; a key nobody holds or waits for
+    takes no memory."""
+
+    def __init__(self) -> None:
+        self._locks: dict[Hashable, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: Hashable) -> Any:
+        lock, users = self._locks.get(key, (None, 0))
+        if lock is None:
+            lock = asyncio.Lock()
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+    def __len__(self) -> int:
+        return len(self._locks)
 
 
 class Debouncer:

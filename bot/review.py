@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import discord
 
+from bot.concurrency import KeyedLock
 from bot.errors import answers_errors
 from bot.letter_states import LetterError, public_url, state_label, with_site_editors
 from bot.render import escape_discord_text, inert_text, masked_link, neutralise_mentions, reveal_links, truncate_words
@@ -240,6 +241,7 @@ class ReviewQueue:
 
     def __init__(self, bot: ReadersViewsBot) -> None:
         self.bot = bot
+        self._posting = KeyedLock()  # one card per letter: two `/views queue` at once post it once
 
     async def channel(self, guild_id: int) -> discord.abc.Messageable | None:
         channel_id = await self.bot.store.settings.get(guild_id, "review_channel_id")
@@ -258,7 +260,14 @@ class ReviewQueue:
         return queue_embed(letter, article, parent, site_waiting=waiting), queue_view(letter)
 
     async def post(self, letter: Contribution) -> bool:
-        """Put a submitted letter in the queue; False if there is no review channel."""
+        """Put a letter in the queue (if its card isn't there yet); False if nothing was posted."""
+        async with self._posting.hold(letter.id):
+            current = await self.bot.store.contributions.get(letter.id)
+            if current is None or current.review_message_id is not None:
+                return False  # gone, or its card was posted meanwhile (by whoever held the lock)
+            return await self._post(current)
+
+    async def _post(self, letter: Contribution) -> bool:
         channel = await self.channel(letter.guild_id)
         if channel is None:
             return False

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from bot.concurrency import Batcher, map_bounded
+from bot.concurrency import Batcher, KeyedLock, map_bounded
 from bot.letters import Recorder
 
 
@@ -63,3 +63,20 @@ async def test_map_bounded_keeps_order_and_limit() -> None:
 
     assert await map_bounded(square, list(range(10)), 3) == [n * n for n in range(10)]
     assert peak == 3
+
+
+async def test_keyed_lock_holds_one_per_key_and_forgets_free_keys() -> None:
+    locks = KeyedLock()
+    inside: list[str] = []
+    most = {"a": 0}
+
+    async def work(key: str) -> None:
+        async with locks.hold(key):
+            inside.append(key)
+            most[key] = max(most.get(key, 0), inside.count(key))
+            await asyncio.sleep(0)
+            inside.remove(key)
+
+    await asyncio.gather(*(work("a") for _ in range(5)), *(work("b") for _ in range(3)))
+    assert most == {"a": 1, "b": 1}  # never two holders of one key
+    assert len(locks) == 0  # nothing kept for keys nobody holds

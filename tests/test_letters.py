@@ -493,6 +493,31 @@ async def test_letter_submit_command(paper: Paper) -> None:
     assert "@​here" in card["embeds"][0]["description"] and "<​@&1>" in card["embeds"][0]["description"]
 
 
+async def test_two_editors_requeueing_at_once_post_one_card(paper: Paper) -> None:
+    """Two editors run `/views queue` at the same moment for a letter missing from the review channel:
+    one card is posted for it, not one each."""
+    fake, world = paper.fake, paper.world
+    ix = await fake.slash(world.guild, world.reader, "letter submit", article=paper.article_id)
+    assert (await ix.wait_response())["type"] == 9
+    done = await fake.submit_modal(
+        world.guild, world.reader, None, {"text": LONG_ENOUGH, "byline": "Rita", "consent": "yes"}
+    )
+    assert "is with the editors" in (await done.wait_response())["data"]["content"]
+    letter_id = await paper.bot.store.db.scalar("SELECT max(id) FROM contributions")
+    await paper.card(letter_id)  # its card, then lost (as if posted before a review channel was set)
+    await paper.bot.store.db.write(
+        "UPDATE contributions SET review_message_id = NULL, review_channel_id = NULL WHERE id = ?", (letter_id,)
+    )
+    before = len(fake.messages_in(world.review))
+    second_editor = world.guild.add_member("eddie-editor", roles=[world.editor_role])
+    runs = await asyncio.gather(
+        fake.slash(world.guild, world.editor, "views queue"), fake.slash(world.guild, second_editor, "views queue")
+    )
+    answers = [(await run.wait_followup())["content"] for run in runs]
+    assert sorted(answers) == ["Posted 0 letter(s) to the review channel.", "Posted 1 letter(s) to the review channel."]
+    assert len(fake.messages_in(world.review)) == before + 1
+
+
 async def test_screening_flags(world: World, booter: Any) -> None:
     """Short, linky, listed-word and repeated letters are flagged for editors (and still queued)."""
     booted: Booted = await booter(letters={"blocked_words": ["scoundrel"], "max_links": 1, "min_chars": 100})
