@@ -458,3 +458,24 @@ def statement_form(custom_id: str, title: str, current: StatementRow | None = No
             )
         )
     return stateless(modal)
+
+
+async def existing_message(
+    client: discord.Client, statement: StatementRow, guild_id: int, *, must_check: bool
+) -> discord.Message | None:
+    """The statement's current message, or None if it was deleted (or never recorded, or, unless
+    `must_check`, can't be seen: reposting elsewhere needs no access to the old channel)."""
+    if statement.channel_id is None or statement.message_id is None:
+        return None
+    channel = client.get_partial_messageable(statement.channel_id, guild_id=guild_id)
+    try:
+        return await channel.fetch_message(statement.message_id)
+    except discord.NotFound:
+        return None
+    except discord.Forbidden:
+        if not must_check:
+            return None
+        raise StatementError(
+            f"I can't see the statement's channel <#{statement.channel_id}> to check its message; give me "
+            "View Channel and Read Message History there, or repost it elsewhere with `channel:`."
+        ) from None

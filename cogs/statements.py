@@ -24,7 +24,7 @@ from discord.ext import commands, tasks
 
 from bot import claims
 from bot.checks import ensure_organizer, may, member_can_post, member_can_see_channel, organizer_only
-from bot.concurrency import Debouncer
+from bot.concurrency import Debouncer, KeyedLock
 from bot.errors import answer_error, answers_errors, send_ephemeral
 from bot.forms import modal_values, typed_text
 from bot.sign_ons import RESTARTING, SignOns
@@ -42,6 +42,7 @@ from bot.statement_views import (
     StatementButton,
     choice_view,
     discord_timestamp,
+    existing_message,
     inert,
     organizations_question,
     organizers_list,
@@ -82,6 +83,7 @@ class Statements(commands.Cog):
             served_guilds=bot.tenants.only,
         )
         self.refresher = Debouncer(self._refresh_message, EDIT_INTERVAL)
+        self._reposting = KeyedLock()
         self._unreachable: set[int] = set()  # statements whose message answered 403/404 (already reported)
         self._closing = False  # set at unload: new sign-ons are asked to retry
         self.sign_ons = SignOns(bot, self.service, closing=lambda: self._closing)
@@ -568,23 +570,27 @@ class Statements(commands.Cog):
             if not (perms.view_channel and perms.send_messages and perms.embed_links):
                 raise StatementError(f"I can't post in {channel.mention} (I need View, Send Messages and Embed Links).")
         await interaction.response.defer(ephemeral=True, thinking=True)
-        old = await self._existing_message(found, guild_id, must_check=target_id == found.channel_id)
-        if old is not None and old.channel.id == target_id:
-            raise StatementError(
-                f"The message of **{inert(found.title)}** is still there: {old.jump_url} "
-                "(it shows the current count; to move it, give another `channel:`)."
+        # One repost of a statement at a time: the second sees the first's message (not two live messages).
+        async with self._reposting.hold(found.id):
+            found = await self.service.get(found.id)
+            check = target_id == found.channel_id
+            old = await existing_message(self.bot, found, guild_id, must_check=check)
+            if old is not None and old.channel.id == target_id:
+                raise StatementError(
+                    f"The message of **{inert(found.title)}** is still there: {old.jump_url} "
+                    "(it shows the current count; to move it, give another `channel:`)."
+                )
+            now = self.bot.clock.now()
+            snapshot = Snapshot(found, await self.service.counts(found.id, latest=LATEST_SHOWN))
+            try:
+                message = await self.bot.get_partial_messageable(target_id, guild_id=guild_id).send(
+                    embed=statement_embed(snapshot, now), view=statement_view(found, now), allowed_mentions=NONE
+                )
+            except discord.HTTPException as exc:
+                raise StatementError(f"I couldn't post the statement in <#{target_id}>: {exc.text or exc}.") from None
+            reposted = await self.service.reposted(
+                found.id, channel_id=target_id, message_id=message.id, actor_id=interaction.user.id
             )
-        now = self.bot.clock.now()
-        snapshot = Snapshot(found, await self.service.counts(found.id, latest=LATEST_SHOWN))
-        try:
-            message = await self.bot.get_partial_messageable(target_id, guild_id=guild_id).send(
-                embed=statement_embed(snapshot, now), view=statement_view(found, now), allowed_mentions=NONE
-            )
-        except discord.HTTPException as exc:
-            raise StatementError(f"I couldn't post the statement in <#{target_id}>: {exc.text or exc}.") from None
-        reposted = await self.service.reposted(
-            found.id, channel_id=target_id, message_id=message.id, actor_id=interaction.user.id
-        )
         self._unreachable.discard(found.id)
         self.sign_ons.forget(found.id)
         moved = ""
@@ -598,26 +604,6 @@ class Statements(commands.Cog):
         await send_ephemeral(
             interaction, f"Posted **{inert(reposted.title)}** again in <#{target_id}>: {message.jump_url}.{moved}"
         )
-
-    async def _existing_message(
-        self, statement: StatementRow, guild_id: int, *, must_check: bool
-    ) -> discord.Message | None:
-        """The statement's current message, or None if it was deleted (or never recorded, or, unless
-        `must_check`, can't be seen: reposting elsewhere needs no access to the old channel)."""
-        if statement.channel_id is None or statement.message_id is None:
-            return None
-        channel = self.bot.get_partial_messageable(statement.channel_id, guild_id=guild_id)
-        try:
-            return await channel.fetch_message(statement.message_id)
-        except discord.NotFound:
-            return None
-        except discord.Forbidden:
-            if not must_check:
-                return None
-            raise StatementError(
-                f"I can't see the statement's channel <#{statement.channel_id}> to check its message; give me "
-                "View Channel and Read Message History there, or repost it elsewhere with `channel:`."
-            ) from None
 
     @statement.command(name="signatures", description="Organizers' list of signatures with ids and spam flags")
     @app_commands.describe(statement="The statement (type to search)")

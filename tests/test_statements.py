@@ -121,6 +121,24 @@ async def test_repost_puts_a_deleted_message_back(running: Booted, world: World)
     assert audit.count("statement.repost") == 2
 
 
+async def test_two_reposts_at_once_post_one_message(running: Booted, world: World) -> None:
+    """/statement repost run twice at the same moment after the message was deleted: one message comes
+    back; the other run is told it is still there (not a second live message the statement forgets)."""
+    fake = world.fake
+    message = await create_statement(world, running, slug="library")
+    await fake.message_delete(current(fake, message))
+    runs = await asyncio.gather(
+        fake.slash(world.guild, world.organizer, "statement repost", statement="library"),
+        fake.slash(world.guild, world.organizer, "statement repost", statement="library"),
+    )
+    texts = sorted([await answer(ix) for ix in runs], key=lambda t: "is still there" in t)
+    assert "Posted **Save the library** again" in texts[0], texts
+    assert "is still there" in texts[1], texts
+    [again] = fake.messages_in(world.discussion)
+    row = await running.bot.store.db.fetchone("SELECT message_id FROM statements WHERE id = ?", (sid(message),))
+    assert row["message_id"] == int(again["id"])
+
+
 async def test_private_and_public_listing(running: Booted, world: World) -> None:
     """Public signers appear in the embed and 'Who signed'; private ones only count."""
     fake = world.fake
