@@ -536,9 +536,14 @@ class ArticleService:
         oldest_allowed = now - timedelta(days=self.settings.max_age_days)
         new_items: list[dict[str, object]] = []
         to_post: list[Article] = []
+        # Never polled OK: `add_feed` died before recording the current articles; they are not news.
+        baseline = feed.last_ok_at is None
         for article in articles:
             seen = known.get(article.guid)
-            if seen is None:
+            if seen is None and baseline:
+                new_items.append(_item(article, "seen", "baseline"))
+                report.new += 1
+            elif seen is None:
                 published = article.published or article.updated
                 if published is not None and published < oldest_allowed:
                     new_items.append(_item(article, "seen", f"older than {self.settings.max_age_days:g} days"))
