@@ -1890,3 +1890,16 @@ async def test_a_feed_added_but_not_baselined_posts_nothing_old(
     feed_site.set_feed("/feed", rss([story(n) for n in range(1, 7)]))
     await poll(bot, clock, world)
     assert [p.name for p in forum_posts(world)] == ["Story number 6"]
+
+
+async def test_the_same_feed_added_twice_at_once(bot: Booted, world: World, feed_site: FeedServer) -> None:
+    """/feed add of one URL into one channel run twice at the same moment: one feed, and the other run is
+    told it is already there (not the generic error)."""
+    feed_site.set_feed("/feed", rss([story(1), story(2)]))
+    replies = await asyncio.gather(
+        add_feed(world, feed_site.url("/feed"), world.forum), add_feed(world, feed_site.url("/feed"), world.forum)
+    )
+    texts = sorted((r["content"] for r in replies), key=lambda t: "already" in t)
+    assert "2 current article(s) recorded" in texts[0], texts
+    assert "already posts into that channel" in texts[1], texts
+    assert await bot.bot.store.db.scalar("SELECT count(*) FROM feeds") == 1
