@@ -64,7 +64,7 @@ log = logging.getLogger(__name__)
 
 MAX_TIMER_SLEEP = 30.0
 EDIT_INTERVAL = 5.0
-CREATE_FORM = re.compile(r"^statements:createform:(\d+):(\d+):([01]):([01])$")
+CREATE_FORM = re.compile(r"^statements:createform:(\d+):(\d+):([01]):([01])(?::(\d+))?$")  # 5: the opening's id
 EDIT_FORM = re.compile(r"^statements:editform:(\d+)$")
 
 
@@ -84,6 +84,8 @@ class Statements(commands.Cog):
         )
         self.refresher = Debouncer(self._refresh_message, EDIT_INTERVAL)
         self._reposting = KeyedLock()
+        self._creating = KeyedLock()
+        self._created: dict[tuple[int, str | int], str] = {}  # (organizer, form opening): message link
         self._unreachable: set[int] = set()  # statements whose message answered 403/404 (already reported)
         self._closing = False  # set at unload: new sign-ons are asked to retry
         self.sign_ons = SignOns(bot, self.service, closing=lambda: self._closing)
@@ -332,7 +334,7 @@ class Statements(commands.Cog):
         elif form := CREATE_FORM.match(custom_id) or EDIT_FORM.match(custom_id):
             try:  # a refused form gives its title and text back: a closed form keeps nothing
                 if form.re is CREATE_FORM:
-                    await self._submit_create(interaction, form, values)
+                    await self._submit_create_once(interaction, form, values)
                 else:
                     await self._submit_edit(interaction, int(form[1]), values)
             except Exception as error:
@@ -355,9 +357,20 @@ class Statements(commands.Cog):
         except discord.HTTPException as exc:
             log.warning("could not answer user %s (interaction expired?): %s", interaction.user.id, exc)
 
-    async def _submit_create(
+    async def _submit_create_once(
         self, interaction: discord.Interaction, match: re.Match[str], values: dict[str, Any]
     ) -> None:
+        """One statement per opened form: sent again (a double click, a retry), it gets the first's link."""
+        key = (interaction.user.id, match[5] or interaction.id)
+        async with self._creating.hold(key):
+            if (url := self._created.get(key)) is not None:
+                raise StatementError(f"This form was already published: {url}")
+            url = await self._submit_create(interaction, match, values)
+            self._created = {**dict(list(self._created.items())[-999:]), key: url}  # the latest 1,000
+
+    async def _submit_create(
+        self, interaction: discord.Interaction, match: re.Match[str], values: dict[str, Any]
+    ) -> str:
         await ensure_organizer(interaction)
         assert interaction.guild is not None
         channel_id, deadline_ts = int(match[1]), int(match[2])
@@ -401,6 +414,7 @@ class Statements(commands.Cog):
             f"Published **{inert(statement.title)}** (`{statement.slug}`) in <#{channel_id}>{deadline}: "
             f"{message.jump_url}",
         )
+        return message.jump_url
 
     async def _channel_in_guild(self, interaction: discord.Interaction, channel_id: int) -> None:
         """Refuse a channel (from a form's custom_id: untrusted) outside the form's server or closed to the member."""
@@ -502,7 +516,7 @@ class Statements(commands.Cog):
                 raise StatementError(f"I can't post in {target.mention} (I need View, Send Messages and Embed Links).")
         custom_id = (
             f"statements:createform:{target.id}:{int(closes_at.timestamp()) if closes_at else 0}"
-            f":{int(organizations)}:{int(public_by_default)}"
+            f":{int(organizations)}:{int(public_by_default)}:{interaction.id}"
         )
         await interaction.response.send_modal(statement_form(custom_id, "New statement"))
 

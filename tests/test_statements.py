@@ -139,6 +139,25 @@ async def test_two_reposts_at_once_post_one_message(running: Booted, world: Worl
     assert row["message_id"] == int(again["id"])
 
 
+async def test_a_create_form_submitted_twice_publishes_once(running: Booted, world: World) -> None:
+    """The /statement create form sent twice at the same moment (a double click, a client's retry): one
+    statement is published; the second submission is told it already was, with the link."""
+    fake = world.fake
+    cog(running)
+    ix = await fake.slash(world.guild, world.organizer, "statement create", channel=world.discussion)
+    await ix.wait_response()
+    shown = fake.modals[world.organizer.id]
+    values = {"title": "Save the library", "body": "Keep it open.", "slug": ""}
+    first = await fake.submit_modal(world.guild, world.organizer, None, values)
+    fake.modals[world.organizer.id] = shown
+    second = await fake.submit_modal(world.guild, world.organizer, None, values)
+    texts = sorted([await answer(first), await answer(second)], key=lambda t: "already" in t)
+    [message] = fake.messages_in(world.discussion)
+    assert "Published **Save the library**" in texts[0], texts
+    assert "already published" in texts[1] and str(message["id"]) in texts[1], texts
+    assert await running.bot.store.db.scalar("SELECT count(*) FROM statements") == 1
+
+
 async def test_private_and_public_listing(running: Booted, world: World) -> None:
     """Public signers appear in the embed and 'Who signed'; private ones only count."""
     fake = world.fake
