@@ -40,12 +40,14 @@ from bot.statement_views import (
     NONE,
     SignatureChoiceButton,
     StatementButton,
+    channel_in_guild,
     choice_view,
     discord_timestamp,
     existing_message,
     inert,
     organizations_question,
     organizers_list,
+    recover_drafts,
     sign_form,
     signature_label,
     statement_embed,
@@ -147,8 +149,9 @@ class Statements(commands.Cog):
         self.timer.restart()
 
     async def run_timer_once(self) -> None:
-        """Close what is due, post owed final counts, enqueue owed site updates."""
+        """Close what is due, finish interrupted creates, post owed final counts, enqueue site updates."""
         await self.service.close_due()
+        await recover_drafts(self.bot, self.service)
         for statement in await self.service.closed_unannounced():
             await self._announce_close(statement)
         await self.service.flush_site_updates()
@@ -374,7 +377,7 @@ class Statements(commands.Cog):
         await ensure_organizer(interaction)
         assert interaction.guild is not None
         channel_id, deadline_ts = int(match[1]), int(match[2])
-        await self._channel_in_guild(interaction, channel_id)
+        await channel_in_guild(self.bot, interaction, channel_id)
         closes_at = datetime.fromtimestamp(deadline_ts, UTC) if deadline_ts else None
         await interaction.response.defer(ephemeral=True, thinking=True)
         draft = await self.service.create_draft(
@@ -415,19 +418,6 @@ class Statements(commands.Cog):
             f"{message.jump_url}",
         )
         return message.jump_url
-
-    async def _channel_in_guild(self, interaction: discord.Interaction, channel_id: int) -> None:
-        """Refuse a channel (from a form's custom_id: untrusted) outside the form's server or closed to the member."""
-        channel = self.bot.get_channel(channel_id)
-        if channel is None:
-            try:
-                channel = await self.bot.fetch_channel(channel_id)
-            except discord.HTTPException:
-                channel = None
-        if getattr(getattr(channel, "guild", None), "id", None) != server_of(interaction):
-            raise StatementError("I can't find that channel in this server; run `/statement create` again.")
-        if not member_can_post(interaction.user, channel):
-            raise StatementError(f"You can't post in <#{channel_id}> yourself, so I won't post a statement there.")
 
     async def _unpost(self, message: discord.Message, draft_id: int) -> str:
         """Undo a post whose publishing failed (its buttons would act on a draft); return what to tell."""

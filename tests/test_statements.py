@@ -768,3 +768,43 @@ async def test_a_refused_statement_form_gives_the_organizer_their_text_back(runn
     kept = fake.attachment_bytes(message["attachments"][0]).decode()
     assert "Save the library" in kept and body in kept
     assert fake.messages_in(world.discussion) == []
+
+
+async def test_a_create_killed_between_posting_and_publishing_is_finished(world: World, booter: Any) -> None:
+    """The bot dies after posting a statement's message and before publishing it: after the restart, the
+    timer publishes it (its Sign button works, its slug is its own); a draft whose message never got
+    posted is dropped, and its slug is free again."""
+    fake = world.fake
+    clock = FakeClock(START)
+    first: Booted = await booter(clock=clock)
+    await first.bot.store.settings.set_many(
+        world.guild.id, {"organizer_role_id": world.organizer_role.id}, actor_id=None
+    )
+    service = cog(first).service
+
+    async def killed(*args: Any, **kwargs: Any) -> Any:
+        raise asyncio.CancelledError  # as a SIGKILL: nothing after it runs, no clean-up
+
+    service.publish = killed  # type: ignore[method-assign]
+    ix = await fake.slash(world.guild, world.organizer, "statement create", channel=world.discussion)
+    await ix.wait_response()
+    await fake.submit_modal(world.guild, world.organizer, None, {"title": "Posted", "body": "Text.", "slug": "posted"})
+    message = await eventually(lambda: (fake.messages_in(world.discussion) or [None])[-1])
+    await service.create_draft(
+        guild_id=world.guild.id, organizer_id=world.organizer.id, title="Never posted", body="Text.",
+        channel_id=world.discussion.id, closes_at=None, slug="never",
+    )  # fmt: skip
+    await first.stop()
+
+    second: Booted = await booter(clock=clock)
+    clock.advance(minutes=20)
+    await second.cog("Statements").run_timer_once()
+    store = second.bot.store
+    rows = await store.db.fetchall("SELECT slug, status, message_id FROM statements ORDER BY id")
+    assert [(r["slug"], r["status"], r["message_id"]) for r in rows] == [("posted", "open", int(message["id"]))]
+    assert "Signed" in await sign(world, current(fake, message), world.reader, {"name": "Rita Reader"})
+    draft = await cog(second).service.create_draft(
+        guild_id=world.guild.id, organizer_id=world.organizer.id, title="Again", body="Text.",
+        channel_id=world.discussion.id, closes_at=None, slug="never",
+    )  # fmt: skip
+    assert draft.slug == "never"
