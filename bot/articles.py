@@ -28,16 +28,15 @@ from bot.render import (
     escape_discord_text,
     excerpt,
     html_to_discord,
-    inert_text,
-    masked_link,
     neutralise_mentions,
+    render_archive_reply,
     safe_url,
     truncate_words,
 )
 from bot.site.base import redact_text, redact_url
 from bot.store import Store
 from bot.store.articles import ArticleRow
-from bot.store.feeds import FeedRow, TooManyFeeds
+from bot.store.feeds import FeedExists, FeedRow, TooManyFeeds
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +47,10 @@ EMBED_TOTAL_LIMIT = 6000
 MAX_ROLE_PINGS = 3
 ARCHIVE_LINKS = 3  # earlier articles in a "From the archives" reply
 ARCHIVE_CANDIDATES = 60  # posted articles sharing a category that are looked at, newest first
-ARCHIVE_HEADING = "**From the archives**"
 SUMMARY_STORE_LIMIT = 20_000
+
+
+ALREADY_THERE = "That feed already posts into that channel (see `/feed list`)."
 
 
 class FeedProblem(UserFacingError):
@@ -416,7 +417,7 @@ class ArticleService:
         """Save a feed; its current items are recorded as seen, except the newest `backfill`."""
         url = validate_feed_url(url)
         if await self.store.feeds.find(guild_id, url, channel_id):
-            raise FeedProblem("That feed already posts into that channel (see `/feed list`).")
+            raise FeedProblem(ALREADY_THERE)
         limit = self.settings.max_per_server
         if limit and await self.store.feeds.count(guild_id) >= limit:  # before the fetch; checked again below
             raise _too_many_feeds(limit)
@@ -435,6 +436,8 @@ class ArticleService:
             )
         except TooManyFeeds:
             raise _too_many_feeds(limit) from None
+        except FeedExists:  # added by another run since the check above
+            raise FeedProblem(ALREADY_THERE) from None
         newest_first = sorted(parsed.articles, key=_recency, reverse=True)
         to_post = {a.guid for a in newest_first[: max(0, backfill)]}
         items = [
@@ -536,9 +539,14 @@ class ArticleService:
         oldest_allowed = now - timedelta(days=self.settings.max_age_days)
         new_items: list[dict[str, object]] = []
         to_post: list[Article] = []
+        # Never polled OK: `add_feed` died before recording the current articles; they are not news.
+        baseline = feed.last_ok_at is None
         for article in articles:
             seen = known.get(article.guid)
-            if seen is None:
+            if seen is None and baseline:
+                new_items.append(_item(article, "seen", "baseline"))
+                report.new += 1
+            elif seen is None:
                 published = article.published or article.updated
                 if published is not None and published < oldest_allowed:
                     new_items.append(_item(article, "seen", f"older than {self.settings.max_age_days:g} days"))
@@ -633,17 +641,6 @@ class ArticleService:
 
 def _site_of(key: str) -> str:
     return key.split("/", 1)[0] if "." in key.split("/", 1)[0] else ""
-
-
-def render_archive_reply(articles: list[ArticleRow]) -> str:
-    """A short reply: a heading, then one line per earlier article (its link, and its discussion if any)."""
-    lines = [ARCHIVE_HEADING]
-    for article in articles:
-        line = "- " + masked_link(inert_text(article_title(article.title)), article.link)
-        if article.thread_id:
-            line += f" · <#{article.thread_id}>"
-        lines.append(line)
-    return truncate_words("\n".join(lines), MESSAGE_LIMIT)
 
 
 def _too_many_feeds(limit: int) -> FeedProblem:

@@ -10,7 +10,11 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
+
+if TYPE_CHECKING:
+    from bot.store.articles import ArticleRow
 
 ZWSP = "\u200b"
 ELLIPSIS = "…"
@@ -583,3 +587,17 @@ def article_post_body(summary_markdown: str, link: str, limit: int = MESSAGE_LIM
     if not summary or room < _MIN_SUMMARY:
         return link
     return f"{_truncate_markdown(summary, room)}\n\n{link}"
+
+
+ARCHIVE_HEADING = "**From the archives**"
+
+
+def render_archive_reply(articles: list[ArticleRow]) -> str:
+    """A short reply: a heading, then one line per earlier article (its link, and its discussion if any)."""
+    lines = [ARCHIVE_HEADING]
+    for article in articles:
+        line = "- " + masked_link(inert_text(article_title(article.title)), article.link)
+        if article.thread_id:
+            line += f" · <#{article.thread_id}>"
+        lines.append(line)
+    return truncate_words("\n".join(lines), MESSAGE_LIMIT)

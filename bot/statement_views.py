@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import discord
 
+from bot.checks import member_can_post
 from bot.errors import answers_errors
 from bot.forms import stateless
 from bot.render import inert_text
+from bot.signing import server_of
 from bot.statement_rules import (
     BODY_MAX,
     NAME_MAX,
@@ -23,7 +26,9 @@ from bot.statement_rules import (
 from bot.store.statement_rows import ORGANIZATIONS_PER_MEMBER, Counts, SignatureRow, SignKind, SignOutcome, StatementRow
 
 if TYPE_CHECKING:
-    pass
+    from bot.statements import StatementService
+
+log = logging.getLogger(__name__)
 
 LATEST_SHOWN = 10
 LATEST_NAME = "Latest signers"
@@ -458,3 +463,72 @@ def statement_form(custom_id: str, title: str, current: StatementRow | None = No
             )
         )
     return stateless(modal)
+
+
+async def existing_message(
+    client: discord.Client, statement: StatementRow, guild_id: int, *, must_check: bool
+) -> discord.Message | None:
+    """The statement's current message, or None if it was deleted (or never recorded, or, unless
+    `must_check`, can't be seen: reposting elsewhere needs no access to the old channel)."""
+    if statement.channel_id is None or statement.message_id is None:
+        return None
+    channel = client.get_partial_messageable(statement.channel_id, guild_id=guild_id)
+    try:
+        return await channel.fetch_message(statement.message_id)
+    except discord.NotFound:
+        return None
+    except discord.Forbidden:
+        if not must_check:
+            return None
+        raise StatementError(
+            f"I can't see the statement's channel <#{statement.channel_id}> to check its message; give me "
+            "View Channel and Read Message History there, or repost it elsewhere with `channel:`."
+        ) from None
+
+
+async def recover_drafts(client: discord.Client, service: StatementService) -> None:
+    """Finish what a crash between posting a statement's message and publishing it left: a draft
+    whose message is in its channel is published (the organizer asked for it; its buttons work
+    again); one whose message isn't is dropped (its slug is free again). A channel that can't be
+    read is tried again at the next timer."""
+    for draft in await service.stale_drafts():
+        if draft.channel_id is None or client.user is None:
+            await service.discard_draft(draft.id)
+            continue
+        channel = client.get_partial_messageable(draft.channel_id, guild_id=draft.guild_id)
+        wanted = f"statements:sign:{draft.id}"
+        found = None
+        try:
+            since = draft.created_at - timedelta(minutes=1)
+            async for message in channel.history(limit=100, after=since, oldest_first=True):
+                ids = [
+                    getattr(c, "custom_id", None) for row in message.components for c in getattr(row, "children", [])
+                ]
+                if message.author.id == client.user.id and wanted in ids:
+                    found = message
+                    break
+        except discord.HTTPException as exc:
+            log.warning("statement %s: can't look for its message in %s: %s", draft.id, draft.channel_id, exc)
+            continue
+        if found is None:
+            log.warning("statement %s: its publishing was interrupted before its message was posted", draft.id)
+            await service.discard_draft(draft.id)
+        else:
+            log.warning("statement %s: its message %s was posted, its publishing interrupted", draft.id, found.id)
+            await service.publish(
+                draft.id, channel_id=found.channel.id, message_id=found.id, actor_id=draft.organizer_id
+            )
+
+
+async def channel_in_guild(client: discord.Client, interaction: discord.Interaction, channel_id: int) -> None:
+    """Refuse a channel (from a form's custom_id: untrusted) outside the form's server or closed to the member."""
+    channel = client.get_channel(channel_id)
+    if channel is None:
+        try:
+            channel = await client.fetch_channel(channel_id)
+        except discord.HTTPException:
+            channel = None
+    if getattr(getattr(channel, "guild", None), "id", None) != server_of(interaction):
+        raise StatementError("I can't find that channel in this server; run `/statement create` again.")
+    if not member_can_post(interaction.user, channel):
+        raise StatementError(f"You can't post in <#{channel_id}> yourself, so I won't post a statement there.")

@@ -500,6 +500,11 @@ class StatementService:
         """The message now shows `statement` as read: forget its changes unless more came since."""
         return await self.repo.clear_message_changes(statement.id, statement.message_changes)
 
+    async def stale_drafts(self) -> list[StatementRow]:
+        """Drafts left by a crash between posting a statement's message and publishing it (any older
+        than an interaction lasts: a create that is still running is not one)."""
+        return await self.repo.drafts_before(self.clock.now() - timedelta(minutes=15), self.served_guilds)
+
     async def closed_unannounced(self) -> list[StatementRow]:
         return await self.repo.closed_unannounced()
 

@@ -24,7 +24,7 @@ from discord.ext import commands, tasks
 
 from bot import claims
 from bot.checks import ensure_organizer, may, member_can_post, member_can_see_channel, organizer_only
-from bot.concurrency import Debouncer
+from bot.concurrency import Debouncer, KeyedLock
 from bot.errors import answer_error, answers_errors, send_ephemeral
 from bot.forms import modal_values, typed_text
 from bot.sign_ons import RESTARTING, SignOns
@@ -40,11 +40,14 @@ from bot.statement_views import (
     NONE,
     SignatureChoiceButton,
     StatementButton,
+    channel_in_guild,
     choice_view,
     discord_timestamp,
+    existing_message,
     inert,
     organizations_question,
     organizers_list,
+    recover_drafts,
     sign_form,
     signature_label,
     statement_embed,
@@ -63,7 +66,7 @@ log = logging.getLogger(__name__)
 
 MAX_TIMER_SLEEP = 30.0
 EDIT_INTERVAL = 5.0
-CREATE_FORM = re.compile(r"^statements:createform:(\d+):(\d+):([01]):([01])$")
+CREATE_FORM = re.compile(r"^statements:createform:(\d+):(\d+):([01]):([01])(?::(\d+))?$")  # 5: the opening's id
 EDIT_FORM = re.compile(r"^statements:editform:(\d+)$")
 
 
@@ -82,6 +85,9 @@ class Statements(commands.Cog):
             served_guilds=bot.tenants.only,
         )
         self.refresher = Debouncer(self._refresh_message, EDIT_INTERVAL)
+        self._reposting = KeyedLock()
+        self._creating = KeyedLock()
+        self._created: dict[tuple[int, str | int], str] = {}  # (organizer, form opening): message link
         self._unreachable: set[int] = set()  # statements whose message answered 403/404 (already reported)
         self._closing = False  # set at unload: new sign-ons are asked to retry
         self.sign_ons = SignOns(bot, self.service, closing=lambda: self._closing)
@@ -143,8 +149,9 @@ class Statements(commands.Cog):
         self.timer.restart()
 
     async def run_timer_once(self) -> None:
-        """Close what is due, post owed final counts, enqueue owed site updates."""
+        """Close what is due, finish interrupted creates, post owed final counts, enqueue site updates."""
         await self.service.close_due()
+        await recover_drafts(self.bot, self.service)
         for statement in await self.service.closed_unannounced():
             await self._announce_close(statement)
         await self.service.flush_site_updates()
@@ -330,7 +337,7 @@ class Statements(commands.Cog):
         elif form := CREATE_FORM.match(custom_id) or EDIT_FORM.match(custom_id):
             try:  # a refused form gives its title and text back: a closed form keeps nothing
                 if form.re is CREATE_FORM:
-                    await self._submit_create(interaction, form, values)
+                    await self._submit_create_once(interaction, form, values)
                 else:
                     await self._submit_edit(interaction, int(form[1]), values)
             except Exception as error:
@@ -353,13 +360,24 @@ class Statements(commands.Cog):
         except discord.HTTPException as exc:
             log.warning("could not answer user %s (interaction expired?): %s", interaction.user.id, exc)
 
-    async def _submit_create(
+    async def _submit_create_once(
         self, interaction: discord.Interaction, match: re.Match[str], values: dict[str, Any]
     ) -> None:
+        """One statement per opened form: sent again (a double click, a retry), it gets the first's link."""
+        key = (interaction.user.id, match[5] or interaction.id)
+        async with self._creating.hold(key):
+            if (url := self._created.get(key)) is not None:
+                raise StatementError(f"This form was already published: {url}")
+            url = await self._submit_create(interaction, match, values)
+            self._created = {**dict(list(self._created.items())[-999:]), key: url}  # the latest 1,000
+
+    async def _submit_create(
+        self, interaction: discord.Interaction, match: re.Match[str], values: dict[str, Any]
+    ) -> str:
         await ensure_organizer(interaction)
         assert interaction.guild is not None
         channel_id, deadline_ts = int(match[1]), int(match[2])
-        await self._channel_in_guild(interaction, channel_id)
+        await channel_in_guild(self.bot, interaction, channel_id)
         closes_at = datetime.fromtimestamp(deadline_ts, UTC) if deadline_ts else None
         await interaction.response.defer(ephemeral=True, thinking=True)
         draft = await self.service.create_draft(
@@ -399,19 +417,7 @@ class Statements(commands.Cog):
             f"Published **{inert(statement.title)}** (`{statement.slug}`) in <#{channel_id}>{deadline}: "
             f"{message.jump_url}",
         )
-
-    async def _channel_in_guild(self, interaction: discord.Interaction, channel_id: int) -> None:
-        """Refuse a channel (from a form's custom_id: untrusted) outside the form's server or closed to the member."""
-        channel = self.bot.get_channel(channel_id)
-        if channel is None:
-            try:
-                channel = await self.bot.fetch_channel(channel_id)
-            except discord.HTTPException:
-                channel = None
-        if getattr(getattr(channel, "guild", None), "id", None) != server_of(interaction):
-            raise StatementError("I can't find that channel in this server; run `/statement create` again.")
-        if not member_can_post(interaction.user, channel):
-            raise StatementError(f"You can't post in <#{channel_id}> yourself, so I won't post a statement there.")
+        return message.jump_url
 
     async def _unpost(self, message: discord.Message, draft_id: int) -> str:
         """Undo a post whose publishing failed (its buttons would act on a draft); return what to tell."""
@@ -500,7 +506,7 @@ class Statements(commands.Cog):
                 raise StatementError(f"I can't post in {target.mention} (I need View, Send Messages and Embed Links).")
         custom_id = (
             f"statements:createform:{target.id}:{int(closes_at.timestamp()) if closes_at else 0}"
-            f":{int(organizations)}:{int(public_by_default)}"
+            f":{int(organizations)}:{int(public_by_default)}:{interaction.id}"
         )
         await interaction.response.send_modal(statement_form(custom_id, "New statement"))
 
@@ -568,23 +574,27 @@ class Statements(commands.Cog):
             if not (perms.view_channel and perms.send_messages and perms.embed_links):
                 raise StatementError(f"I can't post in {channel.mention} (I need View, Send Messages and Embed Links).")
         await interaction.response.defer(ephemeral=True, thinking=True)
-        old = await self._existing_message(found, guild_id, must_check=target_id == found.channel_id)
-        if old is not None and old.channel.id == target_id:
-            raise StatementError(
-                f"The message of **{inert(found.title)}** is still there: {old.jump_url} "
-                "(it shows the current count; to move it, give another `channel:`)."
+        # One repost of a statement at a time: the second sees the first's message (not two live messages).
+        async with self._reposting.hold(found.id):
+            found = await self.service.get(found.id)
+            check = target_id == found.channel_id
+            old = await existing_message(self.bot, found, guild_id, must_check=check)
+            if old is not None and old.channel.id == target_id:
+                raise StatementError(
+                    f"The message of **{inert(found.title)}** is still there: {old.jump_url} "
+                    "(it shows the current count; to move it, give another `channel:`)."
+                )
+            now = self.bot.clock.now()
+            snapshot = Snapshot(found, await self.service.counts(found.id, latest=LATEST_SHOWN))
+            try:
+                message = await self.bot.get_partial_messageable(target_id, guild_id=guild_id).send(
+                    embed=statement_embed(snapshot, now), view=statement_view(found, now), allowed_mentions=NONE
+                )
+            except discord.HTTPException as exc:
+                raise StatementError(f"I couldn't post the statement in <#{target_id}>: {exc.text or exc}.") from None
+            reposted = await self.service.reposted(
+                found.id, channel_id=target_id, message_id=message.id, actor_id=interaction.user.id
             )
-        now = self.bot.clock.now()
-        snapshot = Snapshot(found, await self.service.counts(found.id, latest=LATEST_SHOWN))
-        try:
-            message = await self.bot.get_partial_messageable(target_id, guild_id=guild_id).send(
-                embed=statement_embed(snapshot, now), view=statement_view(found, now), allowed_mentions=NONE
-            )
-        except discord.HTTPException as exc:
-            raise StatementError(f"I couldn't post the statement in <#{target_id}>: {exc.text or exc}.") from None
-        reposted = await self.service.reposted(
-            found.id, channel_id=target_id, message_id=message.id, actor_id=interaction.user.id
-        )
         self._unreachable.discard(found.id)
         self.sign_ons.forget(found.id)
         moved = ""
@@ -598,26 +608,6 @@ class Statements(commands.Cog):
         await send_ephemeral(
             interaction, f"Posted **{inert(reposted.title)}** again in <#{target_id}>: {message.jump_url}.{moved}"
         )
-
-    async def _existing_message(
-        self, statement: StatementRow, guild_id: int, *, must_check: bool
-    ) -> discord.Message | None:
-        """The statement's current message, or None if it was deleted (or never recorded, or, unless
-        `must_check`, can't be seen: reposting elsewhere needs no access to the old channel)."""
-        if statement.channel_id is None or statement.message_id is None:
-            return None
-        channel = self.bot.get_partial_messageable(statement.channel_id, guild_id=guild_id)
-        try:
-            return await channel.fetch_message(statement.message_id)
-        except discord.NotFound:
-            return None
-        except discord.Forbidden:
-            if not must_check:
-                return None
-            raise StatementError(
-                f"I can't see the statement's channel <#{statement.channel_id}> to check its message; give me "
-                "View Channel and Read Message History there, or repost it elsewhere with `channel:`."
-            ) from None
 
     @statement.command(name="signatures", description="Organizers' list of signatures with ids and spam flags")
     @app_commands.describe(statement="The statement (type to search)")

@@ -1863,3 +1863,43 @@ async def test_interrupted_webhook_posts_are_found_not_repeated(
     for feed_id in (1, 2):
         counts = await second.bot.store.articles.counts(feed_id)
         assert counts == {"posted": 1}
+
+
+async def test_a_feed_added_but_not_baselined_posts_nothing_old(
+    bot: Booted, world: World, feed_site: FeedServer, clock: FakeClock
+) -> None:
+    """/feed add saved the feed but died before recording its current articles as seen (a crash, or the
+    poller's cycle running in between): its first poll records them as seen, it doesn't post the archive."""
+    feed_site.set_feed("/feed", rss([story(n) for n in range(1, 6)]))
+    store = bot.bot.store
+    real_insert_many = store.articles.insert_many
+
+    async def killed(*args: Any, **kwargs: Any) -> int:
+        raise RuntimeError("killed after the feed's row")
+
+    store.articles.insert_many = killed  # type: ignore[method-assign]
+    try:
+        await add_feed(world, feed_site.url("/feed"), world.forum)
+    finally:
+        store.articles.insert_many = real_insert_many  # type: ignore[method-assign]
+    assert await store.db.scalar("SELECT count(*) FROM feeds") == 1
+    await poll(bot, clock, world)
+    assert forum_posts(world) == []
+    assert await store.db.scalar("SELECT count(*) FROM articles WHERE status = 'seen'") == 5
+
+    feed_site.set_feed("/feed", rss([story(n) for n in range(1, 7)]))
+    await poll(bot, clock, world)
+    assert [p.name for p in forum_posts(world)] == ["Story number 6"]
+
+
+async def test_the_same_feed_added_twice_at_once(bot: Booted, world: World, feed_site: FeedServer) -> None:
+    """/feed add of one URL into one channel run twice at the same moment: one feed, and the other run is
+    told it is already there (not the generic error)."""
+    feed_site.set_feed("/feed", rss([story(1), story(2)]))
+    replies = await asyncio.gather(
+        add_feed(world, feed_site.url("/feed"), world.forum), add_feed(world, feed_site.url("/feed"), world.forum)
+    )
+    texts = sorted((r["content"] for r in replies), key=lambda t: "already" in t)
+    assert "2 current article(s) recorded" in texts[0], texts
+    assert "already posts into that channel" in texts[1], texts
+    assert await bot.bot.store.db.scalar("SELECT count(*) FROM feeds") == 1

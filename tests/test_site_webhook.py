@@ -182,3 +182,29 @@ def test_verify_rejects_a_non_ascii_signature():
 
 def test_sign_is_stable():
     assert sign("k", 1700000000, b"{}") == "sha256=" + hmac.new(b"k", b"1700000000.{}", hashlib.sha256).hexdigest()
+
+
+async def test_a_huge_answer_is_not_read_into_memory() -> None:
+    """A receiver answering 2xx with a gzip bomb (64 MiB of zeros in a few kB): the bot stops reading at
+    its cap and retries later (the same idempotency key), instead of holding it all in memory."""
+    from tests.feedserver import gzip_of_zeros
+
+    bomb = gzip_of_zeros(64)
+    read: list[int] = []
+
+    class Trickle(httpx.AsyncByteStream):
+        async def __aiter__(self) -> Any:
+            for start in range(0, len(bomb), 1024):
+                read.append(start)
+                yield bomb[start : start + 1024]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+        return httpx.Response(200, headers=headers, stream=Trickle())
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        adapter = WebhookAdapter(WebhookSettings(url="https://p.example/hook"), "s3cret", client)
+        with pytest.raises(TransientSiteError, match="answered more than") as huge:
+            await adapter.create(letter())
+    assert huge.value.outcome_unknown
+    assert len(read) < len(bomb) // 1024  # it stopped reading

@@ -121,6 +121,43 @@ async def test_repost_puts_a_deleted_message_back(running: Booted, world: World)
     assert audit.count("statement.repost") == 2
 
 
+async def test_two_reposts_at_once_post_one_message(running: Booted, world: World) -> None:
+    """/statement repost run twice at the same moment after the message was deleted: one message comes
+    back; the other run is told it is still there (not a second live message the statement forgets)."""
+    fake = world.fake
+    message = await create_statement(world, running, slug="library")
+    await fake.message_delete(current(fake, message))
+    runs = await asyncio.gather(
+        fake.slash(world.guild, world.organizer, "statement repost", statement="library"),
+        fake.slash(world.guild, world.organizer, "statement repost", statement="library"),
+    )
+    texts = sorted([await answer(ix) for ix in runs], key=lambda t: "is still there" in t)
+    assert "Posted **Save the library** again" in texts[0], texts
+    assert "is still there" in texts[1], texts
+    [again] = fake.messages_in(world.discussion)
+    row = await running.bot.store.db.fetchone("SELECT message_id FROM statements WHERE id = ?", (sid(message),))
+    assert row["message_id"] == int(again["id"])
+
+
+async def test_a_create_form_submitted_twice_publishes_once(running: Booted, world: World) -> None:
+    """The /statement create form sent twice at the same moment (a double click, a client's retry): one
+    statement is published; the second submission is told it already was, with the link."""
+    fake = world.fake
+    cog(running)
+    ix = await fake.slash(world.guild, world.organizer, "statement create", channel=world.discussion)
+    await ix.wait_response()
+    shown = fake.modals[world.organizer.id]
+    values = {"title": "Save the library", "body": "Keep it open.", "slug": ""}
+    first = await fake.submit_modal(world.guild, world.organizer, None, values)
+    fake.modals[world.organizer.id] = shown
+    second = await fake.submit_modal(world.guild, world.organizer, None, values)
+    texts = sorted([await answer(first), await answer(second)], key=lambda t: "already" in t)
+    [message] = fake.messages_in(world.discussion)
+    assert "Published **Save the library**" in texts[0], texts
+    assert "already published" in texts[1] and str(message["id"]) in texts[1], texts
+    assert await running.bot.store.db.scalar("SELECT count(*) FROM statements") == 1
+
+
 async def test_private_and_public_listing(running: Booted, world: World) -> None:
     """Public signers appear in the embed and 'Who signed'; private ones only count."""
     fake = world.fake
@@ -731,3 +768,43 @@ async def test_a_refused_statement_form_gives_the_organizer_their_text_back(runn
     kept = fake.attachment_bytes(message["attachments"][0]).decode()
     assert "Save the library" in kept and body in kept
     assert fake.messages_in(world.discussion) == []
+
+
+async def test_a_create_killed_between_posting_and_publishing_is_finished(world: World, booter: Any) -> None:
+    """The bot dies after posting a statement's message and before publishing it: after the restart, the
+    timer publishes it (its Sign button works, its slug is its own); a draft whose message never got
+    posted is dropped, and its slug is free again."""
+    fake = world.fake
+    clock = FakeClock(START)
+    first: Booted = await booter(clock=clock)
+    await first.bot.store.settings.set_many(
+        world.guild.id, {"organizer_role_id": world.organizer_role.id}, actor_id=None
+    )
+    service = cog(first).service
+
+    async def killed(*args: Any, **kwargs: Any) -> Any:
+        raise asyncio.CancelledError  # as a SIGKILL: nothing after it runs, no clean-up
+
+    service.publish = killed  # type: ignore[method-assign]
+    ix = await fake.slash(world.guild, world.organizer, "statement create", channel=world.discussion)
+    await ix.wait_response()
+    await fake.submit_modal(world.guild, world.organizer, None, {"title": "Posted", "body": "Text.", "slug": "posted"})
+    message = await eventually(lambda: (fake.messages_in(world.discussion) or [None])[-1])
+    await service.create_draft(
+        guild_id=world.guild.id, organizer_id=world.organizer.id, title="Never posted", body="Text.",
+        channel_id=world.discussion.id, closes_at=None, slug="never",
+    )  # fmt: skip
+    await first.stop()
+
+    second: Booted = await booter(clock=clock)
+    clock.advance(minutes=20)
+    await second.cog("Statements").run_timer_once()
+    store = second.bot.store
+    rows = await store.db.fetchall("SELECT slug, status, message_id FROM statements ORDER BY id")
+    assert [(r["slug"], r["status"], r["message_id"]) for r in rows] == [("posted", "open", int(message["id"]))]
+    assert "Signed" in await sign(world, current(fake, message), world.reader, {"name": "Rita Reader"})
+    draft = await cog(second).service.create_draft(
+        guild_id=world.guild.id, organizer_id=world.organizer.id, title="Again", body="Text.",
+        channel_id=world.discussion.id, closes_at=None, slug="never",
+    )  # fmt: skip
+    assert draft.slug == "never"

@@ -26,6 +26,7 @@ ItemKind = Literal["letter", "digest", "statement"]
 PostStatus = Literal["pending", "draft", "publish"]
 Action = Literal["create", "update", "retract"]
 
+MAX_ANSWER_BYTES = 16 << 20  # a site's answer, decoded: a post with thousands of signers is a few MiB
 _SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 
 
@@ -238,7 +239,22 @@ async def send(
     """
     try:
         async with asyncio.timeout(seconds * 2):
-            return await client.request(method, url, timeout=seconds, **kwargs)
+            sending = {k: kwargs.pop(k) for k in ("auth", "follow_redirects") if k in kwargs}
+            request = client.build_request(method, url, timeout=seconds, **kwargs)
+            response = await client.send(request, stream=True, **sending)
+            try:  # read up to a cap: a site's answer (gzip: decoded) could otherwise fill the memory
+                body = bytearray()
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) > MAX_ANSWER_BYTES:
+                        raise TransientSiteError(
+                            f"{what} answered more than {MAX_ANSWER_BYTES >> 20} MiB (HTTP {response.status_code}),"
+                            " so I stopped reading it"
+                        )
+            finally:
+                await response.aclose()
+            response._content = bytes(body)  # what `aread` would have set
+            return response
     except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
         raise TransientSiteError(
             f"cannot connect to {what} at {redact_url(url)}"

@@ -72,12 +72,19 @@ class FeedRow:
         )
 
 
+_FIND = "SELECT * FROM feeds WHERE guild_id = ? AND url = ? AND channel_id = ?"
+
+
 class TooManyFeeds(StoreError):
     """The server already has as many feeds as `FeedsRepo.add`'s `limit` allows."""
 
     def __init__(self, count: int) -> None:
         super().__init__(f"the server has {count} feeds already")
         self.count = count
+
+
+class FeedExists(StoreError):
+    """The feed already posts into that channel (found in `FeedsRepo.add`'s transaction)."""
 
 
 class FeedsRepo:
@@ -103,6 +110,9 @@ class FeedsRepo:
         async with self._db.transaction() as conn:
             if limit and (count := await _feed_count(conn, guild_id)) >= limit:
                 raise TooManyFeeds(count)
+            # Checked here too: two adds of one feed at once both passed the caller's check.
+            if await (await conn.execute(_FIND, (guild_id, url, channel_id))).fetchone():
+                raise FeedExists(url)
             cursor = await conn.execute(
                 "INSERT INTO feeds (guild_id, url, channel_id, channel_kind, tag_map, poll_interval, next_poll_at,"
                 " created_at, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -121,9 +131,7 @@ class FeedsRepo:
         return FeedRow.from_row(row) if row else None
 
     async def find(self, guild_id: int, url: str, channel_id: int) -> FeedRow | None:
-        row = await self._db.fetchone(
-            "SELECT * FROM feeds WHERE guild_id = ? AND url = ? AND channel_id = ?", (guild_id, url, channel_id)
-        )
+        row = await self._db.fetchone(_FIND, (guild_id, url, channel_id))
         return FeedRow.from_row(row) if row else None
 
     async def in_guild(self, guild_id: int) -> list[FeedRow]:

@@ -210,6 +210,15 @@ class StatementsRepo:
         """Delete a statement that is still a draft; False if there is none (e.g. it was published)."""
         return await self.db.write("DELETE FROM statements WHERE id = ? AND status = 'draft'", (statement_id,)) > 0
 
+    async def drafts_before(self, moment: datetime, guilds: frozenset[int] | None = None) -> list[StatementRow]:
+        """Drafts made before `moment` (of the served servers): a crash stopped their publishing."""
+        only, params = only_guilds(guilds)
+        rows = await self.db.fetchall(
+            f"SELECT * FROM statements WHERE status = 'draft' AND created_at <= ?{only} ORDER BY id",
+            (to_db(moment), *params),
+        )
+        return [StatementRow.from_row(row) for row in rows]
+
     async def due_to_close(self, now: datetime, guilds: frozenset[int] | None = None) -> list[StatementRow]:
         """Open statements past their deadline; with `guilds`, only those servers' (the others aren't served)."""
         only, params = only_guilds(guilds)
