@@ -127,6 +127,8 @@ async def one_poll(url: str, directory: Path, *, traced: bool) -> tuple[float, i
         feed_id = await store.feeds.add(
             guild_id=1, url=url, channel_id=10, channel_kind="forum", tag_map={}, poll_interval=900, created_by=None
         )
+        # As /feed add leaves it (baselined, so this poll's items are new and their posts planned).
+        await store.feeds.record_poll(feed_id, status="ok", next_poll_at=datetime.now(UTC))
         feed = await store.feeds.get(feed_id)
         assert feed is not None
         service = ArticleService(store, client, SystemClock(), feed_settings())

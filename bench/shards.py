@@ -41,6 +41,7 @@ import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -390,7 +391,7 @@ async def add_work(location: str, world: list[Server], feeds: FeedServer) -> Non
     try:
         for n, server in enumerate(world):
             feeds.set_feed(f"/feed-{n}.xml", rss([story(1000 * n + i) for i in range(ARTICLES)]))
-            await store.feeds.add(
+            feed_id = await store.feeds.add(
                 guild_id=server.guild.id,
                 url=feeds.url(f"/feed-{n}.xml"),
                 channel_id=server.news.id,
@@ -399,6 +400,8 @@ async def add_work(location: str, world: list[Server], feeds: FeedServer) -> Non
                 poll_interval=900,
                 created_by=None,
             )
+            # As /feed add leaves a feed (baselined: its first poll's stories are new), but due at once.
+            await store.feeds.record_poll(feed_id, status="ok", next_poll_at=datetime.now(UTC))
         async with store.db.transaction() as conn:
             for i in range(1, LETTERS + 1):
                 item = compose_letter(Letter(id=i, text=f"Letter {i} about the bus.", byline=f"R {i}"), disclaimer=None)

@@ -433,6 +433,8 @@ class ArticleService:
                 poll_interval=interval,
                 created_by=actor_id,
                 limit=limit,
+                # Not due before its articles are recorded as seen below: a poll in between would drop the backfill.
+                first_poll_at=self.clock.now() + timedelta(seconds=interval),
             )
         except TooManyFeeds:
             raise _too_many_feeds(limit) from None

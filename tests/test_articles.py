@@ -78,6 +78,31 @@ async def test_backfill_posts_newest(bot: Booted, world: World, feed_site: FeedS
     assert sorted(p.name for p in forum_posts(world)) == ["Story number 1", "Story number 2"]
 
 
+async def test_a_poll_while_a_feed_is_being_added_keeps_its_backfill(
+    bot: Booted, world: World, feed_site: FeedServer, clock: FakeClock
+) -> None:
+    """The poller's cycle runs between /feed add saving the feed and recording its articles: the new
+    feed isn't due yet, so the cycle leaves it alone and the backfill is still posted."""
+    now = datetime.now(UTC)
+    feed_site.set_feed("/feed", rss([story(n, date=now - timedelta(hours=n)) for n in range(1, 6)]))
+    store, articles = bot.bot.store, bot.cog("Articles")
+    real_insert_many = store.articles.insert_many
+
+    async def cycle_first(*args: Any, **kwargs: Any) -> int:
+        store.articles.insert_many = real_insert_many  # type: ignore[method-assign]
+        await articles.run_cycle()
+        return await real_insert_many(*args, **kwargs)
+
+    store.articles.insert_many = cycle_first  # type: ignore[method-assign]
+    try:
+        await add_feed(world, feed_site.url("/feed"), world.forum, backfill=2)
+    finally:
+        store.articles.insert_many = real_insert_many  # type: ignore[method-assign]
+    await articles.run_cycle()
+    await world.fake.roundtrip()
+    assert sorted(p.name for p in forum_posts(world)) == ["Story number 1", "Story number 2"]
+
+
 async def test_restart_does_not_repost(world: World, booter: Any, feed_site: FeedServer, clock: FakeClock) -> None:
     """Dedupe lives in the database: a restarted bot posts nothing it posted before."""
     first: Booted = await booter(clock=clock)

@@ -103,10 +103,13 @@ class FeedsRepo:
         poll_interval: int,
         created_by: int | None,
         limit: int = 0,
+        first_poll_at: datetime | None = None,
     ) -> int:
-        """Add a feed; with a `limit`, raise `TooManyFeeds` if the server has that many already
-        (counted in the insert's transaction, so concurrent adds can't pass it together)."""
+        """Add a feed, due at `first_poll_at` (default: now); with a `limit`, raise `TooManyFeeds` if the
+        server has that many already (counted in the insert's transaction, so concurrent adds can't
+        pass it together)."""
         now = to_db(self._clock.now())
+        due = to_db(first_poll_at) if first_poll_at is not None else now
         async with self._db.transaction() as conn:
             if limit and (count := await _feed_count(conn, guild_id)) >= limit:
                 raise TooManyFeeds(count)
@@ -116,7 +119,17 @@ class FeedsRepo:
             cursor = await conn.execute(
                 "INSERT INTO feeds (guild_id, url, channel_id, channel_kind, tag_map, poll_interval, next_poll_at,"
                 " created_at, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (guild_id, url, channel_id, channel_kind, json.dumps(tag_map), poll_interval, now, now, created_by),
+                (
+                    guild_id,
+                    url,
+                    channel_id,
+                    channel_kind,
+                    json.dumps(tag_map),
+                    poll_interval,
+                    due,
+                    now,
+                    created_by,
+                ),
             )
             feed_id = int(cursor.lastrowid or 0)
             await _audit(conn, guild_id, created_by, "feed.add", feed_id, {"url": url, "channel_id": channel_id}, now)
