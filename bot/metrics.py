@@ -92,12 +92,21 @@ def instrument_discord_http(http: Any) -> None:
 
 
 def count_discord_answer(method: str, path: str, status: int) -> None:
-    DISCORD_REQUESTS.labels(method, str(status)).inc()
-    if status == 429:
-        DISCORD_RATE_LIMITED.inc()
-    if method == "POST" and "/interactions/" in path and path.endswith("/callback"):
-        # 404 here is 10062 Unknown interaction: the 3 s window had passed.
-        INTERACTIONS.labels("answered" if status < 300 else "late" if status == 404 else "refused").inc()
+    key = (method, status, method == "POST" and "/interactions/" in path and path.endswith("/callback"))
+    children = _ANSWER_CHILDREN.get(key)
+    if children is None:  # `labels()` takes a lock and validates: once per kind of answer, not per answer
+        children = [DISCORD_REQUESTS.labels(method, str(status))]
+        if status == 429:
+            children.append(DISCORD_RATE_LIMITED)
+        if key[2]:
+            # 404 here is 10062 Unknown interaction: the 3 s window had passed.
+            children.append(INTERACTIONS.labels("answered" if status < 300 else "late" if status == 404 else "refused"))
+        _ANSWER_CHILDREN[key] = children
+    for child in children:
+        child.inc()
+
+
+_ANSWER_CHILDREN: dict[tuple[str, int, bool], list[Any]] = {}
 
 
 # -- what is read at scrape time -----------------------------------------------------------------

@@ -753,6 +753,30 @@ async def test_late_sign_on_answers_are_counted_and_logged_once(
     assert len([r for r in caplog.records if "too late" in r.getMessage() or "could not answer" in r.getMessage()]) == 1
 
 
+async def test_sign_on_answers_wait_out_a_429_and_retry_a_server_error(running: Booted, world: World) -> None:
+    """The hot path's own callback request (bot.signing.post_callback) answers Discord's errors as
+    discord.py does: a 429 is waited out (`retry_after`) and sent again, a 5xx is tried again after a
+    pause. It asks for Discord's default answer, 204 without a body (no `with_response`)."""
+    fake = world.fake
+    message = await create_statement(world, running)
+    callback = r"/interactions/\d+/[^/]+/callback$"
+    fake.fail_next("POST", callback, 429, retry_after=0.3)
+    click = await fake.click(world.guild, world.reader, message, f"statements:sign:{sid(message)}")
+    assert (await click.wait_response())["type"] == 9
+    fake.fail_next("POST", callback, 500)
+    submit = await fake.submit_modal(world.guild, world.reader, None, {"name": "Rita Reader"})
+    assert "Signed" in await answer(submit)
+    sent = [
+        r
+        for r in fake.requests_to("/callback", method="POST")
+        if r.path.startswith((f"/interactions/{click.id}/", f"/interactions/{submit.id}/"))
+    ]
+    assert [r.status for r in sent] == [429, 204, 500, 204]
+    assert sent[1].at - sent[0].at >= 0.3  # waited as told
+    assert all("with_response" not in r.query for r in sent)
+    assert (await running.bot.store.statements.counts(sid(message))).signed == 1
+
+
 async def test_a_refused_statement_form_gives_the_organizer_their_text_back(running: Booted, world: World) -> None:
     """A statement form refused (a slug with spaces) answers why and gives back the title and text typed."""
     fake = world.fake
