@@ -298,6 +298,26 @@ class BotProcess:
             conn.close()
 
 
+class Clients:
+    """The fake Discord with one server of `users` members, and both clients on one config (neither started)."""
+
+    def __init__(self, fake: FakeDiscord, tmp: Path, world: tuple[Any, Any, Member, list[Member], Any]) -> None:
+        self.fake = fake
+        self.guild, role, self.organizer, self.members, self.channel = world
+        config = make_config(
+            fake, tmp, logging={"level": "WARNING"}, guilds={self.guild.id: {"organizer_role_id": role.id}}
+        )
+        self.bot = BotProcess(fake, tmp, config)
+        self.bare = BotProcess(fake, tmp, config, argv=[str(ROOT / "bench" / "_barebot.py"), str(self.bot.config_path)])
+
+    @classmethod
+    async def start(cls, users: int, label: str) -> Clients:
+        fake = FakeDiscord(heartbeat_interval_ms=5000)
+        await fake.start()
+        tmp = Path(tempfile.mkdtemp(prefix=f"rv-signons-{label}-"))
+        return cls(fake, tmp, await setup_world(fake, users))
+
+
 async def settle_edits(fake: FakeDiscord, message_id: int, expected: int, limit: float = 30.0) -> None:
     """Until the message shows `expected` signatures and no edit came for a while (or `limit` s)."""
     deadline = time.monotonic() + limit
@@ -399,13 +419,11 @@ async def subprocess_bot(users: int, seconds: float, baseline: bool, rounds: int
     so that a neighbour's load on the machine hits both alike (who goes first alternates); the summary
     gives the median ratio.
     """
-    fake = FakeDiscord(heartbeat_interval_ms=5000)
-    await fake.start()
-    tmp = Path(tempfile.mkdtemp(prefix="rv-signons-"))
-    guild, role, organizer, members, channel = await setup_world(fake, users)
-    config = make_config(fake, tmp, logging={"level": "WARNING"}, guilds={guild.id: {"organizer_role_id": role.id}})
-    bot = BotProcess(fake, tmp, config)
-    bare = BotProcess(fake, tmp, config, argv=[str(ROOT / "bench" / "_barebot.py"), str(bot.config_path)])
+    clients = await Clients.start(users, "rounds")
+    fake, guild, organizer, members, channel = (
+        clients.fake, clients.guild, clients.organizer, clients.members, clients.channel
+    )  # fmt: skip
+    bot, bare = clients.bot, clients.bare
     await bot.start()
     ratios: list[float] = []
     goal_rounds = goal_met = 0
@@ -464,17 +482,14 @@ async def control(users: int, seconds: float, rounds: int) -> None:
     How often one turn meets p99 < 500 ms and the next does not is what the machine's other load
     alone does to a "same run" comparison; read the bare-against-readersviews rounds against it.
     """
-    fake = FakeDiscord(heartbeat_interval_ms=5000)
-    await fake.start()
-    tmp = Path(tempfile.mkdtemp(prefix="rv-signons-control-"))
-    guild, role, organizer, members, channel = await setup_world(fake, users)
-    config = make_config(fake, tmp, logging={"level": "WARNING"}, guilds={guild.id: {"organizer_role_id": role.id}})
-    bot = BotProcess(fake, tmp, config)
-    bare = BotProcess(fake, tmp, config, argv=[str(ROOT / "bench" / "_barebot.py"), str(bot.config_path)])
+    clients = await Clients.start(users, "control")
+    fake, guild, members, bot, bare = clients.fake, clients.guild, clients.members, clients.bot, clients.bare
     first_met = both_met = 0
     try:
         await bot.start()
-        statements = [await create_statement(fake, guild, organizer, channel) for _ in range(2 * rounds)]
+        statements = [
+            await create_statement(fake, guild, clients.organizer, clients.channel) for _ in range(2 * rounds)
+        ]
         await bot.stop()
         for number in range(rounds):
             met = []
@@ -506,13 +521,11 @@ async def sweep(rates: list[int], seconds: float) -> None:
     Prints one row per rate and client, and the highest rate at which each answered every
     interaction with p99 under 500 ms: the figure that tells the bot's cost from the machine's.
     """
-    fake = FakeDiscord(heartbeat_interval_ms=5000)
-    await fake.start()
-    tmp = Path(tempfile.mkdtemp(prefix="rv-signons-sweep-"))
-    guild, role, organizer, members, channel = await setup_world(fake, int(max(rates) * seconds))
-    config = make_config(fake, tmp, logging={"level": "WARNING"}, guilds={guild.id: {"organizer_role_id": role.id}})
-    ours = BotProcess(fake, tmp, config)
-    bare = BotProcess(fake, tmp, config, argv=[str(ROOT / "bench" / "_barebot.py"), str(ours.config_path)])
+    clients = await Clients.start(int(max(rates) * seconds), "sweep")
+    fake, guild, organizer, members, channel = (
+        clients.fake, clients.guild, clients.organizer, clients.members, clients.channel
+    )  # fmt: skip
+    ours, bare = clients.bot, clients.bare
     rows: dict[str, list[tuple[int, bool]]] = {"bare discord.py": [], "readersviews": []}
     try:
         await ours.start()
@@ -551,12 +564,11 @@ async def sweep(rates: list[int], seconds: float) -> None:
 async def killed_mid_burst(users: int, seconds: float, seed: int) -> None:
     """Bot in a subprocess; SIGKILL at a random moment; restart; answered successes all present once."""
     rng = random.Random(seed)
-    fake = FakeDiscord(heartbeat_interval_ms=5000)
-    await fake.start()
-    tmp = Path(tempfile.mkdtemp(prefix="rv-signons-kill-"))
-    guild, role, organizer, members, channel = await setup_world(fake, users)
-    config = make_config(fake, tmp, logging={"level": "WARNING"}, guilds={guild.id: {"organizer_role_id": role.id}})
-    bot = BotProcess(fake, tmp, config)
+    clients = await Clients.start(users, "kill")
+    fake, guild, organizer, members, channel = (
+        clients.fake, clients.guild, clients.organizer, clients.members, clients.channel
+    )  # fmt: skip
+    bot = clients.bot
     process = await bot.start()
     try:
         message, sid = await create_statement(fake, guild, organizer, channel)
