@@ -486,11 +486,12 @@ async def existing_message(
         ) from None
 
 
-async def recover_drafts(client: discord.Client, service: StatementService) -> None:
+async def recover_drafts(client: discord.Client, service: StatementService, reported: set[int]) -> None:
     """Finish what a crash between posting a statement's message and publishing it left: a draft
     whose message is in its channel is published (the organizer asked for it; its buttons work
-    again); one whose message isn't is dropped (its slug is free again). A channel that can't be
-    read is tried again at the next timer."""
+    again); one whose message isn't, or whose channel is gone, is dropped (its slug is free again).
+    A channel the bot can't read is tried again at each timer, and logged once (`reported`: ids of
+    drafts already logged), not at every tick."""
     for draft in await service.stale_drafts():
         if draft.channel_id is None or client.user is None:
             await service.discard_draft(draft.id)
@@ -507,8 +508,17 @@ async def recover_drafts(client: discord.Client, service: StatementService) -> N
                 if message.author.id == client.user.id and wanted in ids:
                     found = message
                     break
+        except discord.NotFound:  # the channel was deleted, and any message posted in it with it
+            log.warning("statement %s: channel %s is gone; dropping the unpublished draft", draft.id, draft.channel_id)
+            await service.discard_draft(draft.id)
+            continue
         except discord.HTTPException as exc:
-            log.warning("statement %s: can't look for its message in %s: %s", draft.id, draft.channel_id, exc)
+            if draft.id not in reported:
+                reported.add(draft.id)
+                log.warning(
+                    "statement %s: can't look for its message in %s: %s (trying again at each timer)",
+                    draft.id, draft.channel_id, exc,
+                )  # fmt: skip
             continue
         if found is None:
             log.warning("statement %s: its publishing was interrupted before its message was posted", draft.id)

@@ -89,6 +89,7 @@ class Statements(commands.Cog):
         self._creating = KeyedLock()
         self._created: dict[tuple[int, str | int], str] = {}  # (organizer, form opening): message link
         self._unreachable: set[int] = set()  # statements whose message answered 403/404 (already reported)
+        self._unreadable_drafts: set[int] = set()  # drafts whose channel answered 403 (already logged)
         self._closing = False  # set at unload: new sign-ons are asked to retry
         self.sign_ons = SignOns(bot, self.service, closing=lambda: self._closing)
         self.timer_cap = MAX_TIMER_SLEEP
@@ -151,7 +152,7 @@ class Statements(commands.Cog):
     async def run_timer_once(self) -> None:
         """Close what is due, finish interrupted creates, post owed final counts, enqueue site updates."""
         await self.service.close_due()
-        await recover_drafts(self.bot, self.service)
+        await recover_drafts(self.bot, self.service, self._unreadable_drafts)
         for statement in await self.service.closed_unannounced():
             await self._announce_close(statement)
         await self.service.flush_site_updates()

@@ -832,3 +832,34 @@ async def test_a_create_killed_between_posting_and_publishing_is_finished(world:
         channel_id=world.discussion.id, closes_at=None, slug="never",
     )  # fmt: skip
     assert draft.slug == "never"
+
+
+async def test_a_draft_in_a_channel_gone_or_unreadable(
+    world: World, booter: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Draft recovery: a draft whose channel was deleted is dropped (its message went with the channel)
+    instead of being looked for at every timer for ever; one in a channel the bot can't read is tried
+    again at each timer, logged once, and handled once it can be read."""
+    fake = world.fake
+    clock = FakeClock(START)
+    booted: Booted = await booter(clock=clock)
+    service = cog(booted).service
+    gone = world.guild.add_text_channel("gone")
+    hidden = world.guild.add_text_channel("hidden")
+    for channel in (gone, hidden):
+        await service.create_draft(
+            guild_id=world.guild.id, organizer_id=world.organizer.id, title=channel.name, body="Text.",
+            channel_id=channel.id, closes_at=None, slug=channel.name,
+        )  # fmt: skip
+    await fake.channel_delete(gone)
+    fake.fail_next("GET", rf"/channels/{hidden.id}/messages", 403, code=50001, message="Missing Access", times=2)
+    clock.advance(minutes=20)
+    store = booted.bot.store
+    with caplog.at_level(logging.WARNING, logger="bot.statement_views"):
+        for _ in range(2):
+            await booted.cog("Statements").run_timer_once()
+    rows = await store.db.fetchall("SELECT slug FROM statements ORDER BY id")
+    assert [r["slug"] for r in rows] == ["hidden"]
+    assert len([r for r in caplog.records if "can't look for its message" in r.getMessage()]) == 1
+    await booted.cog("Statements").run_timer_once()  # readable again: no message there, so dropped
+    assert await store.db.fetchall("SELECT slug FROM statements") == []
