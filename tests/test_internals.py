@@ -9,9 +9,11 @@ from pathlib import Path
 
 import aiosqlite
 import discord
+import httpx
 import pytest
 
 from bot.discord_internals import connection_state, gateway_parsers, logged_in, pending_ready_task
+from bot.site.httpx_internals import set_read_body
 from bot.store.aiosqlite_internals import on_its_thread, raw_connection
 from tests.helpers import Booted
 
@@ -52,3 +54,15 @@ async def test_discord_connection_state_has_the_parsers_and_ready_task_the_bot_u
     assert hasattr(state, "_ready_task")  # read with a default: a rename would silently skip the cancel
     ready = pending_ready_task(running.bot)
     assert ready is None or ready.done()
+
+
+async def test_httpx_streamed_response_takes_a_body_read_by_the_caller() -> None:
+    """`bot.site.base.send` reads a site's answer itself (decoded, up to a cap) and hands it on as read."""
+    answer = b'{"id": 42}'
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, content=answer))
+    async with httpx.AsyncClient(transport=transport) as client:
+        response = await client.send(client.build_request("GET", "http://site.test/"), stream=True)
+        body = b"".join([chunk async for chunk in response.aiter_bytes()])
+        await response.aclose()
+        set_read_body(response, body)
+    assert response.content == answer and response.json() == {"id": 42} and response.text == answer.decode()

@@ -22,6 +22,8 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from bot.site.httpx_internals import set_read_body
+
 ItemKind = Literal["letter", "digest", "statement"]
 PostStatus = Literal["pending", "draft", "publish"]
 Action = Literal["create", "update", "retract"]
@@ -253,7 +255,7 @@ async def send(
                         )
             finally:
                 await response.aclose()
-            response._content = bytes(body)  # what `aread` would have set
+            set_read_body(response, bytes(body))
             return response
     except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
         raise TransientSiteError(
