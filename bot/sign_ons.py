@@ -71,7 +71,7 @@ class SignOns:
         statement, current = await self.service.prepare_sign(
             statement_id, reply.user_id, "individual", guild_id=server_of(reply)
         )
-        self._channels[statement.id] = statement.channel_id
+        self._remember(statement)
         self._where_it_is(reply, statement.channel_id)
         await reply.form(self.form(statement, "individual", current))
 
@@ -91,10 +91,13 @@ class SignOns:
         if statement_id in self._channels and self._channels[statement_id] == reply.channel_id:
             return reply.channel_id
         statement = await self.service.get(statement_id, guild_id=server_of(reply))
+        self._remember(statement)
+        return statement.channel_id
+
+    def _remember(self, statement: StatementRow) -> None:
         if len(self._channels) >= CHANNELS_KEPT:
             self._channels.clear()
         self._channels[statement.id] = statement.channel_id
-        return statement.channel_id
 
     async def submit(
         self, reply: SignReply, statement_id: int, kind: SignKind, values: dict[str, Any], *, replaces: int | None

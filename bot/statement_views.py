@@ -540,5 +540,10 @@ async def channel_in_guild(client: discord.Client, interaction: discord.Interact
             channel = None
     if getattr(getattr(channel, "guild", None), "id", None) != server_of(interaction):
         raise StatementError("I can't find that channel in this server; run `/statement create` again.")
+    ensure_member_can_post(interaction, channel)
+
+
+def ensure_member_can_post(interaction: discord.Interaction, channel: Any) -> None:
+    """What the bot posts for an organizer goes only where they could post themselves."""
     if not member_can_post(interaction.user, channel):
-        raise StatementError(f"You can't post in <#{channel_id}> yourself, so I won't post a statement there.")
+        raise StatementError(f"You can't post in <#{channel.id}> yourself, so I won't post a statement there.")

@@ -23,7 +23,7 @@ from discord import app_commands
 from discord.ext import commands, tasks
 
 from bot import claims
-from bot.checks import ensure_organizer, may, member_can_post, member_can_see_channel, organizer_only
+from bot.checks import ensure_organizer, may, member_can_see_channel, organizer_only
 from bot.concurrency import Debouncer, KeyedLock
 from bot.errors import answer_error, answers_errors, send_ephemeral
 from bot.forms import modal_values, typed_text
@@ -43,6 +43,7 @@ from bot.statement_views import (
     channel_in_guild,
     choice_view,
     discord_timestamp,
+    ensure_member_can_post,
     existing_message,
     inert,
     organizations_question,
@@ -66,6 +67,7 @@ log = logging.getLogger(__name__)
 
 MAX_TIMER_SLEEP = 30.0
 EDIT_INTERVAL = 5.0
+CREATED_KEPT = 1000  # create forms remembered (per process) against a second submit
 CREATE_FORM = re.compile(r"^statements:createform:(\d+):(\d+):([01]):([01])(?::(\d+))?$")  # 5: the opening's id
 EDIT_FORM = re.compile(r"^statements:editform:(\d+)$")
 
@@ -369,8 +371,9 @@ class Statements(commands.Cog):
         async with self._creating.hold(key):
             if (url := self._created.get(key)) is not None:
                 raise StatementError(f"This form was already published: {url}")
-            url = await self._submit_create(interaction, match, values)
-            self._created = {**dict(list(self._created.items())[-999:]), key: url}  # the latest 1,000
+            self._created[key] = await self._submit_create(interaction, match, values)
+            if len(self._created) > CREATED_KEPT:
+                del self._created[next(iter(self._created))]  # the oldest
 
     async def _submit_create(
         self, interaction: discord.Interaction, match: re.Match[str], values: dict[str, Any]
@@ -496,8 +499,7 @@ class Statements(commands.Cog):
         target = channel or interaction.channel
         if target is None or not isinstance(target, (discord.TextChannel, discord.Thread)):
             raise StatementError("Pick a text channel for the statement with the `channel:` option.")
-        if not member_can_post(interaction.user, target):
-            raise StatementError(f"You can't post in {target.mention} yourself, so I won't post a statement there.")
+        ensure_member_can_post(interaction, target)
         closes_at = parse_deadline(deadline, self.bot.clock.now())
         guild = interaction.guild
         me = guild.me if guild else None
@@ -567,9 +569,8 @@ class Statements(commands.Cog):
         target_id = channel.id if channel is not None else found.channel_id
         if target_id is None:
             raise StatementError("Pick a channel for the statement with the `channel:` option.")
-        if channel is not None and not member_can_post(interaction.user, channel):
-            raise StatementError(f"You can't post in {channel.mention} yourself, so I won't post a statement there.")
         if channel is not None:
+            ensure_member_can_post(interaction, channel)
             me = interaction.guild.me
             perms = channel.permissions_for(me)
             if not (perms.view_channel and perms.send_messages and perms.embed_links):
